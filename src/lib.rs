@@ -1,0 +1,14 @@
+//! spoolmail: a sendmail-compatible mail transfer agent.
+//!
+//! One binary, three faces chosen by argv[0]: `sendmail` (accept a
+//! message and commit it to the spool), `mailq` (list the queue) and
+//! `newaliases` (compile the aliases file). See DESIGN.md for the map.
+
+pub mod address;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod mailq;
+pub mod message;
+pub mod spool;

@@ -1,0 +1,2 @@
+//! The mailq face.
+//! STUB: replaced by the spool helper.

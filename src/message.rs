@@ -1,0 +1,2 @@
+//! Reading a message from stdin.
+//! STUB: replaced by the message helper.

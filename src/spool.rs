@@ -1,0 +1,2 @@
+//! The spool.
+//! STUB: replaced by the spool helper.
