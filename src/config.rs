@@ -1,7 +1,13 @@
 //! The configuration file (`/etc/spoolmail/spoolmail.conf`, or `-C FILE`).
-//! STUB: the config helper replaces this file with the real parser.
+//!
+//! Syntax: `key = value` lines, `#` comments (a whole line, or after
+//! white space at the end of a line), blank lines. Every key the project
+//! uses is defined here with its default, so that all three faces and the
+//! runner read one [`Config`]. Anything unknown, repeated or malformed is
+//! an error naming the file and line (exit 78): a typo must not silently
+//! fall back to a default.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,40 +46,546 @@ pub enum MailboxFormat {
     Maildir,
 }
 
-/// Every setting of spoolmail, with defaults filled in.
+/// Every setting of spoolmail, with defaults filled in. The README's
+/// configuration table documents each key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// `spool`: the spool directory.
     pub spool: PathBuf,
+    /// `hostname`: this host's name (HELO, Message-ID, unqualified addresses).
     pub hostname: String,
+    /// `local_domains`: domains delivered locally.
     pub local_domains: Vec<String>,
+    /// `smarthost`: relay every non-local message here instead of MX delivery.
     pub smarthost: Option<(String, u16)>,
+    /// `smarthost_tls`: TLS mode towards the smarthost.
     pub smarthost_tls: SmarthostTls,
+    /// `auth_user`: SMTP AUTH user for the smarthost.
     pub auth_user: Option<String>,
+    /// `auth_password_file`: file holding the SMTP AUTH password.
     pub auth_password_file: Option<PathBuf>,
+    /// `tls`: TLS policy for MX delivery.
     pub tls: TlsPolicy,
+    /// `resolver`: DNS server to ask (None: /etc/resolv.conf).
     pub resolver: Option<SocketAddr>,
+    /// `smtp_port`: port for MX delivery.
     pub smtp_port: u16,
+    /// `retry_min`: first retry delay and lower bound of every retry.
     pub retry_min: Duration,
+    /// `retry_max`: upper bound of the retry delay.
     pub retry_max: Duration,
+    /// `queue_lifetime`: give up and bounce after this long.
     pub queue_lifetime: Duration,
+    /// `delay_warning`: send a delay DSN after this long.
     pub delay_warning: Duration,
+    /// `max_connections`: global bound on concurrent deliveries.
     pub max_connections: u32,
+    /// `max_host_connections`: bound per destination.
     pub max_host_connections: u32,
+    /// `max_message_size`: largest accepted message in bytes (0: no limit).
     pub max_message_size: u64,
+    /// `aliases`: the aliases file.
     pub aliases: PathBuf,
+    /// `mail_spool_dir`: where mbox mailboxes live.
     pub mail_spool_dir: PathBuf,
+    /// `mailbox`: local mailbox format.
     pub mailbox: MailboxFormat,
+    /// `pipe_user`: the unprivileged user that runs /etc/aliases pipes and files.
     pub pipe_user: String,
+    /// `pipe_timeout`: time limit for a pipe delivery.
     pub pipe_timeout: Duration,
+    /// `max_hops`: Received:/Delivered-To: count that means a mail loop.
     pub max_hops: u32,
+    /// `connect_timeout`: SMTP connection timeout.
     pub connect_timeout: Duration,
+    /// `command_timeout`: SMTP reply timeout for commands (RFC 5321: 5 min).
     pub command_timeout: Duration,
+    /// `data_timeout`: SMTP timeout per data block (RFC 5321: 3 min).
     pub data_timeout: Duration,
+    /// `final_dot_timeout`: wait for the reply to the final dot (RFC 1047, RFC 5321: 10 min).
     pub final_dot_timeout: Duration,
+    /// `tmp_max_age`: age after which files left in tmp/ are swept.
     pub tmp_max_age: Duration,
 }
 
+impl Default for Config {
+    fn default() -> Config {
+        let hostname = system_hostname();
+        Config {
+            spool: PathBuf::from("/var/spool/spoolmail"),
+            local_domains: vec![hostname.clone(), "localhost".to_string()],
+            hostname,
+            smarthost: None,
+            smarthost_tls: SmarthostTls::Starttls,
+            auth_user: None,
+            auth_password_file: None,
+            tls: TlsPolicy::Opportunistic,
+            resolver: None,
+            smtp_port: 25,
+            retry_min: Duration::from_secs(30 * 60),
+            retry_max: Duration::from_secs(3 * 3600),
+            queue_lifetime: Duration::from_secs(5 * 86400),
+            delay_warning: Duration::from_secs(4 * 3600),
+            max_connections: 10,
+            max_host_connections: 2,
+            max_message_size: 50 * 1024 * 1024,
+            aliases: PathBuf::from("/etc/aliases"),
+            mail_spool_dir: PathBuf::from("/var/mail"),
+            mailbox: MailboxFormat::Mbox,
+            pipe_user: "nobody".to_string(),
+            pipe_timeout: Duration::from_secs(3600),
+            max_hops: 50,
+            connect_timeout: Duration::from_secs(30),
+            command_timeout: Duration::from_secs(5 * 60),
+            data_timeout: Duration::from_secs(3 * 60),
+            final_dot_timeout: Duration::from_secs(10 * 60),
+            tmp_max_age: Duration::from_secs(36 * 3600),
+        }
+    }
+}
+
 /// Loads `path`. When `required` is false a missing file means "all defaults".
-pub fn load(_path: &Path, _required: bool) -> Result<Config> {
-    todo!()
+pub fn load(path: &Path, required: bool) -> Result<Config> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8(bytes)
+                .map_err(|_| Error::config(format!("{}: not valid UTF-8", path.display())))?;
+            parse(&text, &path.display().to_string())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Config::default()),
+        Err(e) => Err(Error::config(format!(
+            "cannot read config file {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Parses config text; `origin` names the file in error messages.
+pub fn parse(text: &str, origin: &str) -> Result<Config> {
+    let mut config = Config::default();
+    let mut seen: Vec<String> = Vec::new();
+    let mut hostname_set = false;
+    let mut local_domains_set = false;
+    for (index, raw) in text.lines().enumerate() {
+        let at = |msg: String| Error::config(format!("{origin}:{}: {msg}", index + 1));
+        let line = strip_comment(raw).trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .ok_or_else(|| at(format!("expected \"key = value\", got {:?}", clip(line))))?;
+        let (key, value) = (key.trim(), value.trim());
+        if value.chars().any(char::is_control) {
+            return Err(at(format!("{key}: control character in value")));
+        }
+        if seen.iter().any(|k| k == key) {
+            return Err(at(format!("duplicate key \"{}\"", clip(key))));
+        }
+        set(&mut config, key, value).map_err(|msg| at(format!("{key}: {msg}")))?;
+        hostname_set |= key == "hostname";
+        local_domains_set |= key == "local_domains";
+        seen.push(key.to_string());
+    }
+    if hostname_set && !local_domains_set {
+        config.local_domains = vec![config.hostname.clone(), "localhost".to_string()];
+    }
+    check(&config).map_err(|msg| Error::config(format!("{origin}: {msg}")))?;
+    Ok(config)
+}
+
+fn clip(s: &str) -> &str {
+    match s.char_indices().nth(60) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// A `#` starts a comment at the start of a line or after white space, so
+/// that values such as a password file path may still contain `#`.
+fn strip_comment(line: &str) -> &str {
+    let bytes = line.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'#' && (i == 0 || bytes[i - 1].is_ascii_whitespace()) {
+            return &line[..i];
+        }
+    }
+    line
+}
+
+type Setting = std::result::Result<(), String>;
+
+fn set(c: &mut Config, key: &str, value: &str) -> Setting {
+    match key {
+        "spool" => c.spool = absolute_path(value)?,
+        "hostname" => c.hostname = hostname(value)?,
+        "local_domains" => {
+            c.local_domains = value
+                .split([',', ' ', '\t'])
+                .filter(|d| !d.is_empty())
+                .map(|d| hostname(d).map(|h| h.to_ascii_lowercase()))
+                .collect::<std::result::Result<_, _>>()?
+        }
+        "smarthost" => c.smarthost = optional(value, host_port)?,
+        "smarthost_tls" => {
+            c.smarthost_tls = match value {
+                "starttls" => SmarthostTls::Starttls,
+                "tls" => SmarthostTls::Tls,
+                "none" => SmarthostTls::None,
+                _ => {
+                    return Err(format!(
+                        "expected starttls, tls or none, got {:?}",
+                        clip(value)
+                    ));
+                }
+            }
+        }
+        "auth_user" => c.auth_user = optional(value, |v| Ok(v.to_string()))?,
+        "auth_password_file" => c.auth_password_file = optional(value, absolute_path)?,
+        "tls" => {
+            c.tls = match value {
+                "none" => TlsPolicy::None,
+                "opportunistic" => TlsPolicy::Opportunistic,
+                "required" => TlsPolicy::Required,
+                _ => {
+                    return Err(format!(
+                        "expected none, opportunistic or required, got {:?}",
+                        clip(value)
+                    ));
+                }
+            }
+        }
+        "resolver" => {
+            c.resolver = optional(value, |v| {
+                v.parse::<SocketAddr>()
+                    .map_err(|_| format!("expected ip:port, got {:?}", clip(v)))
+            })?
+        }
+        "smtp_port" => c.smtp_port = port(value)?,
+        "retry_min" => c.retry_min = parse_duration(value)?,
+        "retry_max" => c.retry_max = parse_duration(value)?,
+        "queue_lifetime" => c.queue_lifetime = parse_duration(value)?,
+        "delay_warning" => c.delay_warning = parse_duration(value)?,
+        "max_connections" => c.max_connections = positive(value)?,
+        "max_host_connections" => c.max_host_connections = positive(value)?,
+        "max_message_size" => c.max_message_size = parse_size(value)?,
+        "aliases" => c.aliases = absolute_path(value)?,
+        "mail_spool_dir" => c.mail_spool_dir = absolute_path(value)?,
+        "mailbox" => {
+            c.mailbox = match value {
+                "mbox" => MailboxFormat::Mbox,
+                "maildir" => MailboxFormat::Maildir,
+                _ => return Err(format!("expected mbox or maildir, got {:?}", clip(value))),
+            }
+        }
+        "pipe_user" => {
+            if value.is_empty() || value == "root" || value.contains(['/', ':', ' ']) {
+                return Err(format!(
+                    "expected an unprivileged user name, got {:?}",
+                    clip(value)
+                ));
+            }
+            c.pipe_user = value.to_string()
+        }
+        "pipe_timeout" => c.pipe_timeout = parse_duration(value)?,
+        "max_hops" => c.max_hops = positive(value)?,
+        "connect_timeout" => c.connect_timeout = parse_duration(value)?,
+        "command_timeout" => c.command_timeout = parse_duration(value)?,
+        "data_timeout" => c.data_timeout = parse_duration(value)?,
+        "final_dot_timeout" => c.final_dot_timeout = parse_duration(value)?,
+        "tmp_max_age" => c.tmp_max_age = parse_duration(value)?,
+        _ => return Err("unknown key".to_string()),
+    }
+    Ok(())
+}
+
+/// Cross-checks between keys, after the whole file is read.
+fn check(c: &Config) -> Setting {
+    if c.retry_max < c.retry_min {
+        return Err("retry_max is shorter than retry_min".to_string());
+    }
+    if c.queue_lifetime < c.retry_min {
+        return Err("queue_lifetime is shorter than retry_min".to_string());
+    }
+    if c.auth_user.is_some() != c.auth_password_file.is_some() {
+        return Err("auth_user and auth_password_file go together".to_string());
+    }
+    Ok(())
+}
+
+fn optional<T>(
+    value: &str,
+    f: impl FnOnce(&str) -> std::result::Result<T, String>,
+) -> std::result::Result<Option<T>, String> {
+    if value.is_empty() {
+        Ok(None)
+    } else {
+        f(value).map(Some)
+    }
+}
+
+fn absolute_path(value: &str) -> std::result::Result<PathBuf, String> {
+    if value.starts_with('/') {
+        Ok(PathBuf::from(value))
+    } else {
+        Err(format!("expected an absolute path, got {:?}", clip(value)))
+    }
+}
+
+fn hostname(value: &str) -> std::result::Result<String, String> {
+    let value = value.strip_suffix('.').unwrap_or(value);
+    let ok = !value.is_empty()
+        && value.len() <= 253
+        && value.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(format!("expected a host name, got {:?}", clip(value)))
+    }
+}
+
+fn port(value: &str) -> std::result::Result<u16, String> {
+    match value.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("expected a port number, got {:?}", clip(value))),
+    }
+}
+
+fn positive(value: &str) -> std::result::Result<u32, String> {
+    match value.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("expected a positive number, got {:?}", clip(value))),
+    }
+}
+
+/// `host`, `host:port`, `[v6addr]:port`; the port defaults to 25.
+fn host_port(value: &str) -> std::result::Result<(String, u16), String> {
+    if let Some(rest) = value.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("unclosed [ in {:?}", clip(value)))?;
+        host.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("bad IPv6 address {:?}", clip(host)))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => port(p)?,
+            None if after.is_empty() => 25,
+            None => return Err(format!("expected [ipv6]:port, got {:?}", clip(value))),
+        };
+        return Ok((host.to_string(), port));
+    }
+    let (host, p) = match value.rsplit_once(':') {
+        Some((h, p)) => (h, port(p)?),
+        None => (value, 25),
+    };
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Ok((host.to_string(), p));
+    }
+    Ok((hostname(host)?, p))
+}
+
+/// `30s`, `30m`, `3h`, `5d`, `1w`, or a bare number of seconds.
+pub fn parse_duration(value: &str) -> std::result::Result<Duration, String> {
+    let bad = || {
+        format!(
+            "expected a duration such as 30s, 30m, 3h, 5d, got {:?}",
+            clip(value)
+        )
+    };
+    let (digits, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => value.split_at(i),
+        None => (value, ""),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 7 * 86400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(scale)
+        .map(Duration::from_secs)
+        .ok_or_else(bad)
+}
+
+/// A byte count with an optional `k`, `M` or `G` suffix (powers of 1024).
+fn parse_size(value: &str) -> std::result::Result<u64, String> {
+    let bad = || {
+        format!(
+            "expected a size such as 10485760, 10M or 512k, got {:?}",
+            clip(value)
+        )
+    };
+    let (digits, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => value.split_at(i),
+        None => (value, ""),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let scale = match unit {
+        "" => 1,
+        "k" | "K" => 1024,
+        "M" => 1024 * 1024,
+        "G" => 1024 * 1024 * 1024,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(scale).ok_or_else(bad)
+}
+
+/// The system host name, or "localhost" when it cannot be had.
+fn system_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .and_then(|h| hostname(&h).ok())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse(text, "t.conf").unwrap_err().message().to_string()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse("", "t.conf").unwrap();
+        assert_eq!(c.spool, PathBuf::from("/var/spool/spoolmail"));
+        assert_eq!(c.retry_min, Duration::from_secs(1800));
+        assert_eq!(c.retry_max, Duration::from_secs(10800));
+        assert_eq!(c.queue_lifetime, Duration::from_secs(432000));
+        assert_eq!(c.delay_warning, Duration::from_secs(14400));
+        assert_eq!(c.final_dot_timeout, Duration::from_secs(600));
+        assert_eq!(c.tls, TlsPolicy::Opportunistic);
+        assert_eq!(c.smtp_port, 25);
+        assert!(c.local_domains.contains(&"localhost".to_string()));
+        assert_eq!(c.max_message_size, 52428800);
+    }
+
+    #[test]
+    fn every_key_parses() {
+        let text = "\
+# comment
+spool = /tmp/spool   # trailing comment
+hostname = mx.example.org
+local_domains = example.org, example.net
+smarthost = relay.example.org:587
+smarthost_tls = tls
+auth_user = me
+auth_password_file = /etc/spoolmail/pass#word
+tls = required
+resolver = 127.0.0.1:5353
+smtp_port = 2525
+retry_min = 30s
+retry_max = 2h
+queue_lifetime = 1d
+delay_warning = 90m
+max_connections = 4
+max_host_connections = 1
+max_message_size = 10M
+aliases = /etc/mail/aliases
+mail_spool_dir = /var/spool/mail
+mailbox = maildir
+pipe_user = mailpipe
+pipe_timeout = 600
+max_hops = 30
+connect_timeout = 10s
+command_timeout = 1m
+data_timeout = 2m
+final_dot_timeout = 10m
+tmp_max_age = 2d
+";
+        let c = parse(text, "t.conf").unwrap();
+        assert_eq!(c.spool, PathBuf::from("/tmp/spool"));
+        assert_eq!(c.hostname, "mx.example.org");
+        assert_eq!(c.local_domains, vec!["example.org", "example.net"]);
+        assert_eq!(c.smarthost, Some(("relay.example.org".to_string(), 587)));
+        assert_eq!(c.smarthost_tls, SmarthostTls::Tls);
+        assert_eq!(
+            c.auth_password_file,
+            Some(PathBuf::from("/etc/spoolmail/pass#word"))
+        );
+        assert_eq!(c.tls, TlsPolicy::Required);
+        assert_eq!(c.resolver, Some("127.0.0.1:5353".parse().unwrap()));
+        assert_eq!(c.smtp_port, 2525);
+        assert_eq!(c.retry_min, Duration::from_secs(30));
+        assert_eq!(c.queue_lifetime, Duration::from_secs(86400));
+        assert_eq!(c.max_message_size, 10 * 1024 * 1024);
+        assert_eq!(c.mailbox, MailboxFormat::Maildir);
+        assert_eq!(c.pipe_timeout, Duration::from_secs(600));
+        assert_eq!(c.max_hops, 30);
+        assert_eq!(c.tmp_max_age, Duration::from_secs(172800));
+    }
+
+    #[test]
+    fn hostname_sets_local_domains_default() {
+        let c = parse("hostname = a.example", "t.conf").unwrap();
+        assert_eq!(c.local_domains, vec!["a.example", "localhost"]);
+    }
+
+    #[test]
+    fn smarthost_forms() {
+        assert_eq!(host_port("relay").unwrap(), ("relay".to_string(), 25));
+        assert_eq!(host_port("[::1]:2525").unwrap(), ("::1".to_string(), 2525));
+        assert_eq!(
+            host_port("127.0.0.1:26").unwrap(),
+            ("127.0.0.1".to_string(), 26)
+        );
+        assert!(host_port("relay:0").is_err());
+        assert!(host_port("[::1").is_err());
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        assert_eq!(err("\n\nfoo = 1"), "t.conf:3: foo: unknown key");
+        assert!(err("spool = relative/path").starts_with("t.conf:1: spool:"));
+        assert!(err("just words").starts_with("t.conf:1: expected"));
+        assert!(err("smtp_port = 25\nsmtp_port = 26").starts_with("t.conf:2: duplicate key"));
+        assert!(err("retry_min = soon").contains("retry_min"));
+        assert!(err("tls = maybe").contains("opportunistic"));
+        assert!(err("max_connections = 0").contains("positive"));
+        assert!(err("max_message_size = 10X").contains("size"));
+        assert!(err("hostname = bad_host!").contains("host name"));
+        assert!(err("resolver = localhost").contains("ip:port"));
+        assert!(err("pipe_user = root").contains("unprivileged"));
+    }
+
+    #[test]
+    fn cross_checks() {
+        assert!(err("retry_min = 2h\nretry_max = 1h").contains("retry_max"));
+        assert!(
+            err("retry_min = 2d\nretry_max=3d\nqueue_lifetime = 1d").contains("queue_lifetime")
+        );
+        assert!(err("auth_user = me").contains("auth_password_file"));
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
+        assert_eq!(parse_duration("2w").unwrap(), Duration::from_secs(1209600));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+        assert_eq!(parse_size("0").unwrap(), 0);
+        assert_eq!(parse_size("512k").unwrap(), 524288);
+        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
+    }
+
+    #[test]
+    fn missing_file() {
+        let c = load(Path::new("/nonexistent/spoolmail.conf"), false).unwrap();
+        assert_eq!(c, Config::default());
+        let e = load(Path::new("/nonexistent/spoolmail.conf"), true).unwrap_err();
+        assert_eq!(e.kind().exit_code(), 78);
+    }
 }

@@ -11,4 +11,6 @@ pub mod error;
 pub mod logging;
 pub mod mailq;
 pub mod message;
+pub mod privilege;
 pub mod spool;
+pub mod submit;

@@ -1,1 +1,110 @@
-fn main() {}
+//! The spoolmail binary: a thin `main` that hardens the process, picks the
+//! face from argv[0], runs it, and turns the one typed error into the one
+//! exit code (the only place where exit codes are decided).
+
+use spoolmail::cli::{self, Face, Invocation, Mode};
+use spoolmail::config::{self, Config};
+use spoolmail::error::{Error, Kind, Result};
+use spoolmail::{logging, mailq, privilege, spool, submit};
+use std::io::Write;
+use std::path::Path;
+use std::time::SystemTime;
+
+fn main() {
+    privilege::harden();
+    let mut args = std::env::args_os();
+    let argv0 = args
+        .next()
+        .map(|a| a.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let face = Face::from_argv0(&argv0);
+    // A panic is a bug, but before the commit point it must still look
+    // like temporary trouble to the caller, so the message is retried.
+    std::panic::set_hook(Box::new(move |info| {
+        eprintln!("{}: internal error: {info}", face.name());
+        std::process::exit(Kind::TempFail.exit_code());
+    }));
+    let code = match run(face, args) {
+        Ok(()) => 0,
+        Err(err) => {
+            eprintln!("{}: {err}", face.name());
+            log::error!("{err}");
+            err.kind().exit_code()
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(face: Face, args: std::env::ArgsOs) -> Result<()> {
+    let args: Vec<String> = args
+        .map(|a| {
+            a.into_string()
+                .map_err(|a| Error::usage(format!("argument {a:?} is not valid UTF-8")))
+        })
+        .collect::<Result<_>>()?;
+    let inv = cli::parse(face, &args)?;
+    logging::init(face.name(), inv.verbose);
+    for ignored in &inv.ignored {
+        log::debug!("option {ignored} accepted and ignored");
+    }
+    if inv.mode == Mode::Unsupported("--help".into()) {
+        println!("{}", cli::USAGE);
+        return Ok(());
+    }
+    let config = load_config(&inv)?;
+    match &inv.mode {
+        Mode::Deliver => deliver(&inv, &config),
+        Mode::PrintQueue => print_queue(&inv, &config),
+        Mode::InitAliases => Err(Error::new(
+            Kind::Unavailable,
+            "newaliases is not available yet: aliases come with local delivery",
+        )),
+        Mode::Smtp => Err(Error::new(
+            Kind::Unavailable,
+            "-bs (SMTP on standard input) is not available yet",
+        )),
+        Mode::QueueRun(_) => Err(Error::new(
+            Kind::Unavailable,
+            "queue runs are not available yet: they come with the delivery runner",
+        )),
+        Mode::Unsupported(flag) => Err(Error::new(
+            Kind::Unavailable,
+            format!("{flag} is not supported by spoolmail"),
+        )),
+    }
+}
+
+/// Reads the configuration: `-C FILE` (which must exist) or the default
+/// path (whose absence means "all defaults", so a fresh install works).
+fn load_config(inv: &Invocation) -> Result<Config> {
+    match &inv.config_path {
+        Some(path) => {
+            if privilege::is_privileged() && !privilege::caller_is_root() {
+                // The caller chose the file, and with it the spool: it must
+                // not get the spool group's rights to go with it.
+                privilege::drop_privilege()?;
+                log::debug!("-C given by a non-root caller: setgid privilege dropped");
+            }
+            config::load(path, true)
+        }
+        None => config::load(Path::new(config::DEFAULT_PATH), false),
+    }
+}
+
+fn deliver(inv: &Invocation, config: &Config) -> Result<()> {
+    let caller = submit::Caller::current()?;
+    let stdin = std::io::stdin().lock();
+    submit::submit(inv, config, &caller, stdin, SystemTime::now())?;
+    // Delivery (the background runner, -odi/-odf) comes with the runner;
+    // until then every accepted message waits in the queue.
+    Ok(())
+}
+
+fn print_queue(inv: &Invocation, config: &Config) -> Result<()> {
+    let spool = spool::Spool::open(&config.spool)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    mailq::print(&spool, inv.json, &mut out, SystemTime::now())?;
+    out.flush()
+        .map_err(|e| Error::io("writing to standard output", &e))
+}

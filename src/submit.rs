@@ -1,0 +1,235 @@
+//! The sendmail face: one message from stdin to the spool.
+//!
+//! Order matters here. Everything that can be refused without reading
+//! stdin (options, sender, command-line recipients) is checked first, so
+//! a bad call costs nothing. Then the header section is read, the
+//! envelope is settled, and the message is streamed into a draft in
+//! `tmp/`. Only `Draft::commit` makes it visible in `queue/`: before that
+//! line every error leaves the queue as it was and maps to a non-zero
+//! exit; after it the message is safe and the caller gets 0 (RFC 1047).
+
+use crate::address::{self, Address};
+use crate::cli::{DeliveryMode, Invocation};
+use crate::config::Config;
+use crate::error::{Error, Kind, Result};
+use crate::message::{self, Intake, IntakeOptions};
+use crate::privilege;
+use crate::spool::{Envelope, QueueId, Spool};
+use std::io::{Read, Write};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The user who called sendmail, from the password database (never from
+/// the environment, which a setgid program cannot trust).
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Real uid.
+    pub uid: u32,
+    /// Login name.
+    pub login: String,
+    /// Full name from the GECOS field, if any.
+    pub full_name: Option<String>,
+}
+
+impl Caller {
+    /// Looks up the real uid of this process.
+    pub fn current() -> Result<Caller> {
+        let uid = nix::unistd::getuid();
+        let user = nix::unistd::User::from_uid(uid)
+            .ok()
+            .flatten()
+            .ok_or_else(|| {
+                Error::new(
+                    Kind::NoUser,
+                    format!("who are you? uid {uid} has no password entry"),
+                )
+            })?;
+        let gecos = user.gecos.to_string_lossy().into_owned();
+        Ok(Caller {
+            uid: uid.as_raw(),
+            full_name: full_name_from_gecos(&gecos, &user.name),
+            login: user.name,
+        })
+    }
+}
+
+/// The BSD convention: the full name is the first comma-separated field,
+/// with `&` standing for the capitalised login name.
+fn full_name_from_gecos(gecos: &str, login: &str) -> Option<String> {
+    let first = gecos.split(',').next().unwrap_or("").trim();
+    if first.is_empty() {
+        return None;
+    }
+    let mut capitalised = String::new();
+    let mut chars = login.chars();
+    if let Some(c) = chars.next() {
+        capitalised.extend(c.to_uppercase());
+        capitalised.push_str(chars.as_str());
+    }
+    Some(first.replace('&', &capitalised))
+}
+
+/// What a committed submission produced.
+#[derive(Debug)]
+pub struct Submitted {
+    /// The queue ID.
+    pub id: QueueId,
+    /// The stored message size in bytes.
+    pub size: u64,
+    /// The number of envelope recipients.
+    pub recipients: usize,
+}
+
+/// Accepts one message from `input` according to `inv` and commits it to
+/// the spool. Returns only after the commit point (S1).
+pub fn submit(
+    inv: &Invocation,
+    config: &Config,
+    caller: &Caller,
+    input: impl Read,
+    now: SystemTime,
+) -> Result<Submitted> {
+    let caller_address = Address::parse(&caller.login)
+        .map_err(|e| Error::new(Kind::NoUser, e.message().to_string()))?
+        .qualified(&config.hostname);
+    let sender: Option<Address> = match &inv.sender {
+        Some(given) => address::parse_sender(given)?.map(|a| a.qualified(&config.hostname)),
+        None => Some(caller_address.clone()),
+    };
+
+    let mut recipients: Vec<Address> = Vec::new();
+    for arg in &inv.recipients {
+        recipients.extend(address::parse_list(arg)?);
+    }
+    if recipients.is_empty() && !inv.extract_recipients {
+        return Err(Error::usage(format!(
+            "no recipients given (use -t to read them from the headers); {}",
+            crate::cli::USAGE
+        )));
+    }
+
+    let spool = Spool::open(&config.spool)?;
+    // A draft that is dropped on any error path removes its tmp file: the
+    // queue never sees half a message (S2).
+    let mut draft = spool.begin(now)?;
+    let mut intake = Intake::new(
+        input,
+        IntakeOptions {
+            ignore_dots: inv.ignore_dots,
+            max_size: config.max_message_size,
+            ..IntakeOptions::default()
+        },
+    );
+    let header = intake.read_header()?;
+    if inv.extract_recipients {
+        // Postfix semantics: header recipients plus the command line.
+        let mut from_header = header.recipients()?;
+        from_header.append(&mut recipients);
+        recipients = from_header;
+    }
+    dedup(&mut recipients);
+    if recipients.is_empty() {
+        return Err(Error::usage("no recipient addresses found in the header"));
+    }
+
+    let envelope = Envelope {
+        id: draft.id().clone(),
+        arrival: now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        sender: sender.as_ref().map(ToString::to_string).unwrap_or_default(),
+        recipients: recipients.iter().map(ToString::to_string).collect(),
+        uid: caller.uid,
+        user: caller.login.clone(),
+        body_type: inv.body_type.clone(),
+        dsn_notify: inv.dsn_notify.clone(),
+        dsn_ret: inv.dsn_ret.clone(),
+        envid: inv.envid.clone(),
+        size: 0,
+    };
+    draft.write_envelope(&envelope)?;
+
+    let mut added: Vec<u8> = Vec::new();
+    if !header.contains("From") {
+        let name = inv
+            .full_name
+            .clone()
+            .or_else(name_from_environment)
+            .or_else(|| caller.full_name.clone());
+        let from = sender.as_ref().unwrap_or(&caller_address);
+        added.extend(message::from_field(name.as_deref(), from));
+    }
+    if !header.contains("Date") {
+        added.extend(message::date_field(now));
+    }
+    if !header.contains("Message-ID") {
+        added.extend(message::message_id_field(
+            draft.id().as_str(),
+            &config.hostname,
+        ));
+    }
+    let out = draft.data();
+    header.write_to(out)?;
+    out.write_all(&added)
+        .and_then(|()| out.write_all(b"\n"))
+        .map_err(|e| Error::io("writing the queue file", &e))?;
+    intake.copy_body(out)?;
+
+    let id = draft.commit()?;
+    // From here on the message is safe: it is fsynced and renamed into
+    // queue/, and the directory is fsynced. Nothing below may fail the call.
+    let size = spool.read_envelope(&id).map(|e| e.size).unwrap_or(0);
+    log::info!(
+        "{id}: from=<{}>, size={size}, nrcpt={}, uid={}",
+        envelope.sender,
+        recipients.len(),
+        caller.uid
+    );
+    Ok(Submitted {
+        id,
+        size,
+        recipients: recipients.len(),
+    })
+}
+
+/// Postfix honours `NAME` for the full name; a privileged process must not
+/// read its caller's environment, so it is used only when unprivileged.
+fn name_from_environment() -> Option<String> {
+    if privilege::is_privileged() {
+        return None;
+    }
+    std::env::var("NAME")
+        .ok()
+        .filter(|n| !n.trim().is_empty() && !n.chars().any(char::is_control))
+}
+
+/// Removes repeated recipients, keeping the first occurrence.
+fn dedup(recipients: &mut Vec<Address>) {
+    let mut seen = std::collections::HashSet::new();
+    recipients.retain(|r| seen.insert(r.to_string().to_ascii_lowercase()));
+}
+
+/// Whether the invocation wants the message delivered now by this process
+/// (`-odi`, `-odf`) rather than queued or handed to a background runner.
+pub fn wants_foreground(inv: &Invocation) -> bool {
+    matches!(
+        inv.delivery,
+        DeliveryMode::Interactive | DeliveryMode::Foreground
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gecos_full_name() {
+        assert_eq!(
+            full_name_from_gecos("Jane Doe,Room 1,555", "jane").as_deref(),
+            Some("Jane Doe")
+        );
+        assert_eq!(
+            full_name_from_gecos("& Smith", "bob").as_deref(),
+            Some("Bob Smith")
+        );
+        assert_eq!(full_name_from_gecos(",,,", "x"), None);
+        assert_eq!(full_name_from_gecos("", "x"), None);
+    }
+}

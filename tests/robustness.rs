@@ -1,0 +1,326 @@
+//! S1–S6 under stress: kills, full disks, size limits, big messages,
+//! file modes, bad configuration. Each failure must leave the queue as it
+//! was and exit with the right sysexits code.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::time::Duration;
+
+#[test]
+fn killed_mid_stdin_leaves_queue_unchanged() {
+    let w = World::new();
+    w.send_ok(&["a@example.com"], b"Subject: earlier\n\nx\n");
+    let before = w.queue_ids();
+    let mut child = w
+        .command("sendmail")
+        .args(["-odq", "a@example.com"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"Subject: half\n\n").unwrap();
+    stdin.write_all(&vec![b'y'; 256 * 1024]).unwrap();
+    // The draft exists in tmp/ once the header has been read.
+    assert!(
+        wait_for(Duration::from_secs(10), || !w.tmp_files().is_empty()),
+        "sendmail started writing its draft"
+    );
+    child.kill().unwrap(); // SIGKILL
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    assert_eq!(w.queue_ids(), before, "queue unchanged");
+}
+
+#[test]
+fn stdin_closed_early_is_a_complete_message() {
+    // EOF is the end of a message; it is not an error.
+    let w = World::new();
+    let id = w.send_ok(&["a@example.com"], b"Subject: eof\n\npartial line");
+    assert!(w.data(&id).ends_with(b"partial line\n"));
+}
+
+fn sendmail_with_fsize_limit(w: &World, limit: u64, input: &[u8]) -> std::process::Output {
+    let mut cmd = w.command("sendmail");
+    cmd.args(["-odq", "a@example.com"]);
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in pre_exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    run_with_stdin(&mut cmd, input)
+}
+
+#[test]
+fn write_failure_exits_75_and_leaves_queue_unchanged() {
+    let w = World::new();
+    w.send_ok(&["a@example.com"], b"Subject: earlier\n\nx\n");
+    let before = w.queue_ids();
+    let mut big = b"Subject: too big for the disk\n\n".to_vec();
+    big.extend(std::iter::repeat_n(b'z', 512 * 1024));
+    let out = sendmail_with_fsize_limit(&w, 64 * 1024, &big);
+    assert_exit(&out, 75);
+    assert_eq!(w.queue_ids(), before);
+    assert!(
+        w.tmp_files().is_empty(),
+        "draft removed: {:?}",
+        w.tmp_files()
+    );
+    // Below the limit the same process setup works: the failure was the size.
+    let out = sendmail_with_fsize_limit(&w, 64 * 1024, b"Subject: small\n\nx\n");
+    assert_success(&out);
+}
+
+#[test]
+fn disk_full_exits_75_and_leaves_queue_unchanged() {
+    if !is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let w = World::new();
+    let mnt = w.dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    if !status.success() {
+        eprintln!("skipped: cannot mount tmpfs here (no CAP_SYS_ADMIN?)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let spool = mnt.join("spool");
+    std::fs::write(
+        &w.config,
+        format!("spool = {}\nhostname = {HOSTNAME}\n", spool.display()),
+    )
+    .unwrap();
+    w.send_ok(&["a@example.com"], b"Subject: fits\n\nx\n");
+    let ids_before: Vec<String> = std::fs::read_dir(spool.join("queue"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut big = b"Subject: too big\n\n".to_vec();
+    big.extend(std::iter::repeat_n(b'z', 1024 * 1024));
+    let out = w.sendmail(&["-odq", "a@example.com"], &big);
+    assert_exit(&out, 75);
+    let ids_after: Vec<String> = std::fs::read_dir(spool.join("queue"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(ids_before, ids_after);
+    assert_eq!(std::fs::read_dir(spool.join("tmp")).unwrap().count(), 0);
+}
+
+#[test]
+fn queue_files_are_not_world_readable() {
+    let w = World::new();
+    let id = w.send_ok(&["a@example.com"], b"Subject: private\n\nsecret\n");
+    let mode = std::fs::metadata(w.spool.join("queue").join(&id))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o007, 0, "queue file mode {mode:o}");
+    assert_eq!(
+        mode & 0o022,
+        0,
+        "queue file not writable by group/others: {mode:o}"
+    );
+    for dir in ["", "queue", "tmp", "state"] {
+        let mode = std::fs::metadata(w.spool.join(dir))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o007, 0, "{dir}/ mode {mode:o}");
+    }
+}
+
+#[test]
+fn hostile_umask_does_not_widen_queue_file_modes() {
+    let w = World::new();
+    let mut cmd = w.command("sendmail");
+    cmd.arg("a@example.com");
+    // SAFETY: umask is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    assert_success(&run_with_stdin(&mut cmd, b"Subject: x\n\ny\n"));
+    let id = &w.queue_ids()[0];
+    let mode = std::fs::metadata(w.spool.join("queue").join(id))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o027, 0, "mode {mode:o}");
+}
+
+#[test]
+fn large_message_streams_in_bounded_memory() {
+    // S5: 64 MiB through sendmail; its peak RSS must stay small.
+    let w = World::new();
+    let mut child = w
+        .command("sendmail")
+        .args(["-odq", "-i", "a@example.com"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        stdin.write_all(b"Subject: big\n\n").unwrap();
+        let line = [b"0123456789abcdef".repeat(4).as_slice(), b"\n"].concat();
+        let chunk = line.repeat(1024); // 65 KiB
+        for _ in 0..1024 {
+            stdin.write_all(&chunk).unwrap();
+        }
+        // One 4 MiB line without a newline: line length must not matter either.
+        stdin.write_all(&vec![b'L'; 4 << 20]).unwrap();
+    });
+    writer.join().unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value to be filled in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: reaping our own child; pointers are to live locals.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(r, pid);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    let max_rss_kib = usage.ru_maxrss;
+    assert!(
+        max_rss_kib < 16 * 1024,
+        "peak RSS {max_rss_kib} KiB for a 68 MiB message: memory grows with size"
+    );
+    let ids = w.queue_ids();
+    assert_eq!(ids.len(), 1);
+    assert!(w.envelope(&ids[0]).size > 68_000_000);
+}
+
+#[test]
+fn unknown_config_key_exits_78_naming_the_line() {
+    let w = World::with_config("no_such_key = 1");
+    let out = w.sendmail(&["a@example.com"], b"x\n");
+    assert_exit(&out, 78);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no_such_key"), "{err}");
+    assert!(
+        err.contains(":6:") || err.contains("line 6"),
+        "line number: {err}"
+    );
+    assert!(!w.spool.join("queue").exists() || w.queue_ids().is_empty());
+}
+
+#[test]
+fn bad_config_value_exits_78() {
+    let w = World::with_config("retry_min = soon");
+    let out = w.sendmail(&["a@example.com"], b"x\n");
+    assert_exit(&out, 78);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("retry_min"));
+}
+
+#[test]
+fn missing_config_file_given_with_c_exits_78() {
+    let w = World::new();
+    let out = run_with_stdin(
+        std::process::Command::new(w.bin.join("sendmail")).args([
+            "-C",
+            "/nonexistent/spoolmail.conf",
+            "a@example.com",
+        ]),
+        b"x\n",
+    );
+    assert_exit(&out, 78);
+}
+
+#[test]
+fn unwritable_spool_exits_with_a_clear_error_and_no_message() {
+    if is_root() {
+        eprintln!("skipped: root ignores directory permissions");
+        return;
+    }
+    let w = World::new();
+    w.send_ok(&["a@example.com"], b"x\n");
+    let tmp = w.spool.join("tmp");
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let out = w.sendmail(&["a@example.com"], b"y\n");
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o770)).unwrap();
+    assert_exit(&out, 77);
+    assert_eq!(w.queue_ids().len(), 1);
+}
+
+#[test]
+fn setgid_binary_drops_privilege_for_c_from_non_root() {
+    if !is_root() {
+        eprintln!("skipped: installing a setgid copy and switching user needs root");
+        return;
+    }
+    // A world under a directory every user may traverse.
+    let base = tempfile::Builder::new()
+        .prefix("spoolmail-setgid")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    std::fs::set_permissions(base.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let group = nix::unistd::Group::from_name("mail")
+        .unwrap()
+        .expect("group mail exists on Debian");
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("nobody");
+    let bin = base.path().join("sendmail");
+    std::fs::copy(env!("CARGO_BIN_EXE_spoolmail"), &bin).unwrap();
+    nix::unistd::chown(&bin, Some(nix::unistd::Uid::from_raw(0)), Some(group.gid)).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o2755)).unwrap();
+    // The spool belongs to the mail group and is closed to others: only
+    // the group privilege lets a user write into it.
+    let spool = base.path().join("spool");
+    for sub in ["", "tmp", "queue", "state", "hosts", "corrupt"] {
+        let d = spool.join(sub);
+        std::fs::create_dir_all(&d).unwrap();
+        nix::unistd::chown(&d, Some(nix::unistd::Uid::from_raw(0)), Some(group.gid)).unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o770)).unwrap();
+    }
+    let conf = base.path().join("spoolmail.conf");
+    std::fs::write(
+        &conf,
+        format!("spool = {}\nhostname = {HOSTNAME}\n", spool.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.args(["-C", conf.to_str().unwrap(), "-v", "a@example.com"])
+        .uid(nobody.uid.as_raw())
+        .gid(nobody.gid.as_raw())
+        .groups(&[]);
+    let out = run_with_stdin(&mut cmd, b"Subject: x\n\ny\n");
+    // Without the spool group's rights the spool is closed: refused, nothing queued.
+    assert_eq!(
+        out.status.code(),
+        Some(77),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("privilege dropped"));
+    assert_eq!(std::fs::read_dir(spool.join("queue")).unwrap().count(), 0);
+}
