@@ -263,6 +263,7 @@ struct Canon {
 }
 
 impl Canon {
+    /// A canonicaliser at the start of a message.
     fn new(ignore_dots: bool) -> Canon {
         Canon {
             ignore_dots,
@@ -336,6 +337,7 @@ impl Canon {
         }
     }
 
+    /// The held-back "." turned out to start an ordinary line.
     fn release_dot(&mut self, out: &mut Vec<u8>) {
         if self.dot {
             out.push(b'.');
@@ -343,6 +345,8 @@ impl Canon {
         }
     }
 
+    /// A line ended (LF, CRLF, or CR at end of input); true when it was
+    /// the lone "." that ends the message.
     fn end_line(&mut self, out: &mut Vec<u8>) -> bool {
         if self.dot {
             self.dot = false;
@@ -400,6 +404,7 @@ fn is_name_byte(b: u8) -> bool {
 }
 
 impl HeaderParser {
+    /// A parser before the first line, holding at most `max_size` bytes.
     fn new(max_size: usize) -> HeaderParser {
         HeaderParser {
             fields: Vec::new(),
@@ -412,6 +417,7 @@ impl HeaderParser {
         }
     }
 
+    /// Feeds the canonical bytes released by one input byte.
     fn feed(&mut self, bytes: &[u8]) -> Result<Feed> {
         for (i, &b) in bytes.iter().enumerate() {
             match self.byte(b)? {
@@ -481,12 +487,14 @@ impl HeaderParser {
         Ok(None)
     }
 
+    /// A field line or continuation was completed.
     fn end_line(&mut self) {
         self.state = LineState::Start;
         self.first_line = false;
         self.can_continue = true;
     }
 
+    /// Holds one more header byte, within the header size limit.
     fn keep(&mut self, b: u8) -> Result<()> {
         self.size += 1;
         if self.size > self.max_size {
