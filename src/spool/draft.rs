@@ -93,10 +93,16 @@ impl Draft {
     /// or a second call are refused with kind Software: a bug upstream.
     pub fn write_envelope(&mut self, envelope: &Envelope) -> Result<()> {
         if self.envelope_written || self.writer.size > 0 {
-            return Err(Error::new(Kind::Software, "envelope written twice or after data"));
+            return Err(Error::new(
+                Kind::Software,
+                "envelope written twice or after data",
+            ));
         }
         if envelope.id != self.id {
-            return Err(Error::new(Kind::Software, "envelope id is not the draft's id"));
+            return Err(Error::new(
+                Kind::Software,
+                "envelope id is not the draft's id",
+            ));
         }
         if let Err(key) = envelope::check_values(envelope) {
             return Err(Error::new(

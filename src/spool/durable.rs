@@ -125,7 +125,10 @@ mod tests {
         assert_eq!(fs::read(dir.path().join("x")).unwrap(), b"two");
         let names: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
-        let mode = fs::metadata(dir.path().join("x")).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join("x"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, FILE_MODE);
     }
 

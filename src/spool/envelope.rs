@@ -96,7 +96,11 @@ pub fn check_values(env: &Envelope) -> Result<(), &'static str> {
 pub fn write_envelope(out: &mut impl Write, env: &Envelope) -> io::Result<()> {
     out.write_all(VERSION_LINE)?;
     writeln!(out, "id {}\narrival {}", env.id, env.arrival)?;
-    writeln!(out, "sender {}\nuid {}\nuser {}", env.sender, env.uid, env.user)?;
+    writeln!(
+        out,
+        "sender {}\nuid {}\nuser {}",
+        env.sender, env.uid, env.user
+    )?;
     let optional = [
         ("body-type", &env.body_type),
         ("notify", &env.dsn_notify),
@@ -326,7 +330,10 @@ mod tests {
             b"",
         ] {
             let mut input = bad;
-            assert!(matches!(read_envelope(&mut input), Err(ReadError::Corrupt(_))));
+            assert!(matches!(
+                read_envelope(&mut input),
+                Err(ReadError::Corrupt(_))
+            ));
         }
     }
 }

@@ -76,13 +76,7 @@ fn push_base32(out: &mut String, value: u64, chars: usize) {
 fn random_bits(now: SystemTime) -> u64 {
     let mut buf = [0u8; 4];
     // SAFETY: buf is valid for writes of buf.len() bytes.
-    let n = unsafe {
-        libc::getrandom(
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::GRND_NONBLOCK,
-        )
-    };
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), libc::GRND_NONBLOCK) };
     let bits = if n == buf.len() as isize {
         u32::from_ne_bytes(buf) as u64
     } else {

@@ -132,8 +132,10 @@ impl Spool {
     fn create_dirs(&self) -> Result<()> {
         let make = |path: &Path, mode: u32| -> Result<()> {
             match DirBuilder::new().mode(mode).create(path) {
-                Ok(()) => fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
-                    .map_err(|e| Error::io(format_args!("chmod {}", path.display()), &e)),
+                Ok(()) => {
+                    fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                        .map_err(|e| Error::io(format_args!("chmod {}", path.display()), &e))
+                }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
                 Err(e) => Err(Error::io(format_args!("creating {}", path.display()), &e)),
             }
@@ -166,12 +168,22 @@ impl Spool {
             let tmp_path = self.tmp.join(id.as_str());
             let queue_path = self.queue.join(id.as_str());
             let created = self.retry_missing(|| {
-                Draft::create(id.clone(), tmp_path.clone(), queue_path.clone(), self.queue.clone())
+                Draft::create(
+                    id.clone(),
+                    tmp_path.clone(),
+                    queue_path.clone(),
+                    self.queue.clone(),
+                )
             })?;
             match created {
                 Ok(draft) => return Ok(draft),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(Error::io(format_args!("creating {}", tmp_path.display()), &e)),
+                Err(e) => {
+                    return Err(Error::io(
+                        format_args!("creating {}", tmp_path.display()),
+                        &e,
+                    ));
+                }
             }
         }
         Err(Error::temp("no free queue ID in tmp/"))
@@ -185,15 +197,25 @@ impl Spool {
         let entries = match fs::read_dir(&self.queue) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(format_args!("reading {}", self.queue.display()), &e)),
+            Err(e) => {
+                return Err(Error::io(
+                    format_args!("reading {}", self.queue.display()),
+                    &e,
+                ));
+            }
         };
         let mut ids = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|e| Error::io(format_args!("reading {}", self.queue.display()), &e))?;
+            let entry = entry
+                .map_err(|e| Error::io(format_args!("reading {}", self.queue.display()), &e))?;
             let name = entry.file_name();
             match name.to_str().and_then(QueueId::parse) {
                 Some(id) => ids.push(id),
-                None => log::warn!("{}: skipping {:?}: not a queue ID", self.queue.display(), name),
+                None => log::warn!(
+                    "{}: skipping {:?}: not a queue ID",
+                    self.queue.display(),
+                    name
+                ),
             }
         }
         ids.sort();
@@ -220,8 +242,15 @@ impl Spool {
             let (envelope, file) = reader;
             // A shared lock conflicts only with a runner's exclusive claim;
             // it is dropped with the file at the end of this iteration.
-            let claimed = matches!(file.get_ref().try_lock_shared(), Err(TryLockError::WouldBlock));
-            messages.push(QueuedMessage { envelope, state, claimed });
+            let claimed = matches!(
+                file.get_ref().try_lock_shared(),
+                Err(TryLockError::WouldBlock)
+            );
+            messages.push(QueuedMessage {
+                envelope,
+                state,
+                claimed,
+            });
         }
         Ok(messages)
     }
@@ -229,7 +258,8 @@ impl Spool {
     /// The envelope of `queue/ID`, with its size. A file that fails
     /// verification is moved to corrupt/ and reported with kind Data.
     pub fn read_envelope(&self, id: &QueueId) -> Result<Envelope> {
-        self.checked(id, ENVELOPE_BUFFER).map(|(envelope, _)| envelope)
+        self.checked(id, ENVELOPE_BUFFER)
+            .map(|(envelope, _)| envelope)
     }
 
     /// A reader over exactly the message data of `queue/ID` (for the
@@ -261,10 +291,15 @@ impl Spool {
     /// Opens `queue/ID`, reads the envelope block and checks the framing
     /// (see [`envelope`]); returns the envelope with its size and a reader
     /// positioned at the first data byte. The data itself is not read.
-    fn open_queue_file(&self, id: &QueueId, buffer: usize) -> std::result::Result<(Envelope, BufReader<File>), Trouble> {
+    fn open_queue_file(
+        &self,
+        id: &QueueId,
+        buffer: usize,
+    ) -> std::result::Result<(Envelope, BufReader<File>), Trouble> {
         let path = self.queue.join(id.as_str());
         let (file, len) = open_regular(&path)?;
-        let io_err = |e: io::Error| Trouble::Io(Error::io(format_args!("reading {}", path.display()), &e));
+        let io_err =
+            |e: io::Error| Trouble::Io(Error::io(format_args!("reading {}", path.display()), &e));
         let mut reader = BufReader::with_capacity(buffer, file);
         let (mut envelope, offset) = match envelope::read_envelope(&mut reader) {
             Ok(found) => found,
@@ -272,18 +307,29 @@ impl Spool {
             Err(ReadError::Io(e)) => return Err(io_err(e)),
         };
         if envelope.id != *id {
-            return Err(Trouble::Corrupt(format!("envelope id {} does not match the name", envelope.id)));
+            return Err(Trouble::Corrupt(format!(
+                "envelope id {} does not match the name",
+                envelope.id
+            )));
         }
         let Some(trailer_at) = len.checked_sub(TRAILER_LEN as u64).filter(|&t| t >= offset) else {
-            return Err(Trouble::Corrupt("truncated: no room for the end marker".into()));
+            return Err(Trouble::Corrupt(
+                "truncated: no room for the end marker".into(),
+            ));
         };
         let mut trailer = [0u8; TRAILER_LEN];
-        reader.get_ref().read_exact_at(&mut trailer, trailer_at).map_err(io_err)?;
+        reader
+            .get_ref()
+            .read_exact_at(&mut trailer, trailer_at)
+            .map_err(io_err)?;
         let Some(size) = envelope::parse_trailer(&trailer) else {
             return Err(Trouble::Corrupt("missing end marker".into()));
         };
         if offset.checked_add(size) != Some(trailer_at) {
-            return Err(Trouble::Corrupt(format!("size mismatch: end marker says {size}, file holds {}", trailer_at - offset)));
+            return Err(Trouble::Corrupt(format!(
+                "size mismatch: end marker says {size}, file holds {}",
+                trailer_at - offset
+            )));
         }
         envelope.size = size;
         Ok((envelope, reader))
@@ -293,7 +339,11 @@ impl Spool {
     /// to corrupt/: never delivered, never silently deleted.
     fn quarantine(&self, id: &QueueId, why: &str) {
         let from = self.queue.join(id.as_str());
-        log::error!("{}: corrupt queue file ({why}); moving it to {}", from.display(), self.corrupt.display());
+        log::error!(
+            "{}: corrupt queue file ({why}); moving it to {}",
+            from.display(),
+            self.corrupt.display()
+        );
         self.set_aside(&from, id.as_str());
         let state = self.state.join(id.as_str());
         if fs::symlink_metadata(&state).is_ok() {
@@ -306,7 +356,11 @@ impl Spool {
     /// deliveries already made (D2), so the message waits for a human.
     fn quarantine_state(&self, id: &QueueId, why: &str) {
         let from = self.state.join(id.as_str());
-        log::error!("{}: corrupt state file ({why}); moving the message to {}", from.display(), self.corrupt.display());
+        log::error!(
+            "{}: corrupt state file ({why}); moving the message to {}",
+            from.display(),
+            self.corrupt.display()
+        );
         self.set_aside(&self.queue.join(id.as_str()), id.as_str());
         self.set_aside(&from, &format!("{id}.state"));
     }
@@ -333,7 +387,11 @@ impl Spool {
             Ok(()) => {
                 let _ = durable::fsync_dir(&self.corrupt);
             }
-            Err(e) => log::error!("moving {} to {}: {e}", from.display(), self.corrupt.display()),
+            Err(e) => log::error!(
+                "moving {} to {}: {e}",
+                from.display(),
+                self.corrupt.display()
+            ),
         }
     }
 
@@ -343,7 +401,9 @@ impl Spool {
         match self.load_state(id) {
             Ok(state) => Ok(state),
             Err(Trouble::Gone) => Ok(None),
-            Err(Trouble::Corrupt(why)) => Err(Error::data(format!("{}: corrupt: {why}", path.display()))),
+            Err(Trouble::Corrupt(why)) => {
+                Err(Error::data(format!("{}: corrupt: {why}", path.display())))
+            }
             Err(Trouble::Io(e)) => Err(e),
         }
     }
@@ -361,9 +421,13 @@ impl Spool {
         if bytes.len() as u64 > MAX_STATE_BYTES {
             return Err(Trouble::Corrupt("state file too large".into()));
         }
-        let state: DeliveryState = serde_json::from_slice(&bytes).map_err(|e| Trouble::Corrupt(e.to_string()))?;
+        let state: DeliveryState =
+            serde_json::from_slice(&bytes).map_err(|e| Trouble::Corrupt(e.to_string()))?;
         if state.version != STATE_VERSION {
-            return Err(Trouble::Corrupt(format!("unknown state version {}", state.version)));
+            return Err(Trouble::Corrupt(format!(
+                "unknown state version {}",
+                state.version
+            )));
         }
         Ok(Some(state))
     }
@@ -399,15 +463,20 @@ impl Spool {
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => return Ok(None),
-            Err(TryLockError::Error(e)) => return Err(Error::io(format_args!("locking {}", path.display()), &e)),
+            Err(TryLockError::Error(e)) => {
+                return Err(Error::io(format_args!("locking {}", path.display()), &e));
+            }
         }
         // The previous holder may have removed the message between our
         // open and our lock: then we hold a lock on a dead inode.
-        let ours = file.metadata().map_err(|e| Error::io(format_args!("{}", path.display()), &e))?;
+        let ours = file
+            .metadata()
+            .map_err(|e| Error::io(format_args!("{}", path.display()), &e))?;
         match fs::symlink_metadata(&path) {
-            Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => {
-                Ok(Some(Claim { id: id.clone(), _file: file }))
-            }
+            Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => Ok(Some(Claim {
+                id: id.clone(),
+                _file: file,
+            })),
             _ => Ok(None),
         }
     }
@@ -421,12 +490,18 @@ impl Spool {
         let id = claim.id();
         let queue_path = self.queue.join(id.as_str());
         let state_path = self.state.join(id.as_str());
-        fs::remove_file(&queue_path).map_err(|e| Error::io(format_args!("removing {}", queue_path.display()), &e))?;
+        fs::remove_file(&queue_path)
+            .map_err(|e| Error::io(format_args!("removing {}", queue_path.display()), &e))?;
         durable::fsync_dir(&self.queue)?;
         match fs::remove_file(&state_path) {
             Ok(()) => durable::fsync_dir(&self.state)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(format_args!("removing {}", state_path.display()), &e)),
+            Err(e) => {
+                return Err(Error::io(
+                    format_args!("removing {}", state_path.display()),
+                    &e,
+                ));
+            }
         }
         drop(claim);
         Ok(())
@@ -464,12 +539,19 @@ fn open_regular(path: &Path) -> std::result::Result<(File, u64), Trouble> {
     let file = match file {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Trouble::Gone),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Err(Trouble::Corrupt("symlink".into())),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(Trouble::Corrupt("symlink".into()));
+        }
         // A socket: opening it fails instead of reaching the type check.
         Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
             return Err(Trouble::Corrupt("not a regular file".into()));
         }
-        Err(e) => return Err(Trouble::Io(Error::io(format_args!("opening {}", path.display()), &e))),
+        Err(e) => {
+            return Err(Trouble::Io(Error::io(
+                format_args!("opening {}", path.display()),
+                &e,
+            )));
+        }
     };
     let meta = file
         .metadata()
