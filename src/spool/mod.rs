@@ -23,7 +23,7 @@
 
 mod draft;
 pub mod durable;
-pub mod envelope;
+mod envelope;
 mod id;
 mod state;
 
@@ -387,6 +387,9 @@ impl Spool {
             Ok(()) => {
                 let _ = durable::fsync_dir(&self.corrupt);
             }
+            // Another lister moved it first: nothing left to do.
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound && fs::symlink_metadata(from).is_err() => {}
             Err(e) => log::error!(
                 "moving {} to {}: {e}",
                 from.display(),
@@ -448,7 +451,9 @@ impl Spool {
 
     /// Takes the non-blocking exclusive flock on queue/ID for a whole
     /// transaction (D1). Ok(None) when another process holds it, or when
-    /// the message was removed before we got the lock.
+    /// the message was removed before we got the lock. A `mailq` probing
+    /// the message at that instant also yields None (its shared lock
+    /// lasts microseconds); the runner simply tries again on its next pass.
     pub fn claim(&self, id: &QueueId) -> Result<Option<Claim>> {
         let path = self.queue.join(id.as_str());
         let (file, _) = match open_regular(&path) {
