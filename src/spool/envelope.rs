@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! SPOOLMAIL-QUEUE 1\n          version line; anything else is a foreign file
-//! id 01HF3Z8Q2M4K7XWT9\n       key SP value LF; the value is the rest of the line
+//! id 01HF3Z8Q2M4K7XWT\n        key SP value LF; the value is the rest of the line
 //! arrival 1700000000\n         unix seconds
 //! sender user@example.org\n    "sender " (empty value) is the null sender <>
 //! uid 1000\n
