@@ -1,2 +1,435 @@
-//! The mailq face.
-//! STUB: replaced by the spool helper.
+//! The mailq face: prints the queue, read through [`Spool::list`].
+//!
+//! Owns no files. The text listing follows sendmail's and Postfix's
+//! `mailq` closely enough for eyes and simple scripts:
+//!
+//! ```text
+//! -----Queue ID----- --Size-- ----Arrival Time---- --Sender/Recipient--
+//! 01HF3Z8Q2M4K7XWT*       12 Mon Nov 23 06:50     <alice@example.org>
+//!                                                  (possibly delivered: reply to final dot lost; retry may duplicate)
+//!                                                  <bob@example.net> deferred
+//!                                                    (451 4.7.1 greylisted)
+//! \t\tTotal requests: 1
+//! ```
+//!
+//! `*` after the ID means a runner holds the message now (as in Postfix).
+//! An empty queue prints exactly `Mail queue is empty`. With `--json`, one
+//! JSON object per message per line instead, for scripts.
+//!
+//! Everything printed comes from spool files and is hostile: the text
+//! listing replaces control (and bidi-override) characters with `?` so a
+//! crafted address cannot rewrite the operator's terminal. Message content
+//! is never printed.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::spool::{QueuedMessage, RecipientStatus, Spool};
+
+/// The column header of the text listing.
+const HEADER: &str = "-----Queue ID----- --Size-- ----Arrival Time---- --Sender/Recipient--";
+/// Recipients and notes start under the sender column.
+const INDENT: &str = "                                                 ";
+
+/// Prints the queue: the sendmail-style listing, or one JSON object per
+/// line when `json`. `now` is taken for relative times (none are shown
+/// yet), so that tests and callers keep control of the clock.
+pub fn print(spool: &Spool, json: bool, out: &mut dyn Write, now: SystemTime) -> Result<()> {
+    let _ = now;
+    let messages = spool.list()?;
+    let text = if json {
+        json_lines(&messages)?
+    } else {
+        listing(&messages)
+    };
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io("writing the queue listing", &e))
+}
+
+/// One recipient as shown: from the state file when there is one, else
+/// from the envelope with nothing attempted yet.
+struct Shown<'a> {
+    address: &'a str,
+    status: RecipientStatus,
+    attempts: u32,
+    last_error: Option<&'a str>,
+    next_attempt: Option<u64>,
+}
+
+fn recipients(m: &QueuedMessage) -> Vec<Shown<'_>> {
+    match &m.state {
+        Some(state) => state
+            .recipients
+            .iter()
+            .map(|r| Shown {
+                address: &r.address,
+                status: r.status,
+                attempts: r.attempts,
+                last_error: r.last_error.as_deref(),
+                next_attempt: r.next_attempt,
+            })
+            .collect(),
+        None => m
+            .envelope
+            .recipients
+            .iter()
+            .map(|address| Shown {
+                address,
+                status: RecipientStatus::Queued,
+                attempts: 0,
+                last_error: None,
+                next_attempt: None,
+            })
+            .collect(),
+    }
+}
+
+fn possibly_delivered(m: &QueuedMessage) -> bool {
+    m.state.as_ref().is_some_and(|s| s.possibly_delivered)
+}
+
+/// The sendmail-style text listing.
+fn listing(messages: &[QueuedMessage]) -> String {
+    if messages.is_empty() {
+        return "Mail queue is empty\n".to_owned();
+    }
+    let mut s = String::new();
+    s.push_str(HEADER);
+    s.push('\n');
+    for m in messages {
+        let env = &m.envelope;
+        let id = format!("{}{}", env.id, if m.claimed { "*" } else { "" });
+        let arrival = local_time(env.arrival);
+        let sender = clean(&env.sender);
+        // Writing to a String cannot fail.
+        let _ = writeln!(s, "{id:<18} {:>8} {arrival:<20} <{sender}>", env.size);
+        if possibly_delivered(m) {
+            let _ = writeln!(
+                s,
+                "{INDENT}(possibly delivered: reply to final dot lost; retry may duplicate)"
+            );
+        }
+        for r in recipients(m) {
+            let _ = writeln!(s, "{INDENT}<{}> {}", clean(r.address), r.status.as_str());
+            if let Some(e) = r.last_error {
+                let _ = writeln!(s, "{INDENT}  ({})", clean(e));
+            }
+        }
+    }
+    let _ = writeln!(s, "\t\tTotal requests: {}", messages.len());
+    s
+}
+
+/// One message in the JSON listing; field order is the output order.
+#[derive(Serialize)]
+struct JsonMessage<'a> {
+    id: &'a str,
+    arrival_time: u64,
+    size: u64,
+    sender: &'a str,
+    recipients: Vec<JsonRecipient<'a>>,
+    possibly_delivered: bool,
+    claimed: bool,
+}
+
+#[derive(Serialize)]
+struct JsonRecipient<'a> {
+    address: &'a str,
+    status: RecipientStatus,
+    attempts: u32,
+    last_error: Option<&'a str>,
+    next_attempt: Option<u64>,
+}
+
+/// One JSON object per message per line (serde_json escapes control
+/// characters, so values are shown raw).
+fn json_lines(messages: &[QueuedMessage]) -> Result<String> {
+    let mut s = String::new();
+    for m in messages {
+        let line = JsonMessage {
+            id: m.envelope.id.as_str(),
+            arrival_time: m.envelope.arrival,
+            size: m.envelope.size,
+            sender: &m.envelope.sender,
+            recipients: recipients(m)
+                .into_iter()
+                .map(|r| JsonRecipient {
+                    address: r.address,
+                    status: r.status,
+                    attempts: r.attempts,
+                    last_error: r.last_error,
+                    next_attempt: r.next_attempt,
+                })
+                .collect(),
+            possibly_delivered: possibly_delivered(m),
+            claimed: m.claimed,
+        };
+        let json = serde_json::to_string(&line)
+            .map_err(|e| Error::new(crate::error::Kind::Software, format!("encoding JSON: {e}")))?;
+        s.push_str(&json);
+        s.push('\n');
+    }
+    Ok(s)
+}
+
+/// Replaces characters that could steer a terminal (controls, and the
+/// bidi overrides that reorder what the eye reads) with `?`.
+fn clean(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| {
+            let bidi = matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+            if c.is_control() || bidi { '?' } else { c }
+        })
+        .collect()
+}
+
+/// `Mon Nov 23 06:50` in local time, formatted by hand so that the
+/// locale cannot change it; `?` if the time cannot be converted.
+fn local_time(unix: u64) -> String {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let t = libc::time_t::try_from(unix).unwrap_or(libc::time_t::MAX);
+    // SAFETY: an all-zero tm is a valid value for localtime_r to fill.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the duration of the call.
+    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+        return "?".to_owned();
+    }
+    let (Some(day), Some(month)) = (
+        usize::try_from(tm.tm_wday).ok().and_then(|d| DAYS.get(d)),
+        usize::try_from(tm.tm_mon).ok().and_then(|m| MONTHS.get(m)),
+    ) else {
+        return "?".to_owned();
+    };
+    format!(
+        "{day} {month} {:>2} {:02}:{:02}",
+        tm.tm_mday, tm.tm_hour, tm.tm_min
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::{DeliveryState, Envelope};
+    use serde_json::Value;
+
+    /// A spool with two messages: the first untouched, the second deferred
+    /// with an error and possibly delivered. Returns their IDs in order.
+    fn two_messages() -> (tempfile::TempDir, Spool, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let mut ids = Vec::new();
+        for (sender, rcpts, data) in [
+            (
+                "alice@example.org",
+                vec!["bob@example.net"],
+                &b"Subject: one\n\nsecret body\n"[..],
+            ),
+            (
+                "",
+                vec!["carol@example.com", "dave\x1b[2J@example.com"],
+                b"x",
+            ),
+        ] {
+            let mut draft = spool.begin(SystemTime::now()).unwrap();
+            let env = Envelope {
+                id: draft.id().clone(),
+                arrival: 1_700_000_000,
+                sender: sender.into(),
+                recipients: rcpts.into_iter().map(String::from).collect(),
+                uid: 1000,
+                user: "alice".into(),
+                body_type: None,
+                dsn_notify: None,
+                dsn_ret: None,
+                envid: None,
+                size: 0,
+            };
+            draft.write_envelope(&env).unwrap();
+            draft.data().write_all(data).unwrap();
+            draft.commit().unwrap();
+            ids.push(env.id.to_string());
+            if sender.is_empty() {
+                let mut state = DeliveryState::initial(&env);
+                state.recipients[0].status = RecipientStatus::Deferred;
+                state.recipients[0].attempts = 2;
+                state.recipients[0].last_error = Some("451 4.7.1 try later\r\n".into());
+                state.recipients[0].next_attempt = Some(1_700_003_600);
+                state.possibly_delivered = true;
+                spool.write_state(&env.id, &state).unwrap();
+            }
+        }
+        (dir, spool, ids)
+    }
+
+    fn run(spool: &Spool, json: bool) -> String {
+        let mut out = Vec::new();
+        print(spool, json, &mut out, SystemTime::now()).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn empty_queue_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        assert_eq!(run(&spool, false), "Mail queue is empty\n");
+        assert_eq!(run(&spool, true), "");
+    }
+
+    #[test]
+    fn text_listing_of_two_messages() {
+        let (_dir, spool, ids) = two_messages();
+        let when = local_time(1_700_000_000);
+        let expected = format!(
+            "{HEADER}\n\
+             {:<18} {:>8} {when:<20} <alice@example.org>\n\
+             {INDENT}<bob@example.net> queued\n\
+             {:<18} {:>8} {when:<20} <>\n\
+             {INDENT}(possibly delivered: reply to final dot lost; retry may duplicate)\n\
+             {INDENT}<carol@example.com> deferred\n\
+             {INDENT}  (451 4.7.1 try later??)\n\
+             {INDENT}<dave?[2J@example.com> queued\n\
+             \t\tTotal requests: 2\n",
+            ids[0], 26, ids[1], 1
+        );
+        let text = run(&spool, false);
+        assert_eq!(text, expected);
+        assert!(!text.contains("secret"), "message content is never shown");
+    }
+
+    #[test]
+    fn claimed_messages_are_starred() {
+        let (_dir, spool, ids) = two_messages();
+        let id = crate::spool::QueueId::parse(&ids[1]).unwrap();
+        let _claim = spool.claim(&id).unwrap().unwrap();
+        let text = run(&spool, false);
+        assert!(text.contains(&format!("\n{}* ", ids[1])), "{text}");
+        assert!(text.contains(&format!("\n{} ", ids[0])), "{text}");
+    }
+
+    #[test]
+    fn json_lines_of_two_messages() {
+        let (_dir, spool, ids) = two_messages();
+        let out = run(&spool, true);
+        let lines: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(
+            lines[0],
+            serde_json::json!({
+                "id": ids[0], "arrival_time": 1_700_000_000u64, "size": 26, "sender": "alice@example.org",
+                "recipients": [{"address": "bob@example.net", "status": "queued", "attempts": 0,
+                                "last_error": null, "next_attempt": null}],
+                "possibly_delivered": false, "claimed": false,
+            })
+        );
+        assert_eq!(
+            lines[1],
+            serde_json::json!({
+                "id": ids[1], "arrival_time": 1_700_000_000u64, "size": 1, "sender": "",
+                "recipients": [
+                    {"address": "carol@example.com", "status": "deferred", "attempts": 2,
+                     "last_error": "451 4.7.1 try later\r\n", "next_attempt": 1_700_003_600u64},
+                    {"address": "dave\u{1b}[2J@example.com", "status": "queued", "attempts": 0,
+                     "last_error": null, "next_attempt": null},
+                ],
+                "possibly_delivered": true, "claimed": false,
+            })
+        );
+    }
+
+    /// What the text listing says about one message.
+    #[derive(Debug, PartialEq)]
+    struct Seen {
+        id: String,
+        size: u64,
+        sender: String,
+        recipients: Vec<(String, String)>,
+        possibly_delivered: bool,
+    }
+
+    fn parse_text(text: &str) -> Vec<Seen> {
+        let mut seen: Vec<Seen> = Vec::new();
+        for line in text.lines().skip(1) {
+            if line.starts_with("\t\tTotal requests:") {
+                continue;
+            }
+            if !line.starts_with(' ') {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                seen.push(Seen {
+                    id: words[0].trim_end_matches('*').to_owned(),
+                    size: words[1].parse().unwrap(),
+                    sender: words.last().unwrap().trim_matches(['<', '>']).to_owned(),
+                    recipients: Vec::new(),
+                    possibly_delivered: false,
+                });
+                continue;
+            }
+            let current = seen.last_mut().unwrap();
+            let rest = line.trim_start();
+            if rest.starts_with("(possibly delivered") {
+                current.possibly_delivered = true;
+            } else if let Some(r) = rest.strip_prefix('<') {
+                let (address, status) = r.rsplit_once("> ").unwrap();
+                current
+                    .recipients
+                    .push((address.to_owned(), status.to_owned()));
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn json_lines_agree_with_the_text_listing() {
+        let (_dir, spool, _ids) = two_messages();
+        let from_text = parse_text(&run(&spool, false));
+        let from_json: Vec<Seen> = run(&spool, true)
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                Seen {
+                    id: v["id"].as_str().unwrap().to_owned(),
+                    size: v["size"].as_u64().unwrap(),
+                    sender: v["sender"].as_str().unwrap().to_owned(),
+                    recipients: v["recipients"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|r| {
+                            let address = clean(r["address"].as_str().unwrap());
+                            (address, r["status"].as_str().unwrap().to_owned())
+                        })
+                        .collect(),
+                    possibly_delivered: v["possibly_delivered"].as_bool().unwrap(),
+                }
+            })
+            .collect();
+        assert_eq!(from_text, from_json);
+    }
+
+    #[test]
+    fn local_time_has_the_sendmail_shape() {
+        let t = local_time(1_700_000_000);
+        assert_eq!(t.len(), 16, "{t:?}");
+        assert_eq!(&t[3..4], " ");
+        assert_eq!(&t[13..14], ":");
+    }
+
+    #[test]
+    fn control_characters_become_question_marks() {
+        assert_eq!(
+            clean("a\x1b]0;pwned\x07b\u{202E}c\u{85}"),
+            "a?]0;pwned?b?c?"
+        );
+    }
+}

@@ -1,2 +1,0 @@
-//! The spool.
-//! STUB: replaced by the spool helper.

@@ -1,0 +1,211 @@
+//! A message being written: `tmp/ID`, from creation to the commit point.
+//!
+//! The draft owns its tmp file: it is created with `O_EXCL`, written
+//! through one 64 KiB buffer (envelope block, data, trailer), and either
+//! renamed into `queue/` by [`Draft::commit`] or unlinked when the draft is
+//! dropped. So nothing half-written ever appears in `queue/` (S2).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
+
+use crate::error::{Error, Kind, Result};
+use crate::spool::durable::{self, FILE_MODE};
+use crate::spool::envelope::{self, Envelope};
+use crate::spool::id::QueueId;
+
+/// Size of the write buffer: large enough that a typical message is a
+/// handful of write(2) calls.
+const BUFFER_SIZE: usize = 64 * 1024;
+
+/// A message being written in `tmp/`. Dropping it without commit unlinks
+/// the tmp file.
+pub struct Draft {
+    id: QueueId,
+    tmp_path: PathBuf,
+    queue_path: PathBuf,
+    queue_dir: PathBuf,
+    writer: DataWriter,
+    envelope_written: bool,
+    /// The tmp file is gone (renamed away): Drop must not unlink it.
+    finished: bool,
+}
+
+/// The writer for the message data: counts the bytes it accepts, so the
+/// trailer can record the size. Write errors surface as `io::Error`; after
+/// one, the draft refuses to commit.
+pub struct DataWriter {
+    out: BufWriter<File>,
+    size: u64,
+    failed: Option<String>,
+}
+
+/// A message safely in `queue/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// Its queue ID.
+    pub id: QueueId,
+    /// Its data size in bytes.
+    pub size: u64,
+}
+
+impl Draft {
+    /// Creates `tmp/ID` exclusively (mode 0640 whatever the umask). The
+    /// caller retries with a fresh ID on EEXIST.
+    pub(super) fn create(
+        id: QueueId,
+        tmp_path: PathBuf,
+        queue_path: PathBuf,
+        queue_dir: PathBuf,
+    ) -> io::Result<Draft> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp_path)?;
+        // From here on, Drop removes tmp/ID whatever happens.
+        let draft = Draft {
+            id,
+            tmp_path,
+            queue_path,
+            queue_dir,
+            writer: DataWriter {
+                out: BufWriter::with_capacity(BUFFER_SIZE, file),
+                size: 0,
+                failed: None,
+            },
+            envelope_written: false,
+            finished: false,
+        };
+        durable::set_mode(draft.writer.out.get_ref(), FILE_MODE)?;
+        Ok(draft)
+    }
+
+    /// The ID this message will have in `queue/`.
+    pub fn id(&self) -> &QueueId {
+        &self.id
+    }
+
+    /// Writes the envelope block; call once, before data(). Values
+    /// containing CR, LF or NUL, an envelope whose id is not this draft's,
+    /// or a second call are refused with kind Software: a bug upstream.
+    pub fn write_envelope(&mut self, envelope: &Envelope) -> Result<()> {
+        if self.envelope_written || self.writer.size > 0 {
+            return Err(Error::new(
+                Kind::Software,
+                "envelope written twice or after data",
+            ));
+        }
+        if envelope.id != self.id {
+            return Err(Error::new(
+                Kind::Software,
+                "envelope id is not the draft's id",
+            ));
+        }
+        if let Err(key) = envelope::check_values(envelope) {
+            return Err(Error::new(
+                Kind::Software,
+                format!("envelope {key} contains CR, LF or NUL"),
+            ));
+        }
+        envelope::write_envelope(&mut self.writer.out, envelope)
+            .map_err(|e| Error::io(format_args!("writing {}", self.tmp_path.display()), &e))?;
+        self.envelope_written = true;
+        Ok(())
+    }
+
+    /// The writer for the message data.
+    pub fn data(&mut self) -> &mut DataWriter {
+        &mut self.writer
+    }
+
+    /// THE COMMIT POINT (S1): writes the trailer, flushes, fsyncs the file,
+    /// renames tmp/ID to queue/ID without replacing, fsyncs queue/. Only
+    /// after Ok is the message safe. On any error the tmp file is removed
+    /// and queue/ is as it was.
+    pub fn commit(mut self) -> Result<Committed> {
+        let size = self.writer.size;
+        self.write_and_sync()?;
+        durable::rename_noreplace(&self.tmp_path, &self.queue_path).map_err(|e| {
+            let what = format_args!("renaming {} into queue", self.tmp_path.display());
+            Error::io(what, &e)
+        })?;
+        self.finished = true;
+        if let Err(e) = durable::fsync_dir(&self.queue_dir) {
+            // The rename may not survive a crash, so we must report
+            // failure; take the file back out so that the caller's retry
+            // does not deliver the message twice (S2).
+            let _ = fs::remove_file(&self.queue_path);
+            return Err(e);
+        }
+        // From here on the mail is safe: the caller may exit 0.
+        Ok(Committed {
+            id: self.id.clone(),
+            size,
+        })
+    }
+
+    /// Appends the trailer, flushes the buffer and fsyncs the file data.
+    fn write_and_sync(&mut self) -> Result<()> {
+        let what = |verb: &str| format!("{verb} {}", self.tmp_path.display());
+        if !self.envelope_written {
+            return Err(Error::new(Kind::Software, "commit without an envelope"));
+        }
+        if let Some(e) = &self.writer.failed {
+            return Err(Error::temp(format!("{}: {e}", what("writing"))));
+        }
+        let trailer = envelope::trailer(self.writer.size);
+        let out = &mut self.writer.out;
+        out.write_all(&trailer)
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::io(what("writing"), &e))?;
+        // fdatasync: the size is covered, the timestamps need not be.
+        out.get_ref()
+            .sync_data()
+            .map_err(|e| Error::io(what("fsync"), &e))
+    }
+}
+
+impl Drop for Draft {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+impl DataWriter {
+    /// Data bytes accepted so far (for size limits upstream).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+impl Write for DataWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.out.write(buf) {
+            Ok(n) => {
+                self.size += n as u64;
+                Ok(n)
+            }
+            Err(e) => Err(self.record(e)),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush().map_err(|e| self.record(e))
+    }
+}
+
+impl DataWriter {
+    /// Remembers a real write error: the buffer's content is then unknown,
+    /// so a commit must not record a size that may not match the file.
+    fn record(&mut self, e: io::Error) -> io::Error {
+        if e.kind() != io::ErrorKind::Interrupted {
+            self.failed.get_or_insert_with(|| e.to_string());
+        }
+        e
+    }
+}

@@ -1,0 +1,571 @@
+//! The spool: the only code that touches the spool directory.
+//!
+//! Layout under the root (root 0750, subdirectories 0770, files 0640; S6):
+//!
+//! | dir        | holds                                                         |
+//! |------------|---------------------------------------------------------------|
+//! | `tmp/`     | `ID`: messages being written ([`Draft`]); leftovers are crash garbage |
+//! | `queue/`   | `ID`: committed messages, immutable (S3); format in [`envelope`] |
+//! | `state/`   | `ID`: delivery state as JSON ([`DeliveryState`]), replaced atomically; `ID.tmp-PID` while being replaced |
+//! | `hosts/`   | per-destination locks and status (owned by the runner)        |
+//! | `corrupt/` | queue and state files that failed verification: never delivered, never deleted |
+//!
+//! Lifecycle: [`Spool::begin`] creates `tmp/ID` with `O_EXCL`;
+//! [`Draft::commit`] renames it into `queue/` without replacing (the commit
+//! point, S1); a runner [`Spool::claim`]s it (an exclusive flock on
+//! `queue/ID`, held for the whole transaction, D1), records progress with
+//! [`Spool::write_state`], and finally [`Spool::remove`]s it.
+//!
+//! Every file read back is hostile: names must be valid [`QueueId`]s, files
+//! are opened with `O_NOFOLLOW`, must be regular, and queue files must pass
+//! the framing check (version line, envelope, exact trailer, length) before
+//! anything in them is trusted.
+
+mod draft;
+pub mod durable;
+mod envelope;
+mod id;
+mod state;
+
+pub use draft::{Committed, DataWriter, Draft};
+pub use envelope::Envelope;
+pub use id::QueueId;
+pub use state::{DeliveryState, RecipientState, RecipientStatus, STATE_VERSION};
+
+use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
+use std::io::{self, BufReader, Read};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::error::{Error, Kind, Result};
+use envelope::{ReadError, TRAILER_LEN};
+
+/// Mode of the spool root: the group may enter, nobody else (S6).
+const ROOT_MODE: u32 = 0o750;
+/// Mode of the subdirectories: the setgid group writes into them.
+const DIR_MODE: u32 = 0o770;
+/// The subdirectories, all created together.
+const SUBDIRS: [&str; 5] = ["tmp", "queue", "state", "hosts", "corrupt"];
+/// Buffer for reading an envelope block when the data is not wanted.
+const ENVELOPE_BUFFER: usize = 8 * 1024;
+/// Buffer for streaming message data to the runner.
+const DATA_BUFFER: usize = 64 * 1024;
+/// Largest state file we read back: hostile files must not exhaust memory.
+const MAX_STATE_BYTES: u64 = 16 << 20;
+/// Attempts at finding a free tmp/ID before giving up.
+const BEGIN_ATTEMPTS: u32 = 16;
+
+/// The spool at one root directory.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    root: PathBuf,
+    tmp: PathBuf,
+    queue: PathBuf,
+    state: PathBuf,
+    corrupt: PathBuf,
+}
+
+/// A committed message as listed: its envelope (with size), its state if
+/// a runner has written one, and whether a runner holds its claim now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMessage {
+    /// The envelope, `size` filled from the trailer.
+    pub envelope: Envelope,
+    /// The delivery state; None until a runner first writes one.
+    pub state: Option<DeliveryState>,
+    /// A runner holds the flock now (probed with a non-blocking shared lock).
+    pub claimed: bool,
+}
+
+/// A reader over exactly the message data of a queue file.
+pub struct MessageData {
+    inner: io::Take<BufReader<File>>,
+}
+
+/// An exclusive flock on `queue/ID`, held until dropped or passed to
+/// [`Spool::remove`] (D1).
+#[derive(Debug)]
+pub struct Claim {
+    id: QueueId,
+    _file: File,
+}
+
+/// How reading a spool file went wrong, before it becomes an [`Error`].
+enum Trouble {
+    /// The file vanished (a runner removed it meanwhile): not an error.
+    Gone,
+    /// The file failed verification: quarantine it.
+    Corrupt(String),
+    /// I/O trouble: the file may be fine.
+    Io(Error),
+}
+
+impl Spool {
+    /// Opens the spool at `root`. One stat when the directories exist;
+    /// when `root/queue` is missing, creates root (0750) and the
+    /// subdirectories (0770). Operations that later meet a missing
+    /// directory create them too.
+    pub fn open(root: &Path) -> Result<Spool> {
+        let spool = Spool {
+            root: root.to_path_buf(),
+            tmp: root.join("tmp"),
+            queue: root.join("queue"),
+            state: root.join("state"),
+            corrupt: root.join("corrupt"),
+        };
+        match fs::metadata(&spool.queue) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => spool.create_dirs()?,
+            Err(e) => return Err(Error::io(format_args!("{}", spool.queue.display()), &e)),
+        }
+        Ok(spool)
+    }
+
+    /// The spool's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates whatever part of the layout is missing, with exact modes
+    /// (the umask is the caller's and not trusted).
+    fn create_dirs(&self) -> Result<()> {
+        let make = |path: &Path, mode: u32| -> Result<()> {
+            match DirBuilder::new().mode(mode).create(path) {
+                Ok(()) => {
+                    fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                        .map_err(|e| Error::io(format_args!("chmod {}", path.display()), &e))
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+                Err(e) => Err(Error::io(format_args!("creating {}", path.display()), &e)),
+            }
+        };
+        make(&self.root, ROOT_MODE)?;
+        for sub in SUBDIRS {
+            make(&self.root.join(sub), DIR_MODE)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `op`; if it meets ENOENT (a directory is missing), creates the
+    /// layout and runs it once more.
+    fn retry_missing<T>(&self, mut op: impl FnMut() -> io::Result<T>) -> Result<io::Result<T>> {
+        match op() {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.create_dirs()?;
+                Ok(op())
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// Starts a new message: creates tmp/ID with
+    /// O_CREAT|O_EXCL|O_NOFOLLOW|O_CLOEXEC, mode 0640 (retrying with a new
+    /// ID on EEXIST).
+    pub fn begin(&self, now: SystemTime) -> Result<Draft> {
+        for _ in 0..BEGIN_ATTEMPTS {
+            let id = QueueId::generate(now);
+            let tmp_path = self.tmp.join(id.as_str());
+            let queue_path = self.queue.join(id.as_str());
+            let created = self.retry_missing(|| {
+                Draft::create(
+                    id.clone(),
+                    tmp_path.clone(),
+                    queue_path.clone(),
+                    self.queue.clone(),
+                )
+            })?;
+            match created {
+                Ok(draft) => return Ok(draft),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(Error::io(
+                        format_args!("creating {}", tmp_path.display()),
+                        &e,
+                    ));
+                }
+            }
+        }
+        Err(Error::temp("no free queue ID in tmp/"))
+    }
+
+    /// Every committed message, sorted by ID, with its state if any. Names
+    /// that are not valid IDs are skipped with a warning; files that fail
+    /// verification are moved to corrupt/ with an error log and skipped. A
+    /// missing queue/ means an empty list.
+    pub fn list(&self) -> Result<Vec<QueuedMessage>> {
+        let entries = match fs::read_dir(&self.queue) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(Error::io(
+                    format_args!("reading {}", self.queue.display()),
+                    &e,
+                ));
+            }
+        };
+        let mut ids = Vec::new();
+        for entry in entries {
+            let entry = entry
+                .map_err(|e| Error::io(format_args!("reading {}", self.queue.display()), &e))?;
+            let name = entry.file_name();
+            match name.to_str().and_then(QueueId::parse) {
+                Some(id) => ids.push(id),
+                None => log::warn!(
+                    "{}: skipping {:?}: not a queue ID",
+                    self.queue.display(),
+                    name
+                ),
+            }
+        }
+        ids.sort();
+        let mut messages = Vec::with_capacity(ids.len());
+        for id in ids {
+            let reader = match self.open_queue_file(&id, ENVELOPE_BUFFER) {
+                Ok(r) => r,
+                Err(Trouble::Gone) => continue,
+                Err(Trouble::Corrupt(why)) => {
+                    self.quarantine(&id, &why);
+                    continue;
+                }
+                Err(Trouble::Io(e)) => return Err(e),
+            };
+            let state = match self.load_state(&id) {
+                Ok(state) => state,
+                Err(Trouble::Gone) => None,
+                Err(Trouble::Corrupt(why)) => {
+                    self.quarantine_state(&id, &why);
+                    continue;
+                }
+                Err(Trouble::Io(e)) => return Err(e),
+            };
+            let (envelope, file) = reader;
+            // A shared lock conflicts only with a runner's exclusive claim;
+            // it is dropped with the file at the end of this iteration.
+            let claimed = matches!(
+                file.get_ref().try_lock_shared(),
+                Err(TryLockError::WouldBlock)
+            );
+            messages.push(QueuedMessage {
+                envelope,
+                state,
+                claimed,
+            });
+        }
+        Ok(messages)
+    }
+
+    /// The envelope of `queue/ID`, with its size. A file that fails
+    /// verification is moved to corrupt/ and reported with kind Data.
+    pub fn read_envelope(&self, id: &QueueId) -> Result<Envelope> {
+        self.checked(id, ENVELOPE_BUFFER)
+            .map(|(envelope, _)| envelope)
+    }
+
+    /// A reader over exactly the message data of `queue/ID` (for the
+    /// runner). Verified like [`Spool::read_envelope`].
+    pub fn open_data(&self, id: &QueueId) -> Result<MessageData> {
+        let (envelope, reader) = self.checked(id, DATA_BUFFER)?;
+        Ok(MessageData {
+            inner: reader.take(envelope.size),
+        })
+    }
+
+    /// Opens and verifies `queue/ID`, quarantining it when corrupt.
+    fn checked(&self, id: &QueueId, buffer: usize) -> Result<(Envelope, BufReader<File>)> {
+        let path = self.queue.join(id.as_str());
+        match self.open_queue_file(id, buffer) {
+            Ok(found) => Ok(found),
+            Err(Trouble::Gone) => Err(Error::io(
+                format_args!("{}", path.display()),
+                &io::Error::from_raw_os_error(libc::ENOENT),
+            )),
+            Err(Trouble::Corrupt(why)) => {
+                self.quarantine(id, &why);
+                Err(Error::data(format!("{}: corrupt: {why}", path.display())))
+            }
+            Err(Trouble::Io(e)) => Err(e),
+        }
+    }
+
+    /// Opens `queue/ID`, reads the envelope block and checks the framing
+    /// (see [`envelope`]); returns the envelope with its size and a reader
+    /// positioned at the first data byte. The data itself is not read.
+    fn open_queue_file(
+        &self,
+        id: &QueueId,
+        buffer: usize,
+    ) -> std::result::Result<(Envelope, BufReader<File>), Trouble> {
+        let path = self.queue.join(id.as_str());
+        let (file, len) = open_regular(&path)?;
+        let io_err =
+            |e: io::Error| Trouble::Io(Error::io(format_args!("reading {}", path.display()), &e));
+        let mut reader = BufReader::with_capacity(buffer, file);
+        let (mut envelope, offset) = match envelope::read_envelope(&mut reader) {
+            Ok(found) => found,
+            Err(ReadError::Corrupt(why)) => return Err(Trouble::Corrupt(why)),
+            Err(ReadError::Io(e)) => return Err(io_err(e)),
+        };
+        if envelope.id != *id {
+            return Err(Trouble::Corrupt(format!(
+                "envelope id {} does not match the name",
+                envelope.id
+            )));
+        }
+        let Some(trailer_at) = len.checked_sub(TRAILER_LEN as u64).filter(|&t| t >= offset) else {
+            return Err(Trouble::Corrupt(
+                "truncated: no room for the end marker".into(),
+            ));
+        };
+        let mut trailer = [0u8; TRAILER_LEN];
+        reader
+            .get_ref()
+            .read_exact_at(&mut trailer, trailer_at)
+            .map_err(io_err)?;
+        let Some(size) = envelope::parse_trailer(&trailer) else {
+            return Err(Trouble::Corrupt("missing end marker".into()));
+        };
+        if offset.checked_add(size) != Some(trailer_at) {
+            return Err(Trouble::Corrupt(format!(
+                "size mismatch: end marker says {size}, file holds {}",
+                trailer_at - offset
+            )));
+        }
+        envelope.size = size;
+        Ok((envelope, reader))
+    }
+
+    /// Moves a queue file (and its state, if any) that failed verification
+    /// to corrupt/: never delivered, never silently deleted.
+    fn quarantine(&self, id: &QueueId, why: &str) {
+        let from = self.queue.join(id.as_str());
+        log::error!(
+            "{}: corrupt queue file ({why}); moving it to {}",
+            from.display(),
+            self.corrupt.display()
+        );
+        self.set_aside(&from, id.as_str());
+        let state = self.state.join(id.as_str());
+        if fs::symlink_metadata(&state).is_ok() {
+            self.set_aside(&state, &format!("{id}.state"));
+        }
+    }
+
+    /// Moves a state file that failed verification to corrupt/, with its
+    /// queue file: without trustworthy state, delivering could repeat
+    /// deliveries already made (D2), so the message waits for a human.
+    fn quarantine_state(&self, id: &QueueId, why: &str) {
+        let from = self.state.join(id.as_str());
+        log::error!(
+            "{}: corrupt state file ({why}); moving the message to {}",
+            from.display(),
+            self.corrupt.display()
+        );
+        self.set_aside(&self.queue.join(id.as_str()), id.as_str());
+        self.set_aside(&from, &format!("{id}.state"));
+    }
+
+    /// Renames `from` into corrupt/ under `name` (or `name.N` if taken).
+    /// Failures are logged, not returned: listing must go on, and the file
+    /// is skipped either way.
+    fn set_aside(&self, from: &Path, name: &str) {
+        let mut result = Ok(());
+        for n in 0..100 {
+            let to = match n {
+                0 => self.corrupt.join(name),
+                n => self.corrupt.join(format!("{name}.{n}")),
+            };
+            result = self
+                .retry_missing(|| durable::rename_noreplace(from, &to))
+                .unwrap_or_else(|e| Err(io::Error::other(e.to_string())));
+            match &result {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                _ => break,
+            }
+        }
+        match result {
+            Ok(()) => {
+                let _ = durable::fsync_dir(&self.corrupt);
+            }
+            // Another lister moved it first: nothing left to do.
+            Err(e)
+                if e.kind() == io::ErrorKind::NotFound && fs::symlink_metadata(from).is_err() => {}
+            Err(e) => log::error!(
+                "moving {} to {}: {e}",
+                from.display(),
+                self.corrupt.display()
+            ),
+        }
+    }
+
+    /// The delivery state of `ID`, or None when no state file exists yet.
+    pub fn read_state(&self, id: &QueueId) -> Result<Option<DeliveryState>> {
+        let path = self.state.join(id.as_str());
+        match self.load_state(id) {
+            Ok(state) => Ok(state),
+            Err(Trouble::Gone) => Ok(None),
+            Err(Trouble::Corrupt(why)) => {
+                Err(Error::data(format!("{}: corrupt: {why}", path.display())))
+            }
+            Err(Trouble::Io(e)) => Err(e),
+        }
+    }
+
+    fn load_state(&self, id: &QueueId) -> std::result::Result<Option<DeliveryState>, Trouble> {
+        let path = self.state.join(id.as_str());
+        let (file, _) = match open_regular(&path) {
+            Err(Trouble::Gone) => return Ok(None),
+            other => other?,
+        };
+        let mut bytes = Vec::new();
+        file.take(MAX_STATE_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Trouble::Io(Error::io(format_args!("reading {}", path.display()), &e)))?;
+        if bytes.len() as u64 > MAX_STATE_BYTES {
+            return Err(Trouble::Corrupt("state file too large".into()));
+        }
+        let state: DeliveryState =
+            serde_json::from_slice(&bytes).map_err(|e| Trouble::Corrupt(e.to_string()))?;
+        if state.version != STATE_VERSION {
+            return Err(Trouble::Corrupt(format!(
+                "unknown state version {}",
+                state.version
+            )));
+        }
+        Ok(Some(state))
+    }
+
+    /// Replaces the delivery state of `ID`: write state/ID.tmp-PID, fsync,
+    /// rename, fsync state/ (S3). Call it while holding the claim.
+    pub fn write_state(&self, id: &QueueId, state: &DeliveryState) -> Result<()> {
+        let bytes = serde_json::to_vec(state)
+            .map_err(|e| Error::new(Kind::Software, format!("encoding state: {e}")))?;
+        match durable::replace_file(&self.state, id.as_str(), &bytes) {
+            Err(e) if e.kind() == Kind::CantCreate => {
+                self.create_dirs()?;
+                durable::replace_file(&self.state, id.as_str(), &bytes)
+            }
+            other => other,
+        }
+    }
+
+    /// Takes the non-blocking exclusive flock on queue/ID for a whole
+    /// transaction (D1). Ok(None) when another process holds it, or when
+    /// the message was removed before we got the lock. A `mailq` probing
+    /// the message at that instant also yields None (its shared lock
+    /// lasts microseconds); the runner simply tries again on its next pass.
+    pub fn claim(&self, id: &QueueId) -> Result<Option<Claim>> {
+        let path = self.queue.join(id.as_str());
+        let (file, _) = match open_regular(&path) {
+            Ok(found) => found,
+            Err(Trouble::Gone) => return Ok(None),
+            Err(Trouble::Corrupt(why)) => {
+                self.quarantine(id, &why);
+                return Err(Error::data(format!("{}: corrupt: {why}", path.display())));
+            }
+            Err(Trouble::Io(e)) => return Err(e),
+        };
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Ok(None),
+            Err(TryLockError::Error(e)) => {
+                return Err(Error::io(format_args!("locking {}", path.display()), &e));
+            }
+        }
+        // The previous holder may have removed the message between our
+        // open and our lock: then we hold a lock on a dead inode.
+        let ours = file
+            .metadata()
+            .map_err(|e| Error::io(format_args!("{}", path.display()), &e))?;
+        match fs::symlink_metadata(&path) {
+            Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => Ok(Some(Claim {
+                id: id.clone(),
+                _file: file,
+            })),
+            _ => Ok(None),
+        }
+    }
+
+    /// Removes a claimed, finished message and releases the claim. The
+    /// queue file goes first, then the state file, each directory fsynced:
+    /// a crash in between leaves an orphan state file (harmless, nothing
+    /// lists it) rather than a queue file without its state, which would
+    /// be delivered again to recipients already done (D2).
+    pub fn remove(&self, claim: Claim) -> Result<()> {
+        let id = claim.id();
+        let queue_path = self.queue.join(id.as_str());
+        let state_path = self.state.join(id.as_str());
+        fs::remove_file(&queue_path)
+            .map_err(|e| Error::io(format_args!("removing {}", queue_path.display()), &e))?;
+        durable::fsync_dir(&self.queue)?;
+        match fs::remove_file(&state_path) {
+            Ok(()) => durable::fsync_dir(&self.state)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::io(
+                    format_args!("removing {}", state_path.display()),
+                    &e,
+                ));
+            }
+        }
+        drop(claim);
+        Ok(())
+    }
+}
+
+impl Claim {
+    /// The claimed message.
+    pub fn id(&self) -> &QueueId {
+        &self.id
+    }
+}
+
+impl Read for MessageData {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+impl MessageData {
+    /// Bytes of data not yet read.
+    pub fn remaining(&self) -> u64 {
+        self.inner.limit()
+    }
+}
+
+/// Opens a spool file read-only without following symlinks (and without
+/// blocking on a FIFO), and checks it is a regular file. Returns it with
+/// its length.
+fn open_regular(path: &Path) -> std::result::Result<(File, u64), Trouble> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path);
+    let file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Trouble::Gone),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(Trouble::Corrupt("symlink".into()));
+        }
+        // A socket: opening it fails instead of reaching the type check.
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+            return Err(Trouble::Corrupt("not a regular file".into()));
+        }
+        Err(e) => {
+            return Err(Trouble::Io(Error::io(
+                format_args!("opening {}", path.display()),
+                &e,
+            )));
+        }
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| Trouble::Io(Error::io(format_args!("{}", path.display()), &e)))?;
+    if !meta.file_type().is_file() {
+        return Err(Trouble::Corrupt("not a regular file".into()));
+    }
+    Ok((file, meta.len()))
+}
+
+#[cfg(test)]
+mod tests;
