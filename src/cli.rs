@@ -883,3 +883,28 @@ mod tests {
         assert!(parse(Face::Mailq, &args).unwrap().json);
     }
 }
+
+#[cfg(test)]
+mod readme {
+    use super::OPTIONS;
+
+    /// The README's option table is generated from OPTIONS; this keeps the
+    /// two from drifting apart.
+    #[test]
+    fn readme_lists_every_option_with_its_effect() {
+        let readme = include_str!("../README.md");
+        for spec in OPTIONS.iter().filter(|s| !s.name.ends_with("-bare")) {
+            let dash = if spec.name.len() == 1 { "-" } else { "--" };
+            let row = format!("| `{dash}{}", spec.name);
+            let line = readme
+                .lines()
+                .find(|l| l.starts_with(&row))
+                .unwrap_or_else(|| panic!("README has no row for {dash}{}", spec.name));
+            assert!(
+                line.contains(&spec.effect.replace('\\', "")),
+                "README row for {} is out of date",
+                spec.name
+            );
+        }
+    }
+}

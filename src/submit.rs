@@ -172,10 +172,10 @@ pub fn submit(
         .map_err(|e| Error::io("writing the queue file", &e))?;
     intake.copy_body(out)?;
 
-    let id = draft.commit()?;
+    let committed = draft.commit()?;
     // From here on the message is safe: it is fsynced and renamed into
     // queue/, and the directory is fsynced. Nothing below may fail the call.
-    let size = spool.read_envelope(&id).map(|e| e.size).unwrap_or(0);
+    let (id, size) = (committed.id, committed.size);
     log::info!(
         "{id}: from=<{}>, size={size}, nrcpt={}, uid={}",
         envelope.sender,

@@ -218,20 +218,20 @@ pub fn split_message(data: &[u8]) -> (String, Vec<u8>) {
 pub fn header_value(header: &str, name: &str) -> Option<String> {
     let mut lines = header.lines().peekable();
     while let Some(line) = lines.next() {
-        if let Some((n, v)) = line.split_once(':') {
-            if n.eq_ignore_ascii_case(name) {
-                let mut value = v.trim().to_string();
-                while let Some(next) = lines.peek() {
-                    if next.starts_with([' ', '\t']) {
-                        value.push(' ');
-                        value.push_str(next.trim());
-                        lines.next();
-                    } else {
-                        break;
-                    }
+        if let Some((n, v)) = line.split_once(':')
+            && n.eq_ignore_ascii_case(name)
+        {
+            let mut value = v.trim().to_string();
+            while let Some(next) = lines.peek() {
+                if next.starts_with([' ', '\t']) {
+                    value.push(' ');
+                    value.push_str(next.trim());
+                    lines.next();
+                } else {
+                    break;
                 }
-                return Some(value);
             }
+            return Some(value);
         }
     }
     None
