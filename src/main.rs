@@ -28,7 +28,8 @@ fn main() {
         Ok(()) => 0,
         Err(err) => {
             eprintln!("{}: {err}", face.name());
-            log::error!("{err}");
+            // stderr already has the line; syslog gets it too.
+            log::error!(target: logging::SYSLOG_ONLY, "{err}");
             err.kind().exit_code()
         }
     };

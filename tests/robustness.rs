@@ -255,18 +255,35 @@ fn missing_config_file_given_with_c_exits_78() {
 }
 
 #[test]
-fn unwritable_spool_exits_with_a_clear_error_and_no_message() {
-    if is_root() {
-        eprintln!("skipped: root ignores directory permissions");
-        return;
-    }
+fn unwritable_spool_exits_77_with_a_clear_error_and_no_message() {
     let w = World::new();
     w.send_ok(&["a@example.com"], b"x\n");
+    // Root ignores directory permissions: as root, run sendmail as nobody
+    // in a world that nobody owns.
+    let as_user = is_root().then(|| {
+        let nobody = nix::unistd::User::from_name("nobody")
+            .unwrap()
+            .expect("nobody");
+        let status = std::process::Command::new("chown")
+            .arg("-R")
+            .arg(format!("{}:{}", nobody.uid, nobody.gid))
+            .arg(w.dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        nobody
+    });
     let tmp = w.spool.join("tmp");
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o500)).unwrap();
-    let out = w.sendmail(&["a@example.com"], b"y\n");
+    let mut cmd = w.command("sendmail");
+    cmd.arg("a@example.com");
+    if let Some(user) = &as_user {
+        cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+    }
+    let out = run_with_stdin(&mut cmd, b"y\n");
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o770)).unwrap();
     assert_exit(&out, 77);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ermission denied"));
     assert_eq!(w.queue_ids().len(), 1);
 }
 

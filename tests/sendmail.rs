@@ -509,3 +509,41 @@ fn concurrent_submissions_all_land_with_distinct_ids() {
     }
     assert_eq!(w.queue_ids().len(), 40);
 }
+
+#[test]
+fn v_prints_the_log_line_to_stderr() {
+    let w = World::new();
+    let out = w.sendmail(
+        &[
+            "-v",
+            "-f",
+            "s@example.com",
+            "a@example.com",
+            "b@example.com",
+        ],
+        SIMPLE,
+    );
+    assert_success(&out);
+    let id = &w.queue_ids()[0];
+    let err = String::from_utf8_lossy(&out.stderr);
+    let size = w.envelope(id).size;
+    assert!(
+        err.contains(&format!("{id}: from=<s@example.com>, size={size}, nrcpt=2")),
+        "{err}"
+    );
+}
+
+#[test]
+fn without_v_nothing_is_printed() {
+    let w = World::new();
+    let out = w.sendmail(&["a@example.com"], SIMPLE);
+    assert_success(&out);
+    assert!(out.stderr.is_empty() && out.stdout.is_empty());
+}
+
+#[test]
+fn errors_are_one_line_even_with_v() {
+    let w = World::new();
+    let out = w.sendmail(&["-v", "a@@example.com"], SIMPLE);
+    assert_exit(&out, 65);
+}
