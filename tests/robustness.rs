@@ -342,3 +342,23 @@ fn setgid_binary_drops_privilege_for_c_from_non_root() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("privilege dropped"));
     assert_eq!(std::fs::read_dir(spool.join("queue")).unwrap().count(), 0);
 }
+
+#[test]
+fn caller_without_password_entry_exits_67() {
+    if !is_root() {
+        eprintln!("skipped: running as a uid with no password entry needs root");
+        return;
+    }
+    let w = World::new();
+    let status = std::process::Command::new("chmod")
+        .args(["-R", "a+rwX"])
+        .arg(w.dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut cmd = w.command("sendmail");
+    cmd.arg("a@example.com").uid(54321).gid(54321);
+    let out = run_with_stdin(&mut cmd, b"Subject: x\n\ny\n");
+    assert_exit(&out, 67);
+    assert!(w.queue_ids().is_empty());
+}
