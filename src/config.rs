@@ -393,51 +393,48 @@ fn host_port(value: &str) -> std::result::Result<(String, u16), String> {
 
 /// `30s`, `30m`, `3h`, `5d`, `1w`, or a bare number of seconds.
 pub fn parse_duration(value: &str) -> std::result::Result<Duration, String> {
-    let bad = || {
-        format!(
-            "expected a duration such as 30s, 30m, 3h, 5d, got {:?}",
-            clip(value)
-        )
+    let scale = |unit: &str| match unit {
+        "" | "s" => Some(1),
+        "m" => Some(60),
+        "h" => Some(3600),
+        "d" => Some(86400),
+        "w" => Some(7 * 86400),
+        _ => None,
     };
-    let (digits, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => value.split_at(i),
-        None => (value, ""),
-    };
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        "w" => 7 * 86400,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(scale)
+    scaled_number(value, scale)
         .map(Duration::from_secs)
-        .ok_or_else(bad)
+        .ok_or_else(|| {
+            format!(
+                "expected a duration such as 30s, 30m, 3h, 5d, got {:?}",
+                clip(value)
+            )
+        })
 }
 
 /// A byte count with an optional `k`, `M` or `G` suffix (powers of 1024).
 fn parse_size(value: &str) -> std::result::Result<u64, String> {
-    let bad = || {
+    let scale = |unit: &str| match unit {
+        "" => Some(1),
+        "k" | "K" => Some(1024),
+        "M" => Some(1024 * 1024),
+        "G" => Some(1024 * 1024 * 1024),
+        _ => None,
+    };
+    scaled_number(value, scale).ok_or_else(|| {
         format!(
             "expected a size such as 10485760, 10M or 512k, got {:?}",
             clip(value)
         )
-    };
+    })
+}
+
+/// Digits followed by a unit that `scale` knows, multiplied out without overflow.
+fn scaled_number(value: &str, scale: impl Fn(&str) -> Option<u64>) -> Option<u64> {
     let (digits, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => value.split_at(i),
         None => (value, ""),
     };
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let scale = match unit {
-        "" => 1,
-        "k" | "K" => 1024,
-        "M" => 1024 * 1024,
-        "G" => 1024 * 1024 * 1024,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(scale).ok_or_else(bad)
+    digits.parse::<u64>().ok()?.checked_mul(scale(unit)?)
 }
 
 /// The system host name, or "localhost" when it cannot be had.

@@ -9,7 +9,7 @@
 //! exit; after it the message is safe and the caller gets 0 (RFC 1047).
 
 use crate::address::{self, Address};
-use crate::cli::{DeliveryMode, Invocation};
+use crate::cli::Invocation;
 use crate::config::Config;
 use crate::error::{Error, Kind, Result};
 use crate::message::{self, Intake, IntakeOptions};
@@ -204,15 +204,6 @@ fn name_from_environment() -> Option<String> {
 fn dedup(recipients: &mut Vec<Address>) {
     let mut seen = std::collections::HashSet::new();
     recipients.retain(|r| seen.insert(r.to_string().to_ascii_lowercase()));
-}
-
-/// Whether the invocation wants the message delivered now by this process
-/// (`-odi`, `-odf`) rather than queued or handed to a background runner.
-pub fn wants_foreground(inv: &Invocation) -> bool {
-    matches!(
-        inv.delivery,
-        DeliveryMode::Interactive | DeliveryMode::Foreground
-    )
 }
 
 #[cfg(test)]
