@@ -36,7 +36,9 @@ class World:
         self.spool = os.path.join(root, "spool")
         self.config = os.path.join(root, "spoolmail.conf")
         with open(self.config, "w") as f:
-            f.write(f"spool = {self.spool}\nhostname = {HOSTNAME}\n")
+            # Delivery is refused at once (nothing listens on port 1): the
+            # queue keeps exactly what each caller handed over.
+            f.write(f"spool = {self.spool}\nhostname = {HOSTNAME}\nsmarthost = 127.0.0.1:1\n")
         bindir = os.path.join(root, "bin")
         os.makedirs(bindir)
         # The wrapper only adds -C; the caller's own argv follows unchanged.

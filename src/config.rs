@@ -66,6 +66,9 @@ pub struct Config {
     pub auth_password_file: Option<PathBuf>,
     /// `tls`: TLS policy for MX delivery.
     pub tls: TlsPolicy,
+    /// `tls_ca_file`: extra trusted root certificate (PEM) for verified TLS,
+    /// beside the system roots (a private CA in front of a smarthost).
+    pub tls_ca_file: Option<PathBuf>,
     /// `resolver`: DNS server to ask (None: /etc/resolv.conf).
     pub resolver: Option<SocketAddr>,
     /// `smtp_port`: port for MX delivery.
@@ -120,6 +123,7 @@ impl Default for Config {
             auth_user: None,
             auth_password_file: None,
             tls: TlsPolicy::Opportunistic,
+            tls_ca_file: None,
             resolver: None,
             smtp_port: 25,
             retry_min: Duration::from_secs(30 * 60),
@@ -255,6 +259,7 @@ fn set(c: &mut Config, key: &str, value: &str) -> Setting {
                 }
             }
         }
+        "tls_ca_file" => c.tls_ca_file = optional(value, absolute_path)?,
         "resolver" => {
             c.resolver = optional(value, |v| {
                 v.parse::<SocketAddr>()

@@ -5,12 +5,16 @@
 //! `newaliases` (compile the aliases file). See DESIGN.md for the map.
 
 pub mod address;
+pub mod bounce;
 pub mod cli;
 pub mod config;
+pub mod dns;
 pub mod error;
 pub mod logging;
 pub mod mailq;
 pub mod message;
 pub mod privilege;
+pub mod runner;
+pub mod smtp;
 pub mod spool;
 pub mod submit;

@@ -191,7 +191,7 @@ fn clean(value: &str) -> String {
 
 /// `Mon Nov 23 06:50` in local time, formatted by hand so that the
 /// locale cannot change it; `?` if the time cannot be converted.
-fn local_time(unix: u64) -> String {
+pub fn local_time(unix: u64) -> String {
     const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",

@@ -2,10 +2,10 @@
 //! face from argv[0], runs it, and turns the one typed error into the one
 //! exit code (the only place where exit codes are decided).
 
-use spoolmail::cli::{self, Face, Invocation, Mode};
+use spoolmail::cli::{self, DeliveryMode, Face, Invocation, Mode};
 use spoolmail::config::{self, Config};
 use spoolmail::error::{Error, Kind, Result};
-use spoolmail::{logging, mailq, privilege, spool, submit};
+use spoolmail::{logging, mailq, privilege, runner, spool, submit};
 use std::io::Write;
 use std::path::Path;
 use std::time::SystemTime;
@@ -64,10 +64,13 @@ fn run(face: Face, args: std::env::ArgsOs) -> Result<()> {
             Kind::Unavailable,
             "-bs (SMTP on standard input) is not available yet",
         )),
-        Mode::QueueRun(_) => Err(Error::new(
-            Kind::Unavailable,
-            "queue runs are not available yet: they come with the delivery runner",
-        )),
+        Mode::QueueRun(run) => {
+            let spool = spool::Spool::open(&config.spool)?;
+            let selection = runner::Selection {
+                filters: run.filters.clone(),
+            };
+            runner::run_queue(&spool, &config, &selection, run.interval)
+        }
         Mode::Unsupported(flag) => Err(Error::new(
             Kind::Unavailable,
             format!("{flag} is not supported by spoolmail"),
@@ -94,11 +97,59 @@ fn load_config(inv: &Invocation) -> Result<Config> {
 
 fn deliver(inv: &Invocation, config: &Config) -> Result<()> {
     let caller = submit::Caller::current()?;
-    let stdin = std::io::stdin().lock();
-    submit::submit(inv, config, &caller, stdin, SystemTime::now())?;
-    // Delivery (the background runner, -odi/-odf) comes with the runner;
-    // until then every accepted message waits in the queue.
-    Ok(())
+    let submitted = {
+        let stdin = std::io::stdin().lock();
+        submit::submit(inv, config, &caller, stdin, SystemTime::now())?
+    };
+    let spool = spool::Spool::open(&config.spool)?;
+    match inv.delivery {
+        DeliveryMode::Queue => Ok(()),
+        DeliveryMode::Background => {
+            runner::spawn_detached(&spool, config, &submitted.id);
+            Ok(())
+        }
+        DeliveryMode::Interactive | DeliveryMode::Foreground => {
+            // The message is committed: whatever happens below, it is
+            // safe in the queue, and the exit status reports the attempt.
+            let tally = match runner::deliver_now(&spool, config, &submitted.id) {
+                Ok(tally) => tally,
+                Err(e) => {
+                    return Err(Error::new(
+                        Kind::TempFail,
+                        format!("{}: queued, delivery failed: {e}", submitted.id),
+                    ));
+                }
+            };
+            foreground_status(inv, &submitted.id, &tally)
+        }
+    }
+}
+
+/// The exit status of `-odi`/`-odf`: 0 when every recipient was
+/// delivered; 75 when some wait in the queue for a retry; 69 when some
+/// failed for good (a bounce went to the sender). With `-oem` errors
+/// are mailed, not reported, as in sendmail.
+fn foreground_status(inv: &Invocation, id: &spool::QueueId, tally: &runner::Tally) -> Result<()> {
+    if matches!(inv.error_mode, cli::ErrorMode::Mail | cli::ErrorMode::Exit) {
+        return Ok(());
+    }
+    let why = tally.last_error.as_deref().unwrap_or("no reason recorded");
+    if tally.deferred > 0 {
+        Err(Error::new(
+            Kind::TempFail,
+            format!(
+                "{id}: {} recipient(s) deferred, queued for retry: {why}",
+                tally.deferred
+            ),
+        ))
+    } else if tally.failed > 0 {
+        Err(Error::new(
+            Kind::Unavailable,
+            format!("{id}: {} recipient(s) failed: {why}", tally.failed),
+        ))
+    } else {
+        Ok(())
+    }
 }
 
 fn print_queue(inv: &Invocation, config: &Config) -> Result<()> {

@@ -752,6 +752,21 @@ fn broken_down_time(t: libc::time_t) -> libc::tm {
     }
 }
 
+/// The trace field sendmail and Postfix put on a locally submitted
+/// message (RFC 5321 §4.4): "Received: by HOST (spoolmail, from userid
+/// UID)\n\tid ID; DATE\n". It also counts towards loop detection.
+pub fn received_field(hostname: &str, uid: u32, queue_id: &str, now: SystemTime) -> Vec<u8> {
+    let date = date_field(now);
+    let date = String::from_utf8_lossy(&date);
+    let date = date.trim_start_matches("Date: ").trim_end();
+    let host: String = hostname
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && !"()<>;".contains(*c))
+        .collect();
+    format!("Received: by {host} (spoolmail, from userid {uid})\n\tid {queue_id}; {date}\n")
+        .into_bytes()
+}
+
 /// "Message-ID: <ID@hostname>\n". Characters that cannot appear in a
 /// msg-id (specials, spaces, controls, non-ASCII) are dropped from both
 /// parts, so a strange hostname cannot break the field.

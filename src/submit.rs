@@ -165,7 +165,10 @@ pub fn submit(
             &config.hostname,
         ));
     }
+    let received = message::received_field(&config.hostname, caller.uid, draft.id().as_str(), now);
     let out = draft.data();
+    out.write_all(&received)
+        .map_err(|e| Error::io("writing the queue file", &e))?;
     header.write_to(out)?;
     out.write_all(&added)
         .and_then(|()| out.write_all(b"\n"))

@@ -172,7 +172,10 @@ fn crlf_and_lf_input_are_stored_with_one_line_ending() {
         String::from_utf8_lossy(&data)
     );
     let (header, body) = split_message(&data);
-    assert!(header.starts_with("To: a@example.com\nSubject: php\n"));
+    assert!(
+        header.contains("\nTo: a@example.com\nSubject: php\n"),
+        "{header}"
+    );
     assert_eq!(body, b"line one\nline two\n");
 }
 
@@ -236,7 +239,17 @@ fn present_from_date_message_id_are_kept_and_not_duplicated() {
     let id = w.send_ok(&["a@example.com"], msg);
     let data = w.data(&id);
     let (header, _) = split_message(&data);
-    assert_eq!(header, String::from_utf8_lossy(&msg[..msg.len() - 3]));
+    // Only the trace field is added, on top (RFC 5321 §4.4).
+    let (received, rest) = header.split_once("\n\tid ").expect("Received first");
+    assert_eq!(
+        received,
+        format!(
+            "Received: by {HOSTNAME} (spoolmail, from userid {})",
+            w.envelope(&id).uid
+        )
+    );
+    let rest = rest.split_once('\n').expect("rest").1;
+    assert_eq!(rest, String::from_utf8_lossy(&msg[..msg.len() - 3]));
 }
 
 #[test]
@@ -361,9 +374,6 @@ fn every_accepted_option_queues_the_message() {
         &["-oew"],
         &["-oee"],
         &["-odq"],
-        &["-odb"],
-        &["-odi"],
-        &["-odf"],
         &["-odd"],
         &["-B8BITMIME"],
         &["-B", "7BIT"],
@@ -442,14 +452,7 @@ fn double_dash_ends_options() {
 #[test]
 fn unsupported_modes_exit_69() {
     let w = World::new();
-    for args in [
-        &["-bd"][..],
-        &["-bt"],
-        &["-bv", "a@b"],
-        &["-bs"],
-        &["-q"],
-        &["-bi"],
-    ] {
+    for args in [&["-bd"][..], &["-bt"], &["-bv", "a@b"], &["-bs"], &["-bi"]] {
         let out = w.sendmail(args, b"");
         assert_exit(&out, 69);
     }
@@ -546,4 +549,19 @@ fn errors_are_one_line_even_with_v() {
     let w = World::new();
     let out = w.sendmail(&["-v", "a@@example.com"], SIMPLE);
     assert_exit(&out, 65);
+}
+
+#[test]
+fn foreground_delivery_that_defers_exits_75_and_keeps_the_message() {
+    // -odi/-odf deliver in the foreground and report the outcome; the
+    // test config's smarthost refuses, so the recipient is deferred.
+    let w = World::new();
+    for mode in ["-odi", "-odf"] {
+        let before = w.queue_ids().len();
+        let out = w.sendmail(&[mode, "a@example.com"], SIMPLE);
+        assert_exit(&out, 75);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("deferred"), "{stderr}");
+        assert_eq!(w.queue_ids().len(), before + 1, "the message stays queued");
+    }
 }

@@ -189,11 +189,10 @@ impl Spool {
         Err(Error::temp("no free queue ID in tmp/"))
     }
 
-    /// Every committed message, sorted by ID, with its state if any. Names
-    /// that are not valid IDs are skipped with a warning; files that fail
-    /// verification are moved to corrupt/ with an error log and skipped. A
-    /// missing queue/ means an empty list.
-    pub fn list(&self) -> Result<Vec<QueuedMessage>> {
+    /// The IDs of every committed message, sorted (oldest first). Names
+    /// that are not valid IDs are skipped with a warning. One readdir: a
+    /// runner scanning a queue of thousands reads no file to pick its work.
+    pub fn queued_ids(&self) -> Result<Vec<QueueId>> {
         let entries = match fs::read_dir(&self.queue) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -219,6 +218,56 @@ impl Spool {
             }
         }
         ids.sort();
+        Ok(ids)
+    }
+
+    /// Removes files in tmp/ older than `max_age`: drafts of processes
+    /// that crashed or were killed before their commit (never a committed
+    /// message: those live in queue/). Returns how many went.
+    pub fn sweep_tmp(&self, max_age: std::time::Duration, now: SystemTime) -> Result<usize> {
+        let entries = match fs::read_dir(&self.tmp) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => {
+                return Err(Error::io(
+                    format_args!("reading {}", self.tmp.display()),
+                    &e,
+                ));
+            }
+        };
+        let mut swept = 0;
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age > max_age);
+            if old && !meta.is_dir() && fs::remove_file(entry.path()).is_ok() {
+                log::info!(
+                    "swept {}: left by a crashed sendmail",
+                    entry.path().display()
+                );
+                swept += 1;
+            }
+        }
+        Ok(swept)
+    }
+
+    /// The directory of per-destination locks and status files, owned by
+    /// the runner (created with the rest of the layout).
+    pub fn hosts_dir(&self) -> PathBuf {
+        self.root.join("hosts")
+    }
+
+    /// Every committed message, sorted by ID, with its state if any. Names
+    /// that are not valid IDs are skipped with a warning; files that fail
+    /// verification are moved to corrupt/ with an error log and skipped. A
+    /// missing queue/ means an empty list.
+    pub fn list(&self) -> Result<Vec<QueuedMessage>> {
+        let ids = self.queued_ids()?;
         let mut messages = Vec::with_capacity(ids.len());
         for id in ids {
             let reader = match self.open_queue_file(&id, ENVELOPE_BUFFER) {
@@ -449,6 +498,16 @@ impl Spool {
         }
     }
 
+    /// Like [`Spool::write_state`] without the fsyncs: atomic, survives the
+    /// runner being killed, may be lost in a power cut. Only for the RFC
+    /// 1047 window marker, whose loss costs a "possibly delivered" flag,
+    /// never a message or a recipient's outcome.
+    pub fn mark_state(&self, id: &QueueId, state: &DeliveryState) -> Result<()> {
+        let bytes = serde_json::to_vec(state)
+            .map_err(|e| Error::new(Kind::Software, format!("encoding state: {e}")))?;
+        durable::replace_file_unsynced(&self.state, id.as_str(), &bytes)
+    }
+
     /// Takes the non-blocking exclusive flock on queue/ID for a whole
     /// transaction (D1). Ok(None) when another process holds it, or when
     /// the message was removed before we got the lock. A `mailq` probing
@@ -487,10 +546,12 @@ impl Spool {
     }
 
     /// Removes a claimed, finished message and releases the claim. The
-    /// queue file goes first, then the state file, each directory fsynced:
+    /// queue file goes first and queue/ is fsynced, then the state file:
     /// a crash in between leaves an orphan state file (harmless, nothing
     /// lists it) rather than a queue file without its state, which would
-    /// be delivered again to recipients already done (D2).
+    /// be delivered again to recipients already done (D2). The state
+    /// file's removal is not fsynced: if a power cut undoes it, an orphan
+    /// is all that remains.
     pub fn remove(&self, claim: Claim) -> Result<()> {
         let id = claim.id();
         let queue_path = self.queue.join(id.as_str());
@@ -499,7 +560,7 @@ impl Spool {
             .map_err(|e| Error::io(format_args!("removing {}", queue_path.display()), &e))?;
         durable::fsync_dir(&self.queue)?;
         match fs::remove_file(&state_path) {
-            Ok(()) => durable::fsync_dir(&self.state)?,
+            Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {
                 return Err(Error::io(

@@ -45,6 +45,16 @@ pub struct RecipientState {
     pub next_attempt: Option<u64>,
     /// When it was last tried (unix seconds).
     pub last_attempt: Option<u64>,
+    /// RFC 3463 status of the last outcome ("5.1.1"), for the DSN.
+    #[serde(default)]
+    pub dsn_status: Option<String>,
+    /// The server that gave the last outcome ("mx.example.com[192.0.2.1]:25").
+    #[serde(default)]
+    pub relay: Option<String>,
+    /// A failure notice (DSN) for this recipient has been committed: a
+    /// later pass must not send a second one.
+    #[serde(default)]
+    pub notified: bool,
 }
 
 /// Where delivery to one recipient stands.
@@ -89,6 +99,9 @@ impl DeliveryState {
                     last_error: None,
                     next_attempt: None,
                     last_attempt: None,
+                    dsn_status: None,
+                    relay: None,
+                    notified: false,
                 })
                 .collect(),
             possibly_delivered: false,

@@ -353,3 +353,27 @@ fn ids_sort_by_arrival_time() {
     let earlier = spool.begin(t).unwrap();
     assert!(earlier.id() < later.id());
 }
+
+#[test]
+fn sweep_removes_only_old_tmp_files_and_never_queued_messages() {
+    let (_dir, spool) = spool();
+    let queued = enqueue(&spool, b"kept\n");
+    let old = spool.root().join("tmp/OLDDRAFT");
+    let young = spool.root().join("tmp/YOUNGDRAFT");
+    fs::write(&old, b"half a message").unwrap();
+    fs::write(&young, b"being written").unwrap();
+    let two_days_ago = SystemTime::now() - Duration::from_secs(48 * 3600);
+    File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(two_days_ago)
+        .unwrap();
+    let swept = spool
+        .sweep_tmp(Duration::from_secs(36 * 3600), SystemTime::now())
+        .unwrap();
+    assert_eq!(swept, 1);
+    assert!(!old.exists());
+    assert!(young.exists());
+    assert_eq!(spool.queued_ids().unwrap(), vec![queued.id]);
+}

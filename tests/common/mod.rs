@@ -36,10 +36,18 @@ impl World {
             .expect("tempdir");
         let spool = dir.path().join("spool");
         let config = dir.path().join("spoolmail.conf");
+        // Tests that do not set up a route of their own get a smarthost
+        // that refuses at once (nothing listens on port 1): a delivery
+        // attempt defers quickly and never reaches the network.
+        let route = if extra.contains("smarthost") || extra.contains("resolver") {
+            ""
+        } else {
+            "smarthost = 127.0.0.1:1\n"
+        };
         std::fs::write(
             &config,
             format!(
-                "# written by tests/common\nspool = {}\nhostname = {HOSTNAME}\naliases = {}\nmail_spool_dir = {}\n{extra}\n",
+                "# written by tests/common\nspool = {}\nhostname = {HOSTNAME}\naliases = {}\nmail_spool_dir = {}\n{route}{extra}\n",
                 spool.display(),
                 dir.path().join("aliases").display(),
                 dir.path().join("mail").display(),
@@ -72,8 +80,18 @@ impl World {
         run_with_stdin(self.command(face).args(args), stdin)
     }
 
-    /// Runs `sendmail -C config args`, feeding `stdin`.
+    /// Runs `sendmail -C config -odq args`, feeding `stdin`: the intake
+    /// tests look at the queue, so no runner may take the message away
+    /// (a later `-od…` in `args` still wins, as on sendmail's command line).
     pub fn sendmail(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut argv = vec!["-odq"];
+        argv.extend_from_slice(args);
+        self.run("sendmail", &argv, stdin)
+    }
+
+    /// Runs `sendmail -C config args` as a caller would: the default
+    /// delivery mode forks a background runner.
+    pub fn sendmail_delivering(&self, args: &[&str], stdin: &[u8]) -> Output {
         self.run("sendmail", args, stdin)
     }
 

@@ -1,0 +1,454 @@
+//! One delivery attempt of one claimed message: pick the recipients that
+//! are due, group them by destination (one transaction per destination,
+//! D3), record every outcome as soon as it is known (D2), guard the RFC
+//! 1047 window (D4), then bounce, warn or remove (D5, D8).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::bounce::{self, Action, RecipientReport};
+use crate::error::Result;
+use crate::smtp::{ErrorKind, TransactionEnvelope};
+use crate::spool::{Claim, DeliveryState, Envelope, QueueId, RecipientStatus};
+
+use super::Context;
+use super::hosts::Destination;
+use super::outcome::{self, Outcome};
+use super::transport::Transport;
+
+/// What became of a message's recipients, for `-odi`'s exit status.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Tally {
+    /// Recipients delivered (now or earlier).
+    pub delivered: usize,
+    /// Recipients still waiting for a retry.
+    pub deferred: usize,
+    /// Recipients that failed permanently.
+    pub failed: usize,
+    /// The last error seen, for the caller's one-line message.
+    pub last_error: Option<String>,
+    /// Whether anything was attempted (false: nothing was due).
+    pub attempted: bool,
+}
+
+/// Where one recipient goes.
+enum Route {
+    Local,
+    Remote(Destination),
+}
+
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+fn route(ctx: &Context, address: &str) -> Route {
+    let domain = match address.rsplit_once('@') {
+        None => return Route::Local,
+        Some((_, domain)) => domain.to_ascii_lowercase(),
+    };
+    if ctx.config.local_domains.contains(&domain) {
+        Route::Local
+    } else if ctx.config.smarthost.is_some() {
+        Route::Remote(Destination::Smarthost)
+    } else {
+        Route::Remote(Destination::Domain(domain))
+    }
+}
+
+/// Whether a recipient is due now (`forced`: whatever its retry time).
+fn due(r: &crate::spool::RecipientState, now: u64, forced: bool) -> bool {
+    match r.status {
+        RecipientStatus::Queued => true,
+        RecipientStatus::Deferred => forced || r.next_attempt.is_none_or(|t| t <= now),
+        RecipientStatus::Delivered | RecipientStatus::Failed => false,
+    }
+}
+
+/// Whether a message with this state (None: never tried) has work now.
+pub fn message_due(state: Option<&DeliveryState>, now: u64) -> bool {
+    state.is_none_or(|s| s.recipients.iter().any(|r| due(r, now, false)))
+}
+
+/// One attempt at the claimed message. The claim is released (or the
+/// message removed) on return.
+pub fn attempt(
+    ctx: &Context,
+    transport: &mut Transport,
+    claim: Claim,
+    envelope: Envelope,
+    forced: bool,
+    now: SystemTime,
+) -> Result<Tally> {
+    let spool = ctx.spool;
+    let id = claim.id().clone();
+    let now_s = unix(now);
+    let mut state = match spool.read_state(&id)? {
+        Some(state) => state,
+        None => DeliveryState::initial(&envelope),
+    };
+    if let Some(at) = state.final_dot_sent.take() {
+        // A runner died between sending the final dot and reading the
+        // reply (RFC 1047): the server may have the message.
+        state.possibly_delivered = true;
+        log::warn!(
+            "{id}: an attempt at {} ended after the final dot without a reply: possibly delivered (RFC 1047)",
+            crate::mailq::local_time(at)
+        );
+        spool.write_state(&id, &state)?;
+    }
+    let due_now: Vec<usize> = (0..state.recipients.len())
+        .filter(|&i| due(&state.recipients[i], now_s, forced))
+        .collect();
+    let mut tally = Tally::default();
+    if due_now.is_empty() && !needs_finishing(&state) {
+        return Ok(tally);
+    }
+    tally.attempted = !due_now.is_empty();
+    if state.possibly_delivered && !due_now.is_empty() {
+        log::warn!(
+            "{id}: retrying a message that was possibly delivered already: possible duplicate"
+        );
+    }
+    let age = Duration::from_secs(now_s.saturating_sub(envelope.arrival));
+    if age >= ctx.config.queue_lifetime {
+        for &i in &due_now {
+            let r = &state.recipients[i];
+            let reason = format!(
+                "delivery time expired after {} days; last error: {}",
+                age.as_secs() / 86400,
+                r.last_error.as_deref().unwrap_or("none")
+            );
+            apply(
+                ctx,
+                &id,
+                &mut state,
+                i,
+                &Outcome::failed("4.4.7", reason),
+                None,
+                now_s,
+                age,
+            );
+        }
+    } else {
+        let mut groups: BTreeMap<Destination, Vec<usize>> = BTreeMap::new();
+        for &i in &due_now {
+            match route(ctx, &state.recipients[i].address) {
+                Route::Remote(dest) => groups.entry(dest).or_default().push(i),
+                Route::Local => {
+                    let outcome = Outcome::deferred(
+                        "4.3.2",
+                        "local delivery is not available yet: the message waits in the queue",
+                    );
+                    apply(ctx, &id, &mut state, i, &outcome, None, now_s, age);
+                }
+            }
+        }
+        for (dest, indices) in groups {
+            deliver_to(
+                ctx, transport, &envelope, &mut state, &dest, indices, forced, now_s,
+            )?;
+        }
+    }
+    finish(ctx, claim, &envelope, state, now, &mut tally)?;
+    Ok(tally)
+}
+
+/// A state with failures not yet notified still owes a bounce even when
+/// nothing is due (the runner died before sending it).
+fn needs_finishing(state: &DeliveryState) -> bool {
+    state
+        .recipients
+        .iter()
+        .any(|r| r.status == RecipientStatus::Failed && !r.notified)
+        || state.recipients.iter().all(|r| {
+            matches!(
+                r.status,
+                RecipientStatus::Delivered | RecipientStatus::Failed
+            )
+        })
+}
+
+/// Records and logs one recipient's outcome.
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    ctx: &Context,
+    id: &QueueId,
+    state: &mut DeliveryState,
+    index: usize,
+    outcome: &Outcome,
+    relay: Option<&str>,
+    now: u64,
+    age: Duration,
+) {
+    let r = &mut state.recipients[index];
+    outcome::record(r, outcome, relay, now, ctx.config);
+    outcome::log(id.as_str(), &r.address, relay, age, outcome);
+}
+
+/// Delivers `indices` (recipients of one destination) in as few
+/// transactions as the server allows: one, unless it answers 452 "too
+/// many recipients", in which case the rest follow in further
+/// transactions on the same connection.
+#[allow(clippy::too_many_arguments)]
+fn deliver_to(
+    ctx: &Context,
+    transport: &mut Transport,
+    envelope: &Envelope,
+    state: &mut DeliveryState,
+    dest: &Destination,
+    indices: Vec<usize>,
+    forced: bool,
+    now: u64,
+) -> Result<()> {
+    let spool = ctx.spool;
+    let id = &envelope.id;
+    let age = Duration::from_secs(now.saturating_sub(envelope.arrival));
+    let conn = match transport.connection(dest, now, !forced) {
+        Ok(conn) => conn,
+        Err(outcome) => {
+            for i in indices {
+                apply(ctx, id, state, i, &outcome, None, now, age);
+            }
+            return persist(ctx, id, state);
+        }
+    };
+    let relay = conn.relay.clone();
+    let mut pending = indices;
+    while !pending.is_empty() {
+        let recipients: Vec<String> = pending
+            .iter()
+            .map(|&i| state.recipients[i].address.clone())
+            .collect();
+        let txn = TransactionEnvelope {
+            sender: &envelope.sender,
+            recipients: &recipients,
+            size: envelope.size,
+            eight_bit: envelope
+                .body_type
+                .as_deref()
+                .is_some_and(|b| b.eq_ignore_ascii_case("8BITMIME")),
+            smtputf8: !envelope.sender.is_ascii() || recipients.iter().any(|r| !r.is_ascii()),
+            dsn_ret: envelope.dsn_ret.as_deref(),
+            envid: envelope.envid.as_deref(),
+            dsn_notify: envelope.dsn_notify.as_deref(),
+        };
+        let mut data = spool.open_data(id)?;
+        let result = {
+            // The RFC 1047 window opens here: recorded before the dot goes
+            // out, so that a runner killed before the reply leaves a trace.
+            let mut mark_window = || -> io::Result<()> {
+                state.final_dot_sent = Some(now);
+                spool
+                    .mark_state(id, state)
+                    .map_err(|e| io::Error::other(e.to_string()))
+            };
+            conn.session.send(&txn, &mut data, &mut mark_window)
+        };
+        state.final_dot_sent = None;
+        match result {
+            Ok(result) => {
+                let accepted_any = result.rcpt.iter().any(|r| r.is_positive());
+                let final_reply = result.data.as_ref().or(result.data_command.as_ref());
+                let mut next = Vec::new();
+                for (k, &i) in pending.iter().enumerate() {
+                    let rcpt = &result.rcpt[k];
+                    let outcome = if rcpt.is_positive() {
+                        match final_reply {
+                            Some(reply) => Outcome::from_reply(
+                                reply.code,
+                                reply.enhanced_status(),
+                                reply.one_line(),
+                            ),
+                            None => Outcome::deferred("4.4.2", "no reply to DATA"),
+                        }
+                    } else if rcpt.code == 452 && accepted_any {
+                        // Too many recipients (RFC 5321 §4.5.3.1.10): the
+                        // rest go in the next transaction.
+                        next.push(i);
+                        continue;
+                    } else {
+                        Outcome::from_reply(rcpt.code, rcpt.enhanced_status(), rcpt.one_line())
+                    };
+                    apply(ctx, id, state, i, &outcome, Some(&relay), now, age);
+                }
+                persist(ctx, id, state)?;
+                pending = next;
+            }
+            Err(e) if e.after_final_dot => {
+                state.possibly_delivered = true;
+                log::warn!(
+                    "{id}: {relay}: {e} after the final dot, before the reply: possibly delivered (RFC 1047); the retry may duplicate it"
+                );
+                let outcome = Outcome::deferred(
+                    "4.4.2",
+                    format!("{e} after the final dot: possibly delivered"),
+                );
+                for &i in &pending {
+                    apply(ctx, id, state, i, &outcome, Some(&relay), now, age);
+                }
+                transport.discard();
+                return persist(ctx, id, state);
+            }
+            Err(e) => {
+                let outcome = match (&e.kind, &e.reply) {
+                    (ErrorKind::Rejected, Some(reply)) => {
+                        Outcome::from_reply(reply.code, reply.enhanced_status(), reply.one_line())
+                    }
+                    (ErrorKind::TooBig, _) => Outcome::failed("5.3.4", e.to_string()),
+                    (ErrorKind::NoSmtputf8, _) => Outcome::failed("5.6.7", e.to_string()),
+                    _ => Outcome::deferred("4.4.2", e.to_string()),
+                };
+                for &i in &pending {
+                    apply(ctx, id, state, i, &outcome, Some(&relay), now, age);
+                }
+                if !matches!(
+                    e.kind,
+                    ErrorKind::Rejected | ErrorKind::TooBig | ErrorKind::NoSmtputf8
+                ) {
+                    transport.discard();
+                }
+                return persist(ctx, id, state);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the state durably (D2), unless every recipient is delivered:
+/// then the message's removal, which follows at once, is the record.
+fn persist(ctx: &Context, id: &QueueId, state: &DeliveryState) -> Result<()> {
+    if state
+        .recipients
+        .iter()
+        .all(|r| r.status == RecipientStatus::Delivered)
+    {
+        return Ok(());
+    }
+    ctx.spool.write_state(id, state)
+}
+
+/// After the attempt: failure notices, the delay warning, and removal
+/// when every recipient is final.
+fn finish(
+    ctx: &Context,
+    claim: Claim,
+    envelope: &Envelope,
+    mut state: DeliveryState,
+    now: SystemTime,
+    tally: &mut Tally,
+) -> Result<()> {
+    let spool = ctx.spool;
+    let id = &envelope.id;
+    let now_s = unix(now);
+    let mut changed = false;
+
+    let unnotified: Vec<usize> = (0..state.recipients.len())
+        .filter(|&i| {
+            let r = &state.recipients[i];
+            r.status == RecipientStatus::Failed && !r.notified
+        })
+        .collect();
+    if !unnotified.is_empty() {
+        let reports: Vec<RecipientReport> = unnotified
+            .iter()
+            .map(|&i| report(&state.recipients[i], "5.0.0"))
+            .collect();
+        notify(ctx, envelope, Action::Failed, &reports, now)?;
+        for i in unnotified {
+            state.recipients[i].notified = true;
+        }
+        changed = true;
+    }
+
+    let deferred: Vec<usize> = (0..state.recipients.len())
+        .filter(|&i| state.recipients[i].status == RecipientStatus::Deferred)
+        .collect();
+    let age = Duration::from_secs(now_s.saturating_sub(envelope.arrival));
+    if !deferred.is_empty() && !state.delay_warned && age >= ctx.config.delay_warning {
+        let reports: Vec<RecipientReport> = deferred
+            .iter()
+            .map(|&i| report(&state.recipients[i], "4.0.0"))
+            .collect();
+        notify(ctx, envelope, Action::Delayed, &reports, now)?;
+        state.delay_warned = true;
+        changed = true;
+    }
+
+    for r in &state.recipients {
+        match r.status {
+            RecipientStatus::Delivered => tally.delivered += 1,
+            RecipientStatus::Failed => tally.failed += 1,
+            RecipientStatus::Queued | RecipientStatus::Deferred => tally.deferred += 1,
+        }
+        if r.status != RecipientStatus::Delivered && r.last_error.is_some() {
+            tally.last_error = r.last_error.clone();
+        }
+    }
+    if tally.deferred == 0 {
+        spool.remove(claim)?;
+        log::info!("{id}: removed");
+    } else if changed {
+        spool.write_state(id, &state)?;
+    }
+    Ok(())
+}
+
+/// Commits a DSN for `reports` (the bounce module decides whether the
+/// sender wants one: never for a bounce, D8).
+fn notify(
+    ctx: &Context,
+    envelope: &Envelope,
+    action: Action,
+    reports: &[RecipientReport],
+    now: SystemTime,
+) -> Result<()> {
+    if !bounce::wanted(envelope, action) {
+        log::info!(
+            "{}: no {} notice: the sender is <> or asked for none",
+            envelope.id,
+            match action {
+                Action::Failed => "failure",
+                Action::Delayed => "delay",
+            }
+        );
+        return Ok(());
+    }
+    let data = ctx.spool.open_data(&envelope.id)?;
+    if let Some(dsn) = bounce::send(ctx.spool, ctx.config, envelope, data, action, reports, now)? {
+        log::info!(
+            "{}: sender {} notification: {dsn}",
+            envelope.id,
+            match action {
+                Action::Failed => "non-delivery",
+                Action::Delayed => "delay",
+            }
+        );
+    }
+    Ok(())
+}
+
+fn report(r: &crate::spool::RecipientState, default_status: &str) -> RecipientReport {
+    let diagnostic = r.last_error.as_ref().map(|e| {
+        // A server reply starts with its 3-digit code: RFC 3464 calls
+        // that type "smtp"; our own reasons are not server replies.
+        if e.len() >= 3 && e.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
+            format!("smtp; {e}")
+        } else {
+            format!("X-Spoolmail; {e}")
+        }
+    });
+    RecipientReport {
+        recipient: r.address.clone(),
+        status: r
+            .dsn_status
+            .clone()
+            .unwrap_or_else(|| default_status.to_string()),
+        remote_mta: r
+            .relay
+            .as_ref()
+            .map(|relay| relay.split('[').next().unwrap_or(relay).to_string()),
+        diagnostic,
+        last_attempt: r.last_attempt,
+    }
+}

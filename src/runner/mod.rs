@@ -1,0 +1,323 @@
+//! The delivery runner: everything between the commit point and the
+//! recipient's server (RFC 1123 §5.3.1.1, RFC 1047; DESIGN D1–D8).
+//!
+//! Three ways in:
+//! - [`spawn_detached`]: after `sendmail` commits a message it forks a
+//!   detached runner (`-odb`, the default) and exits at once;
+//! - [`deliver_now`]: `-odi`/`-odf` deliver in the foreground;
+//! - [`run_queue`]: `sendmail -q[…]` runs the due messages, with up to
+//!   `max_connections` workers, once or every interval.
+//!
+//! A worker first takes one of `max_connections` global slots (lock files
+//! in `hosts/`, [`slots`]); without one it leaves: the holders will see
+//! its message. No wake-up is lost because a worker that gives its slot
+//! back looks at the queue once more *after* releasing it: a message
+//! committed while all slots were busy is either seen by that last look
+//! or its own runner found a slot free.
+
+mod attempt;
+mod backoff;
+mod hosts;
+mod outcome;
+pub mod slots;
+mod transport;
+
+pub use attempt::Tally;
+pub use backoff::retry_delay;
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::cli::QueueFilter;
+use crate::config::Config;
+use crate::error::Result;
+use crate::spool::{Envelope, QueueId, Spool};
+
+use transport::Transport;
+
+/// Prefix of the global slot files in `hosts/`.
+const RUNNER_SLOTS: &str = "runner";
+
+/// What a worker needs: the spool and the configuration.
+pub struct Context<'a> {
+    /// The spool.
+    pub spool: &'a Spool,
+    /// The configuration.
+    pub config: &'a Config,
+}
+
+/// Which messages a queue run takes.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// `-qI`/`-qR`/`-qS` filters, all of which must match. A filtered run
+    /// is a sysadmin asking for those messages now: it ignores retry
+    /// times and the unreachable cache.
+    pub filters: Vec<QueueFilter>,
+}
+
+impl Selection {
+    fn forced(&self) -> bool {
+        !self.filters.is_empty()
+    }
+
+    fn matches(&self, envelope: &Envelope) -> bool {
+        self.filters.iter().all(|f| match f {
+            QueueFilter::Id(text) => envelope.id.as_str().contains(text.as_str()),
+            QueueFilter::Recipient(text) => envelope
+                .recipients
+                .iter()
+                .any(|r| contains_ignore_case(r, text)),
+            QueueFilter::Sender(text) => contains_ignore_case(&envelope.sender, text),
+        })
+    }
+}
+
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .to_ascii_lowercase()
+        .contains(&needle.to_ascii_lowercase())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Forks a detached runner for the message just committed and returns
+/// in the parent at once. The child leaves the caller's session and
+/// process group and points its standard streams at /dev/null, so PHP,
+/// cron or a shell reading sendmail's output never waits for delivery
+/// (RFC 1123 §5.3.1.1). If fork fails the message simply waits for the
+/// next queue run; the caller's exit status is not affected.
+pub fn spawn_detached(spool: &Spool, config: &Config, first: &QueueId) {
+    // SAFETY: sendmail is single-threaded here; the child only runs Rust
+    // code of this process and exits.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Parent { .. }) => {}
+        Ok(nix::unistd::ForkResult::Child) => {
+            detach();
+            let ctx = Context { spool, config };
+            let shared = Mutex::new(HashSet::new());
+            if let Err(e) = work(&ctx, Some(first), &Selection::default(), &shared, 0) {
+                log::error!("runner: {e}");
+            }
+            std::process::exit(0);
+        }
+        Err(e) => {
+            log::warn!("{first}: cannot fork a runner ({e}); it waits for the next queue run")
+        }
+    }
+}
+
+/// Makes the forked child independent of its caller.
+fn detach() {
+    let _ = nix::unistd::setsid();
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        use std::os::fd::AsRawFd;
+        for fd in 0..3 {
+            // SAFETY: dup2 onto the standard descriptors, which this
+            // process owns; `null` stays open until after the calls.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}
+
+/// `-odi`/`-odf`: delivers the message `id` in this process, waiting for
+/// a global slot if all are busy, and reports what became of it.
+pub fn deliver_now(spool: &Spool, config: &Config, id: &QueueId) -> Result<Tally> {
+    let ctx = Context { spool, config };
+    let _slot = slots::acquire(&spool.hosts_dir(), RUNNER_SLOTS, config.max_connections)?;
+    let Some(claim) = spool.claim(id)? else {
+        // A queue runner took it first; it is in good hands.
+        return Ok(Tally {
+            deferred: 1,
+            last_error: Some("being delivered by another runner".into()),
+            ..Tally::default()
+        });
+    };
+    let envelope = spool.read_envelope(id)?;
+    let mut transport = Transport::new(config, spool.hosts_dir());
+    let tally = attempt::attempt(
+        &ctx,
+        &mut transport,
+        claim,
+        envelope,
+        true,
+        SystemTime::now(),
+    )?;
+    transport.close();
+    Ok(tally)
+}
+
+/// `sendmail -q…`: delivers every due (or, with filters, every matching)
+/// message with up to `max_connections` workers, then returns; with an
+/// `interval`, repeats forever.
+pub fn run_queue(
+    spool: &Spool,
+    config: &Config,
+    selection: &Selection,
+    interval: Option<Duration>,
+) -> Result<()> {
+    loop {
+        if let Err(e) = spool.sweep_tmp(config.tmp_max_age, SystemTime::now()) {
+            log::warn!("sweeping tmp/: {e}");
+        }
+        run_once(spool, config, selection)?;
+        match interval {
+            None => return Ok(()),
+            Some(interval) => std::thread::sleep(interval),
+        }
+    }
+}
+
+fn run_once(spool: &Spool, config: &Config, selection: &Selection) -> Result<()> {
+    let ctx = Context { spool, config };
+    let shared = Mutex::new(HashSet::new());
+    let workers = config.max_connections.max(1) as usize;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|k| {
+                let (ctx, shared) = (&ctx, &shared);
+                scope.spawn(move || work(ctx, None, selection, shared, k))
+            })
+            .collect();
+        let mut first_error = Ok(());
+        for handle in handles {
+            let result = handle.join().unwrap_or_else(|_| {
+                Err(crate::error::Error::new(
+                    crate::error::Kind::Software,
+                    "a queue-run worker panicked",
+                ))
+            });
+            if first_error.is_ok() {
+                first_error = result;
+            }
+        }
+        first_error
+    })
+}
+
+/// One worker: take a global slot, deliver `first` and then whatever is
+/// due and unclaimed until a pass finds nothing, give the slot back, look
+/// once more (the lost wake-up guard), repeat. `tried` is shared by the
+/// workers of one run so that no message is attempted twice in it.
+fn work(
+    ctx: &Context,
+    first: Option<&QueueId>,
+    selection: &Selection,
+    tried: &Mutex<HashSet<QueueId>>,
+    worker: usize,
+) -> Result<()> {
+    let hosts_dir = ctx.spool.hosts_dir();
+    let mut transport = Transport::new(ctx.config, hosts_dir.clone());
+    let mut first = first.cloned();
+    loop {
+        let Some(slot) = slots::try_acquire(&hosts_dir, RUNNER_SLOTS, ctx.config.max_connections)?
+        else {
+            return Ok(());
+        };
+        loop {
+            let mut ids = ctx.spool.queued_ids()?;
+            if let Some(id) = first.take() {
+                ids.insert(0, id);
+            } else if !ids.is_empty() {
+                // Workers start at different points so they do not all
+                // contend for the oldest message.
+                let shift = (worker * 7919) % ids.len();
+                ids.rotate_left(shift);
+            }
+            let mut did_work = false;
+            for id in ids {
+                if lock(tried).contains(&id) {
+                    continue;
+                }
+                did_work |= take(ctx, &mut transport, &id, selection, tried);
+            }
+            if !did_work {
+                break;
+            }
+        }
+        transport.close();
+        drop(slot);
+        if !anything_left(ctx, selection, tried)? {
+            return Ok(());
+        }
+    }
+}
+
+fn lock(tried: &Mutex<HashSet<QueueId>>) -> std::sync::MutexGuard<'_, HashSet<QueueId>> {
+    tried
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Claims and attempts one message. True when it was claimed (whatever
+/// came of it). Errors concern this message only: they are logged and
+/// the worker goes on with the others.
+fn take(
+    ctx: &Context,
+    transport: &mut Transport,
+    id: &QueueId,
+    selection: &Selection,
+    tried: &Mutex<HashSet<QueueId>>,
+) -> bool {
+    let claim = match ctx.spool.claim(id) {
+        Ok(Some(claim)) => claim,
+        Ok(None) => return false,
+        Err(e) => {
+            log::error!("{id}: {e}");
+            lock(tried).insert(id.clone());
+            return false;
+        }
+    };
+    if !lock(tried).insert(id.clone()) {
+        return false;
+    }
+    let result = ctx.spool.read_envelope(id).and_then(|envelope| {
+        if !selection.matches(&envelope) {
+            return Ok(Tally::default());
+        }
+        attempt::attempt(
+            ctx,
+            transport,
+            claim,
+            envelope,
+            selection.forced(),
+            SystemTime::now(),
+        )
+    });
+    if let Err(e) = result {
+        log::error!("{id}: {e}");
+        transport.discard();
+    }
+    true
+}
+
+/// True when some message not tried in this run is due and unclaimed. The
+/// claim is probed by taking and dropping it: a message another runner
+/// holds is that runner's business, and counting it would spin.
+fn anything_left(
+    ctx: &Context,
+    selection: &Selection,
+    tried: &Mutex<HashSet<QueueId>>,
+) -> Result<bool> {
+    let now = unix_now();
+    for id in ctx.spool.queued_ids()? {
+        if lock(tried).contains(&id) {
+            continue;
+        }
+        let state = ctx.spool.read_state(&id).ok().flatten();
+        if (selection.forced() || attempt::message_due(state.as_ref(), now))
+            && ctx.spool.claim(&id).ok().flatten().is_some()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}

@@ -1,0 +1,222 @@
+//! What one delivery attempt did for one recipient, how it is recorded in
+//! the message's state (D2) and how it is logged.
+
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::spool::{RecipientState, RecipientStatus};
+
+use super::backoff::retry_delay;
+
+/// How an attempt ended for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The server took responsibility (250 to the final dot).
+    Delivered { dsn: String, reply: String },
+    /// Temporary trouble: try again later.
+    Deferred { dsn: String, reason: String },
+    /// Permanent failure: bounce.
+    Failed { dsn: String, reason: String },
+}
+
+impl Outcome {
+    /// The outcome a server reply means: 2xx delivered, 4xx deferred,
+    /// anything else failed. The RFC 3463 status is the reply's own when
+    /// it gives one, else the class default.
+    pub fn from_reply(code: u16, enhanced: Option<String>, text: String) -> Outcome {
+        match code {
+            200..=299 => Outcome::Delivered {
+                dsn: enhanced.unwrap_or_else(|| "2.0.0".into()),
+                reply: text,
+            },
+            400..=499 => Outcome::Deferred {
+                dsn: enhanced.unwrap_or_else(|| "4.0.0".into()),
+                reason: text,
+            },
+            _ => Outcome::Failed {
+                dsn: enhanced.unwrap_or_else(|| "5.0.0".into()),
+                reason: text,
+            },
+        }
+    }
+
+    /// A temporary failure with our own reason (no server reply).
+    pub fn deferred(dsn: &str, reason: impl Into<String>) -> Outcome {
+        Outcome::Deferred {
+            dsn: dsn.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// A permanent failure with our own reason.
+    pub fn failed(dsn: &str, reason: impl Into<String>) -> Outcome {
+        Outcome::Failed {
+            dsn: dsn.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn dsn(&self) -> &str {
+        match self {
+            Outcome::Delivered { dsn, .. }
+            | Outcome::Deferred { dsn, .. }
+            | Outcome::Failed { dsn, .. } => dsn,
+        }
+    }
+
+    fn status_word(&self) -> &'static str {
+        match self {
+            Outcome::Delivered { .. } => "sent",
+            Outcome::Deferred { .. } => "deferred",
+            Outcome::Failed { .. } => "bounced",
+        }
+    }
+
+    fn text(&self) -> &str {
+        match self {
+            Outcome::Delivered { reply, .. } => reply,
+            Outcome::Deferred { reason, .. } | Outcome::Failed { reason, .. } => reason,
+        }
+    }
+}
+
+/// Applies `outcome` to one recipient's state: one more attempt, and for
+/// a deferral the next attempt time from the backoff.
+pub fn record(
+    recipient: &mut RecipientState,
+    outcome: &Outcome,
+    relay: Option<&str>,
+    now: u64,
+    config: &Config,
+) {
+    recipient.attempts = recipient.attempts.saturating_add(1);
+    recipient.last_attempt = Some(now);
+    recipient.dsn_status = Some(outcome.dsn().to_string());
+    recipient.relay = relay.map(str::to_string);
+    match outcome {
+        Outcome::Delivered { .. } => {
+            recipient.status = RecipientStatus::Delivered;
+            recipient.last_error = None;
+            recipient.next_attempt = None;
+        }
+        Outcome::Deferred { reason, .. } => {
+            recipient.status = RecipientStatus::Deferred;
+            recipient.last_error = Some(reason.clone());
+            let delay = retry_delay(recipient.attempts, config.retry_min, config.retry_max);
+            recipient.next_attempt = Some(now.saturating_add(delay.as_secs()));
+        }
+        Outcome::Failed { reason, .. } => {
+            recipient.status = RecipientStatus::Failed;
+            recipient.last_error = Some(reason.clone());
+            recipient.next_attempt = None;
+        }
+    }
+}
+
+/// The syslog line of one recipient outcome, in the shape sysadmins grep
+/// for: `ID: to=<…>, relay=host[ip]:port, delay=…, dsn=…, status=… (…)`.
+pub fn log_line(
+    id: &str,
+    recipient: &str,
+    relay: Option<&str>,
+    delay: Duration,
+    outcome: &Outcome,
+) -> String {
+    format!(
+        "{id}: to=<{recipient}>, relay={}, delay={}, dsn={}, status={} ({})",
+        relay.unwrap_or("none"),
+        delay.as_secs(),
+        outcome.dsn(),
+        outcome.status_word(),
+        outcome.text()
+    )
+}
+
+/// Logs one outcome at the level it deserves.
+pub fn log(id: &str, recipient: &str, relay: Option<&str>, delay: Duration, outcome: &Outcome) {
+    let line = log_line(id, recipient, relay, delay, outcome);
+    match outcome {
+        Outcome::Delivered { .. } => log::info!("{line}"),
+        Outcome::Deferred { .. } => log::warn!("{line}"),
+        Outcome::Failed { .. } => log::error!("{line}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh() -> RecipientState {
+        RecipientState {
+            address: "a@x.example".into(),
+            status: RecipientStatus::Queued,
+            attempts: 0,
+            last_error: None,
+            next_attempt: None,
+            last_attempt: None,
+            dsn_status: None,
+            relay: None,
+            notified: false,
+        }
+    }
+
+    #[test]
+    fn replies_map_to_outcomes() {
+        let o = Outcome::from_reply(250, None, "250 ok".into());
+        assert!(matches!(o, Outcome::Delivered { ref dsn, .. } if dsn == "2.0.0"));
+        let o = Outcome::from_reply(450, Some("4.2.1".into()), "450 4.2.1 busy".into());
+        assert!(matches!(o, Outcome::Deferred { ref dsn, .. } if dsn == "4.2.1"));
+        let o = Outcome::from_reply(550, None, "550 no".into());
+        assert!(matches!(o, Outcome::Failed { ref dsn, .. } if dsn == "5.0.0"));
+    }
+
+    #[test]
+    fn deferral_schedules_the_backoff() {
+        let config = Config::default();
+        let mut r = fresh();
+        record(
+            &mut r,
+            &Outcome::deferred("4.4.1", "refused"),
+            None,
+            1000,
+            &config,
+        );
+        assert_eq!(r.status, RecipientStatus::Deferred);
+        assert_eq!(r.attempts, 1);
+        assert_eq!(r.next_attempt, Some(1000 + 30 * 60));
+        record(
+            &mut r,
+            &Outcome::deferred("4.4.1", "refused"),
+            None,
+            5000,
+            &config,
+        );
+        assert_eq!(r.next_attempt, Some(5000 + 60 * 60));
+        record(
+            &mut r,
+            &Outcome::from_reply(250, None, "250 ok".into()),
+            Some("h[1.2.3.4]:25"),
+            9000,
+            &config,
+        );
+        assert_eq!(r.status, RecipientStatus::Delivered);
+        assert_eq!(r.last_error, None);
+        assert_eq!(r.relay.as_deref(), Some("h[1.2.3.4]:25"));
+    }
+
+    #[test]
+    fn log_line_has_the_postfix_shape() {
+        let o = Outcome::from_reply(250, Some("2.0.0".into()), "250 2.0.0 queued".into());
+        let line = log_line(
+            "ID1",
+            "a@x.example",
+            Some("mx.x.example[192.0.2.1]:25"),
+            Duration::from_secs(3),
+            &o,
+        );
+        assert_eq!(
+            line,
+            "ID1: to=<a@x.example>, relay=mx.x.example[192.0.2.1]:25, delay=3, dsn=2.0.0, status=sent (250 2.0.0 queued)"
+        );
+    }
+}

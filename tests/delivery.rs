@@ -1,0 +1,582 @@
+//! Delivery end to end: the built binary against a real SMTP server
+//! (aiosmtpd, tests/peers/smtpd.py) on loopback, through the smarthost
+//! route or the MX route with an address literal. DNS-routed delivery is
+//! in tests/delivery_dns.rs.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::smtpd::SmtpServer;
+use common::*;
+
+const MSG: &[u8] = b"Subject: delivery test\n\nbody line\n.leading dot\n";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A world whose smarthost is `server`, in plain text.
+fn world_for(server: &SmtpServer, extra: &str) -> World {
+    World::with_config(&format!(
+        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nretry_min = 1s\nretry_max = 2s\n{extra}",
+        server.port
+    ))
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Points the world's smarthost at another server (the config is a file;
+/// each run reads it afresh).
+fn repoint(w: &World, server: &SmtpServer) {
+    let text = std::fs::read_to_string(&w.config).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("smarthost =") {
+                format!("smarthost = 127.0.0.1:{}\n", server.port)
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&w.config, text).unwrap();
+}
+
+#[test]
+fn three_recipients_on_one_host_are_one_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(dir.path(), &[]);
+    let w = world_for(&server, "");
+    let out = w.sendmail(
+        &[
+            "-odi",
+            "-f",
+            "s@example.org",
+            "a@x.test",
+            "b@x.test",
+            "c@x.test",
+        ],
+        MSG,
+    );
+    assert_success(&out);
+    let got = server.messages();
+    assert_eq!(got.len(), 1, "one transaction: {got:?}");
+    assert_eq!(got[0].mail_from, "s@example.org");
+    assert_eq!(got[0].rcpt_tos, ["a@x.test", "b@x.test", "c@x.test"]);
+    let data = String::from_utf8_lossy(&got[0].data);
+    assert!(
+        data.contains("\n.leading dot"),
+        "dot-stuffing undone: {data}"
+    );
+    assert!(data.contains("Subject: delivery test"));
+    assert!(
+        w.queue_ids().is_empty(),
+        "delivered messages leave the queue"
+    );
+    assert_eq!(server.connections(), 1);
+}
+
+#[test]
+fn partial_failure_retries_only_the_failed_recipient() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = SmtpServer::start(
+        dir.path(),
+        &["--rcpt-reply", "b@x.test=450 4.2.0 mailbox busy"],
+    );
+    let w = world_for(&first, "");
+    let out = w.sendmail(
+        &["-odi", "-f", "s@example.org", "a@x.test", "b@x.test"],
+        MSG,
+    );
+    assert_exit(&out, 75);
+    let got = first.messages();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].rcpt_tos, ["a@x.test"]);
+    let ids = w.queue_ids();
+    assert_eq!(ids.len(), 1, "b is still queued");
+    let q = w.mailq_json();
+    let rcpts = q[0]["recipients"].as_array().unwrap();
+    let status = |addr: &str| {
+        rcpts
+            .iter()
+            .find(|r| r["address"] == addr)
+            .map(|r| r["status"].as_str().unwrap().to_string())
+    };
+    assert_eq!(status("a@x.test").as_deref(), Some("delivered"));
+    assert_eq!(status("b@x.test").as_deref(), Some("deferred"));
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let second = SmtpServer::start(dir2.path(), &[]);
+    repoint(&w, &second);
+    let out = w.sendmail(&[&format!("-qI{}", ids[0])], b"");
+    assert_success(&out);
+    let got = second.messages();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].rcpt_tos, ["b@x.test"], "a is never sent again");
+    assert!(w.queue_ids().is_empty());
+}
+
+#[test]
+fn permanent_failure_bounces_to_the_sender_from_the_null_sender() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(
+        dir.path(),
+        &["--rcpt-reply", "c@x.test=550 5.1.1 no such user"],
+    );
+    let w = world_for(&server, "");
+    let out = w.sendmail(
+        &["-odi", "-f", "s@example.org", "a@x.test", "c@x.test"],
+        MSG,
+    );
+    assert_exit(&out, 69);
+    assert!(stderr(&out).contains("5.1.1"), "{}", stderr(&out));
+    // The original is gone; the bounce waits in the queue.
+    let ids = w.queue_ids();
+    assert_eq!(ids.len(), 1);
+    let env = w.envelope(&ids[0]);
+    assert_eq!(env.sender, "", "bounces come from <>");
+    assert_eq!(env.recipients, ["s@example.org"]);
+    let out = w.sendmail(&["-q"], b"");
+    assert_success(&out);
+    let got = server.messages();
+    assert_eq!(got.len(), 2);
+    let dsn = &got[1];
+    assert_eq!(dsn.mail_from, "");
+    assert_eq!(dsn.rcpt_tos, ["s@example.org"]);
+    let text = String::from_utf8_lossy(&dsn.data);
+    assert!(text.contains("multipart/report"), "{text}");
+    assert!(text.contains("Action: failed"), "{text}");
+    assert!(text.contains("Final-Recipient: rfc822; c@x.test"), "{text}");
+    assert!(text.contains("550 5.1.1 no such user"), "{text}");
+    assert!(w.queue_ids().is_empty());
+}
+
+#[test]
+fn a_bounce_that_fails_is_never_bounced() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(
+        dir.path(),
+        &["--rcpt-reply", "s@example.org=550 5.1.1 sender gone"],
+    );
+    let w = world_for(&server, "");
+    // A message from <> (as a bounce is) to a recipient that fails.
+    let out = w.sendmail(&["-odi", "-f", "<>", "s@example.org"], MSG);
+    assert_exit(&out, 69);
+    assert!(
+        w.queue_ids().is_empty(),
+        "no bounce of a bounce: {:?}",
+        w.queue_ids()
+    );
+}
+
+#[test]
+fn too_many_recipients_continue_in_a_second_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(dir.path(), &["--max-rcpt", "2"]);
+    let w = world_for(&server, "");
+    let out = w.sendmail(
+        &[
+            "-odi",
+            "-f",
+            "s@example.org",
+            "a@x.test",
+            "b@x.test",
+            "c@x.test",
+        ],
+        MSG,
+    );
+    assert_success(&out);
+    let got = server.messages();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].rcpt_tos, ["a@x.test", "b@x.test"]);
+    assert_eq!(got[1].rcpt_tos, ["c@x.test"]);
+    assert_eq!(server.connections(), 1, "on the same connection");
+}
+
+#[test]
+fn dropped_final_dot_reply_is_flagged_possibly_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let dropper = SmtpServer::start(dir.path(), &["--drop-after-dot"]);
+    let w = world_for(&dropper, "");
+    let out = w.sendmail(&["-odi", "-v", "-f", "s@example.org", "a@x.test"], MSG);
+    assert_exit(&out, 75);
+    assert!(
+        stderr(&out).contains("possibly delivered"),
+        "{}",
+        stderr(&out)
+    );
+    let q = w.mailq_json();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0]["possibly_delivered"], true);
+    let listing = w.run("mailq", &[], b"");
+    assert!(
+        String::from_utf8_lossy(&listing.stdout).contains("possibly delivered"),
+        "{}",
+        String::from_utf8_lossy(&listing.stdout)
+    );
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let good = SmtpServer::start(dir2.path(), &[]);
+    repoint(&w, &good);
+    let id = w.queue_ids()[0].clone();
+    let out = w.sendmail(&["-v", &format!("-qI{id}")], b"");
+    assert_success(&out);
+    assert!(
+        stderr(&out).contains("possible duplicate"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(good.messages().len(), 1);
+    assert!(w.queue_ids().is_empty());
+}
+
+#[test]
+fn burst_of_40_background_sendmails_delivers_all_within_max_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(dir.path(), &["--dot-delay", "0.05"]);
+    let w = world_for(&server, "max_connections = 3\nmax_host_connections = 3");
+    let children: Vec<_> = (0..40)
+        .map(|i| {
+            let mut child = w
+                .command("sendmail")
+                .args(["-f", "s@example.org", &format!("r{i}@x.test")])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn sendmail");
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(MSG).unwrap();
+            child
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert_success(&out);
+    }
+    let got = server.wait_messages(40, WAIT);
+    let mut rcpts: Vec<String> = got.iter().flat_map(|m| m.rcpt_tos.clone()).collect();
+    rcpts.sort();
+    rcpts.dedup();
+    assert_eq!(rcpts.len(), 40, "every message arrived exactly once");
+    assert_eq!(got.len(), 40, "no duplicates");
+    assert!(
+        server.max_concurrent() <= 3,
+        "max_connections = 3 but {} were open at once",
+        server.max_concurrent()
+    );
+    assert!(wait_for(WAIT, || w.queue_ids().is_empty()), "queue drained");
+}
+
+#[test]
+fn unreachable_destination_costs_one_connection_attempt_per_run() {
+    // A listener that accepts and hangs up at once: every attempt to
+    // reach it is counted, and none gets an SMTP greeting.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(conn);
+        }
+    });
+    let w = World::with_config(&format!(
+        "resolver = 127.0.0.1:9\nsmtp_port = {port}\nretry_min = 1h\nmax_connections = 4"
+    ));
+    for i in 0..20 {
+        w.send_ok(&["-f", "s@example.org", &format!("r{i}@[127.0.0.1]")], MSG);
+    }
+    let out = w.sendmail(&["-q"], b"");
+    assert_success(&out);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one attempt for 20 messages"
+    );
+    let q = w.mailq_json();
+    assert_eq!(q.len(), 20);
+    for m in &q {
+        let r = &m["recipients"][0];
+        assert_eq!(r["status"], "deferred");
+    }
+    // The next run finds nothing due: no connection at all.
+    assert_success(&w.sendmail(&["-q"], b""));
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn queue_run_filters_select_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(dir.path(), &[]);
+    let w = world_for(&server, "");
+    w.send_ok(&["-f", "alice@example.org", "one@x.test"], MSG);
+    w.send_ok(&["-f", "bob@example.org", "two@x.test"], MSG);
+    w.send_ok(&["-f", "bob@example.org", "three@x.test"], MSG);
+    assert_success(&w.sendmail(&["-qRtwo"], b""));
+    let got = server.messages();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].rcpt_tos, ["two@x.test"]);
+    assert_success(&w.sendmail(&["-qSALICE"], b""));
+    assert_eq!(server.messages().len(), 2);
+    assert_eq!(w.queue_ids().len(), 1);
+    assert_success(&w.sendmail(&["-q"], b""));
+    assert_eq!(server.messages().len(), 3);
+    assert!(w.queue_ids().is_empty());
+}
+
+#[test]
+fn delay_warning_is_a_dsn_with_action_delayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(dir.path(), &["--rcpt-reply", "a@x.test=451 4.3.0 later"]);
+    let w = world_for(&server, "delay_warning = 0s");
+    let out = w.sendmail(&["-odi", "-f", "s@example.org", "a@x.test"], MSG);
+    assert_exit(&out, 75);
+    let ids = w.queue_ids();
+    assert_eq!(ids.len(), 2, "the original and the delay notice");
+    let notice = ids
+        .iter()
+        .find(|id| w.envelope(id).sender.is_empty())
+        .expect("a message from <>");
+    let data = String::from_utf8_lossy(&w.data(notice)).into_owned();
+    assert!(data.contains("Action: delayed"), "{data}");
+    // Only one warning per message.
+    let original = ids.iter().find(|id| *id != notice).unwrap();
+    assert_success(&w.sendmail(&[&format!("-qI{original}")], b""));
+    let senders: Vec<String> = w
+        .queue_ids()
+        .iter()
+        .map(|id| w.envelope(id).sender)
+        .collect();
+    assert_eq!(
+        senders.iter().filter(|s| s.is_empty()).count(),
+        1,
+        "{senders:?}"
+    );
+}
+
+#[test]
+fn expired_messages_bounce_without_another_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(dir.path(), &[]);
+    let w = world_for(&server, "retry_min = 0s\nqueue_lifetime = 0s");
+    let id = w.send_ok(&["-f", "s@example.org", "a@x.test"], MSG);
+    assert_success(&w.sendmail(&[&format!("-qI{id}")], b""));
+    // The original expired: nothing reached the server for a@x.test; the
+    // bounce to s@example.org was queued, then delivered in the same run
+    // or the next one.
+    assert_success(&w.sendmail(&["-q"], b""));
+    let got = server.messages();
+    assert!(got.iter().all(|m| m.rcpt_tos != ["a@x.test"]), "{got:?}");
+    let dsn = got
+        .iter()
+        .find(|m| m.mail_from.is_empty())
+        .expect("a bounce");
+    let text = String::from_utf8_lossy(&dsn.data);
+    assert!(text.contains("Status: 4.4.7"), "{text}");
+}
+
+#[test]
+fn runner_killed_mid_transaction_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = SmtpServer::start(dir.path(), &["--dot-delay", "30"]);
+    let w = world_for(&slow, "");
+    let mut child = w
+        .command("sendmail")
+        .args(["-odi", "-f", "s@example.org", "a@x.test"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(MSG).unwrap();
+    }
+    // Wait until the runner is inside the RFC 1047 window.
+    let state_dir = w.spool.join("state");
+    let in_window = wait_for(WAIT, || {
+        std::fs::read_dir(&state_dir).is_ok_and(|d| {
+            d.flatten().any(|e| {
+                std::fs::read_to_string(e.path()).is_ok_and(|s| s.contains("\"final_dot_sent\":1"))
+            })
+        })
+    });
+    assert!(in_window, "the runner never recorded the final dot");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let ids = w.queue_ids();
+    assert_eq!(ids.len(), 1, "the message is still queued");
+    assert!(w.tmp_files().is_empty());
+
+    let dir2 = tempfile::tempdir().unwrap();
+    let good = SmtpServer::start(dir2.path(), &[]);
+    repoint(&w, &good);
+    let out = w.sendmail(&["-v", &format!("-qI{}", ids[0])], b"");
+    assert_success(&out);
+    assert!(
+        stderr(&out).contains("possibly delivered"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(good.messages().len(), 1);
+    assert!(w.queue_ids().is_empty());
+}
+
+#[test]
+fn killed_before_the_dot_leaves_a_clean_retry() {
+    // A server that never answers the greeting: the runner is killed
+    // while waiting, before any data went out.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+    let w = World::with_config(&format!(
+        "smarthost = 127.0.0.1:{port}\nsmarthost_tls = none"
+    ));
+    let mut child = w
+        .command("sendmail")
+        .args(["-odi", "-f", "s@example.org", "a@x.test"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(MSG).unwrap();
+    }
+    let _socket = held.join().unwrap().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let q = w.mailq_json();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0]["possibly_delivered"], false);
+}
+
+#[test]
+fn a_message_to_an_address_literal_uses_the_mx_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(dir.path(), &[]);
+    let w = World::with_config(&format!(
+        "resolver = 127.0.0.1:9\nsmtp_port = {}\ntls = none",
+        server.port
+    ));
+    let out = w.sendmail(&["-odi", "-f", "s@example.org", "a@[127.0.0.1]"], MSG);
+    assert_success(&out);
+    assert_eq!(server.messages()[0].rcpt_tos, ["a@[127.0.0.1]"]);
+}
+
+#[test]
+fn starttls_opportunistic_accepts_a_self_signed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = common::smtpd::self_signed_cert(dir.path(), "localhost");
+    let server = SmtpServer::start(
+        dir.path(),
+        &["--starttls", cert.to_str().unwrap(), key.to_str().unwrap()],
+    );
+    let w = World::with_config(&format!(
+        "resolver = 127.0.0.1:9\nsmtp_port = {}\ntls = opportunistic",
+        server.port
+    ));
+    let out = w.sendmail(&["-odi", "-f", "s@example.org", "a@[127.0.0.1]"], MSG);
+    assert_success(&out);
+    let got = server.messages();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].tls, "the message went over TLS");
+}
+
+#[test]
+fn starttls_required_with_verification_defers_on_a_self_signed_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = common::smtpd::self_signed_cert(dir.path(), "localhost");
+    let server = SmtpServer::start(
+        dir.path(),
+        &["--starttls", cert.to_str().unwrap(), key.to_str().unwrap()],
+    );
+    let w = World::with_config(&format!(
+        "resolver = 127.0.0.1:9\nsmtp_port = {}\ntls = required",
+        server.port
+    ));
+    let out = w.sendmail(&["-odi", "-f", "s@example.org", "a@[127.0.0.1]"], MSG);
+    assert_exit(&out, 75);
+    assert!(
+        server.messages().is_empty(),
+        "nothing sent without verified TLS"
+    );
+    assert_eq!(w.queue_ids().len(), 1);
+}
+
+#[test]
+fn auth_against_a_server_that_requires_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = common::smtpd::self_signed_cert(dir.path(), "localhost");
+    let server = SmtpServer::start(
+        dir.path(),
+        &[
+            "--starttls",
+            cert.to_str().unwrap(),
+            key.to_str().unwrap(),
+            "--require-auth",
+            "relayuser:s3cret pass",
+        ],
+    );
+    let pass = dir.path().join("password");
+    std::fs::write(&pass, "s3cret pass\n").unwrap();
+    let w = World::with_config(&format!(
+        "smarthost = localhost:{}\nsmarthost_tls = starttls\ntls_ca_file = {}\nauth_user = relayuser\nauth_password_file = {}",
+        server.port,
+        cert.display(),
+        pass.display()
+    ));
+    let out = w.sendmail(&["-odi", "-f", "s@example.org", "a@x.test"], MSG);
+    assert_success(&out);
+    let got = server.messages();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].tls);
+    assert_eq!(got[0].auth_user.as_deref(), Some("relayuser"));
+}
+
+#[test]
+fn auth_is_never_sent_in_clear_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(dir.path(), &[]);
+    let pass = dir.path().join("password");
+    std::fs::write(&pass, "secret\n").unwrap();
+    let w = World::with_config(&format!(
+        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nauth_user = u\nauth_password_file = {}",
+        server.port,
+        pass.display()
+    ));
+    let out = w.sendmail(&["-odi", "-f", "s@example.org", "a@x.test"], MSG);
+    assert_exit(&out, 75);
+    assert!(server.messages().is_empty());
+}
+
+#[test]
+fn background_delivery_returns_before_the_server_answers() {
+    // The caller must not wait for delivery (RFC 1123 §5.3.1.1): with a
+    // server that takes 30 s to answer the final dot, sendmail still
+    // exits at once, and its output pipes close (the runner holds none).
+    let dir = tempfile::tempdir().unwrap();
+    let slow = SmtpServer::start(dir.path(), &["--dot-delay", "30"]);
+    let w = world_for(&slow, "");
+    let out = w.sendmail_delivering(&["-f", "s@example.org", "a@x.test"], MSG);
+    assert_success(&out);
+    // sendmail has exited and its output pipes reached EOF, so the
+    // detached runner holds neither; yet the runner goes on and enters
+    // the RFC 1047 window, where the server keeps it for 30 s.
+    let state_dir = w.spool.join("state");
+    let in_window = wait_for(WAIT, || {
+        std::fs::read_dir(&state_dir).is_ok_and(|d| {
+            d.flatten().any(|e| {
+                std::fs::read_to_string(e.path()).is_ok_and(|s| s.contains("\"final_dot_sent\":1"))
+            })
+        })
+    });
+    assert!(in_window, "the detached runner did not deliver");
+}
