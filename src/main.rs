@@ -120,6 +120,11 @@ fn deliver(inv: &Invocation, config: &Config) -> Result<()> {
                     ));
                 }
             };
+            if let Some(first) = tally.notices.first() {
+                // Bounces and delay notices go out now, not at the next
+                // queue run; the caller does not wait for them.
+                runner::spawn_detached(&spool, config, first);
+            }
             foreground_status(inv, &submitted.id, &tally)
         }
     }

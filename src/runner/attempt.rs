@@ -30,6 +30,9 @@ pub struct Tally {
     pub last_error: Option<String>,
     /// Whether anything was attempted (false: nothing was due).
     pub attempted: bool,
+    /// Delivery status notices (bounces, delay warnings) this attempt
+    /// committed: `-odi` hands them to a background runner.
+    pub notices: Vec<QueueId>,
 }
 
 /// Where one recipient goes.
@@ -354,7 +357,7 @@ fn finish(
             .iter()
             .map(|&i| report(&state.recipients[i], "5.0.0"))
             .collect();
-        notify(ctx, envelope, Action::Failed, &reports, now)?;
+        tally.notices.extend(notify(ctx, envelope, Action::Failed, &reports, now)?);
         for i in unnotified {
             state.recipients[i].notified = true;
         }
@@ -370,7 +373,9 @@ fn finish(
             .iter()
             .map(|&i| report(&state.recipients[i], "4.0.0"))
             .collect();
-        notify(ctx, envelope, Action::Delayed, &reports, now)?;
+        tally
+            .notices
+            .extend(notify(ctx, envelope, Action::Delayed, &reports, now)?);
         state.delay_warned = true;
         changed = true;
     }
@@ -402,7 +407,7 @@ fn notify(
     action: Action,
     reports: &[RecipientReport],
     now: SystemTime,
-) -> Result<()> {
+) -> Result<Option<QueueId>> {
     if !bounce::wanted(envelope, action) {
         log::info!(
             "{}: no {} notice: the sender is <> or asked for none",
@@ -412,10 +417,11 @@ fn notify(
                 Action::Delayed => "delay",
             }
         );
-        return Ok(());
+        return Ok(None);
     }
     let data = ctx.spool.open_data(&envelope.id)?;
-    if let Some(dsn) = bounce::send(ctx.spool, ctx.config, envelope, data, action, reports, now)? {
+    let notice = bounce::send(ctx.spool, ctx.config, envelope, data, action, reports, now)?;
+    if let Some(dsn) = &notice {
         log::info!(
             "{}: sender {} notification: {dsn}",
             envelope.id,
@@ -425,7 +431,7 @@ fn notify(
             }
         );
     }
-    Ok(())
+    Ok(notice)
 }
 
 fn report(r: &crate::spool::RecipientState, default_status: &str) -> RecipientReport {
