@@ -357,7 +357,9 @@ fn finish(
             .iter()
             .map(|&i| report(&state.recipients[i], "5.0.0"))
             .collect();
-        tally.notices.extend(notify(ctx, envelope, Action::Failed, &reports, now)?);
+        tally
+            .notices
+            .extend(notify(ctx, envelope, Action::Failed, &reports, now)?);
         for i in unnotified {
             state.recipients[i].notified = true;
         }

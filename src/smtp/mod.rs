@@ -1,109 +1,731 @@
-#![allow(dead_code, unused_variables)]
-use std::io::Read;
-use std::net::SocketAddr;
+//! The SMTP client session (RFC 5321): greeting, EHLO (HELO fallback),
+//! STARTTLS (RFC 3207) with native-tls, AUTH PLAIN/LOGIN (RFC 4954),
+//! PIPELINING (RFC 2920), SIZE (RFC 1870), 8BITMIME, SMTPUTF8 (RFC 6531),
+//! DSN parameters (RFC 3461), and one transaction per call with a reply
+//! per recipient. Every read and write has the RFC 5321 §4.5.3.2 timeout
+//! of its stage; the reply to the final dot waits the longest (RFC 1047).
+
+mod auth;
+mod data;
+mod reply;
+mod stream;
+
+pub use reply::Reply;
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
+
+use reply::{ParseError, ReplyParser};
+use stream::{Conn, Stream};
+
+/// The timeouts of each stage.
+#[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
+    /// Establishing the TCP connection.
     pub connect: Duration,
+    /// Any command's reply, the greeting and the TLS handshake (5 min).
     pub command: Duration,
+    /// Each write of message data (3 min).
     pub data_block: Duration,
+    /// The reply to the final dot (10 min, RFC 1047).
     pub final_dot: Duration,
 }
+
+/// How the session uses TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Security {
+    /// No TLS at all.
     Plain,
+    /// STARTTLS when offered, certificate not verified; a failed
+    /// handshake means reconnecting and going on in plain text.
     Opportunistic,
+    /// STARTTLS mandatory, certificate and name verified.
     StarttlsVerified,
+    /// TLS from the first byte (port 465), verified.
     Implicit,
 }
+
+/// SMTP AUTH credentials.
+#[derive(Clone)]
 pub struct Credentials {
+    /// The user name.
     pub user: String,
+    /// The password.
     pub password: String,
 }
+
+/// Everything a session needs besides the address.
 pub struct ClientSettings {
+    /// Our name in EHLO/HELO.
     pub helo_name: String,
+    /// TLS use.
     pub security: Security,
+    /// AUTH credentials, sent only over TLS.
     pub credentials: Option<Credentials>,
+    /// An extra trusted root (PEM) for verified TLS.
     pub ca_file: Option<PathBuf>,
+    /// Timeouts.
     pub timeouts: Timeouts,
 }
-pub struct Reply {
-    pub code: u16,
-    pub lines: Vec<String>,
-}
-impl Reply {
-    pub fn is_positive(&self) -> bool {
-        todo!()
-    }
-    pub fn enhanced_status(&self) -> Option<String> {
-        todo!()
-    }
-    pub fn one_line(&self) -> String {
-        todo!()
-    }
-}
-#[derive(Debug)]
+
+/// What went wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
+    /// The TCP connection could not be made.
     Connect,
+    /// A stage's timeout expired.
     Timeout,
+    /// The link broke.
     Io,
+    /// TLS could not be set up as required.
     Tls,
+    /// The server spoke something that is not SMTP.
     Protocol,
+    /// A 4xx/5xx to the greeting, EHLO, STARTTLS, AUTH, MAIL or DATA.
     Rejected,
+    /// The server's SIZE limit is below the message size.
     TooBig,
+    /// An address needs SMTPUTF8 and the server does not offer it.
     NoSmtputf8,
+    /// Credentials are configured but cannot be used safely (no TLS) or
+    /// at all (no common mechanism), or were refused.
     AuthUnavailable,
 }
-#[derive(Debug)]
+
+/// A failed session step.
+#[derive(Debug, Clone)]
 pub struct SmtpError {
+    /// What kind of failure.
     pub kind: ErrorKind,
+    /// The server's reply, when one caused it.
     pub reply: Option<Reply>,
+    /// A one-line description.
     pub message: String,
+    /// The final dot had been sent: the server may have the message.
     pub after_final_dot: bool,
 }
-impl std::fmt::Display for SmtpError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        todo!()
+
+impl SmtpError {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> SmtpError {
+        SmtpError {
+            kind,
+            reply: None,
+            message: message.into(),
+            after_final_dot: false,
+        }
+    }
+
+    fn rejected(what: &str, reply: Reply) -> SmtpError {
+        SmtpError {
+            kind: ErrorKind::Rejected,
+            message: format!("{what} refused: {}", reply.one_line()),
+            reply: Some(reply),
+            after_final_dot: false,
+        }
+    }
+
+    fn io(what: &str, e: &io::Error) -> SmtpError {
+        let kind = match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ErrorKind::Timeout,
+            io::ErrorKind::InvalidData => ErrorKind::Protocol,
+            _ => ErrorKind::Io,
+        };
+        let message = match kind {
+            ErrorKind::Timeout => format!("timeout {what}"),
+            _ => format!("{e} {what}"),
+        };
+        SmtpError::new(kind, message)
+    }
+
+    /// Whether retrying cannot help: a 5xx reply, a message over the
+    /// server's size limit, SMTPUTF8 needed but not offered.
+    pub fn is_permanent(&self) -> bool {
+        match self.kind {
+            ErrorKind::TooBig | ErrorKind::NoSmtputf8 => true,
+            ErrorKind::Rejected => self.reply.as_ref().is_some_and(Reply::is_permanent),
+            _ => false,
+        }
     }
 }
-impl std::fmt::Debug for Reply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        todo!()
+
+impl fmt::Display for SmtpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
     }
 }
+
+impl std::error::Error for SmtpError {}
+
+/// One transaction's envelope.
 pub struct TransactionEnvelope<'a> {
+    /// The sender; "" is the null sender `<>`.
     pub sender: &'a str,
+    /// The recipients.
     pub recipients: &'a [String],
+    /// The size of the stored data, for SIZE=.
     pub size: u64,
+    /// BODY=8BITMIME when offered.
     pub eight_bit: bool,
+    /// The SMTPUTF8 parameter (required).
     pub smtputf8: bool,
+    /// RET= when DSN is offered.
     pub dsn_ret: Option<&'a str>,
+    /// ENVID= when DSN is offered.
     pub envid: Option<&'a str>,
+    /// NOTIFY= on each RCPT when DSN is offered.
     pub dsn_notify: Option<&'a str>,
 }
+
+/// The replies of one transaction.
+#[derive(Debug)]
 pub struct TransactionResult {
+    /// One reply per recipient, in order.
     pub rcpt: Vec<Reply>,
+    /// The reply to the final dot; None when no data was sent.
     pub data: Option<Reply>,
+    /// The reply to DATA when it was not 354.
     pub data_command: Option<Reply>,
 }
-pub struct Session;
+
+/// An open SMTP session, ready for transactions.
+pub struct Session {
+    conn: Conn,
+    peer: SocketAddr,
+    server_name: String,
+    timeouts: Timeouts,
+    /// EHLO keywords (upper case) with their parameters.
+    extensions: Vec<(String, String)>,
+    tls: bool,
+}
+
 impl Session {
+    /// Connects to `addr` and gets the session ready: greeting, EHLO,
+    /// STARTTLS as `settings` say, AUTH when credentials are set.
+    /// `server_name` is the name TLS verification checks.
     pub fn connect(
         addr: SocketAddr,
         server_name: &str,
         settings: &ClientSettings,
     ) -> Result<Session, SmtpError> {
-        todo!()
+        match Session::open(addr, server_name, settings, true) {
+            Err(e) if e.kind == ErrorKind::Tls && settings.security == Security::Opportunistic => {
+                // Opportunistic TLS (RFC 3207 §4.1 allows going on in
+                // plain text): the handshake failed, so a fresh
+                // connection without STARTTLS.
+                log::warn!(
+                    "{server_name}[{}]:{}: {e}; delivering without TLS",
+                    addr.ip(),
+                    addr.port()
+                );
+                Session::open(addr, server_name, settings, false)
+            }
+            other => other,
+        }
     }
+
+    fn open(
+        addr: SocketAddr,
+        server_name: &str,
+        settings: &ClientSettings,
+        try_tls: bool,
+    ) -> Result<Session, SmtpError> {
+        let timeouts = settings.timeouts;
+        let tcp = TcpStream::connect_timeout(&addr, timeouts.connect)
+            .map_err(|e| SmtpError::new(ErrorKind::Connect, format!("connect to {addr}: {e}")))?;
+        // Commands are small and each waits for a reply: Nagle would only
+        // add latency.
+        let _ = tcp.set_nodelay(true);
+        let conn = Conn::new(Stream::Plain(tcp));
+        conn.set_timeout(timeouts.command)
+            .map_err(|e| SmtpError::io("setting timeouts", &e))?;
+        let mut session = Session {
+            conn,
+            peer: addr,
+            server_name: server_name.to_string(),
+            timeouts,
+            extensions: Vec::new(),
+            tls: false,
+        };
+        if settings.security == Security::Implicit {
+            session.handshake(settings, true)?;
+        }
+        let greeting = session.read_reply("reading the greeting")?;
+        if greeting.code != 220 {
+            return Err(SmtpError::rejected("greeting", greeting));
+        }
+        session.ehlo(&settings.helo_name)?;
+        match settings.security {
+            Security::Plain | Security::Implicit => {}
+            Security::Opportunistic => {
+                if try_tls && session.offers("STARTTLS") {
+                    session.starttls(settings, false)?;
+                }
+            }
+            Security::StarttlsVerified => {
+                if !session.offers("STARTTLS") {
+                    return Err(SmtpError::new(
+                        ErrorKind::Tls,
+                        "TLS is required but the server does not offer STARTTLS",
+                    ));
+                }
+                session.starttls(settings, true)?;
+            }
+        }
+        if let Some(credentials) = &settings.credentials {
+            session.authenticate(credentials)?;
+        }
+        Ok(session)
+    }
+
+    /// The address connected to.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The server's name as given to [`Session::connect`].
+    pub fn server_name(&self) -> &str {
+        &self.server_name
+    }
+
+    /// Whether the session runs over TLS.
+    pub fn tls_active(&self) -> bool {
+        self.tls
+    }
+
+    /// Whether the server offered the EHLO keyword.
+    pub fn offers(&self, keyword: &str) -> bool {
+        self.extensions
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(keyword))
+    }
+
+    fn parameter(&self, keyword: &str) -> Option<&str> {
+        self.extensions
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(keyword))
+            .map(|(_, p)| p.as_str())
+    }
+
+    fn read_reply(&mut self, what: &str) -> Result<Reply, SmtpError> {
+        let mut parser = ReplyParser::default();
+        loop {
+            let line = self.conn.read_line().map_err(|e| SmtpError::io(what, &e))?;
+            match parser.line(&line) {
+                Ok(Some(reply)) => return Ok(reply),
+                Ok(None) => continue,
+                Err(e) => {
+                    let detail = match e {
+                        ParseError::Garbled(text) => format!("garbled reply {text:?}"),
+                        ParseError::CodeChanged => "reply code changed mid-reply".into(),
+                        ParseError::TooLong => "reply too long".into(),
+                    };
+                    return Err(SmtpError::new(
+                        ErrorKind::Protocol,
+                        format!("{detail} {what}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, line: &str, what: &str) -> Result<Reply, SmtpError> {
+        self.send_line(line)?;
+        self.conn
+            .flush()
+            .map_err(|e| SmtpError::io(&format!("sending {what}"), &e))?;
+        self.read_reply(&format!("after {what}"))
+    }
+
+    fn send_line(&mut self, line: &str) -> Result<(), SmtpError> {
+        self.conn
+            .write_all(line.as_bytes())
+            .and_then(|()| self.conn.write_all(b"\r\n"))
+            .map_err(|e| SmtpError::io("sending a command", &e))
+    }
+
+    fn ehlo(&mut self, helo_name: &str) -> Result<(), SmtpError> {
+        let reply = self.command(&format!("EHLO {helo_name}"), "EHLO")?;
+        if reply.code == 250 {
+            self.extensions = reply
+                .lines
+                .iter()
+                .skip(1)
+                .map(|l| {
+                    let (k, p) = l.split_once(' ').unwrap_or((l.as_str(), ""));
+                    (k.to_ascii_uppercase(), p.trim().to_string())
+                })
+                .collect();
+            return Ok(());
+        }
+        if !reply.is_permanent() {
+            return Err(SmtpError::rejected("EHLO", reply));
+        }
+        // An old server: HELO, and no extensions at all.
+        let reply = self.command(&format!("HELO {helo_name}"), "HELO")?;
+        if reply.code != 250 {
+            return Err(SmtpError::rejected("HELO", reply));
+        }
+        self.extensions.clear();
+        Ok(())
+    }
+
+    fn connector(
+        settings: &ClientSettings,
+        verify: bool,
+    ) -> Result<native_tls::TlsConnector, SmtpError> {
+        let tls_error = |e: String| SmtpError::new(ErrorKind::Tls, e);
+        let mut builder = native_tls::TlsConnector::builder();
+        builder.min_protocol_version(Some(native_tls::Protocol::Tlsv12));
+        if verify {
+            if let Some(path) = &settings.ca_file {
+                let pem = std::fs::read(path)
+                    .map_err(|e| tls_error(format!("reading {}: {e}", path.display())))?;
+                let cert = native_tls::Certificate::from_pem(&pem)
+                    .map_err(|e| tls_error(format!("{}: {e}", path.display())))?;
+                builder.add_root_certificate(cert);
+            }
+        } else {
+            // Opportunistic TLS protects against passive eavesdropping
+            // only; MX certificates are rarely verifiable (RFC 7435).
+            builder.danger_accept_invalid_certs(true);
+            builder.danger_accept_invalid_hostnames(true);
+        }
+        builder
+            .build()
+            .map_err(|e| tls_error(format!("TLS setup: {e}")))
+    }
+
+    fn handshake(&mut self, settings: &ClientSettings, verify: bool) -> Result<(), SmtpError> {
+        let connector = Session::connector(settings, verify)?;
+        let placeholder = Stream::Plain(
+            self.tcp_clone()
+                .map_err(|e| SmtpError::io("before the TLS handshake", &e))?,
+        );
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.conn.stream, placeholder) else {
+            return Err(SmtpError::new(ErrorKind::Protocol, "TLS is already active"));
+        };
+        let tls = connector.connect(&self.server_name, tcp).map_err(|e| {
+            SmtpError::new(
+                ErrorKind::Tls,
+                format!("TLS handshake with {}: {e}", self.server_name),
+            )
+        })?;
+        self.conn.stream = Stream::Tls(Box::new(tls));
+        self.tls = true;
+        Ok(())
+    }
+
+    fn tcp_clone(&self) -> io::Result<TcpStream> {
+        match &self.conn.stream {
+            Stream::Plain(s) => s.try_clone(),
+            Stream::Tls(s) => s.get_ref().try_clone(),
+        }
+    }
+
+    fn starttls(&mut self, settings: &ClientSettings, verify: bool) -> Result<(), SmtpError> {
+        let reply = self.command("STARTTLS", "STARTTLS")?;
+        if reply.code != 220 {
+            if settings.security == Security::Opportunistic {
+                return Ok(());
+            }
+            return Err(SmtpError {
+                kind: ErrorKind::Tls,
+                message: format!("STARTTLS refused: {}", reply.one_line()),
+                reply: Some(reply),
+                after_final_dot: false,
+            });
+        }
+        if self.conn.has_unread() {
+            // Plain-text bytes after 220 would be taken as replies inside
+            // TLS: a command injection (CVE-2011-0411).
+            return Err(SmtpError::new(
+                ErrorKind::Protocol,
+                "data after the STARTTLS reply (injection attempt?)",
+            ));
+        }
+        self.handshake(settings, verify)?;
+        // RFC 3207 §4.2: forget what was learnt before TLS.
+        self.extensions.clear();
+        self.ehlo(&settings.helo_name)
+    }
+
+    fn authenticate(&mut self, credentials: &Credentials) -> Result<(), SmtpError> {
+        if !self.tls {
+            return Err(SmtpError::new(
+                ErrorKind::AuthUnavailable,
+                "not sending AUTH credentials over a connection without TLS",
+            ));
+        }
+        let mechanisms: Vec<String> = self
+            .parameter("AUTH")
+            .unwrap_or("")
+            .split_whitespace()
+            .map(str::to_ascii_uppercase)
+            .collect();
+        let reply = if mechanisms.iter().any(|m| m == "PLAIN") {
+            let token = auth::plain(&credentials.user, &credentials.password);
+            self.command(&format!("AUTH PLAIN {token}"), "AUTH PLAIN")?
+        } else if mechanisms.iter().any(|m| m == "LOGIN") {
+            let first = self.command("AUTH LOGIN", "AUTH LOGIN")?;
+            if first.code != 334 {
+                return Err(auth_refused(first));
+            }
+            let second = self.command(&auth::encode(&credentials.user), "the AUTH user")?;
+            if second.code != 334 {
+                return Err(auth_refused(second));
+            }
+            self.command(&auth::encode(&credentials.password), "the AUTH password")?
+        } else {
+            return Err(SmtpError::new(
+                ErrorKind::AuthUnavailable,
+                format!(
+                    "the server offers no AUTH mechanism we use (PLAIN, LOGIN): {:?}",
+                    mechanisms.join(" ")
+                ),
+            ));
+        };
+        if reply.code != 235 {
+            return Err(auth_refused(reply));
+        }
+        Ok(())
+    }
+
+    /// One transaction; see [`TransactionResult`]. `before_final_dot` runs
+    /// after the last data byte is flushed and before the final dot.
     pub fn send(
         &mut self,
         envelope: &TransactionEnvelope,
         data: &mut dyn Read,
-        before_final_dot: &mut dyn FnMut() -> std::io::Result<()>,
+        before_final_dot: &mut dyn FnMut() -> io::Result<()>,
     ) -> Result<TransactionResult, SmtpError> {
-        todo!()
+        if envelope.smtputf8 && !self.offers("SMTPUTF8") {
+            return Err(SmtpError::new(
+                ErrorKind::NoSmtputf8,
+                "an address needs SMTPUTF8, which the server does not offer",
+            ));
+        }
+        if let Some(limit) = self
+            .parameter("SIZE")
+            .and_then(|p| p.parse::<u64>().ok())
+            .filter(|&l| l > 0)
+            && envelope.size > limit
+        {
+            return Err(SmtpError::new(
+                ErrorKind::TooBig,
+                format!(
+                    "message of {} bytes exceeds the server's limit of {limit}",
+                    envelope.size
+                ),
+            ));
+        }
+        let mail = self.mail_command(envelope);
+        let rcpts: Vec<String> = envelope
+            .recipients
+            .iter()
+            .map(|r| self.rcpt_command(r, envelope))
+            .collect();
+        self.conn
+            .set_timeout(self.timeouts.command)
+            .map_err(|e| SmtpError::io("setting timeouts", &e))?;
+
+        let (rcpt_replies, data_reply) = if self.offers("PIPELINING") {
+            self.send_line(&mail)?;
+            for r in &rcpts {
+                self.send_line(r)?;
+            }
+            self.send_line("DATA")?;
+            self.conn
+                .flush()
+                .map_err(|e| SmtpError::io("sending the envelope", &e))?;
+            let mail_reply = self.read_reply("after MAIL")?;
+            let mut replies = Vec::with_capacity(rcpts.len());
+            for _ in &rcpts {
+                replies.push(self.read_reply("after RCPT")?);
+            }
+            let data_reply = self.read_reply("after DATA")?;
+            if !mail_reply.is_positive() {
+                self.abandon_data(&data_reply)?;
+                return Err(SmtpError::rejected("MAIL", mail_reply));
+            }
+            if !replies.iter().any(Reply::is_positive) {
+                // RFC 2920 §3.1: a 354 after all RCPTs failed still needs
+                // a data section; an empty one, then RSET.
+                self.abandon_data(&data_reply)?;
+                return Ok(TransactionResult {
+                    rcpt: replies,
+                    data: None,
+                    data_command: None,
+                });
+            }
+            (replies, data_reply)
+        } else {
+            let mail_reply = self.command(&mail, "MAIL")?;
+            if !mail_reply.is_positive() {
+                return Err(SmtpError::rejected("MAIL", mail_reply));
+            }
+            let mut replies = Vec::with_capacity(rcpts.len());
+            for r in &rcpts {
+                replies.push(self.command(r, "RCPT")?);
+            }
+            if !replies.iter().any(Reply::is_positive) {
+                let _ = self.reset();
+                return Ok(TransactionResult {
+                    rcpt: replies,
+                    data: None,
+                    data_command: None,
+                });
+            }
+            let data_reply = self.command("DATA", "DATA")?;
+            (replies, data_reply)
+        };
+        if data_reply.code != 354 {
+            return Ok(TransactionResult {
+                rcpt: rcpt_replies,
+                data: None,
+                data_command: Some(data_reply),
+            });
+        }
+
+        self.conn
+            .set_timeout(self.timeouts.data_block)
+            .map_err(|e| SmtpError::io("setting timeouts", &e))?;
+        data::encode(data, &mut self.conn)
+            .and_then(|_| self.conn.flush())
+            .map_err(|e| SmtpError::io("sending the message data", &e))?;
+        if let Err(e) = before_final_dot() {
+            // The window could not be recorded: do not open it. Dropping
+            // the link without a dot makes the server discard the data.
+            let _ = self
+                .tcp_clone()
+                .map(|s| s.shutdown(std::net::Shutdown::Both));
+            return Err(SmtpError::new(
+                ErrorKind::Io,
+                format!("not sending the final dot: {e}"),
+            ));
+        }
+        let dot = self
+            .conn
+            .write_all(b".\r\n")
+            .and_then(|()| self.conn.flush());
+        let reply = dot
+            .map_err(|e| SmtpError::io("sending the final dot", &e))
+            .and_then(|()| {
+                self.conn
+                    .set_timeout(self.timeouts.final_dot)
+                    .map_err(|e| SmtpError::io("setting timeouts", &e))?;
+                self.read_reply("waiting for the reply to the final dot")
+            })
+            .map_err(|mut e| {
+                e.after_final_dot = true;
+                e
+            })?;
+        Ok(TransactionResult {
+            rcpt: rcpt_replies,
+            data: Some(reply),
+            data_command: None,
+        })
     }
+
+    /// After a pipelined DATA that should not carry data: if the server
+    /// said 354 anyway, an empty data section ends it; then RSET.
+    fn abandon_data(&mut self, data_reply: &Reply) -> Result<(), SmtpError> {
+        if data_reply.code == 354 {
+            let _ = self.command(".", "an empty data section")?;
+        }
+        self.reset()
+    }
+
+    fn mail_command(&self, envelope: &TransactionEnvelope) -> String {
+        let mut mail = format!("MAIL FROM:<{}>", envelope.sender);
+        if self.offers("SIZE") {
+            mail.push_str(&format!(" SIZE={}", envelope.size));
+        }
+        if envelope.eight_bit && self.offers("8BITMIME") {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        if envelope.smtputf8 {
+            mail.push_str(" SMTPUTF8");
+        }
+        if self.offers("DSN") {
+            if let Some(ret) = envelope.dsn_ret {
+                let ret = if ret.eq_ignore_ascii_case("full") {
+                    "FULL"
+                } else {
+                    "HDRS"
+                };
+                mail.push_str(&format!(" RET={ret}"));
+            }
+            if let Some(envid) = envelope.envid {
+                mail.push_str(&format!(" ENVID={}", xtext(envid)));
+            }
+        }
+        mail
+    }
+
+    fn rcpt_command(&self, recipient: &str, envelope: &TransactionEnvelope) -> String {
+        let mut rcpt = format!("RCPT TO:<{recipient}>");
+        if self.offers("DSN")
+            && let Some(notify) = envelope.dsn_notify
+            && notify.split(',').all(|n| {
+                ["NEVER", "SUCCESS", "FAILURE", "DELAY"]
+                    .contains(&n.trim().to_ascii_uppercase().as_str())
+            })
+        {
+            rcpt.push_str(&format!(" NOTIFY={}", notify.to_ascii_uppercase()));
+        }
+        rcpt
+    }
+
+    /// RSET: abandons any transaction; also proves the link is alive.
     pub fn reset(&mut self) -> Result<(), SmtpError> {
-        todo!()
+        self.conn
+            .set_timeout(self.timeouts.command)
+            .map_err(|e| SmtpError::io("setting timeouts", &e))?;
+        let reply = self.command("RSET", "RSET")?;
+        if reply.is_positive() {
+            Ok(())
+        } else {
+            Err(SmtpError::rejected("RSET", reply))
+        }
     }
-    pub fn quit(self) {}
+
+    /// QUIT and close; errors do not matter any more.
+    pub fn quit(mut self) {
+        let _ = self
+            .conn
+            .set_timeout(Duration::from_secs(5).min(self.timeouts.command));
+        let _ = self.command("QUIT", "QUIT");
+        if let Stream::Tls(mut tls) = self.conn.stream {
+            let _ = tls.shutdown();
+        }
+    }
 }
+
+fn auth_refused(reply: Reply) -> SmtpError {
+    SmtpError {
+        kind: ErrorKind::AuthUnavailable,
+        message: format!("authentication refused: {}", reply.one_line()),
+        reply: Some(reply),
+        after_final_dot: false,
+    }
+}
+
+/// RFC 3461 xtext: printable ASCII except '+' and '=', the rest as +HH.
+fn xtext(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if (33..=126).contains(&b) && b != b'+' && b != b'=' {
+                (b as char).to_string()
+            } else {
+                format!("+{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

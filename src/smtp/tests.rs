@@ -1,0 +1,322 @@
+//! The session against scripted servers on real loopback sockets.
+
+use super::*;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::sync::mpsc;
+use std::thread;
+
+/// What the scripted server saw: every line the client sent.
+type Seen = mpsc::Receiver<Vec<String>>;
+
+/// A server that answers each client line with the reply the `answer`
+/// function gives (None: say nothing and read on), after `greeting`.
+/// After DATA's 354 it collects data lines up to "." and answers
+/// `dot_reply` (None: hang up without a reply).
+fn server(
+    greeting: &'static str,
+    answer: fn(&str) -> Option<String>,
+    dot_reply: Option<&'static str>,
+) -> (SocketAddr, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut seen = Vec::new();
+        writer.write_all(greeting.as_bytes()).unwrap();
+        let mut in_data = false;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            seen.push(line.clone());
+            let line = line.trim_end_matches(['\r', '\n']).to_string();
+            if in_data {
+                if line == "." {
+                    in_data = false;
+                    match dot_reply {
+                        Some(r) => writer.write_all(r.as_bytes()).unwrap(),
+                        None => break,
+                    }
+                }
+                continue;
+            }
+            if let Some(reply) = answer(&line) {
+                if reply.starts_with("354") {
+                    in_data = true;
+                }
+                writer.write_all(reply.as_bytes()).unwrap();
+            }
+            if line == "QUIT" {
+                break;
+            }
+        }
+        let _ = tx.send(seen);
+    });
+    (addr, rx)
+}
+
+fn settings() -> ClientSettings {
+    ClientSettings {
+        helo_name: "client.test".into(),
+        security: Security::Plain,
+        credentials: None,
+        ca_file: None,
+        timeouts: Timeouts {
+            connect: Duration::from_secs(5),
+            command: Duration::from_secs(5),
+            data_block: Duration::from_secs(5),
+            final_dot: Duration::from_secs(5),
+        },
+    }
+}
+
+fn esmtp(line: &str) -> Option<String> {
+    let upper = line.to_ascii_uppercase();
+    Some(if upper.starts_with("EHLO") {
+        "250-srv.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 100000\r\n".into()
+    } else if upper.starts_with("RCPT TO:<BAD@") {
+        "550 5.1.1 no such user\r\n".into()
+    } else if upper == "DATA" {
+        "354 go\r\n".into()
+    } else if upper == "QUIT" {
+        "221 bye\r\n".into()
+    } else {
+        "250 ok\r\n".into()
+    })
+}
+
+fn envelope<'a>(recipients: &'a [String]) -> TransactionEnvelope<'a> {
+    TransactionEnvelope {
+        sender: "s@example.org",
+        recipients,
+        size: 20,
+        eight_bit: true,
+        smtputf8: false,
+        dsn_ret: None,
+        envid: None,
+        dsn_notify: None,
+    }
+}
+
+#[test]
+fn a_pipelined_transaction_reports_each_recipient() {
+    let (addr, seen) = server(
+        "220 srv.test ESMTP\r\n",
+        esmtp,
+        Some("250 2.0.0 queued\r\n"),
+    );
+    let mut s = Session::connect(addr, "srv.test", &settings()).unwrap();
+    assert!(s.offers("pipelining"));
+    let rcpts = vec!["good@x.test".to_string(), "bad@x.test".to_string()];
+    let mut calls = 0;
+    let result = s
+        .send(
+            &envelope(&rcpts),
+            &mut &b"Subject: t\n\n.dot\nend"[..],
+            &mut || {
+                calls += 1;
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert_eq!(calls, 1);
+    assert_eq!(result.rcpt[0].code, 250);
+    assert_eq!(result.rcpt[1].enhanced_status().as_deref(), Some("5.1.1"));
+    assert_eq!(result.data.as_ref().unwrap().code, 250);
+    s.quit();
+    let lines = seen.recv().unwrap();
+    assert_eq!(lines[0], "EHLO client.test\r\n");
+    assert_eq!(
+        lines[1],
+        "MAIL FROM:<s@example.org> SIZE=20 BODY=8BITMIME\r\n"
+    );
+    assert_eq!(lines[2], "RCPT TO:<good@x.test>\r\n");
+    assert_eq!(lines[3], "RCPT TO:<bad@x.test>\r\n");
+    assert_eq!(lines[4], "DATA\r\n");
+    assert_eq!(
+        lines[5..9],
+        ["Subject: t\r\n", "\r\n", "..dot\r\n", "end\r\n"]
+    );
+    assert_eq!(lines[9], ".\r\n");
+}
+
+fn no_ehlo(line: &str) -> Option<String> {
+    if line.starts_with("EHLO") {
+        Some("502 5.5.1 what?\r\n".into())
+    } else {
+        esmtp(line)
+    }
+}
+
+#[test]
+fn helo_when_ehlo_is_refused_and_commands_go_one_by_one() {
+    let (addr, seen) = server("220 old\r\n", no_ehlo, Some("250 ok\r\n"));
+    let mut s = Session::connect(addr, "old", &settings()).unwrap();
+    assert!(!s.offers("PIPELINING"));
+    let rcpts = vec!["a@x.test".to_string()];
+    s.send(&envelope(&rcpts), &mut &b"S: x\n\nb\n"[..], &mut || Ok(()))
+        .unwrap();
+    s.quit();
+    let lines = seen.recv().unwrap();
+    assert_eq!(lines[1], "HELO client.test\r\n");
+    assert_eq!(
+        lines[2], "MAIL FROM:<s@example.org>\r\n",
+        "no extensions after HELO"
+    );
+}
+
+#[test]
+fn all_recipients_refused_means_no_data() {
+    let (addr, seen) = server("220 x\r\n", esmtp, Some("250 ok\r\n"));
+    let mut s = Session::connect(addr, "x", &settings()).unwrap();
+    let rcpts = vec!["bad@x.test".to_string()];
+    let mut called = false;
+    let r = s
+        .send(&envelope(&rcpts), &mut &b"S: x\n\nb\n"[..], &mut || {
+            called = true;
+            Ok(())
+        })
+        .unwrap();
+    assert!(!called);
+    assert!(r.data.is_none());
+    s.quit();
+    let lines = seen.recv().unwrap();
+    // The pipelined DATA got 354: an empty data section, then RSET.
+    assert!(lines.contains(&".\r\n".to_string()));
+    assert!(lines.contains(&"RSET\r\n".to_string()));
+    assert!(!lines.contains(&"b\r\n".to_string()), "no message data");
+}
+
+#[test]
+fn too_big_for_the_servers_size_fails_before_mail() {
+    let (addr, seen) = server("220 x\r\n", esmtp, Some("250 ok\r\n"));
+    let mut s = Session::connect(addr, "x", &settings()).unwrap();
+    let rcpts = vec!["a@x.test".to_string()];
+    let mut env = envelope(&rcpts);
+    env.size = 200_000;
+    let e = s.send(&env, &mut &b""[..], &mut || Ok(())).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::TooBig);
+    assert!(e.is_permanent());
+    s.quit();
+    let lines = seen.recv().unwrap();
+    assert!(!lines.iter().any(|l| l.starts_with("MAIL")));
+}
+
+#[test]
+fn a_link_dropped_after_the_dot_is_flagged() {
+    let (addr, _seen) = server("220 x\r\n", esmtp, None);
+    let mut s = Session::connect(addr, "x", &settings()).unwrap();
+    let rcpts = vec!["a@x.test".to_string()];
+    let e = s
+        .send(&envelope(&rcpts), &mut &b"S: x\n\nb\n"[..], &mut || Ok(()))
+        .unwrap_err();
+    assert!(e.after_final_dot, "{e}");
+}
+
+#[test]
+fn the_final_dot_reply_times_out() {
+    // The server reads the dot but never answers: our (tiny) final-dot
+    // timeout expires and the error says the dot had gone out.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hold = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut w = stream.try_clone().unwrap();
+        let mut r = BufReader::new(stream);
+        w.write_all(b"220 x\r\n").unwrap();
+        let mut line = String::new();
+        let mut in_data = false;
+        while r.read_line(&mut line).unwrap_or(0) > 0 {
+            let l = line.trim_end().to_string();
+            line.clear();
+            if in_data {
+                if l == "." {
+                    thread::sleep(Duration::from_secs(2));
+                    break;
+                }
+                continue;
+            }
+            in_data = l == "DATA";
+            w.write_all(esmtp(&l).unwrap().as_bytes()).unwrap();
+        }
+    });
+    let mut st = settings();
+    st.timeouts.final_dot = Duration::from_millis(200);
+    let mut s = Session::connect(addr, "x", &st).unwrap();
+    let rcpts = vec!["a@x.test".to_string()];
+    let e = s
+        .send(&envelope(&rcpts), &mut &b"S: x\n\nbody\n"[..], &mut || {
+            Ok(())
+        })
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Timeout, "{e}");
+    assert!(e.after_final_dot);
+    hold.join().unwrap();
+}
+
+#[test]
+fn a_failing_window_record_withholds_the_dot() {
+    let (addr, seen) = server("220 x\r\n", esmtp, Some("250 ok\r\n"));
+    let mut s = Session::connect(addr, "x", &settings()).unwrap();
+    let rcpts = vec!["a@x.test".to_string()];
+    let e = s
+        .send(&envelope(&rcpts), &mut &b"S: x\n\nb\n"[..], &mut || {
+            Err(io::Error::other("disk full"))
+        })
+        .unwrap_err();
+    assert!(!e.after_final_dot);
+    drop(s);
+    let lines = seen.recv().unwrap();
+    assert!(!lines.contains(&".\r\n".to_string()), "{lines:?}");
+}
+
+#[test]
+fn auth_is_refused_without_tls() {
+    fn with_auth(line: &str) -> Option<String> {
+        if line.starts_with("EHLO") {
+            Some("250-x\r\n250 AUTH PLAIN LOGIN\r\n".into())
+        } else {
+            esmtp(line)
+        }
+    }
+    let (addr, seen) = server("220 x\r\n", with_auth, Some("250 ok\r\n"));
+    let mut st = settings();
+    st.credentials = Some(Credentials {
+        user: "u".into(),
+        password: "secret".into(),
+    });
+    let e = Session::connect(addr, "x", &st).err().expect("refused");
+    assert_eq!(e.kind, ErrorKind::AuthUnavailable);
+    let lines = seen.recv().unwrap();
+    assert!(!lines.iter().any(|l| l.starts_with("AUTH")), "{lines:?}");
+}
+
+#[test]
+fn a_rejected_mail_leaves_the_session_usable() {
+    fn reject_mail(line: &str) -> Option<String> {
+        if line.starts_with("MAIL") {
+            Some("451 4.3.0 try later\r\n".into())
+        } else {
+            esmtp(line)
+        }
+    }
+    let (addr, _seen) = server("220 x\r\n", reject_mail, Some("250 ok\r\n"));
+    let mut s = Session::connect(addr, "x", &settings()).unwrap();
+    let rcpts = vec!["a@x.test".to_string()];
+    let e = s
+        .send(&envelope(&rcpts), &mut &b"S: x\n\nb\n"[..], &mut || Ok(()))
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Rejected);
+    assert!(!e.is_permanent());
+    s.reset().expect("the session still answers");
+}
+
+#[test]
+fn xtext_encodes_specials() {
+    assert_eq!(xtext("a+b=c d"), "a+2Bb+3Dc+20d");
+}
