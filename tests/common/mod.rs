@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod smtpd;
+
 use std::ffi::OsStr;
 use std::io::Write;
 use std::os::unix::fs::symlink;

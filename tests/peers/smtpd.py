@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""A real SMTP server for spoolmail's tests: aiosmtpd on loopback, with
+the faults the tests need switched on from the command line.
+
+Prints "READY <port>" once listening. Every event is one JSON line in the
+--log file (flushed at once, so a test can poll it):
+  {"event": "connect", "concurrent": N, ...}
+  {"event": "disconnect", "concurrent": N, ...}
+  {"event": "message", "mail_from": ..., "rcpt_tos": [...], "data_b64": ...,
+   "tls": bool, "auth_user": ..., "reply": "250 ...", "dropped": bool, ...}
+
+Faults no real server produces on purpose (dropping the link after the
+final dot) are still real SMTP over a real socket.
+"""
+
+import argparse
+import asyncio
+import base64
+import json
+import signal
+import ssl
+import sys
+import time
+
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+args = None
+log_file = None
+concurrent = 0
+
+
+def log(event, **fields):
+    fields["event"] = event
+    fields["time"] = time.time()
+    log_file.write(json.dumps(fields) + "\n")
+    log_file.flush()
+
+
+class Handler:
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        for spec in args.rcpt_reply:
+            addr, reply = spec.split("=", 1)
+            if addr.lower() == address.lower():
+                return reply
+        if args.max_rcpt is not None and len(envelope.rcpt_tos) >= args.max_rcpt:
+            return "452 4.5.3 Too many recipients"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.append(rcpt_options)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        reply = args.data_reply or "250 2.0.0 Message accepted"
+        record = dict(
+            mail_from=envelope.mail_from,
+            rcpt_tos=envelope.rcpt_tos,
+            data_b64=base64.b64encode(envelope.original_content or b"").decode(),
+            tls=session.ssl is not None,
+            auth_user=(session.login_data.decode() if session.login_data else None),
+            mail_options=envelope.mail_options,
+            rcpt_options=envelope.rcpt_options,
+            ehlo=session.host_name,
+            reply=reply,
+            dropped=args.drop_after_dot,
+        )
+        log("message", **record)
+        if args.drop_after_dot:
+            # The whole message is in; hang up before any reply: the
+            # RFC 1047 window, made to happen.
+            server.transport.abort()
+            return "250 never sent"
+        if args.dot_delay:
+            await asyncio.sleep(args.dot_delay)
+        return reply
+
+
+class Server(SMTP):
+    def connection_made(self, transport):
+        global concurrent
+        concurrent += 1
+        log("connect", concurrent=concurrent)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc):
+        global concurrent
+        concurrent -= 1
+        log("disconnect", concurrent=concurrent)
+        super().connection_lost(exc)
+
+    async def smtp_EHLO(self, arg):
+        if args.no_ehlo:
+            await self.push("502 5.5.1 EHLO not implemented")
+            return
+        await super().smtp_EHLO(arg)
+
+
+def authenticator(server, session, envelope, mechanism, auth_data):
+    if not isinstance(auth_data, LoginPassword):
+        return AuthResult(success=False, handled=False)
+    user, password = args.require_auth.split(":", 1)
+    ok = auth_data.login.decode() == user and auth_data.password.decode() == password
+    return AuthResult(success=ok, auth_data=auth_data)
+
+
+def make_server():
+    kwargs = dict(
+        hostname="smtpd.test",
+        enable_SMTPUTF8=True,
+        decode_data=False,
+        data_size_limit=args.size,
+        ident="spoolmail-test-smtpd",
+    )
+    if args.starttls:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(args.starttls[0], args.starttls[1])
+        kwargs["tls_context"] = ctx
+    if args.require_auth:
+        kwargs.update(
+            authenticator=authenticator,
+            auth_required=True,
+            auth_require_tls=True,
+        )
+    return Server(Handler(), **kwargs)
+
+
+async def main():
+    loop = asyncio.get_running_loop()
+    srv = await loop.create_server(make_server, host=args.host, port=args.port)
+    port = srv.sockets[0].getsockname()[1]
+    print(f"READY {port}", flush=True)
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    await stop.wait()
+    srv.close()
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--log", required=True)
+    p.add_argument("--rcpt-reply", action="append", default=[],
+                   help="ADDR=CODE TEXT: the reply to RCPT TO:<ADDR>")
+    p.add_argument("--data-reply", help="CODE TEXT: the reply to the final dot")
+    p.add_argument("--drop-after-dot", action="store_true")
+    p.add_argument("--max-rcpt", type=int)
+    p.add_argument("--starttls", nargs=2, metavar=("CERT", "KEY"))
+    p.add_argument("--require-auth", metavar="USER:PASS")
+    p.add_argument("--no-ehlo", action="store_true")
+    p.add_argument("--size", type=int, default=0)
+    p.add_argument("--dot-delay", type=float, default=0.0)
+    args = p.parse_args()
+    log_file = open(args.log, "a")
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        sys.exit(0)
