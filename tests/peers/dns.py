@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""A real DNS server for spoolmail's tests, on dnslib: UDP and TCP on one
+loopback port, answering from records given on the command line.
+
+  dns.py --record "example.test MX 10 mx1.example.test" \
+         --record "mx1.example.test A 127.0.0.2" --servfail broken.test
+
+Prints "READY <port>". A name with records of other types gets an empty
+NOERROR answer (NODATA), an unknown name NXDOMAIN — exactly what a real
+authoritative server does (dnslib's bundled zone resolver answers NXDOMAIN
+for NODATA, which is why this subclasses BaseResolver). A null MX is
+`MX 0 .`.
+"""
+
+import argparse
+import signal
+import socket
+import sys
+import threading
+
+from dnslib import QTYPE, RCODE, RR
+from dnslib.server import BaseResolver, DNSServer
+
+
+class Resolver(BaseResolver):
+    def __init__(self, records, servfail):
+        self.records = {}
+        for spec in records:
+            name = spec.split()[0].rstrip(".").lower()
+            for rr in RR.fromZone(spec if spec.split()[1].isdigit() else
+                                  spec.split(None, 1)[0] + " 60 IN " + spec.split(None, 1)[1]):
+                self.records.setdefault(name, []).append(rr)
+        self.servfail = {n.rstrip(".").lower() for n in servfail}
+
+    def resolve(self, request, handler):
+        reply = request.reply()
+        qname = str(request.q.qname).rstrip(".").lower()
+        qtype = request.q.qtype
+        if qname in self.servfail:
+            reply.header.rcode = RCODE.SERVFAIL
+            return reply
+        if qname not in self.records:
+            reply.header.rcode = RCODE.NXDOMAIN
+            return reply
+        for rr in self.records[qname]:
+            if rr.rtype == qtype:
+                reply.add_answer(rr)
+        return reply
+
+
+class QuietLogger:
+    """dnslib logs every query to stdout by default; the test reads only
+    the READY line and closes the pipe, after which a print would fail."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--record", action="append", default=[])
+    p.add_argument("--servfail", action="append", default=[])
+    args = p.parse_args()
+    resolver = Resolver(args.record, args.servfail)
+    # One port for UDP and TCP: take a free UDP port, then try TCP on it.
+    for _ in range(50):
+        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        try:
+            udp = DNSServer(resolver, port=port, address="127.0.0.1", logger=QuietLogger())
+            tcp = DNSServer(resolver, port=port, address="127.0.0.1", tcp=True,
+                            logger=QuietLogger())
+            break
+        except OSError:
+            continue
+    else:
+        sys.exit("no free port")
+    udp.start_thread()
+    tcp.start_thread()
+    print(f"READY {port}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop.wait()
+
+
+if __name__ == "__main__":
+    main()
