@@ -137,7 +137,7 @@ fn permanent_failure_bounces_to_the_sender_from_the_null_sender() {
     // The bounce was committed before the original left, and -odi handed
     // it to a background runner.
     let got = server.wait_messages(2, WAIT);
-    assert_eq!(got[0].rcpt_tos, ["a@x.test", "c@x.test"]);
+    assert_eq!(got[0].rcpt_tos, ["a@x.test"], "c was refused at RCPT");
     let dsn = &got[1];
     assert_eq!(dsn.mail_from, "", "bounces come from <>");
     assert_eq!(dsn.rcpt_tos, ["s@example.org"]);
@@ -201,7 +201,7 @@ fn dropped_final_dot_reply_is_flagged_possibly_delivered() {
     let dropper = SmtpServer::start(dir.path(), &["--drop-after-dot"]);
     let w = world_for(&dropper, "");
     let out = w.sendmail(&["-odi", "-v", "-f", "s@example.org", "a@x.test"], MSG);
-    assert_exit(&out, 75);
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("possibly delivered"),
         "{}",
@@ -368,21 +368,22 @@ fn delay_warning_is_a_dsn_with_action_delayed() {
 fn expired_messages_bounce_without_another_attempt() {
     let dir = tempfile::tempdir().unwrap();
     let server = SmtpServer::start(dir.path(), &[]);
-    let w = world_for(&server, "retry_min = 0s\nqueue_lifetime = 0s");
+    let w = World::with_config(&format!(
+        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nretry_min = 0s\nqueue_lifetime = 0s",
+        server.port
+    ));
     let id = w.send_ok(&["-f", "s@example.org", "a@x.test"], MSG);
     assert_success(&w.sendmail(&[&format!("-qI{id}")], b""));
-    // The original expired: nothing reached the server for a@x.test; the
-    // bounce to s@example.org was queued, then delivered in the same run
-    // or the next one.
-    assert_success(&w.sendmail(&["-q"], b""));
-    let got = server.messages();
-    assert!(got.iter().all(|m| m.rcpt_tos != ["a@x.test"]), "{got:?}");
-    let dsn = got
-        .iter()
-        .find(|m| m.mail_from.is_empty())
-        .expect("a bounce");
-    let text = String::from_utf8_lossy(&dsn.data);
+    // The original expired: nothing reached the server, and the only
+    // message left is the bounce (itself not delivered by -qI).
+    assert!(server.messages().is_empty());
+    let ids = w.queue_ids();
+    assert_eq!(ids.len(), 1);
+    assert_ne!(ids[0], id);
+    assert_eq!(w.envelope(&ids[0]).sender, "");
+    let text = String::from_utf8_lossy(&w.data(&ids[0])).into_owned();
     assert!(text.contains("Status: 4.4.7"), "{text}");
+    assert!(text.contains("Action: failed"), "{text}");
 }
 
 #[test]

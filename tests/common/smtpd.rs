@@ -80,7 +80,12 @@ impl SmtpServer {
                 e["dropped"] != true && e["reply"].as_str().is_some_and(|r| r.starts_with('2'))
             })
             .map(|e| Received {
-                mail_from: e["mail_from"].as_str().unwrap_or("").to_string(),
+                // aiosmtpd reports the null sender as "<>".
+                mail_from: e["mail_from"]
+                    .as_str()
+                    .map(|s| if s == "<>" { "" } else { s })
+                    .unwrap_or("")
+                    .to_string(),
                 rcpt_tos: e["rcpt_tos"]
                     .as_array()
                     .map(|a| {

@@ -55,7 +55,8 @@ class Handler:
             rcpt_tos=envelope.rcpt_tos,
             data_b64=base64.b64encode(envelope.original_content or b"").decode(),
             tls=session.ssl is not None,
-            auth_user=(session.login_data.decode() if session.login_data else None),
+            auth_user=(session.auth_data.login.decode()
+                       if isinstance(session.auth_data, LoginPassword) else None),
             mail_options=envelope.mail_options,
             rcpt_options=envelope.rcpt_options,
             ehlo=session.host_name,
