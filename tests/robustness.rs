@@ -230,7 +230,10 @@ fn unknown_config_key_exits_78_naming_the_line() {
         .lines()
         .position(|l| l.starts_with("no_such_key"))
         .unwrap();
-    assert!(err.contains(&format!(":{line}:")), "line number {line}: {err}");
+    assert!(
+        err.contains(&format!(":{line}:")),
+        "line number {line}: {err}"
+    );
     assert!(!w.spool.join("queue").exists() || w.queue_ids().is_empty());
 }
 

@@ -248,6 +248,7 @@ fn deliver_to(
             };
             conn.session.send(&txn, &mut data, &mut mark_window)
         };
+        conn.last_used = std::time::Instant::now();
         state.final_dot_sent = None;
         match result {
             Ok(result) => {

@@ -6,7 +6,7 @@
 use std::fs;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::{Config, SmarthostTls, TlsPolicy};
 use crate::dns::{self, RouteError};
@@ -30,6 +30,8 @@ pub struct Connection {
     pub session: Session,
     /// `host[ip]:port`, for logs and the state.
     pub relay: String,
+    /// When the last transaction ended.
+    pub last_used: Instant,
     _slot: Slot,
 }
 
@@ -64,10 +66,12 @@ impl<'a> Transport<'a> {
         honour_unreachable: bool,
     ) -> Result<&mut Connection, Outcome> {
         if let Some(mut conn) = self.cached.take() {
-            // RSET both resets a session a failed command left mid-way
+            // Straight after a clean transaction the session is ready for
+            // MAIL. Otherwise RSET both resets what a failed command left
             // and proves an idle link is still alive before a message is
             // committed to it.
-            if conn.dest == *dest && conn.session.reset().is_ok() {
+            let fresh = conn.session.is_clean() && conn.last_used.elapsed() < IDLE_CHECK;
+            if conn.dest == *dest && (fresh || conn.session.reset().is_ok()) {
                 return Ok(self.cached.insert(conn));
             }
             conn.session.quit();
@@ -100,6 +104,7 @@ impl<'a> Transport<'a> {
             dest: dest.clone(),
             session,
             relay,
+            last_used: Instant::now(),
             _slot: slot,
         }))
     }
@@ -238,6 +243,10 @@ impl<'a> Transport<'a> {
         })
     }
 }
+
+/// A cached connection idle longer than this is checked with RSET before
+/// use: servers drop idle clients (Postfix after 300 s, some sooner).
+const IDLE_CHECK: Duration = Duration::from_secs(2);
 
 /// DNS queries get at most this long, whatever the SMTP timeouts.
 const DNS_TIMEOUT: Duration = Duration::from_secs(10);

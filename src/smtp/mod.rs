@@ -199,6 +199,9 @@ pub struct Session {
     /// EHLO keywords (upper case) with their parameters.
     extensions: Vec<(String, String)>,
     tls: bool,
+    /// A transaction was left open (refused MAIL, refused DATA, an error):
+    /// the next one needs an RSET first.
+    dirty: bool,
 }
 
 impl Session {
@@ -238,7 +241,7 @@ impl Session {
         // Commands are small and each waits for a reply: Nagle would only
         // add latency.
         let _ = tcp.set_nodelay(true);
-        let conn = Conn::new(Stream::Plain(tcp));
+        let mut conn = Conn::new(Stream::Plain(tcp));
         conn.set_timeout(timeouts.command)
             .map_err(|e| SmtpError::io("setting timeouts", &e))?;
         let mut session = Session {
@@ -248,6 +251,7 @@ impl Session {
             timeouts,
             extensions: Vec::new(),
             tls: false,
+            dirty: false,
         };
         if settings.security == Security::Implicit {
             session.handshake(settings, true)?;
@@ -293,6 +297,12 @@ impl Session {
     /// Whether the session runs over TLS.
     pub fn tls_active(&self) -> bool {
         self.tls
+    }
+
+    /// Whether the last transaction ended cleanly (final reply read, or
+    /// reset): the next MAIL needs no RSET first.
+    pub fn is_clean(&self) -> bool {
+        !self.dirty
     }
 
     /// Whether the server offered the EHLO keyword.
@@ -414,6 +424,7 @@ impl Session {
             )
         })?;
         self.conn.stream = Stream::Tls(Box::new(tls));
+        self.conn.timeout_unknown();
         self.tls = true;
         Ok(())
     }
@@ -521,6 +532,7 @@ impl Session {
                 ),
             ));
         }
+        self.dirty = true;
         let mail = self.mail_command(envelope);
         let rcpts: Vec<String> = envelope
             .recipients
@@ -622,6 +634,7 @@ impl Session {
                 e.after_final_dot = true;
                 e
             })?;
+        self.dirty = false;
         Ok(TransactionResult {
             rcpt: rcpt_replies,
             data: Some(reply),
@@ -686,6 +699,7 @@ impl Session {
             .map_err(|e| SmtpError::io("setting timeouts", &e))?;
         let reply = self.command("RSET", "RSET")?;
         if reply.is_positive() {
+            self.dirty = false;
             Ok(())
         } else {
             Err(SmtpError::rejected("RSET", reply))

@@ -51,6 +51,9 @@ impl Write for Stream {
 /// A stream with a read buffer and a write buffer.
 pub struct Conn {
     pub stream: Stream,
+    /// The socket timeout now set: each change is two system calls, and
+    /// a transaction would otherwise make eight.
+    timeout: Option<Duration>,
     rbuf: Vec<u8>,
     rpos: usize,
     wbuf: Vec<u8>,
@@ -65,6 +68,7 @@ impl Conn {
     pub fn new(stream: Stream) -> Conn {
         Conn {
             stream,
+            timeout: None,
             rbuf: Vec::with_capacity(READ_BUFFER),
             rpos: 0,
             wbuf: Vec::with_capacity(WRITE_BUFFER),
@@ -73,10 +77,20 @@ impl Conn {
 
     /// Sets both socket timeouts: every read and every write must make
     /// progress within `limit`.
-    pub fn set_timeout(&self, limit: Duration) -> io::Result<()> {
+    pub fn set_timeout(&mut self, limit: Duration) -> io::Result<()> {
         let limit = Some(limit.max(Duration::from_millis(1)));
+        if self.timeout == limit {
+            return Ok(());
+        }
         self.stream.tcp().set_read_timeout(limit)?;
-        self.stream.tcp().set_write_timeout(limit)
+        self.stream.tcp().set_write_timeout(limit)?;
+        self.timeout = limit;
+        Ok(())
+    }
+
+    /// Forgets the cached timeout (the stream under it was replaced).
+    pub fn timeout_unknown(&mut self) {
+        self.timeout = None;
     }
 
     /// True when the server sent bytes we have not read: after STARTTLS's

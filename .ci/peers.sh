@@ -1,0 +1,20 @@
+#!/bin/sh
+# Installs the real peers the delivery tests and benchmark talk to, when
+# missing: aiosmtpd (SMTP server) and dnslib (DNS server) from PyPI,
+# openssl (test certificates), and Postfix's smtp-sink/smtp-source
+# unpacked from Debian's package (the benchmark's sink and ceiling).
+set -eu
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+need=""
+command -v openssl >/dev/null 2>&1 || need="$need openssl"
+dpkg -s libssl-dev >/dev/null 2>&1 || need="$need libssl-dev"
+command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
+if [ -n "$need" ]; then
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq $need >/dev/null
+fi
+python3 -c 'import aiosmtpd, dnslib' 2>/dev/null ||
+    python3 -m pip install -q aiosmtpd dnslib
+sh tests/peers/postfix.sh target/peers/postfix

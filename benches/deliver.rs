@@ -1,0 +1,325 @@
+//! Delivery benchmark: `sendmail -q` draining N queued messages into
+//! Postfix's `smtp-sink` on loopback, against the ceiling measured in the
+//! same run: Postfix's `smtp-source` (a load generator with no queue at
+//! all) sending the same number of messages of the same size to the same
+//! kind of sink at the same concurrency.
+//!
+//! smtp-source is measured twice: one connection per message (its
+//! default) and with `-d` (connections reused, as spoolmail's runners
+//! reuse theirs); spoolmail's rate is compared with both.
+//!
+//! Needs smtp-sink and smtp-source: `tests/peers/postfix.sh` unpacks
+//! Debian's postfix package into `target/peers/postfix` (or set
+//! SPOOLMAIL_POSTFIX_DIR); without them the benchmark says SKIP and exits
+//! 0. `BENCH_DELIVER_N` (default 10000; 200 when run by `cargo test
+//! --all-targets`) and `BENCH_CONCURRENCY` (default 10) set the size.
+//! Targets are printed, never asserted; correctness (every message
+//! delivered, the queue empty) is asserted.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use spoolmail::spool::{Envelope, Spool};
+
+const DEFAULT_N: usize = 10_000;
+const TEST_MODE_N: usize = 200;
+const DEFAULT_CONCURRENCY: usize = 10;
+/// Body length given to smtp-source (`-l`); our message is built to the
+/// same total size as smtp-source's (its ~200 bytes of header plus this).
+const BODY_LEN: usize = 1800;
+/// Target: at least this fraction of smtp-source's rate.
+const TARGET_RATIO: f64 = 0.7;
+
+fn main() {
+    let n = env_number("BENCH_DELIVER_N").unwrap_or_else(|| {
+        if std::env::args().any(|a| a == "--bench") {
+            DEFAULT_N
+        } else {
+            TEST_MODE_N
+        }
+    });
+    let concurrency = env_number("BENCH_CONCURRENCY").unwrap_or(DEFAULT_CONCURRENCY);
+    let Some(postfix) = postfix_dir() else {
+        println!(
+            "deliver: SKIP: smtp-sink/smtp-source not found (run tests/peers/postfix.sh, or set SPOOLMAIL_POSTFIX_DIR)"
+        );
+        return;
+    };
+    let base = bench_base_dir();
+    std::fs::create_dir_all(&base).expect("bench dir");
+    let work = tempfile::Builder::new()
+        .prefix("deliver-")
+        .tempdir_in(&base)
+        .expect("tempdir");
+
+    println!("deliver: {n} messages, concurrency {concurrency}, to smtp-sink on loopback");
+
+    // The ceiling: smtp-source, one connection per message, then reused.
+    let source_fresh = run_source(&postfix, n, concurrency, false);
+    let source_reuse = run_source(&postfix, n, concurrency, true);
+
+    // spoolmail: fill the queue (not measured), then drain it.
+    let spool_dir = work.path().join("spool");
+    let fill_start = Instant::now();
+    fill_queue(&spool_dir, n);
+    let fill = fill_start.elapsed();
+    let sink = Sink::start(&postfix);
+    let config = work.path().join("spoolmail.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "spool = {}\nhostname = mta.bench.example\nsmarthost = 127.0.0.1:{}\nsmarthost_tls = none\n\
+             max_connections = {concurrency}\nmax_host_connections = {concurrency}\n",
+            spool_dir.display(),
+            sink.port
+        ),
+    )
+    .expect("config");
+    let start = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_spoolmail"))
+        .arg("-C")
+        .arg(&config)
+        .arg("-q")
+        .output()
+        .expect("run sendmail -q");
+    let drain = start.elapsed();
+    assert!(
+        out.status.success(),
+        "sendmail -q failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left = std::fs::read_dir(spool_dir.join("queue"))
+        .expect("queue")
+        .count();
+    assert_eq!(left, 0, "the queue must be empty after the run");
+    let received = sink.stop();
+    assert_eq!(received, n, "smtp-sink must have received every message");
+
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    let ours = rate(drain);
+    let fresh = rate(source_fresh);
+    let reuse = rate(source_reuse);
+    println!(
+        "deliver: queue fill (setup, not measured): {:.2} s",
+        fill.as_secs_f64()
+    );
+    println!(
+        "deliver: smtp-source, a connection per message: {:>9.0} msg/s ({:.2} s)",
+        fresh,
+        source_fresh.as_secs_f64()
+    );
+    println!(
+        "deliver: smtp-source -d, connections reused:     {:>9.0} msg/s ({:.2} s)",
+        reuse,
+        source_reuse.as_secs_f64()
+    );
+    println!(
+        "deliver: spoolmail sendmail -q:                   {:>9.0} msg/s ({:.2} s)",
+        ours,
+        drain.as_secs_f64()
+    );
+    for (label, ceiling) in [("smtp-source", fresh), ("smtp-source -d", reuse)] {
+        let ratio = ours / ceiling;
+        println!(
+            "deliver: ratio to {label}: {ratio:.2} (target >= {TARGET_RATIO}): {}",
+            if ratio >= TARGET_RATIO {
+                "PASS"
+            } else {
+                "MISS"
+            }
+        );
+    }
+}
+
+fn env_number(name: &str) -> Option<usize> {
+    let v = std::env::var(name).ok()?;
+    Some(
+        v.parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| panic!("{name}={v:?} is not a positive integer")),
+    )
+}
+
+fn postfix_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("SPOOLMAIL_POSTFIX_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/peers/postfix"));
+    dir.join("usr/sbin/smtp-sink").exists().then_some(dir)
+}
+
+fn bench_base_dir() -> PathBuf {
+    match option_env!("CARGO_TARGET_TMPDIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"),
+    }
+}
+
+fn postfix_command(postfix: &Path, program: &str) -> Command {
+    let mut cmd = Command::new(postfix.join("usr/sbin").join(program));
+    cmd.env("LD_LIBRARY_PATH", postfix.join("usr/lib/postfix"));
+    cmd
+}
+
+/// A running smtp-sink counting what it receives.
+struct Sink {
+    port: u16,
+    child: Child,
+    /// Drains the counters from the sink's stdout as they come: a full
+    /// pipe would stall the sink, and the measurement with it.
+    counter: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Sink {
+    fn start(postfix: &Path) -> Sink {
+        let port = free_port();
+        let mut cmd = postfix_command(postfix, "smtp-sink");
+        // -c: counters on stdout; as root it must drop to another user.
+        cmd.arg("-c");
+        if unsafe { libc::geteuid() } == 0 {
+            cmd.args(["-u", "nobody"]);
+        }
+        let mut child = cmd
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("1024")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start smtp-sink");
+        let mut stdout = child.stdout.take().unwrap();
+        let counter = std::thread::spawn(move || {
+            // Keep only the tail: the counters are rewritten in place.
+            let mut tail = String::new();
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                tail.push_str(&String::from_utf8_lossy(&buf[..n]));
+                if tail.len() > 4096 {
+                    tail = tail.split_off(tail.len() - 1024);
+                }
+            }
+            tail
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "smtp-sink did not listen");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Sink {
+            port,
+            child,
+            counter: Some(counter),
+        }
+    }
+
+    /// Stops the sink and returns how many messages it counted (its last
+    /// "mesg=N" counter line). The probe connection above counts as a
+    /// session, not a message.
+    fn stop(mut self) -> usize {
+        // Let the last counter update reach the pipe.
+        std::thread::sleep(Duration::from_millis(200));
+        // smtp-sink ignores SIGTERM; its counters are already out.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let out = self
+            .counter
+            .take()
+            .and_then(|c| c.join().ok())
+            .unwrap_or_default();
+        out.rsplit("mesg=")
+            .next()
+            .and_then(|tail| {
+                tail.trim_start()
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+            })
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Sink {
+    /// A panicking run must not leave a sink behind (it would hold the
+    /// caller's stderr open).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn run_source(postfix: &Path, n: usize, concurrency: usize, reuse: bool) -> Duration {
+    let sink = Sink::start(postfix);
+    let mut cmd = postfix_command(postfix, "smtp-source");
+    if reuse {
+        cmd.arg("-d");
+    }
+    cmd.args(["-s", &concurrency.to_string(), "-m", &n.to_string()])
+        .args(["-l", &BODY_LEN.to_string()])
+        .args(["-f", "sender@bench.test", "-t", "rcpt@bench.test"])
+        .arg(format!("127.0.0.1:{}", sink.port))
+        .stdout(Stdio::null());
+    let start = Instant::now();
+    let status = cmd.status().expect("run smtp-source");
+    let elapsed = start.elapsed();
+    assert!(status.success(), "smtp-source failed");
+    let received = sink.stop();
+    assert_eq!(
+        received, n,
+        "smtp-sink must count every smtp-source message"
+    );
+    elapsed
+}
+
+/// Commits `n` messages through the spool's own commit path (draft,
+/// fsync, rename): the same files `sendmail -odq` leaves.
+fn fill_queue(dir: &Path, n: usize) {
+    let spool = Spool::open(dir).expect("open spool");
+    let message = message();
+    for _ in 0..n {
+        let mut draft = spool.begin(SystemTime::now()).expect("begin");
+        let envelope = Envelope {
+            id: draft.id().clone(),
+            arrival: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+            sender: "sender@bench.test".into(),
+            recipients: vec!["rcpt@bench.test".into()],
+            uid: 0,
+            user: "bench".into(),
+            body_type: None,
+            dsn_notify: None,
+            dsn_ret: None,
+            envid: None,
+            size: 0,
+        };
+        draft.write_envelope(&envelope).expect("envelope");
+        draft.data().write_all(&message).expect("data");
+        draft.commit().expect("commit");
+    }
+}
+
+/// A message of smtp-source's size: a few headers and BODY_LEN bytes.
+fn message() -> Vec<u8> {
+    let mut m = b"From: <sender@bench.test>\nTo: <rcpt@bench.test>\n\
+Date: Mon, 23 Nov 2026 09:30:00 +0000\nMessage-Id: <bench@bench.test>\n\
+Subject: bench\n\n"
+        .to_vec();
+    let line = b"La de da de da 1.\n";
+    while m.len() < BODY_LEN {
+        m.extend_from_slice(line);
+    }
+    m
+}
