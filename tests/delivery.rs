@@ -585,3 +585,71 @@ fn background_delivery_returns_before_the_server_answers() {
     });
     assert!(in_window, "the detached runner did not deliver");
 }
+
+#[test]
+fn auth_login_when_plain_is_not_offered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = common::smtpd::self_signed_cert(dir.path(), "localhost");
+    let server = SmtpServer::start(
+        dir.path(),
+        &[
+            "--starttls",
+            cert.to_str().unwrap(),
+            key.to_str().unwrap(),
+            "--require-auth",
+            "loginuser:pw",
+            "--no-auth-plain",
+        ],
+    );
+    let pass = dir.path().join("password");
+    std::fs::write(&pass, "pw\n").unwrap();
+    let w = World::with_config(&format!(
+        "smarthost = localhost:{}\ntls_ca_file = {}\nauth_user = loginuser\nauth_password_file = {}",
+        server.port,
+        cert.display(),
+        pass.display()
+    ));
+    assert_success(&w.sendmail(&["-odi", "-f", "s@example.org", "a@x.test"], MSG));
+    assert_eq!(server.messages()[0].auth_user.as_deref(), Some("loginuser"));
+}
+
+#[test]
+fn implicit_tls_smarthost() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = common::smtpd::self_signed_cert(dir.path(), "localhost");
+    let server = SmtpServer::start(
+        dir.path(),
+        &["--implicit-tls", cert.to_str().unwrap(), key.to_str().unwrap()],
+    );
+    let w = World::with_config(&format!(
+        "smarthost = localhost:{}\nsmarthost_tls = tls\ntls_ca_file = {}",
+        server.port,
+        cert.display()
+    ));
+    assert_success(&w.sendmail(&["-odi", "-f", "s@example.org", "a@x.test"], MSG));
+    assert_eq!(server.messages().len(), 1);
+}
+
+#[test]
+fn a_queue_run_with_an_interval_keeps_running() {
+    // `sendmail -q1s` is a service: it runs a pass, sleeps, runs again.
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(dir.path(), &[]);
+    let w = world_for(&server, "");
+    let mut service = w
+        .command("sendmail")
+        .arg("-q1s")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Queued after the service started: only a later pass can take them.
+    w.send_ok(&["-f", "s@example.org", "one@x.test"], MSG);
+    server.wait_messages(1, WAIT);
+    w.send_ok(&["-f", "s@example.org", "two@x.test"], MSG);
+    server.wait_messages(2, WAIT);
+    assert!(service.try_wait().unwrap().is_none(), "still running");
+    service.kill().unwrap();
+    service.wait().unwrap();
+}

@@ -54,7 +54,7 @@ class Handler:
             mail_from=envelope.mail_from,
             rcpt_tos=envelope.rcpt_tos,
             data_b64=base64.b64encode(envelope.original_content or b"").decode(),
-            tls=session.ssl is not None,
+            tls=session.ssl is not None or args.implicit_tls is not None,
             auth_user=(session.auth_data.login.decode()
                        if isinstance(session.auth_data, LoginPassword) else None),
             mail_options=envelope.mail_options,
@@ -120,12 +120,19 @@ def make_server():
             auth_required=True,
             auth_require_tls=True,
         )
+        if args.no_auth_plain:
+            kwargs["auth_exclude_mechanism"] = ["PLAIN"]
     return Server(Handler(), **kwargs)
 
 
 async def main():
     loop = asyncio.get_running_loop()
-    srv = await loop.create_server(make_server, host=args.host, port=args.port)
+    ssl_ctx = None
+    if args.implicit_tls:
+        # TLS from the first byte (port 465 style, RFC 8314).
+        ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_ctx.load_cert_chain(args.implicit_tls[0], args.implicit_tls[1])
+    srv = await loop.create_server(make_server, host=args.host, port=args.port, ssl=ssl_ctx)
     port = srv.sockets[0].getsockname()[1]
     print(f"READY {port}", flush=True)
     stop = asyncio.Event()
@@ -148,6 +155,9 @@ if __name__ == "__main__":
     p.add_argument("--starttls", nargs=2, metavar=("CERT", "KEY"))
     p.add_argument("--require-auth", metavar="USER:PASS")
     p.add_argument("--no-ehlo", action="store_true")
+    p.add_argument("--no-auth-plain", action="store_true",
+                   help="offer AUTH LOGIN only")
+    p.add_argument("--implicit-tls", nargs=2, metavar=("CERT", "KEY"))
     p.add_argument("--size", type=int, default=0)
     p.add_argument("--dot-delay", type=float, default=0.0)
     args = p.parse_args()
