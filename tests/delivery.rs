@@ -619,7 +619,11 @@ fn implicit_tls_smarthost() {
     let (cert, key) = common::smtpd::self_signed_cert(dir.path(), "localhost");
     let server = SmtpServer::start(
         dir.path(),
-        &["--implicit-tls", cert.to_str().unwrap(), key.to_str().unwrap()],
+        &[
+            "--implicit-tls",
+            cert.to_str().unwrap(),
+            key.to_str().unwrap(),
+        ],
     );
     let w = World::with_config(&format!(
         "smarthost = localhost:{}\nsmarthost_tls = tls\ntls_ca_file = {}",
