@@ -25,6 +25,47 @@ fn world_for(server: &SmtpServer, extra: &str) -> World {
     ))
 }
 
+/// A server offering STARTTLS with a fresh self-signed certificate for
+/// "localhost"; returns it with the certificate's path.
+fn tls_server(dir: &std::path::Path, extra: &[&str]) -> (SmtpServer, std::path::PathBuf) {
+    let (cert, key) = common::smtpd::self_signed_cert(dir, "localhost");
+    let mut args = vec!["--starttls", cert.to_str().unwrap(), key.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    (SmtpServer::start(dir, &args), cert.clone())
+}
+
+/// A world relaying to `server` as smarthost "localhost" over verified
+/// STARTTLS (trusting `cert`), with AUTH credentials.
+fn auth_world(
+    dir: &std::path::Path,
+    server: &SmtpServer,
+    cert: &std::path::Path,
+    user: &str,
+    password: &str,
+) -> World {
+    let pass = dir.join("password");
+    std::fs::write(&pass, format!("{password}\n")).unwrap();
+    World::with_config(&format!(
+        "smarthost = localhost:{}\nsmarthost_tls = starttls\ntls_ca_file = {}\nauth_user = {user}\nauth_password_file = {}",
+        server.port,
+        cert.display(),
+        pass.display()
+    ))
+}
+
+/// Polls until some state file records the final dot as sent without a
+/// reply yet: a runner is inside the RFC 1047 window.
+fn wait_in_rfc1047_window(w: &World) -> bool {
+    let state_dir = w.spool.join("state");
+    wait_for(WAIT, || {
+        std::fs::read_dir(&state_dir).is_ok_and(|d| {
+            d.flatten().any(|e| {
+                std::fs::read_to_string(e.path()).is_ok_and(|s| s.contains("\"final_dot_sent\":1"))
+            })
+        })
+    })
+}
+
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -404,14 +445,7 @@ fn runner_killed_mid_transaction_loses_nothing() {
         child.stdin.take().unwrap().write_all(MSG).unwrap();
     }
     // Wait until the runner is inside the RFC 1047 window.
-    let state_dir = w.spool.join("state");
-    let in_window = wait_for(WAIT, || {
-        std::fs::read_dir(&state_dir).is_ok_and(|d| {
-            d.flatten().any(|e| {
-                std::fs::read_to_string(e.path()).is_ok_and(|s| s.contains("\"final_dot_sent\":1"))
-            })
-        })
-    });
+    let in_window = wait_in_rfc1047_window(&w);
     assert!(in_window, "the runner never recorded the final dot");
     child.kill().unwrap();
     child.wait().unwrap();
@@ -479,11 +513,7 @@ fn a_message_to_an_address_literal_uses_the_mx_route() {
 #[test]
 fn starttls_opportunistic_accepts_a_self_signed_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = common::smtpd::self_signed_cert(dir.path(), "localhost");
-    let server = SmtpServer::start(
-        dir.path(),
-        &["--starttls", cert.to_str().unwrap(), key.to_str().unwrap()],
-    );
+    let (server, _cert) = tls_server(dir.path(), &[]);
     let w = World::with_config(&format!(
         "resolver = 127.0.0.1:9\nsmtp_port = {}\ntls = opportunistic",
         server.port
@@ -498,11 +528,7 @@ fn starttls_opportunistic_accepts_a_self_signed_certificate() {
 #[test]
 fn starttls_required_with_verification_defers_on_a_self_signed_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = common::smtpd::self_signed_cert(dir.path(), "localhost");
-    let server = SmtpServer::start(
-        dir.path(),
-        &["--starttls", cert.to_str().unwrap(), key.to_str().unwrap()],
-    );
+    let (server, _cert) = tls_server(dir.path(), &[]);
     let w = World::with_config(&format!(
         "resolver = 127.0.0.1:9\nsmtp_port = {}\ntls = required",
         server.port
@@ -519,25 +545,8 @@ fn starttls_required_with_verification_defers_on_a_self_signed_certificate() {
 #[test]
 fn auth_against_a_server_that_requires_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = common::smtpd::self_signed_cert(dir.path(), "localhost");
-    let server = SmtpServer::start(
-        dir.path(),
-        &[
-            "--starttls",
-            cert.to_str().unwrap(),
-            key.to_str().unwrap(),
-            "--require-auth",
-            "relayuser:s3cret pass",
-        ],
-    );
-    let pass = dir.path().join("password");
-    std::fs::write(&pass, "s3cret pass\n").unwrap();
-    let w = World::with_config(&format!(
-        "smarthost = localhost:{}\nsmarthost_tls = starttls\ntls_ca_file = {}\nauth_user = relayuser\nauth_password_file = {}",
-        server.port,
-        cert.display(),
-        pass.display()
-    ));
+    let (server, cert) = tls_server(dir.path(), &["--require-auth", "relayuser:s3cret pass"]);
+    let w = auth_world(dir.path(), &server, &cert, "relayuser", "s3cret pass");
     let out = w.sendmail(&["-odi", "-f", "s@example.org", "a@x.test"], MSG);
     assert_success(&out);
     let got = server.messages();
@@ -575,40 +584,18 @@ fn background_delivery_returns_before_the_server_answers() {
     // sendmail has exited and its output pipes reached EOF, so the
     // detached runner holds neither; yet the runner goes on and enters
     // the RFC 1047 window, where the server keeps it for 30 s.
-    let state_dir = w.spool.join("state");
-    let in_window = wait_for(WAIT, || {
-        std::fs::read_dir(&state_dir).is_ok_and(|d| {
-            d.flatten().any(|e| {
-                std::fs::read_to_string(e.path()).is_ok_and(|s| s.contains("\"final_dot_sent\":1"))
-            })
-        })
-    });
+    let in_window = wait_in_rfc1047_window(&w);
     assert!(in_window, "the detached runner did not deliver");
 }
 
 #[test]
 fn auth_login_when_plain_is_not_offered() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = common::smtpd::self_signed_cert(dir.path(), "localhost");
-    let server = SmtpServer::start(
+    let (server, cert) = tls_server(
         dir.path(),
-        &[
-            "--starttls",
-            cert.to_str().unwrap(),
-            key.to_str().unwrap(),
-            "--require-auth",
-            "loginuser:pw",
-            "--no-auth-plain",
-        ],
+        &["--require-auth", "loginuser:pw", "--no-auth-plain"],
     );
-    let pass = dir.path().join("password");
-    std::fs::write(&pass, "pw\n").unwrap();
-    let w = World::with_config(&format!(
-        "smarthost = localhost:{}\ntls_ca_file = {}\nauth_user = loginuser\nauth_password_file = {}",
-        server.port,
-        cert.display(),
-        pass.display()
-    ));
+    let w = auth_world(dir.path(), &server, &cert, "loginuser", "pw");
     assert_success(&w.sendmail(&["-odi", "-f", "s@example.org", "a@x.test"], MSG));
     assert_eq!(server.messages()[0].auth_user.as_deref(), Some("loginuser"));
 }

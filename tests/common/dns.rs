@@ -1,11 +1,9 @@
 //! The Rust side of tests/peers/dns.py: a real DNS server on loopback
 //! serving the records a test gives (`"example.test MX 10 mx.example.test"`).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command};
 
 /// A running DNS server; killed on drop.
 pub struct DnsServer {
@@ -25,26 +23,7 @@ impl DnsServer {
         for s in servfail {
             cmd.arg("--servfail").arg(s);
         }
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 tests/peers/dns.py (pip install dnslib)");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("dns.py did not say READY within 30 s");
-        let port: u16 = line
-            .strip_prefix("READY ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("dns.py said {line:?}"));
+        let (child, port) = super::start_peer(&mut cmd, "tests/peers/dns.py (pip install dnslib)");
         DnsServer {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             child,

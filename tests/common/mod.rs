@@ -152,6 +152,33 @@ impl World {
     }
 }
 
+/// Starts a test peer (`tests/peers/*.py`) and waits, up to 30 s, for the
+/// "READY <port>" line it prints once listening. Returns it with its port.
+pub fn start_peer(cmd: &mut Command, what: &str) -> (std::process::Child, u16) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("{what} did not say READY within 30 s"));
+    let port = line
+        .strip_prefix("READY ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{what} said {line:?}, not READY <port>"));
+    (child, port)
+}
+
 /// Runs `cmd` with `stdin` written to it (in a thread, so a child that
 /// exits early cannot deadlock us).
 pub fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {

@@ -1,7 +1,6 @@
 //! The Rust side of tests/peers/smtpd.py: start a real SMTP server (aiosmtpd)
 //! on loopback with the faults a test asks for, and read what it received.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -36,30 +35,10 @@ impl SmtpServer {
         let n = SERIAL.fetch_add(1, Ordering::SeqCst);
         let log = dir.join(format!("smtpd-{}-{n}.jsonl", std::process::id()));
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/smtpd.py");
-        let mut child = Command::new("python3")
-            .arg(&script)
-            .arg("--log")
-            .arg(&log)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3 tests/peers/smtpd.py (pip install aiosmtpd)");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("smtpd.py did not say READY within 30 s");
-        let port = line
-            .strip_prefix("READY ")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or_else(|| panic!("smtpd.py said {line:?}, not READY <port>"));
+        let mut cmd = Command::new("python3");
+        cmd.arg(&script).arg("--log").arg(&log).args(args);
+        let (child, port) =
+            super::start_peer(&mut cmd, "tests/peers/smtpd.py (pip install aiosmtpd)");
         SmtpServer { port, log, child }
     }
 
@@ -153,6 +132,18 @@ impl Drop for SmtpServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A JSON array of strings as a Vec (empty when it is not one).
+fn strings(value: &serde_json::Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A self-signed certificate and key for `name`, made with openssl.
