@@ -16,6 +16,15 @@ use common::*;
 
 const MSG: &[u8] = b"Subject: delivery test\n\nbody line\n.leading dot\n";
 const WAIT: Duration = Duration::from_secs(60);
+/// `-odi` delivery of one message to three recipients at one host.
+const THREE_RECIPIENTS: &[&str] = &[
+    "-odi",
+    "-f",
+    "s@example.org",
+    "a@x.test",
+    "b@x.test",
+    "c@x.test",
+];
 
 /// A world whose smarthost is `server`, in plain text.
 fn world_for(server: &SmtpServer, extra: &str) -> World {
@@ -92,17 +101,7 @@ fn three_recipients_on_one_host_are_one_transaction() {
     let dir = tempfile::tempdir().unwrap();
     let server = SmtpServer::start(dir.path(), &[]);
     let w = world_for(&server, "");
-    let out = w.sendmail(
-        &[
-            "-odi",
-            "-f",
-            "s@example.org",
-            "a@x.test",
-            "b@x.test",
-            "c@x.test",
-        ],
-        MSG,
-    );
+    let out = w.sendmail(THREE_RECIPIENTS, MSG);
     assert_success(&out);
     let got = server.messages();
     assert_eq!(got.len(), 1, "one transaction: {got:?}");
@@ -217,17 +216,7 @@ fn too_many_recipients_continue_in_a_second_transaction() {
     let dir = tempfile::tempdir().unwrap();
     let server = SmtpServer::start(dir.path(), &["--max-rcpt", "2"]);
     let w = world_for(&server, "");
-    let out = w.sendmail(
-        &[
-            "-odi",
-            "-f",
-            "s@example.org",
-            "a@x.test",
-            "b@x.test",
-            "c@x.test",
-        ],
-        MSG,
-    );
+    let out = w.sendmail(THREE_RECIPIENTS, MSG);
     assert_success(&out);
     let got = server.messages();
     assert_eq!(got.len(), 2);

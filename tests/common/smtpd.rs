@@ -65,27 +65,13 @@ impl SmtpServer {
                     .map(|s| if s == "<>" { "" } else { s })
                     .unwrap_or("")
                     .to_string(),
-                rcpt_tos: e["rcpt_tos"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(String::from))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                rcpt_tos: strings(&e["rcpt_tos"]),
                 data: base64::engine::general_purpose::STANDARD
                     .decode(e["data_b64"].as_str().unwrap_or(""))
                     .unwrap_or_default(),
                 tls: e["tls"] == true,
                 auth_user: e["auth_user"].as_str().map(String::from),
-                mail_options: e["mail_options"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|v| v.as_str().map(String::from))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                mail_options: strings(&e["mail_options"]),
             })
             .collect()
     }
