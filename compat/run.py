@@ -253,6 +253,16 @@ def mailx(w):
     check(body == b"hello from mailx\n", body)
 
 
+def without_trace(data):
+    """The message without the Received: field spoolmail puts on top."""
+    check(data.startswith(b"Received: "), "a Received: field on top")
+    lines = data.split(b"\n")
+    i = 1
+    while i < len(lines) and lines[i][:1] in (b" ", b"\t"):
+        i += 1
+    return b"\n".join(lines[i:])
+
+
 def cron_invocation(w):
     """Debian cron's hard-coded command line, with its X-Cron-Env headers."""
     msg_in = (b"From: root (Cron Daemon)\nTo: root\nSubject: Cron <root@host> run-parts\n"
@@ -265,7 +275,7 @@ def cron_invocation(w):
     msg, data = w.only_message()
     check(recipients(msg) == ["root"], recipients(msg))
     sent_header = msg_in[:msg_in.index(b"\n\n") + 1]
-    check(data.startswith(sent_header), "headers kept as sent, in order")
+    check(without_trace(data).startswith(sent_header), "headers kept as sent, in order")
     check(data.endswith("sortie accentuée\n".encode()), "8-bit body kept")
 
 
