@@ -13,6 +13,8 @@ pub enum Kind {
     Usage,
     /// Bad input data: malformed address or header, message too large (EX_DATAERR, 65).
     Data,
+    /// An input file does not exist or cannot be read (EX_NOINPUT, 66).
+    NoInput,
     /// The calling user is unknown (EX_NOUSER, 67).
     NoUser,
     /// A service that is not (yet) available in this mode (EX_UNAVAILABLE, 69).
@@ -35,6 +37,7 @@ impl Kind {
         match self {
             Kind::Usage => 64,
             Kind::Data => 65,
+            Kind::NoInput => 66,
             Kind::NoUser => 67,
             Kind::Unavailable => 69,
             Kind::Software => 70,

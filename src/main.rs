@@ -56,10 +56,7 @@ fn run(face: Face, args: std::env::ArgsOs) -> Result<()> {
     match &inv.mode {
         Mode::Deliver => deliver(&inv, &config),
         Mode::PrintQueue => print_queue(&inv, &config),
-        Mode::InitAliases => Err(Error::new(
-            Kind::Unavailable,
-            "newaliases is not available yet: aliases come with local delivery",
-        )),
+        Mode::InitAliases => new_aliases(face, &config),
         Mode::Smtp => Err(Error::new(
             Kind::Unavailable,
             "-bs (SMTP on standard input) is not available yet",
@@ -75,6 +72,34 @@ fn run(face: Face, args: std::env::ArgsOs) -> Result<()> {
             Kind::Unavailable,
             format!("{flag} is not supported by spoolmail"),
         )),
+    }
+}
+
+/// `newaliases` / `sendmail -bi`: compiles the aliases file, printing
+/// sendmail's summary line; every error goes to stderr with its line
+/// number and nothing is compiled (exit 65).
+fn new_aliases(face: Face, config: &Config) -> Result<()> {
+    let path = &config.aliases;
+    match spoolmail::aliases::compile(path)? {
+        Ok(summary) => {
+            for warning in &summary.warnings {
+                eprintln!("{}: warning: {warning}", face.name());
+            }
+            let line = summary.line(path);
+            log::info!("{line}");
+            println!("{line}");
+            Ok(())
+        }
+        Err(errors) => {
+            for error in &errors {
+                eprintln!("{}: {error}", face.name());
+            }
+            Err(Error::data(format!(
+                "{}: {} error(s); the compiled aliases are unchanged",
+                path.display(),
+                errors.len()
+            )))
+        }
     }
 }
 
