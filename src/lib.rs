@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod error;
+pub mod local;
 pub mod logging;
 pub mod mailq;
 pub mod message;

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::bounce::{self, Action, RecipientReport};
 use crate::error::Result;
+use crate::local;
 use crate::smtp::{ErrorKind, TransactionEnvelope};
 use crate::spool::{Claim, DeliveryState, Envelope, QueueId, RecipientStatus};
 
@@ -30,8 +31,9 @@ pub struct Tally {
     pub last_error: Option<String>,
     /// Whether anything was attempted (false: nothing was due).
     pub attempted: bool,
-    /// Delivery status notices (bounces, delay warnings) this attempt
-    /// committed: `-odi` hands them to a background runner.
+    /// Messages this attempt committed — delivery status notices and
+    /// forwarded copies for aliases: `-odi` hands them to a background
+    /// runner.
     pub notices: Vec<QueueId>,
 }
 
@@ -46,13 +48,14 @@ fn unix(t: SystemTime) -> u64 {
 }
 
 fn route(ctx: &Context, address: &str) -> Route {
-    let domain = match address.rsplit_once('@') {
-        None => return Route::Local,
-        Some((_, domain)) => domain.to_ascii_lowercase(),
-    };
-    if ctx.config.local_domains.contains(&domain) {
-        Route::Local
-    } else if ctx.config.smarthost.is_some() {
+    if local::is_local(ctx.config, address) {
+        return Route::Local;
+    }
+    let domain = address
+        .rsplit_once('@')
+        .map_or("", |(_, d)| d)
+        .to_ascii_lowercase();
+    if ctx.config.smarthost.is_some() {
         Route::Remote(Destination::Smarthost)
     } else {
         Route::Remote(Destination::Domain(domain))
@@ -135,15 +138,27 @@ pub fn attempt(
         }
     } else {
         let mut groups: BTreeMap<Destination, Vec<usize>> = BTreeMap::new();
+        let mut aliases = None;
         for &i in &due_now {
             match route(ctx, &state.recipients[i].address) {
                 Route::Remote(dest) => groups.entry(dest).or_default().push(i),
                 Route::Local => {
-                    let outcome = Outcome::deferred(
-                        "4.3.2",
-                        "local delivery is not available yet: the message waits in the queue",
-                    );
+                    if aliases.is_none() {
+                        aliases = Some(local::load(ctx.config).unwrap_or_else(|e| {
+                            log::error!("aliases: {e}");
+                            None
+                        }));
+                    }
+                    let outcome = deliver_local(
+                        ctx,
+                        &envelope,
+                        &state.recipients[i].address,
+                        aliases.as_ref().and_then(Option::as_ref),
+                        now,
+                        &mut tally,
+                    )?;
                     apply(ctx, &id, &mut state, i, &outcome, None, now_s, age);
+                    persist(ctx, &id, &state)?;
                 }
             }
         }
@@ -155,6 +170,39 @@ pub fn attempt(
     }
     finish(ctx, claim, &envelope, state, now, &mut tally)?;
     Ok(tally)
+}
+
+/// A local recipient: an alias that expands only to addresses elsewhere
+/// is forwarded (a new message, committed before this recipient is
+/// recorded as done); anything that needs a mailbox, a pipe or a file
+/// waits until local delivery exists.
+fn deliver_local(
+    ctx: &Context,
+    envelope: &Envelope,
+    address: &str,
+    aliases: Option<&crate::aliases::Aliases>,
+    now: SystemTime,
+    tally: &mut Tally,
+) -> Result<Outcome> {
+    let not_yet = || {
+        Outcome::deferred(
+            "4.3.2",
+            "local delivery is not available yet: the message waits in the queue",
+        )
+    };
+    let Some(aliases) = aliases else {
+        return Ok(not_yet());
+    };
+    let expansion = local::expand(ctx.config, aliases, address);
+    if !expansion.local.is_empty() || expansion.remote.is_empty() {
+        return Ok(not_yet());
+    }
+    let copy = local::forward(ctx.spool, ctx.config, envelope, &expansion, now)?;
+    tally.notices.push(copy.clone());
+    Ok(Outcome::Delivered {
+        dsn: "2.0.0".into(),
+        reply: format!("forwarded as {copy} to {}", expansion.remote.join(", ")),
+    })
 }
 
 /// A state with failures not yet notified still owes a bounce even when
