@@ -14,6 +14,7 @@ pub mod error;
 pub mod local;
 pub mod logging;
 pub mod mailq;
+pub mod mbox;
 pub mod message;
 pub mod privilege;
 pub mod runner;
