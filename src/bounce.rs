@@ -353,7 +353,22 @@ mod tests {
         }
     }
 
-    fn notice(spool: &Spool, id: &QueueId) -> (Envelope, Vec<u8>) {
+    /// Commits a notice about `orig` and returns its ID (it must be one).
+    fn notice(
+        spool: &Spool,
+        config: &Config,
+        orig: &Envelope,
+        action: Action,
+        reports: &[RecipientReport],
+        now: SystemTime,
+    ) -> QueueId {
+        let data = spool.open_data(&orig.id).unwrap();
+        send(spool, config, orig, data, action, reports, now)
+            .unwrap()
+            .expect("a notice")
+    }
+
+    fn read_notice(spool: &Spool, id: &QueueId) -> (Envelope, Vec<u8>) {
         let env = spool.read_envelope(id).unwrap();
         let mut data = Vec::new();
         spool.open_data(id).unwrap().read_to_end(&mut data).unwrap();
@@ -376,19 +391,15 @@ mod tests {
     fn a_failure_notice_is_a_three_part_report_from_the_null_sender() {
         let (_dir, spool, config) = setup();
         let orig = original(&spool, BODY, None, None);
-        let data = spool.open_data(&orig.id).unwrap();
-        let id = send(
+        let id = notice(
             &spool,
             &config,
             &orig,
-            data,
             Action::Failed,
             &[report()],
             SystemTime::now(),
-        )
-        .unwrap()
-        .expect("a notice");
-        let (env, bytes) = notice(&spool, &id);
+        );
+        let (env, bytes) = read_notice(&spool, &id);
         assert_eq!(env.sender, "");
         assert_eq!(env.recipients, ["alice@example.org"]);
         let parsed = mailparse::parse_mail(&bytes).unwrap();
@@ -423,19 +434,15 @@ mod tests {
     fn ret_full_returns_the_whole_message() {
         let (_dir, spool, config) = setup();
         let orig = original(&spool, BODY, Some("FULL"), None);
-        let data = spool.open_data(&orig.id).unwrap();
-        let id = send(
+        let id = notice(
             &spool,
             &config,
             &orig,
-            data,
             Action::Failed,
             &[report()],
             SystemTime::now(),
-        )
-        .unwrap()
-        .unwrap();
-        let (_, bytes) = notice(&spool, &id);
+        );
+        let (_, bytes) = read_notice(&spool, &id);
         let parsed = mailparse::parse_mail(&bytes).unwrap();
         assert_eq!(parsed.subparts[2].ctype.mimetype, "message/rfc822");
         assert!(String::from_utf8_lossy(&bytes).contains("secret body"));
@@ -478,19 +485,15 @@ mod tests {
         let orig = original(&spool, BODY, None, None);
         let mut r = report();
         r.diagnostic = Some("smtp; 550 no\r\nX-Forged: yes\nBcc: victim@example.com".into());
-        let data = spool.open_data(&orig.id).unwrap();
-        let id = send(
+        let id = notice(
             &spool,
             &config,
             &orig,
-            data,
             Action::Failed,
             &[r],
             SystemTime::now(),
-        )
-        .unwrap()
-        .unwrap();
-        let (_, bytes) = notice(&spool, &id);
+        );
+        let (_, bytes) = read_notice(&spool, &id);
         let text = String::from_utf8_lossy(&bytes);
         assert!(
             !text
@@ -511,7 +514,7 @@ mod tests {
         let id = send(&spool, &config, &orig, data, Action::Delayed, &[r], later)
             .unwrap()
             .unwrap();
-        let (_, bytes) = notice(&spool, &id);
+        let (_, bytes) = read_notice(&spool, &id);
         let text = String::from_utf8_lossy(&bytes);
         assert!(text.contains("Action: delayed"));
         assert!(text.contains("Status: 4.4.1"));
