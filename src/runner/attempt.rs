@@ -163,8 +163,13 @@ pub fn attempt(
             }
         }
         for (dest, indices) in groups {
+            let target = Target {
+                dest: &dest,
+                forced,
+                now: now_s,
+            };
             deliver_to(
-                ctx, transport, &envelope, &mut state, &dest, indices, forced, now_s,
+                ctx, transport, &claim, &envelope, &mut state, &target, indices,
             )?;
         }
     }
@@ -237,21 +242,29 @@ fn apply(
     outcome::log(id.as_str(), &r.address, relay, age, outcome);
 }
 
+/// Where one group of recipients goes, and how.
+struct Target<'a> {
+    dest: &'a Destination,
+    /// Ignore the unreachable cache (a filtered run, -odi).
+    forced: bool,
+    /// Unix seconds of this attempt.
+    now: u64,
+}
+
 /// Delivers `indices` (recipients of one destination) in as few
 /// transactions as the server allows: one, unless it answers 452 "too
 /// many recipients", in which case the rest follow in further
 /// transactions on the same connection.
-#[allow(clippy::too_many_arguments)]
 fn deliver_to(
     ctx: &Context,
     transport: &mut Transport,
+    claim: &Claim,
     envelope: &Envelope,
     state: &mut DeliveryState,
-    dest: &Destination,
+    target: &Target,
     indices: Vec<usize>,
-    forced: bool,
-    now: u64,
 ) -> Result<()> {
+    let (dest, forced, now) = (target.dest, target.forced, target.now);
     let spool = ctx.spool;
     let id = &envelope.id;
     let age = Duration::from_secs(now.saturating_sub(envelope.arrival));
@@ -284,7 +297,7 @@ fn deliver_to(
             envid: envelope.envid.as_deref(),
             dsn_notify: envelope.dsn_notify.as_deref(),
         };
-        let mut data = spool.open_data(id)?;
+        let mut data = spool.claimed_data(claim)?;
         let result = {
             // The RFC 1047 window opens here: recorded before the dot goes
             // out, so that a runner killed before the reply leaves a trace.

@@ -133,7 +133,7 @@ fn detach() {
 pub fn deliver_now(spool: &Spool, config: &Config, id: &QueueId) -> Result<Tally> {
     let ctx = Context { spool, config };
     let _slot = slots::acquire(&spool.hosts_dir(), RUNNER_SLOTS, config.max_connections)?;
-    let Some(claim) = spool.claim(id)? else {
+    let Some((claim, envelope)) = spool.claim_message(id)? else {
         // A queue runner took it first; it is in good hands.
         return Ok(Tally {
             deferred: 1,
@@ -141,7 +141,6 @@ pub fn deliver_now(spool: &Spool, config: &Config, id: &QueueId) -> Result<Tally
             ..Tally::default()
         });
     };
-    let envelope = spool.read_envelope(id)?;
     let mut transport = Transport::new(config, spool.hosts_dir());
     let tally = attempt::attempt(
         &ctx,
@@ -267,8 +266,8 @@ fn take(
     selection: &Selection,
     tried: &Mutex<HashSet<QueueId>>,
 ) -> bool {
-    let claim = match ctx.spool.claim(id) {
-        Ok(Some(claim)) => claim,
+    let (claim, envelope) = match ctx.spool.claim_message(id) {
+        Ok(Some(claimed)) => claimed,
         Ok(None) => return false,
         Err(e) => {
             log::error!("{id}: {e}");
@@ -279,10 +278,7 @@ fn take(
     if !lock(tried).insert(id.clone()) {
         return false;
     }
-    let result = ctx.spool.read_envelope(id).and_then(|envelope| {
-        if !selection.matches(&envelope) {
-            return Ok(Tally::default());
-        }
+    let result = if selection.matches(&envelope) {
         attempt::attempt(
             ctx,
             transport,
@@ -291,7 +287,9 @@ fn take(
             selection.forced(),
             SystemTime::now(),
         )
-    });
+    } else {
+        Ok(Tally::default())
+    };
     if let Err(e) = result {
         log::error!("{id}: {e}");
         transport.discard();

@@ -33,7 +33,7 @@ pub use id::QueueId;
 pub use state::{DeliveryState, RecipientState, RecipientStatus, STATE_VERSION};
 
 use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Seek};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -89,6 +89,10 @@ pub struct MessageData {
 pub struct Claim {
     id: QueueId,
     _file: File,
+    /// Where the data starts and how long it is (set by
+    /// [`Spool::claim_message`]).
+    data_at: u64,
+    size: u64,
 }
 
 /// How reading a spool file went wrong, before it becomes an [`Error`].
@@ -347,6 +351,20 @@ impl Spool {
     ) -> std::result::Result<(Envelope, BufReader<File>), Trouble> {
         let path = self.queue.join(id.as_str());
         let (file, len) = open_regular(&path)?;
+        self.verify_queue_file(id, file, len, buffer)
+    }
+
+    /// Reads the envelope block of an open queue file (from its current
+    /// offset, the start) and checks the framing; the reader is left at
+    /// the first byte of the data.
+    fn verify_queue_file(
+        &self,
+        id: &QueueId,
+        file: File,
+        len: u64,
+        buffer: usize,
+    ) -> std::result::Result<(Envelope, BufReader<File>), Trouble> {
+        let path = self.queue.join(id.as_str());
         let io_err =
             |e: io::Error| Trouble::Io(Error::io(format_args!("reading {}", path.display()), &e));
         let mut reader = BufReader::with_capacity(buffer, file);
@@ -540,9 +558,52 @@ impl Spool {
             Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => Ok(Some(Claim {
                 id: id.clone(),
                 _file: file,
+                data_at: 0,
+                size: 0,
             })),
             _ => Ok(None),
         }
+    }
+
+    /// [`Spool::claim`] and the verified envelope, read through the
+    /// claim's own descriptor: a runner opens each queue file once.
+    pub fn claim_message(&self, id: &QueueId) -> Result<Option<(Claim, Envelope)>> {
+        let Some(mut claim) = self.claim(id)? else {
+            return Ok(None);
+        };
+        let path = self.queue.join(id.as_str());
+        let io_err = |e: io::Error| Error::io(format_args!("{}", path.display()), &e);
+        let file = claim._file.try_clone().map_err(io_err)?;
+        let len = file.metadata().map_err(io_err)?.len();
+        match self.verify_queue_file(id, file, len, ENVELOPE_BUFFER) {
+            Ok((envelope, mut reader)) => {
+                let offset = reader.stream_position().map_err(io_err)?;
+                claim.data_at = offset;
+                claim.size = envelope.size;
+                Ok(Some((claim, envelope)))
+            }
+            Err(Trouble::Gone) => Ok(None),
+            Err(Trouble::Corrupt(why)) => {
+                drop(claim);
+                self.quarantine(id, &why);
+                Err(Error::data(format!("{}: corrupt: {why}", path.display())))
+            }
+            Err(Trouble::Io(e)) => Err(e),
+        }
+    }
+
+    /// The message data of a message claimed with
+    /// [`Spool::claim_message`], read through a duplicate of the claim's
+    /// descriptor (no path lookup, no second verification).
+    pub fn claimed_data(&self, claim: &Claim) -> Result<MessageData> {
+        use std::io::{Seek, SeekFrom};
+        let path = self.queue.join(claim.id.as_str());
+        let io_err = |e: io::Error| Error::io(format_args!("{}", path.display()), &e);
+        let mut file = claim._file.try_clone().map_err(io_err)?;
+        file.seek(SeekFrom::Start(claim.data_at)).map_err(io_err)?;
+        Ok(MessageData {
+            inner: BufReader::with_capacity(DATA_BUFFER, file).take(claim.size),
+        })
     }
 
     /// Removes a claimed, finished message and releases the claim. The

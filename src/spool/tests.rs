@@ -377,3 +377,21 @@ fn sweep_removes_only_old_tmp_files_and_never_queued_messages() {
     assert!(young.exists());
     assert_eq!(spool.queued_ids().unwrap(), vec![queued.id]);
 }
+
+#[test]
+fn claim_message_reads_envelope_and_data_through_the_claim() {
+    let (_dir, spool) = spool();
+    let env = enqueue(&spool, b"Subject: s\n\nbody\n");
+    let (claim, read) = spool.claim_message(&env.id).unwrap().expect("claimed");
+    assert_eq!(read, env);
+    for _ in 0..2 {
+        let mut data = Vec::new();
+        spool
+            .claimed_data(&claim)
+            .unwrap()
+            .read_to_end(&mut data)
+            .unwrap();
+        assert_eq!(data, b"Subject: s\n\nbody\n", "each reader starts at the data");
+    }
+    assert!(spool.claim_message(&env.id).unwrap().is_none(), "held");
+}
