@@ -391,7 +391,10 @@ fn claim_message_reads_envelope_and_data_through_the_claim() {
             .unwrap()
             .read_to_end(&mut data)
             .unwrap();
-        assert_eq!(data, b"Subject: s\n\nbody\n", "each reader starts at the data");
+        assert_eq!(
+            data, b"Subject: s\n\nbody\n",
+            "each reader starts at the data"
+        );
     }
     assert!(spool.claim_message(&env.id).unwrap().is_none(), "held");
 }
