@@ -43,6 +43,13 @@ pub fn is_local(config: &Config, address: &str) -> bool {
     }
 }
 
+/// Whether `user` has a password entry (a mailbox owner). A lookup that
+/// fails for another reason (NSS trouble) counts as existing: the
+/// recipient then waits instead of bouncing.
+pub fn user_exists(user: &str) -> bool {
+    !matches!(nix::unistd::User::from_name(user), Ok(None))
+}
+
 fn local_part(address: &str) -> String {
     address
         .rsplit_once('@')
@@ -189,6 +196,12 @@ mod tests {
     fn owner_alias_is_noticed() {
         let a = aliases("list: x@x.test\nowner-list: admin\n");
         assert_eq!(expand(&config(), &a, "list").owner.as_deref(), Some("list"));
+    }
+
+    #[test]
+    fn users_are_looked_up() {
+        assert!(user_exists("root"));
+        assert!(!user_exists("no-such-user-spoolmail-test"));
     }
 
     #[test]

@@ -645,18 +645,37 @@ fn an_alias_to_remote_addresses_is_forwarded() {
     )
     .unwrap();
     assert_success(&w.run("newaliases", &[], b""));
-    w.send_ok(&["-f", "cron@example.org", "root", "alice"], MSG);
+    w.send_ok(&["-f", "cron@example.org", "root", "nobody"], MSG);
     assert_success(&w.sendmail(&["-q"], b""));
     let got = server.messages();
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].rcpt_tos, ["a@x.test", "b@x.test"]);
     assert_eq!(got[0].mail_from, "cron@example.org");
     assert!(String::from_utf8_lossy(&got[0].data).contains("Subject: delivery test"));
-    // alice is a mailbox: local delivery, not there yet, so she waits.
+    // nobody is a real user's mailbox: local delivery, not there yet, so
+    // it waits.
     let q = w.mailq_json();
     assert_eq!(q.len(), 1);
     let rcpts = q[0]["recipients"].as_array().unwrap();
     let status = |a: &str| rcpts.iter().find(|r| r["address"] == a).unwrap()["status"].clone();
     assert_eq!(status("root"), "delivered");
-    assert_eq!(status("alice"), "deferred");
+    assert_eq!(status("nobody"), "deferred");
+}
+
+#[test]
+fn an_unknown_local_user_bounces_with_5_1_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(dir.path(), &[]);
+    let w = world_for(&server, "");
+    let out = w.sendmail(
+        &["-odi", "-f", "s@example.org", "no-such-user-spoolmail-test"],
+        MSG,
+    );
+    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no such user"), "{}", stderr(&out));
+    let got = server.wait_messages(1, WAIT);
+    assert_eq!(got[0].mail_from, "");
+    assert_eq!(got[0].rcpt_tos, ["s@example.org"]);
+    let text = String::from_utf8_lossy(&got[0].data);
+    assert!(text.contains("Status: 5.1.1"), "{text}");
 }

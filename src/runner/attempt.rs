@@ -195,10 +195,24 @@ fn deliver_local(
             "local delivery is not available yet: the message waits in the queue",
         )
     };
-    let Some(aliases) = aliases else {
-        return Ok(not_yet());
-    };
-    let expansion = local::expand(ctx.config, aliases, address);
+    let empty = crate::aliases::Aliases::default();
+    let expansion = local::expand(ctx.config, aliases.unwrap_or(&empty), address);
+    let unknown: Vec<&str> = expansion
+        .local
+        .iter()
+        .filter_map(|t| match t {
+            crate::aliases::Target::Local(user) if !local::user_exists(user) => Some(user.as_str()),
+            _ => None,
+        })
+        .collect();
+    if expansion.remote.is_empty() && !unknown.is_empty() && unknown.len() == expansion.local.len()
+    {
+        // Nothing is dropped silently: the sender hears of it.
+        return Ok(Outcome::failed(
+            "5.1.1",
+            format!("no such user here: {}", unknown.join(", ")),
+        ));
+    }
     if !expansion.local.is_empty() || expansion.remote.is_empty() {
         return Ok(not_yet());
     }
