@@ -157,6 +157,29 @@ pub fn parse(text: &str, origin: &str) -> std::result::Result<(Aliases, Summary)
     }
 }
 
+/// Parses a plain target list — a `.forward` or `:include:` file: any
+/// number of lines, each a comma-separated list of targets, `#` comments.
+/// Returns the targets and the errors ("origin:LINE: message"); a bad
+/// item is skipped, the others still count.
+pub fn parse_list(text: &str, origin: &str) -> (Vec<Target>, Vec<String>) {
+    let mut targets = Vec::new();
+    let mut errors = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        if line.trim_start().starts_with('#') {
+            continue;
+        }
+        for item in split_targets(line) {
+            match parse_target(&item) {
+                Ok(Some(t)) => targets.push(t),
+                Ok(None) => {}
+                Err(msg) => errors.push(format!("{origin}:{}: {msg}", i + 1)),
+            }
+        }
+    }
+    (targets, errors)
+}
+
 /// Joins continuation lines (starting with space or tab) to their entry
 /// and drops comments and blank lines. Yields (first line number, text).
 fn logical_lines(text: &str) -> Vec<(usize, String)> {

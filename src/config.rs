@@ -93,6 +93,11 @@ pub struct Config {
     pub mail_spool_dir: PathBuf,
     /// `mailbox`: local mailbox format.
     pub mailbox: MailboxFormat,
+    /// `maildir`: the Maildir of a user when `mailbox = maildir`; `~` is
+    /// the user's home directory, `%u` the user name.
+    pub maildir: String,
+    /// `forward_path`: the user's forward file, same expansions.
+    pub forward_path: String,
     /// `pipe_user`: the unprivileged user that runs /etc/aliases pipes and files.
     pub pipe_user: String,
     /// `pipe_timeout`: time limit for a pipe delivery.
@@ -136,6 +141,8 @@ impl Default for Config {
             aliases: PathBuf::from("/etc/aliases"),
             mail_spool_dir: PathBuf::from("/var/mail"),
             mailbox: MailboxFormat::Mbox,
+            maildir: "~/Maildir/".to_string(),
+            forward_path: "~/.forward".to_string(),
             pipe_user: "nobody".to_string(),
             pipe_timeout: Duration::from_secs(3600),
             max_hops: 50,
@@ -283,6 +290,8 @@ fn set(c: &mut Config, key: &str, value: &str) -> Setting {
                 _ => return Err(format!("expected mbox or maildir, got {:?}", clip(value))),
             }
         }
+        "maildir" => c.maildir = home_template(value)?,
+        "forward_path" => c.forward_path = home_template(value)?,
         "pipe_user" => {
             if value.is_empty() || value == "root" || value.contains(['/', ':', ' ']) {
                 return Err(format!(
@@ -316,6 +325,18 @@ fn check(c: &Config) -> Setting {
         return Err("auth_user and auth_password_file go together".to_string());
     }
     Ok(())
+}
+
+/// A per-user path: absolute, or starting with `~/` (the user's home).
+fn home_template(value: &str) -> std::result::Result<String, String> {
+    if value.starts_with('/') || value.starts_with("~/") {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "expected an absolute path or one starting with ~/, got {:?}",
+            clip(value)
+        ))
+    }
 }
 
 fn optional<T>(

@@ -32,6 +32,23 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind a child's sysexits status means (unknown codes: TempFail,
+    /// so that nothing is bounced on a guess).
+    pub fn from_exit_code(code: i32) -> Kind {
+        match code {
+            64 => Kind::Usage,
+            65 => Kind::Data,
+            66 => Kind::NoInput,
+            67 => Kind::NoUser,
+            69 => Kind::Unavailable,
+            70 => Kind::Software,
+            73 => Kind::CantCreate,
+            77 => Kind::NoPermission,
+            78 => Kind::Config,
+            _ => Kind::TempFail,
+        }
+    }
+
     /// The sysexits(3) code for this kind.
     pub fn exit_code(self) -> i32 {
         match self {

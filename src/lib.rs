@@ -13,6 +13,7 @@ pub mod dns;
 pub mod error;
 pub mod local;
 pub mod logging;
+pub mod maildir;
 pub mod mailq;
 pub mod mbox;
 pub mod message;

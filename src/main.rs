@@ -5,13 +5,30 @@
 use spoolmail::cli::{self, DeliveryMode, Face, Invocation, Mode};
 use spoolmail::config::{self, Config};
 use spoolmail::error::{Error, Kind, Result};
-use spoolmail::{logging, mailq, privilege, runner, spool, submit};
+use spoolmail::{local, logging, mailq, privilege, runner, spool, submit};
 use std::io::Write;
 use std::path::Path;
 use std::time::SystemTime;
 
 fn main() {
     privilege::harden();
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == local::HELPER_FLAG)
+    {
+        // The local delivery helper a root runner starts as a user.
+        let args: Vec<String> = std::env::args_os()
+            .skip(2)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        std::process::exit(match local::helper_main(&args) {
+            Ok(()) => 0,
+            Err(err) => {
+                eprintln!("spoolmail: {err}");
+                err.kind().exit_code()
+            }
+        });
+    }
     let mut args = std::env::args_os();
     let argv0 = args
         .next()

@@ -22,7 +22,7 @@ use crate::error::{Error, Kind, Result};
 /// mutt use similar limits).
 pub const STALE_LOCK: Duration = Duration::from_secs(300);
 /// Mode of a mailbox spoolmail creates: the user and the mail group.
-const MAILBOX_MODE: u32 = 0o660;
+pub const MAILBOX_MODE: u32 = 0o660;
 
 /// How to append.
 pub struct Append<'a> {
@@ -30,24 +30,36 @@ pub struct Append<'a> {
     pub path: &'a Path,
     /// The envelope sender ("" for the null sender).
     pub sender: &'a str,
-    /// Value of a `Delivered-To:` field put on top, if any.
-    pub delivered_to: Option<&'a str>,
+    /// Header fields put on top of the message (`Return-Path:`,
+    /// `Delivered-To:`), each ending in LF.
+    pub header: &'a [u8],
     /// Give up waiting for the locks after this long (the recipient is
     /// then deferred).
     pub lock_timeout: Duration,
+    /// Take a `NAME.lock` dotlock too (mailboxes: yes; a file named in
+    /// /etc/aliases, whose directory may not be writable: no).
+    pub dotlock: bool,
+    /// Mode of the file when it is created.
+    pub mode: u32,
+    /// The uid that must own an existing file (a mailbox belongs to its
+    /// user; one planted by someone else is not written).
+    pub owner: Option<u32>,
 }
 
 /// Appends `message` (LF line ends, as stored in the spool). Returns the
 /// bytes written. A lock that cannot be had in time is a TempFail.
 pub fn append(spec: &Append, message: &mut dyn Read, now: SystemTime) -> Result<u64> {
     let what = |verb: &str| format!("{verb} {}", spec.path.display());
-    let _dotlock = DotLock::acquire(spec.path, spec.lock_timeout)?;
+    let _dotlock = match spec.dotlock {
+        true => Some(DotLock::acquire(spec.path, spec.lock_timeout)?),
+        false => None,
+    };
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .mode(MAILBOX_MODE)
+        .mode(spec.mode)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(spec.path)
         .map_err(|e| Error::io(what("opening"), &e))?;
@@ -58,6 +70,18 @@ pub fn append(spec: &Append, message: &mut dyn Read, now: SystemTime) -> Result<
         return Err(Error::new(
             Kind::NoPermission,
             format!("{}: not a plain mailbox file", spec.path.display()),
+        ));
+    }
+    if let Some(owner) = spec.owner
+        && meta.uid() != owner
+    {
+        return Err(Error::new(
+            Kind::NoPermission,
+            format!(
+                "{}: owned by uid {}, not by its user (uid {owner})",
+                spec.path.display(),
+                meta.uid()
+            ),
         ));
     }
     fcntl_lock(&file, spec.lock_timeout).map_err(|e| match e.kind() {
@@ -99,11 +123,8 @@ fn write_message(
     let separator = format!("From {sender} {}\n", asctime(now));
     out.write_all(separator.as_bytes())?;
     written += separator.len() as u64;
-    if let Some(to) = spec.delivered_to {
-        let field = format!("Delivered-To: {to}\n");
-        out.write_all(field.as_bytes())?;
-        written += field.len() as u64;
-    }
+    out.write_all(spec.header)?;
+    written += spec.header.len() as u64;
     let mut reader = BufReader::new(message);
     let mut line = Vec::with_capacity(1024);
     let mut ended_with_newline = true;
@@ -248,8 +269,11 @@ mod tests {
         Append {
             path,
             sender,
-            delivered_to: Some("alice@host.example"),
+            header: b"Delivered-To: alice@host.example\n",
             lock_timeout: Duration::from_millis(300),
+            dotlock: true,
+            mode: MAILBOX_MODE,
+            owner: None,
         }
     }
 
@@ -340,6 +364,20 @@ mod tests {
         let e = append(&spec(&hard, "a@b.example"), &mut &b"S: x\n\n"[..], at()).unwrap_err();
         assert_eq!(e.kind(), Kind::NoPermission);
         assert_eq!(fs::read(&target).unwrap(), b"");
+    }
+
+    #[test]
+    fn a_mailbox_owned_by_someone_else_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mbox = dir.path().join("alice");
+        fs::write(&mbox, b"").unwrap();
+        let mut spec = spec(&mbox, "a@b.example");
+        let mine = nix::unistd::geteuid().as_raw();
+        spec.owner = Some(mine + 1);
+        let e = append(&spec, &mut &b"S: x\n\n"[..], at()).unwrap_err();
+        assert_eq!(e.kind(), Kind::NoPermission);
+        spec.owner = Some(mine);
+        append(&spec, &mut &b"S: x\n\n"[..], at()).unwrap();
     }
 
     #[test]

@@ -149,15 +149,21 @@ pub fn attempt(
                             None
                         }));
                     }
-                    let outcome = deliver_local(
+                    let done = super::local::deliver(
                         ctx,
+                        &claim,
                         &envelope,
-                        &state.recipients[i].address,
+                        &mut state,
+                        i,
                         aliases.as_ref().and_then(Option::as_ref),
                         now,
                         &mut tally,
                     )?;
-                    apply(ctx, &id, &mut state, i, &outcome, None, now_s, age);
+                    apply(ctx, &id, &mut state, i, &done.outcome, None, now_s, age);
+                    if done.needs_root {
+                        // Due again for the next queue run by root.
+                        state.recipients[i].next_attempt = Some(now_s);
+                    }
                     persist(ctx, &id, &state)?;
                 }
             }
@@ -175,53 +181,6 @@ pub fn attempt(
     }
     finish(ctx, claim, &envelope, state, now, &mut tally)?;
     Ok(tally)
-}
-
-/// A local recipient: an alias that expands only to addresses elsewhere
-/// is forwarded (a new message, committed before this recipient is
-/// recorded as done); anything that needs a mailbox, a pipe or a file
-/// waits until local delivery exists.
-fn deliver_local(
-    ctx: &Context,
-    envelope: &Envelope,
-    address: &str,
-    aliases: Option<&crate::aliases::Aliases>,
-    now: SystemTime,
-    tally: &mut Tally,
-) -> Result<Outcome> {
-    let not_yet = || {
-        Outcome::deferred(
-            "4.3.2",
-            "local delivery is not available yet: the message waits in the queue",
-        )
-    };
-    let empty = crate::aliases::Aliases::default();
-    let expansion = local::expand(ctx.config, aliases.unwrap_or(&empty), address);
-    let unknown: Vec<&str> = expansion
-        .local
-        .iter()
-        .filter_map(|t| match t {
-            crate::aliases::Target::Local(user) if !local::user_exists(user) => Some(user.as_str()),
-            _ => None,
-        })
-        .collect();
-    if expansion.remote.is_empty() && !unknown.is_empty() && unknown.len() == expansion.local.len()
-    {
-        // Nothing is dropped silently: the sender hears of it.
-        return Ok(Outcome::failed(
-            "5.1.1",
-            format!("no such user here: {}", unknown.join(", ")),
-        ));
-    }
-    if !expansion.local.is_empty() || expansion.remote.is_empty() {
-        return Ok(not_yet());
-    }
-    let copy = local::forward(ctx.spool, ctx.config, envelope, &expansion, now)?;
-    tally.notices.push(copy.clone());
-    Ok(Outcome::Delivered {
-        dsn: "2.0.0".into(),
-        reply: format!("forwarded as {copy} to {}", expansion.remote.join(", ")),
-    })
 }
 
 /// A state with failures not yet notified still owes a bounce even when
@@ -396,7 +355,7 @@ fn deliver_to(
 
 /// Writes the state durably (D2), unless every recipient is delivered:
 /// then the message's removal, which follows at once, is the record.
-fn persist(ctx: &Context, id: &QueueId, state: &DeliveryState) -> Result<()> {
+pub(super) fn persist(ctx: &Context, id: &QueueId, state: &DeliveryState) -> Result<()> {
     if state
         .recipients
         .iter()

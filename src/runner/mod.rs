@@ -18,6 +18,7 @@
 mod attempt;
 mod backoff;
 mod hosts;
+mod local;
 mod outcome;
 pub mod slots;
 mod transport;

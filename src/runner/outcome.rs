@@ -157,6 +157,7 @@ mod tests {
             dsn_status: None,
             relay: None,
             notified: false,
+            local_done: Vec::new(),
         }
     }
 

@@ -55,6 +55,10 @@ pub struct RecipientState {
     /// later pass must not send a second one.
     #[serde(default)]
     pub notified: bool,
+    /// Local deliveries this recipient expanded to that are done (keys
+    /// like `mailbox:alice`): a retry for the others skips them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local_done: Vec<String>,
 }
 
 /// Where delivery to one recipient stands.
@@ -102,6 +106,7 @@ impl DeliveryState {
                     dsn_status: None,
                     relay: None,
                     notified: false,
+                    local_done: Vec::new(),
                 })
                 .collect(),
             possibly_delivered: false,

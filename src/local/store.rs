@@ -1,0 +1,166 @@
+//! Writing a message into a mailbox, a Maildir or a file as the user it
+//! belongs to.
+//!
+//! When the runner already is that user it writes an mbox itself. In
+//! every other case it re-executes this binary (`/proc/self/exe
+//! --local-delivery KIND PATH SENDER`) in a child that has switched to
+//! the user: the child gives up every privilege it could hold (the
+//! setgid group included) before it looks at its arguments, so the
+//! internal entry point lets nobody do more than they could on their own.
+
+use std::io::{self, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use crate::error::{Error, Kind, Result};
+use crate::{maildir, mbox, privilege};
+
+use super::user::{self, Credentials};
+
+/// The argument that selects the internal delivery entry point.
+pub const HELPER_FLAG: &str = "--local-delivery";
+
+/// How long to wait for a mailbox's locks before deferring.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where a message is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Store {
+    /// An mbox mailbox (`mail_spool_dir/USER`): dotlock, owned by the user.
+    Mbox(PathBuf),
+    /// A Maildir.
+    Maildir(PathBuf),
+    /// A file named in an alias or .forward: appended mbox-style.
+    File(PathBuf),
+}
+
+impl Store {
+    fn parts(&self) -> (&'static str, &Path) {
+        match self {
+            Store::Mbox(p) => ("mbox", p),
+            Store::Maildir(p) => ("maildir", p),
+            Store::File(p) => ("file", p),
+        }
+    }
+}
+
+/// Appends to an mbox in this process (the runner is the mailbox's
+/// user).
+pub fn mbox_here(
+    path: &Path,
+    owner: u32,
+    sender: &str,
+    header: &[u8],
+    message: &mut dyn Read,
+) -> Result<()> {
+    let spec = mbox::Append {
+        path,
+        sender,
+        header,
+        lock_timeout: LOCK_TIMEOUT,
+        dotlock: true,
+        mode: mbox::MAILBOX_MODE,
+        owner: Some(owner),
+    };
+    mbox::append(&spec, message, SystemTime::now()).map(|_| ())
+}
+
+/// Writes through a child running as `creds` (None: this process's real
+/// user, without its setgid group).
+pub fn through_child(
+    store: &Store,
+    creds: Option<Credentials>,
+    sender: &str,
+    header: &[u8],
+    message: &mut dyn Read,
+) -> Result<()> {
+    let (kind, path) = store.parts();
+    let mut command = Command::new("/proc/self/exe");
+    command
+        .arg0("spoolmail")
+        .arg(HELPER_FLAG)
+        .arg(kind)
+        .arg(path)
+        .arg(sender)
+        .env_clear()
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    user::run_as(&mut command, creds);
+    let mut child = command
+        .spawn()
+        .map_err(|e| Error::io("starting the local delivery helper", &e))?;
+    let mut stdin = child.stdin.take();
+    let fed = match stdin.as_mut() {
+        Some(pipe) => pipe
+            .write_all(header)
+            .and_then(|()| io::copy(message, pipe).map(|_| ()))
+            .and_then(|()| pipe.flush()),
+        None => Ok(()),
+    };
+    drop(stdin);
+    let out = child
+        .wait_with_output()
+        .map_err(|e| Error::io("waiting for the local delivery helper", &e))?;
+    let said = String::from_utf8_lossy(&out.stderr);
+    let said = said.lines().next().unwrap_or("").trim();
+    let said = said.strip_prefix("spoolmail: ").unwrap_or(said);
+    match out.status.code() {
+        Some(0) => fed.map_err(|e| Error::io("feeding the local delivery helper", &e)),
+        Some(code) => Err(Error::new(
+            Kind::from_exit_code(code),
+            if said.is_empty() {
+                format!("local delivery to {} exited {code}", path.display())
+            } else {
+                said.to_string()
+            },
+        )),
+        None => Err(Error::temp(format!(
+            "local delivery to {} was killed",
+            path.display()
+        ))),
+    }
+}
+
+/// The helper's side: `--local-delivery KIND PATH SENDER`, the message on
+/// stdin.
+pub fn helper_main(args: &[String]) -> Result<()> {
+    // First of all: no more power than whoever started us.
+    privilege::drop_privilege()?;
+    let [kind, path, sender] = args else {
+        return Err(Error::usage(format!(
+            "{HELPER_FLAG} takes KIND PATH SENDER (internal use)"
+        )));
+    };
+    let path = Path::new(path);
+    if !path.is_absolute() {
+        return Err(Error::usage(format!(
+            "{HELPER_FLAG}: {} is not absolute",
+            path.display()
+        )));
+    }
+    let mut input = io::stdin().lock();
+    let me = nix::unistd::getuid().as_raw();
+    match kind.as_str() {
+        "mbox" => mbox_here(path, me, sender, b"", &mut input),
+        "file" => {
+            let spec = mbox::Append {
+                path,
+                sender,
+                header: b"",
+                lock_timeout: LOCK_TIMEOUT,
+                dotlock: false,
+                mode: 0o600,
+                owner: None,
+            };
+            mbox::append(&spec, &mut input, SystemTime::now()).map(|_| ())
+        }
+        "maildir" => maildir::deliver(path, b"", &mut input).map(|_| ()),
+        other => Err(Error::usage(format!(
+            "{HELPER_FLAG}: unknown kind {other:?}"
+        ))),
+    }
+}

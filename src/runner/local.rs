@@ -1,0 +1,343 @@
+//! Delivering to one local recipient: check for a mail loop, expand it
+//! (aliases, .forward, :include:), forward what goes elsewhere, and
+//! deliver each local target — mailbox, Maildir, command, file — as the
+//! user it belongs to. Every target done is recorded in the recipient's
+//! state at once, so that a retry (one target deferred) never delivers
+//! the others twice.
+
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::time::SystemTime;
+
+use crate::aliases::Aliases;
+use crate::config::{Config, MailboxFormat};
+use crate::error::Result;
+use crate::local::pipe::{self, Ended};
+use crate::local::store::{self, Store};
+use crate::local::user::{Credentials, Power, power_over};
+use crate::local::{self, Delivery, RunAs, User, loops};
+use crate::spool::{Claim, DeliveryState, Envelope};
+
+use super::Context;
+use super::attempt::{Tally, persist};
+use super::outcome::Outcome;
+
+/// How one local target went.
+enum Step {
+    Done(String),
+    /// Temporary trouble: retry on the usual schedule.
+    Defer(String),
+    /// Only a queue run by root can deliver it: retry as soon as one runs.
+    NeedsRoot(String),
+    Fail(&'static str, String),
+}
+
+/// What delivering a local recipient gave: the outcome to record, and
+/// whether it waits only for a root queue run (then it is due again at
+/// once instead of after a backoff).
+pub struct LocalResult {
+    pub outcome: Outcome,
+    pub needs_root: bool,
+}
+
+/// Delivers recipient `index` of the claimed message.
+#[allow(clippy::too_many_arguments)]
+pub fn deliver(
+    ctx: &Context,
+    claim: &Claim,
+    envelope: &Envelope,
+    state: &mut DeliveryState,
+    index: usize,
+    aliases: Option<&Aliases>,
+    now: SystemTime,
+    tally: &mut Tally,
+) -> Result<LocalResult> {
+    let config = ctx.config;
+    let address = state.recipients[index].address.clone();
+    let delivered_to = match address.contains('@') {
+        true => address.clone(),
+        false => format!("{address}@{}", config.hostname),
+    };
+    let result = |outcome| LocalResult {
+        outcome,
+        needs_root: false,
+    };
+    let mut data = ctx.spool.claimed_data(claim)?;
+    match loops::check(&mut data, &delivered_to, config.max_hops) {
+        Ok(Some(why)) => return Ok(result(Outcome::failed("5.4.6", why))),
+        Ok(None) => {}
+        Err(e) => {
+            return Ok(result(Outcome::deferred(
+                "4.3.0",
+                format!("reading the message: {e}"),
+            )));
+        }
+    }
+    let empty = Aliases::default();
+    let expansion = local::expand(config, aliases.unwrap_or(&empty), &address);
+    if expansion.remote.is_empty() && expansion.local.is_empty() {
+        return Ok(result(Outcome::failed(
+            "5.1.1",
+            format!("{address} expands to nothing deliverable"),
+        )));
+    }
+    let header = format!(
+        "Return-Path: <{}>\nDelivered-To: {delivered_to}\n",
+        envelope.sender
+    );
+    let mut steps = Vec::new();
+    if !expansion.remote.is_empty() {
+        let to = expansion.remote.join(", ");
+        if !state.recipients[index]
+            .local_done
+            .iter()
+            .any(|k| k == "forward")
+        {
+            let mut data = ctx.spool.claimed_data(claim)?;
+            let field = format!("Delivered-To: {delivered_to}\n");
+            let copy = local::forward(
+                ctx.spool,
+                config,
+                envelope,
+                &expansion,
+                field.as_bytes(),
+                &mut data,
+                now,
+            )?;
+            tally.notices.push(copy.clone());
+            mark_done(ctx, claim, state, index, "forward")?;
+            steps.push(Step::Done(format!("forwarded as {copy} to {to}")));
+        } else {
+            steps.push(Step::Done(format!("forwarded to {to} earlier")));
+        }
+    }
+    for delivery in &expansion.local {
+        let key = delivery.key(config);
+        if state.recipients[index].local_done.contains(&key) {
+            continue;
+        }
+        let target = Target {
+            config,
+            sender: &envelope.sender,
+            recipient: &delivered_to,
+            header: header.as_bytes(),
+        };
+        let mut data = ctx.spool.claimed_data(claim)?;
+        let step = target.deliver(delivery, &mut data);
+        if let Step::Done(_) = step {
+            mark_done(ctx, claim, state, index, &key)?;
+        }
+        steps.push(step);
+    }
+    Ok(summarise(steps))
+}
+
+fn mark_done(
+    ctx: &Context,
+    claim: &Claim,
+    state: &mut DeliveryState,
+    index: usize,
+    key: &str,
+) -> Result<()> {
+    state.recipients[index].local_done.push(key.to_string());
+    persist(ctx, claim.id(), state)
+}
+
+/// One outcome for the recipient: deferred while any target waits,
+/// else failed when any target failed, else delivered.
+fn summarise(steps: Vec<Step>) -> LocalResult {
+    let mut done = Vec::new();
+    let mut waiting = Vec::new();
+    let mut needs_root = true;
+    let mut failed = Vec::new();
+    let mut fail_dsn = "5.0.0";
+    for step in steps {
+        match step {
+            Step::Done(text) => done.push(text),
+            Step::Defer(text) => {
+                needs_root = false;
+                waiting.push(text)
+            }
+            Step::NeedsRoot(text) => waiting.push(text),
+            Step::Fail(dsn, text) => {
+                fail_dsn = dsn;
+                failed.push(text)
+            }
+        }
+    }
+    if !waiting.is_empty() {
+        waiting.extend(failed.iter().map(|f| format!("failed: {f}")));
+        return LocalResult {
+            outcome: Outcome::deferred("4.3.0", waiting.join("; ")),
+            needs_root,
+        };
+    }
+    let outcome = if failed.is_empty() {
+        Outcome::Delivered {
+            dsn: "2.0.0".into(),
+            reply: done.join("; "),
+        }
+    } else {
+        Outcome::failed(fail_dsn, failed.join("; "))
+    };
+    LocalResult {
+        outcome,
+        needs_root: false,
+    }
+}
+
+/// What every target of one recipient shares.
+struct Target<'a> {
+    config: &'a Config,
+    sender: &'a str,
+    recipient: &'a str,
+    /// `Return-Path:` and `Delivered-To:`, put on top of each copy.
+    header: &'a [u8],
+}
+
+impl Target<'_> {
+    fn deliver(&self, delivery: &Delivery, data: &mut (dyn Read + Send)) -> Step {
+        match delivery {
+            Delivery::Unknown(name) => Step::Fail("5.1.1", format!("{name}: no such user here")),
+            Delivery::Trouble(why) => Step::Defer(why.clone()),
+            Delivery::Mailbox(user) => self.mailbox(user, data),
+            Delivery::Pipe { command, run_as } => match self.resolve(run_as) {
+                Ok(user) => self.pipe(command, &user, data),
+                Err(step) => step,
+            },
+            Delivery::File { path, run_as } => match self.resolve(run_as) {
+                Ok(user) => {
+                    let what = format!("file {}", path.display());
+                    self.through_child(&user, user.gid, Store::File(path.clone()), &what, data)
+                }
+                Err(step) => step,
+            },
+        }
+    }
+
+    /// The account a command or file runs as: never root.
+    fn resolve(&self, run_as: &RunAs) -> std::result::Result<User, Step> {
+        let user = match run_as {
+            RunAs::User(u) => u.clone(),
+            RunAs::PipeUser => match User::lookup(&self.config.pipe_user) {
+                Ok(Some(u)) => u,
+                Ok(None) => {
+                    return Err(Step::Defer(format!(
+                        "pipe_user {} does not exist",
+                        self.config.pipe_user
+                    )));
+                }
+                Err(e) => return Err(Step::Defer(e)),
+            },
+        };
+        if user.uid == 0 {
+            return Err(Step::Defer(format!(
+                "refusing to run a command or write a file as root ({})",
+                user.name
+            )));
+        }
+        Ok(user)
+    }
+
+    fn mailbox(&self, user: &User, data: &mut (dyn Read + Send)) -> Step {
+        match self.config.mailbox {
+            MailboxFormat::Mbox => {
+                let path = self.config.mail_spool_dir.join(&user.name);
+                let what = format!("mailbox {}", path.display());
+                match power_over(user.uid) {
+                    Power::Same => {
+                        match store::mbox_here(&path, user.uid, self.sender, self.header, data) {
+                            Ok(()) => Step::Done(format!("delivered to {what}")),
+                            Err(e) => Step::Defer(e.message().to_string()),
+                        }
+                    }
+                    // The mail group, so the mailbox and its dotlock can be
+                    // made in a directory like Debian's /var/mail (root:mail
+                    // 2775).
+                    _ => {
+                        let gid = std::fs::metadata(&self.config.mail_spool_dir)
+                            .map_or(user.gid, |m| m.gid());
+                        self.through_child(user, gid, Store::Mbox(path), &what, data)
+                    }
+                }
+            }
+            MailboxFormat::Maildir => {
+                let path = user.path(&self.config.maildir);
+                let what = format!("maildir {}", path.display());
+                self.through_child(user, user.gid, Store::Maildir(path), &what, data)
+            }
+        }
+    }
+
+    fn through_child(
+        &self,
+        user: &User,
+        gid: u32,
+        store_at: Store,
+        what: &str,
+        data: &mut (dyn Read + Send),
+    ) -> Step {
+        let creds = match self.credentials(user, gid) {
+            Ok(c) => c,
+            Err(step) => return step,
+        };
+        match store::through_child(&store_at, creds, self.sender, self.header, data) {
+            Ok(()) => Step::Done(format!("delivered to {what}")),
+            Err(e) => Step::Defer(format!("{what}: {}", e.message())),
+        }
+    }
+
+    /// None: run as ourselves; Some: switch (root); Err: we cannot.
+    fn credentials(&self, user: &User, gid: u32) -> std::result::Result<Option<Credentials>, Step> {
+        match power_over(user.uid) {
+            Power::Same => Ok(None),
+            Power::Root => Credentials::of(user, gid)
+                .map(Some)
+                .map_err(|e| Step::Defer(format!("groups of {}: {e}", user.name))),
+            Power::None => Err(Step::NeedsRoot(format!(
+                "delivery as {} waits for a queue run by root",
+                user.name
+            ))),
+        }
+    }
+
+    fn pipe(&self, command: &str, user: &User, data: &mut (dyn Read + Send)) -> Step {
+        let creds = match self.credentials(user, user.gid) {
+            Ok(c) => c,
+            Err(step) => return step,
+        };
+        let job = pipe::Job {
+            command,
+            user,
+            creds,
+            sender: self.sender,
+            recipient: self.recipient,
+            timeout: self.config.pipe_timeout,
+        };
+        let said = |output: &str| match output.is_empty() {
+            true => String::new(),
+            false => format!(": {}", output.replace('\n', " / ")),
+        };
+        match pipe::run(&job, self.header, data) {
+            Ok(Ended::Exited(0, _)) => Step::Done(format!("delivered to command {command}")),
+            Ok(Ended::Exited(75, out)) => Step::Defer(format!(
+                "command {command} exited 75 (try again later){}",
+                said(&out)
+            )),
+            Ok(Ended::Exited(code, out)) => Step::Fail(
+                "5.3.0",
+                format!("command {command} exited {code}{}", said(&out)),
+            ),
+            Ok(Ended::Killed(signal, out)) => Step::Defer(format!(
+                "command {command} killed by signal {signal}{}",
+                said(&out)
+            )),
+            Ok(Ended::TimedOut(out)) => Step::Defer(format!(
+                "command {command} ran longer than {}s and was killed{}",
+                self.config.pipe_timeout.as_secs(),
+                said(&out)
+            )),
+            Err(e) => Step::Defer(format!("starting command {command}: {e}")),
+        }
+    }
+}
