@@ -18,3 +18,4 @@ fi
 python3 -c 'import aiosmtpd, dnslib' 2>/dev/null ||
     python3 -m pip install -q aiosmtpd dnslib
 sh tests/peers/postfix.sh target/peers/postfix
+sh tests/peers/mailx.sh target/peers/mailx

@@ -54,15 +54,7 @@ pub fn append(spec: &Append, message: &mut dyn Read, now: SystemTime) -> Result<
         true => Some(DotLock::acquire(spec.path, spec.lock_timeout)?),
         false => None,
     };
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(spec.mode)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
-        .open(spec.path)
-        .map_err(|e| Error::io(what("opening"), &e))?;
+    let file = open_or_create(spec).map_err(|e| Error::io(what("opening"), &e))?;
     let meta = file.metadata().map_err(|e| Error::io(what("stat"), &e))?;
     // A hard link or a device instead of a mailbox would let whoever
     // planted it make us write elsewhere.
@@ -100,6 +92,33 @@ pub fn append(spec: &Append, message: &mut dyn Read, now: SystemTime) -> Result<
             let _ = file.sync_all();
             Err(Error::io(what("writing"), &e))
         }
+    }
+}
+
+/// Opens the mailbox, creating it with exactly `spec.mode` (the umask a
+/// hardened process runs with would otherwise take the group's write
+/// bit, which the mail group needs).
+fn open_or_create(spec: &Append) -> io::Result<File> {
+    let flags = libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
+    match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(spec.mode)
+        .custom_flags(flags)
+        .open(spec.path)
+    {
+        Ok(file) => {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(fs::Permissions::from_mode(spec.mode))?;
+            Ok(file)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(flags)
+            .open(spec.path),
+        Err(e) => Err(e),
     }
 }
 

@@ -635,34 +635,6 @@ fn a_queue_run_with_an_interval_keeps_running() {
 }
 
 #[test]
-fn an_alias_to_remote_addresses_is_forwarded() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = SmtpServer::start(dir.path(), &[]);
-    let w = world_for(&server, "");
-    std::fs::write(
-        w.dir.path().join("aliases"),
-        "root: admins\nadmins: a@x.test, b@x.test\nowner-admins: postmaster\n",
-    )
-    .unwrap();
-    assert_success(&w.run("newaliases", &[], b""));
-    w.send_ok(&["-f", "cron@example.org", "root", "nobody"], MSG);
-    assert_success(&w.sendmail(&["-q"], b""));
-    let got = server.messages();
-    assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!(got[0].rcpt_tos, ["a@x.test", "b@x.test"]);
-    assert_eq!(got[0].mail_from, "cron@example.org");
-    assert!(String::from_utf8_lossy(&got[0].data).contains("Subject: delivery test"));
-    // nobody is a real user's mailbox: local delivery, not there yet, so
-    // it waits.
-    let q = w.mailq_json();
-    assert_eq!(q.len(), 1);
-    let rcpts = q[0]["recipients"].as_array().unwrap();
-    let status = |a: &str| rcpts.iter().find(|r| r["address"] == a).unwrap()["status"].clone();
-    assert_eq!(status("root"), "delivered");
-    assert_eq!(status("nobody"), "deferred");
-}
-
-#[test]
 fn an_unknown_local_user_bounces_with_5_1_1() {
     let dir = tempfile::tempdir().unwrap();
     let server = SmtpServer::start(dir.path(), &[]);

@@ -126,9 +126,6 @@ pub fn expand(config: &Config, aliases: &Aliases, address: &str) -> Expansion {
         seen_forwards: BTreeSet::new(),
         out: Expansion::default(),
     };
-    if aliases.entries.contains_key(&format!("owner-{name}")) {
-        walker.out.owner = Some(name.clone());
-    }
     walker.name(&name, 0);
     walker.out
 }
@@ -153,6 +150,13 @@ impl Walker<'_> {
         let aliases = self.aliases;
         match aliases.entries.get(name) {
             Some(targets) if depth < MAX_DEPTH && self.seen_aliases.insert(name.to_string()) => {
+                // The outermost alias with an owner- alias receives the
+                // errors of what it expands to (a mailing list's owner).
+                if self.out.owner.is_none()
+                    && aliases.entries.contains_key(&format!("owner-{name}"))
+                {
+                    self.out.owner = Some(name.to_string());
+                }
                 for t in targets {
                     self.target(t, depth + 1, &RunAs::PipeUser);
                 }
