@@ -18,6 +18,7 @@ pub mod mailq;
 pub mod mbox;
 pub mod message;
 pub mod privilege;
+pub mod qualify;
 pub mod runner;
 pub mod smtp;
 pub mod spool;

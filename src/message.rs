@@ -598,6 +598,18 @@ impl Header {
         Ok(written)
     }
 
+    /// Adds `@hostname` to bare local names in the address fields
+    /// (`To: root` → `To: root@hostname`), as sendmail does.
+    pub fn qualify(&mut self, hostname: &str) {
+        for raw in &mut self.fields {
+            if crate::qualify::is_address_field(field_name(raw))
+                && let Some(rewritten) = crate::qualify::qualify_field(raw, hostname)
+            {
+                *raw = rewritten;
+            }
+        }
+    }
+
     /// Unfolded value of the first field with this name, if any (lossy
     /// UTF-8), without leading and trailing blanks.
     pub fn get(&self, name: &str) -> Option<String> {

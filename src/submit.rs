@@ -119,7 +119,7 @@ pub fn submit(
             ..IntakeOptions::default()
         },
     );
-    let header = intake.read_header()?;
+    let mut header = intake.read_header()?;
     if inv.extract_recipients {
         // Postfix semantics: header recipients plus the command line.
         let mut from_header = header.recipients()?;
@@ -169,6 +169,7 @@ pub fn submit(
     let out = draft.data();
     out.write_all(&received)
         .map_err(|e| Error::io("writing the queue file", &e))?;
+    header.qualify(&config.hostname);
     header.write_to(out)?;
     out.write_all(&added)
         .and_then(|()| out.write_all(b"\n"))

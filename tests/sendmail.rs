@@ -563,3 +563,21 @@ fn foreground_delivery_that_defers_exits_75_and_keeps_the_message() {
         assert_eq!(w.queue_ids().len(), before + 1, "the message stays queued");
     }
 }
+
+#[test]
+fn bare_local_names_in_address_fields_are_qualified_with_the_hostname() {
+    let w = World::new();
+    let id = w.send_ok(
+        &["-t"],
+        b"To: root, Bob <bob>, far@x.example (Far)\nCc: undisclosed-recipients:;\nFrom: cron\nSubject: q\n\nTo: body stays\n",
+    );
+    let data = String::from_utf8(w.data(&id)).unwrap();
+    let host = common::HOSTNAME;
+    assert!(
+        data.contains(&format!(
+            "\nTo: root@{host}, Bob <bob@{host}>, far@x.example (Far)\nCc: undisclosed-recipients:;\nFrom: cron@{host}\n"
+        )),
+        "{data}"
+    );
+    assert!(data.ends_with("\n\nTo: body stays\n"), "{data}");
+}

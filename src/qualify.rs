@@ -1,0 +1,194 @@
+//! Qualifying bare local names in address header fields, as sendmail and
+//! Postfix do for locally submitted mail: `To: root` leaves this host as
+//! `To: root@HOSTNAME`, so that a reply from elsewhere comes back here
+//! instead of going to the replier's own `root`.
+//!
+//! Only what is certainly a bare local name is touched — an angle address
+//! without `@` (`Bob <bob>`) or a lone local part (`root`); display
+//! names, comments, quoting, folding and group names stay byte for byte.
+
+use crate::address::Address;
+
+/// Fields holding address lists (Bcc is never written at all).
+const ADDRESS_FIELDS: [&str; 9] = [
+    "From",
+    "Sender",
+    "Reply-To",
+    "To",
+    "Cc",
+    "Resent-From",
+    "Resent-Sender",
+    "Resent-To",
+    "Resent-Cc",
+];
+
+/// Whether a field with this name holds addresses to qualify.
+pub fn is_address_field(name: &[u8]) -> bool {
+    ADDRESS_FIELDS
+        .iter()
+        .any(|f| name.eq_ignore_ascii_case(f.as_bytes()))
+}
+
+/// The raw field (`Name: value\n`, maybe folded) with `@hostname` added
+/// to every bare local name; None when nothing needed it.
+pub fn qualify_field(raw: &[u8], hostname: &str) -> Option<Vec<u8>> {
+    let colon = raw.iter().position(|&b| b == b':')?;
+    if hostname.is_empty() {
+        return None;
+    }
+    let inserts = bare_names(&raw[colon + 1..]);
+    if inserts.is_empty() {
+        return None;
+    }
+    let mut out = raw.to_vec();
+    let at = format!("@{hostname}");
+    for pos in inserts.into_iter().rev() {
+        let pos = colon + 1 + pos;
+        out.splice(pos..pos, at.bytes());
+    }
+    Some(out)
+}
+
+/// One address-list item being scanned.
+#[derive(Default)]
+struct Item {
+    /// Significant text outside comments (for the lone-local-part case).
+    text: Vec<u8>,
+    /// Just after the last significant byte.
+    end: usize,
+    /// Content and position of the closing '>' of an angle address.
+    angle: Option<(Vec<u8>, usize)>,
+}
+
+/// Offsets (into `value`) where `@hostname` belongs.
+fn bare_names(value: &[u8]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let mut item = Item::default();
+    let mut angle: Option<Vec<u8>> = None;
+    let mut comment = 0usize;
+    let mut quoted = false;
+    let mut escaped = false;
+    let finish = |item: &mut Item, out: &mut Vec<usize>| {
+        let item = std::mem::take(item);
+        if let Some((inside, close)) = item.angle {
+            if is_bare(&inside) {
+                out.push(close);
+            }
+        } else if is_bare(&item.text) {
+            out.push(item.end);
+        }
+    };
+    for (i, &b) in value.iter().enumerate() {
+        if escaped {
+            escaped = false;
+            if comment == 0 {
+                push(&mut item, &mut angle, b, i);
+            }
+            continue;
+        }
+        if comment > 0 {
+            match b {
+                b'\\' => escaped = true,
+                b'(' => comment += 1,
+                b')' => comment -= 1,
+                _ => {}
+            }
+            continue;
+        }
+        if quoted {
+            match b {
+                b'\\' => escaped = true,
+                b'"' => quoted = false,
+                _ => {}
+            }
+            push(&mut item, &mut angle, b, i);
+            continue;
+        }
+        match b {
+            b'(' => comment = 1,
+            b'"' => {
+                quoted = true;
+                push(&mut item, &mut angle, b, i);
+            }
+            b'<' if angle.is_none() => angle = Some(Vec::new()),
+            b'>' if angle.is_some() => {
+                item.angle = angle.take().map(|inside| (inside, i));
+                item.end = i + 1;
+            }
+            b',' | b';' if angle.is_none() => finish(&mut item, &mut out),
+            // A group's name ends here: it is not an address.
+            b':' if angle.is_none() => item = Item::default(),
+            b' ' | b'\t' | b'\r' | b'\n' => {}
+            _ => push(&mut item, &mut angle, b, i),
+        }
+    }
+    if angle.is_none() && comment == 0 && !quoted {
+        finish(&mut item, &mut out);
+    }
+    out
+}
+
+fn push(item: &mut Item, angle: &mut Option<Vec<u8>>, b: u8, i: usize) {
+    match angle {
+        Some(inside) => inside.push(b),
+        None => {
+            item.text.push(b);
+            item.end = i + 1;
+        }
+    }
+}
+
+/// A valid local part with no domain.
+fn is_bare(text: &[u8]) -> bool {
+    if text.is_empty() || text.contains(&b'@') {
+        return false;
+    }
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|t| Address::parse(t).ok())
+        .is_some_and(|a| a.domain().is_none())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(field: &str) -> String {
+        match qualify_field(field.as_bytes(), "h.example") {
+            Some(v) => String::from_utf8(v).unwrap(),
+            None => field.to_string(),
+        }
+    }
+
+    #[test]
+    fn bare_names_get_the_hostname_and_the_rest_stays() {
+        assert_eq!(q("To: root\n"), "To: root@h.example\n");
+        assert_eq!(
+            q("To: root, Bob <bob>, x@y.example (X), \"a, b\" <c@d>\n"),
+            "To: root@h.example, Bob <bob@h.example>, x@y.example (X), \"a, b\" <c@d>\n"
+        );
+        assert_eq!(
+            q("Cc: alice (the boss)\n"),
+            "Cc: alice@h.example (the boss)\n"
+        );
+        assert_eq!(
+            q("To: first,\n\tsecond\n"),
+            "To: first@h.example,\n\tsecond@h.example\n"
+        );
+    }
+
+    #[test]
+    fn groups_empty_and_odd_values_are_left_alone() {
+        for field in [
+            "To: undisclosed-recipients:;\n",
+            "To: \n",
+            "From: <>\n",
+            "To: Team: a@b.example;\n",
+            "To: \"unterminated\n",
+            "To: x@y.example\n",
+        ] {
+            assert_eq!(q(field), field);
+        }
+        assert_eq!(q("To: Team: a, b@c;\n"), "To: Team: a@h.example, b@c;\n");
+    }
+}
