@@ -15,10 +15,4 @@ if [ -n "$need" ]; then
     # shellcheck disable=SC2086
     apt-get install -y -qq $need >/dev/null
 fi
-if [ ! -x .callers/usr/bin/bsd-mailx ]; then
-    tmp=$(mktemp -d)
-    chmod 755 "$tmp"  # apt downloads as _apt
-    (cd "$tmp" && apt-get download bsd-mailx >/dev/null)
-    dpkg -x "$tmp"/bsd-mailx_*.deb .callers
-    rm -rf "$tmp"
-fi
+sh ../tests/peers/mailx.sh .callers
