@@ -734,3 +734,61 @@ fn delivery_as_another_user_drops_to_that_user() {
         "{text}"
     );
 }
+
+#[test]
+fn a_runner_that_is_not_root_delivers_its_own_mail_and_leaves_the_rest_to_root() {
+    if !is_root() {
+        eprintln!("skipped: running the queue as another user needs root (CI runs these as root)");
+        return;
+    }
+    let nobody = User::lookup("nobody").unwrap().unwrap();
+    let w = local_world("");
+    // The whole world belongs to nobody, who submits and runs the queue.
+    let out = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{}:{}", nobody.uid, nobody.gid))
+        .arg(w.dir.path())
+        .output()
+        .unwrap();
+    assert_success(&out);
+    let as_nobody = |args: &[&str], stdin: &[u8]| {
+        let mut cmd = Command::new("setpriv");
+        cmd.arg(format!("--reuid={}", nobody.uid))
+            .arg(format!("--regid={}", nobody.gid))
+            .arg("--clear-groups")
+            .arg(w.bin.join("sendmail"))
+            .arg("-C")
+            .arg(&w.config)
+            .args(args);
+        common::run_with_stdin(&mut cmd, stdin)
+    };
+    assert_success(&as_nobody(
+        &["-odq", "-f", "s@example.org", "nobody", "root"],
+        b"Subject: both\n\nbody\n",
+    ));
+    assert_success(&as_nobody(&["-q"], b""));
+    assert_eq!(python_mbox(&mailbox(&w, "nobody")).len(), 1, "its own mailbox");
+    assert!(!mailbox(&w, "root").exists(), "root's mailbox untouched");
+    let states = recipient_states(&w);
+    let root = states.iter().find(|s| s.0.starts_with("root")).unwrap();
+    assert_eq!(root.1, "deferred", "{states:?}");
+    assert!(root.2.contains("waits for a queue run by root"), "{root:?}");
+    // Due at once for root, not after the retry backoff.
+    let q = w.mailq_json();
+    let next = q[0]["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["address"].as_str().unwrap().starts_with("root"))
+        .unwrap()["next_attempt"]
+        .as_u64();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(next.is_none_or(|t| t <= now), "{q:?}");
+    queue_run(&w);
+    assert!(w.queue_ids().is_empty(), "{:?}", w.mailq_json());
+    assert_eq!(python_mbox(&mailbox(&w, "root")).len(), 1);
+    assert_eq!(python_mbox(&mailbox(&w, "nobody")).len(), 1, "not delivered twice");
+}
