@@ -639,9 +639,13 @@ fn concurrent_runners_wait_for_a_reader_holding_the_lock() {
                 .unwrap()
         })
         .collect();
-    // They are waiting for the lock once the dotlock has been tried: give
-    // the reader's hold a moment so that they do collide with it.
-    std::thread::sleep(Duration::from_millis(500));
+    // Wait until runners hold claims on queued messages (flocks on the
+    // queue files, seen in /proc/locks): they are then inside delivery,
+    // stuck behind the reader's lock.
+    assert!(
+        wait_for(WAIT, || claimed_queue_files(&w) >= 3),
+        "runners never claimed messages"
+    );
     writeln!(reader.stdin.take().unwrap()).unwrap();
     let sizes = lines.next().unwrap().unwrap();
     let parts: Vec<&str> = sizes.split(' ').collect();
@@ -675,6 +679,33 @@ fn concurrent_runners_wait_for_a_reader_holding_the_lock() {
         .collect();
     seen.sort();
     assert_eq!(seen, (0..N).collect::<Vec<_>>());
+}
+
+/// How many queue files some process holds a flock on (a claim).
+fn claimed_queue_files(w: &World) -> usize {
+    let inodes: Vec<u64> = w
+        .queue_ids()
+        .iter()
+        .filter_map(|id| fs::metadata(w.spool.join("queue").join(id)).ok())
+        .map(|m| m.ino())
+        .collect();
+    let locks = fs::read_to_string("/proc/locks").unwrap_or_default();
+    let mut held: Vec<u64> = locks
+        .lines()
+        .filter(|l| l.contains("FLOCK") && !l.contains("->"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(5)?
+                .rsplit(':')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .filter(|ino| inodes.contains(ino))
+        .collect();
+    held.sort();
+    held.dedup();
+    held.len()
 }
 
 #[test]
@@ -767,7 +798,11 @@ fn a_runner_that_is_not_root_delivers_its_own_mail_and_leaves_the_rest_to_root()
         b"Subject: both\n\nbody\n",
     ));
     assert_success(&as_nobody(&["-q"], b""));
-    assert_eq!(python_mbox(&mailbox(&w, "nobody")).len(), 1, "its own mailbox");
+    assert_eq!(
+        python_mbox(&mailbox(&w, "nobody")).len(),
+        1,
+        "its own mailbox"
+    );
     assert!(!mailbox(&w, "root").exists(), "root's mailbox untouched");
     let states = recipient_states(&w);
     let root = states.iter().find(|s| s.0.starts_with("root")).unwrap();
@@ -790,5 +825,9 @@ fn a_runner_that_is_not_root_delivers_its_own_mail_and_leaves_the_rest_to_root()
     queue_run(&w);
     assert!(w.queue_ids().is_empty(), "{:?}", w.mailq_json());
     assert_eq!(python_mbox(&mailbox(&w, "root")).len(), 1);
-    assert_eq!(python_mbox(&mailbox(&w, "nobody")).len(), 1, "not delivered twice");
+    assert_eq!(
+        python_mbox(&mailbox(&w, "nobody")).len(),
+        1,
+        "not delivered twice"
+    );
 }
