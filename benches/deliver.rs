@@ -16,12 +16,14 @@
 //! Targets are printed, never asserted; correctness (every message
 //! delivered, the queue empty) is asserted.
 
-use std::io::{Read, Write};
+mod common;
+
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use spoolmail::spool::{Envelope, Spool};
+use common::{bench_base_dir, env_number, fill_queue};
 
 const DEFAULT_N: usize = 10_000;
 const TEST_MODE_N: usize = 200;
@@ -63,7 +65,7 @@ fn main() {
     // spoolmail: fill the queue (not measured), then drain it.
     let spool_dir = work.path().join("spool");
     let fill_start = Instant::now();
-    fill_queue(&spool_dir, n);
+    fill_queue(&spool_dir, n, "rcpt@bench.test", &message());
     let fill = fill_start.elapsed();
     let sink = Sink::start(&postfix);
     let config = work.path().join("spoolmail.conf");
@@ -133,28 +135,11 @@ fn main() {
     }
 }
 
-fn env_number(name: &str) -> Option<usize> {
-    let v = std::env::var(name).ok()?;
-    Some(
-        v.parse::<usize>()
-            .ok()
-            .filter(|&n| n > 0)
-            .unwrap_or_else(|| panic!("{name}={v:?} is not a positive integer")),
-    )
-}
-
 fn postfix_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("SPOOLMAIL_POSTFIX_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/peers/postfix"));
     dir.join("usr/sbin/smtp-sink").exists().then_some(dir)
-}
-
-fn bench_base_dir() -> PathBuf {
-    match option_env!("CARGO_TARGET_TMPDIR") {
-        Some(d) => PathBuf::from(d),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"),
-    }
 }
 
 fn postfix_command(postfix: &Path, program: &str) -> Command {
@@ -280,35 +265,6 @@ fn run_source(postfix: &Path, n: usize, concurrency: usize, reuse: bool) -> Dura
         "smtp-sink must count every smtp-source message"
     );
     elapsed
-}
-
-/// Commits `n` messages through the spool's own commit path (draft,
-/// fsync, rename): the same files `sendmail -odq` leaves.
-fn fill_queue(dir: &Path, n: usize) {
-    let spool = Spool::open(dir).expect("open spool");
-    let message = message();
-    for _ in 0..n {
-        let mut draft = spool.begin(SystemTime::now()).expect("begin");
-        let envelope = Envelope {
-            id: draft.id().clone(),
-            arrival: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap()
-                .as_secs(),
-            sender: "sender@bench.test".into(),
-            recipients: vec!["rcpt@bench.test".into()],
-            uid: 0,
-            user: "bench".into(),
-            body_type: None,
-            dsn_notify: None,
-            dsn_ret: None,
-            envid: None,
-            size: 0,
-        };
-        draft.write_envelope(&envelope).expect("envelope");
-        draft.data().write_all(&message).expect("data");
-        draft.commit().expect("commit");
-    }
 }
 
 /// A message of smtp-source's size: a few headers and BODY_LEN bytes.

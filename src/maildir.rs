@@ -14,12 +14,18 @@ use crate::error::{Error, Result};
 
 static SEQUENCE: AtomicU32 = AtomicU32::new(0);
 
-/// Writes `header` then `message` into the Maildir `dir` (created with
-/// its tmp/new/cur when missing). Returns the path in `new/`.
+/// Writes `header` then `message` into the Maildir `dir` (created, with
+/// missing parents and its tmp/new/cur, when missing). Returns the path in `new/`.
 pub fn deliver(dir: &Path, header: &[u8], message: &mut dyn Read) -> Result<PathBuf> {
     for sub in ["", "tmp", "new", "cur"] {
         let path = dir.join(sub);
-        match fs::DirBuilder::new().mode(0o700).create(&path) {
+        // The Maildir itself may be missing with its parents (a template
+        // such as /srv/mail/%u/Maildir/): made as the user, private.
+        match fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(sub.is_empty())
+            .create(&path)
+        {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io(format_args!("creating {}", path.display()), &e)),

@@ -14,6 +14,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Kind, Result};
@@ -50,6 +51,9 @@ pub struct Append<'a> {
 /// bytes written. A lock that cannot be had in time is a TempFail.
 pub fn append(spec: &Append, message: &mut dyn Read, now: SystemTime) -> Result<u64> {
     let what = |verb: &str| format!("{verb} {}", spec.path.display());
+    // Workers of one runner queue up here without polling; the file locks
+    // below are for the other processes.
+    let _turn = InProcess::acquire(spec.path, spec.lock_timeout)?;
     let _dotlock = match spec.dotlock {
         true => Some(DotLock::acquire(spec.path, spec.lock_timeout)?),
         false => None,
@@ -204,6 +208,7 @@ fn asctime(now: SystemTime) -> String {
 /// lock procmail, mutt and mailx take too (F_SETLK, not flock).
 fn fcntl_lock(file: &File, timeout: Duration) -> io::Result<()> {
     let deadline = Instant::now() + timeout;
+    let mut pause = Duration::ZERO;
     loop {
         // SAFETY: a zeroed flock is valid; the fields are set below.
         let mut fl: libc::flock = unsafe { std::mem::zeroed() };
@@ -220,7 +225,57 @@ fn fcntl_lock(file: &File, timeout: Duration) -> io::Result<()> {
         if Instant::now() >= deadline {
             return Err(io::Error::from(io::ErrorKind::WouldBlock));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        pause = backoff(pause);
+    }
+}
+
+/// Sleeps a little longer each time, from 1 ms up to 50 ms: runners
+/// queued behind one another on a busy mailbox get in quickly, a reader
+/// holding it for minutes costs a poll every 50 ms. Returns the next
+/// pause.
+fn backoff(pause: Duration) -> Duration {
+    let pause = pause.clamp(Duration::from_millis(1), Duration::from_millis(50));
+    std::thread::sleep(pause);
+    (pause * 2).min(Duration::from_millis(50))
+}
+
+/// The mailboxes this process is writing to, and a wake-up for whoever
+/// waits for one of them.
+static BUSY: (Mutex<Vec<PathBuf>>, Condvar) = (Mutex::new(Vec::new()), Condvar::new());
+
+/// This process's turn at one mailbox; given back on drop.
+struct InProcess {
+    path: PathBuf,
+}
+
+impl InProcess {
+    fn acquire(path: &Path, timeout: Duration) -> Result<InProcess> {
+        let deadline = Instant::now() + timeout;
+        let (busy, wake) = &BUSY;
+        let mut list = busy.lock().unwrap_or_else(|p| p.into_inner());
+        while list.iter().any(|p| p == path) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(Error::temp(format!("{}: mailbox busy", path.display())));
+            }
+            list = wake
+                .wait_timeout(list, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        list.push(path.to_path_buf());
+        Ok(InProcess {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        let (busy, wake) = &BUSY;
+        let mut list = busy.lock().unwrap_or_else(|p| p.into_inner());
+        list.retain(|p| p != &self.path);
+        wake.notify_all();
     }
 }
 
@@ -235,6 +290,7 @@ impl DotLock {
         name.push(".lock");
         let path = PathBuf::from(name);
         let deadline = Instant::now() + timeout;
+        let mut pause = Duration::ZERO;
         loop {
             match OpenOptions::new()
                 .write(true)
@@ -269,7 +325,7 @@ impl DotLock {
                     mailbox.display()
                 )));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            pause = backoff(pause);
         }
     }
 }

@@ -85,6 +85,11 @@ pub fn deliver(
         "Return-Path: <{}>\nDelivered-To: {delivered_to}\n",
         envelope.sender
     );
+    let pending: Vec<&Delivery> = expansion
+        .local
+        .iter()
+        .filter(|d| !state.recipients[index].local_done.contains(&d.key(config)))
+        .collect();
     let mut steps = Vec::new();
     if !expansion.remote.is_empty() {
         let to = expansion.remote.join(", ");
@@ -105,17 +110,14 @@ pub fn deliver(
                 now,
             )?;
             tally.notices.push(copy.clone());
-            mark_done(ctx, claim, state, index, "forward")?;
+            mark_done(ctx, claim, state, index, "forward", !pending.is_empty())?;
             steps.push(Step::Done(format!("forwarded as {copy} to {to}")));
         } else {
             steps.push(Step::Done(format!("forwarded to {to} earlier")));
         }
     }
-    for delivery in &expansion.local {
+    for (n, delivery) in pending.iter().enumerate() {
         let key = delivery.key(config);
-        if state.recipients[index].local_done.contains(&key) {
-            continue;
-        }
         let target = Target {
             config,
             sender: &envelope.sender,
@@ -125,7 +127,11 @@ pub fn deliver(
         let mut data = ctx.spool.claimed_data(claim)?;
         let step = target.deliver(delivery, &mut data);
         if let Step::Done(_) = step {
-            mark_done(ctx, claim, state, index, &key)?;
+            // On disk at once when another target follows (a crash
+            // before the recipient's outcome is recorded must not
+            // repeat this one); the last one is saved with that outcome.
+            let more = n + 1 < pending.len();
+            mark_done(ctx, claim, state, index, &key, more)?;
         }
         steps.push(step);
     }
@@ -138,9 +144,13 @@ fn mark_done(
     state: &mut DeliveryState,
     index: usize,
     key: &str,
+    save_now: bool,
 ) -> Result<()> {
     state.recipients[index].local_done.push(key.to_string());
-    persist(ctx, claim.id(), state)
+    match save_now {
+        true => persist(ctx, claim.id(), state),
+        false => Ok(()),
+    }
 }
 
 /// One outcome for the recipient: deferred while any target waits,

@@ -1,0 +1,56 @@
+//! What the benchmarks share: their size from the environment, where
+//! they work, and a queue filled straight through the spool library.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use spoolmail::spool::{Envelope, Spool};
+
+/// A positive integer from the environment, if set.
+pub fn env_number(name: &str) -> Option<usize> {
+    let v = std::env::var(name).ok()?;
+    Some(
+        v.parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| panic!("{name}={v:?} is not a positive integer")),
+    )
+}
+
+/// Where benchmarks make their directories (the target dir: a real disk).
+pub fn bench_base_dir() -> PathBuf {
+    match option_env!("CARGO_TARGET_TMPDIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"),
+    }
+}
+
+/// Commits `n` copies of `message` for `recipient` (setup, not measured).
+pub fn fill_queue(dir: &Path, n: usize, recipient: &str, message: &[u8]) {
+    let spool = Spool::open(dir).expect("open spool");
+    for _ in 0..n {
+        let mut draft = spool.begin(SystemTime::now()).expect("begin");
+        let envelope = Envelope {
+            id: draft.id().clone(),
+            arrival: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+            sender: "sender@bench.test".into(),
+            recipients: vec![recipient.into()],
+            uid: 0,
+            user: "bench".into(),
+            body_type: None,
+            dsn_notify: None,
+            dsn_ret: None,
+            envid: None,
+            size: 0,
+        };
+        draft.write_envelope(&envelope).expect("envelope");
+        draft.data().write_all(message).expect("data");
+        draft.commit().expect("commit");
+    }
+}
