@@ -229,7 +229,7 @@ impl Walker<'_> {
 }
 
 /// The user's `.forward` targets, when the file exists and is safe: a
-/// regular file owned by the user (or root) that neither group nor
+/// regular file owned by the user that neither group nor
 /// others can write. An unsafe one is ignored, with a warning, as
 /// sendmail and Postfix do.
 fn forward_targets(config: &Config, user: &User) -> Option<Vec<Target>> {
@@ -268,9 +268,11 @@ fn read_list(
     if meta.mode() & 0o022 != 0 {
         return Err(format!("{shown}: writable by group or others, ignored"));
     }
+    // Not even root's: a root runner reading a user's path must not be
+    // led (a symlinked directory) into a root-owned file such as
+    // /etc/shadow and quote it in warnings.
     if let Some(uid) = owner
         && meta.uid() != uid
-        && meta.uid() != 0
     {
         return Err(format!("{shown}: not owned by its user, ignored"));
     }

@@ -5,9 +5,13 @@
 //! command's whole process group is killed.
 
 use std::io::{self, Read, Write};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::user::{self, Credentials, User};
 
@@ -41,6 +45,7 @@ pub enum Ended {
 /// Runs `job` with `header` then `message` on its stdin. Err: it could
 /// not be started at all.
 pub fn run(job: &Job, header: &[u8], message: &mut (dyn Read + Send)) -> io::Result<Ended> {
+    let deadline = Instant::now() + job.timeout;
     let (output_reader, output_writer) = io::pipe()?;
     let mut command = Command::new("/bin/sh");
     command
@@ -57,7 +62,7 @@ pub fn run(job: &Job, header: &[u8], message: &mut (dyn Read + Send)) -> io::Res
         .current_dir(if job.user.home.is_dir() {
             job.user.home.as_path()
         } else {
-            std::path::Path::new("/")
+            Path::new("/")
         })
         .stdin(Stdio::piped())
         .stdout(output_writer.try_clone()?)
@@ -67,29 +72,22 @@ pub fn run(job: &Job, header: &[u8], message: &mut (dyn Read + Send)) -> io::Res
     // Our copies of the write end must go, or reading never ends.
     drop(command);
     let pid = child.id() as i32;
-    let output = std::thread::spawn(move || {
-        let mut kept = Vec::new();
-        let _ = output_reader
-            .take(OUTPUT_KEPT as u64)
-            .read_to_end(&mut kept);
-        String::from_utf8_lossy(&kept).trim().to_string()
-    });
+    let output = Output::collect(output_reader);
+    let stdin = child.stdin.take();
     let (done_tx, done_rx) = mpsc::channel();
-    let mut stdin = child.stdin.take();
     let waiter = std::thread::spawn(move || {
         let status = child.wait();
         let _ = done_tx.send(());
         status
     });
-    if let Some(pipe) = stdin.as_mut() {
-        // A command that does not read its input is not an error (EPIPE).
-        let _ = pipe.write_all(header).and_then(|()| {
-            io::copy(message, pipe)?;
-            pipe.flush()
-        });
-    }
-    drop(stdin);
-    let timed_out = done_rx.recv_timeout(job.timeout).is_err();
+    let fed_in_time = match stdin {
+        Some(pipe) => feed(pipe, header, message, deadline),
+        None => true,
+    };
+    let timed_out = !fed_in_time
+        || done_rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_err();
     if timed_out {
         // SAFETY: kill(2) on the command's own process group (setsid).
         unsafe { libc::kill(-pid, libc::SIGKILL) };
@@ -97,9 +95,7 @@ pub fn run(job: &Job, header: &[u8], message: &mut (dyn Read + Send)) -> io::Res
     let status = waiter
         .join()
         .map_err(|_| io::Error::other("waiting for the command panicked"))??;
-    // A daemon the command left behind may hold the pipe: do not wait
-    // for it forever.
-    let text = output.join().unwrap_or_default();
+    let text = output.text();
     use std::os::unix::process::ExitStatusExt;
     Ok(if timed_out {
         Ended::TimedOut(text)
@@ -108,6 +104,85 @@ pub fn run(job: &Job, header: &[u8], message: &mut (dyn Read + Send)) -> io::Res
     } else {
         Ended::Killed(status.signal().unwrap_or(0), text)
     })
+}
+
+/// Writes the message to the command's stdin without ever blocking past
+/// `deadline` (a command that reads nothing must not hang the runner).
+/// False: the deadline passed. A command that closes its input early is
+/// not an error (EPIPE ends the feeding).
+fn feed(pipe: ChildStdin, header: &[u8], message: &mut dyn Read, deadline: Instant) -> bool {
+    let fd = pipe.as_fd();
+    if nix::fcntl::fcntl(
+        fd,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .is_err()
+    {
+        return true;
+    }
+    let mut pipe = pipe;
+    let mut pending = header.to_vec();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if pending.is_empty() {
+            match message.read(&mut buf) {
+                Ok(0) | Err(_) => return true,
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+            }
+        }
+        match pipe.write(&pending) {
+            Ok(n) => {
+                pending.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return false;
+                }
+                let ms = left.as_millis().min(60_000) as u16;
+                let mut fds = [PollFd::new(pipe.as_fd(), PollFlags::POLLOUT)];
+                let _ = poll(&mut fds, PollTimeout::from(ms));
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return true,
+        }
+    }
+}
+
+/// The command's stdout and stderr, drained to the end in a thread (a
+/// command must never block on a full pipe), the start of it kept.
+struct Output {
+    kept: Arc<Mutex<Vec<u8>>>,
+    done: mpsc::Receiver<()>,
+}
+
+impl Output {
+    fn collect(mut reader: io::PipeReader) -> Output {
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let (tx, done) = mpsc::channel();
+        let shared = Arc::clone(&kept);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let mut kept = shared.lock().unwrap_or_else(|p| p.into_inner());
+                let room = OUTPUT_KEPT.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+            let _ = tx.send(());
+        });
+        Output { kept, done }
+    }
+
+    /// What was kept. A daemon the command left behind may still hold
+    /// the pipe: it gets a second, not forever.
+    fn text(self) -> String {
+        let _ = self.done.recv_timeout(Duration::from_secs(1));
+        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        String::from_utf8_lossy(&kept).trim().to_string()
+    }
 }
 
 #[cfg(test)]
@@ -148,6 +223,33 @@ mod tests {
         let big = vec![b'x'; 1 << 20];
         let ended = run(&job("exit 0", &u), b"", &mut &big[..]).unwrap();
         assert_eq!(ended, Ended::Exited(0, String::new()));
+    }
+
+    #[test]
+    fn a_chatty_command_is_drained_and_its_output_start_kept() {
+        let u = me();
+        let ended = run(
+            &job("yes | head -c 1000000; exit 0", &u),
+            b"",
+            &mut &b""[..],
+        )
+        .unwrap();
+        match ended {
+            Ended::Exited(0, text) => assert_eq!(text.len(), OUTPUT_KEPT - 1),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_command_that_neither_reads_nor_exits_is_killed_at_the_limit() {
+        let u = me();
+        let mut j = job("exec sleep 600", &u);
+        j.timeout = Duration::from_millis(500);
+        let big = vec![b'x'; 4 << 20];
+        let started = std::time::Instant::now();
+        let ended = run(&j, b"", &mut &big[..]).unwrap();
+        assert_eq!(ended, Ended::TimedOut(String::new()));
+        assert!(started.elapsed() < Duration::from_secs(60));
     }
 
     #[test]
