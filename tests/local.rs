@@ -831,3 +831,25 @@ fn a_runner_that_is_not_root_delivers_its_own_mail_and_leaves_the_rest_to_root()
         "not delivered twice"
     );
 }
+
+#[test]
+fn an_aliases_file_newer_than_its_compiled_form_is_warned_about_and_the_compiled_one_used() {
+    let w = local_world("");
+    let u = me();
+    write_aliases(&w, &format!("postmaster: {}\n", u.name));
+    // Edited afterwards, newaliases forgotten: the compiled form still rules.
+    let source = w.dir.path().join("aliases");
+    fs::write(&source, "postmaster: elsewhere@x.test\n").unwrap();
+    let later = std::time::SystemTime::now() + Duration::from_secs(60);
+    fs::File::options()
+        .write(true)
+        .open(&source)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    w.send_ok(&["-f", "s@example.org", "postmaster"], b"Subject: a\n\nbody\n");
+    let out = w.sendmail(&["-v", "-q"], b"");
+    assert_success(&out);
+    assert!(stderr(&out).contains("run newaliases"), "{}", stderr(&out));
+    assert_eq!(python_mbox(&mailbox(&w, &u.name)).len(), 1);
+}
