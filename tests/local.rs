@@ -847,7 +847,10 @@ fn an_aliases_file_newer_than_its_compiled_form_is_warned_about_and_the_compiled
         .unwrap()
         .set_modified(later)
         .unwrap();
-    w.send_ok(&["-f", "s@example.org", "postmaster"], b"Subject: a\n\nbody\n");
+    w.send_ok(
+        &["-f", "s@example.org", "postmaster"],
+        b"Subject: a\n\nbody\n",
+    );
     let out = w.sendmail(&["-v", "-q"], b"");
     assert_success(&out);
     assert!(stderr(&out).contains("run newaliases"), "{}", stderr(&out));
