@@ -21,5 +21,6 @@ pub mod privilege;
 pub mod qualify;
 pub mod runner;
 pub mod smtp;
+pub mod smtpd;
 pub mod spool;
 pub mod submit;

@@ -74,10 +74,7 @@ fn run(face: Face, args: std::env::ArgsOs) -> Result<()> {
         Mode::Deliver => deliver(&inv, &config),
         Mode::PrintQueue => print_queue(&inv, &config),
         Mode::InitAliases => new_aliases(face, &config),
-        Mode::Smtp => Err(Error::new(
-            Kind::Unavailable,
-            "-bs (SMTP on standard input) is not available yet",
-        )),
+        Mode::Smtp => smtp_session(&inv, &config),
         Mode::QueueRun(run) => {
             let spool = spool::Spool::open(&config.spool)?;
             let selection = runner::Selection {
@@ -90,6 +87,27 @@ fn run(face: Face, args: std::env::ArgsOs) -> Result<()> {
             format!("{flag} is not supported by spoolmail"),
         )),
     }
+}
+
+/// `sendmail -bs`: SMTP on stdin/stdout; each committed message goes to
+/// a detached runner at once (unless `-odq`).
+fn smtp_session(inv: &Invocation, config: &Config) -> Result<()> {
+    let caller = submit::Caller::current()?;
+    let spool = spool::Spool::open(&config.spool)?;
+    let mut start_delivery = |id: &spool::QueueId| {
+        if inv.delivery != DeliveryMode::Queue {
+            runner::spawn_detached(&spool, config, id);
+        }
+    };
+    spoolmail::smtpd::serve(
+        inv,
+        config,
+        &caller,
+        std::io::stdin().lock(),
+        std::io::stdout().lock(),
+        &mut start_delivery,
+    )?;
+    Ok(())
 }
 
 /// `newaliases` / `sendmail -bi`: compiles the aliases file, printing

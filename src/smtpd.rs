@@ -1,0 +1,416 @@
+//! `sendmail -bs`: an SMTP server dialogue on stdin/stdout (RFC 5321),
+//! as Symfony Mailer, SwiftMailer and Alpine use it. Several messages
+//! per session; each is committed to the spool before its 250 (RFC 1047)
+//! through the same path as `sendmail` itself. PIPELINING (RFC 2920):
+//! replies are buffered while more commands are already waiting, and
+//! flushed before we would block reading.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::time::SystemTime;
+
+use crate::address::{self, Address};
+use crate::cli::Invocation;
+use crate::config::Config;
+use crate::error::{Error, Kind, Result};
+use crate::spool::QueueId;
+use crate::submit::{self, Caller};
+
+/// Longest command line accepted (RFC 5321 §4.5.3.1.4 says 512 octets
+/// with the CRLF; some clients send more with parameters).
+const MAX_COMMAND: u64 = 4096;
+/// Recipients accepted per message (RFC 5321 asks for at least 100).
+const MAX_RECIPIENTS: usize = 1000;
+/// A client this confused is cut off.
+const MAX_ERRORS: u32 = 20;
+
+/// One transaction in progress: MAIL given, RCPTs collected.
+struct Transaction {
+    /// The sender as given: "" for the null sender.
+    sender: String,
+    body_type: Option<String>,
+    recipients: Vec<String>,
+}
+
+/// Runs the dialogue until QUIT or end of input. Returns the IDs of the
+/// messages committed, for the caller to hand to a runner. `committed`
+/// is called after each commit (to start delivery at once).
+pub fn serve<R: Read, W: Write>(
+    inv: &Invocation,
+    config: &Config,
+    caller: &Caller,
+    input: R,
+    output: W,
+    committed: &mut dyn FnMut(&QueueId),
+) -> Result<Vec<QueueId>> {
+    let mut session = Session {
+        inv,
+        config,
+        caller,
+        input: BufReader::with_capacity(64 * 1024, input),
+        output: io::BufWriter::new(output),
+        transaction: None,
+        errors: 0,
+        ids: Vec::new(),
+    };
+    session.reply(&format!("220 {} ESMTP spoolmail ready", config.hostname))?;
+    while session.step(committed)? {}
+    session.flush()?;
+    Ok(session.ids)
+}
+
+struct Session<'a, R: Read, W: Write> {
+    inv: &'a Invocation,
+    config: &'a Config,
+    caller: &'a Caller,
+    input: BufReader<R>,
+    output: io::BufWriter<W>,
+    transaction: Option<Transaction>,
+    errors: u32,
+    ids: Vec<QueueId>,
+}
+
+fn io_err(e: io::Error) -> Error {
+    Error::io("talking SMTP on stdin/stdout", &e)
+}
+
+impl<R: Read, W: Write> Session<'_, R, W> {
+    /// Queues one reply line (or several, joined by "\r\n").
+    fn reply(&mut self, text: &str) -> Result<()> {
+        self.output
+            .write_all(text.as_bytes())
+            .and_then(|()| self.output.write_all(b"\r\n"))
+            .map_err(io_err)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.output.flush().map_err(io_err)
+    }
+
+    /// An error reply; too many of them end the session.
+    fn error(&mut self, text: &str) -> Result<bool> {
+        self.errors += 1;
+        if self.errors >= MAX_ERRORS {
+            self.reply(&format!(
+                "421 4.7.0 {} Error: too many errors",
+                self.config.hostname
+            ))?;
+            return Ok(false);
+        }
+        self.reply(text)?;
+        Ok(true)
+    }
+
+    /// Reads and answers one command. False: the session is over.
+    fn step(&mut self, committed: &mut dyn FnMut(&QueueId)) -> Result<bool> {
+        // PIPELINING: only flush when nothing more is waiting.
+        if self.input.buffer().is_empty() {
+            self.flush()?;
+        }
+        let mut raw = Vec::new();
+        let n = (&mut self.input)
+            .take(MAX_COMMAND)
+            .read_until(b'\n', &mut raw)
+            .map_err(io_err)?;
+        if n == 0 {
+            return Ok(false);
+        }
+        if !raw.ends_with(b"\n") {
+            // Swallow the rest of the over-long line before answering.
+            let mut rest = Vec::new();
+            let _ = self.input.read_until(b'\n', &mut rest);
+            return self.error("500 5.5.2 Error: line too long");
+        }
+        let line = String::from_utf8_lossy(&raw);
+        let line = line.trim_end_matches(['\r', '\n']);
+        let (verb, arg) = match line.split_once(' ') {
+            Some((v, a)) => (v.to_ascii_uppercase(), a.trim()),
+            None => (line.to_ascii_uppercase(), ""),
+        };
+        let host = self.config.hostname.clone();
+        match verb.as_str() {
+            "HELO" if !arg.is_empty() => {
+                self.transaction = None;
+                self.reply(&format!("250 {host}"))?;
+            }
+            "EHLO" if !arg.is_empty() => {
+                self.transaction = None;
+                let size = match self.config.max_message_size {
+                    0 => String::new(),
+                    n => format!(" {n}"),
+                };
+                self.reply(&format!(
+                    "250-{host}\r\n250-PIPELINING\r\n250-SIZE{size}\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 HELP"
+                ))?;
+            }
+            "HELO" | "EHLO" => return self.error(&format!("501 5.5.4 Syntax: {verb} hostname")),
+            "MAIL" => return self.mail(arg),
+            "RCPT" => return self.rcpt(arg),
+            "DATA" if !arg.is_empty() => return self.error("501 5.5.4 Syntax: DATA"),
+            "DATA" => return self.data(committed),
+            "RSET" => {
+                self.transaction = None;
+                self.reply("250 2.0.0 Ok")?;
+            }
+            "NOOP" => self.reply("250 2.0.0 Ok")?,
+            "VRFY" => self.reply("252 2.5.2 Cannot VRFY user, but will accept message")?,
+            "EXPN" => return self.error("502 5.5.1 Error: EXPN not available"),
+            "HELP" => {
+                self.reply("214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA RSET NOOP VRFY QUIT HELP")?
+            }
+            "QUIT" => {
+                self.reply(&format!("221 2.0.0 {host} closing connection"))?;
+                return Ok(false);
+            }
+            "STARTTLS" | "AUTH" | "BDAT" | "ETRN" | "TURN" => {
+                return self.error(&format!("502 5.5.1 Error: {verb} not implemented"));
+            }
+            _ => return self.error("500 5.5.2 Error: command not recognized"),
+        }
+        Ok(true)
+    }
+
+    fn mail(&mut self, arg: &str) -> Result<bool> {
+        if self.transaction.is_some() {
+            return self.error("503 5.5.1 Error: nested MAIL command");
+        }
+        let Some((path, params)) = path_argument(arg, "FROM:") else {
+            return self.error("501 5.5.4 Syntax: MAIL FROM:<address>");
+        };
+        let mut body_type = None;
+        for param in params.split_whitespace() {
+            let (key, value) = param.split_once('=').unwrap_or((param, ""));
+            match key.to_ascii_uppercase().as_str() {
+                "SIZE" => {
+                    let limit = self.config.max_message_size;
+                    match value.parse::<u64>() {
+                        Ok(n) if limit > 0 && n > limit => {
+                            return self.error("552 5.3.4 Error: message size exceeds fixed limit");
+                        }
+                        Ok(_) => {}
+                        Err(_) => return self.error("501 5.5.4 Bad SIZE parameter"),
+                    }
+                }
+                "BODY" => match value.to_ascii_uppercase().as_str() {
+                    "7BIT" | "8BITMIME" => body_type = Some(value.to_ascii_uppercase()),
+                    _ => return self.error("501 5.5.4 Bad BODY parameter"),
+                },
+                _ => {
+                    return self.error(&format!("555 5.5.4 Unsupported option: {}", one_line(key)));
+                }
+            }
+        }
+        if let Err(e) = address::parse_sender(path) {
+            return self.error(&format!("553 5.1.7 {}", one_line(e.message())));
+        }
+        self.transaction = Some(Transaction {
+            sender: path.to_string(),
+            body_type,
+            recipients: Vec::new(),
+        });
+        self.reply("250 2.1.0 Ok")?;
+        Ok(true)
+    }
+
+    fn rcpt(&mut self, arg: &str) -> Result<bool> {
+        let Some(count) = self.transaction.as_ref().map(|t| t.recipients.len()) else {
+            return self.error("503 5.5.1 Error: need MAIL command");
+        };
+        let Some((path, params)) = path_argument(arg, "TO:") else {
+            return self.error("501 5.5.4 Syntax: RCPT TO:<address>");
+        };
+        if !params.trim().is_empty() {
+            return self.error("555 5.5.4 Unsupported RCPT option");
+        }
+        if count >= MAX_RECIPIENTS {
+            return self.error("452 4.5.3 Error: too many recipients");
+        }
+        match Address::parse(path) {
+            Ok(_) if !path.is_empty() => {
+                if let Some(t) = self.transaction.as_mut() {
+                    t.recipients.push(path.to_string());
+                }
+                self.reply("250 2.1.5 Ok")?;
+                Ok(true)
+            }
+            Ok(_) => self.error("501 5.1.3 Error: empty recipient"),
+            Err(e) => self.error(&format!("501 5.1.3 {}", one_line(e.message()))),
+        }
+    }
+
+    fn data(&mut self, committed: &mut dyn FnMut(&QueueId)) -> Result<bool> {
+        let Some(transaction) = self.transaction.take() else {
+            return self.error("503 5.5.1 Error: need RCPT command");
+        };
+        if transaction.recipients.is_empty() {
+            self.transaction = Some(transaction);
+            return self.error("554 5.5.1 Error: no valid recipients");
+        }
+        self.reply("354 End data with <CR><LF>.<CR><LF>")?;
+        self.flush()?;
+        let mut inv = self.inv.clone();
+        inv.sender = Some(match transaction.sender.as_str() {
+            "" => "<>".to_string(),
+            s => s.to_string(),
+        });
+        inv.recipients = transaction.recipients;
+        inv.extract_recipients = false;
+        // The dot has been dealt with by the reader below.
+        inv.ignore_dots = true;
+        if transaction.body_type.is_some() {
+            inv.body_type = transaction.body_type;
+        }
+        let mut body = DotReader::new(&mut self.input);
+        let result = submit::submit(&inv, self.config, self.caller, &mut body, SystemTime::now());
+        if !body.done {
+            // Refused part-way (too large, bad header): read to the dot
+            // so the next command is a command. A vanished client ends it.
+            if io::copy(&mut body, &mut io::sink()).is_err() {
+                return Ok(false);
+            }
+        }
+        match result {
+            Ok(submitted) => {
+                committed(&submitted.id);
+                self.reply(&format!("250 2.0.0 Ok: queued as {}", submitted.id))?;
+                self.ids.push(submitted.id);
+                Ok(true)
+            }
+            Err(e) => {
+                log::warn!("-bs: message refused: {e}");
+                let text = one_line(e.message());
+                let reply = match e.kind() {
+                    Kind::Data if text.contains("larger") => {
+                        format!("552 5.3.4 {text}")
+                    }
+                    Kind::Data | Kind::Usage => format!("554 5.6.0 {text}"),
+                    _ => format!("451 4.3.0 {text}"),
+                };
+                self.error(&reply)
+            }
+        }
+    }
+}
+
+/// `FROM:<path> params` → (path without brackets, params). Accepts a
+/// space after the colon and, leniently, a path without brackets.
+fn path_argument<'a>(arg: &'a str, keyword: &str) -> Option<(&'a str, &'a str)> {
+    let head = arg.get(..keyword.len())?;
+    if !head.eq_ignore_ascii_case(keyword) {
+        return None;
+    }
+    let rest = arg[keyword.len()..].trim_start();
+    if let Some(inner) = rest.strip_prefix('<') {
+        let end = inner.find('>')?;
+        Some((inner[..end].trim(), inner[end + 1..].trim()))
+    } else {
+        let (path, params) = rest.split_once(' ').unwrap_or((rest, ""));
+        (!path.is_empty()).then_some((path, params.trim()))
+    }
+}
+
+/// Text safe inside a one-line reply.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect()
+}
+
+/// The message of a DATA command: dot-unstuffed, ending at the line
+/// holding a single dot, streamed (a line is read 8 KiB at a time, so
+/// memory does not grow with the message).
+struct DotReader<'a, R: Read> {
+    inner: &'a mut BufReader<R>,
+    chunk: Vec<u8>,
+    pos: usize,
+    at_line_start: bool,
+    done: bool,
+}
+
+impl<'a, R: Read> DotReader<'a, R> {
+    fn new(inner: &'a mut BufReader<R>) -> Self {
+        DotReader {
+            inner,
+            chunk: Vec::with_capacity(8192),
+            pos: 0,
+            at_line_start: true,
+            done: false,
+        }
+    }
+}
+
+impl<R: Read> Read for DotReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.chunk.len() {
+            if self.done {
+                return Ok(0);
+            }
+            self.chunk.clear();
+            self.pos = 0;
+            let n = (&mut *self.inner)
+                .take(8192)
+                .read_until(b'\n', &mut self.chunk)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the client went away in the middle of DATA",
+                ));
+            }
+            if self.at_line_start {
+                if self.chunk == b".\r\n" || self.chunk == b".\n" {
+                    self.done = true;
+                    self.chunk.clear();
+                    return Ok(0);
+                }
+                if self.chunk.starts_with(b".") {
+                    self.pos = 1;
+                }
+            }
+            self.at_line_start = self.chunk.ends_with(b"\n");
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unstuff(input: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let mut reader = BufReader::new(input);
+        let mut out = Vec::new();
+        DotReader::new(&mut reader).read_to_end(&mut out).unwrap();
+        let mut rest = Vec::new();
+        reader.read_to_end(&mut rest).unwrap();
+        (out, rest)
+    }
+
+    #[test]
+    fn dots_are_unstuffed_and_the_lone_dot_ends_the_data() {
+        let (data, rest) = unstuff(b"a\r\n..b\r\n.c\r\n\r\n.\r\nQUIT\r\n");
+        assert_eq!(data, b"a\r\n.b\r\nc\r\n\r\n");
+        assert_eq!(rest, b"QUIT\r\n");
+    }
+
+    #[test]
+    fn a_dot_inside_a_long_line_is_data() {
+        let long = format!("{}\n.\n", "x".repeat(20_000) + ".");
+        let (data, rest) = unstuff(long.as_bytes());
+        assert_eq!(data.len(), 20_002);
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn paths_are_taken_apart() {
+        assert_eq!(
+            path_argument("FROM:<a@b> SIZE=10", "FROM:"),
+            Some(("a@b", "SIZE=10"))
+        );
+        assert_eq!(path_argument("from: <>", "FROM:"), Some(("", "")));
+        assert_eq!(path_argument("TO:root", "TO:"), Some(("root", "")));
+        assert_eq!(path_argument("TO <x>", "TO:"), None);
+    }
+}
