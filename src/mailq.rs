@@ -36,11 +36,22 @@ const HEADER: &str = "-----Queue ID----- --Size-- ----Arrival Time---- --Sender/
 const INDENT: &str = "                                                 ";
 
 /// Prints the queue: the sendmail-style listing, or one JSON object per
-/// line when `json`. `now` is taken for relative times (none are shown
-/// yet), so that tests and callers keep control of the clock.
-pub fn print(spool: &Spool, json: bool, out: &mut dyn Write, now: SystemTime) -> Result<()> {
+/// line when `json`. With `only_uid`, only the messages that uid
+/// submitted are shown: an ordinary user sees their own mail, never
+/// whom other users write to. `now` is taken for relative times (none
+/// are shown yet), so that tests and callers keep control of the clock.
+pub fn print(
+    spool: &Spool,
+    json: bool,
+    only_uid: Option<u32>,
+    out: &mut dyn Write,
+    now: SystemTime,
+) -> Result<()> {
     let _ = now;
-    let messages = spool.list()?;
+    let mut messages = spool.list()?;
+    if let Some(uid) = only_uid {
+        messages.retain(|m| m.envelope.uid == uid);
+    }
     let text = if json {
         json_lines(&messages)?
     } else {
@@ -272,8 +283,22 @@ mod tests {
 
     fn run(spool: &Spool, json: bool) -> String {
         let mut out = Vec::new();
-        print(spool, json, &mut out, SystemTime::now()).unwrap();
+        print(spool, json, None, &mut out, SystemTime::now()).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn an_ordinary_user_sees_only_their_own_messages() {
+        let (_dir, spool, ids) = two_messages();
+        let shown = |uid| {
+            let mut out = Vec::new();
+            print(&spool, false, Some(uid), &mut out, SystemTime::now()).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        let own = shown(1000);
+        assert!(own.contains(&ids[0]) && own.contains(&ids[1]), "{own}");
+        let other = shown(1001);
+        assert_eq!(other, "Mail queue is empty\n");
     }
 
     #[test]

@@ -221,7 +221,9 @@ fn print_queue(inv: &Invocation, config: &Config) -> Result<()> {
     let spool = spool::Spool::open(&config.spool)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    mailq::print(&spool, inv.json, &mut out, SystemTime::now())?;
+    // Root sees the whole queue; anyone else only what they submitted.
+    let only_uid = (!privilege::caller_is_root()).then(|| nix::unistd::getuid().as_raw());
+    mailq::print(&spool, inv.json, only_uid, &mut out, SystemTime::now())?;
     out.flush()
         .map_err(|e| Error::io("writing to standard output", &e))
 }
