@@ -202,7 +202,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         name: "b",
         arg: Arg::Yes,
-        effect: "mode: -bm deliver (default), -bp list the queue, -bi newaliases, -bs SMTP on stdin; -bd -bD -bt -bv -bh -bH -bP -bl: not supported (69)",
+        effect: "mode: -bm deliver (default), -bp list the queue, -bi newaliases, -bs SMTP on stdin/stdout (below); -bd -bD -bt -bv -bh -bH -bP -bl: not supported (69)",
     },
     OptionSpec {
         name: "q",

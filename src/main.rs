@@ -161,6 +161,12 @@ fn deliver(inv: &Invocation, config: &Config) -> Result<()> {
         let stdin = std::io::stdin().lock();
         submit::submit(inv, config, &caller, stdin, SystemTime::now())?
     };
+    if submitted.dropped {
+        // Safe on disk; the queue run by root (the systemd path unit and
+        // timer) moves it into the queue and delivers it.
+        log::info!("{}: handed over through the maildrop", submitted.id);
+        return Ok(());
+    }
     let spool = spool::Spool::open(&config.spool)?;
     match inv.delivery {
         DeliveryMode::Queue => Ok(()),

@@ -270,7 +270,9 @@ impl<R: Read, W: Write> Session<'_, R, W> {
         }
         match result {
             Ok(submitted) => {
-                committed(&submitted.id);
+                if !submitted.dropped {
+                    committed(&submitted.id);
+                }
                 self.reply(&format!("250 2.0.0 Ok: queued as {}", submitted.id))?;
                 self.ids.push(submitted.id);
                 Ok(true)

@@ -77,6 +77,9 @@ pub struct Submitted {
     pub size: u64,
     /// The number of envelope recipients.
     pub recipients: usize,
+    /// Committed to the maildrop, not the queue: only a queue run by root
+    /// can deliver it.
+    pub dropped: bool,
 }
 
 /// Accepts one message from `input` according to `inv` and commits it to
@@ -107,10 +110,9 @@ pub fn submit(
         )));
     }
 
-    let spool = Spool::open(&config.spool)?;
     // A draft that is dropped on any error path removes its tmp file: the
     // queue never sees half a message (S2).
-    let mut draft = spool.begin(now)?;
+    let (mut draft, dropped) = begin(config, now)?;
     let mut intake = Intake::new(
         input,
         IntakeOptions {
@@ -190,7 +192,27 @@ pub fn submit(
         id,
         size,
         recipients: recipients.len(),
+        dropped,
     })
+}
+
+/// A draft in the queue, or — for a caller the queue is closed to (the
+/// setgid bit ignored under NoNewPrivileges) — in the maildrop, which
+/// a queue run by root empties into the queue. True: the maildrop.
+fn begin(config: &Config, now: SystemTime) -> Result<(crate::spool::Draft, bool)> {
+    match Spool::open(&config.spool).and_then(|spool| spool.begin(now)) {
+        Ok(draft) => Ok((draft, false)),
+        Err(e) if e.kind() == Kind::NoPermission => {
+            match crate::spool::begin_drop(&config.spool, now) {
+                Ok(draft) => {
+                    log::debug!("the queue is closed to this caller ({e}): using the maildrop");
+                    Ok((draft, true))
+                }
+                Err(_) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Postfix honours `NAME` for the full name; a privileged process must not

@@ -168,6 +168,17 @@ pub fn run_queue(
         if let Err(e) = spool.sweep_tmp(config.tmp_max_age, SystemTime::now()) {
             log::warn!("sweeping tmp/: {e}");
         }
+        if nix::unistd::geteuid().is_root() {
+            // Mail from callers the queue is closed to; only root may
+            // take other users' files out of the sticky maildrop.
+            match spool.pickup_maildrop(config.max_message_size, SystemTime::now()) {
+                Ok(ids) if !ids.is_empty() => {
+                    log::info!("{} message(s) picked up from the maildrop", ids.len())
+                }
+                Ok(_) => {}
+                Err(e) => log::warn!("maildrop: {e}"),
+            }
+        }
         run_once(spool, config, selection)?;
         match interval {
             None => return Ok(()),

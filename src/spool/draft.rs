@@ -11,12 +11,21 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use crate::error::{Error, Kind, Result};
-use crate::spool::durable::{self, FILE_MODE};
+use crate::spool::durable;
 use crate::spool::envelope::{self, Envelope};
 use crate::spool::id::QueueId;
 
 /// Size of the write buffer: large enough that a typical message is a
 /// handful of write(2) calls.
+/// How the rename that commits a draft is made durable.
+#[derive(Debug, Clone)]
+pub(super) enum DirSync {
+    /// fsync the directory renamed into (queue/).
+    Dir(PathBuf),
+    /// syncfs: for the maildrop, a directory its writers cannot open.
+    FileSystem,
+}
+
 const BUFFER_SIZE: usize = 64 * 1024;
 
 /// A message being written in `tmp/`. Dropping it without commit unlinks
@@ -25,7 +34,7 @@ pub struct Draft {
     id: QueueId,
     tmp_path: PathBuf,
     queue_path: PathBuf,
-    queue_dir: PathBuf,
+    sync: DirSync,
     writer: DataWriter,
     envelope_written: bool,
     /// The tmp file is gone (renamed away): Drop must not unlink it.
@@ -57,12 +66,13 @@ impl Draft {
         id: QueueId,
         tmp_path: PathBuf,
         queue_path: PathBuf,
-        queue_dir: PathBuf,
+        sync: DirSync,
+        mode: u32,
     ) -> io::Result<Draft> {
         let file = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(FILE_MODE)
+            .mode(mode)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp_path)?;
         // From here on, Drop removes tmp/ID whatever happens.
@@ -70,7 +80,7 @@ impl Draft {
             id,
             tmp_path,
             queue_path,
-            queue_dir,
+            sync,
             writer: DataWriter {
                 out: BufWriter::with_capacity(BUFFER_SIZE, file),
                 size: 0,
@@ -79,7 +89,7 @@ impl Draft {
             envelope_written: false,
             finished: false,
         };
-        durable::set_mode(draft.writer.out.get_ref(), FILE_MODE)?;
+        durable::set_mode(draft.writer.out.get_ref(), mode)?;
         Ok(draft)
     }
 
@@ -133,7 +143,11 @@ impl Draft {
             Error::io(what, &e)
         })?;
         self.finished = true;
-        if let Err(e) = durable::fsync_dir(&self.queue_dir) {
+        let synced = match &self.sync {
+            DirSync::Dir(dir) => durable::fsync_dir(dir),
+            DirSync::FileSystem => durable::sync_file_system(self.writer.out.get_ref()),
+        };
+        if let Err(e) = synced {
             // The rename may not survive a crash, so we must report
             // failure; take the file back out so that the caller's retry
             // does not deliver the message twice (S2).

@@ -30,6 +30,18 @@ pub fn fsync_dir(path: &Path) -> Result<()> {
         .map_err(|e| Error::io(format_args!("fsync {}", path.display()), &e))
 }
 
+/// Flushes the whole file system holding `file` (syncfs): what makes a
+/// rename durable in a directory the caller may write but not open.
+pub fn sync_file_system(file: &std::fs::File) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor for the duration of the call.
+    if unsafe { libc::syncfs(file.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(Error::io("syncfs", &std::io::Error::last_os_error()))
+    }
+}
+
 /// Atomically replaces `dir/name` with `bytes` (mode 0640): writes
 /// `dir/name.tmp-PID`, fsyncs it, renames it over `name` and fsyncs `dir`.
 /// A reader sees the old content or the new, never a mix; after Ok the new

@@ -1,6 +1,6 @@
 //! The spool: the only code that touches the spool directory.
 //!
-//! Layout under the root (root 0750, subdirectories 0770, files 0640; S6):
+//! Layout under the root (root 0751, subdirectories 0770, files 0640; S6):
 //!
 //! | dir        | holds                                                         |
 //! |------------|---------------------------------------------------------------|
@@ -9,6 +9,7 @@
 //! | `state/`   | `ID`: delivery state as JSON ([`DeliveryState`]), replaced atomically; `ID.tmp-PID` while being replaced |
 //! | `hosts/`   | per-destination locks and status (owned by the runner)        |
 //! | `corrupt/` | queue and state files that failed verification: never delivered, never deleted |
+//! | `maildrop/` | 1733: messages from callers without the spool group ([`maildrop`]), picked up by root |
 //!
 //! Lifecycle: [`Spool::begin`] creates `tmp/ID` with `O_EXCL`;
 //! [`Draft::commit`] renames it into `queue/` without replacing (the commit
@@ -25,11 +26,14 @@ mod draft;
 pub mod durable;
 mod envelope;
 mod id;
+mod maildrop;
 mod state;
 
+use draft::DirSync;
 pub use draft::{Committed, DataWriter, Draft};
 pub use envelope::Envelope;
 pub use id::QueueId;
+pub use maildrop::{MAILDROP, MAILDROP_MODE, begin_drop};
 pub use state::{DeliveryState, RecipientState, RecipientStatus, STATE_VERSION};
 
 use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
@@ -41,8 +45,9 @@ use std::time::SystemTime;
 use crate::error::{Error, Kind, Result};
 use envelope::{ReadError, TRAILER_LEN};
 
-/// Mode of the spool root: the group may enter, nobody else (S6).
-const ROOT_MODE: u32 = 0o750;
+/// Mode of the spool root: the group may list and enter; others may only
+/// pass through to the maildrop (S6).
+const ROOT_MODE: u32 = 0o751;
 /// Mode of the subdirectories: the setgid group writes into them.
 const DIR_MODE: u32 = 0o770;
 /// The subdirectories, all created together.
@@ -148,6 +153,7 @@ impl Spool {
         for sub in SUBDIRS {
             make(&self.root.join(sub), DIR_MODE)?;
         }
+        make(&self.root.join(MAILDROP), MAILDROP_MODE)?;
         Ok(())
     }
 
@@ -176,7 +182,8 @@ impl Spool {
                     id.clone(),
                     tmp_path.clone(),
                     queue_path.clone(),
-                    self.queue.clone(),
+                    DirSync::Dir(self.queue.clone()),
+                    durable::FILE_MODE,
                 )
             })?;
             match created {
@@ -191,6 +198,25 @@ impl Spool {
             }
         }
         Err(Error::temp("no free queue ID in tmp/"))
+    }
+
+    /// Starts a draft under a given ID (a maildrop pickup keeps the ID
+    /// the writer chose, which makes a repeated pickup harmless).
+    fn begin_with_id(&self, id: &QueueId, _now: SystemTime) -> Result<Draft> {
+        let tmp_path = self.tmp.join(id.as_str());
+        let queue_path = self.queue.join(id.as_str());
+        // A leftover of an interrupted pickup of this very message.
+        let _ = fs::remove_file(&tmp_path);
+        let created = self.retry_missing(|| {
+            Draft::create(
+                id.clone(),
+                tmp_path.clone(),
+                queue_path.clone(),
+                DirSync::Dir(self.queue.clone()),
+                durable::FILE_MODE,
+            )
+        })?;
+        created.map_err(|e| Error::io(format_args!("creating {}", tmp_path.display()), &e))
     }
 
     /// The IDs of every committed message, sorted (oldest first). Names

@@ -1,0 +1,209 @@
+//! Submission where the setgid bit is ignored (systemd's
+//! `NoNewPrivileges=yes`, `setpriv --no-new-privs`): the message goes
+//! through the maildrop and a queue run by root moves it into the queue,
+//! trusting nothing the dropping user wrote about themselves. Needs root
+//! (a setgid copy of the binary, switching users); prints why it is
+//! skipped otherwise.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{HOSTNAME, is_root, run_with_stdin};
+
+/// A spool laid out as postinst lays it out, a setgid copy of the binary
+/// and a config, under a directory every user may traverse.
+struct Installed {
+    _base: tempfile::TempDir,
+    bin: PathBuf,
+    spool: PathBuf,
+    conf: PathBuf,
+}
+
+fn installed() -> Installed {
+    let base = tempfile::Builder::new()
+        .prefix("spoolmail-maildrop")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    fs::set_permissions(base.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let mail = nix::unistd::Group::from_name("mail")
+        .unwrap()
+        .expect("group mail");
+    let root = Some(nix::unistd::Uid::from_raw(0));
+    let bin = base.path().join("sendmail");
+    fs::copy(env!("CARGO_BIN_EXE_spoolmail"), &bin).unwrap();
+    nix::unistd::chown(&bin, root, Some(mail.gid)).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o2755)).unwrap();
+    let spool = base.path().join("spool");
+    for (sub, mode) in [
+        ("", 0o751),
+        ("tmp", 0o770),
+        ("queue", 0o770),
+        ("state", 0o770),
+        ("hosts", 0o770),
+        ("corrupt", 0o770),
+        ("maildrop", 0o1733),
+    ] {
+        let d = spool.join(sub);
+        fs::create_dir_all(&d).unwrap();
+        nix::unistd::chown(&d, root, Some(mail.gid)).unwrap();
+        fs::set_permissions(&d, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let conf = base.path().join("spoolmail.conf");
+    fs::write(
+        &conf,
+        format!(
+            "spool = {}\nhostname = {HOSTNAME}\nsmarthost = 127.0.0.1:1\n",
+            spool.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&conf, fs::Permissions::from_mode(0o644)).unwrap();
+    Installed {
+        _base: base,
+        bin,
+        spool,
+        conf,
+    }
+}
+
+fn nobody() -> nix::unistd::User {
+    nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("nobody")
+}
+
+/// Runs the setgid copy as nobody with `-C` (which from a non-root caller
+/// gives up the setgid group, as the kernel does under NoNewPrivileges;
+/// `no_new_privs` adds the real thing). The setgid path with the default
+/// config is exercised by the installed package in compat/.
+fn as_nobody(i: &Installed, no_new_privs: bool, args: &[&str], stdin: &[u8]) -> Output {
+    let n = nobody();
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={}", n.uid))
+        .arg(format!("--regid={}", n.gid))
+        .arg("--clear-groups");
+    if no_new_privs {
+        cmd.arg("--no-new-privs");
+    }
+    cmd.arg(&i.bin).arg("-C").arg(&i.conf).args(args);
+    run_with_stdin(&mut cmd, stdin)
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn queue_run(i: &Installed) {
+    let out = Command::new(&i.bin)
+        .args(["-C", i.conf.to_str().unwrap(), "-q"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn envelope_line(i: &Installed, id: &str, key: &str) -> String {
+    let text = fs::read_to_string(i.spool.join("queue").join(id)).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key} ")))
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn without_the_setgid_bit_mail_goes_through_the_maildrop_and_root_queues_it() {
+    if !is_root() {
+        eprintln!("skipped: a setgid copy and switching users need root (CI runs this as root)");
+        return;
+    }
+    let i = installed();
+    // -C from a non-root caller drops the setgid privilege as well: that
+    // path and NoNewPrivileges meet the same closed queue.
+    let out = as_nobody(
+        &i,
+        true,
+        &["-t"],
+        b"To: someone@example.com\nSubject: nnp\n\nbody\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(names(&i.spool.join("queue")).is_empty());
+    let dropped = names(&i.spool.join("maildrop"));
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    let drop_file = i.spool.join("maildrop").join(&dropped[0]);
+    let meta = fs::metadata(&drop_file).unwrap();
+    assert_eq!(meta.uid(), nobody().uid.as_raw());
+    assert_eq!(meta.mode() & 0o777, 0o600, "only its writer can read it");
+
+    queue_run(&i);
+    assert!(names(&i.spool.join("maildrop")).is_empty(), "picked up");
+    let queued = names(&i.spool.join("queue"));
+    assert_eq!(queued, dropped, "queued under the same ID");
+    assert_eq!(
+        envelope_line(&i, &queued[0], "uid"),
+        nobody().uid.to_string()
+    );
+    assert_eq!(envelope_line(&i, &queued[0], "rcpt"), "someone@example.com");
+}
+
+#[test]
+fn a_forged_drop_gets_its_writers_uid_and_garbage_goes_to_corrupt() {
+    if !is_root() {
+        eprintln!("skipped: a setgid copy and switching users need root (CI runs this as root)");
+        return;
+    }
+    let i = installed();
+    let out = as_nobody(&i, true, &["someone@example.com"], b"Subject: x\n\nbody\n");
+    assert!(out.status.success());
+    let dropped = names(&i.spool.join("maildrop"));
+    let path = i.spool.join("maildrop").join(&dropped[0]);
+    // The user rewrites their own drop to claim to be root.
+    let forged = fs::read_to_string(&path)
+        .unwrap()
+        .replace(&format!("uid {}\n", nobody().uid), "uid 0\n")
+        .replace("user nobody\n", "user root\n");
+    let forge = format!("cat > {}", path.display());
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={}", nobody().uid))
+        .arg(format!("--regid={}", nobody().gid))
+        .args(["--clear-groups", "sh", "-c", &forge]);
+    assert!(run_with_stdin(&mut cmd, forged.as_bytes()).status.success());
+    // And drops garbage under a valid-looking name.
+    let garbage = i.spool.join("maildrop").join("1K10E00000000000");
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={}", nobody().uid))
+        .arg(format!("--regid={}", nobody().gid))
+        .args(["--clear-groups", "sh", "-c"])
+        .arg(format!("cat > {}", garbage.display()));
+    assert!(
+        run_with_stdin(&mut cmd, b"rcpt victim@example.com\n")
+            .status
+            .success()
+    );
+
+    queue_run(&i);
+    let queued = names(&i.spool.join("queue"));
+    assert_eq!(queued, dropped, "only the well-formed drop is queued");
+    assert_eq!(
+        envelope_line(&i, &queued[0], "uid"),
+        nobody().uid.to_string()
+    );
+    assert_eq!(envelope_line(&i, &queued[0], "user"), "nobody");
+    assert!(names(&i.spool.join("maildrop")).is_empty());
+    assert_eq!(names(&i.spool.join("corrupt")), ["1K10E00000000000.drop"]);
+}
