@@ -20,8 +20,10 @@ Installs spoolmail as the system's sendmail:
   $DESTDIR$PREFIX/bin/mailq                -> ../sbin/spoolmail
   $DESTDIR$PREFIX/bin/newaliases           -> ../sbin/spoolmail
   $DESTDIR/etc/spoolmail/spoolmail.conf    only if absent
-  $DESTDIR/var/spool/spoolmail/            0750; tmp queue state hosts corrupt 0770
-  $DESTDIR$SYSTEMDUNITDIR/spoolmail-queue.{service,timer}
+  $DESTDIR/var/spool/spoolmail/            0751; tmp queue state hosts corrupt 0770;
+                                           maildrop 1733
+  $DESTDIR$SYSTEMDUNITDIR/spoolmail-queue.{service,timer}, spoolmail-maildrop.path
+  $DESTDIR$PREFIX/lib/tmpfiles.d/spoolmail.conf   the spool, and a daily sweep of tmp/
 
 Environment:
   PREFIX          installation prefix (default /usr)
@@ -76,6 +78,7 @@ libdir=$DESTDIR$PREFIX/lib
 confdir=$DESTDIR/etc/spoolmail
 spool=$DESTDIR/var/spool/spoolmail
 unitdir=$DESTDIR$SYSTEMDUNITDIR
+tmpfilesdir=$DESTDIR$PREFIX/lib/tmpfiles.d
 
 # link TARGET NAME: make NAME a symbolic link to TARGET, refusing to replace
 # a regular file (another MTA) unless --force.
@@ -89,7 +92,7 @@ link() {
     ln -s "$1" "$2"
 }
 
-mkdir -p "$sbindir" "$bindir" "$libdir" "$confdir" "$unitdir"
+mkdir -p "$sbindir" "$bindir" "$libdir" "$confdir" "$unitdir" "$tmpfilesdir"
 
 # Copy then rename, so that a running spoolmail never sees a half-written
 # binary (and a busy one is replaced rather than written into).
@@ -110,17 +113,21 @@ else
 fi
 
 # The units name /usr/sbin/sendmail; follow PREFIX.
-for unit in spoolmail-queue.service spoolmail-queue.timer; do
+cp "$here/spoolmail.tmpfiles" "$tmpfilesdir/spoolmail.conf"
+chmod 0644 "$tmpfilesdir/spoolmail.conf"
+for unit in spoolmail-queue.service spoolmail-queue.timer spoolmail-maildrop.path; do
     sed "s|/usr/sbin/|$PREFIX/sbin/|g" "$here/$unit" >"$unitdir/$unit"
     chmod 0644 "$unitdir/$unit"
 done
 
 mkdir -p "$spool"
-chmod 0750 "$spool"
+chmod 0751 "$spool"
 for sub in tmp queue state hosts corrupt; do
     mkdir -p "$spool/$sub"
     chmod 0770 "$spool/$sub"
 done
+mkdir -p "$spool/maildrop"
+chmod 1733 "$spool/maildrop"
 
 have_mail_group() {
     getent group mail >/dev/null 2>&1 || grep -q '^mail:' /etc/group
@@ -128,6 +135,7 @@ have_mail_group() {
 
 if [ -z "$DESTDIR" ] && [ "$(id -u)" = 0 ] && have_mail_group; then
     chgrp -R mail "$spool"
+    chmod 1733 "$spool/maildrop"
     chgrp mail "$sbindir/spoolmail"
     # After chgrp, which clears the set-group-ID bit.
     chmod 2755 "$sbindir/spoolmail"
