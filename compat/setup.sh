@@ -1,18 +1,18 @@
 #!/bin/sh
-# Installs the real callers compat/run.py drives, on Debian, as root:
-# PHP's CLI, git send-email, and bsd-mailx. bsd-mailx depends on an MTA,
-# so it is unpacked (dpkg -x) into compat/.callers/ instead of installed,
-# which would pull in exim or postfix. Prints nothing on success.
+# Installs, on Debian and as root, what compat/run.py needs before the
+# spoolmail package goes in: the tools to build the package (debhelper;
+# the Rust toolchain is the one already on the machine) and the callers
+# that do not depend on an MTA: PHP's CLI, Symfony Mailer, git send-email
+# and cron. bsd-mailx and mutt depend on an MTA: compat/run.py installs
+# them once spoolmail is that MTA. Prints nothing on success.
 set -eu
-cd "$(dirname "$0")"
 export DEBIAN_FRONTEND=noninteractive
 need=""
-command -v php >/dev/null 2>&1 || need="$need php-cli"
-[ -x /usr/lib/git-core/git-send-email ] || need="$need git-email"
-[ -e /usr/lib/x86_64-linux-gnu/liblockfile.so.1 ] || [ -n "$(ls /usr/lib/*/liblockfile.so.1 2>/dev/null)" ] || need="$need liblockfile1"
+for pkg in debhelper libssl-dev pkg-config php-cli php-symfony-mailer git-email cron; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need="$need $pkg"
+done
 if [ -n "$need" ]; then
     apt-get update -qq
     # shellcheck disable=SC2086
-    apt-get install -y -qq $need >/dev/null
+    apt-get install -y -qq --no-install-recommends $need >/dev/null
 fi
-sh ../tests/peers/mailx.sh .callers

@@ -30,17 +30,41 @@ impl Slot {
     }
 }
 
+/// Opens (creating if needed) a slot file. flock needs no write access,
+/// so an existing one is opened read-only: a slot file root created is
+/// still usable by a runner that only holds the spool group. A new one
+/// gets exactly SLOT_MODE, whatever the umask.
 fn open_slot(dir: &Path, prefix: &str, index: u32) -> Result<File> {
     let path = dir.join(format!("{prefix}.slot-{index}"));
-    OpenOptions::new()
+    let flags = libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    let err = |e: std::io::Error| Error::io(format_args!("opening {}", path.display()), &e);
+    let existing = || {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(flags)
+            .open(&path)
+    };
+    match existing() {
+        Ok(file) => return Ok(file),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    match OpenOptions::new()
         .read(true)
         .write(true)
-        .create(true)
-        .truncate(false)
+        .create_new(true)
         .mode(SLOT_MODE)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .custom_flags(flags)
         .open(&path)
-        .map_err(|e| Error::io(format_args!("opening {}", path.display()), &e))
+    {
+        Ok(file) => {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = file.set_permissions(std::fs::Permissions::from_mode(SLOT_MODE));
+            Ok(file)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => existing().map_err(err),
+        Err(e) => Err(err(e)),
+    }
 }
 
 /// Takes a free slot among `count`, without waiting. Ok(None) when all
