@@ -146,13 +146,23 @@ fn queue_files_are_not_world_readable() {
         0,
         "queue file not writable by group/others: {mode:o}"
     );
-    for dir in ["", "queue", "tmp", "state"] {
+    for dir in ["queue", "tmp", "state"] {
         let mode = std::fs::metadata(w.spool.join(dir))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o007, 0, "{dir}/ mode {mode:o}");
     }
+    // Others may pass through the root to the maildrop, never list either.
+    let mode = |dir: &str| {
+        std::fs::metadata(w.spool.join(dir))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777
+    };
+    assert_eq!(mode("") & 0o007, 0o001, "spool root");
+    assert_eq!(mode("maildrop"), 0o1733, "maildrop");
 }
 
 #[test]
@@ -278,8 +288,12 @@ fn unwritable_spool_exits_77_with_a_clear_error_and_no_message() {
         assert!(status.success());
         nobody
     });
+    // Neither the queue nor the maildrop (the fallback of callers the
+    // queue is closed to) can take the message.
     let tmp = w.spool.join("tmp");
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let maildrop = w.spool.join("maildrop");
+    std::fs::set_permissions(&maildrop, std::fs::Permissions::from_mode(0o500)).unwrap();
     let mut cmd = w.command("sendmail");
     cmd.arg("a@example.com");
     if let Some(user) = &as_user {
@@ -287,6 +301,7 @@ fn unwritable_spool_exits_77_with_a_clear_error_and_no_message() {
     }
     let out = run_with_stdin(&mut cmd, b"y\n");
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o770)).unwrap();
+    std::fs::set_permissions(&maildrop, std::fs::Permissions::from_mode(0o1733)).unwrap();
     assert_exit(&out, 77);
     assert!(String::from_utf8_lossy(&out.stderr).contains("ermission denied"));
     assert_eq!(w.queue_ids().len(), 1);
