@@ -822,7 +822,23 @@ fn a_runner_that_is_not_root_delivers_its_own_mail_and_leaves_the_rest_to_root()
         .unwrap()
         .as_secs();
     assert!(next.is_none_or(|t| t <= now), "{q:?}");
+    // And root is asked for a run at once (spoolmail-maildrop.path fires
+    // on a non-empty maildrop).
+    let kicks = |w: &World| {
+        fs::read_dir(w.spool.join("maildrop"))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("kick.")
+            })
+            .count()
+    };
+    assert_eq!(kicks(&w), 1, "a kick for root");
     queue_run(&w);
+    assert_eq!(kicks(&w), 0, "root's run took the kick away");
     assert!(w.queue_ids().is_empty(), "{:?}", w.mailq_json());
     assert_eq!(python_mbox(&mailbox(&w, "root")).len(), 1);
     assert_eq!(

@@ -161,8 +161,10 @@ pub fn attempt(
                     )?;
                     apply(ctx, &id, &mut state, i, &done.outcome, None, now_s, age);
                     if done.needs_root {
-                        // Due again for the next queue run by root.
+                        // Due again for the next queue run by root, which
+                        // is asked for at once.
                         state.recipients[i].next_attempt = Some(now_s);
+                        ctx.spool.kick_root(&id);
                     }
                     persist(ctx, &id, &state)?;
                 }

@@ -34,6 +34,8 @@ pub const MAILDROP: &str = "maildrop";
 pub const MAILDROP_MODE: u32 = 0o1733;
 /// Mode of a drop file: its writer's alone until root picks it up.
 const DROP_MODE: u32 = 0o600;
+/// Prefix of the empty files that ask root for a queue run.
+const KICK_PREFIX: &str = "kick.";
 /// A `.ID` file older than this is a dead writer's leftover.
 const STALE_PARTIAL: Duration = Duration::from_secs(24 * 3600);
 
@@ -66,6 +68,21 @@ pub fn begin_drop(root: &Path, now: SystemTime) -> Result<Draft> {
 }
 
 impl Spool {
+    /// Asks for a queue run by root without waiting for the timer: an
+    /// empty `maildrop/kick.ID` makes the maildrop non-empty, which starts
+    /// `spoolmail-maildrop.path`'s service; the pickup removes it. Used by
+    /// a runner that met a delivery only root can make (another user's
+    /// mailbox). Best effort: without systemd the timer still comes.
+    pub fn kick_root(&self, id: &QueueId) {
+        let path = self.root.join(MAILDROP).join(format!("{KICK_PREFIX}{id}"));
+        let _ = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(DROP_MODE)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path);
+    }
+
     /// Moves every complete drop into the queue (root only: nobody else
     /// may remove other users' files from the sticky maildrop). Returns
     /// the IDs queued. A drop that fails verification goes to corrupt/.
@@ -92,6 +109,10 @@ impl Spool {
                     log::warn!("{}: removing an abandoned partial drop", path.display());
                     removed_any |= fs::remove_file(&path).is_ok();
                 }
+                continue;
+            }
+            if name.starts_with(KICK_PREFIX) {
+                removed_any |= fs::remove_file(&path).is_ok();
                 continue;
             }
             let Some(id) = QueueId::parse(&name) else {
