@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bench_base_dir, env_number, fill_queue};
+use common::{bench_base_dir, drain_queue, env_number, fill_queue};
 
 const DEFAULT_N: usize = 10_000;
 const TEST_MODE_N: usize = 200;
@@ -79,23 +79,7 @@ fn main() {
         ),
     )
     .expect("config");
-    let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_spoolmail"))
-        .arg("-C")
-        .arg(&config)
-        .arg("-q")
-        .output()
-        .expect("run sendmail -q");
-    let drain = start.elapsed();
-    assert!(
-        out.status.success(),
-        "sendmail -q failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let left = std::fs::read_dir(spool_dir.join("queue"))
-        .expect("queue")
-        .count();
-    assert_eq!(left, 0, "the queue must be empty after the run");
+    let drain = drain_queue(&config, &spool_dir);
     let received = sink.stop();
     assert_eq!(received, n, "smtp-sink must have received every message");
 

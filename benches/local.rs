@@ -17,10 +17,9 @@ mod common;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{bench_base_dir, env_number, fill_queue};
+use common::{bench_base_dir, drain_queue, env_number, fill_queue};
 
 const DEFAULT_N: usize = 2000;
 const TEST_MODE_N: usize = 100;
@@ -120,33 +119,7 @@ fn drain(dir: &Path, format: &str, user: &str, message: &[u8], n: usize) -> Dura
         ),
     )
     .expect("config");
-    let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_spoolmail"))
-        .arg("-C")
-        .arg(&config)
-        .arg("-q")
-        .output()
-        .expect("run sendmail -q");
-    let took = start.elapsed();
-    assert!(
-        out.status.success(),
-        "sendmail -q failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let left = fs::read_dir(spool.join("queue")).expect("queue").count();
-    if left > 0 {
-        let q = Command::new(env!("CARGO_BIN_EXE_spoolmail"))
-            .arg("-C")
-            .arg(&config)
-            .arg("-bp")
-            .output()
-            .expect("mailq");
-        panic!(
-            "{left} messages left in the queue after the run:\n{}",
-            String::from_utf8_lossy(&q.stdout)
-        );
-    }
-    took
+    drain_queue(&config, &spool)
 }
 
 fn floor_append(path: &Path, message: &[u8], n: usize) -> Duration {

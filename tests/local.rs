@@ -78,6 +78,14 @@ fn write_aliases(w: &World, text: &str) {
     assert_success(&w.run("newaliases", &[], b""));
 }
 
+/// Writes USER's forward file (the config's `forward_path`) with MODE.
+fn write_forward(w: &World, user: &str, text: &str, mode: u32) -> PathBuf {
+    let path = w.dir.path().join("forward").join(user);
+    fs::write(&path, text).unwrap();
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+    path
+}
+
 fn queue_run(w: &World) {
     assert_success(&w.sendmail(&["-q"], b""));
 }
@@ -338,9 +346,7 @@ fn a_safe_forward_is_honoured_and_backslash_keeps_a_copy() {
     let server = SmtpServer::start(dir.path(), &[]);
     let w = world_with_server(&server, "");
     let u = me();
-    let forward = w.dir.path().join("forward").join(&u.name);
-    fs::write(&forward, format!("\\{}, away@x.test\n", u.name)).unwrap();
-    fs::set_permissions(&forward, fs::Permissions::from_mode(0o644)).unwrap();
+    write_forward(&w, &u.name, &format!("\\{}, away@x.test\n", u.name), 0o644);
     w.send_ok(&["-f", "s@example.org", &u.name], b"Subject: fw\n\nbody\n");
     queue_run(&w);
     let got = server.wait_messages(1, WAIT);
@@ -359,9 +365,7 @@ fn a_forward_writable_by_others_is_ignored() {
     let server = SmtpServer::start(dir.path(), &[]);
     let w = world_with_server(&server, "");
     let u = me();
-    let forward = w.dir.path().join("forward").join(&u.name);
-    fs::write(&forward, "thief@x.test\n").unwrap();
-    fs::set_permissions(&forward, fs::Permissions::from_mode(0o666)).unwrap();
+    write_forward(&w, &u.name, "thief@x.test\n", 0o666);
     w.send_ok(&["-f", "s@example.org", &u.name], b"Subject: fw\n\nbody\n");
     queue_run(&w);
     assert_eq!(python_mbox(&mailbox(&w, &u.name)).len(), 1);
@@ -379,9 +383,7 @@ fn a_forward_owned_by_someone_else_is_ignored() {
     let server = SmtpServer::start(dir.path(), &[]);
     let w = world_with_server(&server, "");
     let u = me();
-    let forward = w.dir.path().join("forward").join(&u.name);
-    fs::write(&forward, "thief@x.test\n").unwrap();
-    fs::set_permissions(&forward, fs::Permissions::from_mode(0o644)).unwrap();
+    let forward = write_forward(&w, &u.name, "thief@x.test\n", 0o644);
     let nobody = User::lookup("nobody").unwrap().unwrap();
     std::os::unix::fs::chown(&forward, Some(nobody.uid), None).unwrap();
     w.send_ok(&["-f", "s@example.org", &u.name], b"Subject: fw\n\nbody\n");
@@ -732,10 +734,13 @@ fn delivery_as_another_user_drops_to_that_user() {
     let w = local_world("");
     // A .forward of theirs with a command and a \copy: the command runs
     // as them, the mailbox is theirs.
-    let forward = w.dir.path().join("forward").join(name);
     let script = recording_script(&w, "theirs", "exit 0");
-    fs::write(&forward, format!("\\{name}, \"|{}\"\n", script.display())).unwrap();
-    fs::set_permissions(&forward, fs::Permissions::from_mode(0o644)).unwrap();
+    let forward = write_forward(
+        &w,
+        name,
+        &format!("\\{name}, \"|{}\"\n", script.display()),
+        0o644,
+    );
     std::os::unix::fs::chown(&forward, Some(other.uid), None).unwrap();
     let mail_gid = fs::metadata(w.dir.path().join("mail")).unwrap().gid();
     fs::set_permissions(

@@ -93,6 +93,16 @@ fn as_nobody(i: &Installed, no_new_privs: bool, args: &[&str], stdin: &[u8]) -> 
     run_with_stdin(&mut cmd, stdin)
 }
 
+/// Writes `bytes` to `path` as nobody, as a user forging a drop would.
+fn nobody_writes(path: &Path, bytes: &[u8]) -> Output {
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={}", nobody().uid))
+        .arg(format!("--regid={}", nobody().gid))
+        .args(["--clear-groups", "sh", "-c"])
+        .arg(format!("cat > {}", path.display()));
+    run_with_stdin(&mut cmd, bytes)
+}
+
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
         .unwrap()
@@ -177,21 +187,11 @@ fn a_forged_drop_gets_its_writers_uid_and_garbage_goes_to_corrupt() {
         .unwrap()
         .replace(&format!("uid {}\n", nobody().uid), "uid 0\n")
         .replace("user nobody\n", "user root\n");
-    let forge = format!("cat > {}", path.display());
-    let mut cmd = Command::new("setpriv");
-    cmd.arg(format!("--reuid={}", nobody().uid))
-        .arg(format!("--regid={}", nobody().gid))
-        .args(["--clear-groups", "sh", "-c", &forge]);
-    assert!(run_with_stdin(&mut cmd, forged.as_bytes()).status.success());
+    assert!(nobody_writes(&path, forged.as_bytes()).status.success());
     // And drops garbage under a valid-looking name.
     let garbage = i.spool.join("maildrop").join("1K10E00000000000");
-    let mut cmd = Command::new("setpriv");
-    cmd.arg(format!("--reuid={}", nobody().uid))
-        .arg(format!("--regid={}", nobody().gid))
-        .args(["--clear-groups", "sh", "-c"])
-        .arg(format!("cat > {}", garbage.display()));
     assert!(
-        run_with_stdin(&mut cmd, b"rcpt victim@example.com\n")
+        nobody_writes(&garbage, b"rcpt victim@example.com\n")
             .status
             .success()
     );

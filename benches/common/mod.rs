@@ -5,7 +5,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
 
 use spoolmail::spool::{Envelope, Spool};
 
@@ -53,4 +54,35 @@ pub fn fill_queue(dir: &Path, n: usize, recipient: &str, message: &[u8]) {
         draft.data().write_all(message).expect("data");
         draft.commit().expect("commit");
     }
+}
+
+/// Times `sendmail -C config -q` and checks that it emptied the queue of
+/// `spool` (the listing is shown when it did not).
+pub fn drain_queue(config: &Path, spool: &Path) -> Duration {
+    let sendmail = |arg: &str| {
+        Command::new(env!("CARGO_BIN_EXE_spoolmail"))
+            .arg("-C")
+            .arg(config)
+            .arg(arg)
+            .output()
+            .expect("run sendmail")
+    };
+    let start = Instant::now();
+    let out = sendmail("-q");
+    let took = start.elapsed();
+    assert!(
+        out.status.success(),
+        "sendmail -q failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left = std::fs::read_dir(spool.join("queue"))
+        .expect("queue")
+        .count();
+    if left > 0 {
+        panic!(
+            "{left} messages left in the queue after the run:\n{}",
+            String::from_utf8_lossy(&sendmail("-bp").stdout)
+        );
+    }
+    took
 }

@@ -120,7 +120,7 @@ impl Spool {
                 removed_any |= fs::remove_file(&path).is_ok();
                 continue;
             };
-            match self.pick_up(&path, &id, max_size, now) {
+            match self.pick_up(&path, &id, max_size) {
                 Ok(Some(id)) => queued.push(id),
                 Ok(None) => {}
                 Err(Trouble::Corrupt(why)) => {
@@ -152,7 +152,6 @@ impl Spool {
         path: &Path,
         id: &QueueId,
         max_size: u64,
-        now: SystemTime,
     ) -> std::result::Result<Option<QueueId>, Trouble> {
         let corrupt = |why: String| Trouble::Corrupt(why);
         let file = OpenOptions::new()
@@ -204,7 +203,7 @@ impl Spool {
             ..claimed.clone()
         };
         let io = |e: Error| Trouble::Io(e);
-        let mut draft = self.begin_with_id(id, now).map_err(io)?;
+        let mut draft = self.begin_with_id(id).map_err(io)?;
         draft.write_envelope(&envelope).map_err(io)?;
         let out = draft.data();
         io::copy(&mut (&mut data).take(claimed.size), out)

@@ -175,26 +175,10 @@ impl Spool {
     pub fn begin(&self, now: SystemTime) -> Result<Draft> {
         for _ in 0..BEGIN_ATTEMPTS {
             let id = QueueId::generate(now);
-            let tmp_path = self.tmp.join(id.as_str());
-            let queue_path = self.queue.join(id.as_str());
-            let created = self.retry_missing(|| {
-                Draft::create(
-                    id.clone(),
-                    tmp_path.clone(),
-                    queue_path.clone(),
-                    DirSync::Dir(self.queue.clone()),
-                    durable::FILE_MODE,
-                )
-            })?;
-            match created {
+            match self.create_draft(&id)? {
                 Ok(draft) => return Ok(draft),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => {
-                    return Err(Error::io(
-                        format_args!("creating {}", tmp_path.display()),
-                        &e,
-                    ));
-                }
+                Err(e) => return Err(self.creating_error(&id, &e)),
             }
         }
         Err(Error::temp("no free queue ID in tmp/"))
@@ -202,21 +186,32 @@ impl Spool {
 
     /// Starts a draft under a given ID (a maildrop pickup keeps the ID
     /// the writer chose, which makes a repeated pickup harmless).
-    fn begin_with_id(&self, id: &QueueId, _now: SystemTime) -> Result<Draft> {
-        let tmp_path = self.tmp.join(id.as_str());
-        let queue_path = self.queue.join(id.as_str());
+    fn begin_with_id(&self, id: &QueueId) -> Result<Draft> {
         // A leftover of an interrupted pickup of this very message.
-        let _ = fs::remove_file(&tmp_path);
-        let created = self.retry_missing(|| {
+        let _ = fs::remove_file(self.tmp.join(id.as_str()));
+        self.create_draft(id)?
+            .map_err(|e| self.creating_error(id, &e))
+    }
+
+    /// Creates tmp/ID for a draft that commits into queue/ID (the layout
+    /// is made first when missing).
+    fn create_draft(&self, id: &QueueId) -> Result<io::Result<Draft>> {
+        self.retry_missing(|| {
             Draft::create(
                 id.clone(),
-                tmp_path.clone(),
-                queue_path.clone(),
+                self.tmp.join(id.as_str()),
+                self.queue.join(id.as_str()),
                 DirSync::Dir(self.queue.clone()),
                 durable::FILE_MODE,
             )
-        })?;
-        created.map_err(|e| Error::io(format_args!("creating {}", tmp_path.display()), &e))
+        })
+    }
+
+    fn creating_error(&self, id: &QueueId, e: &io::Error) -> Error {
+        Error::io(
+            format_args!("creating {}", self.tmp.join(id.as_str()).display()),
+            e,
+        )
     }
 
     /// The IDs of every committed message, sorted (oldest first). Names
