@@ -13,7 +13,6 @@
 //! SMTP client sends and how long a hostile server may hold it).
 
 #[path = "../common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 #[allow(dead_code)]
 mod site;
