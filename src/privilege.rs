@@ -9,10 +9,21 @@
 //! Hence: fds 0–2 are made valid, every other inherited fd is closed, the
 //! umask is set, SIGXFSZ is ignored so a size limit becomes an error
 //! instead of a kill, the process is made non-dumpable, the environment is
-//! never read while privileged, and `-C` from a non-root caller drops the
-//! privilege before the file is opened.
+//! replaced by a fixed safe one before any library can read it (OpenSSL
+//! reads `SSL_CERT_FILE`/`SSL_CERT_DIR`, which would let the caller choose
+//! whom we trust with the relay's password), and `-C` from a non-root
+//! caller drops the privilege before the file is opened.
+
+use std::sync::OnceLock;
 
 use crate::error::{Error, Kind, Result};
+
+/// The only environment a privileged process keeps.
+const SAFE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The caller's `NAME` (a full name Postfix and sendmail honour), kept
+/// only when the caller is not gaining privilege through us.
+static CALLER_NAME: OnceLock<Option<String>> = OnceLock::new();
 
 /// Whether the process runs with more privilege than its caller (setgid or setuid).
 pub fn is_privileged() -> bool {
@@ -48,6 +59,33 @@ pub fn harden() {
             libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
         }
     }
+    let setid = is_privileged();
+    let _ = CALLER_NAME.set(match setid {
+        true => None,
+        false => std::env::var("NAME").ok(),
+    });
+    if setid || caller_is_root() {
+        clear_environment();
+    }
+}
+
+/// Replaces the environment by `PATH` alone. Runs first thing in `main`,
+/// while the process has one thread and before any library has looked.
+fn clear_environment() {
+    let names: Vec<std::ffi::OsString> = std::env::vars_os().map(|(k, _)| k).collect();
+    for name in names {
+        // SAFETY: called from `harden`, at the start of `main`, before any
+        // other thread exists.
+        unsafe { std::env::remove_var(name) };
+    }
+    // SAFETY: as above.
+    unsafe { std::env::set_var("PATH", SAFE_PATH) };
+}
+
+/// The caller's `NAME` environment variable, when it may be trusted as
+/// the caller's own words (not when the process runs set-id).
+pub fn caller_name() -> Option<String> {
+    CALLER_NAME.get().cloned().flatten()
 }
 
 /// Gives up the setgid (and setuid) privilege for good: used when a

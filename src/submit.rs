@@ -216,14 +216,10 @@ fn begin(config: &Config, now: SystemTime) -> Result<(crate::spool::Draft, bool)
 }
 
 /// Postfix honours `NAME` for the full name; a privileged process must not
-/// read its caller's environment, so it is used only when unprivileged.
+/// read its caller's environment, so it is used only when unprivileged
+/// (the environment itself is cleared at start-up: see `privilege`).
 fn name_from_environment() -> Option<String> {
-    if privilege::is_privileged() {
-        return None;
-    }
-    std::env::var("NAME")
-        .ok()
-        .filter(|n| !n.trim().is_empty() && !n.chars().any(char::is_control))
+    privilege::caller_name().filter(|n| !n.trim().is_empty() && !n.chars().any(char::is_control))
 }
 
 /// Removes repeated recipients, keeping the first occurrence.

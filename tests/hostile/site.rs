@@ -170,13 +170,18 @@ impl Site {
     }
 
     /// Rewrites the configuration: the site's own settings, then `extra`.
+    /// Without a `smarthost` in `extra`, remote mail goes to a closed port.
     pub fn set_config(&self, extra: &str) {
         let conf = self.etc.join("spoolmail.conf");
+        let smarthost = match extra.contains("smarthost =") {
+            true => "",
+            false => "smarthost = 127.0.0.1:1\n",
+        };
         fs::write(
             &conf,
             format!(
                 "spool = {}\nhostname = {HOSTNAME}\naliases = {}\nmail_spool_dir = {}\n\
-                 forward_path = ~/.forward\nsmarthost = 127.0.0.1:1\n{extra}\n",
+                 forward_path = ~/.forward\n{smarthost}{extra}\n",
                 self.spool.display(),
                 self.etc.join("aliases").display(),
                 self.mail_dir.display(),
