@@ -95,8 +95,10 @@ pub fn send(
         arrival: now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         sender: String::new(),
         recipients: vec![original.sender.clone()],
-        // SAFETY: getuid cannot fail.
-        uid: unsafe { libc::getuid() },
+        // The notice belongs to whoever sent the original: it shows in
+        // their `mailq`, and only their queue runs (or root's) touch it,
+        // whoever's runner happened to make it.
+        uid: original.uid,
         user: "MAILER-DAEMON".to_string(),
         body_type: original.body_type.clone(),
         dsn_notify: None,
@@ -145,7 +147,7 @@ fn write_notice(
     };
     out.write_all(&message::received_field(
         &config.hostname,
-        envelope_uid(),
+        original.uid,
         id.as_str(),
         now,
     ))?;
@@ -309,11 +311,6 @@ fn date(unix: u64) -> String {
         .trim_start_matches("Date: ")
         .trim_end()
         .to_string()
-}
-
-fn envelope_uid() -> u32 {
-    // SAFETY: getuid cannot fail.
-    unsafe { libc::getuid() }
 }
 
 #[cfg(test)]

@@ -77,9 +77,7 @@ fn run(face: Face, args: std::env::ArgsOs) -> Result<()> {
         Mode::Smtp => smtp_session(&inv, &config),
         Mode::QueueRun(run) => {
             let spool = spool::Spool::open(&config.spool)?;
-            let selection = runner::Selection {
-                filters: run.filters.clone(),
-            };
+            let selection = runner::Selection::for_caller(&spool, run.filters.clone());
             runner::run_queue(&spool, &config, &selection, run.interval)
         }
         Mode::Unsupported(flag) => Err(Error::new(

@@ -55,14 +55,57 @@ pub struct Selection {
     /// is a sysadmin asking for those messages now: it ignores retry
     /// times and the unreachable cache.
     pub filters: Vec<QueueFilter>,
+    /// Some(uid): only messages that uid submitted (an ordinary user's
+    /// run: see [`caller_scope`]); None: every message.
+    pub owner: Option<u32>,
+}
+
+/// Whose messages the calling user may act on, as sendmail's
+/// `restrictqrun`: root and members of the spool's group (the group of
+/// `queue/`, `mail` when installed) act on every message; anyone else
+/// only on their own — their queue run neither claims, delivers, prints
+/// nor forces anybody else's mail.
+pub fn caller_scope(spool: &Spool) -> Option<u32> {
+    let uid = nix::unistd::getuid();
+    if uid.is_root() {
+        return None;
+    }
+    let spool_gid = spool.group();
+    let member = spool_gid.is_some_and(|gid| {
+        nix::unistd::getgid().as_raw() == gid
+            || nix::unistd::getgroups().is_ok_and(|groups| groups.iter().any(|g| g.as_raw() == gid))
+    });
+    match member {
+        true => None,
+        false => Some(uid.as_raw()),
+    }
 }
 
 impl Selection {
+    /// The selection of a run by the calling user with `filters`.
+    pub fn for_caller(spool: &Spool, filters: Vec<QueueFilter>) -> Selection {
+        Selection {
+            filters,
+            owner: caller_scope(spool),
+        }
+    }
+
     fn forced(&self) -> bool {
         !self.filters.is_empty()
     }
 
+    /// Whether this run may even look at `id` (before any claim: a claim
+    /// held on someone else's message, by a process its owner can stop,
+    /// would stall their mail).
+    fn may_touch(&self, spool: &Spool, id: &QueueId) -> bool {
+        self.owner
+            .is_none_or(|uid| spool.owner_uid(id) == Some(uid))
+    }
+
     fn matches(&self, envelope: &Envelope) -> bool {
+        if self.owner.is_some_and(|uid| envelope.uid != uid) {
+            return false;
+        }
         self.filters.iter().all(|f| match f {
             QueueFilter::Id(text) => envelope.id.as_str().contains(text.as_str()),
             QueueFilter::Recipient(text) => envelope
@@ -101,7 +144,8 @@ pub fn spawn_detached(spool: &Spool, config: &Config, first: &QueueId) {
             detach();
             let ctx = Context { spool, config };
             let shared = Mutex::new(HashSet::new());
-            if let Err(e) = work(&ctx, Some(first), &Selection::default(), &shared, 0) {
+            let selection = Selection::for_caller(spool, Vec::new());
+            if let Err(e) = work(&ctx, Some(first), &selection, &shared, 0) {
                 log::error!("runner: {e}");
             }
             std::process::exit(0);
@@ -278,6 +322,10 @@ fn take(
     selection: &Selection,
     tried: &Mutex<HashSet<QueueId>>,
 ) -> bool {
+    if !selection.may_touch(ctx.spool, id) {
+        lock(tried).insert(id.clone());
+        return false;
+    }
     let (claim, envelope) = match ctx.spool.claim_message(id) {
         Ok(Some(claimed)) => claimed,
         Ok(None) => return false,
@@ -319,7 +367,7 @@ fn anything_left(
 ) -> Result<bool> {
     let now = unix_now();
     for id in ctx.spool.queued_ids()? {
-        if lock(tried).contains(&id) {
+        if lock(tried).contains(&id) || !selection.may_touch(ctx.spool, &id) {
             continue;
         }
         let state = ctx.spool.read_state(&id).ok().flatten();

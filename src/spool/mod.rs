@@ -547,6 +547,22 @@ impl Spool {
         durable::replace_file_unsynced(&self.state, id.as_str(), &bytes)
     }
 
+    /// The group of `queue/` (the spool's group, `mail` when installed).
+    pub fn group(&self) -> Option<u32> {
+        fs::metadata(&self.queue).ok().map(|m| m.gid())
+    }
+
+    /// The owner of `queue/ID` (None: gone). A message submitted directly
+    /// is owned by its submitter (the setgid process runs with the
+    /// caller's uid); one committed by root (maildrop pickups, root's
+    /// notices) by root. One `lstat`, no open: what a restricted queue run
+    /// looks at before it would claim a message.
+    pub fn owner_uid(&self, id: &QueueId) -> Option<u32> {
+        fs::symlink_metadata(self.queue.join(id.as_str()))
+            .ok()
+            .map(|m| m.uid())
+    }
+
     /// Takes the non-blocking exclusive flock on queue/ID for a whole
     /// transaction (D1). Ok(None) when another process holds it, or when
     /// the message was removed before we got the lock. A `mailq` probing

@@ -1,7 +1,7 @@
 //! Whose mail a queue run touches, and who can hold the slots and claims
 //! everyone needs (issue 15, items 2 and 3).
 
-use crate::common;
+use crate::common::{self, smtpd::SmtpServer};
 use crate::site::Site;
 
 /// The fixture itself: an ordinary user queues through the setgid
@@ -36,4 +36,98 @@ fn site_queues_mail_from_an_ordinary_user() {
     assert!(String::from_utf8_lossy(&listed.stdout).contains(&ids[0]));
     let hidden = site.run(Some(&site.mallory), "mailq", &[], b"");
     assert!(!String::from_utf8_lossy(&hidden.stdout).contains(&ids[0]));
+}
+
+/// Lists the queue as `who` in JSON: one object per message.
+fn mailq_json(site: &Site, who: Option<&crate::site::Account>) -> Vec<serde_json::Value> {
+    let out = site.run(who, "mailq", &["--json"], b"");
+    common::assert_success(&out);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+/// Mallory's `sendmail -q` — plain, verbose, and forced with every
+/// selector — must neither deliver, claim, print nor force Alice's
+/// mail; root's run then delivers it, and the bounce it makes for her
+/// is hers (her uid), not the runner's.
+#[test]
+fn item02_an_ordinary_users_queue_run_touches_only_their_own_mail() {
+    let Some(site) = Site::new("qrun", "") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(
+        dir.path(),
+        &[
+            "--rcpt-reply",
+            "nobody@example.org=550 5.1.1 no such user",
+            "--rcpt-reply",
+            "alice@example.org=451 4.3.0 try later",
+        ],
+    );
+    site.set_config(&format!(
+        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nretry_min = 1s",
+        server.port
+    ));
+    let out = site.run(
+        Some(&site.alice),
+        "sendmail",
+        &[
+            "-odq",
+            "-f",
+            "alice@example.org",
+            "friend@example.org",
+            "nobody@example.org",
+        ],
+        b"Subject: private\n\nfor friend's eyes\n",
+    );
+    common::assert_success(&out);
+    let ids = site.queue_ids();
+    assert_eq!(ids.len(), 1);
+    let id = ids[0].clone();
+    for args in [
+        vec!["-q"],
+        vec!["-q", "-v"],
+        vec!["-qRexample.org", "-v"],
+        vec!["-qSalice", "-v"],
+        vec!["-v", &format!("-qI{id}")],
+    ] {
+        let out = site.run(Some(&site.mallory), "sendmail", &args, b"");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !said.contains(&id) && !said.contains("friend@"),
+            "mallory's {args:?} showed alice's mail: {said}"
+        );
+    }
+    assert_eq!(
+        server.connections(),
+        0,
+        "mallory's runs connected for alice"
+    );
+    assert!(
+        !site.spool.join("state").join(&id).exists(),
+        "mallory's runs attempted alice's message"
+    );
+    // Root's run delivers it; the failure notice for nobody@ is Alice's.
+    common::assert_success(&site.as_root("sendmail", &["-q"], b""));
+    assert_eq!(
+        server
+            .wait_messages(1, std::time::Duration::from_secs(30))
+            .len(),
+        1
+    );
+    let hers = mailq_json(&site, Some(&site.alice));
+    // mailq shows an ordinary user only the messages with their uid.
+    assert!(
+        hers.iter().any(|m| m["sender"] == ""),
+        "alice's mailq shows her bounce: {hers:?}"
+    );
+    let his = mailq_json(&site, Some(&site.mallory));
+    assert!(his.is_empty(), "mallory sees: {his:?}");
 }
