@@ -102,6 +102,9 @@ pub struct Config {
     pub pipe_user: String,
     /// `pipe_timeout`: time limit for a pipe delivery.
     pub pipe_timeout: Duration,
+    /// `mailbox_timeout`: time limit for writing one message into a
+    /// mailbox, Maildir or file through the helper that runs as the user.
+    pub mailbox_timeout: Duration,
     /// `max_hops`: Received:/Delivered-To: count that means a mail loop.
     pub max_hops: u32,
     /// `connect_timeout`: SMTP connection timeout.
@@ -145,6 +148,7 @@ impl Default for Config {
             forward_path: "~/.forward".to_string(),
             pipe_user: "nobody".to_string(),
             pipe_timeout: Duration::from_secs(3600),
+            mailbox_timeout: Duration::from_secs(300),
             max_hops: 50,
             connect_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(5 * 60),
@@ -302,6 +306,7 @@ fn set(c: &mut Config, key: &str, value: &str) -> Setting {
             c.pipe_user = value.to_string()
         }
         "pipe_timeout" => c.pipe_timeout = parse_duration(value)?,
+        "mailbox_timeout" => c.mailbox_timeout = parse_duration(value)?,
         "max_hops" => c.max_hops = positive(value)?,
         "connect_timeout" => c.connect_timeout = parse_duration(value)?,
         "command_timeout" => c.command_timeout = parse_duration(value)?,

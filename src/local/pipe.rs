@@ -46,7 +46,6 @@ pub enum Ended {
 /// not be started at all.
 pub fn run(job: &Job, header: &[u8], message: &mut (dyn Read + Send)) -> io::Result<Ended> {
     let deadline = Instant::now() + job.timeout;
-    let (output_reader, output_writer) = io::pipe()?;
     let mut command = Command::new("/bin/sh");
     command
         .arg("-c")
@@ -63,11 +62,28 @@ pub fn run(job: &Job, header: &[u8], message: &mut (dyn Read + Send)) -> io::Res
             job.user.home.as_path()
         } else {
             Path::new("/")
-        })
+        });
+    user::run_as(&mut command, job.creds.clone());
+    run_until(command, header, message, deadline)
+}
+
+/// Runs `command` — which must run in its own session (as
+/// [`user::run_as`] arranges) — with `header` then `message` on its stdin
+/// and its stdout and stderr kept, and kills its whole process group when
+/// it is still running at `deadline`: whatever the child does (read
+/// nothing, hang, be stopped with SIGSTOP by the user it runs as), the
+/// caller gets control back by then. Err: it could not be started.
+pub fn run_until(
+    mut command: Command,
+    header: &[u8],
+    message: &mut (dyn Read + Send),
+    deadline: Instant,
+) -> io::Result<Ended> {
+    let (output_reader, output_writer) = io::pipe()?;
+    command
         .stdin(Stdio::piped())
         .stdout(output_writer.try_clone()?)
         .stderr(output_writer);
-    user::run_as(&mut command, job.creds.clone());
     let mut child = command.spawn()?;
     // Our copies of the write end must go, or reading never ends.
     drop(command);
@@ -81,7 +97,7 @@ pub fn run(job: &Job, header: &[u8], message: &mut (dyn Read + Send)) -> io::Res
         status
     });
     let fed_in_time = match stdin {
-        Some(pipe) => feed(pipe, header, message, deadline),
+        Some(pipe) => feed(pipe, pid, header, message, deadline),
         None => true,
     };
     let timed_out = !fed_in_time
@@ -108,9 +124,18 @@ pub fn run(job: &Job, header: &[u8], message: &mut (dyn Read + Send)) -> io::Res
 
 /// Writes the message to the command's stdin without ever blocking past
 /// `deadline` (a command that reads nothing must not hang the runner).
-/// False: the deadline passed. A command that closes its input early is
-/// not an error (EPIPE ends the feeding).
-fn feed(pipe: ChildStdin, header: &[u8], message: &mut dyn Read, deadline: Instant) -> bool {
+/// False: the deadline passed, or the message could not be read — then
+/// the command (process group `pid`) is killed *before* its input is
+/// closed, so that it never takes a truncated message for a whole one. A
+/// command that closes its input early is not an error (EPIPE ends the
+/// feeding).
+fn feed(
+    pipe: ChildStdin,
+    pid: i32,
+    header: &[u8],
+    message: &mut dyn Read,
+    deadline: Instant,
+) -> bool {
     let fd = pipe.as_fd();
     if nix::fcntl::fcntl(
         fd,
@@ -126,8 +151,14 @@ fn feed(pipe: ChildStdin, header: &[u8], message: &mut dyn Read, deadline: Insta
     loop {
         if pending.is_empty() {
             match message.read(&mut buf) {
-                Ok(0) | Err(_) => return true,
+                Ok(0) => return true,
                 Ok(n) => pending.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    // SAFETY: kill(2) on the command's own process group.
+                    unsafe { libc::kill(-pid, libc::SIGKILL) };
+                    return false;
+                }
             }
         }
         match pipe.write(&pending) {

@@ -8,15 +8,16 @@
 //! setgid group included) before it looks at its arguments, so the
 //! internal entry point lets nobody do more than they could on their own.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, Kind, Result};
 use crate::{maildir, mbox, privilege};
 
+use super::pipe::{self, Ended};
 use super::user::{self, Credentials};
 
 /// The argument that selects the internal delivery entry point.
@@ -68,13 +69,17 @@ pub fn mbox_here(
 }
 
 /// Writes through a child running as `creds` (None: this process's real
-/// user, without its setgid group).
+/// user, without its setgid group). The child runs as the recipient, who
+/// may stop or slow it: at `time_limit` its process group is killed and
+/// the delivery is temporary trouble — a root queue run never waits on a
+/// user's whim.
 pub fn through_child(
     store: &Store,
     creds: Option<Credentials>,
     sender: &str,
     header: &[u8],
-    message: &mut dyn Read,
+    message: &mut (dyn Read + Send),
+    time_limit: Duration,
 ) -> Result<()> {
     let (kind, path) = store.parts();
     let mut command = Command::new("/proc/self/exe");
@@ -85,42 +90,32 @@ pub fn through_child(
         .arg(path)
         .arg(sender)
         .env_clear()
-        .current_dir("/")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .current_dir("/");
     user::run_as(&mut command, creds);
-    let mut child = command
-        .spawn()
+    let deadline = Instant::now() + time_limit;
+    let ended = pipe::run_until(command, header, message, deadline)
         .map_err(|e| Error::io("starting the local delivery helper", &e))?;
-    let mut stdin = child.stdin.take();
-    let fed = match stdin.as_mut() {
-        Some(pipe) => pipe
-            .write_all(header)
-            .and_then(|()| io::copy(message, pipe).map(|_| ()))
-            .and_then(|()| pipe.flush()),
-        None => Ok(()),
+    let first_line = |said: &str| {
+        let said = said.lines().next().unwrap_or("").trim();
+        said.strip_prefix("spoolmail: ").unwrap_or(said).to_string()
     };
-    drop(stdin);
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Error::io("waiting for the local delivery helper", &e))?;
-    let said = String::from_utf8_lossy(&out.stderr);
-    let said = said.lines().next().unwrap_or("").trim();
-    let said = said.strip_prefix("spoolmail: ").unwrap_or(said);
-    match out.status.code() {
-        Some(0) => fed.map_err(|e| Error::io("feeding the local delivery helper", &e)),
-        Some(code) => Err(Error::new(
+    match ended {
+        Ended::Exited(0, _) => Ok(()),
+        Ended::Exited(code, said) => Err(Error::new(
             Kind::from_exit_code(code),
-            if said.is_empty() {
-                format!("local delivery to {} exited {code}", path.display())
-            } else {
-                said.to_string()
+            match first_line(&said) {
+                s if s.is_empty() => format!("local delivery to {} exited {code}", path.display()),
+                s => s,
             },
         )),
-        None => Err(Error::temp(format!(
-            "local delivery to {} was killed",
+        Ended::Killed(signal, _) => Err(Error::temp(format!(
+            "local delivery to {} was killed by signal {signal}",
             path.display()
+        ))),
+        Ended::TimedOut(_) => Err(Error::temp(format!(
+            "local delivery to {} took longer than {}s and was killed",
+            path.display(),
+            time_limit.as_secs()
         ))),
     }
 }

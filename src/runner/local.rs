@@ -291,7 +291,8 @@ impl Target<'_> {
             Ok(c) => c,
             Err(step) => return step,
         };
-        match store::through_child(&store_at, creds, self.sender, self.header, data) {
+        let limit = self.config.mailbox_timeout;
+        match store::through_child(&store_at, creds, self.sender, self.header, data, limit) {
             Ok(()) => Step::Done(format!("delivered to {what}")),
             Err(e) => Step::Defer(format!("{what}: {}", e.message())),
         }
