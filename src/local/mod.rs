@@ -50,6 +50,18 @@ impl RunAs {
     }
 }
 
+/// Whose rights read a list file (`.forward`, `:include:`): never the
+/// runner's own, which may be root's or hold the spool group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ReadAs {
+    /// The user whose `.forward` led here: everything it includes is
+    /// read as them (sendmail's rule), and what it names runs as them.
+    User(User),
+    /// An `:include:` named in /etc/aliases: read as the file's owner,
+    /// or as `pipe_user` when root owns it — never as root.
+    Owner,
+}
+
 /// One local thing an expansion asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {
@@ -64,6 +76,10 @@ pub enum Delivery {
     /// Expansion could not be finished (a lookup or a file read failed):
     /// try again later.
     Trouble(String),
+    /// A file only its user may read (a `.forward`, an `:include:`)
+    /// stands in the way and this runner is not that user: root's queue
+    /// run will read it as them.
+    NeedsRoot(String),
 }
 
 impl Delivery {
@@ -80,6 +96,7 @@ impl Delivery {
             }
             Delivery::Unknown(n) => format!("unknown:{n}"),
             Delivery::Trouble(t) => format!("trouble:{t}"),
+            Delivery::NeedsRoot(t) => format!("needs-root:{t}"),
         }
     }
 }
@@ -158,7 +175,7 @@ impl Walker<'_> {
                     self.out.owner = Some(name.to_string());
                 }
                 for t in targets {
-                    self.target(t, depth + 1, &RunAs::PipeUser);
+                    self.target(t, depth + 1, &RunAs::PipeUser, &ReadAs::Owner);
                 }
             }
             _ => self.user(name, depth, true),
@@ -171,25 +188,28 @@ impl Walker<'_> {
             Ok(None) => return self.push(Delivery::Unknown(name.to_string())),
             Err(e) => return self.push(Delivery::Trouble(e)),
         };
-        if follow_forward
-            && depth < MAX_DEPTH
-            && self.seen_forwards.insert(user.name.clone())
-            && let Some(targets) = forward_targets(self.config, &user)
-        {
-            // Root's commands and files run as pipe_user, never as root.
-            let run_as = match user.uid {
-                0 => RunAs::PipeUser,
-                _ => RunAs::User(user),
-            };
-            for t in &targets {
-                self.target(t, depth + 1, &run_as);
+        if follow_forward && depth < MAX_DEPTH && self.seen_forwards.insert(user.name.clone()) {
+            match forward_targets(self.config, &user) {
+                Forward::Targets(targets) => {
+                    // Root's commands and files run as pipe_user, never as root.
+                    let run_as = match user.uid {
+                        0 => RunAs::PipeUser,
+                        _ => RunAs::User(user.clone()),
+                    };
+                    let read_as = ReadAs::User(user);
+                    for t in &targets {
+                        self.target(t, depth + 1, &run_as, &read_as);
+                    }
+                    return;
+                }
+                Forward::NeedsRoot(why) => return self.push(Delivery::NeedsRoot(why)),
+                Forward::None => {}
             }
-            return;
         }
         self.push(Delivery::Mailbox(user));
     }
 
-    fn target(&mut self, target: &Target, depth: usize, run_as: &RunAs) {
+    fn target(&mut self, target: &Target, depth: usize, run_as: &RunAs, read_as: &ReadAs) {
         match target {
             Target::Address(a) if is_local(self.config, a) => self.name(&local_part(a), depth),
             Target::Address(a) => {
@@ -206,21 +226,9 @@ impl Walker<'_> {
                 path: path.clone(),
                 run_as: run_as.clone(),
             }),
-            Target::Include(path) if depth < MAX_DEPTH => match read_list(path, None) {
-                Ok(Some((targets, owner))) => {
-                    // Commands in an include file run as its owner (as
-                    // sendmail does), unless that is root.
-                    let run_as = match owner {
-                        0 => run_as.clone(),
-                        uid => User::by_uid(uid).map_or(RunAs::PipeUser, RunAs::User),
-                    };
-                    for t in &targets {
-                        self.target(t, depth + 1, &run_as);
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => self.push(Delivery::Trouble(e)),
-            },
+            Target::Include(path) if depth < MAX_DEPTH => {
+                self.include(path, depth, run_as, read_as)
+            }
             Target::Include(path) => {
                 log::warn!(":include:{}: aliases nested too deeply", path.display())
             }
@@ -228,19 +236,106 @@ impl Walker<'_> {
     }
 }
 
-/// The user's `.forward` targets, when the file exists and is safe: a
-/// regular file owned by the user that neither group nor
-/// others can write. An unsafe one is ignored, with a warning, as
-/// sendmail and Postfix do.
-fn forward_targets(config: &Config, user: &User) -> Option<Vec<Target>> {
-    let path = user.path(&config.forward_path);
-    match read_list(&path, Some(user.uid)) {
-        Ok(Some((targets, _))) if !targets.is_empty() => Some(targets),
-        Ok(_) => None,
-        Err(e) => {
-            log::warn!("{e}; delivering to the mailbox of {}", user.name);
-            None
+impl Walker<'_> {
+    /// An `:include:` file: read with the rights `read_as` says, its
+    /// targets followed — in a user's context as that user, from
+    /// /etc/aliases as the file's owner (pipe_user for root's files).
+    fn include(&mut self, path: &Path, depth: usize, run_as: &RunAs, read_as: &ReadAs) {
+        let (reader, owner, run_as) = match read_as {
+            ReadAs::User(user) => (user.clone(), None, run_as.clone()),
+            ReadAs::Owner => {
+                let owner = match std::fs::symlink_metadata(path) {
+                    Ok(meta) => meta.uid(),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+                    Err(e) => {
+                        return self.push(Delivery::Trouble(format!("{}: {e}", path.display())));
+                    }
+                };
+                let reader = match owner {
+                    0 => User::lookup(&self.config.pipe_user).ok().flatten(),
+                    uid => User::by_uid(uid),
+                };
+                let Some(reader) = reader else {
+                    return self.push(Delivery::Trouble(format!(
+                        "{}: no account to read it as",
+                        path.display()
+                    )));
+                };
+                let run_as = match owner {
+                    0 => RunAs::PipeUser,
+                    _ => RunAs::User(reader.clone()),
+                };
+                (reader, Some(owner), run_as)
+            }
+        };
+        match read_list_as(&reader, path, owner) {
+            Ok(Some(targets)) => {
+                let read_as = ReadAs::User(reader);
+                for t in &targets {
+                    self.target(t, depth + 1, &run_as, &read_as);
+                }
+            }
+            Ok(None) => {}
+            Err(ListTrouble::NeedsRoot(why)) => self.push(Delivery::NeedsRoot(why)),
+            Err(ListTrouble::Unsafe(why)) => self.push(Delivery::Trouble(why)),
         }
+    }
+}
+
+/// What a user's `.forward` says.
+enum Forward {
+    /// Forward to these.
+    Targets(Vec<Target>),
+    /// No usable `.forward` (none, empty, or unsafe: ignored with a
+    /// warning, as sendmail and Postfix do): the mailbox.
+    None,
+    /// Only root's queue run may read it as its user.
+    NeedsRoot(String),
+}
+
+/// The user's `.forward` targets, read with the user's own rights, when
+/// the file exists and is safe: a regular file owned by the user that
+/// neither group nor others can write.
+fn forward_targets(config: &Config, user: &User) -> Forward {
+    let path = user.path(&config.forward_path);
+    match read_list_as(user, &path, Some(user.uid)) {
+        Ok(Some(targets)) if !targets.is_empty() => Forward::Targets(targets),
+        Ok(_) => Forward::None,
+        Err(ListTrouble::NeedsRoot(why)) => Forward::NeedsRoot(why),
+        Err(ListTrouble::Unsafe(e)) => {
+            log::warn!("{e}; delivering to the mailbox of {}", user.name);
+            Forward::None
+        }
+    }
+}
+
+/// Why a list file was not read.
+enum ListTrouble {
+    /// It exists but is unsafe or unreadable (as its reader).
+    Unsafe(String),
+    /// This runner cannot take the reader's rights.
+    NeedsRoot(String),
+}
+
+/// Reads a list file with `reader`'s rights only (this thread's
+/// filesystem identity borrowed for the read): Ok(None) when it does not
+/// exist (for them).
+fn read_list_as(
+    reader: &User,
+    path: &Path,
+    owner: Option<u32>,
+) -> std::result::Result<Option<Vec<Target>>, ListTrouble> {
+    let creds = user::reading_as(reader).map_err(ListTrouble::NeedsRoot)?;
+    let read = user::with_fs_identity(creds.as_ref(), || read_list(path, owner)).map_err(|e| {
+        ListTrouble::Unsafe(format!(
+            "{}: reading as {}: {e}",
+            path.display(),
+            reader.name
+        ))
+    })?;
+    match read {
+        Ok(found) => Ok(found.map(|(targets, _)| targets)),
+        Err(why) => Err(ListTrouble::Unsafe(why)),
     }
 }
 
@@ -281,8 +376,15 @@ fn read_list(
         .read_to_string(&mut text)
         .map_err(|e| format!("{shown}: {e}"))?;
     let (targets, errors) = aliases::parse_list(&text, &shown.to_string());
-    for e in errors {
-        log::warn!("{e}");
+    if !errors.is_empty() {
+        // Counted, never quoted: a list file's content must not reach a
+        // log line (nor a bounce) through its errors.
+        log::warn!(
+            "{shown}: {} entr{} could not be parsed and {} skipped",
+            errors.len(),
+            if errors.len() == 1 { "y" } else { "ies" },
+            if errors.len() == 1 { "was" } else { "were" }
+        );
     }
     Ok(Some((targets, meta.uid())))
 }

@@ -115,6 +115,80 @@ impl Credentials {
     }
 }
 
+/// How this process can read a file as `user`: Ok(None) with its own
+/// credentials less any set-id group (it is that user), Ok(Some) by
+/// switching to theirs (root), Err when it cannot (only root's run can).
+pub fn reading_as(user: &User) -> Result<Option<Credentials>, String> {
+    match power_over(user.uid) {
+        Power::Same => Ok(None),
+        Power::Root => Credentials::of(user, user.gid)
+            .map(Some)
+            .map_err(|e| format!("groups of {}: {e}", user.name)),
+        Power::None => Err(format!(
+            "reading a file as {} waits for a queue run by root",
+            user.name
+        )),
+    }
+}
+
+/// Runs `f` with this thread's filesystem identity — the fsuid, fsgid
+/// and supplementary groups the kernel checks when a file is opened —
+/// switched to `creds` (None: the real uid and gid, which gives up a
+/// setgid group), and switched back afterwards. Linux keeps credentials
+/// per thread and the raw system calls change only the calling thread's
+/// (glibc's `setgroups` would broadcast to every thread: not used), so
+/// the other workers of a queue run are unaffected. Root's file
+/// capabilities are dropped by the kernel while the fsuid is not 0.
+///
+/// For reading what a user controls (`.forward`, `:include:`) with that
+/// user's rights only: whatever the file names, the read can reach no
+/// more than the user could reach.
+pub fn with_fs_identity<T>(creds: Option<&Credentials>, f: impl FnOnce() -> T) -> io::Result<T> {
+    // SAFETY: raw credential system calls on integers and on a slice that
+    // outlives them; they touch only this thread's credentials.
+    unsafe {
+        let query = u32::MAX as libc::c_long;
+        let old_uid = libc::syscall(libc::SYS_setfsuid, query) as u32;
+        let old_gid = libc::syscall(libc::SYS_setfsgid, query) as u32;
+        let (uid, gid) = match creds {
+            Some(c) => (c.uid.as_raw(), c.gid.as_raw()),
+            None => (libc::getuid(), libc::getgid()),
+        };
+        let old_groups = match creds {
+            Some(c) => {
+                let old = nix::unistd::getgroups().map_err(io::Error::from)?;
+                let list: Vec<libc::gid_t> = c.groups.iter().map(|g| g.as_raw()).collect();
+                if libc::syscall(libc::SYS_setgroups, list.len(), list.as_ptr()) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Some(old)
+            }
+            None => None,
+        };
+        libc::syscall(libc::SYS_setfsgid, gid as libc::c_long);
+        libc::syscall(libc::SYS_setfsuid, uid as libc::c_long);
+        let now_uid = libc::syscall(libc::SYS_setfsuid, query) as u32;
+        let now_gid = libc::syscall(libc::SYS_setfsgid, query) as u32;
+        let result = match (now_uid, now_gid) == (uid, gid) {
+            true => Ok(f()),
+            false => Err(io::Error::from_raw_os_error(libc::EPERM)),
+        };
+        libc::syscall(libc::SYS_setfsuid, old_uid as libc::c_long);
+        libc::syscall(libc::SYS_setfsgid, old_gid as libc::c_long);
+        let restored = libc::syscall(libc::SYS_setfsuid, query) as u32 == old_uid
+            && libc::syscall(libc::SYS_setfsgid, query) as u32 == old_gid
+            && old_groups.is_none_or(|old| {
+                let list: Vec<libc::gid_t> = old.iter().map(|g| g.as_raw()).collect();
+                libc::syscall(libc::SYS_setgroups, list.len(), list.as_ptr()) == 0
+            });
+        if !restored {
+            // A worker left with someone else's identity must not go on.
+            libc::abort();
+        }
+        result
+    }
+}
+
 /// Makes `command` run as `creds` (from root), or — without credentials —
 /// as this process's real user and group, giving up a setgid group: what
 /// a child runs must never hold the spool's group.
@@ -161,6 +235,30 @@ mod tests {
             u.path("/var/mail/%u.d/"),
             PathBuf::from("/var/mail/alice.d/")
         );
+    }
+
+    #[test]
+    fn a_borrowed_identity_applies_to_the_thread_and_is_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "x").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        // As ourselves nothing changes.
+        let own = with_fs_identity(None, || std::fs::read(&secret).is_ok()).unwrap();
+        assert!(own);
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        // As nobody, root's 0600 file is out of reach; afterwards it is
+        // readable again.
+        let nobody = User::lookup("nobody").unwrap().unwrap();
+        let creds = Credentials::of(&nobody, nobody.gid).unwrap();
+        let groups_before = nix::unistd::getgroups().unwrap();
+        let denied = with_fs_identity(Some(&creds), || std::fs::read(&secret)).unwrap();
+        assert_eq!(denied.unwrap_err().kind(), io::ErrorKind::PermissionDenied);
+        assert!(std::fs::read(&secret).is_ok());
+        assert_eq!(nix::unistd::getgroups().unwrap(), groups_before);
     }
 
     #[test]

@@ -210,6 +210,7 @@ impl Target<'_> {
         match delivery {
             Delivery::Unknown(name) => Step::Fail("5.1.1", format!("{name}: no such user here")),
             Delivery::Trouble(why) => Step::Defer(why.clone()),
+            Delivery::NeedsRoot(why) => Step::NeedsRoot(why.clone()),
             Delivery::Mailbox(user) => self.mailbox(user, data),
             Delivery::Pipe { command, run_as } => match self.resolve(run_as) {
                 Ok(user) => self.pipe(command, &user, data),

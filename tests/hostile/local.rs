@@ -82,3 +82,154 @@ fn item04_a_stopped_delivery_helper_cannot_hang_roots_queue_run() {
         "the recipient is deferred with the reason: {text}"
     );
 }
+
+/// Every byte under the spool, and root's `mailq --json`: where a leaked
+/// line would surface (a notice's Diagnostic-Code, a deferral reason).
+fn spool_and_mailq_contain(site: &Site, needle: &str) -> bool {
+    fn walk(dir: &std::path::Path, needle: &[u8]) -> bool {
+        std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries.filter_map(|e| e.ok()).any(|e| {
+                let path = e.path();
+                match path.is_dir() {
+                    true => walk(&path, needle),
+                    false => std::fs::read(&path)
+                        .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle)),
+                }
+            })
+        })
+    }
+    let listed = site.as_root("mailq", &["--json"], b"");
+    walk(&site.spool, needle.as_bytes()) || String::from_utf8_lossy(&listed.stdout).contains(needle)
+}
+
+/// Mallory sends himself a message (the failure notice would go to a
+/// remote address of his, so it stays in the queue to be read); then
+/// `runner` (Mallory with the setgid group, or root) runs the queue.
+fn mallory_mails_himself(site: &Site, runner: Option<&crate::site::Account>) {
+    let out = site.run(
+        Some(&site.mallory),
+        "sendmail",
+        &["-odq", "-f", "mallory@example.org", &site.mallory.name],
+        b"Subject: me\n\nhello me\n",
+    );
+    common::assert_success(&out);
+    common::assert_success(&site.run(runner, "sendmail", &["-q"], b""));
+}
+
+/// `:include:` of a file only the spool group may read (0640 root:mail,
+/// like `auth_password_file`) from a `.forward`: the setgid runner must
+/// read it with Mallory's rights, not the group's, and no line of it may
+/// come back in a notice, a state file or mailq.
+#[test]
+fn item01_a_forward_include_cannot_read_the_spool_groups_files() {
+    let Some(site) = Site::new("incg", "retry_min = 1s") else {
+        return;
+    };
+    let secret = site.etc.join("relay-password");
+    std::fs::write(&secret, "groupsecret0451\n").unwrap();
+    let mail = nix::unistd::Group::from_name("mail").unwrap().unwrap().gid;
+    nix::unistd::chown(&secret, Some(nix::unistd::Uid::from_raw(0)), Some(mail)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let forward = site.mallory.home.join(".forward");
+    site.write_as(
+        &site.mallory,
+        &forward,
+        &format!(":include:{}\n", secret.display()),
+        0o600,
+    );
+    mallory_mails_himself(&site, Some(&site.mallory));
+    assert!(
+        !spool_and_mailq_contain(&site, "groupsecret0451"),
+        "the spool group's file leaked through mallory's :include:"
+    );
+}
+
+/// The same with a file only root may read: root's queue run reads a
+/// user's includes as that user, never as root.
+#[test]
+fn item01_a_forward_include_cannot_read_roots_files() {
+    let Some(site) = Site::new("incr", "retry_min = 1s") else {
+        return;
+    };
+    let secret = site.base.join("root-only");
+    std::fs::write(&secret, "rootsecret0451\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let forward = site.mallory.home.join(".forward");
+    site.write_as(
+        &site.mallory,
+        &forward,
+        &format!(":include:{}\n", secret.display()),
+        0o600,
+    );
+    mallory_mails_himself(&site, None);
+    assert!(
+        !spool_and_mailq_contain(&site, "rootsecret0451"),
+        "root's file leaked through mallory's :include:"
+    );
+}
+
+/// Mallory includes a file of Alice's that names a path of hers (as a
+/// shell history naming a script would): what an include from a
+/// `.forward` names runs as the forward's owner, so root's run must not
+/// append to Alice's script as Alice.
+#[test]
+fn item01_what_an_include_names_runs_as_the_forward_owner() {
+    let Some(site) = Site::new("incx", "retry_min = 1s") else {
+        return;
+    };
+    let script = site.alice.home.join("backup.sh");
+    site.write_as(&site.alice, &script, "#!/bin/sh\necho backup\n", 0o755);
+    let notes = site.alice.home.join("notes");
+    site.write_as(
+        &site.alice,
+        &notes,
+        &format!("{}\n", script.display()),
+        0o644,
+    );
+    let forward = site.mallory.home.join(".forward");
+    site.write_as(
+        &site.mallory,
+        &forward,
+        &format!(":include:{}\n", notes.display()),
+        0o600,
+    );
+    mallory_mails_himself(&site, None);
+    assert_eq!(
+        std::fs::read_to_string(&script).unwrap(),
+        "#!/bin/sh\necho backup\n",
+        "alice's script was written to on mallory's behalf"
+    );
+}
+
+/// An `:include:` in /etc/aliases is read as its owner — pipe_user when
+/// root owns it — never as root: a root-only file stays unread.
+#[test]
+fn item01_an_aliases_include_is_never_read_as_root() {
+    let Some(site) = Site::new("inca", "retry_min = 1s") else {
+        return;
+    };
+    let secret = site.base.join("root-list");
+    std::fs::write(&secret, "aliassecret0451\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(
+        site.etc.join("aliases"),
+        format!("postmaster: root\nlist: :include:{}\n", secret.display()),
+    )
+    .unwrap();
+    common::assert_success(&site.as_root("newaliases", &[], b""));
+    let out = site.run(
+        Some(&site.mallory),
+        "sendmail",
+        &["-odq", "-f", "mallory@example.org", "list"],
+        b"Subject: to the list\n\nhi\n",
+    );
+    common::assert_success(&out);
+    common::assert_success(&site.as_root("sendmail", &["-q"], b""));
+    assert!(
+        !spool_and_mailq_contain(&site, "aliassecret0451"),
+        "a root-only include was read as root"
+    );
+}
