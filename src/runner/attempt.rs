@@ -143,6 +143,9 @@ pub fn attempt(
             match route(ctx, &state.recipients[i].address) {
                 Route::Remote(dest) => groups.entry(dest).or_default().push(i),
                 Route::Local => {
+                    // A local delivery (a command may run for
+                    // pipe_timeout) holds no SMTP connection slot.
+                    transport.close();
                     if aliases.is_none() {
                         aliases = Some(local::load(ctx.config).unwrap_or_else(|e| {
                             log::error!("aliases: {e}");
@@ -160,10 +163,12 @@ pub fn attempt(
                         &mut tally,
                     )?;
                     apply(ctx, &id, &mut state, i, &done.outcome, None, now_s, age);
-                    if done.needs_root {
-                        // Due again for the next queue run by root, which
-                        // is asked for at once.
+                    if done.retry_now {
+                        // Due again for the next queue run (by root, which
+                        // is asked for at once when only it can deliver).
                         state.recipients[i].next_attempt = Some(now_s);
+                    }
+                    if done.needs_root {
                         ctx.spool.kick_root(&id);
                     }
                     persist(ctx, &id, &state)?;

@@ -21,6 +21,7 @@ use crate::spool::{Claim, DeliveryState, Envelope};
 use super::Context;
 use super::attempt::{Tally, persist};
 use super::outcome::Outcome;
+use super::slots::{self, Share};
 
 /// How one local target went.
 enum Step {
@@ -29,6 +30,9 @@ enum Step {
     Defer(String),
     /// Only a queue run by root can deliver it: retry as soon as one runs.
     NeedsRoot(String),
+    /// The commands of its user already take their share of the runners:
+    /// retry at the next run, no backoff.
+    Busy(String),
     Fail(&'static str, String),
 }
 
@@ -38,6 +42,9 @@ enum Step {
 pub struct LocalResult {
     pub outcome: Outcome,
     pub needs_root: bool,
+    /// Due again at once (waits for root, or for a command slot), not
+    /// after a backoff.
+    pub retry_now: bool,
 }
 
 /// Delivers recipient `index` of the claimed message.
@@ -61,6 +68,7 @@ pub fn deliver(
     let result = |outcome| LocalResult {
         outcome,
         needs_root: false,
+        retry_now: false,
     };
     let mut data = ctx.spool.claimed_data(claim)?;
     match loops::check(&mut data, &delivered_to, config.max_hops) {
@@ -91,6 +99,7 @@ pub fn deliver(
         .filter(|d| !state.recipients[index].local_done.contains(&d.key(config)))
         .collect();
     let mut steps = Vec::new();
+    let hosts_dir = ctx.spool.hosts_dir();
     if !expansion.remote.is_empty() {
         let to = expansion.remote.join(", ");
         if !state.recipients[index]
@@ -120,6 +129,7 @@ pub fn deliver(
         let key = delivery.key(config);
         let target = Target {
             config,
+            hosts_dir: &hosts_dir,
             sender: &envelope.sender,
             recipient: &delivered_to,
             header: header.as_bytes(),
@@ -159,6 +169,7 @@ fn summarise(steps: Vec<Step>) -> LocalResult {
     let mut done = Vec::new();
     let mut waiting = Vec::new();
     let mut needs_root = true;
+    let mut root_asked = false;
     let mut failed = Vec::new();
     let mut fail_dsn = "5.0.0";
     for step in steps {
@@ -168,7 +179,11 @@ fn summarise(steps: Vec<Step>) -> LocalResult {
                 needs_root = false;
                 waiting.push(text)
             }
-            Step::NeedsRoot(text) => waiting.push(text),
+            Step::NeedsRoot(text) => {
+                root_asked = true;
+                waiting.push(text)
+            }
+            Step::Busy(text) => waiting.push(text),
             Step::Fail(dsn, text) => {
                 fail_dsn = dsn;
                 failed.push(text)
@@ -177,9 +192,12 @@ fn summarise(steps: Vec<Step>) -> LocalResult {
     }
     if !waiting.is_empty() {
         waiting.extend(failed.iter().map(|f| format!("failed: {f}")));
+        // Only waiting for root (or a free command slot): due again at
+        // once. Anything else waiting: the usual backoff.
         return LocalResult {
             outcome: Outcome::deferred("4.3.0", waiting.join("; ")),
-            needs_root,
+            needs_root: needs_root && root_asked,
+            retry_now: needs_root,
         };
     }
     let outcome = if failed.is_empty() {
@@ -193,12 +211,15 @@ fn summarise(steps: Vec<Step>) -> LocalResult {
     LocalResult {
         outcome,
         needs_root: false,
+        retry_now: false,
     }
 }
 
 /// What every target of one recipient shares.
 struct Target<'a> {
     config: &'a Config,
+    /// The spool's `hosts/`, where the command slots of each user live.
+    hosts_dir: &'a std::path::Path,
     sender: &'a str,
     recipient: &'a str,
     /// `Return-Path:` and `Delivered-To:`, put on top of each copy.
@@ -318,6 +339,22 @@ impl Target<'_> {
             Ok(c) => c,
             Err(step) => return step,
         };
+        // A user's commands run at most their share of the runners at
+        // once, whoever's runner starts them: commands that never end
+        // (until pipe_timeout) stall their own user's mail, and hold no
+        // more than half of root's queue run.
+        let share = Share::User.of(self.config.max_connections);
+        let _slot =
+            match slots::try_acquire(self.hosts_dir, &format!("command-u{}", user.uid), share) {
+                Ok(Some(slot)) => slot,
+                Ok(None) => {
+                    return Step::Busy(format!(
+                        "{} command(s) of {} already running: command {command} waits",
+                        share, user.name
+                    ));
+                }
+                Err(e) => return Step::Defer(e.message().to_string()),
+            };
         let job = pipe::Job {
             command,
             user,

@@ -37,8 +37,16 @@ use crate::spool::{Envelope, QueueId, Spool};
 
 use transport::Transport;
 
-/// Prefix of the global slot files in `hosts/`.
+/// Prefix of the runner slot files in `hosts/` of root's and the spool
+/// group's runs; an ordinary user's runs have their own pool,
+/// `runner-uUID`, of half the size (their share), so that no user's
+/// runners, however many or however stalled, take anybody else's.
 const RUNNER_SLOTS: &str = "runner";
+
+/// The longest a runner waits for a slot before it gives up on the
+/// message for now (the holders' transactions are bounded by the SMTP
+/// timeouts; a stopped holder must not hold us for longer than this).
+pub const SLOT_WAIT: Duration = Duration::from_secs(300);
 
 /// What a worker needs: the spool and the configuration.
 pub struct Context<'a> {
@@ -92,6 +100,25 @@ impl Selection {
 
     fn forced(&self) -> bool {
         !self.filters.is_empty()
+    }
+
+    /// The runner slot pool of this run: (prefix, count).
+    fn runner_pool(&self, config: &Config) -> (String, u32) {
+        match self.owner {
+            None => (RUNNER_SLOTS.to_string(), config.max_connections.max(1)),
+            Some(uid) => (
+                format!("{RUNNER_SLOTS}-u{uid}"),
+                slots::Share::User.of(config.max_connections),
+            ),
+        }
+    }
+
+    /// How much of the shared connection pools this run may take.
+    fn share(&self) -> slots::Share {
+        match self.owner {
+            None => slots::Share::Whole,
+            Some(_) => slots::Share::User,
+        }
     }
 
     /// Whether this run may even look at `id` (before any claim: a claim
@@ -177,7 +204,22 @@ fn detach() {
 /// a global slot if all are busy, and reports what became of it.
 pub fn deliver_now(spool: &Spool, config: &Config, id: &QueueId) -> Result<Tally> {
     let ctx = Context { spool, config };
-    let _slot = slots::acquire(&spool.hosts_dir(), RUNNER_SLOTS, config.max_connections)?;
+    let selection = Selection::for_caller(spool, Vec::new());
+    let (pool, count) = selection.runner_pool(config);
+    let slot = slots::acquire_within(
+        &spool.hosts_dir(),
+        &pool,
+        count,
+        slots::Share::Whole,
+        SLOT_WAIT,
+    )?;
+    let Some(_slot) = slot else {
+        return Ok(Tally {
+            deferred: 1,
+            last_error: Some("every runner slot stayed busy; it waits in the queue".into()),
+            ..Tally::default()
+        });
+    };
     let Some((claim, envelope)) = spool.claim_message(id)? else {
         // A queue runner took it first; it is in good hands.
         return Ok(Tally {
@@ -186,7 +228,7 @@ pub fn deliver_now(spool: &Spool, config: &Config, id: &QueueId) -> Result<Tally
             ..Tally::default()
         });
     };
-    let mut transport = Transport::new(config, spool.hosts_dir());
+    let mut transport = Transport::new(config, spool.hosts_dir(), selection.share());
     let tally = attempt::attempt(
         &ctx,
         &mut transport,
@@ -234,7 +276,7 @@ pub fn run_queue(
 fn run_once(spool: &Spool, config: &Config, selection: &Selection) -> Result<()> {
     let ctx = Context { spool, config };
     let shared = Mutex::new(HashSet::new());
-    let workers = config.max_connections.max(1) as usize;
+    let workers = selection.runner_pool(config).1 as usize;
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|k| {
@@ -270,11 +312,11 @@ fn work(
     worker: usize,
 ) -> Result<()> {
     let hosts_dir = ctx.spool.hosts_dir();
-    let mut transport = Transport::new(ctx.config, hosts_dir.clone());
+    let mut transport = Transport::new(ctx.config, hosts_dir.clone(), selection.share());
+    let (pool, count) = selection.runner_pool(ctx.config);
     let mut first = first.cloned();
     loop {
-        let Some(slot) = slots::try_acquire(&hosts_dir, RUNNER_SLOTS, ctx.config.max_connections)?
-        else {
+        let Some(slot) = slots::try_acquire(&hosts_dir, &pool, count)? else {
             return Ok(());
         };
         loop {

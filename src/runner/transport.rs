@@ -12,17 +12,24 @@ use crate::config::{Config, SmarthostTls, TlsPolicy};
 use crate::dns::{self, RouteError};
 use crate::smtp::{ClientSettings, Credentials, Security, Session, Timeouts};
 
+use super::SLOT_WAIT;
 use super::backoff::retry_delay;
 use super::hosts::{self, Destination, HostStatus};
 use super::outcome::Outcome;
-use super::slots::{self, Slot};
+use super::slots::{self, Share, Slot};
 
 /// At most this many addresses are tried per destination and attempt
 /// (Postfix tries 10 too): a domain with fifty dead MX addresses must not
 /// hold a runner for fifty connect timeouts.
 const MAX_ADDRESSES: usize = 10;
 
-/// An open session to one destination, holding that destination's slot.
+/// Prefix of the global connection slots: at most `max_connections` SMTP
+/// connections at once, machine-wide. Taken only for a connection (a
+/// local delivery holds none).
+const CONNECTION_SLOTS: &str = "smtp";
+
+/// An open session to one destination, holding a global connection slot
+/// and that destination's slot.
 pub struct Connection {
     /// Where it goes.
     pub dest: Destination,
@@ -33,6 +40,7 @@ pub struct Connection {
     /// When the last transaction ended.
     pub last_used: Instant,
     _slot: Slot,
+    _connection_slot: Slot,
 }
 
 /// Builds and caches connections for one worker.
@@ -41,16 +49,20 @@ pub struct Transport<'a> {
     hosts_dir: PathBuf,
     resolver: Option<dns::Resolver>,
     cached: Option<Connection>,
+    /// How much of the shared pools this worker's run may take.
+    share: Share,
 }
 
 impl<'a> Transport<'a> {
-    /// A transport with nothing open yet.
-    pub fn new(config: &'a Config, hosts_dir: PathBuf) -> Transport<'a> {
+    /// A transport with nothing open yet, taking `share` of the
+    /// connection pools.
+    pub fn new(config: &'a Config, hosts_dir: PathBuf, share: Share) -> Transport<'a> {
         Transport {
             config,
             hosts_dir,
             resolver: None,
             cached: None,
+            share,
         }
     }
 
@@ -83,16 +95,24 @@ impl<'a> Transport<'a> {
             Destination::Smarthost => self.config.max_connections,
             Destination::Domain(_) => self.config.max_host_connections,
         };
-        let slot = slots::acquire(&self.hosts_dir, &dest.slot_prefix(), max)
-            .map_err(|e| Outcome::deferred("4.3.0", e.to_string()))?;
+        let connection_slot = self.slot(
+            CONNECTION_SLOTS,
+            self.config.max_connections,
+            "SMTP connection",
+        )?;
+        let slot = self.slot(&dest.slot_prefix(), max, &format!("connection to {dest}"))?;
         // One runner at a time establishes a connection to a destination,
         // and re-reads the cache once it may: when the destination is
         // down, the first to try records it and the others defer without
-        // a connection (D6), instead of all timing out together.
-        let connect_lock = slots::acquire(
+        // a connection (D6), instead of all timing out together. Only an
+        // economy: after a connect timeout's wait (the holder may be
+        // stopped) we connect without it.
+        let connect_lock = slots::acquire_within(
             &self.hosts_dir,
             &format!("{}-connect", dest.slot_prefix()),
             1,
+            Share::Whole,
+            self.config.connect_timeout,
         )
         .map_err(|e| Outcome::deferred("4.3.0", e.to_string()))?;
         if honour_unreachable {
@@ -106,7 +126,21 @@ impl<'a> Transport<'a> {
             relay,
             last_used: Instant::now(),
             _slot: slot,
+            _connection_slot: connection_slot,
         }))
+    }
+
+    /// A slot of `prefix` within this worker's share, waited for up to
+    /// [`SLOT_WAIT`]; a deferral when none came free.
+    fn slot(&self, prefix: &str, count: u32, what: &str) -> Result<Slot, Outcome> {
+        match slots::acquire_within(&self.hosts_dir, prefix, count, self.share, SLOT_WAIT) {
+            Ok(Some(slot)) => Ok(slot),
+            Ok(None) => Err(Outcome::deferred(
+                "4.3.0",
+                format!("every {what} slot stayed busy for {}s", SLOT_WAIT.as_secs()),
+            )),
+            Err(e) => Err(Outcome::deferred("4.3.0", e.to_string())),
+        }
     }
 
     /// Drops the cached connection without QUIT (after an I/O error or a

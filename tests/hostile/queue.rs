@@ -1,6 +1,8 @@
 //! Whose mail a queue run touches, and who can hold the slots and claims
 //! everyone needs (issue 15, items 2 and 3).
 
+use std::time::{Duration, Instant};
+
 use crate::common::{self, smtpd::SmtpServer};
 use crate::site::Site;
 
@@ -130,4 +132,88 @@ fn item02_an_ordinary_users_queue_run_touches_only_their_own_mail() {
     );
     let his = mailq_json(&site, Some(&site.mallory));
     assert!(his.is_empty(), "mallory sees: {his:?}");
+}
+
+/// Mallory's `.forward` runs `sleep 30` and he queues ten messages to
+/// himself, then runs the queue in the background: his runners may stall
+/// his own mail, not anybody else's. Alice's `-odi` must go through at
+/// once and root's queue run must deliver her queued mail meanwhile.
+#[test]
+fn item03_a_users_stalled_runners_hold_no_one_elses_slots() {
+    let Some(site) = Site::new("slots", "") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(dir.path(), &[]);
+    site.set_config(&format!(
+        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nmax_connections = 3",
+        server.port
+    ));
+    let forward = site.mallory.home.join(".forward");
+    site.write_as(&site.mallory, &forward, "\"|exec sleep 30\"\n", 0o600);
+    for _ in 0..10 {
+        let out = site.run(
+            Some(&site.mallory),
+            "sendmail",
+            &["-odq", &site.mallory.name],
+            b"Subject: stall\n\nx\n",
+        );
+        common::assert_success(&out);
+    }
+    let mut stall = site
+        .shell(Some(&site.mallory), "exec sendmail -q")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sleeping = || {
+        std::process::Command::new("pgrep")
+            .args(["-U", &site.mallory.uid.to_string(), "-x", "sleep"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    assert!(
+        common::wait_for(Duration::from_secs(30), sleeping),
+        "mallory's runners never reached their commands"
+    );
+    // Alice's queued message, for root's run.
+    let out = site.run(
+        Some(&site.alice),
+        "sendmail",
+        &["-odq", "queued@example.org"],
+        b"Subject: queued\n\nq\n",
+    );
+    common::assert_success(&out);
+    let started = Instant::now();
+    let out = site.run(
+        Some(&site.alice),
+        "sendmail",
+        &["-odi", "now@example.org"],
+        b"Subject: now\n\nn\n",
+    );
+    let took = started.elapsed();
+    common::assert_success(&out);
+    let mut root = site
+        .shell(None, "exec sendmail -q")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Both of Alice's messages arrive while Mallory's commands still run
+    // (each sleeps 30 s).
+    let got = server.wait_messages(2, Duration::from_secs(20));
+    let still_stalled = sleeping();
+    let elapsed = started.elapsed();
+    let _ = stall.kill();
+    let _ = stall.wait();
+    let _ = root.wait();
+    let to: Vec<String> = got.iter().flat_map(|m| m.rcpt_tos.clone()).collect();
+    assert!(
+        to.contains(&"now@example.org".to_string())
+            && to.contains(&"queued@example.org".to_string()),
+        "delivered while mallory stalled: {to:?}"
+    );
+    assert!(
+        still_stalled && took < Duration::from_secs(20) && elapsed < Duration::from_secs(25),
+        "alice's -odi took {took:?}, both arrived after {elapsed:?}, mallory's commands ran: {still_stalled}"
+    );
 }
