@@ -320,3 +320,76 @@ fn a_rejected_mail_leaves_the_session_usable() {
 fn xtext_encodes_specials() {
     assert_eq!(xtext("a+b=c d"), "a+2Bb+3Dc+20d");
 }
+
+/// A server that sends `head` at once, then `trickle` one byte every
+/// 100 ms (the fault itself), then hangs up.
+fn trickler(head: &'static [u8], trickle: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        stream.write_all(head).unwrap();
+        let mut seen_starttls = head.is_empty();
+        for &b in trickle {
+            if !seen_starttls {
+                // Reply to EHLO and STARTTLS before the trickle.
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    if line.starts_with("EHLO") {
+                        stream.write_all(b"250-x\r\n250 STARTTLS\r\n").unwrap();
+                    } else if line.starts_with("STARTTLS") {
+                        stream.write_all(b"220 go ahead\r\n").unwrap();
+                        break;
+                    }
+                    line.clear();
+                }
+                seen_starttls = true;
+            }
+            if stream.write_all(&[b]).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_trickled_greeting_is_cut_at_the_command_timeout() {
+    // 100 lines at 10 bytes a second: over five minutes, each read of
+    // which makes progress well within any per-read timeout.
+    let addr = trickler(b"", "220-trickle\r\n".repeat(100).leak().as_bytes());
+    let mut st = settings();
+    st.timeouts.command = Duration::from_millis(700);
+    let start = std::time::Instant::now();
+    let e = Session::connect(addr, "x", &st).err().expect("cut");
+    assert_eq!(e.kind, ErrorKind::Timeout, "{e}");
+    assert!(e.message.contains("greeting"), "{e}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn a_trickled_tls_handshake_is_cut_at_the_command_timeout() {
+    // After 220 to STARTTLS, a TLS record header announcing a long
+    // handshake message, whose body then comes one byte at a time.
+    let mut record = vec![0x16, 0x03, 0x03, 0x40, 0x00, 0x02, 0x00, 0x3f, 0xfc];
+    record.extend(std::iter::repeat_n(0u8, 3000));
+    let addr = trickler(b"220 x\r\n", record.leak());
+    let mut st = settings();
+    st.security = Security::Opportunistic;
+    st.timeouts.command = Duration::from_millis(700);
+    let start = std::time::Instant::now();
+    let e = Session::connect(addr, "x", &st).err().expect("cut");
+    assert_eq!(e.kind, ErrorKind::Timeout, "{e}");
+    assert!(e.message.contains("TLS handshake"), "{e}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+}
