@@ -557,24 +557,28 @@ impl Session {
         self.conn.set_write_limit(self.timeouts.command);
 
         let (rcpt_replies, data_reply) = if self.offers("PIPELINING") {
-            self.send_line(&mail)?;
-            for r in &rcpts {
-                self.send_line(r)?;
-            }
-            self.send_line("DATA")?;
-            self.conn
-                .flush()
-                .map_err(|e| SmtpError::io("sending the envelope", &e))?;
-            let mail_reply = self.read_reply("after MAIL", self.timeouts.command)?;
-            let mut replies = Vec::with_capacity(rcpts.len());
-            for _ in &rcpts {
-                replies.push(self.read_reply("after RCPT", self.timeouts.command)?);
-            }
-            let data_reply = self.read_reply("after DATA", self.timeouts.command)?;
+            let mut commands = Vec::with_capacity(rcpts.len() + 2);
+            commands.push(mail);
+            commands.extend(rcpts);
+            commands.push("DATA".to_string());
+            let mut replies = self.pipeline(&commands)?;
+            let data_reply = if replies.len() == commands.len() {
+                replies.pop()
+            } else {
+                None
+            };
+            let mail_reply = replies.remove(0);
             if !mail_reply.is_positive() {
-                self.abandon_data(&data_reply)?;
+                match data_reply {
+                    Some(data_reply) => self.abandon_data(&data_reply)?,
+                    None => self.reset()?,
+                }
                 return Err(SmtpError::rejected("MAIL", mail_reply));
             }
+            // MAIL accepted: every command went out and was answered.
+            let Some(data_reply) = data_reply else {
+                return Err(SmtpError::new(ErrorKind::Protocol, "no reply to DATA"));
+            };
             if !replies.iter().any(Reply::is_positive) {
                 // RFC 2920 §3.1: a 354 after all RCPTs failed still needs
                 // a data section; an empty one, then RSET.
@@ -654,6 +658,71 @@ impl Session {
         })
     }
 
+    /// Sends `commands` (MAIL, the RCPTs, DATA) pipelined (RFC 2920) and
+    /// returns their replies in order. Never more than [`PIPELINE_WINDOW`]
+    /// commands or [`PIPELINE_WINDOW_BYTES`] are unanswered: sending all
+    /// of a large transaction before reading a reply deadlocks once both
+    /// sides' socket buffers are full (the server blocked writing replies
+    /// we do not read, we blocked writing commands it does not read). A
+    /// transaction within one window goes in one write, as before. Once
+    /// MAIL is refused nothing more is sent, and the replies are fewer
+    /// than the commands.
+    fn pipeline(&mut self, commands: &[String]) -> Result<Vec<Reply>, SmtpError> {
+        let mut replies: Vec<Reply> = Vec::with_capacity(commands.len());
+        let mut sent = 0;
+        let mut unanswered_bytes = 0;
+        let mut stop = false;
+        loop {
+            let mut wrote = false;
+            while !stop && sent < commands.len() {
+                let size = commands[sent].len() + 2;
+                let unanswered = sent - replies.len();
+                if unanswered > 0
+                    && (unanswered >= PIPELINE_WINDOW
+                        || unanswered_bytes + size > PIPELINE_WINDOW_BYTES)
+                {
+                    break;
+                }
+                self.send_line(&commands[sent])?;
+                unanswered_bytes += size;
+                sent += 1;
+                wrote = true;
+            }
+            if wrote {
+                self.conn
+                    .flush()
+                    .map_err(|e| SmtpError::io("sending the envelope", &e))?;
+            }
+            if replies.len() == sent {
+                return Ok(replies);
+            }
+            // Read until half the window is free (all of it when nothing
+            // more goes out), then fill it again in one write.
+            loop {
+                let what = match replies.len() {
+                    0 => "after MAIL",
+                    n if n + 1 == commands.len() => "after DATA",
+                    _ => "after RCPT",
+                };
+                let reply = self.read_reply(what, self.timeouts.command)?;
+                unanswered_bytes -= commands[replies.len()].len() + 2;
+                if replies.is_empty() && !reply.is_positive() {
+                    stop = true;
+                }
+                replies.push(reply);
+                let unanswered = sent - replies.len();
+                let more = !stop && sent < commands.len();
+                if unanswered == 0
+                    || (more
+                        && unanswered <= PIPELINE_WINDOW / 2
+                        && unanswered_bytes <= PIPELINE_WINDOW_BYTES / 2)
+                {
+                    break;
+                }
+            }
+        }
+    }
+
     /// After a pipelined DATA that should not carry data: if the server
     /// said 354 anyway, an empty data section ends it; then RSET.
     fn abandon_data(&mut self, data_reply: &Reply) -> Result<(), SmtpError> {
@@ -726,6 +795,12 @@ impl Session {
         }
     }
 }
+
+/// At most this many pipelined commands are unanswered at a time...
+const PIPELINE_WINDOW: usize = 100;
+/// ...and at most this many bytes of them: well within the smallest
+/// socket buffers, so that neither side can block the other.
+const PIPELINE_WINDOW_BYTES: usize = 16 * 1024;
 
 /// The most QUIT may take: nothing depends on its reply.
 const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
