@@ -455,6 +455,15 @@ impl Session {
         let reply = self.command("STARTTLS", "STARTTLS")?;
         if reply.code != 220 {
             if settings.security == Security::Opportunistic {
+                // Allowed (RFC 3207 §4.1, RFC 7435), but an attacker on
+                // the path strips TLS exactly this way: say so.
+                log::warn!(
+                    "{}[{}]:{}: STARTTLS refused: {}; delivering without TLS",
+                    self.server_name,
+                    self.peer.ip(),
+                    self.peer.port(),
+                    reply.one_line()
+                );
                 return Ok(());
             }
             return Err(SmtpError {
