@@ -43,8 +43,10 @@ pub struct Timeouts {
 pub enum Security {
     /// No TLS at all.
     Plain,
-    /// STARTTLS when offered, certificate not verified; a failed
-    /// handshake means reconnecting and going on in plain text.
+    /// STARTTLS when offered, certificate not verified; a refused
+    /// STARTTLS (logged) means going on in plain text, a failed handshake
+    /// reconnecting without TLS. A handshake that outlasts the command
+    /// timeout is a timeout: no second connection to so slow a server.
     Opportunistic,
     /// STARTTLS mandatory, certificate and name verified.
     StarttlsVerified,
