@@ -1,13 +1,26 @@
 //! The DATA encoder: the spool's LF-terminated message to SMTP's wire
 //! form (RFC 5321 §4.5.2, §4.5.3.1.6), streamed in constant memory (S5).
 //!
-//! - every LF becomes CRLF (a lone CR inside a line is passed as is);
-//! - a line starting with "." gets another "." (dot-stuffing);
+//! - every line ending on the wire is CRLF, and CR and LF never appear
+//!   otherwise (RFC 5321 §2.3.8). The stored data may hold a bare CR
+//!   (the intake keeps one that is not right before LF) and, from older
+//!   spools or other writers, CRLF; each of CRLF, a bare LF and a bare
+//!   CR in the body is one line ending. A bare CR in the header section
+//!   becomes a space instead: a line break there would start a new
+//!   header field, which a crafted value (a Subject with a CR in it)
+//!   must not be able to do. Receivers disagree on what a bare CR or LF
+//!   means, and SMTP smuggling (the 2023 disclosures: `<CR>.<CR>`,
+//!   `<LF>.<LF>`, `<LF>.<CR><LF>`, ...) lives in that disagreement; after
+//!   this normalisation there is only one reading, as Postfix and Exim
+//!   send since then;
+//! - then a line starting with "." gets another "." (dot-stuffing), so no
+//!   line of the content is ever a lone "." on the wire, whatever the
+//!   receiver takes for a line ending;
 //! - no line exceeds 998 octets: a longer header line is folded (CRLF and
 //!   a space, which a header reader takes as white space), a longer body
 //!   line is broken with a plain CRLF — the content survives either way,
 //!   whereas a server may truncate or reject an overlong line;
-//! - a last line without LF is ended with CRLF.
+//! - a last line without a line ending is ended with CRLF.
 //!
 //! The terminating ".\r\n" is not written here: the session writes it
 //! after recording the RFC 1047 window.
@@ -43,6 +56,9 @@ struct Encoder {
     line_len: usize,
     /// Still in the header section (before the first empty line).
     in_header: bool,
+    /// The last input byte was a CR: whether it is bare depends on the
+    /// next byte, which may be in the next chunk.
+    pending_cr: bool,
     written: u64,
 }
 
@@ -51,6 +67,7 @@ impl Default for Encoder {
         Encoder {
             line_len: 0,
             in_header: true,
+            pending_cr: false,
             written: 0,
         }
     }
@@ -63,52 +80,85 @@ impl Encoder {
     }
 
     fn feed(&mut self, mut input: &[u8], out: &mut dyn Write) -> io::Result<()> {
-        while !input.is_empty() {
-            // The rest of the current line in this chunk.
-            let end = input.iter().position(|&b| b == b'\n');
-            let (mut text, has_lf) = match end {
-                Some(i) => (&input[..i], true),
-                None => (input, false),
-            };
-            input = match end {
-                Some(i) => &input[i + 1..],
-                None => &[],
-            };
-            while !text.is_empty() {
-                if self.line_len == 0 && text[0] == b'.' {
-                    self.put(out, b".")?;
-                    self.line_len += 1;
+        while let Some((&first, rest)) = input.split_first() {
+            match first {
+                b'\n' => {
+                    // CRLF or a bare LF: one line ending either way.
+                    self.pending_cr = false;
+                    self.end_line(out)?;
+                    input = rest;
                 }
-                let room = MAX_LINE - self.line_len;
-                if text.len() <= room {
-                    self.put(out, text)?;
-                    self.line_len += text.len();
-                    break;
+                b'\r' => {
+                    self.bare_cr(out)?;
+                    self.pending_cr = true;
+                    input = rest;
                 }
-                let (head, rest) = text.split_at(room);
-                self.put(out, head)?;
-                if self.in_header {
-                    // Folding: the continuation starts with white space.
-                    self.put(out, b"\r\n ")?;
-                    self.line_len = 1;
-                } else {
-                    self.put(out, b"\r\n")?;
-                    self.line_len = 0;
+                _ => {
+                    self.bare_cr(out)?;
+                    let end = input
+                        .iter()
+                        .position(|&b| b == b'\n' || b == b'\r')
+                        .unwrap_or(input.len());
+                    self.text(&input[..end], out)?;
+                    input = &input[end..];
                 }
-                text = rest;
-            }
-            if has_lf {
-                if self.line_len == 0 && self.in_header {
-                    self.in_header = false;
-                }
-                self.put(out, b"\r\n")?;
-                self.line_len = 0;
             }
         }
         Ok(())
     }
 
+    /// Settles a pending CR that turned out not to precede LF.
+    fn bare_cr(&mut self, out: &mut dyn Write) -> io::Result<()> {
+        if !std::mem::take(&mut self.pending_cr) {
+            return Ok(());
+        }
+        if self.in_header {
+            self.text(b" ", out)
+        } else {
+            self.end_line(out)
+        }
+    }
+
+    /// Ends the current line with CRLF; an empty line ends the header.
+    fn end_line(&mut self, out: &mut dyn Write) -> io::Result<()> {
+        if self.line_len == 0 && self.in_header {
+            self.in_header = false;
+        }
+        self.put(out, b"\r\n")?;
+        self.line_len = 0;
+        Ok(())
+    }
+
+    /// Line content (no CR, no LF): stuffed, folded or broken as needed.
+    fn text(&mut self, mut text: &[u8], out: &mut dyn Write) -> io::Result<()> {
+        while !text.is_empty() {
+            if self.line_len == 0 && text[0] == b'.' {
+                self.put(out, b".")?;
+                self.line_len += 1;
+            }
+            let room = MAX_LINE - self.line_len;
+            if text.len() <= room {
+                self.put(out, text)?;
+                self.line_len += text.len();
+                break;
+            }
+            let (head, rest) = text.split_at(room);
+            self.put(out, head)?;
+            if self.in_header {
+                // Folding: the continuation starts with white space.
+                self.put(out, b"\r\n ")?;
+                self.line_len = 1;
+            } else {
+                self.put(out, b"\r\n")?;
+                self.line_len = 0;
+            }
+            text = rest;
+        }
+        Ok(())
+    }
+
     fn finish(&mut self, out: &mut dyn Write) -> io::Result<()> {
+        self.bare_cr(out)?;
         if self.line_len > 0 {
             self.put(out, b"\r\n")?;
             self.line_len = 0;
@@ -147,9 +197,112 @@ mod tests {
         assert_eq!(wire_bytewise(input), expected);
     }
 
+    /// What a lax receiver takes for the end of the data: a line that is
+    /// a lone "." with CR, LF or CRLF on either side.
+    fn lax_end_of_data(wire: &[u8]) -> Option<usize> {
+        let eol = |b: u8| b == b'\r' || b == b'\n';
+        (0..wire.len()).find(|&i| {
+            wire[i] == b'.'
+                && (i == 0 || eol(wire[i - 1]))
+                && wire.get(i + 1).is_some_and(|&b| eol(b))
+        })
+    }
+
+    /// True when every CR on the wire is followed by LF and every LF
+    /// follows a CR.
+    fn only_crlf(wire: &[u8]) -> bool {
+        wire.iter().enumerate().all(|(i, &b)| match b {
+            b'\r' => wire.get(i + 1) == Some(&b'\n'),
+            b'\n' => i > 0 && wire[i - 1] == b'\r',
+            _ => true,
+        })
+    }
+
     #[test]
-    fn lone_cr_passes_through() {
-        assert_eq!(wire(b"S: a\n\na\rb\n"), b"S: a\r\n\r\na\rb\r\n");
+    fn a_bare_cr_in_the_body_is_a_line_ending() {
+        let expected = b"S: a\r\n\r\na\r\nb\r\n";
+        assert_eq!(wire(b"S: a\n\na\rb\n"), expected);
+        assert_eq!(wire_bytewise(b"S: a\n\na\rb\n"), expected);
+    }
+
+    #[test]
+    fn a_bare_cr_in_the_header_is_a_space() {
+        let input = b"Subject: a\rBcc: victim@x.test\n\nbody\n";
+        let expected = b"Subject: a Bcc: victim@x.test\r\n\r\nbody\r\n";
+        assert_eq!(wire(input), expected);
+        assert_eq!(wire_bytewise(input), expected);
+    }
+
+    #[test]
+    fn stored_crlf_is_one_line_ending() {
+        let input = b"S: a\r\n\r\nb\r\n.\r\nc\r\r\n";
+        let expected = b"S: a\r\n\r\nb\r\n..\r\nc\r\n\r\n";
+        assert_eq!(wire(input), expected);
+        assert_eq!(wire_bytewise(input), expected);
+    }
+
+    #[test]
+    fn smuggling_sequences_are_normalised_then_stuffed() {
+        // Item 9b: the 2023 SMTP smuggling variants, each followed by a
+        // would-be second transaction.
+        for (input, expected) in [
+            (
+                &b"S: a\n\nhello\r.\r\nMAIL FROM:<e@x>\n"[..],
+                &b"S: a\r\n\r\nhello\r\n..\r\nMAIL FROM:<e@x>\r\n"[..],
+            ),
+            (
+                b"S: a\n\nhello\r.\rMAIL FROM:<e@x>\n",
+                b"S: a\r\n\r\nhello\r\n..\r\nMAIL FROM:<e@x>\r\n",
+            ),
+            (
+                b"S: a\n\nhello\n.\nMAIL FROM:<e@x>\n",
+                b"S: a\r\n\r\nhello\r\n..\r\nMAIL FROM:<e@x>\r\n",
+            ),
+            (
+                b"S: a\n\nhello\n.\r\nMAIL FROM:<e@x>\n",
+                b"S: a\r\n\r\nhello\r\n..\r\nMAIL FROM:<e@x>\r\n",
+            ),
+            (
+                b"S: a\n\nhello\r\n.\rMAIL FROM:<e@x>\n",
+                b"S: a\r\n\r\nhello\r\n..\r\nMAIL FROM:<e@x>\r\n",
+            ),
+            (b"S: a\n\nend\r.\r", b"S: a\r\n\r\nend\r\n..\r\n"),
+        ] {
+            assert_eq!(
+                wire(input),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+            assert_eq!(wire_bytewise(input), expected);
+        }
+    }
+
+    #[test]
+    fn no_mix_of_cr_lf_and_dots_ends_the_data_early() {
+        // Every sequence of up to six bytes from CR, LF, "." and "x",
+        // after a header and in it: the wire has CRLF only and no line a
+        // lax receiver could take for the end of the data.
+        let alphabet = [b'\r', b'\n', b'.', b'x'];
+        let mut body = Vec::new();
+        for len in 1..=6u32 {
+            for n in 0..4usize.pow(len) {
+                body.clear();
+                let mut k = n;
+                for _ in 0..len {
+                    body.push(alphabet[k % 4]);
+                    k /= 4;
+                }
+                for prefix in [&b"S: a\n\n"[..], b"", b"S: a\n"] {
+                    let mut input = prefix.to_vec();
+                    input.extend_from_slice(&body);
+                    let out = wire(&input);
+                    assert!(only_crlf(&out), "{input:?} -> {out:?}");
+                    assert_eq!(lax_end_of_data(&out), None, "{input:?} -> {out:?}");
+                    assert_eq!(wire_bytewise(&input), out);
+                }
+            }
+        }
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //! STARTTLS (RFC 3207) with native-tls, AUTH PLAIN/LOGIN (RFC 4954),
 //! PIPELINING (RFC 2920), SIZE (RFC 1870), 8BITMIME, SMTPUTF8 (RFC 6531),
 //! DSN parameters (RFC 3461), and one transaction per call with a reply
-//! per recipient. Every read and write has the RFC 5321 §4.5.3.2 timeout
-//! of its stage; the reply to the final dot waits the longest (RFC 1047).
+//! per recipient. The RFC 5321 §4.5.3.2 timeouts are deadlines: each
+//! bounds a whole reply (the greeting, a command's reply, the reply to
+//! the final dot, which waits the longest: RFC 1047) or the whole TLS
+//! handshake, however slowly a server trickles it; writes are bounded
+//! per block. See `stream`.
 
 mod auth;
 mod data;
@@ -16,21 +19,22 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reply::{ParseError, ReplyParser};
-use stream::{Conn, Stream};
+use stream::{Conn, Stream, Timed};
 
 /// The timeouts of each stage.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     /// Establishing the TCP connection.
     pub connect: Duration,
-    /// Any command's reply, the greeting and the TLS handshake (5 min).
+    /// Any command's whole reply, the greeting and the whole TLS
+    /// handshake (5 min); also each write of commands.
     pub command: Duration,
-    /// Each write of message data (3 min).
+    /// Each block of message data written (3 min).
     pub data_block: Duration,
-    /// The reply to the final dot (10 min, RFC 1047).
+    /// The whole reply to the final dot (10 min, RFC 1047).
     pub final_dot: Duration,
 }
 
@@ -39,8 +43,10 @@ pub struct Timeouts {
 pub enum Security {
     /// No TLS at all.
     Plain,
-    /// STARTTLS when offered, certificate not verified; a failed
-    /// handshake means reconnecting and going on in plain text.
+    /// STARTTLS when offered, certificate not verified; a refused
+    /// STARTTLS (logged) means going on in plain text, a failed handshake
+    /// reconnecting without TLS. A handshake that outlasts the command
+    /// timeout is a timeout: no second connection to so slow a server.
     Opportunistic,
     /// STARTTLS mandatory, certificate and name verified.
     StarttlsVerified,
@@ -241,9 +247,10 @@ impl Session {
         // Commands are small and each waits for a reply: Nagle would only
         // add latency.
         let _ = tcp.set_nodelay(true);
-        let mut conn = Conn::new(Stream::Plain(tcp));
-        conn.set_timeout(timeouts.command)
-            .map_err(|e| SmtpError::io("setting timeouts", &e))?;
+        let conn = Conn::new(
+            Stream::Plain(Timed::new(tcp, timeouts.command)),
+            timeouts.command,
+        );
         let mut session = Session {
             conn,
             peer: addr,
@@ -256,7 +263,7 @@ impl Session {
         if settings.security == Security::Implicit {
             session.handshake(settings, true)?;
         }
-        let greeting = session.read_reply("reading the greeting")?;
+        let greeting = session.read_reply("reading the greeting", timeouts.command)?;
         if greeting.code != 220 {
             return Err(SmtpError::rejected("greeting", greeting));
         }
@@ -319,7 +326,9 @@ impl Session {
             .map(|(_, p)| p.as_str())
     }
 
-    fn read_reply(&mut self, what: &str) -> Result<Reply, SmtpError> {
+    /// Reads one whole reply, which must be complete within `limit`.
+    fn read_reply(&mut self, what: &str, limit: Duration) -> Result<Reply, SmtpError> {
+        self.conn.set_deadline(Instant::now() + limit);
         let mut parser = ReplyParser::default();
         loop {
             let line = self.conn.read_line().map_err(|e| SmtpError::io(what, &e))?;
@@ -346,7 +355,7 @@ impl Session {
         self.conn
             .flush()
             .map_err(|e| SmtpError::io(&format!("sending {what}"), &e))?;
-        self.read_reply(&format!("after {what}"))
+        self.read_reply(&format!("after {what}"), self.timeouts.command)
     }
 
     fn send_line(&mut self, line: &str) -> Result<(), SmtpError> {
@@ -410,36 +419,53 @@ impl Session {
 
     fn handshake(&mut self, settings: &ClientSettings, verify: bool) -> Result<(), SmtpError> {
         let connector = Session::connector(settings, verify)?;
-        let placeholder = Stream::Plain(
+        let limit = self.timeouts.command;
+        let placeholder = Stream::Plain(Timed::new(
             self.tcp_clone()
                 .map_err(|e| SmtpError::io("before the TLS handshake", &e))?,
-        );
-        let Stream::Plain(tcp) = std::mem::replace(&mut self.conn.stream, placeholder) else {
+            limit,
+        ));
+        let Stream::Plain(mut timed) = std::mem::replace(&mut self.conn.stream, placeholder) else {
             return Err(SmtpError::new(ErrorKind::Protocol, "TLS is already active"));
         };
-        let tls = connector.connect(&self.server_name, tcp).map_err(|e| {
-            SmtpError::new(
-                ErrorKind::Tls,
-                format!("TLS handshake with {}: {e}", self.server_name),
-            )
+        // The whole handshake, not each read of it, within the limit.
+        let deadline = Instant::now() + limit;
+        timed.set_deadline(deadline);
+        let tls = connector.connect(&self.server_name, timed).map_err(|e| {
+            if Instant::now() >= deadline {
+                SmtpError::new(
+                    ErrorKind::Timeout,
+                    format!("timeout in the TLS handshake with {}", self.server_name),
+                )
+            } else {
+                SmtpError::new(
+                    ErrorKind::Tls,
+                    format!("TLS handshake with {}: {e}", self.server_name),
+                )
+            }
         })?;
         self.conn.stream = Stream::Tls(Box::new(tls));
-        self.conn.timeout_unknown();
         self.tls = true;
         Ok(())
     }
 
     fn tcp_clone(&self) -> io::Result<TcpStream> {
-        match &self.conn.stream {
-            Stream::Plain(s) => s.try_clone(),
-            Stream::Tls(s) => s.get_ref().try_clone(),
-        }
+        self.conn.stream.tcp().try_clone()
     }
 
     fn starttls(&mut self, settings: &ClientSettings, verify: bool) -> Result<(), SmtpError> {
         let reply = self.command("STARTTLS", "STARTTLS")?;
         if reply.code != 220 {
             if settings.security == Security::Opportunistic {
+                // Allowed (RFC 3207 §4.1, RFC 7435), but an attacker on
+                // the path strips TLS exactly this way: say so.
+                log::warn!(
+                    "{}[{}]:{}: STARTTLS refused: {}; delivering without TLS",
+                    self.server_name,
+                    self.peer.ip(),
+                    self.peer.port(),
+                    reply.one_line()
+                );
                 return Ok(());
             }
             return Err(SmtpError {
@@ -539,29 +565,31 @@ impl Session {
             .iter()
             .map(|r| self.rcpt_command(r, envelope))
             .collect();
-        self.conn
-            .set_timeout(self.timeouts.command)
-            .map_err(|e| SmtpError::io("setting timeouts", &e))?;
+        self.conn.set_write_limit(self.timeouts.command);
 
         let (rcpt_replies, data_reply) = if self.offers("PIPELINING") {
-            self.send_line(&mail)?;
-            for r in &rcpts {
-                self.send_line(r)?;
-            }
-            self.send_line("DATA")?;
-            self.conn
-                .flush()
-                .map_err(|e| SmtpError::io("sending the envelope", &e))?;
-            let mail_reply = self.read_reply("after MAIL")?;
-            let mut replies = Vec::with_capacity(rcpts.len());
-            for _ in &rcpts {
-                replies.push(self.read_reply("after RCPT")?);
-            }
-            let data_reply = self.read_reply("after DATA")?;
+            let mut commands = Vec::with_capacity(rcpts.len() + 2);
+            commands.push(mail);
+            commands.extend(rcpts);
+            commands.push("DATA".to_string());
+            let mut replies = self.pipeline(&commands)?;
+            let data_reply = if replies.len() == commands.len() {
+                replies.pop()
+            } else {
+                None
+            };
+            let mail_reply = replies.remove(0);
             if !mail_reply.is_positive() {
-                self.abandon_data(&data_reply)?;
+                match data_reply {
+                    Some(data_reply) => self.abandon_data(&data_reply)?,
+                    None => self.reset()?,
+                }
                 return Err(SmtpError::rejected("MAIL", mail_reply));
             }
+            // MAIL accepted: every command went out and was answered.
+            let Some(data_reply) = data_reply else {
+                return Err(SmtpError::new(ErrorKind::Protocol, "no reply to DATA"));
+            };
             if !replies.iter().any(Reply::is_positive) {
                 // RFC 2920 §3.1: a 354 after all RCPTs failed still needs
                 // a data section; an empty one, then RSET.
@@ -601,9 +629,7 @@ impl Session {
             });
         }
 
-        self.conn
-            .set_timeout(self.timeouts.data_block)
-            .map_err(|e| SmtpError::io("setting timeouts", &e))?;
+        self.conn.set_write_limit(self.timeouts.data_block);
         data::encode(data, &mut self.conn)
             .and_then(|_| self.conn.flush())
             .map_err(|e| SmtpError::io("sending the message data", &e))?;
@@ -625,21 +651,87 @@ impl Session {
         let reply = dot
             .map_err(|e| SmtpError::io("sending the final dot", &e))
             .and_then(|()| {
-                self.conn
-                    .set_timeout(self.timeouts.final_dot)
-                    .map_err(|e| SmtpError::io("setting timeouts", &e))?;
-                self.read_reply("waiting for the reply to the final dot")
+                self.read_reply(
+                    "waiting for the reply to the final dot",
+                    self.timeouts.final_dot,
+                )
             })
             .map_err(|mut e| {
                 e.after_final_dot = true;
                 e
             })?;
         self.dirty = false;
+        self.conn.set_write_limit(self.timeouts.command);
         Ok(TransactionResult {
             rcpt: rcpt_replies,
             data: Some(reply),
             data_command: None,
         })
+    }
+
+    /// Sends `commands` (MAIL, the RCPTs, DATA) pipelined (RFC 2920) and
+    /// returns their replies in order. Never more than [`PIPELINE_WINDOW`]
+    /// commands or [`PIPELINE_WINDOW_BYTES`] are unanswered: sending all
+    /// of a large transaction before reading a reply deadlocks once both
+    /// sides' socket buffers are full (the server blocked writing replies
+    /// we do not read, we blocked writing commands it does not read). A
+    /// transaction within one window goes in one write, as before. Once
+    /// MAIL is refused nothing more is sent, and the replies are fewer
+    /// than the commands.
+    fn pipeline(&mut self, commands: &[String]) -> Result<Vec<Reply>, SmtpError> {
+        let mut replies: Vec<Reply> = Vec::with_capacity(commands.len());
+        let mut sent = 0;
+        let mut unanswered_bytes = 0;
+        let mut stop = false;
+        loop {
+            let mut wrote = false;
+            while !stop && sent < commands.len() {
+                let size = commands[sent].len() + 2;
+                let unanswered = sent - replies.len();
+                if unanswered > 0
+                    && (unanswered >= PIPELINE_WINDOW
+                        || unanswered_bytes + size > PIPELINE_WINDOW_BYTES)
+                {
+                    break;
+                }
+                self.send_line(&commands[sent])?;
+                unanswered_bytes += size;
+                sent += 1;
+                wrote = true;
+            }
+            if wrote {
+                self.conn
+                    .flush()
+                    .map_err(|e| SmtpError::io("sending the envelope", &e))?;
+            }
+            if replies.len() == sent {
+                return Ok(replies);
+            }
+            // Read until half the window is free (all of it when nothing
+            // more goes out), then fill it again in one write.
+            loop {
+                let what = match replies.len() {
+                    0 => "after MAIL",
+                    n if n + 1 == commands.len() => "after DATA",
+                    _ => "after RCPT",
+                };
+                let reply = self.read_reply(what, self.timeouts.command)?;
+                unanswered_bytes -= commands[replies.len()].len() + 2;
+                if replies.is_empty() && !reply.is_positive() {
+                    stop = true;
+                }
+                replies.push(reply);
+                let unanswered = sent - replies.len();
+                let more = !stop && sent < commands.len();
+                if unanswered == 0
+                    || (more
+                        && unanswered <= PIPELINE_WINDOW / 2
+                        && unanswered_bytes <= PIPELINE_WINDOW_BYTES / 2)
+                {
+                    break;
+                }
+            }
+        }
     }
 
     /// After a pipelined DATA that should not carry data: if the server
@@ -694,9 +786,7 @@ impl Session {
 
     /// RSET: abandons any transaction; also proves the link is alive.
     pub fn reset(&mut self) -> Result<(), SmtpError> {
-        self.conn
-            .set_timeout(self.timeouts.command)
-            .map_err(|e| SmtpError::io("setting timeouts", &e))?;
+        self.conn.set_write_limit(self.timeouts.command);
         let reply = self.command("RSET", "RSET")?;
         if reply.is_positive() {
             self.dirty = false;
@@ -708,15 +798,23 @@ impl Session {
 
     /// QUIT and close; errors do not matter any more.
     pub fn quit(mut self) {
-        let _ = self
-            .conn
-            .set_timeout(Duration::from_secs(5).min(self.timeouts.command));
+        self.timeouts.command = QUIT_TIMEOUT.min(self.timeouts.command);
+        self.conn.set_write_limit(self.timeouts.command);
         let _ = self.command("QUIT", "QUIT");
         if let Stream::Tls(mut tls) = self.conn.stream {
             let _ = tls.shutdown();
         }
     }
 }
+
+/// At most this many pipelined commands are unanswered at a time...
+const PIPELINE_WINDOW: usize = 100;
+/// ...and at most this many bytes of them: well within the smallest
+/// socket buffers, so that neither side can block the other.
+const PIPELINE_WINDOW_BYTES: usize = 16 * 1024;
+
+/// The most QUIT may take: nothing depends on its reply.
+const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn auth_refused(reply: Reply) -> SmtpError {
     SmtpError {

@@ -1,24 +1,122 @@
 //! The connection under a session: plain TCP or TLS over it, with a
 //! small read buffer of our own so that a reply line can be read without
 //! a BufReader owning the stream (STARTTLS must take the stream back).
+//!
+//! Time is bounded by deadlines, not by per-read socket timeouts: a
+//! server that trickles a reply one byte a second makes progress on every
+//! read, and would hold us for as long as it liked (issue 15, item 10).
+//! Every read and write on the socket — TLS records and the TLS handshake
+//! included, since TLS runs over [`Timed`] — first checks the deadline
+//! and lets the socket wait only for what is left of it. The session
+//! sets the deadline for each whole reply ([`Conn::set_deadline`]) and
+//! each block written ([`Conn::set_write_limit`]).
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::reply::MAX_LINE;
 
+/// A TCP stream whose every read and write ends by a deadline.
+#[derive(Debug)]
+pub struct Timed {
+    tcp: TcpStream,
+    deadline: Instant,
+    /// The socket timeout now set: unchanged ones cost no system call.
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+}
+
+impl Timed {
+    /// `tcp`, with a deadline of now + `limit` until another is set.
+    pub fn new(tcp: TcpStream, limit: Duration) -> Timed {
+        Timed {
+            tcp,
+            deadline: Instant::now() + limit,
+            read_timeout: None,
+            write_timeout: None,
+        }
+    }
+
+    /// Every read and write from now on must be done by `deadline`.
+    pub fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+    }
+
+    /// The socket.
+    pub fn tcp(&self) -> &TcpStream {
+        &self.tcp
+    }
+
+    /// The time left before the deadline, at least a millisecond (a zero
+    /// socket timeout means none); TimedOut once it has passed.
+    fn left(&self) -> io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "deadline passed"));
+        }
+        // Whole milliseconds, rounded up: fewer distinct values, fewer
+        // system calls, and never zero.
+        let millis = u64::try_from(left.as_micros().div_ceil(1000)).unwrap_or(u64::MAX);
+        Ok(Duration::from_millis(millis))
+    }
+}
+
+/// A socket timeout expires as EAGAIN; TLS would take that for a
+/// non-blocking socket and ask to be called again.
+fn timed_out(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        io::Error::new(io::ErrorKind::TimedOut, "timed out")
+    } else {
+        e
+    }
+}
+
+impl Read for Timed {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = Some(self.left()?);
+        if self.read_timeout != left {
+            self.tcp.set_read_timeout(left)?;
+            self.read_timeout = left;
+        }
+        self.tcp.read(buf).map_err(timed_out)
+    }
+}
+
+impl Write for Timed {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let left = Some(self.left()?);
+        if self.write_timeout != left {
+            self.tcp.set_write_timeout(left)?;
+            self.write_timeout = left;
+        }
+        self.tcp.write(buf).map_err(timed_out)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
 /// Plain or TLS.
 pub enum Stream {
-    Plain(TcpStream),
-    Tls(Box<native_tls::TlsStream<TcpStream>>),
+    Plain(Timed),
+    Tls(Box<native_tls::TlsStream<Timed>>),
 }
 
 impl Stream {
-    fn tcp(&self) -> &TcpStream {
+    /// The socket under it.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s.tcp(),
+            Stream::Tls(s) => s.get_ref().tcp(),
+        }
+    }
+
+    fn timed(&mut self) -> &mut Timed {
         match self {
             Stream::Plain(s) => s,
-            Stream::Tls(s) => s.get_ref(),
+            Stream::Tls(s) => s.get_mut(),
         }
     }
 }
@@ -51,46 +149,49 @@ impl Write for Stream {
 /// A stream with a read buffer and a write buffer.
 pub struct Conn {
     pub stream: Stream,
-    /// The socket timeout now set: each change is two system calls, and
-    /// a transaction would otherwise make eight.
-    timeout: Option<Duration>,
+    /// How long each block written may take (RFC 5321 §4.5.3.2 bounds
+    /// each data block, not the whole data).
+    write_limit: Duration,
     rbuf: Vec<u8>,
     rpos: usize,
     wbuf: Vec<u8>,
 }
 
 /// Write buffer size: big enough that pipelined commands go in one
-/// segment and data in large ones.
+/// segment and data in large ones. Also the size of a "block" whose
+/// write the write limit bounds.
 const WRITE_BUFFER: usize = 64 * 1024;
 const READ_BUFFER: usize = 16 * 1024;
 
 impl Conn {
-    pub fn new(stream: Stream) -> Conn {
+    /// A connection over `stream`; each block written may take
+    /// `write_limit`.
+    pub fn new(stream: Stream, write_limit: Duration) -> Conn {
         Conn {
             stream,
-            timeout: None,
+            write_limit,
             rbuf: Vec::with_capacity(READ_BUFFER),
             rpos: 0,
             wbuf: Vec::with_capacity(WRITE_BUFFER),
         }
     }
 
-    /// Sets both socket timeouts: every read and every write must make
-    /// progress within `limit`.
-    pub fn set_timeout(&mut self, limit: Duration) -> io::Result<()> {
-        let limit = Some(limit.max(Duration::from_millis(1)));
-        if self.timeout == limit {
-            return Ok(());
-        }
-        self.stream.tcp().set_read_timeout(limit)?;
-        self.stream.tcp().set_write_timeout(limit)?;
-        self.timeout = limit;
-        Ok(())
+    /// Every read from now on must be done by `deadline`: the session
+    /// sets one for each whole reply it waits for.
+    pub fn set_deadline(&mut self, deadline: Instant) {
+        self.stream.timed().set_deadline(deadline);
     }
 
-    /// Forgets the cached timeout (the stream under it was replaced).
-    pub fn timeout_unknown(&mut self) {
-        self.timeout = None;
+    /// Each block written from now on (a flush, or a full buffer) must be
+    /// out within `limit`.
+    pub fn set_write_limit(&mut self, limit: Duration) {
+        self.write_limit = limit;
+    }
+
+    /// Writes one block within the write limit.
+    fn write_block(&mut self, block: &[u8]) -> io::Result<()> {
+        self.set_deadline(Instant::now() + self.write_limit);
+        self.stream.write_all(block)
     }
 
     /// True when the server sent bytes we have not read: after STARTTLS's
@@ -156,8 +257,11 @@ impl Conn {
     /// Flushes the write buffer to the stream.
     pub fn flush(&mut self) -> io::Result<()> {
         if !self.wbuf.is_empty() {
-            self.stream.write_all(&self.wbuf)?;
+            let block = std::mem::take(&mut self.wbuf);
+            let result = self.write_block(&block);
+            self.wbuf = block;
             self.wbuf.clear();
+            result?;
         }
         self.stream.flush()
     }
@@ -166,10 +270,9 @@ impl Conn {
 impl Write for Conn {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.wbuf.len() + buf.len() > WRITE_BUFFER {
-            self.stream.write_all(&self.wbuf)?;
-            self.wbuf.clear();
+            Conn::flush(self)?;
             if buf.len() >= WRITE_BUFFER {
-                self.stream.write_all(buf)?;
+                self.write_block(buf)?;
                 return Ok(buf.len());
             }
         }

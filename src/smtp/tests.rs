@@ -320,3 +320,252 @@ fn a_rejected_mail_leaves_the_session_usable() {
 fn xtext_encodes_specials() {
     assert_eq!(xtext("a+b=c d"), "a+2Bb+3Dc+20d");
 }
+
+/// A server that sends `head` at once, then `trickle` one byte every
+/// 100 ms (the fault itself), then hangs up.
+fn trickler(head: &'static [u8], trickle: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        stream.write_all(head).unwrap();
+        let mut seen_starttls = head.is_empty();
+        for &b in trickle {
+            if !seen_starttls {
+                // Reply to EHLO and STARTTLS before the trickle.
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    if line.starts_with("EHLO") {
+                        stream.write_all(b"250-x\r\n250 STARTTLS\r\n").unwrap();
+                    } else if line.starts_with("STARTTLS") {
+                        stream.write_all(b"220 go ahead\r\n").unwrap();
+                        break;
+                    }
+                    line.clear();
+                }
+                seen_starttls = true;
+            }
+            if stream.write_all(&[b]).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_trickled_greeting_is_cut_at_the_command_timeout() {
+    // 100 lines at 10 bytes a second: over five minutes, each read of
+    // which makes progress well within any per-read timeout.
+    let addr = trickler(b"", "220-trickle\r\n".repeat(100).leak().as_bytes());
+    let mut st = settings();
+    st.timeouts.command = Duration::from_millis(700);
+    let start = std::time::Instant::now();
+    let e = Session::connect(addr, "x", &st).err().expect("cut");
+    assert_eq!(e.kind, ErrorKind::Timeout, "{e}");
+    assert!(e.message.contains("greeting"), "{e}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[test]
+fn a_trickled_tls_handshake_is_cut_at_the_command_timeout() {
+    // After 220 to STARTTLS, a TLS record header announcing a long
+    // handshake message, whose body then comes one byte at a time.
+    let mut record = vec![0x16, 0x03, 0x03, 0x40, 0x00, 0x02, 0x00, 0x3f, 0xfc];
+    record.extend(std::iter::repeat_n(0u8, 3000));
+    let addr = trickler(b"220 x\r\n", record.leak());
+    let mut st = settings();
+    st.security = Security::Opportunistic;
+    st.timeouts.command = Duration::from_millis(700);
+    let start = std::time::Instant::now();
+    let e = Session::connect(addr, "x", &st).err().expect("cut");
+    assert_eq!(e.kind, ErrorKind::Timeout, "{e}");
+    assert!(e.message.contains("TLS handshake"), "{e}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// What a window-watching server saw: the most commands it ever had
+/// unanswered, and the RCPTs it answered.
+struct WindowSeen {
+    most_unanswered: usize,
+    rcpts: usize,
+    messages: usize,
+}
+
+/// A pipelining server that answers nothing until it holds a full
+/// window of commands (or DATA); then it waits a little for one more
+/// command, which a client keeping to the window never sends, and
+/// answers all it holds.
+fn window_watcher() -> (SocketAddr, mpsc::Receiver<WindowSeen>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut w = stream.try_clone().unwrap();
+        let mut r = BufReader::new(stream);
+        let mut seen = WindowSeen {
+            most_unanswered: 0,
+            rcpts: 0,
+            messages: 0,
+        };
+        w.write_all(b"220 x\r\n").unwrap();
+        let mut held: Vec<String> = Vec::new();
+        let mut in_data = false;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match r.read_line(&mut line) {
+                Ok(0) => break,
+                Ok(_) => {}
+                // The quiet wait below ran out: the client waits for us.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    r.get_ref().set_read_timeout(None).unwrap();
+                    answer(&mut w, &mut held, &mut seen, &mut in_data);
+                    continue;
+                }
+                Err(_) => break,
+            }
+            let l = line.trim_end().to_string();
+            if in_data {
+                if l == "." {
+                    in_data = false;
+                    seen.messages += 1;
+                    w.write_all(b"250 ok\r\n").unwrap();
+                }
+                continue;
+            }
+            if l.starts_with("EHLO") {
+                w.write_all(b"250-x\r\n250 PIPELINING\r\n").unwrap();
+                continue;
+            }
+            if l == "QUIT" {
+                w.write_all(b"221 bye\r\n").unwrap();
+                break;
+            }
+            held.push(l.clone());
+            seen.most_unanswered = seen.most_unanswered.max(held.len());
+            if l == "DATA" || l == "RSET" {
+                answer(&mut w, &mut held, &mut seen, &mut in_data);
+            } else if held.len() >= PIPELINE_WINDOW {
+                // One more command within this wait breaks the window.
+                r.get_ref()
+                    .set_read_timeout(Some(Duration::from_millis(300)))
+                    .unwrap();
+            }
+        }
+        let _ = tx.send(seen);
+    });
+    (addr, rx)
+}
+
+fn answer(w: &mut TcpStream, held: &mut Vec<String>, seen: &mut WindowSeen, in_data: &mut bool) {
+    for c in held.drain(..) {
+        if c.starts_with("RCPT") {
+            seen.rcpts += 1;
+        }
+        if c == "DATA" {
+            *in_data = true;
+            w.write_all(b"354 go\r\n").unwrap();
+        } else {
+            w.write_all(b"250 ok\r\n").unwrap();
+        }
+    }
+}
+
+#[test]
+fn pipelined_commands_never_exceed_the_window() {
+    let (addr, seen) = window_watcher();
+    let mut s = Session::connect(addr, "x", &settings()).unwrap();
+    let rcpts: Vec<String> = (0..450).map(|i| format!("r{i}@x.test")).collect();
+    let result = s
+        .send(&envelope(&rcpts), &mut &b"S: x\n\nb\n"[..], &mut || Ok(()))
+        .unwrap();
+    assert_eq!(result.rcpt.len(), 450);
+    assert!(result.rcpt.iter().all(Reply::is_positive));
+    assert_eq!(result.data.unwrap().code, 250);
+    s.quit();
+    let seen = seen.recv().unwrap();
+    assert_eq!(seen.rcpts, 450);
+    assert_eq!(seen.messages, 1);
+    assert!(
+        seen.most_unanswered <= PIPELINE_WINDOW,
+        "{} commands unanswered at once",
+        seen.most_unanswered
+    );
+    assert_eq!(
+        seen.most_unanswered, PIPELINE_WINDOW,
+        "the window is used in full, not one command at a time"
+    );
+}
+
+#[test]
+fn a_small_pipelined_envelope_goes_in_one_write() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.write_all(b"220 x\r\n").unwrap();
+        let mut buf = [0u8; 4096];
+        let n = stream.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"EHLO"));
+        stream.write_all(b"250-x\r\n250 PIPELINING\r\n").unwrap();
+        // The first read after EHLO: what one write of the client holds.
+        let n = stream.read(&mut buf).unwrap();
+        let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+    });
+    let mut s = Session::connect(addr, "x", &settings()).unwrap();
+    let rcpts: Vec<String> = (0..3).map(|i| format!("r{i}@x.test")).collect();
+    let _ = s.send(&envelope(&rcpts), &mut &b"S: x\n\nb\n"[..], &mut || Ok(()));
+    assert_eq!(
+        rx.recv().unwrap(),
+        "MAIL FROM:<s@example.org>\r\nRCPT TO:<r0@x.test>\r\nRCPT TO:<r1@x.test>\r\n\
+         RCPT TO:<r2@x.test>\r\nDATA\r\n"
+    );
+}
+
+#[test]
+fn a_refused_mail_stops_the_pipeline() {
+    fn refuse_mail(line: &str) -> Option<String> {
+        if line.starts_with("MAIL") {
+            Some("550 5.7.1 not you\r\n".into())
+        } else if line.starts_with("RCPT") {
+            Some("503 5.5.1 MAIL first\r\n".into())
+        } else {
+            esmtp(line)
+        }
+    }
+    let (addr, seen) = server("220 x\r\n", refuse_mail, Some("250 ok\r\n"));
+    let mut s = Session::connect(addr, "x", &settings()).unwrap();
+    let rcpts: Vec<String> = (0..300).map(|i| format!("r{i}@x.test")).collect();
+    let e = s
+        .send(&envelope(&rcpts), &mut &b"S: x\n\nb\n"[..], &mut || Ok(()))
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Rejected);
+    assert!(e.is_permanent());
+    s.quit();
+    let lines = seen.recv().unwrap();
+    let rcpt_lines = lines.iter().filter(|l| l.starts_with("RCPT")).count();
+    assert!(
+        rcpt_lines <= PIPELINE_WINDOW,
+        "{rcpt_lines} RCPTs after a refused MAIL"
+    );
+    assert!(!lines.contains(&"DATA\r\n".to_string()), "no DATA");
+    assert!(lines.contains(&"RSET\r\n".to_string()), "RSET");
+}
