@@ -138,43 +138,16 @@ pub fn attempt(
         }
     } else {
         let mut groups: BTreeMap<Destination, Vec<usize>> = BTreeMap::new();
-        let mut aliases = None;
+        let mut locals = Vec::new();
         for &i in &due_now {
             match route(ctx, &state.recipients[i].address) {
                 Route::Remote(dest) => groups.entry(dest).or_default().push(i),
-                Route::Local => {
-                    // A local delivery (a command may run for
-                    // pipe_timeout) holds no SMTP connection slot.
-                    transport.close();
-                    if aliases.is_none() {
-                        aliases = Some(local::load(ctx.config).unwrap_or_else(|e| {
-                            log::error!("aliases: {e}");
-                            None
-                        }));
-                    }
-                    let done = super::local::deliver(
-                        ctx,
-                        &claim,
-                        &envelope,
-                        &mut state,
-                        i,
-                        aliases.as_ref().and_then(Option::as_ref),
-                        now,
-                        &mut tally,
-                    )?;
-                    apply(ctx, &id, &mut state, i, &done.outcome, None, now_s, age);
-                    if done.retry_now {
-                        // Due again for the next queue run (by root, which
-                        // is asked for at once when only it can deliver).
-                        state.recipients[i].next_attempt = Some(now_s);
-                    }
-                    if done.needs_root {
-                        ctx.spool.kick_root(&id);
-                    }
-                    persist(ctx, &id, &state)?;
-                }
+                Route::Local => locals.push(i),
             }
         }
+        // Remote recipients first: a local command may run for
+        // pipe_timeout, and the others of the message must not wait for
+        // it (nor for its user, who may stall it on purpose).
         for (dest, indices) in groups {
             let target = Target {
                 dest: &dest,
@@ -184,6 +157,36 @@ pub fn attempt(
             deliver_to(
                 ctx, transport, &claim, &envelope, &mut state, &target, indices,
             )?;
+        }
+        if !locals.is_empty() {
+            // A local delivery holds no SMTP connection slot.
+            transport.close();
+            let aliases = local::load(ctx.config).unwrap_or_else(|e| {
+                log::error!("aliases: {e}");
+                None
+            });
+            for i in locals {
+                let done = super::local::deliver(
+                    ctx,
+                    &claim,
+                    &envelope,
+                    &mut state,
+                    i,
+                    aliases.as_ref(),
+                    now,
+                    &mut tally,
+                )?;
+                apply(ctx, &id, &mut state, i, &done.outcome, None, now_s, age);
+                if done.retry_now {
+                    // Due again for the next queue run (by root, which is
+                    // asked for at once when only it can deliver).
+                    state.recipients[i].next_attempt = Some(now_s);
+                }
+                if done.needs_root {
+                    ctx.spool.kick_root(&id);
+                }
+                persist(ctx, &id, &state)?;
+            }
         }
     }
     finish(ctx, claim, &envelope, state, now, &mut tally)?;
