@@ -259,6 +259,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn more_recipients_than_max_recipients_is_a_data_error() {
+        let config = Config {
+            max_recipients: 2,
+            ..Config::default()
+        };
+        assert!(check_recipient_count(2, &config).is_ok());
+        let e = check_recipient_count(3, &config).unwrap_err();
+        assert_eq!(e.kind().exit_code(), 65);
+        assert!(e.message().contains("max_recipients is 2"));
+        assert!(!e.message().contains('\n'), "one line");
+    }
+
+    #[test]
     fn gecos_full_name() {
         assert_eq!(
             full_name_from_gecos("Jane Doe,Room 1,555", "jane").as_deref(),
