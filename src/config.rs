@@ -115,9 +115,27 @@ pub struct Config {
     pub data_timeout: Duration,
     /// `final_dot_timeout`: wait for the reply to the final dot (RFC 1047, RFC 5321: 10 min).
     pub final_dot_timeout: Duration,
-    /// `tmp_max_age`: age after which files left in tmp/ are swept.
+    /// `tmp_max_age`: age after which files left in tmp/ (and abandoned
+    /// `.ID` files in the maildrop) are swept.
     pub tmp_max_age: Duration,
+    /// `max_recipients`: envelope recipients per message, at submission
+    /// and at maildrop pickup (1 to [`MAX_RECIPIENTS_CEILING`]).
+    pub max_recipients: usize,
+    /// `corrupt_max_age`: how long a file stays in corrupt/ before root's
+    /// queue run removes it.
+    pub corrupt_max_age: Duration,
+    /// `corrupt_max_size`: total bytes corrupt/ may hold; beyond it the
+    /// oldest files go first (0: no byte cap).
+    pub corrupt_max_size: u64,
+    /// `corrupt_max_files`: files corrupt/ may hold; beyond it the oldest
+    /// go first.
+    pub corrupt_max_files: usize,
 }
+
+/// The highest `max_recipients` accepted: the delivery state of a message
+/// holds one entry per recipient, and the spool reads back at most
+/// `spool::MAX_STATE_BYTES` of it (a few KiB per recipient at worst).
+pub const MAX_RECIPIENTS_CEILING: usize = 10_000;
 
 impl Default for Config {
     fn default() -> Config {
@@ -155,6 +173,10 @@ impl Default for Config {
             data_timeout: Duration::from_secs(3 * 60),
             final_dot_timeout: Duration::from_secs(10 * 60),
             tmp_max_age: Duration::from_secs(36 * 3600),
+            max_recipients: 1000,
+            corrupt_max_age: Duration::from_secs(30 * 86400),
+            corrupt_max_size: 100 * 1024 * 1024,
+            corrupt_max_files: 1000,
         }
     }
 }
@@ -313,6 +335,20 @@ fn set(c: &mut Config, key: &str, value: &str) -> Setting {
         "data_timeout" => c.data_timeout = parse_duration(value)?,
         "final_dot_timeout" => c.final_dot_timeout = parse_duration(value)?,
         "tmp_max_age" => c.tmp_max_age = parse_duration(value)?,
+        "max_recipients" => {
+            c.max_recipients = match value.parse::<usize>() {
+                Ok(n) if (1..=MAX_RECIPIENTS_CEILING).contains(&n) => n,
+                _ => {
+                    return Err(format!(
+                        "expected a number from 1 to {MAX_RECIPIENTS_CEILING}, got {:?}",
+                        clip(value)
+                    ));
+                }
+            }
+        }
+        "corrupt_max_age" => c.corrupt_max_age = parse_duration(value)?,
+        "corrupt_max_size" => c.corrupt_max_size = parse_size(value)?,
+        "corrupt_max_files" => c.corrupt_max_files = positive(value)? as usize,
         _ => return Err("unknown key".to_string()),
     }
     Ok(())
@@ -498,6 +534,10 @@ mod tests {
         assert_eq!(c.smtp_port, 25);
         assert!(c.local_domains.contains(&"localhost".to_string()));
         assert_eq!(c.max_message_size, 52428800);
+        assert_eq!(c.max_recipients, 1000);
+        assert_eq!(c.corrupt_max_age, Duration::from_secs(30 * 86400));
+        assert_eq!(c.corrupt_max_size, 100 << 20);
+        assert_eq!(c.corrupt_max_files, 1000);
     }
 
     #[test]
@@ -532,6 +572,10 @@ command_timeout = 1m
 data_timeout = 2m
 final_dot_timeout = 10m
 tmp_max_age = 2d
+max_recipients = 50
+corrupt_max_age = 7d
+corrupt_max_size = 10M
+corrupt_max_files = 20
 ";
         let c = parse(text, "t.conf").unwrap();
         assert_eq!(c.spool, PathBuf::from("/tmp/spool"));
@@ -553,6 +597,10 @@ tmp_max_age = 2d
         assert_eq!(c.pipe_timeout, Duration::from_secs(600));
         assert_eq!(c.max_hops, 30);
         assert_eq!(c.tmp_max_age, Duration::from_secs(172800));
+        assert_eq!(c.max_recipients, 50);
+        assert_eq!(c.corrupt_max_age, Duration::from_secs(7 * 86400));
+        assert_eq!(c.corrupt_max_size, 10 << 20);
+        assert_eq!(c.corrupt_max_files, 20);
     }
 
     #[test]
@@ -586,6 +634,9 @@ tmp_max_age = 2d
         assert!(err("hostname = bad_host!").contains("host name"));
         assert!(err("resolver = localhost").contains("ip:port"));
         assert!(err("pipe_user = root").contains("unprivileged"));
+        assert!(err("max_recipients = 0").contains("1 to 10000"));
+        assert!(err("max_recipients = 10001").contains("1 to 10000"));
+        assert!(err("corrupt_max_files = 0").contains("positive"));
     }
 
     #[test]

@@ -109,6 +109,9 @@ pub fn submit(
             crate::cli::USAGE
         )));
     }
+    // Refused before stdin is read, when the command line alone is too long.
+    dedup(&mut recipients);
+    check_recipient_count(recipients.len(), config)?;
 
     // A draft that is dropped on any error path removes its tmp file: the
     // queue never sees half a message (S2).
@@ -132,6 +135,7 @@ pub fn submit(
     if recipients.is_empty() {
         return Err(Error::usage("no recipient addresses found in the header"));
     }
+    check_recipient_count(recipients.len(), config)?;
 
     let envelope = Envelope {
         id: draft.id().clone(),
@@ -167,10 +171,15 @@ pub fn submit(
             &config.hostname,
         ));
     }
-    let received = message::received_field(&config.hostname, caller.uid, draft.id().as_str(), now);
     let out = draft.data();
-    out.write_all(&received)
-        .map_err(|e| Error::io("writing the queue file", &e))?;
+    if !dropped {
+        // A drop gets its trace from root's pickup, with the uid of the
+        // file's owner: what a drop says about itself is not evidence.
+        let received =
+            message::received_field(&config.hostname, caller.uid, envelope.id.as_str(), now);
+        out.write_all(&received)
+            .map_err(|e| Error::io("writing the queue file", &e))?;
+    }
     header.qualify(&config.hostname);
     header.write_to(out)?;
     out.write_all(&added)
@@ -194,6 +203,19 @@ pub fn submit(
         recipients: recipients.len(),
         dropped,
     })
+}
+
+/// Refuses a message with more envelope recipients than `max_recipients`
+/// allows: kind Data (exit 65, EX_DATAERR), since the message itself is
+/// at fault and a caller retrying it unchanged would fail for ever.
+pub fn check_recipient_count(count: usize, config: &Config) -> Result<()> {
+    if count > config.max_recipients {
+        return Err(Error::data(format!(
+            "too many recipients: {count} (max_recipients is {}); split the list or use an alias",
+            config.max_recipients
+        )));
+    }
+    Ok(())
 }
 
 /// A draft in the queue, or — for a caller the queue is closed to (the
@@ -231,6 +253,19 @@ fn dedup(recipients: &mut Vec<Address>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn more_recipients_than_max_recipients_is_a_data_error() {
+        let config = Config {
+            max_recipients: 2,
+            ..Config::default()
+        };
+        assert!(check_recipient_count(2, &config).is_ok());
+        let e = check_recipient_count(3, &config).unwrap_err();
+        assert_eq!(e.kind().exit_code(), 65);
+        assert!(e.message().contains("max_recipients is 2"));
+        assert!(!e.message().contains('\n'), "one line");
+    }
 
     #[test]
     fn gecos_full_name() {

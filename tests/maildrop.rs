@@ -207,3 +207,35 @@ fn a_forged_drop_gets_its_writers_uid_and_garbage_goes_to_corrupt() {
     assert!(names(&i.spool.join("maildrop")).is_empty());
     assert_eq!(names(&i.spool.join("corrupt")), ["1K10E00000000000.drop"]);
 }
+
+#[test]
+fn a_drop_gets_one_trace_naming_its_writers_uid() {
+    if !is_root() {
+        eprintln!("skipped: a setgid copy and switching users need root (CI runs this as root)");
+        return;
+    }
+    let i = installed();
+    let out = as_nobody(&i, true, &["someone@example.com"], b"Subject: x\n\nbody\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    queue_run(&i);
+    let queued = names(&i.spool.join("queue"));
+    assert_eq!(queued.len(), 1);
+    let text = fs::read_to_string(i.spool.join("queue").join(&queued[0])).unwrap();
+    let traces: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("Received:"))
+        .collect();
+    assert_eq!(
+        traces.len(),
+        1,
+        "one trace, added by the pickup: {traces:?}"
+    );
+    assert!(
+        traces[0].ends_with(&format!(" (spoolmail, from userid {})", nobody().uid)),
+        "{traces:?}"
+    );
+}

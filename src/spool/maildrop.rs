@@ -9,20 +9,27 @@
 //! the directory to fsync it). Only then does `sendmail` exit 0.
 //!
 //! A queue run by root picks the files up: each is verified like any
-//! queue file (framing, trailer, size), its addresses are checked again,
-//! its uid is taken from the file's owner (never from what it says), and
-//! it is committed into `queue/` under the same ID — so a pickup cut
-//! short by a crash and repeated finds the message already there and
-//! only removes the drop, never queues it twice.
+//! queue file (framing, trailer, size), held to `max_message_size` and
+//! `max_recipients`, its addresses are checked again, its uid is taken
+//! from the file's owner (never from what it says) and the message gets
+//! the trace a direct submission gets — `Received: by HOST (spoolmail,
+//! from userid UID)` with the owner's uid, on top of whatever the writer
+//! forged below it (sendmail adds none to a drop; the pickup is its
+//! trace, as Postfix's pickup is). It is committed into `queue/` under
+//! the same ID — so a pickup cut short by a crash and repeated finds the
+//! message already there and only removes the drop, never queues it
+//! twice. Whatever else lands in the maildrop is removed, so that the
+//! directory empties and the path unit that watches it comes to rest.
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, OpenOptions, TryLockError};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::address;
+use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::{address, message};
 
 use super::draft::{DirSync, Draft};
 use super::{Envelope, QueueId, Spool, Trouble, durable};
@@ -36,8 +43,6 @@ pub const MAILDROP_MODE: u32 = 0o1733;
 const DROP_MODE: u32 = 0o600;
 /// Prefix of the empty files that ask root for a queue run.
 const KICK_PREFIX: &str = "kick.";
-/// A `.ID` file older than this is a dead writer's leftover.
-const STALE_PARTIAL: Duration = Duration::from_secs(24 * 3600);
 
 /// Starts a message in the maildrop of the spool at `root`, for a caller
 /// who cannot write the queue itself.
@@ -83,56 +88,108 @@ impl Spool {
             .open(path);
     }
 
-    /// Moves every complete drop into the queue (root only: nobody else
-    /// may remove other users' files from the sticky maildrop). Returns
-    /// the IDs queued. A drop that fails verification goes to corrupt/.
-    pub fn pickup_maildrop(&self, max_size: u64, now: SystemTime) -> Result<Vec<QueueId>> {
+    /// Moves every complete drop into the queue and clears the maildrop
+    /// of junk (root only: nobody else may remove other users' files from
+    /// the sticky maildrop). Returns the IDs queued.
+    ///
+    /// Per entry:
+    /// - `ID`, a plain file: verified and queued ([`Spool::pick_up`]);
+    ///   larger than `max_message_size` or with more than
+    ///   `max_recipients` recipients it is refused and removed (a user
+    ///   must not grow root's files without bound); failing verification,
+    ///   it goes to corrupt/ (bounded by [`Spool::sweep_corrupt`]).
+    /// - `.ID`: a drop being written; removed once its status has not
+    ///   changed for `tmp_max_age` (ctime, which a user cannot set back).
+    /// - `kick.ID`, an empty file: a request for this very run; removed.
+    /// - anything else (other names, `.` names that are not IDs,
+    ///   directories, links, FIFOs): junk, removed at once with a log
+    ///   line, so the directory empties and the path unit rests.
+    ///
+    /// Two root runs never pick up at once (a flock on the maildrop,
+    /// which only root may open): a second one finds it busy and skips.
+    pub fn pickup_maildrop_with(&self, config: &Config, now: SystemTime) -> Result<Vec<QueueId>> {
         let dir = self.root.join(MAILDROP);
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
+        let lock = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&dir)
+        {
+            Ok(lock) => lock,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(format_args!("listing {}", dir.display()), &e)),
+            Err(e) => return Err(Error::io(format_args!("opening {}", dir.display()), &e)),
         };
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                log::info!("{}: another queue run is picking up", dir.display());
+                return Ok(Vec::new());
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(Error::io(format_args!("locking {}", dir.display()), &e));
+            }
+        }
+        let entries = fs::read_dir(&dir)
+            .map_err(|e| Error::io(format_args!("listing {}", dir.display()), &e))?;
         let mut queued = Vec::new();
         let mut removed_any = false;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let path = dir.join(&name);
+            let path = dir.join(entry.file_name());
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let plain = meta.file_type().is_file();
             if let Some(partial) = name.strip_prefix('.') {
-                // Still being written, or abandoned by a killed writer.
-                let stale = fs::symlink_metadata(&path)
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|m| now.duration_since(m).ok())
-                    .is_some_and(|age| age > STALE_PARTIAL);
-                if stale && QueueId::parse(partial).is_some() {
-                    log::warn!("{}: removing an abandoned partial drop", path.display());
-                    removed_any |= fs::remove_file(&path).is_ok();
+                if plain && QueueId::parse(partial).is_some() {
+                    // Still being written, or abandoned by a killed writer.
+                    if age(&meta, now) > config.tmp_max_age {
+                        log::warn!("{}: removing an abandoned partial drop", path.display());
+                        removed_any |= remove_junk(&path, &meta);
+                    }
+                } else {
+                    removed_any |= junk(&path, &meta, "not a partial drop");
                 }
                 continue;
             }
-            if name.starts_with(KICK_PREFIX) {
-                removed_any |= fs::remove_file(&path).is_ok();
+            if let Some(kicked) = name.strip_prefix(KICK_PREFIX) {
+                if plain && meta.len() == 0 && QueueId::parse(kicked).is_some() {
+                    // Its request is this run.
+                    removed_any |= remove_junk(&path, &meta);
+                } else {
+                    removed_any |= junk(&path, &meta, "not a queue-run request");
+                }
                 continue;
             }
             let Some(id) = QueueId::parse(&name) else {
-                log::warn!("{}: not a drop file name; removed", path.display());
-                removed_any |= fs::remove_file(&path).is_ok();
+                removed_any |= junk(&path, &meta, "not a drop file name");
                 continue;
             };
-            match self.pick_up(&path, &id, max_size) {
+            if !plain {
+                removed_any |= junk(&path, &meta, "not a plain file");
+                continue;
+            }
+            match self.pick_up(&path, &id, config, now) {
                 Ok(Some(id)) => queued.push(id),
                 Ok(None) => {}
-                Err(Trouble::Corrupt(why)) => {
+                Err(Refusal::Remove(why)) => {
+                    // syslog: the user's message is refused for good.
                     log::error!(
-                        "{}: refused drop ({why}); moved to corrupt/",
-                        path.display()
+                        "{}: refused drop from uid {} ({why}); removed",
+                        path.display(),
+                        meta.uid()
+                    );
+                }
+                Err(Refusal::Quarantine(why)) => {
+                    log::error!(
+                        "{}: refused drop from uid {} ({why}); moved to corrupt/",
+                        path.display(),
+                        meta.uid()
                     );
                     self.set_aside(&path, &format!("{id}.drop"));
                     continue;
                 }
-                Err(Trouble::Gone) => continue,
-                Err(Trouble::Io(e)) => {
+                Err(Refusal::Gone) => continue,
+                Err(Refusal::Io(e)) => {
                     log::error!("{}: {e}; left for the next run", path.display());
                     continue;
                 }
@@ -145,36 +202,74 @@ impl Spool {
         Ok(queued)
     }
 
-    /// Verifies one drop and commits it to the queue under its own ID.
-    /// Ok(None): it was queued by an earlier, interrupted pickup.
+    /// The pickup with the default configuration but `max_size`, followed
+    /// by [`Spool::sweep_corrupt`] with the default bounds. Transitional:
+    /// the queue run should call [`Spool::pickup_maildrop_with`] and
+    /// [`Spool::sweep_corrupt`] with its own configuration.
+    pub fn pickup_maildrop(&self, max_size: u64, now: SystemTime) -> Result<Vec<QueueId>> {
+        let config = Config {
+            max_message_size: max_size,
+            ..Config::default()
+        };
+        let queued = self.pickup_maildrop_with(&config, now)?;
+        if let Err(e) = self.sweep_corrupt(
+            config.corrupt_max_age,
+            config.corrupt_max_size,
+            config.corrupt_max_files,
+            now,
+        ) {
+            log::warn!("sweeping corrupt/: {e}");
+        }
+        Ok(queued)
+    }
+
+    /// Verifies one drop and commits it to the queue under its own ID,
+    /// with the trace a direct submission gets: a `Received:` line naming
+    /// the uid of the file's owner. Ok(None): it was queued by an earlier,
+    /// interrupted pickup.
     fn pick_up(
         &self,
         path: &Path,
         id: &QueueId,
-        max_size: u64,
-    ) -> std::result::Result<Option<QueueId>, Trouble> {
-        let corrupt = |why: String| Trouble::Corrupt(why);
+        config: &Config,
+        now: SystemTime,
+    ) -> std::result::Result<Option<QueueId>, Refusal> {
+        let max_size = config.max_message_size;
         let file = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(path)
             .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => Trouble::Gone,
-                _ => corrupt(format!("cannot open: {e}")),
+                io::ErrorKind::NotFound => Refusal::Gone,
+                _ => Refusal::Remove(format!("cannot open: {e}")),
             })?;
         let meta = file
             .metadata()
-            .map_err(|e| Trouble::Io(Error::io("stat", &e)))?;
+            .map_err(|e| Refusal::Io(Error::io("stat", &e)))?;
         if !meta.is_file() || meta.nlink() != 1 {
-            return Err(corrupt("not a plain file with one link".into()));
+            return Err(Refusal::Remove("not a plain file with one link".into()));
         }
+        // The envelope of max_recipients recipients fits in the slack.
         if max_size > 0 && meta.len() > max_size.saturating_add(1 << 20) {
-            return Err(corrupt(format!(
+            return Err(Refusal::Remove(format!(
                 "{} bytes: larger than max_message_size",
                 meta.len()
             )));
         }
         let (claimed, mut data) = self.verify_queue_file(id, file, meta.len(), 64 * 1024)?;
+        if max_size > 0 && claimed.size > max_size {
+            return Err(Refusal::Remove(format!(
+                "{} bytes of data: larger than max_message_size",
+                claimed.size
+            )));
+        }
+        if claimed.recipients.len() > config.max_recipients {
+            return Err(Refusal::Remove(format!(
+                "{} recipients: more than max_recipients ({})",
+                claimed.recipients.len(),
+                config.max_recipients
+            )));
+        }
         if self.queue.join(id.as_str()).exists() {
             return Ok(None);
         }
@@ -185,16 +280,17 @@ impl Spool {
             .ok()
             .flatten()
             .map_or_else(|| format!("uid{uid}"), |u| u.name);
+        let quarantine = Refusal::Quarantine;
         if !claimed.sender.is_empty() {
             address::parse_sender(&claimed.sender)
-                .map_err(|e| corrupt(format!("sender: {}", e.message())))?;
+                .map_err(|e| quarantine(format!("sender: {}", e.message())))?;
         }
         if claimed.recipients.is_empty() {
-            return Err(corrupt("no recipients".into()));
+            return Err(quarantine("no recipients".into()));
         }
         for r in &claimed.recipients {
             address::Address::parse(r)
-                .map_err(|e| corrupt(format!("recipient: {}", e.message())))?;
+                .map_err(|e| quarantine(format!("recipient: {}", e.message())))?;
         }
         let envelope = Envelope {
             uid,
@@ -202,11 +298,13 @@ impl Spool {
             size: 0,
             ..claimed.clone()
         };
-        let io = |e: Error| Trouble::Io(e);
+        let io = |e: Error| Refusal::Io(e);
         let mut draft = self.begin_with_id(id).map_err(io)?;
         draft.write_envelope(&envelope).map_err(io)?;
         let out = draft.data();
-        io::copy(&mut (&mut data).take(claimed.size), out)
+        let received = message::received_field(&config.hostname, uid, id.as_str(), now);
+        out.write_all(&received)
+            .and_then(|()| io::copy(&mut (&mut data).take(claimed.size), out))
             .and_then(|_| out.flush())
             .map_err(|e| io(Error::io("copying a drop into the queue", &e)))?;
         match draft.commit() {
@@ -216,6 +314,65 @@ impl Spool {
             }
             Err(_) if self.queue.join(id.as_str()).exists() => Ok(None),
             Err(e) => Err(io(e)),
+        }
+    }
+}
+
+/// Why a drop was not queued.
+enum Refusal {
+    /// Refused for what it is (too large, too many recipients, not a
+    /// plain file): removed with a log line.
+    Remove(String),
+    /// Failed verification: kept in corrupt/ for a human, within its bounds.
+    Quarantine(String),
+    /// Vanished meanwhile.
+    Gone,
+    /// I/O trouble on our side: left for the next run.
+    Io(Error),
+}
+
+impl From<Trouble> for Refusal {
+    fn from(t: Trouble) -> Refusal {
+        match t {
+            Trouble::Gone => Refusal::Gone,
+            Trouble::Corrupt(why) => Refusal::Quarantine(why),
+            Trouble::Io(e) => Refusal::Io(e),
+        }
+    }
+}
+
+/// How long since the status of the file last changed (ctime: every
+/// write moves it, and no user can set it back).
+fn age(meta: &fs::Metadata, now: SystemTime) -> Duration {
+    let changed = UNIX_EPOCH + Duration::new(meta.ctime().max(0) as u64, 0);
+    now.duration_since(changed).unwrap_or_default()
+}
+
+/// Removes a maildrop entry that is neither a drop nor a request, with a
+/// log line saying why. True when it went.
+fn junk(path: &Path, meta: &fs::Metadata, why: &str) -> bool {
+    log::warn!(
+        "{}: {why} (owner uid {}); removed from the maildrop",
+        path.display(),
+        meta.uid()
+    );
+    remove_junk(path, meta)
+}
+
+/// Removes a file, link or directory tree from the maildrop. A tree is
+/// removed without following symlinks (std's `remove_dir_all` opens each
+/// level with `O_NOFOLLOW`), so a user's links lead root nowhere.
+fn remove_junk(path: &Path, meta: &fs::Metadata) -> bool {
+    let removed = if meta.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    match removed {
+        Ok(()) => true,
+        Err(e) => {
+            log::error!("removing {}: {e}", path.display());
+            false
         }
     }
 }

@@ -8,7 +8,7 @@
 //! | `queue/`   | `ID`: committed messages, immutable (S3); format in [`envelope`] |
 //! | `state/`   | `ID`: delivery state as JSON ([`DeliveryState`]), replaced atomically; `ID.tmp-PID` while being replaced |
 //! | `hosts/`   | per-destination locks and status (owned by the runner)        |
-//! | `corrupt/` | queue and state files that failed verification: never delivered, never deleted |
+//! | `corrupt/` | queue files that failed verification and refused drops: never delivered; removed by root's queue run after `corrupt_max_age` or beyond its size caps ([`Spool::sweep_corrupt`]) |
 //! | `maildrop/` | 1733: messages from callers without the spool group ([`maildrop`]), picked up by root |
 //!
 //! Lifecycle: [`Spool::begin`] creates `tmp/ID` with `O_EXCL`;
@@ -56,8 +56,14 @@ const SUBDIRS: [&str; 5] = ["tmp", "queue", "state", "hosts", "corrupt"];
 const ENVELOPE_BUFFER: usize = 8 * 1024;
 /// Buffer for streaming message data to the runner.
 const DATA_BUFFER: usize = 64 * 1024;
-/// Largest state file we read back: hostile files must not exhaust memory.
-const MAX_STATE_BYTES: u64 = 16 << 20;
+/// Largest state file written or read back (hostile files must not
+/// exhaust memory). It holds every state the spool can write: free texts
+/// are cut ([`DeliveryState::bound_texts`]), which leaves under 4 KiB
+/// per recipient at worst, and `max_recipients` stops at
+/// [`crate::config::MAX_RECIPIENTS_CEILING`] — under 40 MiB — with room
+/// for local deliveries done. [`Spool::write_state`] refuses to write a
+/// state above it, so no state it wrote is ever unreadable.
+pub const MAX_STATE_BYTES: u64 = 64 << 20;
 /// Attempts at finding a free tmp/ID before giving up.
 const BEGIN_ATTEMPTS: u32 = 16;
 
@@ -77,8 +83,12 @@ pub struct Spool {
 pub struct QueuedMessage {
     /// The envelope, `size` filled from the trailer.
     pub envelope: Envelope,
-    /// The delivery state; None until a runner first writes one.
+    /// The delivery state; None until a runner first writes one, or when
+    /// it cannot be read (then `state_error` says why).
     pub state: Option<DeliveryState>,
+    /// Why the state file could not be read: the state is unknown (the
+    /// message stays in the queue; it is not set aside for this).
+    pub state_error: Option<String>,
     /// A runner holds the flock now (probed with a non-blocking shared lock).
     pub claimed: bool,
 }
@@ -281,6 +291,88 @@ impl Spool {
         Ok(swept)
     }
 
+    /// Bounds corrupt/ (root's queue run): removes every file that has
+    /// been there longer than `max_age`, then, while it holds more than
+    /// `max_bytes` (0: no byte cap) or `max_files`, the oldest — refused
+    /// maildrop files (`*.drop`, which users can make at will) before
+    /// queue and state files (evidence of our own trouble). Age counts
+    /// from the move into corrupt/ (ctime: a rename sets it, no user can
+    /// set it back). One log line per file removed. Returns how many went.
+    pub fn sweep_corrupt(
+        &self,
+        max_age: std::time::Duration,
+        max_bytes: u64,
+        max_files: usize,
+        now: SystemTime,
+    ) -> Result<usize> {
+        let entries = match fs::read_dir(&self.corrupt) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => {
+                return Err(Error::io(
+                    format_args!("reading {}", self.corrupt.display()),
+                    &e,
+                ));
+            }
+        };
+        struct Held {
+            path: PathBuf,
+            changed: i64,
+            bytes: u64,
+            drop: bool,
+            dir: bool,
+        }
+        let horizon = now
+            .checked_sub(max_age)
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(i64::MIN, |d| d.as_secs() as i64);
+        let mut swept = 0;
+        let mut kept = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = path.symlink_metadata() else {
+                continue;
+            };
+            let held = Held {
+                drop: path.extension().is_some_and(|x| x == "drop"),
+                changed: meta.ctime(),
+                bytes: meta.len(),
+                dir: meta.is_dir(),
+                path,
+            };
+            if held.changed < horizon {
+                if remove_entry(&held.path, held.dir) {
+                    log::info!(
+                        "removed {}: in corrupt/ longer than corrupt_max_age",
+                        held.path.display()
+                    );
+                    swept += 1;
+                }
+            } else {
+                kept.push(held);
+            }
+        }
+        let mut bytes: u64 = kept.iter().map(|h| h.bytes).sum();
+        let mut files = kept.len();
+        // Drops first, then oldest first.
+        kept.sort_by_key(|h| (!h.drop, h.changed));
+        for held in kept {
+            if files <= max_files && (max_bytes == 0 || bytes <= max_bytes) {
+                break;
+            }
+            if remove_entry(&held.path, held.dir) {
+                log::warn!(
+                    "removed {}: corrupt/ is over corrupt_max_size or corrupt_max_files",
+                    held.path.display()
+                );
+                swept += 1;
+            }
+            files -= 1;
+            bytes -= held.bytes;
+        }
+        Ok(swept)
+    }
+
     /// The directory of per-destination locks and status files, owned by
     /// the runner (created with the rest of the layout).
     pub fn hosts_dir(&self) -> PathBuf {
@@ -288,9 +380,11 @@ impl Spool {
     }
 
     /// Every committed message, sorted by ID, with its state if any. Names
-    /// that are not valid IDs are skipped with a warning; files that fail
-    /// verification are moved to corrupt/ with an error log and skipped. A
-    /// missing queue/ means an empty list.
+    /// that are not valid IDs are skipped with a warning; queue files that
+    /// fail verification are moved to corrupt/ with an error log and
+    /// skipped. A state file that cannot be read is logged and listed as
+    /// unknown (`state_error`): a valid queue file is never set aside
+    /// because of its state. A missing queue/ means an empty list.
     pub fn list(&self) -> Result<Vec<QueuedMessage>> {
         let ids = self.queued_ids()?;
         let mut messages = Vec::with_capacity(ids.len());
@@ -304,14 +398,20 @@ impl Spool {
                 }
                 Err(Trouble::Io(e)) => return Err(e),
             };
-            let state = match self.load_state(&id) {
-                Ok(state) => state,
-                Err(Trouble::Gone) => None,
+            let (state, state_error) = match self.load_state(&id) {
+                Ok(state) => (state, None),
+                Err(Trouble::Gone) => (None, None),
                 Err(Trouble::Corrupt(why)) => {
-                    self.quarantine_state(&id, &why);
-                    continue;
+                    log::error!(
+                        "{}: unreadable state file ({why}); the state of {id} is unknown",
+                        self.state.join(id.as_str()).display()
+                    );
+                    (None, Some(why))
                 }
-                Err(Trouble::Io(e)) => return Err(e),
+                Err(Trouble::Io(e)) => {
+                    log::error!("{e}; the state of {id} is unknown");
+                    (None, Some(e.message().to_string()))
+                }
             };
             let (envelope, file) = reader;
             // A shared lock conflicts only with a runner's exclusive claim;
@@ -323,6 +423,7 @@ impl Spool {
             messages.push(QueuedMessage {
                 envelope,
                 state,
+                state_error,
                 claimed,
             });
         }
@@ -439,20 +540,6 @@ impl Spool {
         }
     }
 
-    /// Moves a state file that failed verification to corrupt/, with its
-    /// queue file: without trustworthy state, delivering could repeat
-    /// deliveries already made (D2), so the message waits for a human.
-    fn quarantine_state(&self, id: &QueueId, why: &str) {
-        let from = self.state.join(id.as_str());
-        log::error!(
-            "{}: corrupt state file ({why}); moving the message to {}",
-            from.display(),
-            self.corrupt.display()
-        );
-        self.set_aside(&self.queue.join(id.as_str()), id.as_str());
-        self.set_aside(&from, &format!("{id}.state"));
-    }
-
     /// Renames `from` into corrupt/ under `name` (or `name.N` if taken).
     /// Failures are logged, not returned: listing must go on, and the file
     /// is skipped either way.
@@ -487,6 +574,9 @@ impl Spool {
     }
 
     /// The delivery state of `ID`, or None when no state file exists yet.
+    /// A state file that cannot be read or parsed is an error of kind
+    /// Data and is left where it is: the state is unknown, the queue file
+    /// untouched (the caller decides what an unknown state means).
     pub fn read_state(&self, id: &QueueId) -> Result<Option<DeliveryState>> {
         let path = self.state.join(id.as_str());
         match self.load_state(id) {
@@ -526,8 +616,7 @@ impl Spool {
     /// Replaces the delivery state of `ID`: write state/ID.tmp-PID, fsync,
     /// rename, fsync state/ (S3). Call it while holding the claim.
     pub fn write_state(&self, id: &QueueId, state: &DeliveryState) -> Result<()> {
-        let bytes = serde_json::to_vec(state)
-            .map_err(|e| Error::new(Kind::Software, format!("encoding state: {e}")))?;
+        let bytes = encode_state(id, state)?;
         match durable::replace_file(&self.state, id.as_str(), &bytes) {
             Err(e) if e.kind() == Kind::CantCreate => {
                 self.create_dirs()?;
@@ -542,8 +631,7 @@ impl Spool {
     /// 1047 window marker, whose loss costs a "possibly delivered" flag,
     /// never a message or a recipient's outcome.
     pub fn mark_state(&self, id: &QueueId, state: &DeliveryState) -> Result<()> {
-        let bytes = serde_json::to_vec(state)
-            .map_err(|e| Error::new(Kind::Software, format!("encoding state: {e}")))?;
+        let bytes = encode_state(id, state)?;
         durable::replace_file_unsynced(&self.state, id.as_str(), &bytes)
     }
 
@@ -690,6 +778,44 @@ impl MessageData {
     pub fn remaining(&self) -> u64 {
         self.inner.limit()
     }
+}
+
+/// Removes a file (or a directory tree that should not be there) from
+/// corrupt/; a failure is logged. True when it went.
+fn remove_entry(path: &Path, dir: bool) -> bool {
+    let removed = if dir {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+    match removed {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => {
+            log::error!("removing {}: {e}", path.display());
+            false
+        }
+    }
+}
+
+/// Encodes a state for `state/ID` with its free texts cut to their bound;
+/// refuses (kind Software, the old state staying in place) a state the
+/// reader would not take back.
+fn encode_state(id: &QueueId, state: &DeliveryState) -> Result<Vec<u8>> {
+    let mut bounded = state.clone();
+    bounded.bound_texts();
+    let bytes = serde_json::to_vec(&bounded)
+        .map_err(|e| Error::new(Kind::Software, format!("encoding state: {e}")))?;
+    if bytes.len() as u64 > MAX_STATE_BYTES {
+        return Err(Error::new(
+            Kind::Software,
+            format!(
+                "{id}: delivery state of {} bytes exceeds {MAX_STATE_BYTES}: not written",
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Opens a spool file read-only without following symlinks (and without

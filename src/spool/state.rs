@@ -13,6 +13,18 @@ use crate::spool::envelope::Envelope;
 /// The state-file format version this code reads and writes.
 pub const STATE_VERSION: u32 = 1;
 
+/// Longest stored `last_error`, in bytes of its JSON encoding: an SMTP
+/// reply line is at most 512 octets (RFC 5321 §4.5.3.1.5); what a server
+/// sends beyond that helps no reader of mailq or of a bounce.
+pub const MAX_ERROR_JSON: usize = 1024;
+/// Longest stored `relay`, in bytes of its JSON encoding (a host name,
+/// an address and a port).
+const MAX_RELAY_JSON: usize = 512;
+/// Longest stored `dsn_status`, in bytes of its JSON encoding ("5.1.1").
+const MAX_DSN_STATUS_JSON: usize = 64;
+/// Marks a text cut to fit.
+const CUT_MARK: &str = " [...]";
+
 /// Delivery state of one message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryState {
@@ -116,9 +128,88 @@ impl DeliveryState {
     }
 }
 
+impl DeliveryState {
+    /// Cuts the free texts a server or a local delivery gave us
+    /// (`last_error`, `relay`, `dsn_status`) to a fixed bound, so that
+    /// the encoded state grows with the number of recipients only, never
+    /// with what a remote server chose to say (item 7: a 4xx text per
+    /// recipient once made a state file the reader refused).
+    pub fn bound_texts(&mut self) {
+        for r in &mut self.recipients {
+            cut_json(&mut r.last_error, MAX_ERROR_JSON);
+            cut_json(&mut r.relay, MAX_RELAY_JSON);
+            cut_json(&mut r.dsn_status, MAX_DSN_STATUS_JSON);
+        }
+    }
+}
+
+/// Bytes `c` takes inside a JSON string, at most (serde_json writes
+/// control characters as `\uXXXX` or two-byte escapes).
+fn json_len(c: char) -> usize {
+    match c {
+        '"' | '\\' => 2,
+        c if (c as u32) < 0x20 => 6,
+        c => c.len_utf8(),
+    }
+}
+
+/// Cuts `text` so that its JSON encoding (without the quotes) takes at
+/// most `max` bytes, at a character boundary, marking the cut.
+fn cut_json(text: &mut Option<String>, max: usize) {
+    let Some(t) = text else { return };
+    if t.chars().map(json_len).sum::<usize>() <= max {
+        return;
+    }
+    let budget = max - CUT_MARK.len();
+    let mut used = 0;
+    let mut end = 0;
+    for (i, c) in t.char_indices() {
+        used += json_len(c);
+        if used > budget {
+            break;
+        }
+        end = i + c.len_utf8();
+    }
+    t.truncate(end);
+    t.push_str(CUT_MARK);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_texts_are_cut_to_their_json_bound() {
+        let mut state = DeliveryState {
+            version: STATE_VERSION,
+            recipients: vec![RecipientState {
+                address: "a@example.org".into(),
+                status: RecipientStatus::Deferred,
+                attempts: 1,
+                last_error: Some("\r\n\"é".repeat(10_000)),
+                next_attempt: None,
+                last_attempt: None,
+                dsn_status: Some("4".repeat(1000)),
+                relay: Some("r".repeat(100_000)),
+                notified: false,
+                local_done: Vec::new(),
+            }],
+            possibly_delivered: false,
+            final_dot_sent: None,
+            delay_warned: false,
+        };
+        state.bound_texts();
+        let r = &state.recipients[0];
+        let encoded = |t: &Option<String>| serde_json::to_string(t).unwrap().len() - 2;
+        assert!(encoded(&r.last_error) <= MAX_ERROR_JSON);
+        assert!(r.last_error.as_ref().unwrap().ends_with(CUT_MARK));
+        assert!(encoded(&r.relay) <= MAX_RELAY_JSON);
+        assert!(encoded(&r.dsn_status) <= MAX_DSN_STATUS_JSON);
+        // Short texts are left alone.
+        let mut short = Some("451 4.7.1 try later\r\n".to_string());
+        cut_json(&mut short, MAX_ERROR_JSON);
+        assert_eq!(short.as_deref(), Some("451 4.7.1 try later\r\n"));
+    }
 
     #[test]
     fn status_serialises_lowercase() {

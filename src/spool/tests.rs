@@ -266,18 +266,105 @@ fn state_round_trips() {
 }
 
 #[test]
-fn corrupt_state_sets_the_message_aside() {
+fn an_unreadable_state_never_sets_a_valid_queue_file_aside() {
     let (_dir, spool) = spool();
     let env = enqueue(&spool, b"x");
-    fs::write(
-        spool.root().join("state").join(env.id.as_str()),
-        "{not json",
-    )
-    .unwrap();
-    assert_eq!(spool.read_state(&env.id).unwrap_err().kind(), Kind::Data);
-    assert!(spool.list().unwrap().is_empty());
-    let expected = vec![env.id.to_string(), format!("{}.state", env.id)];
-    assert_eq!(names(&spool.root().join("corrupt")), expected);
+    let state_file = spool.root().join("state").join(env.id.as_str());
+    for bad in [
+        &b"{not json"[..],
+        b"",
+        b"{\"version\": 99, \"recipients\": []}",
+    ] {
+        fs::write(&state_file, bad).unwrap();
+        assert_eq!(spool.read_state(&env.id).unwrap_err().kind(), Kind::Data);
+        let listed = spool.list().unwrap();
+        assert_eq!(listed.len(), 1, "the message is still listed");
+        assert_eq!(listed[0].state, None);
+        assert!(listed[0].state_error.is_some());
+        assert!(names(&spool.root().join("corrupt")).is_empty());
+        assert_eq!(names(&spool.root().join("queue")), vec![env.id.to_string()]);
+        assert!(state_file.exists(), "left for the runner to judge");
+    }
+}
+
+/// Item 7: 25 000 recipients, each deferred with a long 4xx text, made a
+/// 17.5 MB state file that the reader refused (and mailq quarantined).
+#[test]
+fn a_state_with_many_long_errors_reads_back() {
+    let (_dir, spool) = spool();
+    let env = enqueue(&spool, b"x");
+    let mut state = DeliveryState::initial(&env);
+    let text = format!(
+        "450 4.2.0 {}\r\n",
+        "Recipient address rejected: try again later ".repeat(16)
+    );
+    state.recipients = (0..25_000)
+        .map(|n| RecipientState {
+            address: format!("user{n}@example.com"),
+            status: RecipientStatus::Deferred,
+            attempts: 3,
+            last_error: Some(text.clone()),
+            next_attempt: Some(1_700_000_900),
+            last_attempt: Some(1_700_000_000),
+            dsn_status: Some("4.2.0".into()),
+            relay: Some("mx.example.com[192.0.2.1]:25".into()),
+            notified: false,
+            local_done: Vec::new(),
+        })
+        .collect();
+    spool.write_state(&env.id, &state).unwrap();
+    let back = spool.read_state(&env.id).unwrap().expect("readable");
+    assert_eq!(back.recipients.len(), 25_000);
+    assert!(back.recipients[0].last_error.as_ref().unwrap().len() <= state::MAX_ERROR_JSON);
+    assert_eq!(spool.list().unwrap()[0].state_error, None);
+}
+
+/// The largest state the spool may write — the recipient ceiling, the
+/// longest addresses, every text at its bound in its most expensive
+/// encoding — is under the read limit.
+#[test]
+fn the_largest_state_written_is_readable() {
+    let (_dir, spool) = spool();
+    let env = enqueue(&spool, b"x");
+    let mut state = DeliveryState::initial(&env);
+    let worst = "\u{1}\"".repeat(1000);
+    let address = format!("\"{}\"@{}", "\\\"".repeat(30), "d".repeat(190));
+    state.recipients = (0..crate::config::MAX_RECIPIENTS_CEILING)
+        .map(|_| RecipientState {
+            address: address.clone(),
+            status: RecipientStatus::Deferred,
+            attempts: u32::MAX,
+            last_error: Some(worst.clone()),
+            next_attempt: Some(u64::MAX),
+            last_attempt: Some(u64::MAX),
+            dsn_status: Some(worst.clone()),
+            relay: Some(worst.clone()),
+            notified: true,
+            local_done: vec![format!("mailbox:{}", "u".repeat(32))],
+        })
+        .collect();
+    spool.write_state(&env.id, &state).unwrap();
+    let len = fs::metadata(spool.root().join("state").join(env.id.as_str()))
+        .unwrap()
+        .len();
+    assert!(len <= MAX_STATE_BYTES / 2, "{len} bytes: keep a margin");
+    assert!(spool.read_state(&env.id).unwrap().is_some());
+}
+
+#[test]
+fn a_state_too_large_to_read_back_is_not_written() {
+    let (_dir, spool) = spool();
+    let env = enqueue(&spool, b"x");
+    let mut state = DeliveryState::initial(&env);
+    spool.write_state(&env.id, &state).unwrap();
+    state.recipients[0].local_done = vec!["x".repeat(MAX_STATE_BYTES as usize)];
+    let e = spool.write_state(&env.id, &state).unwrap_err();
+    assert_eq!(e.kind(), Kind::Software);
+    assert_eq!(
+        spool.read_state(&env.id).unwrap(),
+        Some(DeliveryState::initial(&env)),
+        "the previous state stays"
+    );
 }
 
 #[test]
@@ -397,4 +484,175 @@ fn claim_message_reads_envelope_and_data_through_the_claim() {
         );
     }
     assert!(spool.claim_message(&env.id).unwrap().is_none(), "held");
+}
+
+/// A config for pickups: a fixed host name, defaults otherwise.
+fn pickup_config() -> crate::config::Config {
+    crate::config::Config {
+        hostname: "host.example".into(),
+        ..crate::config::Config::default()
+    }
+}
+
+/// Writes a drop through the maildrop writer with `recipients` and
+/// `data`, claiming uid 4242 ("root"); returns its ID.
+fn drop_message(spool: &Spool, recipients: usize, data: &[u8]) -> QueueId {
+    let mut draft = begin_drop(spool.root(), SystemTime::now()).unwrap();
+    let mut env = envelope(draft.id());
+    env.uid = 4242;
+    env.user = "root".into();
+    env.recipients = (0..recipients)
+        .map(|n| format!("user{n}@example.com"))
+        .collect();
+    draft.write_envelope(&env).unwrap();
+    draft.data().write_all(data).unwrap();
+    draft.commit().unwrap().id
+}
+
+const FORGED: &[u8] = b"Received: by host.example (spoolmail, from userid 4242)\n\tid X; now\n\
+From: root <root@host.example>\nSubject: urgent\n\nplease\n";
+
+/// Item 5: the pickup adds the trace of the file's owner on top, as a
+/// direct submission does, whatever the drop claims.
+#[test]
+fn pickup_adds_the_owner_uid_trace_and_a_repeat_is_a_no_op() {
+    let (_dir, spool) = spool();
+    let id = drop_message(&spool, 1, FORGED);
+    let drop_path = spool.root().join(MAILDROP).join(id.as_str());
+    let dropped = fs::read(&drop_path).unwrap();
+    let config = pickup_config();
+    assert_eq!(
+        spool
+            .pickup_maildrop_with(&config, SystemTime::now())
+            .unwrap(),
+        vec![id.clone()]
+    );
+    let mut data = Vec::new();
+    spool
+        .open_data(&id)
+        .unwrap()
+        .read_to_end(&mut data)
+        .unwrap();
+    let me = nix::unistd::getuid().as_raw();
+    let expected = format!("Received: by host.example (spoolmail, from userid {me})\n\tid {id}; ");
+    assert!(
+        data.starts_with(expected.as_bytes()),
+        "{}",
+        String::from_utf8_lossy(&data)
+    );
+    assert!(data.ends_with(FORGED), "the rest as written");
+    let env = spool.read_envelope(&id).unwrap();
+    assert_eq!(env.uid, me);
+    assert_eq!(env.size, data.len() as u64);
+
+    // The same drop again (a pickup cut short before removing it).
+    fs::write(&drop_path, &dropped).unwrap();
+    assert!(
+        spool
+            .pickup_maildrop_with(&config, SystemTime::now())
+            .unwrap()
+            .is_empty()
+    );
+    let mut again = Vec::new();
+    spool
+        .open_data(&id)
+        .unwrap()
+        .read_to_end(&mut again)
+        .unwrap();
+    assert_eq!(again, data, "queued once, traced once");
+    assert!(names(&spool.root().join(MAILDROP)).is_empty());
+}
+
+/// Item 7: a drop over the recipient or size limit is refused and
+/// removed: nothing of it stays in root's files.
+#[test]
+fn pickup_removes_drops_over_the_limits() {
+    let (_dir, spool) = spool();
+    let config = crate::config::Config {
+        max_recipients: 10,
+        max_message_size: 100,
+        ..pickup_config()
+    };
+    drop_message(&spool, 11, b"Subject: many\n\nx\n");
+    drop_message(&spool, 1, &[b'x'; 101]);
+    let fits = drop_message(&spool, 10, &[b'x'; 10]);
+    assert_eq!(
+        spool
+            .pickup_maildrop_with(&config, SystemTime::now())
+            .unwrap(),
+        vec![fits.clone()]
+    );
+    assert_eq!(names(&spool.root().join("queue")), vec![fits.to_string()]);
+    assert!(names(&spool.root().join(MAILDROP)).is_empty());
+    assert!(names(&spool.root().join("corrupt")).is_empty());
+}
+
+/// Item 11: whatever is not a drop leaves the maildrop, so it empties.
+#[test]
+fn pickup_clears_maildrop_junk() {
+    let (_dir, spool) = spool();
+    let drop_dir = spool.root().join(MAILDROP);
+    let id = QueueId::generate(SystemTime::now());
+    let outside = spool.root().join("outside");
+    fs::write(&outside, "keep").unwrap();
+    fs::create_dir(drop_dir.join("kick.d")).unwrap();
+    fs::write(drop_dir.join("kick.d").join("f"), "x").unwrap();
+    std::os::unix::fs::symlink(&outside, drop_dir.join("kick.d").join("link")).unwrap();
+    fs::write(drop_dir.join(format!("kick.{id}")), "").unwrap();
+    fs::write(drop_dir.join(".non-ID"), "x").unwrap();
+    fs::write(drop_dir.join("not-an-id"), "x").unwrap();
+    std::os::unix::fs::symlink(
+        &outside,
+        drop_dir.join(QueueId::generate(SystemTime::now()).as_str()),
+    )
+    .unwrap();
+    fs::create_dir(drop_dir.join(QueueId::generate(SystemTime::now()).as_str())).unwrap();
+    let partial = drop_dir.join(format!(".{}", QueueId::generate(SystemTime::now())));
+    fs::write(&partial, "being written").unwrap();
+
+    let config = pickup_config();
+    let now = SystemTime::now();
+    assert!(spool.pickup_maildrop_with(&config, now).unwrap().is_empty());
+    assert_eq!(
+        names(&drop_dir),
+        vec![partial.file_name().unwrap().to_str().unwrap()],
+        "only the drop being written stays"
+    );
+    assert_eq!(
+        fs::read_to_string(&outside).unwrap(),
+        "keep",
+        "links not followed"
+    );
+    let later = now + config.tmp_max_age + Duration::from_secs(60);
+    spool.pickup_maildrop_with(&config, later).unwrap();
+    assert!(names(&drop_dir).is_empty(), "an abandoned partial goes too");
+    assert!(names(&spool.root().join("corrupt")).is_empty());
+}
+
+/// Item 11: corrupt/ is emptied after corrupt_max_age and held under its
+/// caps, refused drops going before queue files.
+#[test]
+fn sweep_corrupt_bounds_age_bytes_and_files() {
+    let (_dir, spool) = spool();
+    let corrupt = spool.root().join("corrupt");
+    fs::write(corrupt.join("01.drop"), vec![b'x'; 1000]).unwrap();
+    fs::write(corrupt.join("02"), vec![b'x'; 100]).unwrap();
+    fs::write(corrupt.join("03.state"), vec![b'x'; 10]).unwrap();
+    let now = SystemTime::now();
+    let day = Duration::from_secs(86400);
+    assert_eq!(spool.sweep_corrupt(30 * day, 0, 100, now).unwrap(), 0);
+    // Over the byte cap: the drop goes first.
+    assert_eq!(spool.sweep_corrupt(30 * day, 500, 100, now).unwrap(), 1);
+    assert_eq!(names(&corrupt), vec!["02", "03.state"]);
+    // Over the file cap.
+    assert_eq!(spool.sweep_corrupt(30 * day, 0, 1, now).unwrap(), 1);
+    assert_eq!(names(&corrupt).len(), 1);
+    // Too old.
+    assert_eq!(
+        spool
+            .sweep_corrupt(30 * day, 0, 100, now + 31 * day)
+            .unwrap(),
+        1
+    );
+    assert!(names(&corrupt).is_empty());
 }
