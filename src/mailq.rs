@@ -100,8 +100,10 @@ fn recipients(m: &QueuedMessage) -> Vec<Shown<'_>> {
     }
 }
 
+/// Possibly delivered: the RFC 1047 flag, or a state that cannot be read
+/// (unknown: some recipients may have had their copy).
 fn possibly_delivered(m: &QueuedMessage) -> bool {
-    m.state.as_ref().is_some_and(|s| s.possibly_delivered)
+    m.state_error.is_some() || m.state.as_ref().is_some_and(|s| s.possibly_delivered)
 }
 
 /// The sendmail-style text listing.
@@ -119,7 +121,12 @@ fn listing(messages: &[QueuedMessage]) -> String {
         let sender = clean(&env.sender);
         // Writing to a String cannot fail.
         let _ = writeln!(s, "{id:<18} {:>8} {arrival:<20} <{sender}>", env.size);
-        if possibly_delivered(m) {
+        if m.state_error.is_some() {
+            let _ = writeln!(
+                s,
+                "{INDENT}(delivery state unknown: every recipient will be retried; possibly delivered)"
+            );
+        } else if possibly_delivered(m) {
             let _ = writeln!(
                 s,
                 "{INDENT}(possibly delivered: reply to final dot lost; retry may duplicate)"

@@ -89,9 +89,22 @@ pub fn attempt(
     let spool = ctx.spool;
     let id = claim.id().clone();
     let now_s = unix(now);
-    let mut state = match spool.read_state(&id)? {
-        Some(state) => state,
-        None => DeliveryState::initial(&envelope),
+    let mut state = match spool.read_state(&id) {
+        Ok(Some(state)) => state,
+        Ok(None) => DeliveryState::initial(&envelope),
+        Err(e) if e.kind() == crate::error::Kind::Data => {
+            // The queue file is sound; only its state cannot be read (a
+            // power cut, a disk error). State unknown: every recipient
+            // not known delivered is tried again, and the message is
+            // flagged, since some may have had their copy already.
+            log::warn!(
+                "{id}: {e}: delivery state unknown; every recipient is retried: possible duplicate"
+            );
+            let mut state = DeliveryState::initial(&envelope);
+            state.possibly_delivered = true;
+            state
+        }
+        Err(e) => return Err(e),
     };
     if let Some(at) = state.final_dot_sent.take() {
         // A runner died between sending the final dot and reading the

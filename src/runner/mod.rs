@@ -257,12 +257,21 @@ pub fn run_queue(
         if nix::unistd::geteuid().is_root() {
             // Mail from callers the queue is closed to; only root may
             // take other users' files out of the sticky maildrop.
-            match spool.pickup_maildrop(config.max_message_size, SystemTime::now()) {
+            match spool.pickup_maildrop(config, SystemTime::now()) {
                 Ok(ids) if !ids.is_empty() => {
                     log::info!("{} message(s) picked up from the maildrop", ids.len())
                 }
                 Ok(_) => {}
                 Err(e) => log::warn!("maildrop: {e}"),
+            }
+            // After the pickup, which may have set refused drops aside.
+            if let Err(e) = spool.sweep_corrupt(
+                config.corrupt_max_age,
+                config.corrupt_max_size,
+                config.corrupt_max_files,
+                SystemTime::now(),
+            ) {
+                log::warn!("sweeping corrupt/: {e}");
             }
         }
         run_once(spool, config, selection)?;

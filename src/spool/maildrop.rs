@@ -107,7 +107,7 @@ impl Spool {
     ///
     /// Two root runs never pick up at once (a flock on the maildrop,
     /// which only root may open): a second one finds it busy and skips.
-    pub fn pickup_maildrop_with(&self, config: &Config, now: SystemTime) -> Result<Vec<QueueId>> {
+    pub fn pickup_maildrop(&self, config: &Config, now: SystemTime) -> Result<Vec<QueueId>> {
         let dir = self.root.join(MAILDROP);
         let lock = match OpenOptions::new()
             .read(true)
@@ -198,27 +198,6 @@ impl Spool {
         }
         if removed_any {
             durable::fsync_dir(&dir)?;
-        }
-        Ok(queued)
-    }
-
-    /// The pickup with the default configuration but `max_size`, followed
-    /// by [`Spool::sweep_corrupt`] with the default bounds. Transitional:
-    /// the queue run should call [`Spool::pickup_maildrop_with`] and
-    /// [`Spool::sweep_corrupt`] with its own configuration.
-    pub fn pickup_maildrop(&self, max_size: u64, now: SystemTime) -> Result<Vec<QueueId>> {
-        let config = Config {
-            max_message_size: max_size,
-            ..Config::default()
-        };
-        let queued = self.pickup_maildrop_with(&config, now)?;
-        if let Err(e) = self.sweep_corrupt(
-            config.corrupt_max_age,
-            config.corrupt_max_size,
-            config.corrupt_max_files,
-            now,
-        ) {
-            log::warn!("sweeping corrupt/: {e}");
         }
         Ok(queued)
     }

@@ -522,9 +522,7 @@ fn pickup_adds_the_owner_uid_trace_and_a_repeat_is_a_no_op() {
     let dropped = fs::read(&drop_path).unwrap();
     let config = pickup_config();
     assert_eq!(
-        spool
-            .pickup_maildrop_with(&config, SystemTime::now())
-            .unwrap(),
+        spool.pickup_maildrop(&config, SystemTime::now()).unwrap(),
         vec![id.clone()]
     );
     let mut data = Vec::new();
@@ -549,7 +547,7 @@ fn pickup_adds_the_owner_uid_trace_and_a_repeat_is_a_no_op() {
     fs::write(&drop_path, &dropped).unwrap();
     assert!(
         spool
-            .pickup_maildrop_with(&config, SystemTime::now())
+            .pickup_maildrop(&config, SystemTime::now())
             .unwrap()
             .is_empty()
     );
@@ -577,9 +575,7 @@ fn pickup_removes_drops_over_the_limits() {
     drop_message(&spool, 1, &[b'x'; 101]);
     let fits = drop_message(&spool, 10, &[b'x'; 10]);
     assert_eq!(
-        spool
-            .pickup_maildrop_with(&config, SystemTime::now())
-            .unwrap(),
+        spool.pickup_maildrop(&config, SystemTime::now()).unwrap(),
         vec![fits.clone()]
     );
     assert_eq!(names(&spool.root().join("queue")), vec![fits.to_string()]);
@@ -612,7 +608,7 @@ fn pickup_clears_maildrop_junk() {
 
     let config = pickup_config();
     let now = SystemTime::now();
-    assert!(spool.pickup_maildrop_with(&config, now).unwrap().is_empty());
+    assert!(spool.pickup_maildrop(&config, now).unwrap().is_empty());
     assert_eq!(
         names(&drop_dir),
         vec![partial.file_name().unwrap().to_str().unwrap()],
@@ -624,7 +620,7 @@ fn pickup_clears_maildrop_junk() {
         "links not followed"
     );
     let later = now + config.tmp_max_age + Duration::from_secs(60);
-    spool.pickup_maildrop_with(&config, later).unwrap();
+    spool.pickup_maildrop(&config, later).unwrap();
     assert!(names(&drop_dir).is_empty(), "an abandoned partial goes too");
     assert!(names(&spool.root().join("corrupt")).is_empty());
 }
