@@ -21,7 +21,7 @@ Installs spoolmail as the system's sendmail:
   $DESTDIR$PREFIX/bin/newaliases           -> ../sbin/spoolmail
   $DESTDIR/etc/spoolmail/spoolmail.conf    only if absent
   $DESTDIR/var/spool/spoolmail/            0751; tmp queue state hosts corrupt 0770;
-                                           maildrop 1733
+                                           maildrop maildrop-tmp 1733
   $DESTDIR$SYSTEMDUNITDIR/spoolmail-queue.{service,timer}, spoolmail-maildrop.path
   $DESTDIR$PREFIX/lib/tmpfiles.d/spoolmail.conf   the spool, and a daily sweep of tmp/
 
@@ -126,8 +126,8 @@ for sub in tmp queue state hosts corrupt; do
     mkdir -p "$spool/$sub"
     chmod 0770 "$spool/$sub"
 done
-mkdir -p "$spool/maildrop"
-chmod 1733 "$spool/maildrop"
+mkdir -p "$spool/maildrop" "$spool/maildrop-tmp"
+chmod 1733 "$spool/maildrop" "$spool/maildrop-tmp"
 
 have_mail_group() {
     getent group mail >/dev/null 2>&1 || grep -q '^mail:' /etc/group
@@ -135,7 +135,7 @@ have_mail_group() {
 
 if [ -z "$DESTDIR" ] && [ "$(id -u)" = 0 ] && have_mail_group; then
     chgrp -R mail "$spool"
-    chmod 1733 "$spool/maildrop"
+    chmod 1733 "$spool/maildrop" "$spool/maildrop-tmp"
     chgrp mail "$sbindir/spoolmail"
     # After chgrp, which clears the set-group-ID bit.
     chmod 2755 "$sbindir/spoolmail"

@@ -46,6 +46,7 @@ fn installed() -> Installed {
         ("hosts", 0o770),
         ("corrupt", 0o770),
         ("maildrop", 0o1733),
+        ("maildrop-tmp", 0o1733),
     ] {
         let d = spool.join(sub);
         fs::create_dir_all(&d).unwrap();

@@ -163,6 +163,7 @@ fn queue_files_are_not_world_readable() {
     };
     assert_eq!(mode("") & 0o007, 0o001, "spool root");
     assert_eq!(mode("maildrop"), 0o1733, "maildrop");
+    assert_eq!(mode("maildrop-tmp"), 0o1733, "maildrop-tmp");
 }
 
 #[test]

@@ -4,9 +4,17 @@
 //!
 //! `maildrop/` (mode 1733: anyone may create files, nobody but root may
 //! list it, the sticky bit keeps users off each other's files) receives
-//! the same queue-file format as `queue/`, written as `.ID`, fsynced,
-//! renamed to `ID` and made durable with syncfs (the writer cannot open
-//! the directory to fsync it). Only then does `sendmail` exit 0.
+//! the same queue-file format as `queue/`, written in `maildrop-tmp/`
+//! (1733 too), fsynced, renamed to `maildrop/ID` and made durable with
+//! syncfs (the writer cannot open the directories to fsync them). Only
+//! then does `sendmail` exit 0.
+//!
+//! Partial files live apart so that `maildrop/` holds only what root's
+//! pickup removes at once — complete drops, requests, junk: the path
+//! unit that runs root's queue while `maildrop/` is not empty comes to
+//! rest after every run, whatever a user leaves half-written. A spool
+//! without `maildrop-tmp/` (laid out by hand) gets one at root's next
+//! pickup; until then writers fall back to a `.ID` in `maildrop/`.
 //!
 //! A queue run by root picks the files up: each is verified like any
 //! queue file (framing, trailer, size), held to `max_message_size` and
@@ -36,6 +44,8 @@ use super::{Envelope, QueueId, Spool, Trouble, durable};
 
 /// The maildrop directory's name under the spool root.
 pub const MAILDROP: &str = "maildrop";
+/// Where drops are written before their rename into the maildrop.
+pub const MAILDROP_TMP: &str = "maildrop-tmp";
 /// Mode of the maildrop: sticky, writable and searchable by all, listable
 /// by none but its owner.
 pub const MAILDROP_MODE: u32 = 0o1733;
@@ -48,9 +58,15 @@ const KICK_PREFIX: &str = "kick.";
 /// who cannot write the queue itself.
 pub fn begin_drop(root: &Path, now: SystemTime) -> Result<Draft> {
     let dir = root.join(MAILDROP);
+    // A spool laid out before maildrop-tmp/ existed: the partial file is
+    // `.ID` in the maildrop itself, as it used to be.
+    let tmp_dir = Some(root.join(MAILDROP_TMP)).filter(|d| d.is_dir());
     for _ in 0..16 {
         let id = QueueId::generate(now);
-        let partial = dir.join(format!(".{id}"));
+        let partial = match &tmp_dir {
+            Some(tmp) => tmp.join(id.as_str()),
+            None => dir.join(format!(".{id}")),
+        };
         let done = dir.join(id.as_str());
         match Draft::create(
             id.clone(),
@@ -98,8 +114,10 @@ impl Spool {
     ///   `max_recipients` recipients it is refused and removed (a user
     ///   must not grow root's files without bound); failing verification,
     ///   it goes to corrupt/ (bounded by [`Spool::sweep_corrupt`]).
-    /// - `.ID`: a drop being written; removed once its status has not
-    ///   changed for `tmp_max_age` (ctime, which a user cannot set back).
+    /// - `.` names: partial files belong in `maildrop-tmp/`; removed.
+    /// - in `maildrop-tmp/`: partial drops, removed once their status has
+    ///   not changed for `tmp_max_age` (ctime, which a user cannot set
+    ///   back); anything else there at once.
     /// - `kick.ID`, an empty file: a request for this very run; removed.
     /// - anything else (other names, `.` names that are not IDs,
     ///   directories, links, FIFOs): junk, removed at once with a log
@@ -139,16 +157,12 @@ impl Spool {
                 continue;
             };
             let plain = meta.file_type().is_file();
-            if let Some(partial) = name.strip_prefix('.') {
-                if plain && QueueId::parse(partial).is_some() {
-                    // Still being written, or abandoned by a killed writer.
-                    if age(&meta, now) > config.tmp_max_age {
-                        log::warn!("{}: removing an abandoned partial drop", path.display());
-                        removed_any |= remove_junk(&path, &meta);
-                    }
-                } else {
-                    removed_any |= junk(&path, &meta, "not a partial drop");
-                }
+            if name.starts_with('.') {
+                // Partial drops are written in maildrop-tmp/; a `.` name
+                // here (an old writer's partial file, or a user's attempt
+                // to keep the directory non-empty) goes at once: a writer
+                // cut off gets an error, not a 0, so nothing is lost.
+                removed_any |= junk(&path, &meta, "a partial file outside maildrop-tmp/");
                 continue;
             }
             if let Some(kicked) = name.strip_prefix(KICK_PREFIX) {
@@ -199,7 +213,46 @@ impl Spool {
         if removed_any {
             durable::fsync_dir(&dir)?;
         }
+        self.sweep_partial_drops(config.tmp_max_age, now);
         Ok(queued)
+    }
+
+    /// Removes from `maildrop-tmp/` the partial drops whose status has not
+    /// changed for `max_age` (a writer killed before its rename: the
+    /// caller never got 0), and at once anything that is not a plain file
+    /// with an ID for a name. Best effort, with a log line each.
+    fn sweep_partial_drops(&self, max_age: Duration, now: SystemTime) {
+        let dir = self.root.join(MAILDROP_TMP);
+        if let Err(e) = fs::create_dir(&dir).and_then(|()| {
+            fs::set_permissions(
+                &dir,
+                std::os::unix::fs::PermissionsExt::from_mode(MAILDROP_MODE),
+            )
+        }) && e.kind() != io::ErrorKind::AlreadyExists
+        {
+            log::warn!("{}: {e}", dir.display());
+        }
+        let Ok(entries) = fs::read_dir(&dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = dir.join(entry.file_name());
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let is_partial = meta.file_type().is_file()
+                && entry
+                    .file_name()
+                    .to_str()
+                    .and_then(QueueId::parse)
+                    .is_some();
+            if !is_partial {
+                junk(&path, &meta, "not a partial drop");
+            } else if age(&meta, now) > max_age {
+                log::warn!("{}: removing an abandoned partial drop", path.display());
+                remove_junk(&path, &meta);
+            }
+        }
     }
 
     /// Verifies one drop and commits it to the queue under its own ID,

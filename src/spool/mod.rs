@@ -10,6 +10,7 @@
 //! | `hosts/`   | per-destination locks and status (owned by the runner)        |
 //! | `corrupt/` | queue files that failed verification and refused drops: never delivered; removed by root's queue run after `corrupt_max_age` or beyond its size caps ([`Spool::sweep_corrupt`]) |
 //! | `maildrop/` | 1733: messages from callers without the spool group ([`maildrop`]), picked up by root |
+//! | `maildrop-tmp/` | 1733: those messages while they are written |
 //!
 //! Lifecycle: [`Spool::begin`] creates `tmp/ID` with `O_EXCL`;
 //! [`Draft::commit`] renames it into `queue/` without replacing (the commit
@@ -33,7 +34,7 @@ use draft::DirSync;
 pub use draft::{Committed, DataWriter, Draft};
 pub use envelope::Envelope;
 pub use id::QueueId;
-pub use maildrop::{MAILDROP, MAILDROP_MODE, begin_drop};
+pub use maildrop::{MAILDROP, MAILDROP_MODE, MAILDROP_TMP, begin_drop};
 pub use state::{DeliveryState, RecipientState, RecipientStatus, STATE_VERSION};
 
 use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
@@ -164,6 +165,7 @@ impl Spool {
             make(&self.root.join(sub), DIR_MODE)?;
         }
         make(&self.root.join(MAILDROP), MAILDROP_MODE)?;
+        make(&self.root.join(MAILDROP_TMP), MAILDROP_MODE)?;
         Ok(())
     }
 

@@ -603,14 +603,23 @@ fn pickup_clears_maildrop_junk() {
     )
     .unwrap();
     fs::create_dir(drop_dir.join(QueueId::generate(SystemTime::now()).as_str())).unwrap();
-    let partial = drop_dir.join(format!(".{}", QueueId::generate(SystemTime::now())));
+    let dotted = drop_dir.join(format!(".{}", QueueId::generate(SystemTime::now())));
+    fs::write(&dotted, "a partial outside maildrop-tmp/").unwrap();
+    let tmp_dir = spool.root().join(MAILDROP_TMP);
+    let partial = tmp_dir.join(QueueId::generate(SystemTime::now()).as_str());
     fs::write(&partial, "being written").unwrap();
+    fs::write(tmp_dir.join("not-an-id"), "x").unwrap();
 
     let config = pickup_config();
     let now = SystemTime::now();
     assert!(spool.pickup_maildrop(&config, now).unwrap().is_empty());
+    assert!(
+        names(&drop_dir).is_empty(),
+        "the maildrop empties: {:?}",
+        names(&drop_dir)
+    );
     assert_eq!(
-        names(&drop_dir),
+        names(&tmp_dir),
         vec![partial.file_name().unwrap().to_str().unwrap()],
         "only the drop being written stays"
     );
@@ -621,6 +630,7 @@ fn pickup_clears_maildrop_junk() {
     );
     let later = now + config.tmp_max_age + Duration::from_secs(60);
     spool.pickup_maildrop(&config, later).unwrap();
+    assert!(names(&tmp_dir).is_empty(), "an abandoned partial goes too");
     assert!(names(&drop_dir).is_empty(), "an abandoned partial goes too");
     assert!(names(&spool.root().join("corrupt")).is_empty());
 }

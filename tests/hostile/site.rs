@@ -46,7 +46,8 @@ pub struct Site {
     /// Directory of the setgid binary and its links (`sendmail`, `mailq`,
     /// `newaliases`).
     pub sbin: PathBuf,
-    /// The spool (root:mail, 0751, subdirectories 0770, maildrop 1733).
+    /// The spool (root:mail, 0751, subdirectories 0770, maildrop and
+    /// maildrop-tmp 1733).
     pub spool: PathBuf,
     /// What appears as `/etc/spoolmail` inside the namespace.
     pub etc: PathBuf,
@@ -137,6 +138,7 @@ impl Site {
             ("hosts", 0o770),
             ("corrupt", 0o770),
             ("maildrop", 0o1733),
+            ("maildrop-tmp", 0o1733),
         ] {
             let d = spool.join(sub);
             fs::create_dir_all(&d).unwrap();

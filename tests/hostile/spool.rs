@@ -201,9 +201,12 @@ fn item11_roots_pickup_removes_maildrop_junk() {
     };
     let id = QueueId::generate(SystemTime::now());
     let other = QueueId::generate(SystemTime::now());
+    let partial = QueueId::generate(SystemTime::now());
+    // A fresh `.ID` would be "still being written" were partial files
+    // kept here: it must not keep the directory (and the path unit) busy.
     let script = format!(
         "cd {} && mkdir kick.dir && touch kick.dir/f && ln -s /etc/passwd kick.dir/l && \
-         touch .non-ID not-an-ID kick.{id} && ln -s /etc/passwd {id} && mkfifo {other}",
+         touch .non-ID not-an-ID kick.{id} .{partial} && ln -s /etc/passwd {id} && mkfifo {other}",
         site.spool.join("maildrop").display()
     );
     common::assert_success(&site.sh(Some(&site.mallory), &script));
