@@ -4,6 +4,12 @@
 //! through the same path as `sendmail` itself. PIPELINING (RFC 2920):
 //! replies are buffered while more commands are already waiting, and
 //! flushed before we would block reading.
+//!
+//! Hostile input (a local user drives this dialogue, and a web
+//! application may pass its users' text into the message): memory is
+//! bounded for any input. A command line longer than [`MAX_COMMAND`] is
+//! answered with 500 and the rest of it is skipped in the reader's
+//! buffer, never collected; message data is read 8 KiB at a time.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::time::SystemTime;
@@ -17,7 +23,9 @@ use crate::submit::{self, Caller};
 
 /// Longest command line accepted (RFC 5321 §4.5.3.1.4 says 512 octets
 /// with the CRLF; some clients send more with parameters).
-const MAX_COMMAND: u64 = 4096;
+const MAX_COMMAND: usize = 4096;
+/// Longest piece of a data line read at once.
+const DATA_CHUNK: usize = 8192;
 /// Recipients accepted per message (RFC 5321 asks for at least 100).
 const MAX_RECIPIENTS: usize = 1000;
 /// A client this confused is cut off.
@@ -106,20 +114,11 @@ impl<R: Read, W: Write> Session<'_, R, W> {
         if self.input.buffer().is_empty() {
             self.flush()?;
         }
-        let mut raw = Vec::new();
-        let n = (&mut self.input)
-            .take(MAX_COMMAND)
-            .read_until(b'\n', &mut raw)
-            .map_err(io_err)?;
-        if n == 0 {
-            return Ok(false);
-        }
-        if !raw.ends_with(b"\n") {
-            // Swallow the rest of the over-long line before answering.
-            let mut rest = Vec::new();
-            let _ = self.input.read_until(b'\n', &mut rest);
-            return self.error("500 5.5.2 Error: line too long");
-        }
+        let raw = match read_command(&mut self.input).map_err(io_err)? {
+            Command::Line(raw) => raw,
+            Command::TooLong => return self.error("500 5.5.2 Error: line too long"),
+            Command::End => return Ok(false),
+        };
         let line = String::from_utf8_lossy(&raw);
         let line = line.trim_end_matches(['\r', '\n']);
         let (verb, arg) = match line.split_once(' ') {
@@ -318,9 +317,65 @@ fn one_line(s: &str) -> String {
         .collect()
 }
 
+/// What [`read_command`] found.
+enum Command {
+    /// A whole line, its line ending included.
+    Line(Vec<u8>),
+    /// A line longer than [`MAX_COMMAND`], skipped up to its end (or to
+    /// the end of input).
+    TooLong,
+    /// The end of input.
+    End,
+}
+
+/// Reads one command line of at most [`MAX_COMMAND`] bytes. A longer one
+/// is consumed in the reader's own buffer, piece by piece, and dropped:
+/// memory stays bounded whatever the client sends (an endless line
+/// included).
+fn read_command<R: Read>(input: &mut BufReader<R>) -> io::Result<Command> {
+    let mut line = Vec::new();
+    let mut too_long = false;
+    loop {
+        let buf = match input.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            // End of input; a last line without its newline is dropped
+            // with the session, as the client went away mid-command.
+            return Ok(if too_long {
+                Command::TooLong
+            } else {
+                Command::End
+            });
+        }
+        let (piece, found) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        if !too_long {
+            if line.len() + piece > MAX_COMMAND {
+                too_long = true;
+                line = Vec::new();
+            } else {
+                line.extend_from_slice(&buf[..piece]);
+            }
+        }
+        input.consume(piece);
+        if found {
+            return Ok(if too_long {
+                Command::TooLong
+            } else {
+                Command::Line(line)
+            });
+        }
+    }
+}
+
 /// The message of a DATA command: dot-unstuffed, ending at the line
-/// holding a single dot, streamed (a line is read 8 KiB at a time, so
-/// memory does not grow with the message).
+/// holding a single dot, streamed (a line is read [`DATA_CHUNK`] bytes
+/// at a time, so memory does not grow with the message).
 struct DotReader<'a, R: Read> {
     inner: &'a mut BufReader<R>,
     chunk: Vec<u8>,
@@ -333,7 +388,7 @@ impl<'a, R: Read> DotReader<'a, R> {
     fn new(inner: &'a mut BufReader<R>) -> Self {
         DotReader {
             inner,
-            chunk: Vec::with_capacity(8192),
+            chunk: Vec::with_capacity(DATA_CHUNK),
             pos: 0,
             at_line_start: true,
             done: false,
@@ -350,7 +405,7 @@ impl<R: Read> Read for DotReader<'_, R> {
             self.chunk.clear();
             self.pos = 0;
             let n = (&mut *self.inner)
-                .take(8192)
+                .take(DATA_CHUNK as u64)
                 .read_until(b'\n', &mut self.chunk)?;
             if n == 0 {
                 return Err(io::Error::new(
@@ -399,10 +454,34 @@ mod tests {
 
     #[test]
     fn a_dot_inside_a_long_line_is_data() {
-        let long = format!("{}\n.\n", "x".repeat(20_000) + ".");
+        let long = format!("{}\r\n.\r\n", "x".repeat(20_000) + ".");
         let (data, rest) = unstuff(long.as_bytes());
-        assert_eq!(data.len(), 20_002);
+        assert_eq!(data.len(), 20_003);
         assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn an_over_long_command_is_skipped_in_pieces() {
+        let mut input = vec![b'A'; 1 << 20];
+        input.extend_from_slice(b"\r\nQUIT\r\n");
+        let mut reader = BufReader::with_capacity(1024, &input[..]);
+        assert!(matches!(
+            read_command(&mut reader).unwrap(),
+            Command::TooLong
+        ));
+        assert!(matches!(read_command(&mut reader).unwrap(),
+            Command::Line(l) if l == b"QUIT\r\n"));
+        assert!(matches!(read_command(&mut reader).unwrap(), Command::End));
+        let endless = vec![0u8; 100_000];
+        let mut reader = BufReader::with_capacity(1024, &endless[..]);
+        assert!(matches!(
+            read_command(&mut reader).unwrap(),
+            Command::TooLong
+        ));
+        let exact = [vec![b'B'; MAX_COMMAND - 2], b"\r\n".to_vec()].concat();
+        let mut reader = BufReader::with_capacity(100, &exact[..]);
+        assert!(matches!(read_command(&mut reader).unwrap(),
+            Command::Line(l) if l.len() == MAX_COMMAND));
     }
 
     #[test]

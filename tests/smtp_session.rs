@@ -237,3 +237,15 @@ fn bs_without_a_shell_in_between_needs_nothing_but_stdin() {
     assert!(text.contains("250 2.0.0 Ok: queued as"), "{text}");
     assert_eq!(w.queue_ids().len(), 1);
 }
+
+#[test]
+fn an_over_long_command_line_is_refused_and_the_session_goes_on() {
+    let w = World::new();
+    let mut d = Dialogue::start(&w, &["-odq"]);
+    assert!(d.command("EHLO c").starts_with("250"));
+    let long = format!("MAIL FROM:<{}@example.org>", "a".repeat(1 << 20));
+    assert!(d.command(&long).starts_with("500 5.5.2"));
+    assert_eq!(d.command("MAIL FROM:<a@example.org>"), "250 2.1.0 Ok");
+    assert!(d.command("QUIT").starts_with("221 "));
+    assert!(d.finish().success());
+}

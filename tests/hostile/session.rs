@@ -1,1 +1,139 @@
-//! (filled by the work on issue 15)
+//! What an ordinary user can do with the input faces of the setgid
+//! binary (issue 15): `sendmail -bs` fed without limit or with a
+//! smuggled second envelope (items 8 and 9), `newaliases` on a source
+//! only the mail group may read, the compiled aliases' permissions, and
+//! `-C` naming something that is not a configuration file (item 11).
+
+use std::path::Path;
+
+use crate::site::{Account, Site, shell_quote};
+
+/// A bound on the peak resident memory far below the 100 MB the attacks
+/// below send, far above what a session needs (a few MB).
+const MAX_RSS_KIB: u64 = 50 * 1024;
+
+/// What [`run_measured`] saw.
+struct Measured {
+    status: i32,
+    stdout: String,
+    stderr: String,
+    /// Peak resident set of `sendmail -bs` (and anything it waited
+    /// for), in KiB, as GNU time reports it from wait4.
+    max_rss_kib: u64,
+}
+
+/// Pipes the output of the shell command `feed` into `sendmail -bs -odq`
+/// run as `who`, and measures the peak memory of the session. GNU time
+/// measures the binary alone: wait4 on the test's own child would also
+/// count the test process's memory, which the child inherits. `timeout`
+/// guards a hang, an address-space limit an unbounded reader (so that
+/// the test fails instead of the machine). None when GNU time is missing.
+fn run_measured(site: &Site, who: &Account, feed: &str) -> Option<Measured> {
+    if !Path::new("/usr/bin/time").exists() {
+        eprintln!("skipped: needs GNU time (/usr/bin/time) to measure memory");
+        return None;
+    }
+    let report = who.home.join("maxrss");
+    let out = site.sh(
+        Some(who),
+        &format!(
+            "ulimit -v 2000000; {{ {feed}; }} | /usr/bin/time -o {} -f %M timeout 120 sendmail -bs -odq",
+            shell_quote(&report.display().to_string())
+        ),
+    );
+    let text = std::fs::read_to_string(&report).unwrap_or_default();
+    // The last line: GNU time puts "Command exited with…" before it.
+    let max_rss_kib = text
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("GNU time's report: {text:?}"));
+    Some(Measured {
+        status: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        max_rss_kib,
+    })
+}
+
+/// The reply codes of a `-bs` session's output, in order.
+fn codes(stdout: &str) -> Vec<&str> {
+    stdout
+        .lines()
+        .filter(|l| l.as_bytes().get(3) != Some(&b'-'))
+        .map(|l| l.get(..3).unwrap_or(l))
+        .collect()
+}
+
+#[test]
+fn item08_a_100mb_bs_command_line_stays_in_bounded_memory() {
+    let Some(site) = Site::new("bsline", "") else {
+        return;
+    };
+    let Some(run) = run_measured(
+        &site,
+        &site.mallory,
+        "printf 'EHLO x\\r\\nMAIL FROM:<'; head -c 100000000 /dev/zero | tr '\\0' a; \
+         printf '@example.org>\\r\\nNOOP\\r\\nQUIT\\r\\n'",
+    ) else {
+        return;
+    };
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert_eq!(
+        codes(&run.stdout),
+        ["220", "250", "500", "250", "221"],
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("500 5.5.2"), "{}", run.stdout);
+    assert!(
+        run.max_rss_kib < MAX_RSS_KIB,
+        "peak RSS {} KiB for a 100 MB line",
+        run.max_rss_kib
+    );
+}
+
+#[test]
+fn item08_an_endless_bs_line_stays_in_bounded_memory() {
+    let Some(site) = Site::new("bszero", "") else {
+        return;
+    };
+    // Zeros and no newline at all, until the input ends.
+    let Some(run) = run_measured(&site, &site.mallory, "head -c 100000000 /dev/zero") else {
+        return;
+    };
+    assert_eq!(codes(&run.stdout), ["220", "500"], "{}", run.stdout);
+    assert!(
+        run.max_rss_kib < MAX_RSS_KIB,
+        "peak RSS {} KiB for 100 MB without a newline",
+        run.max_rss_kib
+    );
+}
+
+#[test]
+fn item08_an_endless_data_line_stays_in_bounded_memory() {
+    let Some(site) = Site::new("bsdata", "") else {
+        return;
+    };
+    let Some(run) = run_measured(
+        &site,
+        &site.mallory,
+        "printf 'HELO x\\r\\nMAIL FROM:<m@example.org>\\r\\nRCPT TO:<r@example.com>\\r\\nDATA\\r\\n'; \
+         head -c 100000000 /dev/zero; printf '\\r\\n.\\r\\nQUIT\\r\\n'",
+    ) else {
+        return;
+    };
+    let codes = codes(&run.stdout);
+    assert_eq!(codes.len(), 7, "{}", run.stdout);
+    assert_eq!(codes[..4], ["220", "250", "250", "250"], "{}", run.stdout);
+    assert_eq!(codes[4], "354", "{}", run.stdout);
+    assert!(codes[5].starts_with('5'), "refused: {}", run.stdout);
+    assert_eq!(codes[6], "221", "{}", run.stdout);
+    assert!(
+        run.max_rss_kib < MAX_RSS_KIB,
+        "peak RSS {} KiB for a 100 MB data line",
+        run.max_rss_kib
+    );
+    assert!(site.queue_ids().is_empty());
+    assert!(crate::site::names(&site.spool.join("tmp")).is_empty());
+}
