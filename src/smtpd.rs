@@ -10,6 +10,21 @@
 //! bounded for any input. A command line longer than [`MAX_COMMAND`] is
 //! answered with 500 and the rest of it is skipped in the reader's
 //! buffer, never collected; message data is read 8 KiB at a time.
+//!
+//! End of data (SMTP smuggling, CVE-2023-51764 and friends): only
+//! `<CRLF>.<CRLF>` ends DATA — a line holding a single dot, ended by
+//! CRLF, whose previous line also ended with CRLF (or which is the first
+//! line of the data). `<LF>.<LF>`, `<LF>.<CRLF>` and `<CRLF>.<LF>` are
+//! data, so a body cannot carry a second envelope of its own: the
+//! smuggled commands stay text inside the one message. Such a lone dot
+//! that is not the end is kept as it came (one dot, not unstuffed to an
+//! empty line), so what was smuggled shows in the message. Lines ended
+//! by a bare LF are otherwise accepted and stored as lines, in commands
+//! and in data, as Postfix 3.9's default `smtpd_forbid_bare_newline =
+//! normalize` does: rejecting them would break local scripts, and once
+//! the end of data is unambiguous a bare LF is only a line ending. A
+//! client that sends nothing but bare LFs never ends its DATA (again as
+//! Postfix); Symfony Mailer, SwiftMailer and Alpine send CRLF.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::time::SystemTime;
@@ -373,14 +388,21 @@ fn read_command<R: Read>(input: &mut BufReader<R>) -> io::Result<Command> {
     }
 }
 
-/// The message of a DATA command: dot-unstuffed, ending at the line
-/// holding a single dot, streamed (a line is read [`DATA_CHUNK`] bytes
-/// at a time, so memory does not grow with the message).
+/// The message of a DATA command: dot-unstuffed, ending at
+/// `<CRLF>.<CRLF>` only (see the module comment), streamed: a line is
+/// read [`DATA_CHUNK`] bytes at a time, so memory does not grow with the
+/// message or with one endless line.
 struct DotReader<'a, R: Read> {
     inner: &'a mut BufReader<R>,
     chunk: Vec<u8>,
     pos: usize,
+    /// The next byte starts a line.
     at_line_start: bool,
+    /// The line before the next one ended with CRLF (or there was none):
+    /// only then can a lone dot end the data.
+    after_crlf: bool,
+    /// The last byte read was a CR (a CRLF may straddle two chunks).
+    last_cr: bool,
     done: bool,
 }
 
@@ -391,6 +413,8 @@ impl<'a, R: Read> DotReader<'a, R> {
             chunk: Vec::with_capacity(DATA_CHUNK),
             pos: 0,
             at_line_start: true,
+            after_crlf: true,
+            last_cr: false,
             done: false,
         }
     }
@@ -414,16 +438,23 @@ impl<R: Read> Read for DotReader<'_, R> {
                 ));
             }
             if self.at_line_start {
-                if self.chunk == b".\r\n" || self.chunk == b".\n" {
+                if self.chunk == b".\r\n" && self.after_crlf {
                     self.done = true;
                     self.chunk.clear();
                     return Ok(0);
                 }
-                if self.chunk.starts_with(b".") {
+                // A lone dot that is not the end stays one dot.
+                let lone = self.chunk == b".\r\n" || self.chunk == b".\n";
+                if self.chunk.starts_with(b".") && !lone {
                     self.pos = 1;
                 }
             }
-            self.at_line_start = self.chunk.ends_with(b"\n");
+            let ends_line = self.chunk.ends_with(b"\n");
+            if ends_line {
+                self.after_crlf = self.chunk.ends_with(b"\r\n") || (n == 1 && self.last_cr);
+            }
+            self.at_line_start = ends_line;
+            self.last_cr = self.chunk.ends_with(b"\r");
         }
         let n = buf.len().min(self.chunk.len() - self.pos);
         buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
@@ -458,6 +489,42 @@ mod tests {
         let (data, rest) = unstuff(long.as_bytes());
         assert_eq!(data.len(), 20_003);
         assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn only_crlf_dot_crlf_ends_the_data() {
+        for (input, data) in [
+            (
+                &b"a\n.\nMAIL FROM:<x>\r\n.\r\n"[..],
+                &b"a\n.\nMAIL FROM:<x>\r\n"[..],
+            ),
+            (b"a\r\n.\nb\r\n.\r\n", b"a\r\n.\nb\r\n"),
+            (b"a\n.\r\nb\r\n.\r\n", b"a\n.\r\nb\r\n"),
+            (b".\nb\r\n.\r\n", b".\nb\r\n"),
+            (b"a\r.\r\r\n.\r\n", b"a\r.\r\r\n"),
+        ] {
+            let (got, rest) = unstuff(input);
+            assert_eq!(
+                got,
+                data,
+                "{:?} -> {:?}",
+                String::from_utf8_lossy(input),
+                String::from_utf8_lossy(&got)
+            );
+            assert!(rest.is_empty());
+        }
+        let (data, rest) = unstuff(b".\r\nQUIT\r\n");
+        assert!(data.is_empty());
+        assert_eq!(rest, b"QUIT\r\n");
+    }
+
+    #[test]
+    fn a_crlf_split_across_chunks_still_counts() {
+        let mut input = vec![b'x'; DATA_CHUNK - 1];
+        input.extend_from_slice(b"\r\n.\r\nQUIT\r\n");
+        let (data, rest) = unstuff(&input);
+        assert_eq!(data.len(), DATA_CHUNK + 1);
+        assert_eq!(rest, b"QUIT\r\n");
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! only the mail group may read, the compiled aliases' permissions, and
 //! `-C` naming something that is not a configuration file (item 11).
 
+use std::io::Read;
 use std::path::Path;
 
+use crate::common;
 use crate::site::{Account, Site, shell_quote};
 
 /// A bound on the peak resident memory far below the 100 MB the attacks
@@ -136,4 +138,56 @@ fn item08_an_endless_data_line_stays_in_bounded_memory() {
     );
     assert!(site.queue_ids().is_empty());
     assert!(crate::site::names(&site.spool.join("tmp")).is_empty());
+}
+
+/// A body with `<LF>.<LF>` followed by a whole second transaction (as a
+/// web form's text could carry it) commits one message, from the real
+/// sender to the real recipient, with the smuggled lines in its body.
+#[test]
+fn item09_a_bare_lf_dot_cannot_smuggle_a_second_envelope() {
+    let Some(site) = Site::new("smuggle", "") else {
+        return;
+    };
+    let session = format!(
+        "EHLO x\r\nMAIL FROM:<{m}@example.org>\r\nRCPT TO:<someone@example.org>\r\nDATA\r\n\
+         Subject: hi\r\n\r\nhello\n.\nMAIL FROM:<root@{host}>\r\nRCPT TO:<{a}>\r\nDATA\r\n\
+         Subject: from root\r\n\r\nsmuggled\r\n.\r\nQUIT\r\n",
+        m = site.mallory.name,
+        a = site.alice.name,
+        host = common::HOSTNAME,
+    );
+    let out = site.run(
+        Some(&site.mallory),
+        "sendmail",
+        &["-bs", "-odq"],
+        session.as_bytes(),
+    );
+    common::assert_success(&out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        codes(&stdout),
+        ["220", "250", "250", "250", "354", "250", "221"],
+        "{stdout}"
+    );
+    let ids = site.queue_ids();
+    assert_eq!(ids.len(), 1, "one message: {ids:?}");
+    let spool = spoolmail::spool::Spool::open(&site.spool).unwrap();
+    let id = spoolmail::spool::QueueId::parse(&ids[0]).unwrap();
+    let envelope = spool.read_envelope(&id).unwrap();
+    assert_eq!(envelope.recipients, ["someone@example.org"]);
+    assert_eq!(
+        envelope.sender,
+        format!("{}@example.org", site.mallory.name)
+    );
+    let mut data = Vec::new();
+    spool
+        .open_data(&id)
+        .unwrap()
+        .read_to_end(&mut data)
+        .unwrap();
+    let data = String::from_utf8_lossy(&data);
+    assert!(
+        data.contains(&format!("\n.\nMAIL FROM:<root@{}>\n", common::HOSTNAME)),
+        "{data}"
+    );
 }
