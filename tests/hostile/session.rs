@@ -5,6 +5,7 @@
 //! `-C` naming something that is not a configuration file (item 11).
 
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::common;
@@ -190,4 +191,43 @@ fn item09_a_bare_lf_dot_cannot_smuggle_a_second_envelope() {
         data.contains(&format!("\n.\nMAIL FROM:<root@{}>\n", common::HOSTNAME)),
         "{data}"
     );
+}
+
+/// The aliases source, root:mail 0640, with a password in it.
+fn secret_aliases(site: &Site, text: &str) -> std::path::PathBuf {
+    let path = site.etc.join("aliases");
+    std::fs::write(&path, text).unwrap();
+    let mail = nix::unistd::Group::from_name("mail").unwrap().unwrap().gid;
+    nix::unistd::chown(&path, Some(nix::unistd::Uid::from_raw(0)), Some(mail)).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o640)).unwrap();
+    path
+}
+
+const SECRET: &str = "Hunter2Secret";
+
+#[test]
+fn item11_the_compiled_aliases_are_no_more_readable_than_their_source() {
+    let Some(site) = Site::new("alimode", "") else {
+        return;
+    };
+    let source = secret_aliases(
+        &site,
+        &format!("backup: \"|/usr/local/bin/backup --password={SECRET}\"\n"),
+    );
+    let out = site.as_root("newaliases", &[], b"");
+    common::assert_success(&out);
+    let compiled = spoolmail::aliases::compiled_path(&source);
+    let meta = std::fs::metadata(&compiled).unwrap();
+    let src = std::fs::metadata(&source).unwrap();
+    assert_eq!(
+        (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+        (0o640, src.uid(), src.gid()),
+        "compiled like its source"
+    );
+    let out = site.sh(
+        Some(&site.mallory),
+        &format!("cat {}", shell_quote(&compiled.display().to_string())),
+    );
+    assert!(!out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(SECRET));
 }
