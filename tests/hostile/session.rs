@@ -206,6 +206,45 @@ fn secret_aliases(site: &Site, text: &str) -> std::path::PathBuf {
 const SECRET: &str = "Hunter2Secret";
 
 #[test]
+fn item11_newaliases_by_an_ordinary_user_reveals_nothing_of_a_mail_group_source() {
+    let Some(site) = Site::new("newali", "") else {
+        return;
+    };
+    let source = secret_aliases(
+        &site,
+        &format!("postmaster: root\nbackup: \"|/usr/local/bin/backup --password={SECRET}\"\n"),
+    );
+    let compiled = spoolmail::aliases::compiled_path(&source);
+    let before = std::fs::read(&compiled).unwrap();
+    let out = site.run(Some(&site.mallory), "newaliases", &[], b"");
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{shown}");
+    assert!(!shown.contains("aliases, longest"), "no summary: {shown}");
+    assert_eq!(std::fs::read(&compiled).unwrap(), before);
+    // A broken source is quoted in errors: not to this caller.
+    secret_aliases(
+        &site,
+        &format!("{SECRET} no colon\nbad: <{SECRET}\nbackup: \"|/bin/b {SECRET}\"\n"),
+    );
+    let out = site.run(Some(&site.mallory), "newaliases", &[], b"");
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{shown}");
+    assert!(!shown.contains(SECRET), "{shown}");
+    // Root is unaffected: it sees its own errors.
+    let out = site.as_root("newaliases", &[], b"");
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(SECRET));
+}
+
+#[test]
 fn item11_the_compiled_aliases_are_no_more_readable_than_their_source() {
     let Some(site) = Site::new("alimode", "") else {
         return;
