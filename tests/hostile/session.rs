@@ -270,3 +270,48 @@ fn item11_the_compiled_aliases_are_no_more_readable_than_their_source() {
     assert!(!out.status.success());
     assert!(!String::from_utf8_lossy(&out.stdout).contains(SECRET));
 }
+
+/// Runs `sendmail -C path -bp` as the attacker, with a guard against a
+/// hang (timeout: 124) and against an unbounded read (address space).
+fn config_from(site: &Site, path: &Path) -> std::process::Output {
+    site.sh(
+        Some(&site.mallory),
+        &format!(
+            "ulimit -v 1000000; exec timeout 30 sendmail -C {} -bp",
+            shell_quote(&path.display().to_string())
+        ),
+    )
+}
+
+#[test]
+fn item11_a_config_that_is_not_a_small_regular_file_is_refused() {
+    let Some(site) = Site::new("confc", "") else {
+        return;
+    };
+    let fifo = site.mallory.home.join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    nix::unistd::chown(
+        &fifo,
+        Some(nix::unistd::Uid::from_raw(site.mallory.uid)),
+        Some(nix::unistd::Gid::from_raw(site.mallory.gid)),
+    )
+    .unwrap();
+    let big = site.mallory.home.join("big.conf");
+    site.write_as(
+        &site.mallory,
+        &big,
+        &"# a comment line\n".repeat(70_000),
+        0o644,
+    );
+    for (path, why) in [
+        (Path::new("/dev/zero"), "not a regular file"),
+        (fifo.as_path(), "not a regular file"),
+        (site.mallory.home.as_path(), "not a regular file"),
+        (big.as_path(), "larger than 1 MiB"),
+    ] {
+        let out = config_from(&site, path);
+        common::assert_exit(&out, 78);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(why), "{}: {stderr}", path.display());
+    }
+}
