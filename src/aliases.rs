@@ -18,7 +18,10 @@
 //!
 //! The compiled form is `PATH.spoolmail.json` beside the source, written
 //! atomically (temp file, fsync, rename); expansion at delivery time reads
-//! it, never the source.
+//! it, never the source. It carries the source's permissions: the same
+//! mode, owner and group when they can be given (always for root), and
+//! never more than the source allows — a password in a 0600 or 0640
+//! source must not become world-readable by compiling it.
 
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
@@ -326,7 +329,10 @@ pub fn compile(source: &Path) -> Result<std::result::Result<Summary, Vec<String>
             };
             Error::new(kind, format!("cannot open {}: {e}", source.display()))
         })?;
-    if !file.metadata().is_ok_and(|m| m.is_file()) {
+    let meta = file
+        .metadata()
+        .map_err(|e| Error::io(format_args!("reading {}", source.display()), &e))?;
+    if !meta.is_file() {
         return Err(Error::new(
             Kind::NoInput,
             format!("{}: not a regular file", source.display()),
@@ -349,7 +355,7 @@ pub fn compile(source: &Path) -> Result<std::result::Result<Summary, Vec<String>
     };
     let json = serde_json::to_vec(&aliases)
         .map_err(|e| Error::new(Kind::Software, format!("encoding aliases: {e}")))?;
-    write_atomically(&compiled_path(source), &json)?;
+    write_atomically(&compiled_path(source), &json, &meta)?;
     Ok(Ok(summary))
 }
 
@@ -373,10 +379,11 @@ pub fn load_compiled(source: &Path) -> Result<Option<Aliases>> {
     Ok(Some(aliases))
 }
 
-/// Temp file beside `dest` (O_EXCL), mode 0644 (aliases are public, and
-/// the runner reads them with the spool group's rights), fsync, rename,
-/// fsync of the directory: a reader sees the old file or the new one.
-fn write_atomically(dest: &Path, bytes: &[u8]) -> Result<()> {
+/// Temp file beside `dest` (O_EXCL, mode 0600 until its owner is set),
+/// given the permissions of `source` ([`copy_permissions`]), fsync,
+/// rename, fsync of the directory: a reader sees the old file or the new
+/// one, and never one more open than the source.
+fn write_atomically(dest: &Path, bytes: &[u8], source: &fs::Metadata) -> Result<()> {
     let dir = dest.parent().unwrap_or(Path::new("/"));
     let tmp = PathBuf::from(format!("{}.tmp-{}", dest.display(), std::process::id()));
     let result = (|| -> std::io::Result<()> {
@@ -384,10 +391,10 @@ fn write_atomically(dest: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(0o644)
+            .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)?;
-        durable::set_mode(&f, 0o644)?;
+        copy_permissions(&f, source)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, dest)
@@ -397,6 +404,23 @@ fn write_atomically(dest: &Path, bytes: &[u8]) -> Result<()> {
         return Err(Error::io(format_args!("writing {}", dest.display()), &e));
     }
     durable::fsync_dir(dir)
+}
+
+/// Gives `file` the owner, group and permission bits (no set-ID or
+/// sticky bits) of `source`, as far as the caller may: root always can;
+/// anyone else keeps their own uid, and gets the source's group only if
+/// they belong to it. When the group could not be given, the group bits
+/// are cleared, so the file is never readable by more than the source.
+fn copy_permissions(file: &fs::File, source: &fs::Metadata) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if std::os::unix::fs::fchown(file, Some(source.uid()), Some(source.gid())).is_err() {
+        let _ = std::os::unix::fs::fchown(file, None, Some(source.gid()));
+    }
+    let mut mode = source.mode() & 0o777;
+    if file.metadata()?.gid() != source.gid() {
+        mode &= !0o070;
+    }
+    durable::set_mode(file, mode)
 }
 
 #[cfg(test)]
@@ -495,6 +519,20 @@ support: \"|/usr/local/bin/ticket --queue support, urgent\",
             .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn the_compiled_form_is_no_more_readable_than_its_source() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("aliases");
+        fs::write(&src, "secret: /var/lib/x\n").unwrap();
+        for mode in [0o600, 0o640, 0o644, 0o400] {
+            fs::set_permissions(&src, fs::Permissions::from_mode(mode)).unwrap();
+            compile(&src).unwrap().unwrap();
+            let got = fs::metadata(compiled_path(&src)).unwrap().permissions();
+            assert_eq!(got.mode() & 0o7777, mode, "source {mode:o}");
+        }
     }
 
     #[test]

@@ -182,19 +182,50 @@ impl Default for Config {
 }
 
 /// Loads `path`. When `required` is false a missing file means "all defaults".
+/// Only a regular file of at most 1 MiB is read: `-C /dev/zero` or a
+/// FIFO is refused at once (exit 78), never read without end or waited on.
 pub fn load(path: &Path, required: bool) -> Result<Config> {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8(bytes)
-                .map_err(|_| Error::config(format!("{}: not valid UTF-8", path.display())))?;
-            parse(&text, &path.display().to_string())
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    /// A real configuration is a few KiB.
+    const MAX_FILE: u64 = 1 << 20;
+    let cannot = |e: std::io::Error| {
+        Error::config(format!("cannot read config file {}: {e}", path.display()))
+    };
+    // O_NONBLOCK so that opening a FIFO does not wait for a writer. No
+    // O_NOFOLLOW: the default path may well be a symlink (configuration
+    // management), and a non-root caller's `-C` is opened without the
+    // setgid privilege, so following a link gains nothing.
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+            return Ok(Config::default());
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Config::default()),
-        Err(e) => Err(Error::config(format!(
-            "cannot read config file {}: {e}",
+        Err(e) => return Err(cannot(e)),
+    };
+    if !file.metadata().map_err(cannot)?.is_file() {
+        return Err(Error::config(format!(
+            "config file {}: not a regular file",
             path.display()
-        ))),
+        )));
     }
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(Error::config(format!(
+            "config file {}: larger than 1 MiB",
+            path.display()
+        )));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::config(format!("{}: not valid UTF-8", path.display())))?;
+    parse(&text, &path.display().to_string())
 }
 
 /// Parses config text; `origin` names the file in error messages.

@@ -110,9 +110,17 @@ fn smtp_session(inv: &Invocation, config: &Config) -> Result<()> {
 
 /// `newaliases` / `sendmail -bi`: compiles the aliases file, printing
 /// sendmail's summary line; every error goes to stderr with its line
-/// number and nothing is compiled (exit 65).
+/// number and nothing is compiled (exit 65). Only root's call keeps the
+/// setgid privilege: anyone else reads and writes with their own rights,
+/// so a source only the mail group may read (0640 root:mail, passwords
+/// in pipe commands) is not opened for them, nor quoted in errors, nor
+/// counted in the summary.
 fn new_aliases(face: Face, config: &Config) -> Result<()> {
     let path = &config.aliases;
+    if privilege::is_privileged() && !privilege::caller_is_root() {
+        privilege::drop_privilege()?;
+        log::debug!("newaliases by a non-root caller: setgid privilege dropped");
+    }
     match spoolmail::aliases::compile(path)? {
         Ok(summary) => {
             for warning in &summary.warnings {

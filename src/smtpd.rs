@@ -4,6 +4,27 @@
 //! through the same path as `sendmail` itself. PIPELINING (RFC 2920):
 //! replies are buffered while more commands are already waiting, and
 //! flushed before we would block reading.
+//!
+//! Hostile input (a local user drives this dialogue, and a web
+//! application may pass its users' text into the message): memory is
+//! bounded for any input. A command line longer than [`MAX_COMMAND`] is
+//! answered with 500 and the rest of it is skipped in the reader's
+//! buffer, never collected; message data is read 8 KiB at a time.
+//!
+//! End of data (SMTP smuggling, CVE-2023-51764 and friends): only
+//! `<CRLF>.<CRLF>` ends DATA — a line holding a single dot, ended by
+//! CRLF, whose previous line also ended with CRLF (or which is the first
+//! line of the data). `<LF>.<LF>`, `<LF>.<CRLF>` and `<CRLF>.<LF>` are
+//! data, so a body cannot carry a second envelope of its own: the
+//! smuggled commands stay text inside the one message. Such a lone dot
+//! that is not the end is kept as it came (one dot, not unstuffed to an
+//! empty line), so what was smuggled shows in the message. Lines ended
+//! by a bare LF are otherwise accepted and stored as lines, in commands
+//! and in data, as Postfix 3.9's default `smtpd_forbid_bare_newline =
+//! normalize` does: rejecting them would break local scripts, and once
+//! the end of data is unambiguous a bare LF is only a line ending. A
+//! client that sends nothing but bare LFs never ends its DATA (again as
+//! Postfix); Symfony Mailer, SwiftMailer and Alpine send CRLF.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::time::SystemTime;
@@ -17,7 +38,9 @@ use crate::submit::{self, Caller};
 
 /// Longest command line accepted (RFC 5321 §4.5.3.1.4 says 512 octets
 /// with the CRLF; some clients send more with parameters).
-const MAX_COMMAND: u64 = 4096;
+const MAX_COMMAND: usize = 4096;
+/// Longest piece of a data line read at once.
+const DATA_CHUNK: usize = 8192;
 /// Recipients accepted per message (RFC 5321 asks for at least 100).
 const MAX_RECIPIENTS: usize = 1000;
 /// A client this confused is cut off.
@@ -106,20 +129,11 @@ impl<R: Read, W: Write> Session<'_, R, W> {
         if self.input.buffer().is_empty() {
             self.flush()?;
         }
-        let mut raw = Vec::new();
-        let n = (&mut self.input)
-            .take(MAX_COMMAND)
-            .read_until(b'\n', &mut raw)
-            .map_err(io_err)?;
-        if n == 0 {
-            return Ok(false);
-        }
-        if !raw.ends_with(b"\n") {
-            // Swallow the rest of the over-long line before answering.
-            let mut rest = Vec::new();
-            let _ = self.input.read_until(b'\n', &mut rest);
-            return self.error("500 5.5.2 Error: line too long");
-        }
+        let raw = match read_command(&mut self.input).map_err(io_err)? {
+            Command::Line(raw) => raw,
+            Command::TooLong => return self.error("500 5.5.2 Error: line too long"),
+            Command::End => return Ok(false),
+        };
         let line = String::from_utf8_lossy(&raw);
         let line = line.trim_end_matches(['\r', '\n']);
         let (verb, arg) = match line.split_once(' ') {
@@ -318,14 +332,77 @@ fn one_line(s: &str) -> String {
         .collect()
 }
 
-/// The message of a DATA command: dot-unstuffed, ending at the line
-/// holding a single dot, streamed (a line is read 8 KiB at a time, so
-/// memory does not grow with the message).
+/// What [`read_command`] found.
+enum Command {
+    /// A whole line, its line ending included.
+    Line(Vec<u8>),
+    /// A line longer than [`MAX_COMMAND`], skipped up to its end (or to
+    /// the end of input).
+    TooLong,
+    /// The end of input.
+    End,
+}
+
+/// Reads one command line of at most [`MAX_COMMAND`] bytes. A longer one
+/// is consumed in the reader's own buffer, piece by piece, and dropped:
+/// memory stays bounded whatever the client sends (an endless line
+/// included).
+fn read_command<R: Read>(input: &mut BufReader<R>) -> io::Result<Command> {
+    let mut line = Vec::new();
+    let mut too_long = false;
+    loop {
+        let buf = match input.fill_buf() {
+            Ok(buf) => buf,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            // End of input; a last line without its newline is dropped
+            // with the session, as the client went away mid-command.
+            return Ok(if too_long {
+                Command::TooLong
+            } else {
+                Command::End
+            });
+        }
+        let (piece, found) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        if !too_long {
+            if line.len() + piece > MAX_COMMAND {
+                too_long = true;
+                line = Vec::new();
+            } else {
+                line.extend_from_slice(&buf[..piece]);
+            }
+        }
+        input.consume(piece);
+        if found {
+            return Ok(if too_long {
+                Command::TooLong
+            } else {
+                Command::Line(line)
+            });
+        }
+    }
+}
+
+/// The message of a DATA command: dot-unstuffed, ending at
+/// `<CRLF>.<CRLF>` only (see the module comment), streamed: a line is
+/// read [`DATA_CHUNK`] bytes at a time, so memory does not grow with the
+/// message or with one endless line.
 struct DotReader<'a, R: Read> {
     inner: &'a mut BufReader<R>,
     chunk: Vec<u8>,
     pos: usize,
+    /// The next byte starts a line.
     at_line_start: bool,
+    /// The line before the next one ended with CRLF (or there was none):
+    /// only then can a lone dot end the data.
+    after_crlf: bool,
+    /// The last byte read was a CR (a CRLF may straddle two chunks).
+    last_cr: bool,
     done: bool,
 }
 
@@ -333,9 +410,11 @@ impl<'a, R: Read> DotReader<'a, R> {
     fn new(inner: &'a mut BufReader<R>) -> Self {
         DotReader {
             inner,
-            chunk: Vec::with_capacity(8192),
+            chunk: Vec::with_capacity(DATA_CHUNK),
             pos: 0,
             at_line_start: true,
+            after_crlf: true,
+            last_cr: false,
             done: false,
         }
     }
@@ -350,7 +429,7 @@ impl<R: Read> Read for DotReader<'_, R> {
             self.chunk.clear();
             self.pos = 0;
             let n = (&mut *self.inner)
-                .take(8192)
+                .take(DATA_CHUNK as u64)
                 .read_until(b'\n', &mut self.chunk)?;
             if n == 0 {
                 return Err(io::Error::new(
@@ -359,16 +438,23 @@ impl<R: Read> Read for DotReader<'_, R> {
                 ));
             }
             if self.at_line_start {
-                if self.chunk == b".\r\n" || self.chunk == b".\n" {
+                if self.chunk == b".\r\n" && self.after_crlf {
                     self.done = true;
                     self.chunk.clear();
                     return Ok(0);
                 }
-                if self.chunk.starts_with(b".") {
+                // A lone dot that is not the end stays one dot.
+                let lone = self.chunk == b".\r\n" || self.chunk == b".\n";
+                if self.chunk.starts_with(b".") && !lone {
                     self.pos = 1;
                 }
             }
-            self.at_line_start = self.chunk.ends_with(b"\n");
+            let ends_line = self.chunk.ends_with(b"\n");
+            if ends_line {
+                self.after_crlf = self.chunk.ends_with(b"\r\n") || (n == 1 && self.last_cr);
+            }
+            self.at_line_start = ends_line;
+            self.last_cr = self.chunk.ends_with(b"\r");
         }
         let n = buf.len().min(self.chunk.len() - self.pos);
         buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
@@ -399,10 +485,70 @@ mod tests {
 
     #[test]
     fn a_dot_inside_a_long_line_is_data() {
-        let long = format!("{}\n.\n", "x".repeat(20_000) + ".");
+        let long = format!("{}\r\n.\r\n", "x".repeat(20_000) + ".");
         let (data, rest) = unstuff(long.as_bytes());
-        assert_eq!(data.len(), 20_002);
+        assert_eq!(data.len(), 20_003);
         assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn only_crlf_dot_crlf_ends_the_data() {
+        for (input, data) in [
+            (
+                &b"a\n.\nMAIL FROM:<x>\r\n.\r\n"[..],
+                &b"a\n.\nMAIL FROM:<x>\r\n"[..],
+            ),
+            (b"a\r\n.\nb\r\n.\r\n", b"a\r\n.\nb\r\n"),
+            (b"a\n.\r\nb\r\n.\r\n", b"a\n.\r\nb\r\n"),
+            (b".\nb\r\n.\r\n", b".\nb\r\n"),
+            (b"a\r.\r\r\n.\r\n", b"a\r.\r\r\n"),
+        ] {
+            let (got, rest) = unstuff(input);
+            assert_eq!(
+                got,
+                data,
+                "{:?} -> {:?}",
+                String::from_utf8_lossy(input),
+                String::from_utf8_lossy(&got)
+            );
+            assert!(rest.is_empty());
+        }
+        let (data, rest) = unstuff(b".\r\nQUIT\r\n");
+        assert!(data.is_empty());
+        assert_eq!(rest, b"QUIT\r\n");
+    }
+
+    #[test]
+    fn a_crlf_split_across_chunks_still_counts() {
+        let mut input = vec![b'x'; DATA_CHUNK - 1];
+        input.extend_from_slice(b"\r\n.\r\nQUIT\r\n");
+        let (data, rest) = unstuff(&input);
+        assert_eq!(data.len(), DATA_CHUNK + 1);
+        assert_eq!(rest, b"QUIT\r\n");
+    }
+
+    #[test]
+    fn an_over_long_command_is_skipped_in_pieces() {
+        let mut input = vec![b'A'; 1 << 20];
+        input.extend_from_slice(b"\r\nQUIT\r\n");
+        let mut reader = BufReader::with_capacity(1024, &input[..]);
+        assert!(matches!(
+            read_command(&mut reader).unwrap(),
+            Command::TooLong
+        ));
+        assert!(matches!(read_command(&mut reader).unwrap(),
+            Command::Line(l) if l == b"QUIT\r\n"));
+        assert!(matches!(read_command(&mut reader).unwrap(), Command::End));
+        let endless = vec![0u8; 100_000];
+        let mut reader = BufReader::with_capacity(1024, &endless[..]);
+        assert!(matches!(
+            read_command(&mut reader).unwrap(),
+            Command::TooLong
+        ));
+        let exact = [vec![b'B'; MAX_COMMAND - 2], b"\r\n".to_vec()].concat();
+        let mut reader = BufReader::with_capacity(100, &exact[..]);
+        assert!(matches!(read_command(&mut reader).unwrap(),
+            Command::Line(l) if l.len() == MAX_COMMAND));
     }
 
     #[test]

@@ -71,3 +71,18 @@ fn a_missing_aliases_file_exits_66() {
     let out = w.run("newaliases", &[], b"");
     assert_exit(&out, 66);
 }
+
+#[test]
+fn the_compiled_aliases_are_no_more_readable_than_their_source() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = World::new();
+    let source = aliases_path(&w);
+    std::fs::write(&source, "billing: \"|/usr/bin/bill --password hunter2\"\n").unwrap();
+    let compiled = w.dir.path().join("aliases.spoolmail.json");
+    for mode in [0o600, 0o640, 0o644] {
+        std::fs::set_permissions(&source, std::fs::Permissions::from_mode(mode)).unwrap();
+        assert_success(&w.run("newaliases", &[], b""));
+        let got = std::fs::metadata(&compiled).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(got, mode, "source {mode:o}, compiled {got:o}");
+    }
+}

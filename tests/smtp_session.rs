@@ -237,3 +237,53 @@ fn bs_without_a_shell_in_between_needs_nothing_but_stdin() {
     assert!(text.contains("250 2.0.0 Ok: queued as"), "{text}");
     assert_eq!(w.queue_ids().len(), 1);
 }
+
+#[test]
+fn an_over_long_command_line_is_refused_and_the_session_goes_on() {
+    let w = World::new();
+    let mut d = Dialogue::start(&w, &["-odq"]);
+    assert!(d.command("EHLO c").starts_with("250"));
+    let long = format!("MAIL FROM:<{}@example.org>", "a".repeat(1 << 20));
+    assert!(d.command(&long).starts_with("500 5.5.2"));
+    assert_eq!(d.command("MAIL FROM:<a@example.org>"), "250 2.1.0 Ok");
+    assert!(d.command("QUIT").starts_with("221 "));
+    assert!(d.finish().success());
+}
+
+/// SMTP smuggling: `<LF>.<LF>` (and the mixed forms) inside the data do
+/// not end it, so the commands after it are text of the one message and
+/// never a second envelope.
+#[test]
+fn only_crlf_dot_crlf_ends_data_so_nothing_is_smuggled() {
+    for (i, end) in ["\n.\n", "\r\n.\n", "\n.\r\n"].iter().enumerate() {
+        let w = World::new();
+        let mut d = Dialogue::start(&w, &["-odq"]);
+        d.command("EHLO c");
+        d.command("MAIL FROM:<app@example.org>");
+        d.command("RCPT TO:<user@example.com>");
+        assert!(d.command("DATA").starts_with("354"));
+        d.send(&format!(
+            "Subject: s{i}\r\n\r\nhello{end}MAIL FROM:<admin@example.org>\r\n\
+             RCPT TO:<victim@example.net>\r\nDATA\r\nSubject: smuggled\r\n\r\nevil\r\n.\r\n"
+        ));
+        let id = queued_id(&d.reply());
+        // The next reply answers QUIT: no reply was owed to smuggled commands.
+        let quit = d.command("QUIT");
+        assert!(quit.starts_with("221 "), "{end:?}: {quit}");
+        assert!(d.finish().success());
+        assert_eq!(
+            w.queue_ids(),
+            std::slice::from_ref(&id),
+            "{end:?}: one message"
+        );
+        let envelope = w.envelope(&id);
+        assert_eq!(envelope.sender, "app@example.org");
+        assert_eq!(envelope.recipients, ["user@example.com"]);
+        let (_, body) = split_message(&w.data(&id));
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            body.contains("\n.\nMAIL FROM:<admin@example.org>\nRCPT TO:<victim@example.net>\n"),
+            "{end:?}: the smuggled text is in the body: {body:?}"
+        );
+    }
+}
