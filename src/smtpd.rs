@@ -41,8 +41,6 @@ use crate::submit::{self, Caller};
 const MAX_COMMAND: usize = 4096;
 /// Longest piece of a data line read at once.
 const DATA_CHUNK: usize = 8192;
-/// Recipients accepted per message (RFC 5321 asks for at least 100).
-const MAX_RECIPIENTS: usize = 1000;
 /// A client this confused is cut off.
 const MAX_ERRORS: u32 = 20;
 
@@ -235,7 +233,9 @@ impl<R: Read, W: Write> Session<'_, R, W> {
         if !params.trim().is_empty() {
             return self.error("555 5.5.4 Unsupported RCPT option");
         }
-        if count >= MAX_RECIPIENTS {
+        // `max_recipients` (RFC 5321 asks for at least 100): a 452 here
+        // tells the client to send the rest in another transaction.
+        if count >= self.config.max_recipients {
             return self.error("452 4.5.3 Error: too many recipients");
         }
         match Address::parse(path) {

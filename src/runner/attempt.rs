@@ -174,31 +174,53 @@ pub fn attempt(
         if !locals.is_empty() {
             // A local delivery holds no SMTP connection slot.
             transport.close();
-            let aliases = local::load(ctx.config).unwrap_or_else(|e| {
-                log::error!("aliases: {e}");
-                None
-            });
-            for i in locals {
-                let done = super::local::deliver(
-                    ctx,
-                    &claim,
-                    &envelope,
-                    &mut state,
-                    i,
-                    aliases.as_ref(),
-                    now,
-                    &mut tally,
-                )?;
-                apply(ctx, &id, &mut state, i, &done.outcome, None, now_s, age);
-                if done.retry_now {
-                    // Due again for the next queue run (by root, which is
-                    // asked for at once when only it can deliver).
-                    state.recipients[i].next_attempt = Some(now_s);
+            match local::load(ctx.config) {
+                Ok(aliases) => {
+                    for i in locals {
+                        let done = super::local::deliver(
+                            ctx,
+                            &claim,
+                            &envelope,
+                            &mut state,
+                            i,
+                            aliases.as_ref(),
+                            now,
+                            &mut tally,
+                        )?;
+                        apply(ctx, &id, &mut state, i, &done.outcome, None, now_s, age);
+                        if done.retry_now {
+                            // Due again for the next queue run (by root,
+                            // which is asked for at once when only it can
+                            // deliver).
+                            state.recipients[i].next_attempt = Some(now_s);
+                        }
+                        if done.needs_root {
+                            ctx.spool.kick_root(&id);
+                        }
+                        persist(ctx, &id, &state)?;
+                    }
                 }
-                if done.needs_root {
-                    ctx.spool.kick_root(&id);
+                Err(e) => {
+                    // Never deliver a local name as if there were no
+                    // aliases: it waits — for root's run, at once, when
+                    // it is only this runner that may not read them.
+                    log::error!("aliases: {e}");
+                    let for_root = !nix::unistd::geteuid().is_root();
+                    let outcome = Outcome::deferred(
+                        "4.3.0",
+                        format!("the compiled aliases cannot be read: {e}"),
+                    );
+                    for i in locals {
+                        apply(ctx, &id, &mut state, i, &outcome, None, now_s, age);
+                        if for_root {
+                            state.recipients[i].next_attempt = Some(now_s);
+                        }
+                    }
+                    if for_root {
+                        ctx.spool.kick_root(&id);
+                    }
+                    persist(ctx, &id, &state)?;
                 }
-                persist(ctx, &id, &state)?;
             }
         }
     }
