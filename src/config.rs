@@ -116,7 +116,7 @@ pub struct Config {
     /// `final_dot_timeout`: wait for the reply to the final dot (RFC 1047, RFC 5321: 10 min).
     pub final_dot_timeout: Duration,
     /// `tmp_max_age`: age after which files left in tmp/ (and abandoned
-    /// `.ID` files in the maildrop) are swept.
+    /// partial drops in maildrop-tmp/) are swept.
     pub tmp_max_age: Duration,
     /// `max_recipients`: envelope recipients per message, at submission
     /// and at maildrop pickup (1 to [`MAX_RECIPIENTS_CEILING`]).
