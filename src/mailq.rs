@@ -100,10 +100,16 @@ fn recipients(m: &QueuedMessage) -> Vec<Shown<'_>> {
     }
 }
 
-/// Possibly delivered: the RFC 1047 flag, or a state that cannot be read
-/// (unknown: some recipients may have had their copy).
+/// Possibly delivered: the RFC 1047 flag; or the window's marker left by
+/// a runner that no longer holds the message (it died between the final
+/// dot and the reply: the flag is only set by the next attempt); or a
+/// state that cannot be read (unknown: some recipients may have had
+/// their copy).
 fn possibly_delivered(m: &QueuedMessage) -> bool {
-    m.state_error.is_some() || m.state.as_ref().is_some_and(|s| s.possibly_delivered)
+    m.state_error.is_some()
+        || m.state
+            .as_ref()
+            .is_some_and(|s| s.possibly_delivered || (s.final_dot_sent.is_some() && !m.claimed))
 }
 
 /// The sendmail-style text listing.
@@ -292,6 +298,22 @@ mod tests {
         let mut out = Vec::new();
         print(spool, json, None, &mut out, SystemTime::now()).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    /// A runner killed inside the RFC 1047 window leaves only its marker:
+    /// mailq must say "possibly delivered" before any retry sets the flag.
+    #[test]
+    fn the_window_marker_alone_shows_possibly_delivered() {
+        let (_dir, spool, ids) = two_messages();
+        let id = crate::spool::QueueId::parse(&ids[0]).unwrap();
+        let env = spool.read_envelope(&id).unwrap();
+        let mut state = DeliveryState::initial(&env);
+        state.final_dot_sent = Some(1_700_000_100);
+        spool.mark_state(&id, &state).unwrap();
+        let json = run(&spool, true);
+        let first: Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+        assert_eq!(first["possibly_delivered"], true, "{first}");
+        assert!(run(&spool, false).contains("possibly delivered"));
     }
 
     #[test]

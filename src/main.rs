@@ -173,7 +173,16 @@ fn deliver(inv: &Invocation, config: &Config) -> Result<()> {
         log::info!("{}: handed over through the maildrop", submitted.id);
         return Ok(());
     }
-    let spool = spool::Spool::open(&config.spool)?;
+    // The message is committed: from here on nothing may exit non-zero
+    // for trouble that is not its delivery's (the caller would send it
+    // again). Without the spool, the next queue run delivers it.
+    let spool = match spool::Spool::open(&config.spool) {
+        Ok(spool) => spool,
+        Err(e) => {
+            log::warn!("{}: queued; no delivery now: {e}", submitted.id);
+            return Ok(());
+        }
+    };
     match inv.delivery {
         DeliveryMode::Queue => Ok(()),
         DeliveryMode::Background => {

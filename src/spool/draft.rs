@@ -150,9 +150,17 @@ impl Draft {
         if let Err(e) = synced {
             // The rename may not survive a crash, so we must report
             // failure; take the file back out so that the caller's retry
-            // does not deliver the message twice (S2).
-            let _ = fs::remove_file(&self.queue_path);
-            return Err(e);
+            // does not deliver the message twice (S2). If it cannot be
+            // taken back, the message *is* queued and will be delivered:
+            // reporting failure then would make the caller send it again,
+            // so it counts as committed (durable at the next sync).
+            match fs::remove_file(&self.queue_path) {
+                Ok(()) => return Err(e),
+                Err(undo) => log::error!(
+                    "{}: {e}; and taking it back failed ({undo}): it stays queued",
+                    self.queue_path.display()
+                ),
+            }
         }
         // From here on the mail is safe: the caller may exit 0.
         Ok(Committed {
