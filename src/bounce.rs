@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::message;
-use crate::spool::{Envelope, MessageData, QueueId, Spool};
+use crate::spool::{Draft, Envelope, MessageData, QueueId, Spool};
 
 /// What the notice says happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,9 +67,11 @@ pub fn wanted(original: &Envelope, action: Action) -> bool {
         .any(|w| w.trim().eq_ignore_ascii_case(wanted_word))
 }
 
-/// Commits a notice about `reports` to the original's sender. Ok(None)
-/// when the sender does not get one ([`wanted`]).
-pub fn send(
+/// Writes a notice about `reports` to the original's sender, complete
+/// and fsynced but not yet queued ([`Draft::seal`]): the caller records
+/// it in the original's state, then commits it. Ok(None) when the sender
+/// does not get one ([`wanted`]).
+pub fn prepare(
     spool: &Spool,
     config: &Config,
     original: &Envelope,
@@ -77,7 +79,7 @@ pub fn send(
     action: Action,
     reports: &[RecipientReport],
     now: SystemTime,
-) -> Result<Option<QueueId>> {
+) -> Result<Option<Draft>> {
     if !wanted(original, action) {
         log::info!(
             "{}: no {} notice: sender <{}>, NOTIFY={}",
@@ -123,8 +125,8 @@ pub fn send(
         now,
     )
     .map_err(|e| Error::io("writing a delivery status notice", &e))?;
-    let committed = draft.commit()?;
-    Ok(Some(committed.id))
+    draft.seal()?;
+    Ok(Some(draft))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -315,6 +317,23 @@ fn date(unix: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    /// [`prepare`] and commit at once (what the runner does, minus the
+    /// record in the original's state between the two).
+    fn send(
+        spool: &Spool,
+        config: &Config,
+        original: &Envelope,
+        data: MessageData,
+        action: Action,
+        reports: &[RecipientReport],
+        now: SystemTime,
+    ) -> Result<Option<QueueId>> {
+        match prepare(spool, config, original, data, action, reports, now)? {
+            Some(draft) => Ok(Some(draft.commit()?.id)),
+            None => Ok(None),
+        }
+    }
     use super::*;
     use std::time::Duration;
 

@@ -651,3 +651,72 @@ fn an_unknown_local_user_bounces_with_5_1_1() {
     let text = String::from_utf8_lossy(&got[0].data);
     assert!(text.contains("Status: 5.1.1"), "{text}");
 }
+
+/// Queues a message whose one recipient the server refuses (550), kills
+/// `sendmail -q` at the syscall strace's `inject` names, then runs the
+/// queue again: returns how many failure notices reached the server.
+fn notices_after_a_kill(inject: &str, queued_after_kill: usize) -> Option<usize> {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: needs strace for fault injection");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(
+        dir.path(),
+        &["--rcpt-reply", "c@x.test=550 5.1.1 no such user"],
+    );
+    let w = world_for(&server, "max_connections = 1");
+    assert_success(&w.sendmail(&["-f", "s@example.org", "c@x.test"], MSG));
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-o", "/dev/null", "-e", inject])
+        .arg(w.bin.join("sendmail"))
+        .arg("-C")
+        .arg(&w.config)
+        .arg("-q")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the run was killed: {out:?}");
+    assert_eq!(
+        w.queue_ids().len(),
+        queued_after_kill,
+        "{:?}",
+        w.queue_ids()
+    );
+    assert_success(&w.run("sendmail", &["-q"], b""));
+    assert!(wait_for(WAIT, || w.queue_ids().is_empty()));
+    Some(
+        server
+            .messages()
+            .into_iter()
+            .filter(|m| m.mail_from.is_empty())
+            .count(),
+    )
+}
+
+/// Issue 11, defect 2: a runner killed after it queued a failure notice
+/// and before the original left the queue must not make the next run
+/// send a second notice. The kill lands on the second unlink of the run
+/// (the first clears the smarthost's unreachable record after the
+/// connection; the second is the original's removal, which follows the
+/// notice's commit).
+#[test]
+fn a_runner_killed_after_queueing_a_notice_never_sends_a_second() {
+    if let Some(n) = notices_after_a_kill("inject=unlink:signal=KILL:when=2", 2) {
+        assert_eq!(n, 1, "exactly one failure notice");
+    }
+}
+
+/// The other side: killed as the notice, already recorded in the
+/// original's state, is renamed into the queue (the run's only
+/// renameat2): the next run queues the sealed notice — not zero notices,
+/// not two.
+#[test]
+fn a_runner_killed_while_queueing_a_notice_still_sends_one() {
+    if let Some(n) = notices_after_a_kill("inject=renameat2:signal=KILL:when=1", 1) {
+        assert_eq!(n, 1, "exactly one failure notice");
+    }
+}

@@ -11,7 +11,7 @@ use crate::bounce::{self, Action, RecipientReport};
 use crate::error::Result;
 use crate::local;
 use crate::smtp::{ErrorKind, TransactionEnvelope};
-use crate::spool::{Claim, DeliveryState, Envelope, QueueId, RecipientStatus};
+use crate::spool::{Claim, DeliveryState, Draft, Envelope, QueueId, RecipientStatus};
 
 use super::Context;
 use super::hosts::Destination;
@@ -229,12 +229,14 @@ pub fn attempt(
 }
 
 /// A state with failures not yet notified still owes a bounce even when
-/// nothing is due (the runner died before sending it).
+/// nothing is due (the runner died before sending it), and one with
+/// notices recorded but perhaps not queued must queue them.
 fn needs_finishing(state: &DeliveryState) -> bool {
-    state
-        .recipients
-        .iter()
-        .any(|r| r.status == RecipientStatus::Failed && !r.notified)
+    !state.pending_notices.is_empty()
+        || state
+            .recipients
+            .iter()
+            .any(|r| r.status == RecipientStatus::Failed && !r.notified)
         || state.recipients.iter().all(|r| {
             matches!(
                 r.status,
@@ -426,6 +428,19 @@ fn finish(
     let now_s = unix(now);
     let mut changed = false;
 
+    // Notices an earlier attempt recorded but may not have queued (it
+    // died in between): queued now, from their sealed tmp/ files.
+    for pending in std::mem::take(&mut state.pending_notices) {
+        changed = true;
+        let Some(notice) = QueueId::parse(&pending) else {
+            continue;
+        };
+        if spool.commit_leftover(&notice)? {
+            log::info!("{id}: notice {notice} queued after an interrupted attempt");
+            tally.notices.push(notice);
+        }
+    }
+
     let unnotified: Vec<usize> = (0..state.recipients.len())
         .filter(|&i| {
             let r = &state.recipients[i];
@@ -437,12 +452,11 @@ fn finish(
             .iter()
             .map(|&i| report(&state.recipients[i], "5.0.0"))
             .collect();
-        tally
-            .notices
-            .extend(notify(ctx, envelope, Action::Failed, &reports, now)?);
+        let notice = notify(ctx, envelope, Action::Failed, &reports, now)?;
         for i in unnotified {
             state.recipients[i].notified = true;
         }
+        send_recorded(ctx, id, &mut state, notice, tally)?;
         changed = true;
     }
 
@@ -455,10 +469,9 @@ fn finish(
             .iter()
             .map(|&i| report(&state.recipients[i], "4.0.0"))
             .collect();
-        tally
-            .notices
-            .extend(notify(ctx, envelope, Action::Delayed, &reports, now)?);
+        let notice = notify(ctx, envelope, Action::Delayed, &reports, now)?;
         state.delay_warned = true;
+        send_recorded(ctx, id, &mut state, notice, tally)?;
         changed = true;
     }
 
@@ -481,15 +494,38 @@ fn finish(
     Ok(())
 }
 
-/// Commits a DSN for `reports` (the bounce module decides whether the
-/// sender wants one: never for a bounce, D8).
+/// Queues a sealed notice once the original's state durably says it was
+/// sent (recipients `notified`, `delay_warned`, and the notice among
+/// `pending_notices`): killed before the record, the notice is redone
+/// (its sealed file is only garbage in tmp/); killed after it, the next
+/// attempt queues the sealed file. Either way it goes out exactly once.
+fn send_recorded(
+    ctx: &Context,
+    id: &QueueId,
+    state: &mut DeliveryState,
+    notice: Option<Draft>,
+    tally: &mut Tally,
+) -> Result<()> {
+    let Some(draft) = notice else {
+        return Ok(());
+    };
+    state.pending_notices.push(draft.id().to_string());
+    ctx.spool.write_state(id, state)?;
+    let queued = draft.commit()?.id;
+    state.pending_notices.retain(|p| p != queued.as_str());
+    tally.notices.push(queued);
+    Ok(())
+}
+
+/// Writes and seals a DSN for `reports` (the bounce module decides
+/// whether the sender wants one: never for a bounce, D8).
 fn notify(
     ctx: &Context,
     envelope: &Envelope,
     action: Action,
     reports: &[RecipientReport],
     now: SystemTime,
-) -> Result<Option<QueueId>> {
+) -> Result<Option<Draft>> {
     if !bounce::wanted(envelope, action) {
         log::info!(
             "{}: no {} notice: the sender is <> or asked for none",
@@ -502,15 +538,16 @@ fn notify(
         return Ok(None);
     }
     let data = ctx.spool.open_data(&envelope.id)?;
-    let notice = bounce::send(ctx.spool, ctx.config, envelope, data, action, reports, now)?;
+    let notice = bounce::prepare(ctx.spool, ctx.config, envelope, data, action, reports, now)?;
     if let Some(dsn) = &notice {
         log::info!(
-            "{}: sender {} notification: {dsn}",
+            "{}: sender {} notification: {}",
             envelope.id,
             match action {
                 Action::Failed => "non-delivery",
                 Action::Delayed => "delay",
-            }
+            },
+            dsn.id()
         );
     }
     Ok(notice)

@@ -39,6 +39,9 @@ pub struct Draft {
     envelope_written: bool,
     /// The tmp file is gone (renamed away): Drop must not unlink it.
     finished: bool,
+    /// Complete and fsynced in tmp/ ([`Draft::seal`]): kept on Drop, for
+    /// [`crate::spool::Spool::commit_leftover`] to finish.
+    sealed: bool,
 }
 
 /// The writer for the message data: counts the bytes it accepts, so the
@@ -88,6 +91,7 @@ impl Draft {
             },
             envelope_written: false,
             finished: false,
+            sealed: false,
         };
         durable::set_mode(draft.writer.out.get_ref(), mode)?;
         Ok(draft)
@@ -137,7 +141,9 @@ impl Draft {
     /// and queue/ is as it was.
     pub fn commit(mut self) -> Result<Committed> {
         let size = self.writer.size;
-        self.write_and_sync()?;
+        if !self.sealed {
+            self.write_and_sync()?;
+        }
         durable::rename_noreplace(&self.tmp_path, &self.queue_path).map_err(|e| {
             let what = format_args!("renaming {} into queue", self.tmp_path.display());
             Error::io(what, &e)
@@ -147,7 +153,9 @@ impl Draft {
             DirSync::Dir(dir) => durable::fsync_dir(dir),
             DirSync::FileSystem => durable::sync_file_system(self.writer.out.get_ref()),
         };
-        if let Err(e) = synced {
+        if let Err(e) = synced
+            && !self.sealed
+        {
             // The rename may not survive a crash, so we must report
             // failure; take the file back out so that the caller's retry
             // does not deliver the message twice (S2). If it cannot be
@@ -167,6 +175,19 @@ impl Draft {
             id: self.id.clone(),
             size,
         })
+    }
+
+    /// Completes the message in tmp/ — trailer written, data fsynced —
+    /// without queueing it: for a message whose existence something else
+    /// must record first (a notice, in its original's state). From here
+    /// the tmp file is kept even when the draft is dropped, so that
+    /// [`crate::spool::Spool::commit_leftover`] can queue it after a
+    /// crash; a sealed draft's commit never takes the file back (what
+    /// recorded it counts on it being queued).
+    pub fn seal(&mut self) -> Result<()> {
+        self.write_and_sync()?;
+        self.sealed = true;
+        Ok(())
     }
 
     /// Appends the trailer, flushes the buffer and fsyncs the file data.
@@ -192,7 +213,7 @@ impl Draft {
 
 impl Drop for Draft {
     fn drop(&mut self) {
-        if !self.finished {
+        if !self.finished && !self.sealed {
             let _ = fs::remove_file(&self.tmp_path);
         }
     }

@@ -637,6 +637,47 @@ impl Spool {
         durable::replace_file_unsynced(&self.state, id.as_str(), &bytes)
     }
 
+    /// Queues `tmp/ID` left sealed ([`Draft::seal`]) by a process that
+    /// died before its commit: Ok(true) when it was there, complete, and
+    /// is now in `queue/`; Ok(false) when there is nothing to finish (it
+    /// was committed, or never sealed). A file that is not a complete
+    /// queue file is removed (it was never acknowledged to anyone).
+    pub fn commit_leftover(&self, id: &QueueId) -> Result<bool> {
+        let tmp = self.tmp.join(id.as_str());
+        let (file, len) = match open_regular(&tmp) {
+            Ok(found) => found,
+            Err(Trouble::Gone) => return Ok(false),
+            Err(Trouble::Corrupt(why)) => {
+                log::error!("{}: {why}; removed", tmp.display());
+                let _ = fs::remove_file(&tmp);
+                return Ok(false);
+            }
+            Err(Trouble::Io(e)) => return Err(e),
+        };
+        if let Err(trouble) = self.verify_queue_file(id, file, len, ENVELOPE_BUFFER) {
+            return match trouble {
+                Trouble::Io(e) => Err(e),
+                Trouble::Gone => Ok(false),
+                Trouble::Corrupt(why) => {
+                    log::error!("{}: incomplete ({why}); removed", tmp.display());
+                    let _ = fs::remove_file(&tmp);
+                    Ok(false)
+                }
+            };
+        }
+        let dest = self.queue.join(id.as_str());
+        match durable::rename_noreplace(&tmp, &dest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let _ = fs::remove_file(&tmp);
+                return Ok(false);
+            }
+            Err(e) => return Err(Error::io(format_args!("renaming {}", tmp.display()), &e)),
+        }
+        durable::fsync_dir(&self.queue)?;
+        Ok(true)
+    }
+
     /// The group of `queue/` (the spool's group, `mail` when installed).
     pub fn group(&self) -> Option<u32> {
         fs::metadata(&self.queue).ok().map(|m| m.gid())

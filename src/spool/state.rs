@@ -40,6 +40,14 @@ pub struct DeliveryState {
     pub final_dot_sent: Option<u64>,
     /// The delay warning DSN has gone out.
     pub delay_warned: bool,
+    /// Notices (their queue IDs) recorded here as sent — the recipients
+    /// marked `notified`, `delay_warned` set — before they were moved
+    /// from tmp/ into the queue: a runner that dies in between leaves
+    /// them sealed in tmp/, and the next attempt queues them
+    /// (`Spool::commit_leftover`). So a notice goes out once: never
+    /// twice, never not at all, whenever the runner is killed.
+    #[serde(default)]
+    pub pending_notices: Vec<String>,
 }
 
 /// Delivery state of one recipient.
@@ -124,6 +132,7 @@ impl DeliveryState {
             possibly_delivered: false,
             final_dot_sent: None,
             delay_warned: false,
+            pending_notices: Vec::new(),
         }
     }
 }
@@ -197,6 +206,7 @@ mod tests {
             possibly_delivered: false,
             final_dot_sent: None,
             delay_warned: false,
+            pending_notices: Vec::new(),
         };
         state.bound_texts();
         let r = &state.recipients[0];
