@@ -321,11 +321,20 @@ fn deliver_to(
         let result = {
             // The RFC 1047 window opens here: recorded before the dot goes
             // out, so that a runner killed before the reply leaves a trace.
+            // Without a fsync while the state holds nothing final: a power
+            // cut may then leave an empty state file, which reads as
+            // "state unknown" — every recipient retried and flagged
+            // possibly delivered, just what the marker says. Once it holds
+            // a final outcome (an earlier transaction's, a local target
+            // done, a notice) the marker must not put that at risk: it
+            // is written durably like any state.
             let mut mark_window = || -> io::Result<()> {
                 state.final_dot_sent = Some(now);
-                spool
-                    .mark_state(id, state)
-                    .map_err(|e| io::Error::other(e.to_string()))
+                let marked = match state.holds_outcomes() {
+                    true => spool.write_state(id, state),
+                    false => spool.mark_state(id, state),
+                };
+                marked.map_err(|e| io::Error::other(e.to_string()))
             };
             conn.session.send(&txn, &mut data, &mut mark_window)
         };

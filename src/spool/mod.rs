@@ -629,9 +629,13 @@ impl Spool {
     }
 
     /// Like [`Spool::write_state`] without the fsyncs: atomic, survives the
-    /// runner being killed, may be lost in a power cut. Only for the RFC
-    /// 1047 window marker, whose loss costs a "possibly delivered" flag,
-    /// never a message or a recipient's outcome.
+    /// runner being killed; a power cut may leave the file empty (the
+    /// rename can reach the journal before the data). Only for the RFC
+    /// 1047 window marker of a state that holds no final outcome
+    /// ([`DeliveryState::holds_outcomes`]): an empty or unreadable state
+    /// reads as "unknown" (every recipient retried, flagged possibly
+    /// delivered), so its loss costs nothing the marker did not say —
+    /// never a message, never a recipient's outcome.
     pub fn mark_state(&self, id: &QueueId, state: &DeliveryState) -> Result<()> {
         let bytes = encode_state(id, state)?;
         durable::replace_file_unsynced(&self.state, id.as_str(), &bytes)

@@ -108,6 +108,21 @@ impl RecipientStatus {
 }
 
 impl DeliveryState {
+    /// Whether it records anything a lost state file would lose: a final
+    /// outcome, a local target done, a notice sent. (A state without any
+    /// says no more than "unknown": everything is still to do.)
+    pub fn holds_outcomes(&self) -> bool {
+        self.delay_warned
+            || !self.pending_notices.is_empty()
+            || self.recipients.iter().any(|r| {
+                matches!(
+                    r.status,
+                    RecipientStatus::Delivered | RecipientStatus::Failed
+                ) || r.notified
+                    || !r.local_done.is_empty()
+            })
+    }
+
     /// The state of a message nobody has tried yet: all recipients Queued,
     /// 0 attempts.
     pub fn initial(envelope: &Envelope) -> DeliveryState {
@@ -186,6 +201,22 @@ fn cut_json(text: &mut Option<String>, max: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_final_outcomes_make_a_state_worth_keeping() {
+        let env = crate::spool::envelope::tests::sample();
+        let mut state = DeliveryState::initial(&env);
+        assert!(!state.holds_outcomes());
+        state.recipients[0].status = RecipientStatus::Deferred;
+        state.recipients[0].attempts = 3;
+        state.possibly_delivered = true;
+        assert!(!state.holds_outcomes(), "retried anyway when unknown");
+        state.recipients[0].status = RecipientStatus::Delivered;
+        assert!(state.holds_outcomes());
+        let mut state = DeliveryState::initial(&env);
+        state.recipients[0].local_done.push("mailbox:root".into());
+        assert!(state.holds_outcomes());
+    }
 
     #[test]
     fn long_texts_are_cut_to_their_json_bound() {
