@@ -24,7 +24,7 @@ fn main() {
         std::process::exit(match local::helper_main(&args) {
             Ok(()) => 0,
             Err(err) => {
-                eprintln!("spoolmail: {err}");
+                say(format_args!("spoolmail: {err}"));
                 err.kind().exit_code()
             }
         });
@@ -38,19 +38,27 @@ fn main() {
     // A panic is a bug, but before the commit point it must still look
     // like temporary trouble to the caller, so the message is retried.
     std::panic::set_hook(Box::new(move |info| {
-        eprintln!("{}: internal error: {info}", face.name());
+        say(format_args!("{}: internal error: {info}", face.name()));
         std::process::exit(Kind::TempFail.exit_code());
     }));
     let code = match run(face, args) {
         Ok(()) => 0,
         Err(err) => {
-            eprintln!("{}: {err}", face.name());
+            say(format_args!("{}: {err}", face.name()));
             // stderr already has the line; syslog gets it too.
             log::error!(target: logging::SYSLOG_ONLY, "{err}");
             err.kind().exit_code()
         }
     };
     std::process::exit(code);
+}
+
+/// One line on stderr. Never panics: a caller may give us a full or
+/// closed stderr (`2>/dev/full`, a pipe nobody reads), and the exit code
+/// must still be the one the error calls for (`eprintln!` would panic,
+/// and the panic hook's own message would abort the process).
+fn say(line: std::fmt::Arguments) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 fn run(face: Face, args: std::env::ArgsOs) -> Result<()> {
@@ -66,7 +74,7 @@ fn run(face: Face, args: std::env::ArgsOs) -> Result<()> {
         log::debug!("option {ignored} accepted and ignored");
     }
     if inv.mode == Mode::Unsupported("--help".into()) {
-        println!("{}", cli::USAGE);
+        let _ = writeln!(std::io::stdout(), "{}", cli::USAGE);
         return Ok(());
     }
     let config = load_config(&inv)?;
@@ -124,16 +132,16 @@ fn new_aliases(face: Face, config: &Config) -> Result<()> {
     match spoolmail::aliases::compile(path)? {
         Ok(summary) => {
             for warning in &summary.warnings {
-                eprintln!("{}: warning: {warning}", face.name());
+                say(format_args!("{}: warning: {warning}", face.name()));
             }
             let line = summary.line(path);
             log::info!("{line}");
-            println!("{line}");
+            let _ = writeln!(std::io::stdout(), "{line}");
             Ok(())
         }
         Err(errors) => {
             for error in &errors {
-                eprintln!("{}: {error}", face.name());
+                say(format_args!("{}: {error}", face.name()));
             }
             Err(Error::data(format!(
                 "{}: {} error(s); the compiled aliases are unchanged",

@@ -34,15 +34,47 @@ impl Caller {
     /// Looks up the real uid of this process.
     pub fn current() -> Result<Caller> {
         let uid = nix::unistd::getuid();
-        let user = nix::unistd::User::from_uid(uid)
-            .ok()
-            .flatten()
-            .ok_or_else(|| {
-                Error::new(
-                    Kind::NoUser,
-                    format!("who are you? uid {uid} has no password entry"),
-                )
-            })?;
+        let no_entry = || {
+            Error::new(
+                Kind::NoUser,
+                format!("who are you? uid {uid} has no password entry"),
+            )
+        };
+        let user = match nix::unistd::User::from_uid(uid) {
+            Ok(Some(user)) => user,
+            Ok(None) => {
+                // glibc answers "not found" when one NSS source failed and
+                // the next had no entry ("files systemd": /etc/passwd could
+                // not be opened, nss-systemd knows nothing of the uid), and
+                // errno is gone by then. A temporary failure of the files
+                // source shows again when /etc/passwd is opened now.
+                if let Err(e) = std::fs::File::open("/etc/passwd")
+                    && matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::EIO | libc::ENOMEM)
+                    )
+                {
+                    return Err(Error::temp(format!(
+                        "looking up uid {uid} in the password database: /etc/passwd: {e}"
+                    )));
+                }
+                return Err(no_entry());
+            }
+            // getpwuid_r(3): these mean "not found"; anything else (EMFILE,
+            // EIO, ENOMEM, …) is trouble with the lookup itself, which a
+            // retry may not meet: temporary, not "who are you?".
+            Err(
+                nix::errno::Errno::ENOENT
+                | nix::errno::Errno::ESRCH
+                | nix::errno::Errno::EBADF
+                | nix::errno::Errno::EPERM,
+            ) => return Err(no_entry()),
+            Err(e) => {
+                return Err(Error::temp(format!(
+                    "looking up uid {uid} in the password database: {e}"
+                )));
+            }
+        };
         let gecos = user.gecos.to_string_lossy().into_owned();
         Ok(Caller {
             uid: uid.as_raw(),

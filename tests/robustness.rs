@@ -383,3 +383,67 @@ fn caller_without_password_entry_exits_67() {
     assert_exit(&out, 67);
     assert!(w.queue_ids().is_empty());
 }
+
+/// Issue 11, defect 5: with stderr full (`2>/dev/full`) the message that
+/// cannot be printed must not turn a usage error into an abort (134).
+#[test]
+fn an_unwritable_stderr_still_gets_the_right_exit_code() {
+    let w = World::new();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = w
+        .command("sendmail")
+        .arg("--no-such-option")
+        .stdin(std::process::Stdio::null())
+        .stderr(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{out:?}");
+    assert!(w.queue_ids().is_empty());
+}
+
+/// Issue 11, defect 6: a password database that cannot be read right now
+/// (EMFILE injected on /etc/passwd by strace) is temporary trouble (75),
+/// not "who are you?" (67), which a caller would never retry. Runs as
+/// `daemon`, an account only /etc/passwd knows (unlike root, which
+/// nss-systemd would answer itself). Needs root and strace.
+#[test]
+fn a_failing_password_lookup_is_temporary() {
+    let has_strace = std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok();
+    let daemon = nix::unistd::User::from_name("daemon").ok().flatten();
+    let (true, true, Some(daemon)) = (is_root(), has_strace, daemon) else {
+        eprintln!("skipped: needs root, strace and the daemon account");
+        return;
+    };
+    let w = World::new();
+    let mut cmd = std::process::Command::new("strace");
+    cmd.args([
+        "-f",
+        "-o",
+        "/dev/null",
+        "-P",
+        "/etc/passwd",
+        "-e",
+        "trace=openat",
+    ])
+    .args(["-e", "inject=openat:error=EMFILE", "setpriv"])
+    .arg(format!("--reuid={}", daemon.uid))
+    .arg(format!("--regid={}", daemon.gid))
+    .arg("--clear-groups")
+    .arg(w.bin.join("sendmail"))
+    .arg("-C")
+    .arg(&w.config)
+    .args(["-odq", "someone@example.com"]);
+    let out = run_with_stdin(&mut cmd, b"Subject: x\n\nbody\n");
+    assert_exit(&out, 75);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("password database"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

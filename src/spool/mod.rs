@@ -260,8 +260,54 @@ impl Spool {
 
     /// Removes files in tmp/ older than `max_age`: drafts of processes
     /// that crashed or were killed before their commit (never a committed
-    /// message: those live in queue/). Returns how many went.
+    /// message: those live in queue/). Then the same in state/: a runner's
+    /// `ID.tmp-PID` left by a kill before its rename, and state files whose
+    /// message is gone (a removal cut short between its two unlinks).
+    /// Returns how many went.
     pub fn sweep_tmp(&self, max_age: std::time::Duration, now: SystemTime) -> Result<usize> {
+        let swept = self.sweep_drafts(max_age, now)?;
+        Ok(swept + self.sweep_state(max_age, now))
+    }
+
+    /// Stray files in state/ older than `max_age` (see [`Spool::sweep_tmp`]).
+    fn sweep_state(&self, max_age: std::time::Duration, now: SystemTime) -> usize {
+        let Ok(entries) = fs::read_dir(&self.state) else {
+            return 0;
+        };
+        let mut swept = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            let old = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age > max_age);
+            if !old || meta.is_dir() {
+                continue;
+            }
+            let stray = match name.split_once(".tmp-") {
+                Some(_) => "an unfinished state write",
+                None if QueueId::parse(&name).is_some_and(|id| {
+                    fs::symlink_metadata(self.queue.join(id.as_str())).is_err()
+                }) =>
+                {
+                    "the state of a message no longer queued"
+                }
+                None => continue,
+            };
+            if fs::remove_file(entry.path()).is_ok() {
+                log::info!("swept {}: {stray}", entry.path().display());
+                swept += 1;
+            }
+        }
+        swept
+    }
+
+    /// The tmp/ part of [`Spool::sweep_tmp`].
+    fn sweep_drafts(&self, max_age: std::time::Duration, now: SystemTime) -> Result<usize> {
         let entries = match fs::read_dir(&self.tmp) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),

@@ -465,6 +465,43 @@ fn sweep_removes_only_old_tmp_files_and_never_queued_messages() {
     assert_eq!(spool.queued_ids().unwrap(), vec![queued.id]);
 }
 
+/// Issue 11, defect 7: state/ is swept too — an interrupted state write,
+/// and the state of a message whose removal was cut short — never the
+/// state of a queued message, never a young file.
+#[test]
+fn sweep_removes_stray_state_files_only() {
+    let (_dir, spool) = spool();
+    let queued = enqueue(&spool, b"kept\n");
+    let env = spool.read_envelope(&queued.id).unwrap();
+    spool
+        .write_state(&queued.id, &DeliveryState::initial(&env))
+        .unwrap();
+    let gone = QueueId::generate(SystemTime::now());
+    let state_dir = spool.root().join("state");
+    let orphan = state_dir.join(gone.as_str());
+    let unfinished = state_dir.join(format!("{}.tmp-4242", queued.id));
+    let young_unfinished = state_dir.join(format!("{gone}.tmp-4243"));
+    for path in [&orphan, &unfinished, &young_unfinished] {
+        fs::write(path, b"{}").unwrap();
+    }
+    let two_days_ago = SystemTime::now() - Duration::from_secs(48 * 3600);
+    for path in [&orphan, &unfinished, &state_dir.join(queued.id.as_str())] {
+        File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(two_days_ago)
+            .unwrap();
+    }
+    let swept = spool
+        .sweep_tmp(Duration::from_secs(36 * 3600), SystemTime::now())
+        .unwrap();
+    assert_eq!(swept, 2);
+    assert!(!orphan.exists() && !unfinished.exists());
+    assert!(young_unfinished.exists());
+    assert!(spool.read_state(&queued.id).unwrap().is_some());
+}
+
 #[test]
 fn claim_message_reads_envelope_and_data_through_the_claim() {
     let (_dir, spool) = spool();
