@@ -21,9 +21,10 @@ use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{self, Command, ExitStatus, Stdio};
+use std::process::{self, Command, Stdio};
+
+mod common;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Environment variable that turns this binary into the floor program; its
@@ -262,7 +263,7 @@ impl Side {
         if let Some(mut e) = child.stderr.take() {
             let _ = e.read_to_end(&mut stderr);
         }
-        let (status, rusage) = wait4(child.id());
+        let (status, rusage) = common::wait4(child.id());
         let wall = start.elapsed();
 
         if !status.success() {
@@ -276,25 +277,6 @@ impl Side {
         Sample {
             wall,
             maxrss_kib: rusage.ru_maxrss,
-        }
-    }
-}
-
-/// Reaps `pid` with wait4(2), retrying on EINTR; the rusage is the child's.
-fn wait4(pid: u32) -> (ExitStatus, libc::rusage) {
-    let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is plain old data; all-zero is a valid value.
-    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: pid is our own unreaped child; both pointers are valid.
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut rusage) };
-        if r == pid {
-            return (ExitStatus::from_raw(status), rusage);
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            panic!("wait4({pid}): {err}");
         }
     }
 }

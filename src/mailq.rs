@@ -1,4 +1,6 @@
-//! The mailq face: prints the queue, read through [`Spool::list`].
+//! The mailq face: prints the queue, read through [`Spool::list_each`]:
+//! each message is printed as soon as its files are read, so memory does
+//! not grow with the queue and the first line shows at once (S8).
 //!
 //! Owns no files. The text listing follows sendmail's and Postfix's
 //! `mailq` closely enough for eyes and simple scripts:
@@ -48,18 +50,36 @@ pub fn print(
     now: SystemTime,
 ) -> Result<()> {
     let _ = now;
-    let mut messages = spool.list()?;
-    if let Some(uid) = only_uid {
-        messages.retain(|m| m.envelope.uid == uid);
+    let written = |e: std::io::Error| Error::io("writing the queue listing", &e);
+    let mut out = std::io::BufWriter::new(out);
+    let mut shown = 0usize;
+    spool.list_each(|m| {
+        if only_uid.is_some_and(|uid| m.envelope.uid != uid) {
+            return Ok(());
+        }
+        let text = match json {
+            true => json_line(&m)?,
+            false => {
+                let mut text = String::new();
+                if shown == 0 {
+                    text.push_str(HEADER);
+                    text.push('\n');
+                }
+                entry(&mut text, &m);
+                text
+            }
+        };
+        shown += 1;
+        out.write_all(text.as_bytes()).map_err(written)
+    })?;
+    if !json {
+        let end = match shown {
+            0 => "Mail queue is empty\n".to_owned(),
+            n => format!("\t\tTotal requests: {n}\n"),
+        };
+        out.write_all(end.as_bytes()).map_err(written)?;
     }
-    let text = if json {
-        json_lines(&messages)?
-    } else {
-        listing(&messages)
-    };
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| Error::io("writing the queue listing", &e))
+    out.flush().map_err(written)
 }
 
 /// One recipient as shown: from the state file when there is one, else
@@ -112,41 +132,31 @@ fn possibly_delivered(m: &QueuedMessage) -> bool {
             .is_some_and(|s| s.possibly_delivered || (s.final_dot_sent.is_some() && !m.claimed))
 }
 
-/// The sendmail-style text listing.
-fn listing(messages: &[QueuedMessage]) -> String {
-    if messages.is_empty() {
-        return "Mail queue is empty\n".to_owned();
+/// One message of the sendmail-style text listing, appended to `s`.
+fn entry(s: &mut String, m: &QueuedMessage) {
+    let env = &m.envelope;
+    let id = format!("{}{}", env.id, if m.claimed { "*" } else { "" });
+    let arrival = local_time(env.arrival);
+    let sender = clean(&env.sender);
+    // Writing to a String cannot fail.
+    let _ = writeln!(s, "{id:<18} {:>8} {arrival:<20} <{sender}>", env.size);
+    if m.state_error.is_some() {
+        let _ = writeln!(
+            s,
+            "{INDENT}(delivery state unknown: every recipient will be retried; possibly delivered)"
+        );
+    } else if possibly_delivered(m) {
+        let _ = writeln!(
+            s,
+            "{INDENT}(possibly delivered: reply to final dot lost; retry may duplicate)"
+        );
     }
-    let mut s = String::new();
-    s.push_str(HEADER);
-    s.push('\n');
-    for m in messages {
-        let env = &m.envelope;
-        let id = format!("{}{}", env.id, if m.claimed { "*" } else { "" });
-        let arrival = local_time(env.arrival);
-        let sender = clean(&env.sender);
-        // Writing to a String cannot fail.
-        let _ = writeln!(s, "{id:<18} {:>8} {arrival:<20} <{sender}>", env.size);
-        if m.state_error.is_some() {
-            let _ = writeln!(
-                s,
-                "{INDENT}(delivery state unknown: every recipient will be retried; possibly delivered)"
-            );
-        } else if possibly_delivered(m) {
-            let _ = writeln!(
-                s,
-                "{INDENT}(possibly delivered: reply to final dot lost; retry may duplicate)"
-            );
-        }
-        for r in recipients(m) {
-            let _ = writeln!(s, "{INDENT}<{}> {}", clean(r.address), r.status.as_str());
-            if let Some(e) = r.last_error {
-                let _ = writeln!(s, "{INDENT}  ({})", clean(e));
-            }
+    for r in recipients(m) {
+        let _ = writeln!(s, "{INDENT}<{}> {}", clean(r.address), r.status.as_str());
+        if let Some(e) = r.last_error {
+            let _ = writeln!(s, "{INDENT}  ({})", clean(e));
         }
     }
-    let _ = writeln!(s, "\t\tTotal requests: {}", messages.len());
-    s
 }
 
 /// One message in the JSON listing; field order is the output order.
@@ -170,35 +180,31 @@ struct JsonRecipient<'a> {
     next_attempt: Option<u64>,
 }
 
-/// One JSON object per message per line (serde_json escapes control
-/// characters, so values are shown raw).
-fn json_lines(messages: &[QueuedMessage]) -> Result<String> {
-    let mut s = String::new();
-    for m in messages {
-        let line = JsonMessage {
-            id: m.envelope.id.as_str(),
-            arrival_time: m.envelope.arrival,
-            size: m.envelope.size,
-            sender: &m.envelope.sender,
-            recipients: recipients(m)
-                .into_iter()
-                .map(|r| JsonRecipient {
-                    address: r.address,
-                    status: r.status,
-                    attempts: r.attempts,
-                    last_error: r.last_error,
-                    next_attempt: r.next_attempt,
-                })
-                .collect(),
-            possibly_delivered: possibly_delivered(m),
-            claimed: m.claimed,
-        };
-        let json = serde_json::to_string(&line)
-            .map_err(|e| Error::new(crate::error::Kind::Software, format!("encoding JSON: {e}")))?;
-        s.push_str(&json);
-        s.push('\n');
-    }
-    Ok(s)
+/// One message as one JSON object and a newline (serde_json escapes
+/// control characters, so values are shown raw).
+fn json_line(m: &QueuedMessage) -> Result<String> {
+    let line = JsonMessage {
+        id: m.envelope.id.as_str(),
+        arrival_time: m.envelope.arrival,
+        size: m.envelope.size,
+        sender: &m.envelope.sender,
+        recipients: recipients(m)
+            .into_iter()
+            .map(|r| JsonRecipient {
+                address: r.address,
+                status: r.status,
+                attempts: r.attempts,
+                last_error: r.last_error,
+                next_attempt: r.next_attempt,
+            })
+            .collect(),
+        possibly_delivered: possibly_delivered(m),
+        claimed: m.claimed,
+    };
+    let mut json = serde_json::to_string(&line)
+        .map_err(|e| Error::new(crate::error::Kind::Software, format!("encoding JSON: {e}")))?;
+    json.push('\n');
+    Ok(json)
 }
 
 /// Replaces characters that could steer a terminal (controls, and the

@@ -434,48 +434,66 @@ impl Spool {
     /// unknown (`state_error`): a valid queue file is never set aside
     /// because of its state. A missing queue/ means an empty list.
     pub fn list(&self) -> Result<Vec<QueuedMessage>> {
-        let ids = self.queued_ids()?;
-        let mut messages = Vec::with_capacity(ids.len());
-        for id in ids {
-            let reader = match self.open_queue_file(&id, ENVELOPE_BUFFER) {
-                Ok(r) => r,
-                Err(Trouble::Gone) => continue,
-                Err(Trouble::Corrupt(why)) => {
-                    self.quarantine(&id, &why);
-                    continue;
-                }
-                Err(Trouble::Io(e)) => return Err(e),
-            };
-            let (state, state_error) = match self.load_state(&id) {
-                Ok(state) => (state, None),
-                Err(Trouble::Gone) => (None, None),
-                Err(Trouble::Corrupt(why)) => {
-                    log::error!(
-                        "{}: unreadable state file ({why}); the state of {id} is unknown",
-                        self.state.join(id.as_str()).display()
-                    );
-                    (None, Some(why))
-                }
-                Err(Trouble::Io(e)) => {
-                    log::error!("{e}; the state of {id} is unknown");
-                    (None, Some(e.message().to_string()))
-                }
-            };
-            let (envelope, file) = reader;
-            // A shared lock conflicts only with a runner's exclusive claim;
-            // it is dropped with the file at the end of this iteration.
-            let claimed = matches!(
-                file.get_ref().try_lock_shared(),
-                Err(TryLockError::WouldBlock)
-            );
-            messages.push(QueuedMessage {
-                envelope,
-                state,
-                state_error,
-                claimed,
-            });
-        }
+        let mut messages = Vec::new();
+        self.list_each(|m| {
+            messages.push(m);
+            Ok(())
+        })?;
         Ok(messages)
+    }
+
+    /// [`Spool::list`] one message at a time, oldest first: `each` gets
+    /// every message as soon as its files are read, so a listing of a
+    /// queue of any length holds one message in memory (the sorted IDs
+    /// aside) and shows its first line at once.
+    pub fn list_each(&self, mut each: impl FnMut(QueuedMessage) -> Result<()>) -> Result<()> {
+        for id in self.queued_ids()? {
+            if let Some(message) = self.list_one(&id)? {
+                each(message)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One message as listed (None: gone, or set aside as corrupt).
+    fn list_one(&self, id: &QueueId) -> Result<Option<QueuedMessage>> {
+        let reader = match self.open_queue_file(id, ENVELOPE_BUFFER) {
+            Ok(r) => r,
+            Err(Trouble::Gone) => return Ok(None),
+            Err(Trouble::Corrupt(why)) => {
+                self.quarantine(id, &why);
+                return Ok(None);
+            }
+            Err(Trouble::Io(e)) => return Err(e),
+        };
+        let (state, state_error) = match self.load_state(id) {
+            Ok(state) => (state, None),
+            Err(Trouble::Gone) => (None, None),
+            Err(Trouble::Corrupt(why)) => {
+                log::error!(
+                    "{}: unreadable state file ({why}); the state of {id} is unknown",
+                    self.state.join(id.as_str()).display()
+                );
+                (None, Some(why))
+            }
+            Err(Trouble::Io(e)) => {
+                log::error!("{e}; the state of {id} is unknown");
+                (None, Some(e.message().to_string()))
+            }
+        };
+        let (envelope, file) = reader;
+        // A shared lock conflicts only with a runner's exclusive claim;
+        // it is dropped with the file at the end of this call.
+        let claimed = matches!(
+            file.get_ref().try_lock_shared(),
+            Err(TryLockError::WouldBlock)
+        );
+        Ok(Some(QueuedMessage {
+            envelope,
+            state,
+            state_error,
+            claimed,
+        }))
     }
 
     /// The envelope of `queue/ID`, with its size. A file that fails
@@ -639,17 +657,19 @@ impl Spool {
 
     fn load_state(&self, id: &QueueId) -> std::result::Result<Option<DeliveryState>, Trouble> {
         let path = self.state.join(id.as_str());
-        let (file, _) = match open_regular(&path) {
+        let (mut file, len) = match open_regular(&path) {
             Err(Trouble::Gone) => return Ok(None),
             other => other?,
         };
-        let mut bytes = Vec::new();
-        file.take(MAX_STATE_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| Trouble::Io(Error::io(format_args!("reading {}", path.display()), &e)))?;
-        if bytes.len() as u64 > MAX_STATE_BYTES {
+        if len > MAX_STATE_BYTES {
             return Err(Trouble::Corrupt("state file too large".into()));
         }
+        // A state file is never written in place (it is replaced by a
+        // rename), so the inode we hold keeps the size fstat gave: one
+        // read of exactly that many bytes, usually one system call.
+        let mut bytes = vec![0u8; len as usize];
+        file.read_exact(&mut bytes)
+            .map_err(|e| Trouble::Io(Error::io(format_args!("reading {}", path.display()), &e)))?;
         let state: DeliveryState =
             serde_json::from_slice(&bytes).map_err(|e| Trouble::Corrupt(e.to_string()))?;
         if state.version != STATE_VERSION {
