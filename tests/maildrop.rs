@@ -38,21 +38,7 @@ fn installed() -> Installed {
     nix::unistd::chown(&bin, root, Some(mail.gid)).unwrap();
     fs::set_permissions(&bin, fs::Permissions::from_mode(0o2755)).unwrap();
     let spool = base.path().join("spool");
-    for (sub, mode) in [
-        ("", 0o751),
-        ("tmp", 0o770),
-        ("queue", 0o770),
-        ("state", 0o770),
-        ("hosts", 0o770),
-        ("corrupt", 0o770),
-        ("maildrop", 0o1733),
-        ("maildrop-tmp", 0o1733),
-    ] {
-        let d = spool.join(sub);
-        fs::create_dir_all(&d).unwrap();
-        nix::unistd::chown(&d, root, Some(mail.gid)).unwrap();
-        fs::set_permissions(&d, fs::Permissions::from_mode(mode)).unwrap();
-    }
+    common::lay_out_spool(&spool, mail.gid.as_raw());
     let conf = base.path().join("spoolmail.conf");
     fs::write(
         &conf,

@@ -280,11 +280,7 @@ impl Spool {
             let Ok(meta) = entry.path().symlink_metadata() else {
                 continue;
             };
-            let old = meta
-                .modified()
-                .ok()
-                .and_then(|m| now.duration_since(m).ok())
-                .is_some_and(|age| age > max_age);
+            let old = older_than(&meta, max_age, now);
             if !old || meta.is_dir() {
                 continue;
             }
@@ -323,11 +319,7 @@ impl Spool {
             let Ok(meta) = entry.path().symlink_metadata() else {
                 continue;
             };
-            let old = meta
-                .modified()
-                .ok()
-                .and_then(|m| now.duration_since(m).ok())
-                .is_some_and(|age| age > max_age);
+            let old = older_than(&meta, max_age, now);
             if old && !meta.is_dir() && fs::remove_file(entry.path()).is_ok() {
                 log::info!(
                     "swept {}: left by a crashed sendmail",
@@ -934,6 +926,14 @@ fn encode_state(id: &QueueId, state: &DeliveryState) -> Result<Vec<u8>> {
 /// Opens a spool file read-only without following symlinks (and without
 /// blocking on a FIFO), and checks it is a regular file. Returns it with
 /// its length.
+/// Whether a file was last modified more than `max_age` before `now`.
+fn older_than(meta: &fs::Metadata, max_age: std::time::Duration, now: SystemTime) -> bool {
+    meta.modified()
+        .ok()
+        .and_then(|m| now.duration_since(m).ok())
+        .is_some_and(|age| age > max_age)
+}
+
 fn open_regular(path: &Path) -> std::result::Result<(File, u64), Trouble> {
     let file = OpenOptions::new()
         .read(true)

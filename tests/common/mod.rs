@@ -289,3 +289,33 @@ pub fn header_value(header: &str, name: &str) -> Option<String> {
 pub fn os(s: &str) -> &OsStr {
     OsStr::new(s)
 }
+
+/// The spool as the package's postinst lays it out: each directory under
+/// the spool root and its mode (owner root, group mail).
+pub const POSTINST_SPOOL: &[(&str, u32)] = &[
+    ("", 0o751),
+    ("tmp", 0o770),
+    ("queue", 0o770),
+    ("state", 0o770),
+    ("hosts", 0o770),
+    ("corrupt", 0o770),
+    ("maildrop", 0o1733),
+    ("maildrop-tmp", 0o1733),
+];
+
+/// Creates the spool at `spool` as postinst does ([`POSTINST_SPOOL`]),
+/// group `gid`. Needs root.
+pub fn lay_out_spool(spool: &std::path::Path, gid: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    for (sub, mode) in POSTINST_SPOOL {
+        let d = spool.join(sub);
+        std::fs::create_dir_all(&d).unwrap();
+        nix::unistd::chown(
+            &d,
+            Some(nix::unistd::Uid::from_raw(0)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        )
+        .unwrap();
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(*mode)).unwrap();
+    }
+}

@@ -126,11 +126,7 @@ fn item01_a_forward_include_cannot_read_the_spool_groups_files() {
         return;
     };
     let secret = site.etc.join("relay-password");
-    std::fs::write(&secret, "groupsecret0451\n").unwrap();
-    let mail = nix::unistd::Group::from_name("mail").unwrap().unwrap().gid;
-    nix::unistd::chown(&secret, Some(nix::unistd::Uid::from_raw(0)), Some(mail)).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+    site.write_root(&secret, "groupsecret0451\n", crate::site::mail_gid(), 0o640);
     let forward = site.mallory.home.join(".forward");
     site.write_as(
         &site.mallory,
@@ -153,9 +149,7 @@ fn item01_a_forward_include_cannot_read_roots_files() {
         return;
     };
     let secret = site.base.join("root-only");
-    std::fs::write(&secret, "rootsecret0451\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    site.write_root(&secret, "rootsecret0451\n", 0, 0o600);
     let forward = site.mallory.home.join(".forward");
     site.write_as(
         &site.mallory,
@@ -211,9 +205,7 @@ fn item01_an_aliases_include_is_never_read_as_root() {
         return;
     };
     let secret = site.base.join("root-list");
-    std::fs::write(&secret, "aliassecret0451\n").unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    site.write_root(&secret, "aliassecret0451\n", 0, 0o600);
     std::fs::write(
         site.etc.join("aliases"),
         format!("postmaster: root\nlist: :include:{}\n", secret.display()),

@@ -70,14 +70,6 @@ fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
-fn mail_gid() -> u32 {
-    nix::unistd::Group::from_name("mail")
-        .unwrap()
-        .expect("group mail")
-        .gid
-        .as_raw()
-}
-
 fn chown(path: &Path, uid: u32, gid: u32) {
     nix::unistd::chown(
         path,
@@ -130,21 +122,7 @@ impl Site {
             std::os::unix::fs::symlink("spoolmail", sbin.join(face)).unwrap();
         }
         let spool = base.join("spool");
-        for (sub, mode) in [
-            ("", 0o751),
-            ("tmp", 0o770),
-            ("queue", 0o770),
-            ("state", 0o770),
-            ("hosts", 0o770),
-            ("corrupt", 0o770),
-            ("maildrop", 0o1733),
-            ("maildrop-tmp", 0o1733),
-        ] {
-            let d = spool.join(sub);
-            fs::create_dir_all(&d).unwrap();
-            chown(&d, 0, mail);
-            chmod(&d, mode);
-        }
+        common::lay_out_spool(&spool, mail);
         let mail_dir = base.join("mail");
         fs::create_dir(&mail_dir).unwrap();
         chown(&mail_dir, 0, mail);
@@ -240,9 +218,12 @@ impl Site {
 
     /// Writes `text` to `path` owned by `who` with `mode`.
     pub fn write_as(&self, who: &Account, path: &Path, text: &str, mode: u32) {
-        fs::write(path, text).unwrap();
-        chown(path, who.uid, who.gid);
-        chmod(path, mode);
+        write_owned(path, text, who.uid, who.gid, mode);
+    }
+
+    /// Writes `text` to `path` owned by root, group `gid`, with `mode`.
+    pub fn write_root(&self, path: &Path, text: &str, gid: u32, mode: u32) {
+        write_owned(path, text, 0, gid, mode);
     }
 
     /// IDs in `queue/`, sorted.
@@ -259,6 +240,21 @@ impl Site {
                 .all(|a| !processes_of(a.uid))
         })
     }
+}
+
+fn write_owned(path: &Path, text: &str, uid: u32, gid: u32, mode: u32) {
+    fs::write(path, text).unwrap();
+    chown(path, uid, gid);
+    chmod(path, mode);
+}
+
+/// The gid of the group `mail`.
+pub fn mail_gid() -> u32 {
+    nix::unistd::Group::from_name("mail")
+        .unwrap()
+        .expect("group mail")
+        .gid
+        .as_raw()
 }
 
 /// Names in `dir`, sorted (empty when it cannot be read).
