@@ -102,6 +102,14 @@ fn spool_and_mailq_contain(site: &Site, needle: &str) -> bool {
     walk(&site.spool, needle.as_bytes()) || String::from_utf8_lossy(&listed.stdout).contains(needle)
 }
 
+/// Mallory's `.forward` is `:include:PATH`; then he mails himself.
+fn mallory_includes(site: &Site, path: &std::path::Path, runner: Option<&crate::site::Account>) {
+    let forward = site.mallory.home.join(".forward");
+    let line = format!(":include:{}\n", path.display());
+    site.write_as(&site.mallory, &forward, &line, 0o600);
+    mallory_mails_himself(site, runner);
+}
+
 /// Mallory sends himself a message (the failure notice would go to a
 /// remote address of his, so it stays in the queue to be read); then
 /// `runner` (Mallory with the setgid group, or root) runs the queue.
@@ -127,14 +135,7 @@ fn item01_a_forward_include_cannot_read_the_spool_groups_files() {
     };
     let secret = site.etc.join("relay-password");
     site.write_root(&secret, "groupsecret0451\n", crate::site::mail_gid(), 0o640);
-    let forward = site.mallory.home.join(".forward");
-    site.write_as(
-        &site.mallory,
-        &forward,
-        &format!(":include:{}\n", secret.display()),
-        0o600,
-    );
-    mallory_mails_himself(&site, Some(&site.mallory));
+    mallory_includes(&site, &secret, Some(&site.mallory));
     assert!(
         !spool_and_mailq_contain(&site, "groupsecret0451"),
         "the spool group's file leaked through mallory's :include:"
@@ -150,14 +151,7 @@ fn item01_a_forward_include_cannot_read_roots_files() {
     };
     let secret = site.base.join("root-only");
     site.write_root(&secret, "rootsecret0451\n", 0, 0o600);
-    let forward = site.mallory.home.join(".forward");
-    site.write_as(
-        &site.mallory,
-        &forward,
-        &format!(":include:{}\n", secret.display()),
-        0o600,
-    );
-    mallory_mails_himself(&site, None);
+    mallory_includes(&site, &secret, None);
     assert!(
         !spool_and_mailq_contain(&site, "rootsecret0451"),
         "root's file leaked through mallory's :include:"
@@ -182,14 +176,7 @@ fn item01_what_an_include_names_runs_as_the_forward_owner() {
         &format!("{}\n", script.display()),
         0o644,
     );
-    let forward = site.mallory.home.join(".forward");
-    site.write_as(
-        &site.mallory,
-        &forward,
-        &format!(":include:{}\n", notes.display()),
-        0o600,
-    );
-    mallory_mails_himself(&site, None);
+    mallory_includes(&site, &notes, None);
     assert_eq!(
         std::fs::read_to_string(&script).unwrap(),
         "#!/bin/sh\necho backup\n",
