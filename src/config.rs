@@ -234,6 +234,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config> {
     let mut seen: Vec<String> = Vec::new();
     let mut hostname_set = false;
     let mut local_domains_set = false;
+    let mut smarthost_port_given = false;
     for (index, raw) in text.lines().enumerate() {
         let at = |msg: String| Error::config(format!("{origin}:{}: {msg}", index + 1));
         let line = strip_comment(raw).trim();
@@ -252,11 +253,20 @@ pub fn parse(text: &str, origin: &str) -> Result<Config> {
         }
         set(&mut config, key, value).map_err(|msg| at(format!("{key}: {msg}")))?;
         hostname_set |= key == "hostname";
+        smarthost_port_given |= key == "smarthost" && names_a_port(value);
         local_domains_set |= key == "local_domains";
         seen.push(key.to_string());
     }
     if hostname_set && !local_domains_set {
         config.local_domains = vec![config.hostname.clone(), "localhost".to_string()];
+    }
+    // Implicit TLS has its own port (RFC 8314: submissions, 465), whatever
+    // order the two keys come in.
+    if let Some((_, port)) = &mut config.smarthost
+        && !smarthost_port_given
+        && config.smarthost_tls == SmarthostTls::Tls
+    {
+        *port = 465;
     }
     check(&config).map_err(|msg| Error::config(format!("{origin}: {msg}")))?;
     Ok(config)
@@ -465,6 +475,16 @@ fn positive(value: &str) -> std::result::Result<u32, String> {
 }
 
 /// `host`, `host:port`, `[v6addr]:port`; the port defaults to 25.
+/// Whether a `host[:port]` value gives the port (`[v6]:port`, `host:port`).
+fn names_a_port(value: &str) -> bool {
+    match value.strip_prefix('[') {
+        Some(rest) => rest
+            .split_once(']')
+            .is_some_and(|(_, after)| after.starts_with(':')),
+        None => value.contains(':'),
+    }
+}
+
 fn host_port(value: &str) -> std::result::Result<(String, u16), String> {
     if let Some(rest) = value.strip_prefix('[') {
         let (host, after) = rest
@@ -649,6 +669,21 @@ corrupt_max_files = 20
             ("127.0.0.1".to_string(), 26)
         );
         assert!(host_port("relay:0").is_err());
+        // Issue 12, defect 3: implicit TLS without a port means 465, in
+        // either order; a given port is kept.
+        for text in [
+            "smarthost = relay.example\nsmarthost_tls = tls\n",
+            "smarthost_tls = tls\nsmarthost = relay.example\n",
+        ] {
+            let c = parse(text, "t.conf").unwrap();
+            assert_eq!(c.smarthost, Some(("relay.example".to_string(), 465)));
+        }
+        let c = parse("smarthost = relay.example:2465\nsmarthost_tls = tls\n", "t").unwrap();
+        assert_eq!(c.smarthost, Some(("relay.example".to_string(), 2465)));
+        let c = parse("smarthost = [::1]\nsmarthost_tls = tls\n", "t").unwrap();
+        assert_eq!(c.smarthost, Some(("::1".to_string(), 465)));
+        let c = parse("smarthost = relay.example\n", "t").unwrap();
+        assert_eq!(c.smarthost, Some(("relay.example".to_string(), 25)));
         assert!(host_port("[::1").is_err());
     }
 
