@@ -71,9 +71,10 @@ fn due(r: &crate::spool::RecipientState, now: u64, forced: bool) -> bool {
     }
 }
 
-/// Whether a message with this state (None: never tried) has work now.
-pub fn message_due(state: Option<&DeliveryState>, now: u64) -> bool {
-    state.is_none_or(|s| s.recipients.iter().any(|r| due(r, now, false)))
+/// Whether a message with this state (None: never tried) has work now:
+/// a recipient due, or a notice owed.
+pub fn has_work(state: Option<&DeliveryState>, now: u64) -> bool {
+    state.is_none_or(|s| s.recipients.iter().any(|r| due(r, now, false)) || needs_finishing(s))
 }
 
 /// One attempt at the claimed message. The claim is released (or the

@@ -22,12 +22,11 @@ mod local;
 mod outcome;
 pub mod slots;
 mod transport;
+mod worklist;
 
 pub use attempt::Tally;
 pub use backoff::retry_delay;
 
-use std::collections::HashSet;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::cli::QueueFilter;
@@ -36,6 +35,7 @@ use crate::error::Result;
 use crate::spool::{Envelope, QueueId, Spool};
 
 use transport::Transport;
+use worklist::WorkList;
 
 /// Prefix of the runner slot files in `hosts/` of root's and the spool
 /// group's runs; an ordinary user's runs have their own pool,
@@ -170,9 +170,9 @@ pub fn spawn_detached(spool: &Spool, config: &Config, first: &QueueId) {
         Ok(nix::unistd::ForkResult::Child) => {
             detach();
             let ctx = Context { spool, config };
-            let shared = Mutex::new(HashSet::new());
             let selection = Selection::for_caller(spool, Vec::new());
-            if let Err(e) = work(&ctx, Some(first), &selection, &shared, 0) {
+            let list = WorkList::new(Some(first.clone()));
+            if let Err(e) = work(&ctx, &selection, &list) {
                 log::error!("runner: {e}");
             }
             std::process::exit(0);
@@ -284,13 +284,13 @@ pub fn run_queue(
 
 fn run_once(spool: &Spool, config: &Config, selection: &Selection) -> Result<()> {
     let ctx = Context { spool, config };
-    let shared = Mutex::new(HashSet::new());
+    let list = WorkList::new(None);
     let workers = selection.runner_pool(config).1 as usize;
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
-            .map(|k| {
-                let (ctx, shared) = (&ctx, &shared);
-                scope.spawn(move || work(ctx, None, selection, shared, k))
+            .map(|_| {
+                let (ctx, list) = (&ctx, &list);
+                scope.spawn(move || work(ctx, selection, list))
             })
             .collect();
         let mut first_error = Ok(());
@@ -309,86 +309,56 @@ fn run_once(spool: &Spool, config: &Config, selection: &Selection) -> Result<()>
     })
 }
 
-/// One worker: take a global slot, deliver `first` and then whatever is
-/// due and unclaimed until a pass finds nothing, give the slot back, look
-/// once more (the lost wake-up guard), repeat. `tried` is shared by the
-/// workers of one run so that no message is attempted twice in it.
-fn work(
-    ctx: &Context,
-    first: Option<&QueueId>,
-    selection: &Selection,
-    tried: &Mutex<HashSet<QueueId>>,
-    worker: usize,
-) -> Result<()> {
+/// One worker: take a runner slot, deliver what the run's shared work
+/// list hands out (the message just committed first, for a submission's
+/// runner) until it has nothing more, give the slot back, look once more
+/// (the lost wake-up guard), repeat.
+fn work(ctx: &Context, selection: &Selection, list: &WorkList) -> Result<()> {
     let hosts_dir = ctx.spool.hosts_dir();
     let mut transport = Transport::new(ctx.config, hosts_dir.clone(), selection.share());
     let (pool, count) = selection.runner_pool(ctx.config);
-    let mut first = first.cloned();
     loop {
         let Some(slot) = slots::try_acquire(&hosts_dir, &pool, count)? else {
             return Ok(());
         };
-        loop {
-            let mut ids = ctx.spool.queued_ids()?;
-            if let Some(id) = first.take() {
-                ids.insert(0, id);
-            } else if !ids.is_empty() {
-                // Workers start at different points so they do not all
-                // contend for the oldest message.
-                let shift = (worker * 7919) % ids.len();
-                ids.rotate_left(shift);
-            }
-            let mut did_work = false;
-            for id in ids {
-                if lock(tried).contains(&id) {
-                    continue;
-                }
-                did_work |= take(ctx, &mut transport, &id, selection, tried);
-            }
-            if !did_work {
-                break;
-            }
+        while let Some(id) = list.next(ctx.spool)? {
+            take(ctx, &mut transport, &id, selection, list);
         }
         transport.close();
         drop(slot);
-        if !anything_left(ctx, selection, tried)? {
+        if !anything_left(ctx, selection, list)? {
             return Ok(());
         }
+        list.rewind();
     }
 }
 
-fn lock(tried: &Mutex<HashSet<QueueId>>) -> std::sync::MutexGuard<'_, HashSet<QueueId>> {
-    tried
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Claims and attempts one message. True when it was claimed (whatever
-/// came of it). Errors concern this message only: they are logged and
-/// the worker goes on with the others.
+/// Claims and attempts one message handed out by the work list. A
+/// message with nothing to do now is passed over after one read of its
+/// state — no claim, no envelope read (unless the run is forced). Errors
+/// concern this message only: they are logged and the worker goes on.
 fn take(
     ctx: &Context,
     transport: &mut Transport,
     id: &QueueId,
     selection: &Selection,
-    tried: &Mutex<HashSet<QueueId>>,
-) -> bool {
+    list: &WorkList,
+) {
     if !selection.may_touch(ctx.spool, id) {
-        lock(tried).insert(id.clone());
-        return false;
+        return;
+    }
+    if !selection.forced()
+        && let Ok(state) = ctx.spool.read_state(id)
+        && !attempt::has_work(state.as_ref(), unix_now())
+    {
+        return;
     }
     let (claim, envelope) = match ctx.spool.claim_message(id) {
         Ok(Some(claimed)) => claimed,
-        Ok(None) => return false,
-        Err(e) => {
-            log::error!("{id}: {e}");
-            lock(tried).insert(id.clone());
-            return false;
-        }
+        Ok(None) => return list.busy(id),
+        Err(e) => return log::error!("{id}: {e}"),
     };
-    if !lock(tried).insert(id.clone()) {
-        return false;
-    }
+    list.claimed();
     let result = if selection.matches(&envelope) {
         attempt::attempt(
             ctx,
@@ -405,24 +375,20 @@ fn take(
         log::error!("{id}: {e}");
         transport.discard();
     }
-    true
 }
 
-/// True when some message not tried in this run is due and unclaimed. The
-/// claim is probed by taking and dropping it: a message another runner
-/// holds is that runner's business, and counting it would spin.
-fn anything_left(
-    ctx: &Context,
-    selection: &Selection,
-    tried: &Mutex<HashSet<QueueId>>,
-) -> Result<bool> {
+/// True when some message not taken in this run has work now and is
+/// unclaimed. The claim is probed by taking and dropping it: a message
+/// another runner holds is that runner's business, and counting it would
+/// spin.
+fn anything_left(ctx: &Context, selection: &Selection, list: &WorkList) -> Result<bool> {
     let now = unix_now();
     for id in ctx.spool.queued_ids()? {
-        if lock(tried).contains(&id) || !selection.may_touch(ctx.spool, &id) {
+        if list.taken(&id) || !selection.may_touch(ctx.spool, &id) {
             continue;
         }
         let state = ctx.spool.read_state(&id).ok().flatten();
-        if (selection.forced() || attempt::message_due(state.as_ref(), now))
+        if (selection.forced() || attempt::has_work(state.as_ref(), now))
             && ctx.spool.claim(&id).ok().flatten().is_some()
         {
             return Ok(true);
