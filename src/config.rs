@@ -85,6 +85,8 @@ pub struct Config {
     pub max_connections: u32,
     /// `max_host_connections`: bound per destination.
     pub max_host_connections: u32,
+    /// `smtp_recipient_limit`: recipients per SMTP transaction.
+    pub smtp_recipient_limit: usize,
     /// `max_message_size`: largest accepted message in bytes (0: no limit).
     pub max_message_size: u64,
     /// `aliases`: the aliases file.
@@ -158,6 +160,7 @@ impl Default for Config {
             delay_warning: Duration::from_secs(4 * 3600),
             max_connections: 10,
             max_host_connections: 2,
+            smtp_recipient_limit: 100,
             max_message_size: 50 * 1024 * 1024,
             aliases: PathBuf::from("/etc/aliases"),
             mail_spool_dir: PathBuf::from("/var/mail"),
@@ -347,6 +350,7 @@ fn set(c: &mut Config, key: &str, value: &str) -> Setting {
         "delay_warning" => c.delay_warning = parse_duration(value)?,
         "max_connections" => c.max_connections = positive(value)?,
         "max_host_connections" => c.max_host_connections = positive(value)?,
+        "smtp_recipient_limit" => c.smtp_recipient_limit = positive(value)? as usize,
         "max_message_size" => c.max_message_size = parse_size(value)?,
         "aliases" => c.aliases = absolute_path(value)?,
         "mail_spool_dir" => c.mail_spool_dir = absolute_path(value)?,

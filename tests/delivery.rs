@@ -720,3 +720,24 @@ fn a_runner_killed_while_queueing_a_notice_still_sends_one() {
         assert_eq!(n, 1, "exactly one failure notice");
     }
 }
+
+/// Issue 12, defect 1: a long recipient list at one destination goes in
+/// transactions of at most `smtp_recipient_limit` on one connection —
+/// never more than a server allows — and each recipient gets one copy.
+#[test]
+fn a_long_recipient_list_goes_in_transactions_of_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(dir.path(), &[]);
+    let w = world_for(&server, "smtp_recipient_limit = 100");
+    let rcpts: Vec<String> = (0..250).map(|i| format!("r{i:03}@x.test")).collect();
+    let mut args = vec!["-odi", "-f", "s@example.org"];
+    args.extend(rcpts.iter().map(String::as_str));
+    assert_success(&w.sendmail(&args, MSG));
+    let got = server.wait_messages(3, WAIT);
+    let sizes: Vec<usize> = got.iter().map(|m| m.rcpt_tos.len()).collect();
+    assert_eq!(sizes, [100, 100, 50]);
+    let mut all: Vec<String> = got.into_iter().flat_map(|m| m.rcpt_tos).collect();
+    all.sort();
+    assert_eq!(all, rcpts, "each recipient exactly once");
+    assert_eq!(server.connections(), 1, "on one connection");
+}

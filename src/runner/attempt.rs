@@ -300,7 +300,12 @@ fn deliver_to(
     };
     let relay = conn.relay.clone();
     let mut pending = indices;
+    let limit = ctx.config.smtp_recipient_limit.max(1);
     while !pending.is_empty() {
+        // At most `smtp_recipient_limit` per transaction (Postfix's client
+        // sends 50): a server's own limit, and its error count, are never
+        // reached by a long list; the rest follow on the same connection.
+        let rest = pending.split_off(pending.len().min(limit));
         let recipients: Vec<String> = pending
             .iter()
             .map(|&i| state.recipients[i].address.clone())
@@ -368,6 +373,7 @@ fn deliver_to(
                     apply(ctx, id, state, i, &outcome, Some(&relay), now, age);
                 }
                 persist(ctx, id, state)?;
+                next.extend(rest);
                 pending = next;
             }
             Err(e) if e.after_final_dot => {
@@ -379,6 +385,8 @@ fn deliver_to(
                     "4.4.2",
                     format!("{e} after the final dot: possibly delivered"),
                 );
+                // Only this transaction's recipients: the rest were never
+                // tried, and stay due as they were.
                 for &i in &pending {
                     apply(ctx, id, state, i, &outcome, Some(&relay), now, age);
                 }
@@ -394,6 +402,16 @@ fn deliver_to(
                     (ErrorKind::NoSmtputf8, _) => Outcome::failed("5.6.7", e.to_string()),
                     _ => Outcome::deferred("4.4.2", e.to_string()),
                 };
+                // A refusal of the message itself (its sender, its size,
+                // SMTPUTF8) holds for every recipient; a broken link only
+                // for this transaction's — the rest were never tried.
+                let message_level = matches!(
+                    e.kind,
+                    ErrorKind::Rejected | ErrorKind::TooBig | ErrorKind::NoSmtputf8
+                );
+                if message_level {
+                    pending.extend(rest);
+                }
                 for &i in &pending {
                     apply(ctx, id, state, i, &outcome, Some(&relay), now, age);
                 }
