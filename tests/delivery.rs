@@ -741,3 +741,22 @@ fn a_long_recipient_list_goes_in_transactions_of_the_limit() {
     assert_eq!(all, rcpts, "each recipient exactly once");
     assert_eq!(server.connections(), 1, "on one connection");
 }
+
+/// A server that takes fewer recipients than `smtp_recipient_limit`
+/// answers 452 beyond its own limit: the later transactions ask no more
+/// of it than it took, so only the first one meets any 452.
+#[test]
+fn after_a_452_later_transactions_ask_no_more_than_the_server_took() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(dir.path(), &["--max-rcpt", "30"]);
+    let w = world_for(&server, "smtp_recipient_limit = 100");
+    let rcpts: Vec<String> = (0..90).map(|i| format!("r{i:03}@x.test")).collect();
+    let mut args = vec!["-odi", "-f", "s@example.org"];
+    args.extend(rcpts.iter().map(String::as_str));
+    assert_success(&w.sendmail(&args, MSG));
+    let got = server.wait_messages(3, WAIT);
+    let sizes: Vec<usize> = got.iter().map(|m| m.rcpt_tos.len()).collect();
+    assert_eq!(sizes, [30, 30, 30]);
+    let refused = server.rcpt_refusals();
+    assert_eq!(refused, 60, "452s only in the first transaction (90 - 30)");
+}

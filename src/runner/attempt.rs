@@ -300,7 +300,7 @@ fn deliver_to(
     };
     let relay = conn.relay.clone();
     let mut pending = indices;
-    let limit = ctx.config.smtp_recipient_limit.max(1);
+    let mut limit = ctx.config.smtp_recipient_limit.max(1);
     while !pending.is_empty() {
         // At most `smtp_recipient_limit` per transaction (Postfix's client
         // sends 50): a server's own limit, and its error count, are never
@@ -373,6 +373,13 @@ fn deliver_to(
                     apply(ctx, id, state, i, &outcome, Some(&relay), now, age);
                 }
                 persist(ctx, id, state)?;
+                if !next.is_empty() {
+                    // The server said how many it takes: later
+                    // transactions ask no more of it (each 452 counts as
+                    // an error at Postfix, which drops a client after 20).
+                    let taken = result.rcpt.iter().filter(|r| r.is_positive()).count();
+                    limit = limit.min(taken.max(1));
+                }
                 next.extend(rest);
                 pending = next;
             }

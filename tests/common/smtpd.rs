@@ -94,6 +94,14 @@ impl SmtpServer {
         }
     }
 
+    /// RCPTs refused with 452 for being over `--max-rcpt`.
+    pub fn rcpt_refusals(&self) -> usize {
+        self.events()
+            .iter()
+            .filter(|e| e["event"] == "rcpt_refused")
+            .count()
+    }
+
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.events()

@@ -43,6 +43,7 @@ class Handler:
             if addr.lower() == address.lower():
                 return reply
         if args.max_rcpt is not None and len(envelope.rcpt_tos) >= args.max_rcpt:
+            log("rcpt_refused", address=address, reply="452")
             return "452 4.5.3 Too many recipients"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.append(rcpt_options)
