@@ -56,7 +56,9 @@ struct Item {
     text: Vec<u8>,
     /// Just after the last significant byte.
     end: usize,
-    /// Content and position of the closing '>' of an angle address.
+    /// Content of an angle address and where `@hostname` goes in it:
+    /// just after its last significant byte (not at the '>', which may
+    /// follow blanks or a comment: `<bob >` becomes `<bob@host >`).
     angle: Option<(Vec<u8>, usize)>,
 }
 
@@ -64,7 +66,7 @@ struct Item {
 fn bare_names(value: &[u8]) -> Vec<usize> {
     let mut out = Vec::new();
     let mut item = Item::default();
-    let mut angle: Option<Vec<u8>> = None;
+    let mut angle: Option<(Vec<u8>, usize)> = None;
     let mut comment = 0usize;
     let mut quoted = false;
     let mut escaped = false;
@@ -110,9 +112,9 @@ fn bare_names(value: &[u8]) -> Vec<usize> {
                 quoted = true;
                 push(&mut item, &mut angle, b, i);
             }
-            b'<' if angle.is_none() => angle = Some(Vec::new()),
+            b'<' if angle.is_none() => angle = Some((Vec::new(), i + 1)),
             b'>' if angle.is_some() => {
-                item.angle = angle.take().map(|inside| (inside, i));
+                item.angle = angle.take();
                 item.end = i + 1;
             }
             b',' | b';' if angle.is_none() => finish(&mut item, &mut out),
@@ -128,9 +130,12 @@ fn bare_names(value: &[u8]) -> Vec<usize> {
     out
 }
 
-fn push(item: &mut Item, angle: &mut Option<Vec<u8>>, b: u8, i: usize) {
+fn push(item: &mut Item, angle: &mut Option<(Vec<u8>, usize)>, b: u8, i: usize) {
     match angle {
-        Some(inside) => inside.push(b),
+        Some((inside, end)) => {
+            inside.push(b);
+            *end = i + 1;
+        }
         None => {
             item.text.push(b);
             item.end = i + 1;
@@ -190,5 +195,17 @@ mod tests {
             assert_eq!(q(field), field);
         }
         assert_eq!(q("To: Team: a, b@c;\n"), "To: Team: a@h.example, b@c;\n");
+    }
+
+    /// fuzz/regressions/qualify/angle-with-trailing-blank: the hostname
+    /// went before the '>', after the blank, making `<dc @host>` of a
+    /// valid `<dc >`.
+    #[test]
+    fn hostname_goes_after_the_last_byte_inside_the_angle() {
+        assert_eq!(q("To: <dc >\n"), "To: <dc@h.example >\n");
+        assert_eq!(q("To: Bob <bob (x)>\n"), "To: Bob <bob@h.example (x)>\n");
+        let fuzzed = include_bytes!("../fuzz/regressions/qualify/angle-with-trailing-blank");
+        let out = qualify_field(fuzzed, "h.example").unwrap();
+        assert!(out.ends_with(b"@<dc@h.example >\n"), "{out:?}");
     }
 }
