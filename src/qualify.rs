@@ -69,6 +69,9 @@ fn bare_names(value: &[u8]) -> Vec<usize> {
     let mut angle: Option<(Vec<u8>, usize)> = None;
     let mut comment = 0usize;
     let mut quoted = false;
+    // Inside a domain literal "[...]": read as address.rs reads it, up to
+    // the next ']' (no escapes), so a ',' or ':' in it separates nothing.
+    let mut literal = false;
     let mut escaped = false;
     let finish = |item: &mut Item, out: &mut Vec<usize>| {
         let item = std::mem::take(item);
@@ -97,6 +100,11 @@ fn bare_names(value: &[u8]) -> Vec<usize> {
             }
             continue;
         }
+        if literal {
+            literal = b != b']';
+            push(&mut item, &mut angle, b, i);
+            continue;
+        }
         if quoted {
             match b {
                 b'\\' => escaped = true,
@@ -112,6 +120,10 @@ fn bare_names(value: &[u8]) -> Vec<usize> {
                 quoted = true;
                 push(&mut item, &mut angle, b, i);
             }
+            b'[' if angle.is_none() => {
+                literal = true;
+                push(&mut item, &mut angle, b, i);
+            }
             b'<' if angle.is_none() => angle = Some((Vec::new(), i + 1)),
             b'>' if angle.is_some() => {
                 item.angle = angle.take();
@@ -124,7 +136,7 @@ fn bare_names(value: &[u8]) -> Vec<usize> {
             _ => push(&mut item, &mut angle, b, i),
         }
     }
-    if angle.is_none() && comment == 0 && !quoted {
+    if angle.is_none() && comment == 0 && !quoted && !literal {
         finish(&mut item, &mut out);
     }
     out
@@ -207,5 +219,20 @@ mod tests {
         let fuzzed = include_bytes!("../fuzz/regressions/qualify/angle-with-trailing-blank");
         let out = qualify_field(fuzzed, "h.example").unwrap();
         assert!(out.ends_with(b"@<dc@h.example >\n"), "{out:?}");
+    }
+
+    /// fuzz/regressions/qualify/domain-literal-spans-commas: a '[' outside
+    /// quotes opens a domain literal up to the next ']' for the address
+    /// parser, so the names inside are not list items and must not be
+    /// qualified (that made a parsable field unparsable).
+    #[test]
+    fn a_domain_literal_is_one_piece() {
+        assert_eq!(q("To: x[a, b]y: c\n"), "To: x[a, b]y: c@h.example\n");
+        assert_eq!(q("To: root@[192.0.2.1]\n"), "To: root@[192.0.2.1]\n");
+        assert_eq!(q("To: [a, b\n"), "To: [a, b\n");
+        let fuzzed = include_bytes!("../fuzz/regressions/qualify/domain-literal-spans-commas");
+        let out = qualify_field(fuzzed, "h.example").unwrap();
+        assert!(out.ends_with(b": roC@h.example"), "{out:?}");
+        assert_eq!(out.len(), fuzzed.len() + "@h.example".len());
     }
 }
