@@ -142,7 +142,12 @@ fn bare_names(value: &[u8]) -> Vec<usize> {
     out
 }
 
+/// Keeps a significant byte. The LF of a folded line is not one: the
+/// value is read unfolded (Header::recipients), even inside quotes.
 fn push(item: &mut Item, angle: &mut Option<(Vec<u8>, usize)>, b: u8, i: usize) {
+    if b == b'\n' {
+        return;
+    }
     match angle {
         Some((inside, end)) => {
             inside.push(b);
@@ -155,9 +160,10 @@ fn push(item: &mut Item, angle: &mut Option<(Vec<u8>, usize)>, b: u8, i: usize) 
     }
 }
 
-/// A valid local part with no domain.
+/// A valid local part with no domain, as the address parser decides it:
+/// an '@' inside a quoted local part (`"a@b"`) does not make a domain.
 fn is_bare(text: &[u8]) -> bool {
-    if text.is_empty() || text.contains(&b'@') {
+    if text.is_empty() {
         return false;
     }
     std::str::from_utf8(text)
@@ -234,5 +240,19 @@ mod tests {
         let out = qualify_field(fuzzed, "h.example").unwrap();
         assert!(out.ends_with(b": roC@h.example"), "{out:?}");
         assert_eq!(out.len(), fuzzed.len() + "@h.example".len());
+    }
+
+    /// fuzz/regressions/qualify/quoted-at-is-bare: a quoted local part
+    /// holding '@' (and folded) has no domain, for the address parser as
+    /// here: it was left unqualified.
+    #[test]
+    fn an_at_inside_quotes_is_still_a_bare_name() {
+        assert_eq!(q("To: \"a@b\"\n"), "To: \"a@b\"@h.example\n");
+        assert_eq!(q("To: X <\"a@b\">\n"), "To: X <\"a@b\"@h.example>\n");
+        // Folded inside the quotes: read unfolded, as recipients() does.
+        assert_eq!(q("To: \"a\n b\"\n"), "To: \"a\n b\"@h.example\n");
+        let fuzzed = include_bytes!("../fuzz/regressions/qualify/quoted-at-is-bare");
+        let out = qualify_field(fuzzed, "h.example").unwrap();
+        assert!(out.ends_with(b"Ky\"@h.example>\n"), "{out:?}");
     }
 }
