@@ -6,7 +6,8 @@
 //!
 //! Asserts: the result does not depend on how the input is chunked
 //! (whole, one byte at a time, or the chosen sizes); a body ends with a
-//! newline; every header field ends with one; the size limit holds; the
+//! newline; every header field ends with one; no Bcc field is written;
+//! the size limit holds; the
 //! header written is what written_size promised; the -t recipients print
 //! back to themselves; qualification only adds '@host' to bare names.
 #![no_main]
@@ -60,6 +61,16 @@ fuzz_target!(|data: &[u8]| {
     }
     if !head.is_empty() {
         assert_eq!(head.last(), Some(&b'\n'));
+    }
+    // Nobody's Bcc leaks: no written field is a Bcc or Resent-Bcc.
+    for line in head.split(|&b| b == b'\n') {
+        if line.first().is_some_and(|&b| b != b' ' && b != b'\t') {
+            let name = line.split(|&b| b == b':').next().unwrap_or_default();
+            assert!(
+                !name.eq_ignore_ascii_case(b"bcc") && !name.eq_ignore_ascii_case(b"resent-bcc"),
+                "{head:?}"
+            );
+        }
     }
     if options.max_size > 0 {
         assert!((head.len() + body.len()) as u64 <= options.max_size);
