@@ -24,3 +24,14 @@ pub mod smtp;
 pub mod smtpd;
 pub mod spool;
 pub mod submit;
+
+/// Internal parsers re-exported for the fuzz targets in `fuzz/` (they
+/// read outside input but live in private modules). Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::smtp::reply::{MAX_LINES, ParseError, ReplyParser};
+    pub use crate::spool::envelope::{
+        ReadError, TRAILER_LEN, VERSION_LINE, check_values, parse_trailer, read_envelope, trailer,
+        write_envelope,
+    };
+}

@@ -56,7 +56,9 @@ struct Item {
     text: Vec<u8>,
     /// Just after the last significant byte.
     end: usize,
-    /// Content and position of the closing '>' of an angle address.
+    /// Content of an angle address and where `@hostname` goes in it:
+    /// just after its last significant byte (not at the '>', which may
+    /// follow blanks or a comment: `<bob >` becomes `<bob@host >`).
     angle: Option<(Vec<u8>, usize)>,
 }
 
@@ -64,9 +66,12 @@ struct Item {
 fn bare_names(value: &[u8]) -> Vec<usize> {
     let mut out = Vec::new();
     let mut item = Item::default();
-    let mut angle: Option<Vec<u8>> = None;
+    let mut angle: Option<(Vec<u8>, usize)> = None;
     let mut comment = 0usize;
     let mut quoted = false;
+    // Inside a domain literal "[...]": read as address.rs reads it, up to
+    // the next ']' (no escapes), so a ',' or ':' in it separates nothing.
+    let mut literal = false;
     let mut escaped = false;
     let finish = |item: &mut Item, out: &mut Vec<usize>| {
         let item = std::mem::take(item);
@@ -95,6 +100,11 @@ fn bare_names(value: &[u8]) -> Vec<usize> {
             }
             continue;
         }
+        if literal {
+            literal = b != b']';
+            push(&mut item, &mut angle, b, i);
+            continue;
+        }
         if quoted {
             match b {
                 b'\\' => escaped = true,
@@ -110,9 +120,13 @@ fn bare_names(value: &[u8]) -> Vec<usize> {
                 quoted = true;
                 push(&mut item, &mut angle, b, i);
             }
-            b'<' if angle.is_none() => angle = Some(Vec::new()),
+            b'[' if angle.is_none() => {
+                literal = true;
+                push(&mut item, &mut angle, b, i);
+            }
+            b'<' if angle.is_none() => angle = Some((Vec::new(), i + 1)),
             b'>' if angle.is_some() => {
-                item.angle = angle.take().map(|inside| (inside, i));
+                item.angle = angle.take();
                 item.end = i + 1;
             }
             b',' | b';' if angle.is_none() => finish(&mut item, &mut out),
@@ -122,15 +136,23 @@ fn bare_names(value: &[u8]) -> Vec<usize> {
             _ => push(&mut item, &mut angle, b, i),
         }
     }
-    if angle.is_none() && comment == 0 && !quoted {
+    if angle.is_none() && comment == 0 && !quoted && !literal {
         finish(&mut item, &mut out);
     }
     out
 }
 
-fn push(item: &mut Item, angle: &mut Option<Vec<u8>>, b: u8, i: usize) {
+/// Keeps a significant byte. The LF of a folded line is not one: the
+/// value is read unfolded (Header::recipients), even inside quotes.
+fn push(item: &mut Item, angle: &mut Option<(Vec<u8>, usize)>, b: u8, i: usize) {
+    if b == b'\n' {
+        return;
+    }
     match angle {
-        Some(inside) => inside.push(b),
+        Some((inside, end)) => {
+            inside.push(b);
+            *end = i + 1;
+        }
         None => {
             item.text.push(b);
             item.end = i + 1;
@@ -138,9 +160,10 @@ fn push(item: &mut Item, angle: &mut Option<Vec<u8>>, b: u8, i: usize) {
     }
 }
 
-/// A valid local part with no domain.
+/// A valid local part with no domain, as the address parser decides it:
+/// an '@' inside a quoted local part (`"a@b"`) does not make a domain.
 fn is_bare(text: &[u8]) -> bool {
-    if text.is_empty() || text.contains(&b'@') {
+    if text.is_empty() {
         return false;
     }
     std::str::from_utf8(text)
@@ -190,5 +213,46 @@ mod tests {
             assert_eq!(q(field), field);
         }
         assert_eq!(q("To: Team: a, b@c;\n"), "To: Team: a@h.example, b@c;\n");
+    }
+
+    /// fuzz/regressions/qualify/angle-with-trailing-blank: the hostname
+    /// went before the '>', after the blank, making `<dc @host>` of a
+    /// valid `<dc >`.
+    #[test]
+    fn hostname_goes_after_the_last_byte_inside_the_angle() {
+        assert_eq!(q("To: <dc >\n"), "To: <dc@h.example >\n");
+        assert_eq!(q("To: Bob <bob (x)>\n"), "To: Bob <bob@h.example (x)>\n");
+        let fuzzed = include_bytes!("../fuzz/regressions/qualify/angle-with-trailing-blank");
+        let out = qualify_field(fuzzed, "h.example").unwrap();
+        assert!(out.ends_with(b"@<dc@h.example >\n"), "{out:?}");
+    }
+
+    /// fuzz/regressions/qualify/domain-literal-spans-commas: a '[' outside
+    /// quotes opens a domain literal up to the next ']' for the address
+    /// parser, so the names inside are not list items and must not be
+    /// qualified (that made a parsable field unparsable).
+    #[test]
+    fn a_domain_literal_is_one_piece() {
+        assert_eq!(q("To: x[a, b]y: c\n"), "To: x[a, b]y: c@h.example\n");
+        assert_eq!(q("To: root@[192.0.2.1]\n"), "To: root@[192.0.2.1]\n");
+        assert_eq!(q("To: [a, b\n"), "To: [a, b\n");
+        let fuzzed = include_bytes!("../fuzz/regressions/qualify/domain-literal-spans-commas");
+        let out = qualify_field(fuzzed, "h.example").unwrap();
+        assert!(out.ends_with(b": roC@h.example"), "{out:?}");
+        assert_eq!(out.len(), fuzzed.len() + "@h.example".len());
+    }
+
+    /// fuzz/regressions/qualify/quoted-at-is-bare: a quoted local part
+    /// holding '@' (and folded) has no domain, for the address parser as
+    /// here: it was left unqualified.
+    #[test]
+    fn an_at_inside_quotes_is_still_a_bare_name() {
+        assert_eq!(q("To: \"a@b\"\n"), "To: \"a@b\"@h.example\n");
+        assert_eq!(q("To: X <\"a@b\">\n"), "To: X <\"a@b\"@h.example>\n");
+        // Folded inside the quotes: read unfolded, as recipients() does.
+        assert_eq!(q("To: \"a\n b\"\n"), "To: \"a\n b\"@h.example\n");
+        let fuzzed = include_bytes!("../fuzz/regressions/qualify/quoted-at-is-bare");
+        let out = qualify_field(fuzzed, "h.example").unwrap();
+        assert!(out.ends_with(b"Ky\"@h.example>\n"), "{out:?}");
     }
 }

@@ -10,7 +10,7 @@
 
 mod auth;
 mod data;
-mod reply;
+pub(crate) mod reply;
 mod stream;
 
 pub use reply::Reply;

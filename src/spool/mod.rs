@@ -25,7 +25,7 @@
 
 mod draft;
 pub mod durable;
-mod envelope;
+pub(crate) mod envelope;
 mod id;
 mod maildrop;
 mod state;
