@@ -366,7 +366,8 @@ fn item07_five_thousand_pipelined_recipients_are_one_transaction() {
     // writing: the command timeout would end that deadlock as a deferral.
     let w = World::with_config(&format!(
         "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nretry_min = 1h\n\
-         command_timeout = 20s\ndata_timeout = 20s\nmax_recipients = 5000",
+         command_timeout = 20s\ndata_timeout = 20s\nmax_recipients = 5000\n\
+         smtp_recipient_limit = 5000",
         server.port
     ));
     let rcpts: Vec<String> = (0..N)
