@@ -329,10 +329,14 @@ fn unreachable_destination_costs_one_connection_attempt_per_run() {
     );
     let q = w.mailq_json();
     assert_eq!(q.len(), 20);
-    for m in &q {
-        let r = &m["recipients"][0];
-        assert_eq!(r["status"], "deferred");
-    }
+    // The one tried is deferred; the others wait for the destination
+    // without a state write of their own (still "queued").
+    let status = |m: &serde_json::Value| m["recipients"][0]["status"].clone();
+    assert!(
+        q.iter()
+            .all(|m| status(m) == "deferred" || status(m) == "queued")
+    );
+    assert_eq!(q.iter().filter(|m| status(m) == "deferred").count(), 1);
     // The next run finds nothing due: no connection at all.
     assert_success(&w.sendmail(&["-q"], b""));
     assert_eq!(accepted.load(Ordering::SeqCst), 1);

@@ -77,8 +77,10 @@ pub fn has_work(state: Option<&DeliveryState>, now: u64) -> bool {
     state.is_none_or(|s| s.recipients.iter().any(|r| due(r, now, false)) || needs_finishing(s))
 }
 
-/// One attempt at the claimed message. The claim is released (or the
-/// message removed) on return.
+/// One attempt at the claimed message, found in schedule bucket `bucket`
+/// (None: not known). The claim is released (or the message removed) on
+/// return, after the message's schedule entry has moved to its next due
+/// time (or gone with it).
 pub fn attempt(
     ctx: &Context,
     transport: &mut Transport,
@@ -86,6 +88,7 @@ pub fn attempt(
     envelope: Envelope,
     forced: bool,
     now: SystemTime,
+    bucket: Option<u64>,
 ) -> Result<Tally> {
     let spool = ctx.spool;
     let id = claim.id().clone();
@@ -122,6 +125,7 @@ pub fn attempt(
         .collect();
     let mut tally = Tally::default();
     if due_now.is_empty() && !needs_finishing(&state) {
+        file_next(spool, &id, &state, &BTreeMap::new(), bucket, now_s);
         return Ok(tally);
     }
     tally.attempted = !due_now.is_empty();
@@ -131,6 +135,9 @@ pub fn attempt(
         );
     }
     let age = Duration::from_secs(now_s.saturating_sub(envelope.arrival));
+    // Recipients left as they were because their destination is in the
+    // unreachable cache, and until when (D6): no state written for them.
+    let mut waiting: BTreeMap<usize, u64> = BTreeMap::new();
     if age >= ctx.config.queue_lifetime {
         for &i in &due_now {
             let r = &state.recipients[i];
@@ -168,9 +175,25 @@ pub fn attempt(
                 forced,
                 now: now_s,
             };
-            deliver_to(
-                ctx, transport, &claim, &envelope, &mut state, &target, indices,
-            )?;
+            let waits = match transport.waits_for(&dest, now_s, !forced) {
+                Some(until) => Some(until),
+                None => deliver_to(
+                    ctx,
+                    transport,
+                    &claim,
+                    &envelope,
+                    &mut state,
+                    &target,
+                    indices.clone(),
+                )?,
+            };
+            if let Some(until) = waits {
+                // D6 at no cost to the message: no attempt was made, so
+                // nothing about it changed — no state write, no fsync.
+                // Its schedule entry follows the destination's retry time.
+                log::debug!("{id}: {dest} is unreachable until {until}: waiting for it");
+                waiting.extend(indices.into_iter().map(|i| (i, until)));
+            }
         }
         if !locals.is_empty() {
             // A local delivery holds no SMTP connection slot.
@@ -225,8 +248,41 @@ pub fn attempt(
             }
         }
     }
-    finish(ctx, claim, &envelope, state, now, &mut tally)?;
+    finish(
+        ctx, claim, &envelope, state, now, &mut tally, bucket, &waiting,
+    )?;
     Ok(tally)
+}
+
+/// Files the message (still claimed) under the bucket of its next due
+/// time: the earliest of its recipients' retry times, a waiting
+/// recipient's being its destination's.
+fn file_next(
+    spool: &crate::spool::Spool,
+    id: &QueueId,
+    state: &DeliveryState,
+    waiting: &BTreeMap<usize, u64>,
+    from: Option<u64>,
+    now: u64,
+) {
+    let due = state
+        .recipients
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| match r.status {
+            RecipientStatus::Delivered | RecipientStatus::Failed => None,
+            _ if waiting.contains_key(&i) => waiting.get(&i).copied(),
+            RecipientStatus::Queued => Some(now),
+            RecipientStatus::Deferred => Some(r.next_attempt.unwrap_or(now)),
+        })
+        .min();
+    let Some(due) = due else {
+        return;
+    };
+    if let Err(e) = spool.reschedule(id, from, crate::spool::bucket_for(due, now)) {
+        // The entry stays where it was (due): a wasted look later.
+        log::warn!("{id}: {e}");
+    }
 }
 
 /// A state with failures not yet notified still owes a bounce even when
@@ -275,7 +331,9 @@ struct Target<'a> {
 /// Delivers `indices` (recipients of one destination) in as few
 /// transactions as the server allows: one, unless it answers 452 "too
 /// many recipients", in which case the rest follow in further
-/// transactions on the same connection.
+/// transactions on the same connection. Ok(Some(until)): nothing was
+/// attempted and nothing recorded, the destination being in the
+/// unreachable cache until then.
 fn deliver_to(
     ctx: &Context,
     transport: &mut Transport,
@@ -284,20 +342,21 @@ fn deliver_to(
     state: &mut DeliveryState,
     target: &Target,
     indices: Vec<usize>,
-) -> Result<()> {
+) -> Result<Option<u64>> {
     let (dest, forced, now) = (target.dest, target.forced, target.now);
     let spool = ctx.spool;
     let id = &envelope.id;
     let age = Duration::from_secs(now.saturating_sub(envelope.arrival));
-    let conn = match transport.connection(dest, now, !forced) {
-        Ok(conn) => conn,
-        Err(outcome) => {
-            for i in indices {
-                apply(ctx, id, state, i, &outcome, None, now, age);
-            }
-            return persist(ctx, id, state);
+    if let Err(outcome) = transport.connection(dest, now, !forced).map(drop) {
+        if let Some(until) = transport.refused_until() {
+            return Ok(Some(until));
         }
-    };
+        for i in indices {
+            apply(ctx, id, state, i, &outcome, None, now, age);
+        }
+        return persist(ctx, id, state).map(|()| None);
+    }
+    let conn = transport.open_connection();
     let relay = conn.relay.clone();
     let mut pending = indices;
     let mut limit = ctx.config.smtp_recipient_limit.max(1);
@@ -398,7 +457,7 @@ fn deliver_to(
                     apply(ctx, id, state, i, &outcome, Some(&relay), now, age);
                 }
                 transport.discard();
-                return persist(ctx, id, state);
+                return persist(ctx, id, state).map(|()| None);
             }
             Err(e) => {
                 let outcome = match (&e.kind, &e.reply) {
@@ -428,11 +487,11 @@ fn deliver_to(
                 ) {
                     transport.discard();
                 }
-                return persist(ctx, id, state);
+                return persist(ctx, id, state).map(|()| None);
             }
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Writes the state durably (D2), unless every recipient is delivered:
@@ -450,6 +509,7 @@ pub(super) fn persist(ctx: &Context, id: &QueueId, state: &DeliveryState) -> Res
 
 /// After the attempt: failure notices, the delay warning, and removal
 /// when every recipient is final.
+#[allow(clippy::too_many_arguments)]
 fn finish(
     ctx: &Context,
     claim: Claim,
@@ -457,6 +517,8 @@ fn finish(
     mut state: DeliveryState,
     now: SystemTime,
     tally: &mut Tally,
+    bucket: Option<u64>,
+    waiting: &BTreeMap<usize, u64>,
 ) -> Result<()> {
     let spool = ctx.spool;
     let id = &envelope.id;
@@ -495,8 +557,15 @@ fn finish(
         changed = true;
     }
 
+    // Queued ones too: a recipient whose destination stayed in the
+    // unreachable cache is never marked deferred (it was not tried).
     let deferred: Vec<usize> = (0..state.recipients.len())
-        .filter(|&i| state.recipients[i].status == RecipientStatus::Deferred)
+        .filter(|&i| {
+            matches!(
+                state.recipients[i].status,
+                RecipientStatus::Deferred | RecipientStatus::Queued
+            )
+        })
         .collect();
     let age = Duration::from_secs(now_s.saturating_sub(envelope.arrival));
     if !deferred.is_empty() && !state.delay_warned && age >= ctx.config.delay_warning {
@@ -523,8 +592,14 @@ fn finish(
     if tally.deferred == 0 {
         spool.remove(claim)?;
         log::info!("{id}: removed");
-    } else if changed {
-        spool.write_state(id, &state)?;
+        if let Some(bucket) = bucket {
+            spool.unschedule(id, bucket);
+        }
+    } else {
+        if changed {
+            spool.write_state(id, &state)?;
+        }
+        file_next(spool, id, &state, waiting, bucket, unix(now));
     }
     Ok(())
 }

@@ -32,10 +32,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::cli::QueueFilter;
 use crate::config::Config;
 use crate::error::Result;
-use crate::spool::{Envelope, QueueId, Spool};
+use crate::spool::{Envelope, NOW_BUCKET, QueueId, Spool};
 
 use transport::Transport;
-use worklist::WorkList;
+use worklist::{Item, WorkList};
 
 /// Prefix of the runner slot files in `hosts/` of root's and the spool
 /// group's runs; an ordinary user's runs have their own pool,
@@ -171,7 +171,15 @@ pub fn spawn_detached(spool: &Spool, config: &Config, first: &QueueId) {
             detach();
             let ctx = Context { spool, config };
             let selection = Selection::for_caller(spool, Vec::new());
-            let list = WorkList::new(Some(first.clone()));
+            // The message just committed first (filed under 0 by its
+            // commit), then whatever the schedule says is due.
+            let list = WorkList::new(
+                Some(Item {
+                    id: first.clone(),
+                    bucket: Some(NOW_BUCKET),
+                }),
+                false,
+            );
             if let Err(e) = work(&ctx, &selection, &list) {
                 log::error!("runner: {e}");
             }
@@ -236,6 +244,7 @@ pub fn deliver_now(spool: &Spool, config: &Config, id: &QueueId) -> Result<Tally
         envelope,
         true,
         SystemTime::now(),
+        Some(NOW_BUCKET),
     )?;
     transport.close();
     Ok(tally)
@@ -274,6 +283,22 @@ pub fn run_queue(
                 log::warn!("sweeping corrupt/: {e}");
             }
         }
+        if selection.owner.is_none() {
+            // Messages the schedule lost (a crash between a commit and
+            // its entry, a power cut): found by comparing directory
+            // listings, no file opened. An ordinary user's run leaves
+            // this to root's.
+            match spool.reconcile_schedule(nix::unistd::geteuid().is_root()) {
+                Ok(r) if r != crate::spool::Repairs::default() => log::info!(
+                    "schedule repaired: {} message(s) without an entry, {} stale entries, {} entries moved out of buckets root does not own",
+                    r.missing,
+                    r.stale,
+                    r.untrusted
+                ),
+                Ok(_) => {}
+                Err(e) => log::warn!("repairing the schedule: {e}"),
+            }
+        }
         run_once(spool, config, selection)?;
         match interval {
             None => return Ok(()),
@@ -284,7 +309,7 @@ pub fn run_queue(
 
 fn run_once(spool: &Spool, config: &Config, selection: &Selection) -> Result<()> {
     let ctx = Context { spool, config };
-    let list = WorkList::new(None);
+    let list = WorkList::new(None, selection.forced());
     let workers = selection.runner_pool(config).1 as usize;
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
@@ -321,8 +346,8 @@ fn work(ctx: &Context, selection: &Selection, list: &WorkList) -> Result<()> {
         let Some(slot) = slots::try_acquire(&hosts_dir, &pool, count)? else {
             return Ok(());
         };
-        while let Some(id) = list.next(ctx.spool)? {
-            take(ctx, &mut transport, &id, selection, list);
+        while let Some(item) = list.next(ctx.spool)? {
+            take(ctx, &mut transport, &item, selection, list);
         }
         transport.close();
         drop(slot);
@@ -335,27 +360,47 @@ fn work(ctx: &Context, selection: &Selection, list: &WorkList) -> Result<()> {
 
 /// Claims and attempts one message handed out by the work list. A
 /// message with nothing to do now is passed over after one read of its
-/// state — no claim, no envelope read (unless the run is forced). Errors
+/// state — no claim, no envelope read (unless the run is forced) — and
+/// its schedule entry, early, is moved to the state's time. Errors
 /// concern this message only: they are logged and the worker goes on.
 fn take(
     ctx: &Context,
     transport: &mut Transport,
-    id: &QueueId,
+    item: &Item,
     selection: &Selection,
     list: &WorkList,
 ) {
+    let id = &item.id;
     if !selection.may_touch(ctx.spool, id) {
         return;
     }
+    let now = unix_now();
     if !selection.forced()
         && let Ok(state) = ctx.spool.read_state(id)
-        && !attempt::has_work(state.as_ref(), unix_now())
+        && !attempt::has_work(state.as_ref(), now)
     {
+        if let Some(due) = state.as_ref().and_then(|s| s.next_due()) {
+            let to = crate::spool::bucket_for(due, now);
+            if let Err(e) = ctx.spool.reschedule(id, item.bucket, to) {
+                log::warn!("{id}: {e}");
+            }
+        }
         return;
     }
     let (claim, envelope) = match ctx.spool.claim_message(id) {
         Ok(Some(claimed)) => claimed,
-        Ok(None) => return list.busy(id),
+        Ok(None) => {
+            // Gone (delivered by another runner, or an entry that
+            // outlived its message), or held by another runner.
+            if ctx.spool.owner_uid(id).is_none() {
+                if let Some(bucket) = item.bucket {
+                    ctx.spool.unschedule(id, bucket);
+                }
+            } else {
+                list.busy(id);
+            }
+            return;
+        }
         Err(e) => return log::error!("{id}: {e}"),
     };
     list.claimed();
@@ -367,6 +412,7 @@ fn take(
             envelope,
             selection.forced(),
             SystemTime::now(),
+            item.bucket,
         )
     } else {
         Ok(Tally::default())
@@ -378,18 +424,20 @@ fn take(
 }
 
 /// True when some message not taken in this run has work now and is
-/// unclaimed. The claim is probed by taking and dropping it: a message
-/// another runner holds is that runner's business, and counting it would
-/// spin.
+/// unclaimed — among the due entries of the schedule (every queued
+/// message for a forced run). The claim is probed by taking and dropping
+/// it: a message another runner holds is that runner's business, and
+/// counting it would spin.
 fn anything_left(ctx: &Context, selection: &Selection, list: &WorkList) -> Result<bool> {
     let now = unix_now();
-    for id in ctx.spool.queued_ids()? {
-        if list.taken(&id) || !selection.may_touch(ctx.spool, &id) {
+    for item in worklist::listing(ctx.spool, list.everything(), now)? {
+        let id = &item.id;
+        if list.taken(id) || !selection.may_touch(ctx.spool, id) {
             continue;
         }
-        let state = ctx.spool.read_state(&id).ok().flatten();
+        let state = ctx.spool.read_state(id).ok().flatten();
         if (selection.forced() || attempt::has_work(state.as_ref(), now))
-            && ctx.spool.claim(&id).ok().flatten().is_some()
+            && ctx.spool.claim(id).ok().flatten().is_some()
         {
             return Ok(true);
         }

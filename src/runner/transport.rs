@@ -51,6 +51,9 @@ pub struct Transport<'a> {
     cached: Option<Connection>,
     /// How much of the shared pools this worker's run may take.
     share: Share,
+    /// Set when the last [`Transport::connection`] was refused from the
+    /// unreachable cache (no attempt made): until when.
+    refused_until: Option<u64>,
 }
 
 impl<'a> Transport<'a> {
@@ -63,7 +66,20 @@ impl<'a> Transport<'a> {
             resolver: None,
             cached: None,
             share,
+            refused_until: None,
         }
+    }
+
+    /// Until when `dest` is in the unreachable cache (None: it may be
+    /// tried now, or this worker holds a live connection to it; always
+    /// None unless `honour_unreachable`).
+    pub fn waits_for(&self, dest: &Destination, now: u64, honour_unreachable: bool) -> Option<u64> {
+        if !honour_unreachable || self.cached.as_ref().is_some_and(|c| c.dest == *dest) {
+            return None;
+        }
+        hosts::read_status(&self.hosts_dir, dest)
+            .filter(|s| s.unreachable_until > now)
+            .map(|s| s.unreachable_until)
     }
 
     /// A session ready for a transaction to `dest`. Reuses the cached one
@@ -88,8 +104,9 @@ impl<'a> Transport<'a> {
             }
             conn.session.quit();
         }
+        self.refused_until = None;
         if honour_unreachable {
-            unreachable_now(&self.hosts_dir, dest, now)?;
+            self.unreachable_now(dest, now)?;
         }
         let max = match dest {
             Destination::Smarthost => self.config.max_connections,
@@ -116,7 +133,7 @@ impl<'a> Transport<'a> {
         )
         .map_err(|e| Outcome::deferred("4.3.0", e.to_string()))?;
         if honour_unreachable {
-            unreachable_now(&self.hosts_dir, dest, now)?;
+            self.unreachable_now(dest, now)?;
         }
         let (session, relay) = self.connect(dest, now)?;
         drop(connect_lock);
@@ -128,6 +145,38 @@ impl<'a> Transport<'a> {
             _slot: slot,
             _connection_slot: connection_slot,
         }))
+    }
+
+    /// The connection the last successful [`Transport::connection`]
+    /// returned.
+    pub fn open_connection(&mut self) -> &mut Connection {
+        self.cached
+            .as_mut()
+            .expect("open_connection follows a successful connection()")
+    }
+
+    /// Until when the last [`Transport::connection`] was refused from
+    /// the unreachable cache (None: it was not, or it made an attempt).
+    pub fn refused_until(&self) -> Option<u64> {
+        self.refused_until
+    }
+
+    /// Err when `dest` is in the unreachable cache (D6).
+    fn unreachable_now(&mut self, dest: &Destination, now: u64) -> Result<(), Outcome> {
+        match hosts::read_status(&self.hosts_dir, dest) {
+            Some(s) if s.unreachable_until > now => {
+                self.refused_until = Some(s.unreachable_until);
+                Err(Outcome::deferred(
+                    "4.4.1",
+                    format!(
+                        "{dest} unreachable, not retried before {}: {}",
+                        crate::mailq::local_time(s.unreachable_until),
+                        s.last_error
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// A slot of `prefix` within this worker's share, waited for up to
@@ -287,19 +336,4 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn relay_name(name: &str, addr: &SocketAddr) -> String {
     format!("{name}[{}]:{}", addr.ip(), addr.port())
-}
-
-/// Err(deferral) when `dest` is remembered as unreachable at `now`.
-fn unreachable_now(dir: &std::path::Path, dest: &Destination, now: u64) -> Result<(), Outcome> {
-    match hosts::read_status(dir, dest) {
-        Some(s) if s.unreachable_until > now => Err(Outcome::deferred(
-            "4.4.1",
-            format!(
-                "{dest} unreachable, not retried before {}: {}",
-                crate::mailq::local_time(s.unreachable_until),
-                s.last_error
-            ),
-        )),
-        _ => Ok(()),
-    }
 }

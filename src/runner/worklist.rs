@@ -1,7 +1,12 @@
 //! The work of one queue run, shared by its workers (S8): one listing of
-//! `queue/` at a time — not one per worker and pass — and the set of IDs
-//! already taken in this run, so that no message is attempted twice in
-//! it.
+//! what is due at a time — not one per worker and pass — and the set of
+//! IDs already taken in this run, so that no message is attempted twice
+//! in it.
+//!
+//! What is due comes from the schedule ([`Spool::due_entries`]): a
+//! listing of the due buckets, whatever the size of the queue. A forced
+//! run (`-qI`/`-qR`/`-qS`: due or not) and a spool without a schedule
+//! list `queue/` instead.
 //!
 //! The list is read again when it is used up (messages committed in the
 //! meantime are found that way), but only if the previous listing led to
@@ -14,6 +19,16 @@ use std::sync::{Mutex, MutexGuard};
 use crate::error::Result;
 use crate::spool::{QueueId, Spool};
 
+/// One message handed out, with the schedule bucket it was found in
+/// (None: found in `queue/`, its entry not known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    /// The message.
+    pub id: QueueId,
+    /// Its schedule bucket.
+    pub bucket: Option<u64>,
+}
+
 /// Shared by the workers of one run.
 pub struct WorkList {
     inner: Mutex<Work>,
@@ -21,25 +36,29 @@ pub struct WorkList {
 
 struct Work {
     /// Listed, not yet handed out.
-    pending: VecDeque<QueueId>,
+    pending: VecDeque<Item>,
     /// Handed out in this run (and not given back as busy).
     taken: HashSet<QueueId>,
     /// Some worker claimed a message since the last listing.
     progress: bool,
-    /// queue/ has been listed at least once.
+    /// The work has been listed at least once.
     listed: bool,
+    /// List every queued message, due or not.
+    everything: bool,
 }
 
 impl WorkList {
     /// An empty list; `first` (the message a submission just committed)
-    /// is handed out before anything else.
-    pub fn new(first: Option<QueueId>) -> WorkList {
+    /// is handed out before anything else. `everything`: a forced run's
+    /// list, every queued message.
+    pub fn new(first: Option<Item>, everything: bool) -> WorkList {
         WorkList {
             inner: Mutex::new(Work {
                 pending: first.into_iter().collect(),
                 taken: HashSet::new(),
                 progress: false,
                 listed: false,
+                everything,
             }),
         }
     }
@@ -51,20 +70,20 @@ impl WorkList {
     /// The next message no worker of this run has taken. None: the run's
     /// work is done (nothing untaken is listed, or the last listing led
     /// to no claim).
-    pub fn next(&self, spool: &Spool) -> Result<Option<QueueId>> {
+    pub fn next(&self, spool: &Spool) -> Result<Option<Item>> {
         let mut work = self.lock();
         loop {
-            while let Some(id) = work.pending.pop_front() {
-                if work.taken.insert(id.clone()) {
-                    return Ok(Some(id));
+            while let Some(item) = work.pending.pop_front() {
+                if work.taken.insert(item.id.clone()) {
+                    return Ok(Some(item));
                 }
             }
             if work.listed && !work.progress {
                 return Ok(None);
             }
-            let ids = spool.queued_ids()?;
+            let items = listing(spool, work.everything, super::unix_now())?;
             let Work { pending, taken, .. } = &mut *work;
-            pending.extend(ids.into_iter().filter(|id| !taken.contains(id)));
+            pending.extend(items.into_iter().filter(|item| !taken.contains(&item.id)));
             work.listed = true;
             work.progress = false;
             if work.pending.is_empty() {
@@ -90,12 +109,36 @@ impl WorkList {
         self.lock().taken.contains(id)
     }
 
+    /// Whether this list holds every queued message (a forced run).
+    pub fn everything(&self) -> bool {
+        self.lock().everything
+    }
+
     /// Starts a new round after the workers gave their slots back: the
     /// next `next` lists queue/ again.
     pub fn rewind(&self) {
         let mut work = self.lock();
         work.progress = true;
     }
+}
+
+/// What is due at `now` — or, with `everything` or without a schedule,
+/// every queued message.
+pub fn listing(spool: &Spool, everything: bool, now: u64) -> Result<Vec<Item>> {
+    if !everything && let Some(due) = spool.due_entries(now)? {
+        return Ok(due
+            .into_iter()
+            .map(|(bucket, id)| Item {
+                id,
+                bucket: Some(bucket),
+            })
+            .collect());
+    }
+    Ok(spool
+        .queued_ids()?
+        .into_iter()
+        .map(|id| Item { id, bucket: None })
+        .collect())
 }
 
 #[cfg(test)]
@@ -124,16 +167,23 @@ mod tests {
         draft.commit().unwrap().id
     }
 
+    fn due(id: &QueueId) -> Item {
+        Item {
+            id: id.clone(),
+            bucket: Some(crate::spool::NOW_BUCKET),
+        }
+    }
+
     #[test]
     fn each_message_is_handed_out_once_and_new_ones_are_found() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         let a = queue(&spool);
-        let list = WorkList::new(None);
-        assert_eq!(list.next(&spool).unwrap(), Some(a.clone()));
+        let list = WorkList::new(None, false);
+        assert_eq!(list.next(&spool).unwrap(), Some(due(&a)));
         list.claimed();
         let b = queue(&spool);
-        assert_eq!(list.next(&spool).unwrap(), Some(b));
+        assert_eq!(list.next(&spool).unwrap(), Some(due(&b)));
         // The last listing led to no claim: the run is done.
         assert_eq!(list.next(&spool).unwrap(), None);
         assert!(list.taken(&a));
@@ -144,11 +194,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
         let a = queue(&spool);
-        let list = WorkList::new(None);
-        assert_eq!(list.next(&spool).unwrap(), Some(a.clone()));
+        let list = WorkList::new(None, false);
+        assert_eq!(list.next(&spool).unwrap(), Some(due(&a)));
         list.busy(&a);
         assert_eq!(list.next(&spool).unwrap(), None, "no spinning on it");
         list.rewind();
-        assert_eq!(list.next(&spool).unwrap(), Some(a));
+        assert_eq!(list.next(&spool).unwrap(), Some(due(&a)));
     }
 }

@@ -42,6 +42,9 @@ pub struct Draft {
     /// Complete and fsynced in tmp/ ([`Draft::seal`]): kept on Drop, for
     /// [`crate::spool::Spool::commit_leftover`] to finish.
     sealed: bool,
+    /// The schedule bucket the committed message is filed under (a
+    /// queue commit; a maildrop file has none).
+    bucket: Option<PathBuf>,
 }
 
 /// The writer for the message data: counts the bytes it accepts, so the
@@ -92,9 +95,17 @@ impl Draft {
             envelope_written: false,
             finished: false,
             sealed: false,
+            bucket: None,
         };
         durable::set_mode(draft.writer.out.get_ref(), mode)?;
         Ok(draft)
+    }
+
+    /// Files the message, once committed, under the schedule bucket
+    /// `bucket` (a directory that exists).
+    pub(super) fn filed_under(mut self, bucket: PathBuf) -> Draft {
+        self.bucket = Some(bucket);
+        self
     }
 
     /// The ID this message will have in `queue/`.
@@ -170,7 +181,18 @@ impl Draft {
                 ),
             }
         }
-        // From here on the mail is safe: the caller may exit 0.
+        // From here on the mail is safe: the caller may exit 0. Its
+        // schedule entry is an index: without it the message is found by
+        // its own runner or the next full queue run, so a failure here is
+        // only logged.
+        if let Some(bucket) = &self.bucket
+            && let Err(e) = super::schedule::enter(bucket, &self.id)
+        {
+            log::warn!(
+                "{}: filing it in the schedule: {e}; the next queue run does",
+                self.id
+            );
+        }
         Ok(Committed {
             id: self.id.clone(),
             size,

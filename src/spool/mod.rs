@@ -8,13 +8,15 @@
 //! | `queue/`   | `ID`: committed messages, immutable (S3); format in [`envelope`] |
 //! | `state/`   | `ID`: delivery state as JSON ([`DeliveryState`]), replaced atomically; `ID.tmp-PID` while being replaced |
 //! | `hosts/`   | per-destination locks and status (owned by the runner)        |
+//! | `schedule/` | `T/ID`: empty files, message ID has work from unix time T on; `0/` due at once ([`schedule`]) |
 //! | `corrupt/` | queue files that failed verification and refused drops: never delivered; removed by root's queue run after `corrupt_max_age` or beyond its size caps ([`Spool::sweep_corrupt`]) |
 //! | `maildrop/` | 1733: messages from callers without the spool group ([`maildrop`]), picked up by root |
 //! | `maildrop-tmp/` | 1733: those messages while they are written |
 //!
 //! Lifecycle: [`Spool::begin`] creates `tmp/ID` with `O_EXCL`;
 //! [`Draft::commit`] renames it into `queue/` without replacing (the commit
-//! point, S1); a runner [`Spool::claim`]s it (an exclusive flock on
+//! point, S1) and files it under `schedule/0/`; a runner finds it there,
+//! [`Spool::claim`]s it (an exclusive flock on
 //! `queue/ID`, held for the whole transaction, D1), records progress with
 //! [`Spool::write_state`], and finally [`Spool::remove`]s it.
 //!
@@ -28,6 +30,7 @@ pub mod durable;
 pub(crate) mod envelope;
 mod id;
 mod maildrop;
+mod schedule;
 mod state;
 
 use draft::DirSync;
@@ -35,6 +38,7 @@ pub use draft::{Committed, DataWriter, Draft};
 pub use envelope::Envelope;
 pub use id::QueueId;
 pub use maildrop::{MAILDROP, MAILDROP_MODE, MAILDROP_TMP, begin_drop};
+pub use schedule::{NOW_BUCKET, Repairs, SCHEDULE, bucket_for};
 pub use state::{DeliveryState, RecipientState, RecipientStatus, STATE_VERSION};
 
 use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
@@ -52,7 +56,7 @@ const ROOT_MODE: u32 = 0o751;
 /// Mode of the subdirectories: the setgid group writes into them.
 const DIR_MODE: u32 = 0o770;
 /// The subdirectories, all created together.
-const SUBDIRS: [&str; 5] = ["tmp", "queue", "state", "hosts", "corrupt"];
+const SUBDIRS: [&str; 6] = ["tmp", "queue", "state", "hosts", "corrupt", SCHEDULE];
 /// Buffer for reading an envelope block when the data is not wanted.
 const ENVELOPE_BUFFER: usize = 8 * 1024;
 /// Buffer for streaming message data to the runner.
@@ -76,6 +80,7 @@ pub struct Spool {
     queue: PathBuf,
     state: PathBuf,
     corrupt: PathBuf,
+    schedule: PathBuf,
 }
 
 /// A committed message as listed: its envelope (with size), its state if
@@ -123,7 +128,7 @@ enum Trouble {
 
 impl Spool {
     /// Opens the spool at `root`. One stat when the directories exist;
-    /// when `root/queue` is missing, creates root (0750) and the
+    /// when `root/schedule/0` is missing, creates root (0751) and the
     /// subdirectories (0770). Operations that later meet a missing
     /// directory create them too.
     pub fn open(root: &Path) -> Result<Spool> {
@@ -133,11 +138,25 @@ impl Spool {
             queue: root.join("queue"),
             state: root.join("state"),
             corrupt: root.join("corrupt"),
+            schedule: root.join(SCHEDULE),
         };
-        match fs::metadata(&spool.queue) {
+        // schedule/0 is the newest part of the layout: a spool from an
+        // older version gains it here.
+        let probe = spool.schedule.join(NOW_BUCKET.to_string());
+        match fs::metadata(&probe) {
             Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => spool.create_dirs()?,
-            Err(e) => return Err(Error::io(format_args!("{}", spool.queue.display()), &e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Err(e) = spool.create_dirs() {
+                    // An installed spool whose package has not made the
+                    // schedule yet (only root may): runs then list the
+                    // queue as before ([`Spool::due_entries`]).
+                    if !spool.queue.is_dir() {
+                        return Err(e);
+                    }
+                    log::warn!("{e}; queue runs list the whole queue until it exists");
+                }
+            }
+            Err(e) => return Err(Error::io(format_args!("{}", probe.display()), &e)),
         }
         Ok(spool)
     }
@@ -164,6 +183,7 @@ impl Spool {
         for sub in SUBDIRS {
             make(&self.root.join(sub), DIR_MODE)?;
         }
+        make(&self.schedule.join(NOW_BUCKET.to_string()), DIR_MODE)?;
         make(&self.root.join(MAILDROP), MAILDROP_MODE)?;
         make(&self.root.join(MAILDROP_TMP), MAILDROP_MODE)?;
         Ok(())
@@ -216,6 +236,7 @@ impl Spool {
                 DirSync::Dir(self.queue.clone()),
                 durable::FILE_MODE,
             )
+            .map(|draft| draft.filed_under(self.schedule.join(NOW_BUCKET.to_string())))
         })
     }
 
@@ -737,6 +758,9 @@ impl Spool {
             Err(e) => return Err(Error::io(format_args!("renaming {}", tmp.display()), &e)),
         }
         durable::fsync_dir(&self.queue)?;
+        if let Err(e) = self.schedule(id, NOW_BUCKET) {
+            log::warn!("{e}; the next queue run files it");
+        }
         Ok(true)
     }
 

@@ -123,6 +123,20 @@ impl DeliveryState {
             })
     }
 
+    /// The earliest unix time at which a recipient is due (0: one is due
+    /// at once); None when every recipient is final. Where the schedule
+    /// files the message.
+    pub fn next_due(&self) -> Option<u64> {
+        self.recipients
+            .iter()
+            .filter_map(|r| match r.status {
+                RecipientStatus::Queued => Some(0),
+                RecipientStatus::Deferred => Some(r.next_attempt.unwrap_or(0)),
+                RecipientStatus::Delivered | RecipientStatus::Failed => None,
+            })
+            .min()
+    }
+
     /// The state of a message nobody has tried yet: all recipients Queued,
     /// 0 attempts.
     pub fn initial(envelope: &Envelope) -> DeliveryState {

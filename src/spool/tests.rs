@@ -235,10 +235,12 @@ fn missing_queue_dir_is_an_empty_list() {
 fn missing_directories_are_recreated_on_begin() {
     let (_dir, spool) = spool();
     for sub in SUBDIRS {
-        fs::remove_dir(spool.root().join(sub)).unwrap();
+        fs::remove_dir_all(spool.root().join(sub)).unwrap();
     }
     enqueue(&spool, b"x");
     assert_eq!(spool.list().unwrap().len(), 1);
+    let due = spool.due_entries(u64::MAX).unwrap().expect("a schedule");
+    assert_eq!(due.len(), 1, "filed as due at its commit");
 }
 
 #[test]

@@ -299,6 +299,8 @@ pub const POSTINST_SPOOL: &[(&str, u32)] = &[
     ("state", 0o770),
     ("hosts", 0o770),
     ("corrupt", 0o770),
+    ("schedule", 0o770),
+    ("schedule/0", 0o770),
     ("maildrop", 0o1733),
     ("maildrop-tmp", 0o1733),
 ];
