@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bench_base_dir, drain_queue, env_number, fill_queue};
+use common::{bench_base_dir, drain_queue_rss, env_number, fill_queue};
 
 const DEFAULT_N: usize = 10_000;
 const TEST_MODE_N: usize = 200;
@@ -79,7 +79,7 @@ fn main() {
         ),
     )
     .expect("config");
-    let drain = drain_queue(&config, &spool_dir);
+    let (drain, maxrss_kib) = drain_queue_rss(&config, &spool_dir);
     let received = sink.stop();
     assert_eq!(received, n, "smtp-sink must have received every message");
 
@@ -102,9 +102,10 @@ fn main() {
         source_reuse.as_secs_f64()
     );
     println!(
-        "deliver: spoolmail sendmail -q:                   {:>9.0} msg/s ({:.2} s)",
+        "deliver: spoolmail sendmail -q:                   {:>9.0} msg/s ({:.2} s), peak RSS {} KiB",
         ours,
-        drain.as_secs_f64()
+        drain.as_secs_f64(),
+        maxrss_kib
     );
     for (label, ceiling) in [("smtp-source", fresh), ("smtp-source -d", reuse)] {
         let ratio = ours / ceiling;

@@ -58,34 +58,42 @@ pub fn fill_queue(dir: &Path, n: usize, recipient: &str, message: &[u8]) {
 }
 
 /// Times `sendmail -C config -q` and checks that it emptied the queue of
-/// `spool` (the listing is shown when it did not).
-pub fn drain_queue(config: &Path, spool: &Path) -> Duration {
-    let sendmail = |arg: &str| {
-        Command::new(env!("CARGO_BIN_EXE_spoolmail"))
-            .arg("-C")
-            .arg(config)
-            .arg(arg)
-            .output()
-            .expect("run sendmail")
+/// `spool` (the listing is shown when it did not). Returns the time and
+/// the run's peak RSS in KiB.
+pub fn drain_queue_rss(config: &Path, spool: &Path) -> (Duration, i64) {
+    let sendmail = || {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_spoolmail"));
+        cmd.arg("-C").arg(config);
+        cmd
     };
     let start = Instant::now();
-    let out = sendmail("-q");
+    #[allow(
+        clippy::zombie_processes,
+        reason = "reaped with wait4 below, to get its rusage"
+    )]
+    let child = sendmail()
+        .arg("-q")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("run sendmail");
+    let (status, rusage) = wait4(child.id());
     let took = start.elapsed();
-    assert!(
-        out.status.success(),
-        "sendmail -q failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(status.success(), "sendmail -q failed");
     let left = std::fs::read_dir(spool.join("queue"))
         .expect("queue")
         .count();
     if left > 0 {
         panic!(
             "{left} messages left in the queue after the run:\n{}",
-            String::from_utf8_lossy(&sendmail("-bp").stdout)
+            String::from_utf8_lossy(&sendmail().arg("-bp").output().expect("mailq").stdout)
         );
     }
-    took
+    (took, rusage.ru_maxrss)
+}
+
+/// [`drain_queue_rss`], the time only.
+pub fn drain_queue(config: &Path, spool: &Path) -> Duration {
+    drain_queue_rss(config, spool).0
 }
 
 /// Reaps `pid` with wait4(2), retrying on EINTR; the rusage is the child's.
