@@ -19,7 +19,8 @@
 //! N=10000, also a queue run of N due messages for a smarthost that
 //! accepts and hangs up: connections made, fsyncs (strace -c).
 //! `BENCH_BACKLOG_OTHER=PATH` runs the same with another spoolmail binary
-//! too (an older build, to see what a change did).
+//! too (an older build, to see what a change did); `BENCH_BACKLOG_KEEP=1`
+//! keeps each backlog (its path is printed) for profiling by hand.
 
 use std::fs;
 use std::io::Read;
@@ -171,6 +172,15 @@ impl Backlog {
             ),
         )
         .expect("config");
+        let dir = match std::env::var_os("BENCH_BACKLOG_KEEP") {
+            // Kept for profiling by hand (its config is spoolmail.conf).
+            Some(_) if n > 0 => {
+                let kept = dir.keep();
+                println!("backlog: N={n}: kept in {}", kept.display());
+                tempfile::TempDir::new_in(&kept).expect("placeholder")
+            }
+            _ => dir,
+        };
         Backlog {
             _dir: dir,
             spool_dir,

@@ -69,6 +69,10 @@ const DATA_BUFFER: usize = 64 * 1024;
 /// for local deliveries done. [`Spool::write_state`] refuses to write a
 /// state above it, so no state it wrote is ever unreadable.
 pub const MAX_STATE_BYTES: u64 = 64 << 20;
+/// How often a queue run looks for stray state files.
+const STATE_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+/// In `hosts/`: its mtime is when state/ was last swept.
+const STATE_SWEEP_STAMP: &str = "state-swept.stamp";
 /// Attempts at finding a free tmp/ID before giving up.
 const BEGIN_ATTEMPTS: u32 = 16;
 
@@ -292,31 +296,56 @@ impl Spool {
 
     /// Stray files in state/ older than `max_age` (see [`Spool::sweep_tmp`]).
     fn sweep_state(&self, max_age: std::time::Duration, now: SystemTime) -> usize {
+        // What it finds is the rare leftover of a kill: looked for at
+        // most every STATE_SWEEP_INTERVAL, not on every queue run (it
+        // lists state/ and queue/, which grow with the backlog).
+        let stamp = self.root.join("hosts").join(STATE_SWEEP_STAMP);
+        if let Ok(meta) = fs::symlink_metadata(&stamp)
+            && !older_than(&meta, STATE_SWEEP_INTERVAL, now)
+        {
+            return 0;
+        }
+        let _ = fs::remove_file(&stamp);
+        let _ = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(durable::FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&stamp);
         let Ok(entries) = fs::read_dir(&self.state) else {
             return 0;
         };
+        // Names first: with a backlog nearly every state file belongs to
+        // a queued message, and those need no stat at all.
+        let names: Vec<std::ffi::OsString> = entries.flatten().map(|e| e.file_name()).collect();
+        let Ok(queued) = self.queued_ids() else {
+            return 0;
+        };
         let mut swept = 0;
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Ok(meta) = entry.path().symlink_metadata() else {
+        for name in names {
+            let Some(text) = name.to_str() else {
                 continue;
             };
-            let old = older_than(&meta, max_age, now);
-            if !old || meta.is_dir() {
+            let stray = match text.split_at_checked(id::ID_LEN) {
+                Some((_, rest)) if rest.starts_with(".tmp-") => "an unfinished state write",
+                _ => match QueueId::parse(text) {
+                    Some(id) if queued.binary_search(&id).is_err() => {
+                        "the state of a message no longer queued"
+                    }
+                    _ => continue,
+                },
+            };
+            let path = self.state.join(&name);
+            let Ok(meta) = path.symlink_metadata() else {
+                continue;
+            };
+            // Not before max_age: a state may be written an instant
+            // before its message's commit is visible to our listing.
+            if !older_than(&meta, max_age, now) || meta.is_dir() {
                 continue;
             }
-            let stray = match name.split_once(".tmp-") {
-                Some(_) => "an unfinished state write",
-                None if QueueId::parse(&name).is_some_and(|id| {
-                    fs::symlink_metadata(self.queue.join(id.as_str())).is_err()
-                }) =>
-                {
-                    "the state of a message no longer queued"
-                }
-                None => continue,
-            };
-            if fs::remove_file(entry.path()).is_ok() {
-                log::info!("swept {}: {stray}", entry.path().display());
+            if fs::remove_file(&path).is_ok() {
+                log::info!("swept {}: {stray}", path.display());
                 swept += 1;
             }
         }
