@@ -308,6 +308,9 @@ pub fn run_queue(
 }
 
 fn run_once(spool: &Spool, config: &Config, selection: &Selection) -> Result<()> {
+    // Dropped at the end of this function, which waits for the last
+    // removals to be durable.
+    let spool = &spool.with_group_sync();
     let ctx = Context { spool, config };
     let list = WorkList::new(None, selection.forced());
     let workers = selection.runner_pool(config).1 as usize;

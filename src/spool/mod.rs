@@ -30,6 +30,7 @@ pub mod durable;
 pub(crate) mod envelope;
 mod id;
 mod maildrop;
+mod removals;
 mod schedule;
 mod state;
 
@@ -85,6 +86,8 @@ pub struct Spool {
     state: PathBuf,
     corrupt: PathBuf,
     schedule: PathBuf,
+    /// Set for a queue run's workers: removals share their fsyncs.
+    group_sync: Option<std::sync::Arc<removals::GroupSync>>,
 }
 
 /// A committed message as listed: its envelope (with size), its state if
@@ -143,6 +146,7 @@ impl Spool {
             state: root.join("state"),
             corrupt: root.join("corrupt"),
             schedule: root.join(SCHEDULE),
+            group_sync: None,
         };
         // schedule/0 is the newest part of the layout: a spool from an
         // older version gains it here.
@@ -163,6 +167,19 @@ impl Spool {
             Err(e) => return Err(Error::io(format_args!("{}", probe.display()), &e)),
         }
         Ok(spool)
+    }
+
+    /// This spool, for the workers of one queue run: their removals
+    /// share the fsync of `queue/` ([`removals`]). Every removal is
+    /// durable, and its state file gone, once the last clone is dropped.
+    /// Without the thread it needs, removals stay inline.
+    pub fn with_group_sync(&self) -> Spool {
+        let mut spool = self.clone();
+        match removals::GroupSync::start(self.queue.clone()) {
+            Ok(sync) => spool.group_sync = Some(std::sync::Arc::new(sync)),
+            Err(e) => log::warn!("no thread for shared fsyncs ({e}): each removal syncs alone"),
+        }
+        spool
     }
 
     /// The spool's root directory.
@@ -922,13 +939,21 @@ impl Spool {
     /// lists it) rather than a queue file without its state, which would
     /// be delivered again to recipients already done (D2). The state
     /// file's removal is not fsynced: if a power cut undoes it, an orphan
-    /// is all that remains.
+    /// is all that remains. In a queue run ([`Spool::with_group_sync`])
+    /// the fsync and the state file's removal are done by the run's
+    /// syncing thread, in the same order.
     pub fn remove(&self, claim: Claim) -> Result<()> {
         let id = claim.id();
         let queue_path = self.queue.join(id.as_str());
         let state_path = self.state.join(id.as_str());
         fs::remove_file(&queue_path)
             .map_err(|e| Error::io(format_args!("removing {}", queue_path.display()), &e))?;
+        if let Some(sync) = &self.group_sync {
+            // The state file goes after the shared fsync.
+            sync.removed(state_path);
+            drop(claim);
+            return Ok(());
+        }
         durable::fsync_dir(&self.queue)?;
         match fs::remove_file(&state_path) {
             Ok(()) => {}
