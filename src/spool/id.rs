@@ -25,8 +25,10 @@ const RANDOM_CHARS: usize = 5;
 pub const ID_LEN: usize = TIME_CHARS + RANDOM_CHARS;
 
 /// Unique, time-sortable queue ID (see the module comment for the format).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct QueueId(String);
+/// Held inline (no allocation): a queue run with a backlog keeps a
+/// hundred thousand of them.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QueueId([u8; ID_LEN]);
 
 impl QueueId {
     /// A fresh ID for a message arriving at `now`. Times before the epoch
@@ -39,7 +41,7 @@ impl QueueId {
         let mut id = String::with_capacity(ID_LEN);
         push_base32(&mut id, micros, TIME_CHARS);
         push_base32(&mut id, random_bits(now), RANDOM_CHARS);
-        QueueId(id)
+        QueueId::parse(&id).expect("generated from the alphabet, ID_LEN long")
     }
 
     /// Parses a name read back from the spool. Directory entries are
@@ -48,12 +50,19 @@ impl QueueId {
         // A match, not ALPHABET.contains: every name of a directory
         // listing goes through here, and a search per byte showed.
         let valid = s.len() == ID_LEN && s.bytes().all(in_alphabet);
-        valid.then(|| QueueId(s.to_owned()))
+        valid.then(|| QueueId(s.as_bytes().try_into().expect("ID_LEN bytes")))
     }
 
     /// The ID as text (also the file name).
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only parse() makes one, from alphabet (ASCII) characters.
+        std::str::from_utf8(&self.0).expect("an ID is ASCII")
+    }
+}
+
+impl fmt::Debug for QueueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("QueueId").field(&self.as_str()).finish()
     }
 }
 
@@ -65,7 +74,7 @@ fn in_alphabet(b: u8) -> bool {
 
 impl fmt::Display for QueueId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
