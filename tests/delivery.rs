@@ -764,3 +764,66 @@ fn after_a_452_later_transactions_ask_no_more_than_the_server_took() {
     let refused = server.rcpt_refusals();
     assert_eq!(refused, 60, "452s only in the first transaction (90 - 30)");
 }
+
+#[test]
+fn size_declares_the_crlf_size_so_an_oversized_message_is_refused_before_data() {
+    // 300 short lines: the stored (LF) size is under the server's limit,
+    // the size on the wire (CRLF, what RFC 1870 counts) is over it.
+    let mut msg = b"Subject: size test\n\n".to_vec();
+    for _ in 0..300 {
+        msg.extend_from_slice(b"line\n");
+    }
+    let w = World::with_config("smarthost = 127.0.0.1:1\nsmarthost_tls = none\nretry_min = 1s");
+    let id = w.send_ok(&["-f", "s@example.org", "r@x.test"], &msg);
+    let stored = w.envelope(&id).size as usize;
+    let limit = stored + 150;
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(dir.path(), &["--size", &limit.to_string()]);
+    let conf = std::fs::read_to_string(&w.config)
+        .unwrap()
+        .replace("127.0.0.1:1\n", &format!("127.0.0.1:{}\n", server.port));
+    std::fs::write(&w.config, conf).unwrap();
+    let out = w.sendmail(&[&format!("-qI{id}")], b"");
+    assert_success(&out);
+    let declared: Vec<_> = server
+        .mail_commands()
+        .into_iter()
+        .filter(|(sender, _)| sender == "s@example.org")
+        .collect();
+    assert!(
+        declared.is_empty(),
+        "refused from the announced size before MAIL (stored {stored}, limit {limit}), not after DATA: {declared:?}"
+    );
+    assert!(
+        server.messages().iter().all(|m| m.rcpt_tos != ["r@x.test"]),
+        "not delivered"
+    );
+    assert!(
+        w.queue_ids().iter().all(|q| *q != id),
+        "failed, not retried"
+    );
+}
+
+#[test]
+fn the_declared_size_is_what_the_server_receives() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(dir.path(), &["--size", "10000000"]);
+    let w = world_for(&server, "");
+    let msg = b"Subject: counted\n\n.a dot-stuffed line\nbare\rcr\nno final newline";
+    assert_success(&w.sendmail(&["-odi", "-f", "s@example.org", "r@x.test"], msg));
+    let got = server.messages();
+    assert_eq!(got.len(), 1);
+    let size = got[0]
+        .mail_options
+        .iter()
+        .find_map(|o| o.strip_prefix("SIZE="))
+        .expect("SIZE= declared");
+    // aiosmtpd keeps the content as received: CRLF line endings, quoting
+    // dots removed, the terminating dot line not included.
+    assert_eq!(
+        size,
+        got[0].data.len().to_string(),
+        "{:?}",
+        String::from_utf8_lossy(&got[0].data)
+    );
+}

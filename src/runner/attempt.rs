@@ -358,6 +358,14 @@ fn deliver_to(
     }
     let conn = transport.open_connection();
     let relay = conn.relay.clone();
+    // SIZE= is what the server will count (RFC 1870: CRLF line endings,
+    // no quoting dots), which differs from the stored size by a CR per
+    // line: one pass over the message, only for servers that ask.
+    let size = match conn.session.offers("SIZE") {
+        true => crate::smtp::content_size(&mut spool.claimed_data(claim)?)
+            .map_err(|e| crate::error::Error::io(format_args!("reading {id}"), &e))?,
+        false => envelope.size,
+    };
     let mut pending = indices;
     let mut limit = ctx.config.smtp_recipient_limit.max(1);
     while !pending.is_empty() {
@@ -372,7 +380,7 @@ fn deliver_to(
         let txn = TransactionEnvelope {
             sender: &envelope.sender,
             recipients: &recipients,
-            size: envelope.size,
+            size,
             eight_bit: envelope
                 .body_type
                 .as_deref()

@@ -35,6 +35,17 @@ const CHUNK: usize = 8 * 1024;
 
 /// Copies `src` to `out` in wire form. Returns the bytes written.
 pub fn encode(src: &mut dyn Read, out: &mut dyn Write) -> io::Result<u64> {
+    encode_counting(src, out).map(|e| e.written)
+}
+
+/// The size of `src` as SIZE= declares it (RFC 1870 §3): its wire form,
+/// CRLF line endings included, the doubled quoting dots not — what the
+/// server will count, not the stored (LF) size.
+pub fn content_size(src: &mut dyn Read) -> io::Result<u64> {
+    encode_counting(src, &mut io::sink()).map(|e| e.written - e.stuffed)
+}
+
+fn encode_counting(src: &mut dyn Read, out: &mut dyn Write) -> io::Result<Encoder> {
     let mut encoder = Encoder::default();
     let mut buf = [0u8; CHUNK];
     loop {
@@ -47,7 +58,7 @@ pub fn encode(src: &mut dyn Read, out: &mut dyn Write) -> io::Result<u64> {
         encoder.feed(&buf[..n], out)?;
     }
     encoder.finish(out)?;
-    Ok(encoder.written)
+    Ok(encoder)
 }
 
 /// The encoder's state between chunks.
@@ -60,6 +71,8 @@ struct Encoder {
     /// next byte, which may be in the next chunk.
     pending_cr: bool,
     written: u64,
+    /// Of `written`, the dots added by dot-stuffing.
+    stuffed: u64,
 }
 
 impl Default for Encoder {
@@ -69,6 +82,7 @@ impl Default for Encoder {
             in_header: true,
             pending_cr: false,
             written: 0,
+            stuffed: 0,
         }
     }
 }
@@ -134,6 +148,7 @@ impl Encoder {
         while !text.is_empty() {
             if self.line_len == 0 && text[0] == b'.' {
                 self.put(out, b".")?;
+                self.stuffed += 1;
                 self.line_len += 1;
             }
             let room = MAX_LINE - self.line_len;
@@ -187,6 +202,30 @@ mod tests {
         }
         e.finish(&mut out).unwrap();
         out
+    }
+
+    #[test]
+    fn the_declared_size_is_the_wire_content_without_stuffing() {
+        let size = |input: &[u8]| content_size(&mut &input[..]).unwrap();
+        assert_eq!(size(b"a\nb\n"), 6, "CRLF counted");
+        assert_eq!(size(b"a\r\nb\r\n"), 6, "stored CRLF stays two octets");
+        assert_eq!(size(b"..x\n"), 5, "the stuffed dot is not counted");
+        assert_eq!(size(b"a"), 3, "a last line gets its CRLF");
+        assert_eq!(
+            size(b"S: x\n\nbare\rcr\n"),
+            18,
+            "a bare CR in the body is a line end"
+        );
+        for input in [&b"x\n.\n..\n"[..], b"Subject: a\rb\n\n.\r.\r\n", b""] {
+            let stuffed_dots = wire(input).len() as u64 - size(input);
+            assert!(stuffed_dots <= input.len() as u64);
+        }
+        let long = vec![b'y'; 3000];
+        assert_eq!(
+            size(&long),
+            wire(&long).len() as u64,
+            "broken lines counted"
+        );
     }
 
     #[test]

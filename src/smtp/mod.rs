@@ -10,6 +10,7 @@
 
 mod auth;
 mod data;
+pub use data::content_size;
 pub(crate) mod reply;
 mod stream;
 
@@ -171,7 +172,8 @@ pub struct TransactionEnvelope<'a> {
     pub sender: &'a str,
     /// The recipients.
     pub recipients: &'a [String],
-    /// The size of the stored data, for SIZE=.
+    /// The message's size as SIZE= declares it: its content in wire form
+    /// ([`data::content_size`]), not the stored size.
     pub size: u64,
     /// BODY=8BITMIME when offered.
     pub eight_bit: bool,

@@ -102,6 +102,20 @@ impl SmtpServer {
             .count()
     }
 
+    /// The MAIL commands the server accepted: (sender, parameters).
+    pub fn mail_commands(&self) -> Vec<(String, Vec<String>)> {
+        self.events()
+            .iter()
+            .filter(|e| e["event"] == "mail")
+            .map(|e| {
+                (
+                    e["address"].as_str().unwrap_or_default().to_string(),
+                    strings(&e["options"]),
+                )
+            })
+            .collect()
+    }
+
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.events()

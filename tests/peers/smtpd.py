@@ -37,6 +37,14 @@ def log(event, **fields):
 
 
 class Handler:
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        # Logged, so a test sees what MAIL declared (SIZE=) even for a
+        # transaction that never reaches DATA.
+        log("mail", address=address, options=mail_options)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         for spec in args.rcpt_reply:
             addr, reply = spec.split("=", 1)
