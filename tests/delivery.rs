@@ -762,7 +762,33 @@ fn after_a_452_later_transactions_ask_no_more_than_the_server_took() {
     let sizes: Vec<usize> = got.iter().map(|m| m.rcpt_tos.len()).collect();
     assert_eq!(sizes, [30, 30, 30]);
     let refused = server.rcpt_refusals();
-    assert_eq!(refused, 60, "452s only in the first transaction (90 - 30)");
+    assert_eq!(
+        refused, 1,
+        "one 452: no RCPT after it, and later transactions ask for 30"
+    );
+}
+
+#[test]
+fn after_a_452_no_further_recipient_goes_out_in_that_transaction() {
+    // 300 recipients in one transaction, pipelined in windows of 100; the
+    // server takes 40. Sending the other 260 would earn 260 452s (Postfix
+    // drops a client after 20 errors).
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(dir.path(), &["--max-rcpt", "40"]);
+    let w = world_for(&server, "smtp_recipient_limit = 300\nmax_recipients = 300");
+    let rcpts: Vec<String> = (0..300).map(|i| format!("r{i:03}@x.test")).collect();
+    let mut args = vec!["-odi", "-f", "s@example.org"];
+    args.extend(rcpts.iter().map(String::as_str));
+    assert_success(&w.sendmail(&args, MSG));
+    let got = server.messages();
+    let mut delivered: Vec<String> = got.iter().flat_map(|m| m.rcpt_tos.clone()).collect();
+    delivered.sort();
+    assert_eq!(delivered, rcpts, "each recipient exactly once");
+    let refused = server.rcpt_refusals();
+    assert!(
+        refused < 100,
+        "no RCPT sent after the first 452 was read, only those already in flight: {refused} refused"
+    );
 }
 
 #[test]

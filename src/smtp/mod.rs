@@ -610,7 +610,15 @@ impl Session {
             }
             let mut replies = Vec::with_capacity(rcpts.len());
             for r in &rcpts {
-                replies.push(self.command(r, "RCPT")?);
+                let reply = self.command(r, "RCPT")?;
+                let full = reply.code == 452;
+                replies.push(reply);
+                if full {
+                    // As in [`Session::pipeline`]: no more once the
+                    // server said it takes no more.
+                    replies.resize_with(rcpts.len(), not_sent_over_limit);
+                    break;
+                }
             }
             if !replies.iter().any(Reply::is_positive) {
                 let _ = self.reset();
@@ -679,15 +687,28 @@ impl Session {
     /// we do not read, we blocked writing commands it does not read). A
     /// transaction within one window goes in one write, as before. Once
     /// MAIL is refused nothing more is sent, and the replies are fewer
-    /// than the commands.
+    /// than the commands. Once a RCPT is answered 452 (too many
+    /// recipients, RFC 5321 §4.5.3.1.10) no further RCPT goes out — each
+    /// would only be another 452, which Postfix counts towards dropping
+    /// the client — and those not sent get a 452 of our own, so that the
+    /// caller sends them in its next transaction.
     fn pipeline(&mut self, commands: &[String]) -> Result<Vec<Reply>, SmtpError> {
+        let data_at = commands.len() - 1;
         let mut replies: Vec<Reply> = Vec::with_capacity(commands.len());
         let mut sent = 0;
         let mut unanswered_bytes = 0;
         let mut stop = false;
+        // A RCPT was answered 452; then the RCPTs from `skipped.start`
+        // on were never sent.
+        let mut full = false;
+        let mut skipped: Option<std::ops::Range<usize>> = None;
         loop {
             let mut wrote = false;
             while !stop && sent < commands.len() {
+                if full && skipped.is_none() && (1..data_at).contains(&sent) {
+                    skipped = Some(sent..data_at);
+                    sent = data_at;
+                }
                 let size = commands[sent].len() + 2;
                 let unanswered = sent - replies.len();
                 if unanswered > 0
@@ -706,15 +727,23 @@ impl Session {
                     .flush()
                     .map_err(|e| SmtpError::io("sending the envelope", &e))?;
             }
-            if replies.len() == sent {
-                return Ok(replies);
-            }
             // Read until half the window is free (all of it when nothing
             // more goes out), then fill it again in one write.
             loop {
+                if let Some(range) = &skipped
+                    && replies.len() == range.start
+                {
+                    replies.extend(range.clone().map(|_| not_sent_over_limit()));
+                }
+                if replies.len() == sent {
+                    if stop || sent == commands.len() {
+                        return Ok(replies);
+                    }
+                    break;
+                }
                 let what = match replies.len() {
                     0 => "after MAIL",
-                    n if n + 1 == commands.len() => "after DATA",
+                    n if n == data_at => "after DATA",
                     _ => "after RCPT",
                 };
                 let reply = self.read_reply(what, self.timeouts.command)?;
@@ -722,13 +751,15 @@ impl Session {
                 if replies.is_empty() && !reply.is_positive() {
                     stop = true;
                 }
+                if reply.code == 452 && (1..data_at).contains(&replies.len()) {
+                    full = true;
+                }
                 replies.push(reply);
                 let unanswered = sent - replies.len();
                 let more = !stop && sent < commands.len();
-                if unanswered == 0
-                    || (more
-                        && unanswered <= PIPELINE_WINDOW / 2
-                        && unanswered_bytes <= PIPELINE_WINDOW_BYTES / 2)
+                if more
+                    && unanswered <= PIPELINE_WINDOW / 2
+                    && unanswered_bytes <= PIPELINE_WINDOW_BYTES / 2
                 {
                     break;
                 }
@@ -811,9 +842,20 @@ impl Session {
 
 /// At most this many pipelined commands are unanswered at a time...
 const PIPELINE_WINDOW: usize = 100;
+
 /// ...and at most this many bytes of them: well within the smallest
 /// socket buffers, so that neither side can block the other.
 const PIPELINE_WINDOW_BYTES: usize = 16 * 1024;
+
+/// The reply standing for a RCPT not sent because the server had
+/// answered 452 to an earlier one: the recipient waits for the next
+/// transaction.
+fn not_sent_over_limit() -> Reply {
+    Reply {
+        code: 452,
+        lines: vec!["4.5.3 not sent: the server refused recipients beyond its limit".into()],
+    }
+}
 
 /// The most QUIT may take: nothing depends on its reply.
 const QUIT_TIMEOUT: Duration = Duration::from_secs(5);

@@ -569,3 +569,35 @@ fn a_refused_mail_stops_the_pipeline() {
     assert!(!lines.contains(&"DATA\r\n".to_string()), "no DATA");
     assert!(lines.contains(&"RSET\r\n".to_string()), "RSET");
 }
+
+#[test]
+fn no_rcpt_is_pipelined_after_a_452() {
+    // Takes r0..r39, then 452 for any more.
+    fn forty(line: &str) -> Option<String> {
+        let n = line
+            .strip_prefix("RCPT TO:<r")
+            .and_then(|rest| rest.split('@').next())
+            .and_then(|n| n.parse::<usize>().ok());
+        match n {
+            Some(n) if n >= 40 => Some("452 4.5.3 Too many recipients\r\n".into()),
+            _ => esmtp(line),
+        }
+    }
+    let (addr, seen) = server("220 x\r\n", forty, Some("250 ok\r\n"));
+    let mut s = Session::connect(addr, "x", &settings()).unwrap();
+    let rcpts: Vec<String> = (0..300).map(|i| format!("r{i}@x.test")).collect();
+    let result = s
+        .send(&envelope(&rcpts), &mut &b"S: x\n\nb\n"[..], &mut || Ok(()))
+        .unwrap();
+    assert_eq!(result.rcpt.len(), 300, "a reply for each, sent or not");
+    assert!(result.rcpt[..40].iter().all(Reply::is_positive));
+    assert!(result.rcpt[40..].iter().all(|r| r.code == 452));
+    assert_eq!(result.data.unwrap().code, 250, "the 40 got their copy");
+    s.quit();
+    let lines = seen.recv().unwrap();
+    let rcpt_lines = lines.iter().filter(|l| l.starts_with("RCPT")).count();
+    assert!(
+        rcpt_lines < PIPELINE_WINDOW,
+        "{rcpt_lines} RCPTs sent: none after the 452 was read, only those already in flight"
+    );
+}
