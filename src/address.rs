@@ -157,7 +157,11 @@ pub(crate) fn parse_mailboxes(s: &str) -> Result<Vec<Address>> {
                 finish_mailbox(&mut item, &mut angle, &mut found)?;
                 in_group = false;
             }
-            '(' => skip_comment(&mut chars).ok_or_else(|| invalid(s, "unterminated comment"))?,
+            '(' => {
+                skip_comment(&mut chars).ok_or_else(|| invalid(s, "unterminated comment"))?;
+                // A comment separates words as white space does.
+                item.push(' ');
+            }
             _ if c.is_whitespace() => item.push(c),
             // After "<addr>" only a separator, a comment or space may come.
             _ if angle.is_some() => return Err(invalid(s, "text after '>'")),
@@ -176,6 +180,16 @@ pub(crate) fn parse_mailboxes(s: &str) -> Result<Vec<Address>> {
                         Some('>') => break,
                         Some('"') => copy_quoted(&mut chars, &mut inner)
                             .ok_or_else(|| invalid(s, "unterminated quoted string"))?,
+                        Some('(') => {
+                            skip_comment(&mut chars)
+                                .ok_or_else(|| invalid(s, "unterminated comment"))?;
+                            inner.push(' ');
+                        }
+                        Some('[') => {
+                            inner.push('[');
+                            copy_until(&mut chars, ']', &mut inner)
+                                .ok_or_else(|| invalid(s, "'[' without ']'"))?;
+                        }
                         Some(other) => inner.push(other),
                     }
                 }
@@ -205,15 +219,78 @@ fn finish_mailbox(
     let text = std::mem::take(item);
     match angle.take() {
         // The text before "<...>" was a display name; it is not needed.
-        Some(inner) => found.push(Address::parse(inner.trim())?),
+        Some(inner) => found.push(Address::parse(&without_fws(&inner))?),
         None => {
-            let text = text.trim();
+            let text = without_fws(&text);
             if !text.is_empty() {
-                found.push(Address::parse(text)?);
+                found.push(Address::parse(&text)?);
             }
         }
     }
     Ok(())
+}
+
+/// An addr-spec as a header writes it, its comments already replaced by
+/// a space, without the folding white space RFC 5322 §3.4.1 allows around
+/// its parts — `user (x) @ example.com` and the obsolete `user . name @
+/// example . com`, as real mailers still send them, are `user@example.com`
+/// and `user.name@example.com`. White space between two words is kept
+/// (as one space), so a phrase that is not an address ("John Smith")
+/// still fails as one. Quoted strings and domain literals are copied as
+/// they are.
+pub(crate) fn without_fws(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut gap = false;
+    let mut chars = s.chars();
+    let separator = |c: char| matches!(c, '.' | '@' | '<' | '>' | ':' | ',');
+    while let Some(c) = chars.next() {
+        if c.is_whitespace() {
+            gap = true;
+            continue;
+        }
+        if std::mem::take(&mut gap) && !out.is_empty() && !out.ends_with(separator) && !separator(c)
+        {
+            out.push(' ');
+        }
+        match c {
+            '"' => {
+                // The quoted string as it is (None: unterminated, left
+                // for the address rules to refuse).
+                let _ = copy_quoted(&mut chars, &mut out);
+            }
+            '[' => {
+                out.push('[');
+                let _ = copy_until(&mut chars, ']', &mut out);
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// A path of an SMTP command (`-bs`): `<user@example.com>`, where a
+/// client may still write RFC 5322 comments and white space inside the
+/// brackets (`<user(x)@example.com>`); they are dropped as a header's
+/// would be. A comment that does not end leaves the path as it was, for
+/// the address rules to refuse.
+pub(crate) fn path_without_cfws(path: &str) -> String {
+    let mut text = String::with_capacity(path.len());
+    let mut chars = path.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                let _ = copy_quoted(&mut chars, &mut text);
+            }
+            '(' => {
+                if skip_comment(&mut chars).is_none() {
+                    return path.to_string();
+                }
+                text.push(' ');
+            }
+            _ => text.push(c),
+        }
+    }
+    without_fws(&text)
 }
 
 /// Copies the rest of a quoted string (the opening quote already read)
@@ -771,5 +848,61 @@ mod tests {
         assert!(parse_sender("-X/tmp/x").is_err());
         assert!(parse_sender("a b").is_err());
         assert!(parse_sender("g:;").is_err());
+    }
+
+    fn mailboxes(s: &str) -> Vec<String> {
+        parse_mailboxes(s)
+            .unwrap_or_else(|e| panic!("{s:?}: {e}"))
+            .iter()
+            .map(Address::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn comments_and_folding_white_space_are_not_part_of_a_header_address() {
+        let one = |s: &str| assert_eq!(mailboxes(s), ["user@example.com"], "{s:?}");
+        one("Name <user(comment)@example.com(host)>");
+        one("user(comment)@example.com(host)");
+        one("user (comment) @ example.com");
+        one("Name < user @ example.com > (trailing)");
+        one("(leading) user@example.com");
+        one("Name <user@(a (nested) one)example.com>");
+        one("Name (with <brackets>, and commas) <user@example.com>");
+        assert_eq!(
+            mailboxes("first . last @ example . com"),
+            ["first.last@example.com"]
+        );
+        assert_eq!(
+            mailboxes("team: a(x)@example.com, b @ example.com (y);"),
+            ["a@example.com", "b@example.com"]
+        );
+        assert_eq!(
+            mailboxes("\"quoted (not a comment)\"@example.com"),
+            ["\"quoted (not a comment)\"@example.com"]
+        );
+        assert_eq!(
+            mailboxes("user@[192.0.2.1] (literal)"),
+            ["user@[192.0.2.1]"]
+        );
+        assert_eq!(mailboxes("root (Cron Daemon)"), ["root"]);
+        // A phrase is still not an address.
+        assert!(parse_mailboxes("John Smith").is_err());
+        assert!(parse_mailboxes("Name <user(unterminated@example.com>").is_err());
+    }
+
+    #[test]
+    fn an_smtp_path_loses_its_comments_too() {
+        assert_eq!(path_without_cfws("user(c)@example.com"), "user@example.com");
+        assert_eq!(
+            path_without_cfws(" user @ example.com "),
+            "user@example.com"
+        );
+        assert_eq!(path_without_cfws("\"a (b)\"@x.test"), "\"a (b)\"@x.test");
+        assert_eq!(path_without_cfws(""), "");
+        assert_eq!(
+            path_without_cfws("user(x@y"),
+            "user(x@y",
+            "unterminated: as it was"
+        );
     }
 }

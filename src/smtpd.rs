@@ -211,6 +211,10 @@ impl<R: Read, W: Write> Session<'_, R, W> {
                 }
             }
         }
+        // Comments and white space a client left in the path go (RFC
+        // 5322 CFWS); the address is what remains.
+        let path = address::path_without_cfws(path);
+        let path = path.as_str();
         if let Err(e) = address::parse_sender(path) {
             return self.error(&format!("553 5.1.7 {}", one_line(e.message())));
         }
@@ -238,6 +242,8 @@ impl<R: Read, W: Write> Session<'_, R, W> {
         if count >= self.config.max_recipients {
             return self.error("452 4.5.3 Error: too many recipients");
         }
+        let path = address::path_without_cfws(path);
+        let path = path.as_str();
         match Address::parse(path) {
             Ok(_) if !path.is_empty() => {
                 if let Some(t) = self.transaction.as_mut() {

@@ -166,6 +166,68 @@ fn valid_address() -> impl Strategy<Value = String> {
     ]
 }
 
+/// RFC 5322 CFWS: nothing, white space, or comments (nested too), with
+/// the characters that mean something elsewhere in an address inside.
+fn cfws() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        r"[ \t]{1,3}",
+        r"[ \t]?\([a-z !.@<>,;:\[\]]{0,8}\)[ \t]?",
+        r"\([a-z ]{0,4}\([a-z@<>]{0,4}\)[a-z]{0,3}\)",
+    ]
+}
+
+/// A dot-atom address and the same address as a header may write it:
+/// CFWS around every dot and the '@' (the obsolete forms real mailers
+/// still send), around the whole, or inside an angle address after a
+/// display name. Returns (plain, written).
+fn address_with_cfws() -> impl Strategy<Value = (String, String)> {
+    let words = prop::collection::vec("[a-z0-9][a-z0-9+_-]{0,5}", 1..4);
+    let labels = prop::collection::vec("[a-z0-9]{1,6}", 1..4);
+    let gaps = prop::collection::vec(cfws(), 16);
+    (words, labels, gaps, any::<bool>()).prop_map(|(words, labels, gaps, angle)| {
+        let mut gap = gaps.into_iter().cycle();
+        let plain = format!("{}@{}", words.join("."), labels.join("."));
+        let mut written = String::new();
+        for (i, w) in words.iter().enumerate() {
+            if i > 0 {
+                written.push_str(&gap.next().unwrap());
+                written.push('.');
+            }
+            written.push_str(&gap.next().unwrap());
+            written.push_str(w);
+        }
+        written.push_str(&gap.next().unwrap());
+        written.push('@');
+        for (i, l) in labels.iter().enumerate() {
+            if i > 0 {
+                written.push_str(&gap.next().unwrap());
+                written.push('.');
+            }
+            written.push_str(&gap.next().unwrap());
+            written.push_str(l);
+        }
+        written.push_str(&gap.next().unwrap());
+        let written = match angle {
+            true => format!(
+                "Some Name{}<{written}>{}",
+                gap.next().unwrap(),
+                gap.next().unwrap()
+            ),
+            false => written,
+        };
+        (plain, written)
+    })
+}
+
+/// The recipients `-t` reads from a To: field holding `value`.
+fn to_field_recipients(value: &str) -> std::result::Result<Vec<Address>, String> {
+    let data = format!("To: {value}\n\nbody\n");
+    let mut intake = Intake::new(data.as_bytes(), IntakeOptions::default());
+    let header = intake.read_header().map_err(|e| e.to_string())?;
+    header.recipients().map_err(|e| e.to_string())
+}
+
 fn assert_round_trip(a: &Address) {
     let shown = a.to_string();
     let again =
@@ -203,6 +265,16 @@ proptest! {
         if let Ok(Some(a)) = address::parse_sender(&s) {
             assert_round_trip(&a);
         }
+    }
+
+    #[test]
+    fn comments_and_white_space_inside_a_header_address_are_not_part_of_it(
+        (plain, written) in address_with_cfws()
+    ) {
+        let want = Address::parse(&plain).unwrap_or_else(|e| panic!("{plain:?}: {e}"));
+        let got = to_field_recipients(&written)
+            .unwrap_or_else(|e| panic!("To: {written:?} refused: {e}"));
+        prop_assert_eq!(got, vec![want]);
     }
 
     #[test]

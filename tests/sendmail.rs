@@ -581,3 +581,18 @@ fn bare_local_names_in_address_fields_are_qualified_with_the_hostname() {
     );
     assert!(data.ends_with("\n\nTo: body stays\n"), "{data}");
 }
+
+#[test]
+fn t_reads_addresses_with_comments_and_folding_white_space() {
+    let w = World::new();
+    let msg = b"To: Name <user(comment)@example.com(host)>,\n first . last @ example . com (old style)\nCc: (leading) c (x) @ example.com\nSubject: t\n\nhi\n";
+    let id = w.send_ok(&["-t"], msg);
+    assert_eq!(
+        w.envelope(&id).recipients,
+        vec![
+            "user@example.com",
+            "first.last@example.com",
+            "c@example.com"
+        ]
+    );
+}

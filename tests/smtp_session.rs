@@ -287,3 +287,26 @@ fn only_crlf_dot_crlf_ends_data_so_nothing_is_smuggled() {
         );
     }
 }
+
+#[test]
+fn a_path_with_comments_is_the_address_without_them() {
+    let w = World::new();
+    let mut d = Dialogue::start(&w, &["-odq"]);
+    assert!(d.command("EHLO client.example").starts_with("250"));
+    assert_eq!(
+        d.command("MAIL FROM:<s(sender)@example.org>"),
+        "250 2.1.0 Ok"
+    );
+    assert_eq!(
+        d.command("RCPT TO:<user(comment)@example.com>"),
+        "250 2.1.5 Ok"
+    );
+    assert!(d.command("DATA").starts_with("354 "));
+    d.send("Subject: cfws\r\n\r\nhi\r\n.\r\n");
+    let id = queued_id(&d.reply());
+    let envelope = w.envelope(&id);
+    assert_eq!(envelope.sender, "s@example.org");
+    assert_eq!(envelope.recipients, ["user@example.com"]);
+    assert!(d.command("QUIT").starts_with("221 "));
+    assert!(d.finish().success());
+}
