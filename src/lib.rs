@@ -5,7 +5,6 @@
 //! `newaliases` (compile the aliases file). See DESIGN.md for the map.
 
 pub mod address;
-pub mod aliases;
 pub mod bounce;
 pub mod cli;
 pub mod config;
@@ -13,9 +12,7 @@ pub mod dns;
 pub mod error;
 pub mod local;
 pub mod logging;
-pub mod maildir;
 pub mod mailq;
-pub mod mbox;
 pub mod message;
 pub mod privilege;
 pub mod qualify;

@@ -129,7 +129,7 @@ fn new_aliases(face: Face, config: &Config) -> Result<()> {
         privilege::drop_privilege()?;
         log::debug!("newaliases by a non-root caller: setgid privilege dropped");
     }
-    match spoolmail::aliases::compile(path)? {
+    match spoolmail::local::aliases::compile(path)? {
         Ok(summary) => {
             for warning in &summary.warnings {
                 say(format_args!("{}: warning: {warning}", face.name()));

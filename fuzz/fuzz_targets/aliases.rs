@@ -10,7 +10,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use spoolmail::address::Address;
-use spoolmail::aliases::{self, Aliases, Target};
+use spoolmail::local::aliases::{self, Aliases, Target};
 
 fn check_target(t: &Target) {
     match t {

@@ -7,7 +7,10 @@
 //! local(8) does it: one new message with those recipients is committed
 //! to the spool (sender `owner-NAME` when that alias exists).
 
+pub mod aliases;
 pub mod loops;
+pub mod maildir;
+pub mod mbox;
 pub mod pipe;
 pub mod store;
 pub mod user;
@@ -19,10 +22,10 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use crate::aliases::{self, Aliases, Target};
 use crate::config::Config;
 use crate::error::Result;
 use crate::spool::{Envelope, QueueId, Spool};
+use aliases::{Aliases, Target};
 
 pub use store::{HELPER_FLAG, helper_main};
 pub use user::User;

@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::{maildir, mbox};
 use crate::error::{Error, Kind, Result};
-use crate::{maildir, mbox, privilege};
+use crate::privilege;
 
 use super::pipe::{self, Ended};
 use super::user::{self, Credentials};

@@ -16,26 +16,8 @@ use crate::spool::{Claim, DeliveryState, Draft, Envelope, QueueId, RecipientStat
 use super::Context;
 use super::hosts::Destination;
 use super::outcome::{self, Outcome};
+use super::record::{Tally, persist};
 use super::transport::Transport;
-
-/// What became of a message's recipients, for `-odi`'s exit status.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Tally {
-    /// Recipients delivered (now or earlier).
-    pub delivered: usize,
-    /// Recipients still waiting for a retry.
-    pub deferred: usize,
-    /// Recipients that failed permanently.
-    pub failed: usize,
-    /// The last error seen, for the caller's one-line message.
-    pub last_error: Option<String>,
-    /// Whether anything was attempted (false: nothing was due).
-    pub attempted: bool,
-    /// Messages this attempt committed — delivery status notices and
-    /// forwarded copies for aliases: `-odi` hands them to a background
-    /// runner.
-    pub notices: Vec<QueueId>,
-}
 
 /// Where one recipient goes.
 enum Route {
@@ -500,19 +482,6 @@ fn deliver_to(
         }
     }
     Ok(None)
-}
-
-/// Writes the state durably (D2), unless every recipient is delivered:
-/// then the message's removal, which follows at once, is the record.
-pub(super) fn persist(ctx: &Context, id: &QueueId, state: &DeliveryState) -> Result<()> {
-    if state
-        .recipients
-        .iter()
-        .all(|r| r.status == RecipientStatus::Delivered)
-    {
-        return Ok(());
-    }
-    ctx.spool.write_state(id, state)
 }
 
 /// After the attempt: failure notices, the delay warning, and removal

@@ -9,9 +9,9 @@ use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::time::SystemTime;
 
-use crate::aliases::Aliases;
 use crate::config::{Config, MailboxFormat};
 use crate::error::Result;
+use crate::local::aliases::Aliases;
 use crate::local::pipe::{self, Ended};
 use crate::local::store::{self, Store};
 use crate::local::user::{Credentials, Power, power_over};
@@ -19,8 +19,8 @@ use crate::local::{self, Delivery, RunAs, User, loops};
 use crate::spool::{Claim, DeliveryState, Envelope};
 
 use super::Context;
-use super::attempt::{Tally, persist};
 use super::outcome::Outcome;
+use super::record::{Tally, persist};
 use super::slots::{self, Share};
 
 /// How one local target went.

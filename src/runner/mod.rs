@@ -20,12 +20,13 @@ mod backoff;
 mod hosts;
 mod local;
 mod outcome;
+mod record;
 pub mod slots;
 mod transport;
 mod worklist;
 
-pub use attempt::Tally;
 pub use backoff::retry_delay;
+pub use record::Tally;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -214,7 +214,7 @@ fn item11_newaliases_by_an_ordinary_user_reveals_nothing_of_a_mail_group_source(
         &site,
         &format!("postmaster: root\nbackup: \"|/usr/local/bin/backup --password={SECRET}\"\n"),
     );
-    let compiled = spoolmail::aliases::compiled_path(&source);
+    let compiled = spoolmail::local::aliases::compiled_path(&source);
     let before = std::fs::read(&compiled).unwrap();
     let out = site.run(Some(&site.mallory), "newaliases", &[], b"");
     let shown = format!(
@@ -255,7 +255,7 @@ fn item11_the_compiled_aliases_are_no_more_readable_than_their_source() {
     );
     let out = site.as_root("newaliases", &[], b"");
     common::assert_success(&out);
-    let compiled = spoolmail::aliases::compiled_path(&source);
+    let compiled = spoolmail::local::aliases::compiled_path(&source);
     let meta = std::fs::metadata(&compiled).unwrap();
     let src = std::fs::metadata(&source).unwrap();
     assert_eq!(
