@@ -40,16 +40,21 @@ const INDENT: &str = "                                                 ";
 /// Prints the queue: the sendmail-style listing, or one JSON object per
 /// line when `json`. With `only_uid`, only the messages that uid
 /// submitted are shown: an ordinary user sees their own mail, never
-/// whom other users write to. `now` is taken for relative times (none
-/// are shown yet), so that tests and callers keep control of the clock.
+/// whom other users write to. With `waits`, a recipient never tried
+/// because its destination is in the unreachable cache says so. `now`
+/// is the clock those waits are read against.
 pub fn print(
     spool: &Spool,
     json: bool,
     only_uid: Option<u32>,
+    mut waits: Option<&mut crate::runner::Waits>,
     out: &mut dyn Write,
     now: SystemTime,
 ) -> Result<()> {
-    let _ = now;
+    let now = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut waiting = |address: &str| waits.as_mut().and_then(|w| w.of(address, now));
     let written = |e: std::io::Error| Error::io("writing the queue listing", &e);
     let mut out = std::io::BufWriter::new(out);
     let mut shown = 0usize;
@@ -58,14 +63,14 @@ pub fn print(
             return Ok(());
         }
         let text = match json {
-            true => json_line(&m)?,
+            true => json_line(&m, &mut waiting)?,
             false => {
                 let mut text = String::new();
                 if shown == 0 {
                     text.push_str(HEADER);
                     text.push('\n');
                 }
-                entry(&mut text, &m);
+                entry(&mut text, &m, &mut waiting);
                 text
             }
         };
@@ -133,7 +138,7 @@ fn possibly_delivered(m: &QueuedMessage) -> bool {
 }
 
 /// One message of the sendmail-style text listing, appended to `s`.
-fn entry(s: &mut String, m: &QueuedMessage) {
+fn entry(s: &mut String, m: &QueuedMessage, waiting: &mut dyn FnMut(&str) -> Option<String>) {
     let env = &m.envelope;
     let id = format!("{}{}", env.id, if m.claimed { "*" } else { "" });
     let arrival = local_time(env.arrival);
@@ -155,6 +160,8 @@ fn entry(s: &mut String, m: &QueuedMessage) {
         let _ = writeln!(s, "{INDENT}<{}> {}", clean(r.address), r.status.as_str());
         if let Some(e) = r.last_error {
             let _ = writeln!(s, "{INDENT}  ({})", clean(e));
+        } else if let Some(wait) = queued_waiting(&r, waiting) {
+            let _ = writeln!(s, "{INDENT}  (waiting: {})", clean(&wait));
         }
     }
 }
@@ -178,11 +185,25 @@ struct JsonRecipient<'a> {
     attempts: u32,
     last_error: Option<&'a str>,
     next_attempt: Option<u64>,
+    /// Not tried: its destination is in the unreachable cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waiting: Option<String>,
+}
+
+/// Why a recipient nobody tried yet waits, if it does.
+fn queued_waiting(r: &Shown, waiting: &mut dyn FnMut(&str) -> Option<String>) -> Option<String> {
+    match (r.status, r.last_error) {
+        (RecipientStatus::Queued, None) => waiting(r.address),
+        _ => None,
+    }
 }
 
 /// One message as one JSON object and a newline (serde_json escapes
 /// control characters, so values are shown raw).
-fn json_line(m: &QueuedMessage) -> Result<String> {
+fn json_line(
+    m: &QueuedMessage,
+    waiting: &mut dyn FnMut(&str) -> Option<String>,
+) -> Result<String> {
     let line = JsonMessage {
         id: m.envelope.id.as_str(),
         arrival_time: m.envelope.arrival,
@@ -196,6 +217,7 @@ fn json_line(m: &QueuedMessage) -> Result<String> {
                 attempts: r.attempts,
                 last_error: r.last_error,
                 next_attempt: r.next_attempt,
+                waiting: queued_waiting(&r, waiting),
             })
             .collect(),
         possibly_delivered: possibly_delivered(m),

@@ -252,7 +252,15 @@ fn print_queue(inv: &Invocation, config: &Config) -> Result<()> {
     let mut out = stdout.lock();
     // Root sees the whole queue; anyone else only what they submitted.
     let only_uid = (!privilege::caller_is_root()).then(|| nix::unistd::getuid().as_raw());
-    mailq::print(&spool, inv.json, only_uid, &mut out, SystemTime::now())?;
+    let mut waits = spoolmail::runner::Waits::new(config, &spool);
+    mailq::print(
+        &spool,
+        inv.json,
+        only_uid,
+        Some(&mut waits),
+        &mut out,
+        SystemTime::now(),
+    )?;
     out.flush()
         .map_err(|e| Error::io("writing to standard output", &e))
 }

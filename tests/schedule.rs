@@ -271,6 +271,19 @@ fn messages_waiting_for_an_unreachable_destination_cost_no_state_write() {
     let host_retry = entries(&w).iter().map(|(at, _)| *at).min().unwrap();
     assert!(host_retry > now(), "{:?}", entries(&w));
     assert_eq!(entries(&w).len(), ids.len());
+    // mailq says why the untried ones wait.
+    let q = w.mailq_json();
+    let waiting = q
+        .iter()
+        .filter(|m| {
+            m["recipients"][0]["waiting"]
+                .as_str()
+                .is_some_and(|w| w.starts_with("smarthost unreachable until"))
+        })
+        .count();
+    assert_eq!(waiting, ids.len() - 1, "{q:?}");
+    let text = String::from_utf8(w.run("mailq", &[], b"").stdout).unwrap();
+    assert_eq!(text.matches("(waiting: smarthost unreachable until").count(), ids.len() - 1);
     // The next run finds nothing due: no connection, no file opened.
     assert_success(&w.sendmail(&["-q"], b""));
     assert_eq!(accepted.load(Ordering::SeqCst), 1);

@@ -19,29 +19,8 @@ use super::outcome::{self, Outcome};
 use super::record::{Tally, persist};
 use super::transport::Transport;
 
-/// Where one recipient goes.
-enum Route {
-    Local,
-    Remote(Destination),
-}
-
 fn unix(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-fn route(ctx: &Context, address: &str) -> Route {
-    if local::is_local(ctx.config, address) {
-        return Route::Local;
-    }
-    let domain = address
-        .rsplit_once('@')
-        .map_or("", |(_, d)| d)
-        .to_ascii_lowercase();
-    if ctx.config.smarthost.is_some() {
-        Route::Remote(Destination::Smarthost)
-    } else {
-        Route::Remote(Destination::Domain(domain))
-    }
 }
 
 /// Whether a recipient is due now (`forced`: whatever its retry time).
@@ -143,9 +122,9 @@ pub fn attempt(
         let mut groups: BTreeMap<Destination, Vec<usize>> = BTreeMap::new();
         let mut locals = Vec::new();
         for &i in &due_now {
-            match route(ctx, &state.recipients[i].address) {
-                Route::Remote(dest) => groups.entry(dest).or_default().push(i),
-                Route::Local => locals.push(i),
+            match super::hosts::destination_of(ctx.config, &state.recipients[i].address) {
+                Some(dest) => groups.entry(dest).or_default().push(i),
+                None => locals.push(i),
             }
         }
         // Remote recipients first: a local command may run for

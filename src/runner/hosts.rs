@@ -49,6 +49,18 @@ impl Destination {
     }
 }
 
+/// Where mail for `address` goes; None when it is delivered locally.
+pub fn destination_of(config: &crate::config::Config, address: &str) -> Option<Destination> {
+    if crate::local::is_local(config, address) {
+        return None;
+    }
+    if config.smarthost.is_some() {
+        return Some(Destination::Smarthost);
+    }
+    let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+    Some(Destination::Domain(domain.to_ascii_lowercase()))
+}
+
 impl std::fmt::Display for Destination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

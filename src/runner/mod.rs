@@ -69,6 +69,46 @@ pub struct Selection {
     pub owner: Option<u32>,
 }
 
+/// Why a recipient that was not tried is waiting: its destination is in
+/// the unreachable cache (D6) until `until`. `mailq` shows it, since such
+/// a recipient gets no state of its own. Remembers each destination it
+/// looked up.
+pub struct Waits<'a> {
+    config: &'a Config,
+    hosts_dir: std::path::PathBuf,
+    seen: std::collections::HashMap<hosts::Destination, Option<(u64, String)>>,
+}
+
+impl<'a> Waits<'a> {
+    /// Lookups in `spool`'s destination records.
+    pub fn new(config: &'a Config, spool: &Spool) -> Waits<'a> {
+        Waits {
+            config,
+            hosts_dir: spool.hosts_dir(),
+            seen: std::collections::HashMap::new(),
+        }
+    }
+
+    /// "DEST unreachable until TIME: ERROR" when `address`'s destination
+    /// is not to be tried before a time after `now`.
+    pub fn of(&mut self, address: &str, now: u64) -> Option<String> {
+        let dest = hosts::destination_of(self.config, address)?;
+        let status = self
+            .seen
+            .entry(dest.clone())
+            .or_insert_with(|| {
+                hosts::read_status(&self.hosts_dir, &dest)
+                    .map(|s| (s.unreachable_until, s.last_error))
+            })
+            .clone();
+        let (until, error) = status.filter(|(until, _)| *until > now)?;
+        Some(format!(
+            "{dest} unreachable until {}: {error}",
+            crate::mailq::local_time(until)
+        ))
+    }
+}
+
 /// Whose messages the calling user may act on, as sendmail's
 /// `restrictqrun`: root and members of the spool's group (the group of
 /// `queue/`, `mail` when installed) act on every message; anyone else
