@@ -1,0 +1,438 @@
+//! Delivery to a real Postfix smtpd (tests/peers/postfix-mx.sh: a private
+//! instance from the unpacked Debian package, mail for x.test thrown away
+//! by the discard transport and logged per recipient). The point is
+//! Postfix's own limits — smtpd_recipient_limit, smtpd_hard_error_limit —
+//! as Postfix enforces them, not as a test server imitates them: every
+//! recipient of a long list must reach Postfix exactly once.
+//!
+//! Needs root (Postfix's master runs as root) and the unpacked package
+//! (fetched with `sh tests/peers/postfix.sh` when missing); skips without.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const MSG: &[u8] = b"Subject: postfix test\n\nbody line\n.leading dot\n";
+const WAIT: Duration = Duration::from_secs(300);
+
+/// Instances start one at a time: the script may create the postfix user
+/// and groups, and two concurrent useradds would trip over each other.
+static STARTING: Mutex<()> = Mutex::new(());
+
+/// A running private Postfix instance; stopped on drop.
+struct PostfixMx {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl PostfixMx {
+    /// Starts an instance with `main_cf` lines added to its main.cf, or
+    /// says why it cannot and returns None (the test then skips).
+    fn start(main_cf: &[&str]) -> Option<PostfixMx> {
+        if !is_root() {
+            eprintln!("skipped: Postfix's master needs root");
+            return None;
+        }
+        let _one_at_a_time = STARTING.lock().unwrap_or_else(|e| e.into_inner());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let tree = manifest.join("target/peers/postfix");
+        if !tree.join("usr/lib/postfix/sbin/smtpd").exists() {
+            let fetched = Command::new("sh")
+                .arg(manifest.join("tests/peers/postfix.sh"))
+                .arg(&tree)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !fetched || !tree.join("usr/lib/postfix/sbin/smtpd").exists() {
+                eprintln!("skipped: no unpacked postfix and tests/peers/postfix.sh failed");
+                return None;
+            }
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("spoolmail-postfix")
+            .tempdir()
+            .expect("tempdir");
+        let port = free_port();
+        let out = Command::new("sh")
+            .arg(manifest.join("tests/peers/postfix-mx.sh"))
+            .arg(dir.path())
+            .arg(port.to_string())
+            .args(main_cf)
+            .env("POSTFIX_TREE", &tree)
+            .output()
+            .expect("run tests/peers/postfix-mx.sh");
+        assert_success(&out);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            port.to_string()
+        );
+        Some(PostfixMx { dir, port })
+    }
+
+    fn maillog(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
+    }
+
+    /// The recipients the discard transport delivered, with how often.
+    fn delivered(&self) -> BTreeMap<String, usize> {
+        let mut seen = BTreeMap::new();
+        for line in self.maillog().lines() {
+            if line.contains("postfix/discard[") && line.contains("status=sent") {
+                let to = line
+                    .split_once("to=<")
+                    .and_then(|(_, rest)| rest.split_once('>'))
+                    .map(|(to, _)| to.to_string())
+                    .expect("to=<...> in a delivery line");
+                *seen.entry(to).or_insert(0) += 1;
+            }
+        }
+        seen
+    }
+
+    /// Lines of `log` from `program` (e.g. "smtpd") containing `needle`.
+    fn lines(log: &str, program: &str, needle: &str) -> Vec<String> {
+        let tag = format!("postfix/{program}[");
+        log.lines()
+            .filter(|l| l.contains(&tag) && l.contains(needle))
+            .map(String::from)
+            .collect()
+    }
+
+    /// Transactions Postfix took (one "QUEUEID: client=" line each).
+    fn transactions(log: &str) -> usize {
+        Self::lines(log, "smtpd", ": client=").len()
+    }
+
+    /// The end-of-session summaries ("disconnect from ... rcpt=N/M ...")
+    /// of the sessions that sent mail (the script's readiness probe sent
+    /// none).
+    fn sessions(log: &str) -> Vec<String> {
+        Self::lines(log, "smtpd", "disconnect from")
+            .into_iter()
+            .filter(|l| l.contains(" mail="))
+            .map(|l| l.split_once("disconnect from ").unwrap().1.to_string())
+            .collect()
+    }
+
+    /// Polls until `n` distinct recipients were delivered and every message
+    /// Postfix queued is done with (a "removed" line each), so that a late
+    /// duplicate would still be counted. Panics with the log after WAIT.
+    fn wait_delivered(&self, n: usize) -> BTreeMap<String, usize> {
+        let done = wait_for(WAIT, || {
+            let log = self.maillog();
+            self.delivered().len() >= n
+                && Self::lines(&log, "qmgr", ": removed").len() == Self::transactions(&log)
+        });
+        let delivered = self.delivered();
+        assert!(
+            done,
+            "waited {WAIT:?} for {n} recipients, {} delivered; log tail:\n{}",
+            delivered.len(),
+            tail(&self.maillog(), 40)
+        );
+        delivered
+    }
+}
+
+impl Drop for PostfixMx {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/postfix-mx.sh");
+        let _ = Command::new("sh")
+            .arg(script)
+            .arg("--stop")
+            .arg(self.dir.path())
+            .env(
+                "POSTFIX_TREE",
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("target/peers/postfix"),
+            )
+            .output();
+    }
+}
+
+/// A port nothing listens on now (the kernel's choice; released at once
+/// for Postfix to bind).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The RCPT commands of one session summary: the total of "rcpt=N/M",
+/// or N when all succeeded ("rcpt=N").
+fn rcpt_total(session: &str) -> usize {
+    session
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("rcpt="))
+        .map(|v| v.rsplit('/').next().unwrap().parse().expect("rcpt count"))
+        .unwrap_or(0)
+}
+
+/// Sends one message with `count` recipients r0000@x.test... through a
+/// world configured with `extra`, in the foreground; returns them sorted.
+fn send(w: &World, count: usize) -> Vec<String> {
+    let rcpts: Vec<String> = (0..count).map(|i| format!("r{i:04}@x.test")).collect();
+    let mut args = vec!["-odi", "-f", "s@example.org"];
+    args.extend(rcpts.iter().map(String::as_str));
+    let started = Instant::now();
+    assert_success(&w.sendmail(&args, MSG));
+    eprintln!("sendmail -odi, {count} recipients: {:?}", started.elapsed());
+    rcpts
+}
+
+/// Asserts each of `rcpts` was delivered exactly once and nothing else.
+fn assert_each_once(delivered: &BTreeMap<String, usize>, rcpts: &[String]) {
+    let twice: Vec<_> = delivered.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+    let got: Vec<&String> = delivered.keys().collect();
+    let want: Vec<&String> = rcpts.iter().collect();
+    assert_eq!(got, want, "each recipient, and only those");
+}
+
+/// Prints the figures a note may quote: transactions and sessions.
+fn report(pf: &PostfixMx) {
+    let log = pf.maillog();
+    let sessions = PostfixMx::sessions(&log);
+    eprintln!(
+        "postfix took {} transactions in {} connections",
+        PostfixMx::transactions(&log),
+        sessions.len()
+    );
+    for s in &sessions {
+        eprintln!("  session: {s}");
+    }
+}
+
+#[test]
+fn postfix_gets_2500_recipients_at_one_domain_once_each() {
+    let Some(pf) = PostfixMx::start(&[]) else {
+        return;
+    };
+    let w = World::with_config(&format!(
+        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nmax_recipients = 3000",
+        pf.port
+    ));
+    let started = Instant::now();
+    let rcpts = send(&w, 2500);
+    let delivered = pf.wait_delivered(rcpts.len());
+    eprintln!(
+        "2500 recipients delivered by postfix after {:?}",
+        started.elapsed()
+    );
+    report(&pf);
+    assert_each_once(&delivered, &rcpts);
+    assert_eq!(
+        w.queue_ids(),
+        Vec::<String>::new(),
+        "spoolmail's queue is empty"
+    );
+}
+
+#[test]
+fn postfix_with_a_low_recipient_limit_still_gets_each_recipient_once() {
+    // Postfix answers 452 beyond 30 recipients; spoolmail asks for 100 a
+    // transaction. Were it to keep sending RCPTs after the 452 — or ask
+    // for 100 again each time — the errors would add up to Postfix's
+    // hard error limit and a "421 4.7.0 Error: too many errors" drop.
+    let Some(pf) = PostfixMx::start(&["smtpd_recipient_limit = 30"]) else {
+        return;
+    };
+    let w = World::with_config(&format!(
+        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nsmtp_recipient_limit = 100\nmax_recipients = 3000",
+        pf.port
+    ));
+    let rcpts = send(&w, 500);
+    let delivered = pf.wait_delivered(rcpts.len());
+    report(&pf);
+    let log = pf.maillog();
+    // RCPT commands Postfix received, refused ones included ("rcpt=N" or
+    // "rcpt=N/M" in its session summary, M being the total): beyond the
+    // 500 it took, only those pipelined in the first transaction before
+    // its 452 was read may have been refused; a later transaction asking
+    // for 100 again would add 70 refusals each.
+    let rcpt_commands: usize = PostfixMx::sessions(&log)
+        .iter()
+        .map(|s| rcpt_total(s))
+        .sum();
+    let refused = rcpt_commands - rcpts.len();
+    eprintln!(
+        "{rcpt_commands} RCPT commands for {} recipients: {refused} refused",
+        rcpts.len()
+    );
+    assert!(
+        refused < 100,
+        "only the first transaction's pipelined RCPTs may meet a 452: {refused} did"
+    );
+    assert!(
+        !log.contains("too many errors"),
+        "postfix dropped the link:\n{}",
+        PostfixMx::lines(&log, "smtpd", "too many errors").join("\n")
+    );
+    assert_each_once(&delivered, &rcpts);
+    assert_eq!(
+        w.queue_ids(),
+        Vec::<String>::new(),
+        "spoolmail's queue is empty"
+    );
+}
+
+/// Known failure, kept as the figure to fix against: with Postfix's
+/// smtpd_recipient_overshoot_limit lowered (default 1000) to 20, RCPTs
+/// past smtpd_recipient_limit count as errors once 20 of them are
+/// refused. spoolmail pipelines up to smtp_recipient_limit (100) RCPTs
+/// before it reads the first 452, so 70 are refused, Postfix reaches its
+/// hard error limit (20) and drops the link with "too many errors" before
+/// DATA; the retry does the same, and nothing is ever delivered.
+#[test]
+#[ignore = "known failure: a pipelined RCPT window trips Postfix's hard error limit when smtpd_recipient_overshoot_limit is low"]
+fn postfix_with_a_low_overshoot_limit_still_gets_each_recipient_once() {
+    let Some(pf) = PostfixMx::start(&[
+        "smtpd_recipient_limit = 30",
+        "smtpd_recipient_overshoot_limit = 20",
+    ]) else {
+        return;
+    };
+    let w = World::with_config(&format!(
+        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nsmtp_recipient_limit = 100",
+        pf.port
+    ));
+    let rcpts = send(&w, 300);
+    // -odi delivers in the foreground: anything left queued failed.
+    assert_eq!(
+        w.queue_ids(),
+        Vec::<String>::new(),
+        "spoolmail's queue is empty; postfix said:\n{}",
+        PostfixMx::lines(&pf.maillog(), "smtpd", "from localhost").join("\n")
+    );
+    let delivered = pf.wait_delivered(rcpts.len());
+    assert_each_once(&delivered, &rcpts);
+}
+
+/// Writes a test CA and a certificate for "localhost" it signs, with
+/// openssl, into `dir`; returns (CA certificate, server certificate,
+/// server key).
+fn test_ca(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl");
+        assert_success(&out);
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &[
+                "req", "-x509", "-days", "2", "-keyout", "ca.key", "-out", "ca.pem",
+            ][..],
+            &ec,
+            &[
+                "-subj",
+                "/CN=spoolmail test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &[
+            &["req", "-keyout", "server.key", "-out", "server.csr"][..],
+            &ec,
+            &["-subj", "/CN=localhost"],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName = DNS:localhost\nbasicConstraints = CA:FALSE\nextendedKeyUsage = serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+#[test]
+fn postfix_starttls_with_a_certificate_from_a_test_ca() {
+    // smarthost_tls = starttls verifies the server: the certificate must
+    // chain to tls_ca_file and name "localhost".
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_ca(certs.path());
+    let Some(pf) = PostfixMx::start(&[
+        &format!("smtpd_tls_cert_file = {}", cert.display()),
+        &format!("smtpd_tls_key_file = {}", key.display()),
+        "smtpd_tls_security_level = may",
+        // Level 1 logs each TLS session's summary line.
+        "smtpd_tls_loglevel = 1",
+    ]) else {
+        return;
+    };
+    let w = World::with_config(&format!(
+        "smarthost = localhost:{}\nsmarthost_tls = starttls\ntls_ca_file = {}",
+        pf.port,
+        ca.display()
+    ));
+    let rcpts = send(&w, 3);
+    let delivered = pf.wait_delivered(rcpts.len());
+    assert_each_once(&delivered, &rcpts);
+    assert_eq!(
+        w.queue_ids(),
+        Vec::<String>::new(),
+        "spoolmail's queue is empty"
+    );
+    let log = pf.maillog();
+    let tls = PostfixMx::lines(&log, "smtpd", "TLS connection established");
+    eprintln!("{}", tls.join("\n"));
+    assert!(
+        !tls.is_empty(),
+        "postfix logged no TLS session:\n{}",
+        tail(&log, 40)
+    );
+    assert!(
+        PostfixMx::sessions(&log)
+            .iter()
+            .all(|s| s.contains("starttls=1")),
+        "every session that sent mail began with STARTTLS: {:?}",
+        PostfixMx::sessions(&log)
+    );
+}
