@@ -200,10 +200,7 @@ fn queued_waiting(r: &Shown, waiting: &mut dyn FnMut(&str) -> Option<String>) ->
 
 /// One message as one JSON object and a newline (serde_json escapes
 /// control characters, so values are shown raw).
-fn json_line(
-    m: &QueuedMessage,
-    waiting: &mut dyn FnMut(&str) -> Option<String>,
-) -> Result<String> {
+fn json_line(m: &QueuedMessage, waiting: &mut dyn FnMut(&str) -> Option<String>) -> Result<String> {
     let line = JsonMessage {
         id: m.envelope.id.as_str(),
         arrival_time: m.envelope.arrival,

@@ -283,7 +283,11 @@ fn messages_waiting_for_an_unreachable_destination_cost_no_state_write() {
         .count();
     assert_eq!(waiting, ids.len() - 1, "{q:?}");
     let text = String::from_utf8(w.run("mailq", &[], b"").stdout).unwrap();
-    assert_eq!(text.matches("(waiting: smarthost unreachable until").count(), ids.len() - 1);
+    assert_eq!(
+        text.matches("(waiting: smarthost unreachable until")
+            .count(),
+        ids.len() - 1
+    );
     // The next run finds nothing due: no connection, no file opened.
     assert_success(&w.sendmail(&["-q"], b""));
     assert_eq!(accepted.load(Ordering::SeqCst), 1);

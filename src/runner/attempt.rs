@@ -318,7 +318,7 @@ fn deliver_to(
         return persist(ctx, id, state).map(|()| None);
     }
     let conn = transport.open_connection();
-    let relay = conn.relay.clone();
+    let mut relay = conn.relay.clone();
     // SIZE= is what the server will count (RFC 1870: CRLF line endings,
     // no quoting dots), which differs from the stored size by a CR per
     // line: one pass over the message, only for servers that ask.
@@ -329,7 +329,10 @@ fn deliver_to(
     };
     let mut pending = indices;
     let mut limit = ctx.config.smtp_recipient_limit.max(1);
+    // One new connection after a server dropped us for asking too much.
+    let mut reconnected = false;
     while !pending.is_empty() {
+        let conn = transport.open_connection();
         // At most `smtp_recipient_limit` per transaction (Postfix's client
         // sends 50): a server's own limit, and its error count, are never
         // reached by a long list; the rest follow on the same connection.
@@ -427,6 +430,30 @@ fn deliver_to(
                 }
                 transport.discard();
                 return persist(ctx, id, state).map(|()| None);
+            }
+            Err(e) if e.rcpt_taken.is_some() && !reconnected => {
+                // The link broke during the RCPTs after a 452: a server
+                // that counts refused RCPTs as errors (Postfix does,
+                // beyond smtpd_recipient_overshoot_limit) dropped us for
+                // pipelining more than it takes. Nothing of this
+                // transaction was delivered (no DATA): the same
+                // recipients go again at once, over a new connection, in
+                // transactions no larger than what it took.
+                let taken = e.rcpt_taken.unwrap_or(1).max(1);
+                log::info!(
+                    "{id}: {relay}: {e} after the server took {taken} recipient(s); reconnecting with {taken} per transaction"
+                );
+                transport.discard();
+                reconnected = true;
+                limit = limit.min(taken);
+                pending.extend(rest);
+                if let Err(outcome) = transport.connection(dest, now, !forced).map(drop) {
+                    for &i in &pending {
+                        apply(ctx, id, state, i, &outcome, None, now, age);
+                    }
+                    return persist(ctx, id, state).map(|()| None);
+                }
+                relay = transport.open_connection().relay.clone();
             }
             Err(e) => {
                 let outcome = match (&e.kind, &e.reply) {

@@ -113,6 +113,11 @@ pub struct SmtpError {
     pub message: String,
     /// The final dot had been sent: the server may have the message.
     pub after_final_dot: bool,
+    /// The link broke during the RCPTs after the server had answered 452
+    /// (too many recipients): how many it had taken by then. A server
+    /// that counts 452s as errors drops a client that pipelined more
+    /// than it takes; the next transactions should ask for this many.
+    pub rcpt_taken: Option<usize>,
 }
 
 impl SmtpError {
@@ -122,6 +127,7 @@ impl SmtpError {
             reply: None,
             message: message.into(),
             after_final_dot: false,
+            rcpt_taken: None,
         }
     }
 
@@ -131,6 +137,7 @@ impl SmtpError {
             message: format!("{what} refused: {}", reply.one_line()),
             reply: Some(reply),
             after_final_dot: false,
+            rcpt_taken: None,
         }
     }
 
@@ -475,6 +482,7 @@ impl Session {
                 message: format!("STARTTLS refused: {}", reply.one_line()),
                 reply: Some(reply),
                 after_final_dot: false,
+                rcpt_taken: None,
             });
         }
         if self.conn.has_unread() {
@@ -746,7 +754,16 @@ impl Session {
                     n if n == data_at => "after DATA",
                     _ => "after RCPT",
                 };
-                let reply = self.read_reply(what, self.timeouts.command)?;
+                let reply = match self.read_reply(what, self.timeouts.command) {
+                    Ok(reply) => reply,
+                    Err(mut e) => {
+                        if full {
+                            e.rcpt_taken =
+                                Some(replies.iter().skip(1).filter(|r| r.is_positive()).count());
+                        }
+                        return Err(e);
+                    }
+                };
                 unanswered_bytes -= commands[replies.len()].len() + 2;
                 if replies.is_empty() && !reply.is_positive() {
                     stop = true;
@@ -866,6 +883,7 @@ fn auth_refused(reply: Reply) -> SmtpError {
         message: format!("authentication refused: {}", reply.one_line()),
         reply: Some(reply),
         after_final_dot: false,
+        rcpt_taken: None,
     }
 }
 
