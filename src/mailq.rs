@@ -321,7 +321,7 @@ mod tests {
 
     fn run(spool: &Spool, json: bool) -> String {
         let mut out = Vec::new();
-        print(spool, json, None, &mut out, SystemTime::now()).unwrap();
+        print(spool, json, None, None, &mut out, SystemTime::now()).unwrap();
         String::from_utf8(out).unwrap()
     }
 
@@ -346,7 +346,7 @@ mod tests {
         let (_dir, spool, ids) = two_messages();
         let shown = |uid| {
             let mut out = Vec::new();
-            print(&spool, false, Some(uid), &mut out, SystemTime::now()).unwrap();
+            print(&spool, false, Some(uid), None, &mut out, SystemTime::now()).unwrap();
             String::from_utf8(out).unwrap()
         };
         let own = shown(1000);
