@@ -55,7 +55,9 @@ pub fn bucket_for(due: u64, now: u64) -> u64 {
     }
     let wide = ((due - now) / 16).clamp(1, MAX_GRAIN);
     let grain = 1u64 << (63 - wide.leading_zeros());
-    due.div_ceil(grain) * grain
+    // Saturating: a time read back from a state file is not trusted to
+    // be sane.
+    due.div_ceil(grain).saturating_mul(grain)
 }
 
 /// One bucket as listed: its time and whether root owns its directory.
@@ -327,5 +329,8 @@ mod tests {
         }
         // Far waits share buckets: one per 64 s.
         assert_eq!(bucket_for(now + 3600, now), bucket_for(now + 3601, now));
+        // Absurd times neither overflow nor come early.
+        assert_eq!(bucket_for(u64::MAX, now), u64::MAX);
+        assert!(bucket_for(u64::MAX - 5, now) >= u64::MAX - 5);
     }
 }
