@@ -27,6 +27,14 @@ else
     limit="-max_total_time=$seconds"
 fi
 
+# The targets that need a spool make one per process under this run's own
+# scratch directory (fuzz/src/lib.rs): removing it never touches another
+# run's, even one of the same target.
+if [ -d /dev/shm ]; then base=/dev/shm; else base=${TMPDIR:-/tmp}; fi
+SPOOLMAIL_FUZZ_SCRATCH=$(mktemp -d "$base/spoolmail-fuzz.XXXXXX") || exit 2
+export SPOOLMAIL_FUZZ_SCRATCH
+trap 'rm -rf "$SPOOLMAIL_FUZZ_SCRATCH"' EXIT
+
 cargo +nightly fuzz build -O -a --sanitizer "$sanitizer" >logs.build 2>&1 || { cat logs.build; exit 2; }
 rm -f logs.build
 mkdir -p logs
@@ -46,8 +54,7 @@ for t in $targets; do
         "$limit" -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 >"$log" 2>&1
     rc=$?
-    # The targets that need a spool make one per process (fuzz/src/lib.rs).
-    rm -rf /dev/shm/spoolmail-fuzz-"$t"-* "${TMPDIR:-/tmp}"/spoolmail-fuzz-"$t"-*
+    rm -rf "${SPOOLMAIL_FUZZ_SCRATCH:?}"/*
     secs=$(( $(date +%s) - start ))
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     last=$(grep -E '^#[0-9]+' "$log" | tail -1)

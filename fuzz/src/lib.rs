@@ -38,10 +38,14 @@ impl Read for Chunked<'_> {
     }
 }
 
-/// A fresh directory for this process's scratch spool, on tmpfs when the
-/// machine has one (fsync is then cheap), removed and recreated empty.
+/// A fresh directory for this process's scratch spool, removed and
+/// recreated empty: under `SPOOLMAIL_FUZZ_SCRATCH` when set (fuzz/run.sh
+/// gives each of its runs its own, which it removes), else on tmpfs when
+/// the machine has one (fsync is then cheap).
 pub fn scratch_dir(name: &str) -> PathBuf {
-    let base = if std::path::Path::new("/dev/shm").is_dir() {
+    let base = if let Some(dir) = std::env::var_os("SPOOLMAIL_FUZZ_SCRATCH") {
+        PathBuf::from(dir)
+    } else if std::path::Path::new("/dev/shm").is_dir() {
         PathBuf::from("/dev/shm")
     } else {
         std::env::temp_dir()
