@@ -269,8 +269,10 @@ impl Spool {
     }
 
     /// The IDs of every committed message, sorted (oldest first). Names
-    /// that are not valid IDs are skipped with a warning. One readdir: a
-    /// runner scanning a queue of thousands reads no file to pick its work.
+    /// that are not valid IDs are skipped with a warning. One readdir, no
+    /// file opened; queue runs pick their work from the schedule instead
+    /// ([`Spool::due_entries`]) and list `queue/` only when forced, to
+    /// repair the schedule, or for `mailq`.
     pub fn queued_ids(&self) -> Result<Vec<QueueId>> {
         let entries = match fs::read_dir(&self.queue) {
             Ok(entries) => entries,
