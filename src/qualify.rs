@@ -162,12 +162,14 @@ fn push(item: &mut Item, angle: &mut Option<(Vec<u8>, usize)>, b: u8, i: usize) 
 
 /// A valid local part with no domain, as the address parser decides it:
 /// an '@' inside a quoted local part (`"a@b"`) does not make a domain.
+/// White space is what the address parser takes for it, Unicode's
+/// included (a no-break space pasted before a name): an item of nothing
+/// else names no one.
 fn is_bare(text: &[u8]) -> bool {
-    if text.is_empty() {
-        return false;
-    }
     std::str::from_utf8(text)
         .ok()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
         .and_then(|t| Address::parse(t).ok())
         .is_some_and(|a| a.domain().is_none())
 }
@@ -181,6 +183,18 @@ mod tests {
             Some(v) => String::from_utf8(v).unwrap(),
             None => field.to_string(),
         }
+    }
+
+    #[test]
+    fn unicode_white_space_alone_is_not_a_name() {
+        // Found by the qualify fuzz target: the group held only a no-break
+        // space, which the qualifier took for a name while the address
+        // parser takes it for white space.
+        let field = "To: \u{a0}%,:\u{a0} ;0%;\n";
+        assert_eq!(q(field), "To: \u{a0}%@h.example,:\u{a0} ;0%@h.example;\n");
+        let value = q(field).trim_start_matches("To: ").trim_end().to_string();
+        let got = crate::address::parse_list(&value).unwrap();
+        assert_eq!(got.len(), 2);
     }
 
     #[test]
