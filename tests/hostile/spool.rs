@@ -204,13 +204,18 @@ fn item11_roots_pickup_removes_maildrop_junk() {
     let partial = QueueId::generate(SystemTime::now());
     // A fresh `.ID` would be "still being written" were partial files
     // kept here: it must not keep the directory (and the path unit) busy.
+    // The symlinks point at a root-owned file of this test's own (not at
+    // /etc/passwd, which the other tests' useradd and userdel change
+    // while this one runs).
+    let victim = site.base.join("root-only");
+    site.write_root(&victim, "root's own\n", 0, 0o644);
     let script = format!(
-        "cd {} && mkdir kick.dir && touch kick.dir/f && ln -s /etc/passwd kick.dir/l && \
-         touch .non-ID not-an-ID kick.{id} .{partial} && ln -s /etc/passwd {id} && mkfifo {other}",
-        site.spool.join("maildrop").display()
+        "cd {} && mkdir kick.dir && touch kick.dir/f && ln -s {victim} kick.dir/l && \
+         touch .non-ID not-an-ID kick.{id} .{partial} && ln -s {victim} {id} && mkfifo {other}",
+        site.spool.join("maildrop").display(),
+        victim = victim.display()
     );
     common::assert_success(&site.sh(Some(&site.mallory), &script));
-    let passwd = fs::read("/etc/passwd").unwrap();
     root_pickup(&site);
     assert!(
         names(&site.spool.join("maildrop")).is_empty(),
@@ -218,7 +223,8 @@ fn item11_roots_pickup_removes_maildrop_junk() {
         names(&site.spool.join("maildrop"))
     );
     assert!(names(&site.spool.join("corrupt")).is_empty());
-    assert_eq!(fs::read("/etc/passwd").unwrap(), passwd);
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "root's own\n");
+    assert!(victim.exists(), "the symlinks' target is untouched");
 }
 
 #[test]
