@@ -84,6 +84,11 @@ fn bare_names(value: &[u8]) -> Vec<usize> {
         }
     };
     for (i, &b) in value.iter().enumerate() {
+        // The value is read unfolded (Header::recipients): a line break
+        // is nothing, even after a backslash — `\<LF>"` escapes the quote.
+        if b == b'\n' {
+            continue;
+        }
         if escaped {
             escaped = false;
             if comment == 0 {
@@ -142,12 +147,8 @@ fn bare_names(value: &[u8]) -> Vec<usize> {
     out
 }
 
-/// Keeps a significant byte. The LF of a folded line is not one: the
-/// value is read unfolded (Header::recipients), even inside quotes.
+/// Keeps a significant byte.
 fn push(item: &mut Item, angle: &mut Option<(Vec<u8>, usize)>, b: u8, i: usize) {
-    if b == b'\n' {
-        return;
-    }
     match angle {
         Some((inside, end)) => {
             inside.push(b);
@@ -183,6 +184,18 @@ mod tests {
             Some(v) => String::from_utf8(v).unwrap(),
             None => field.to_string(),
         }
+    }
+
+    /// Found by the long qualify fuzz run: a backslash before a line
+    /// break escapes the first byte after it (the value is read with its
+    /// line breaks removed), here a quote: the quoted string goes on,
+    /// and the names after it are still bare.
+    #[test]
+    fn a_backslash_before_a_line_break_escapes_what_follows_it() {
+        assert_eq!(
+            q("To: t,\"a\\\n\"b, c\", d\n"),
+            "To: t@h.example,\"a\\\n\"b, c\"@h.example, d@h.example\n"
+        );
     }
 
     #[test]
