@@ -20,7 +20,7 @@ Installs spoolmail as the system's sendmail:
   $DESTDIR$PREFIX/bin/mailq                -> ../sbin/spoolmail
   $DESTDIR$PREFIX/bin/newaliases           -> ../sbin/spoolmail
   $DESTDIR/etc/spoolmail/spoolmail.conf    only if absent
-  $DESTDIR/var/spool/spoolmail/            0751; tmp queue state hosts corrupt schedule schedule/0 0770;
+  $DESTDIR/var/spool/spoolmail/            0751; tmp queue state hosts corrupt schedule schedule/0 window 0770;
                                            maildrop maildrop-tmp 1733
   $DESTDIR$SYSTEMDUNITDIR/spoolmail-queue.{service,timer}, spoolmail-maildrop.path
   $DESTDIR$PREFIX/lib/tmpfiles.d/spoolmail.conf   the spool, and a daily sweep of tmp/
@@ -122,7 +122,7 @@ done
 
 mkdir -p "$spool"
 chmod 0751 "$spool"
-for sub in tmp queue state hosts corrupt schedule schedule/0; do
+for sub in tmp queue state hosts corrupt schedule schedule/0 window; do
     mkdir -p "$spool/$sub"
     chmod 0770 "$spool/$sub"
 done

@@ -125,16 +125,17 @@ fn recipients(m: &QueuedMessage) -> Vec<Shown<'_>> {
     }
 }
 
-/// Possibly delivered: the RFC 1047 flag; or the window's marker left by
-/// a runner that no longer holds the message (it died between the final
-/// dot and the reply: the flag is only set by the next attempt); or a
-/// state that cannot be read (unknown: some recipients may have had
-/// their copy).
+/// Possibly delivered: the RFC 1047 flag; or the window's marker (the
+/// queue file's second link, or the state file's older form) left by a
+/// runner that no longer holds the message (it died between the final
+/// dot and the recorded outcome: the flag is only set by the next
+/// attempt); or a state that cannot be read (unknown: some recipients
+/// may have had their copy).
 fn possibly_delivered(m: &QueuedMessage) -> bool {
+    let marked = m.window_open || m.state.as_ref().is_some_and(|s| s.final_dot_sent.is_some());
     m.state_error.is_some()
-        || m.state
-            .as_ref()
-            .is_some_and(|s| s.possibly_delivered || (s.final_dot_sent.is_some() && !m.claimed))
+        || m.state.as_ref().is_some_and(|s| s.possibly_delivered)
+        || (marked && !m.claimed)
 }
 
 /// One message of the sendmail-style text listing, appended to `s`.
@@ -339,6 +340,27 @@ mod tests {
         let first: Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
         assert_eq!(first["possibly_delivered"], true, "{first}");
         assert!(run(&spool, false).contains("possibly delivered"));
+    }
+
+    /// The same for the window's link, the marker runners make now: a
+    /// message never attempted before has no state file at all.
+    #[test]
+    fn the_window_link_alone_shows_possibly_delivered() {
+        let (_dir, spool, ids) = two_messages();
+        let first =
+            |json: String| -> Value { serde_json::from_str(json.lines().next().unwrap()).unwrap() };
+        assert_eq!(first(run(&spool, true))["possibly_delivered"], false);
+        let id = crate::spool::QueueId::parse(&ids[0]).unwrap();
+        let claim = spool.claim(&id).unwrap().unwrap();
+        spool.open_window(&claim).unwrap();
+        let held = first(run(&spool, true));
+        assert_eq!(
+            held["possibly_delivered"], false,
+            "a runner is in the window now: {held}"
+        );
+        drop(claim);
+        let left = first(run(&spool, true));
+        assert_eq!(left["possibly_delivered"], true, "{left}");
     }
 
     #[test]

@@ -62,16 +62,12 @@ fn auth_world(
     ))
 }
 
-/// Polls until some state file records the final dot as sent without a
-/// reply yet: a runner is inside the RFC 1047 window.
+/// Polls until a runner has marked the final dot as sent without a
+/// reply yet (its `window/ID` link): it is inside the RFC 1047 window.
 fn wait_in_rfc1047_window(w: &World) -> bool {
-    let state_dir = w.spool.join("state");
+    let window_dir = w.spool.join("window");
     wait_for(WAIT, || {
-        std::fs::read_dir(&state_dir).is_ok_and(|d| {
-            d.flatten().any(|e| {
-                std::fs::read_to_string(e.path()).is_ok_and(|s| s.contains("\"final_dot_sent\":1"))
-            })
-        })
+        std::fs::read_dir(&window_dir).is_ok_and(|mut d| d.next().is_some())
     })
 }
 

@@ -71,15 +71,18 @@ pub fn attempt(
         }
         Err(e) => return Err(e),
     };
-    if let Some(at) = state.final_dot_sent.take() {
-        // A runner died between sending the final dot and reading the
-        // reply (RFC 1047): the server may have the message.
+    let left_open = state.final_dot_sent.take().or(claim.window_left_open());
+    if let Some(at) = left_open {
+        // A runner died between sending the final dot and recording the
+        // outcome (RFC 1047): the server may have the message. The flag
+        // is durable before the marker goes.
         state.possibly_delivered = true;
         log::warn!(
             "{id}: an attempt at {} ended after the final dot without a reply: possibly delivered (RFC 1047)",
             crate::mailq::local_time(at)
         );
         spool.write_state(&id, &state)?;
+        spool.close_window(&claim);
     }
     let due_now: Vec<usize> = (0..state.recipients.len())
         .filter(|&i| due(&state.recipients[i], now_s, forced))
@@ -315,7 +318,7 @@ fn deliver_to(
         for i in indices {
             apply(ctx, id, state, i, &outcome, None, now, age);
         }
-        return persist(ctx, id, state).map(|()| None);
+        return record(ctx, claim, state).map(|()| None);
     }
     let conn = transport.open_connection();
     let mut relay = conn.relay.clone();
@@ -356,16 +359,23 @@ fn deliver_to(
         };
         let mut data = spool.claimed_data(claim)?;
         let result = {
-            // The RFC 1047 window opens here: recorded before the dot goes
-            // out, so that a runner killed before the reply leaves a trace.
-            // Without a fsync while the state holds nothing final: a power
-            // cut may then leave an empty state file, which reads as
-            // "state unknown" — every recipient retried and flagged
-            // possibly delivered, just what the marker says. Once it holds
-            // a final outcome (an earlier transaction's, a local target
-            // done, a notice) the marker must not put that at risk: it
-            // is written durably like any state.
+            // The RFC 1047 window opens here: marked before the dot goes
+            // out, so that a runner killed before the outcome is recorded
+            // leaves a trace — a link (see crate::spool's window module),
+            // closed once the outcome is durable.
+            //
+            // Where no link can be made, the marker goes into the state
+            // file: without a fsync while the state holds nothing final
+            // (a power cut may then leave an empty state file, which reads
+            // as "state unknown": every recipient retried and flagged
+            // possibly delivered, just what the marker says); durably once
+            // it holds a final outcome (an earlier transaction's, a local
+            // target done, a notice), which the marker must not put at risk.
             let mut mark_window = || -> io::Result<()> {
+                match spool.open_window(claim) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => log::debug!("{id}: no window link ({e}): marking the state file"),
+                }
                 state.final_dot_sent = Some(now);
                 let marked = match state.holds_outcomes() {
                     true => spool.write_state(id, state),
@@ -403,7 +413,7 @@ fn deliver_to(
                     };
                     apply(ctx, id, state, i, &outcome, Some(&relay), now, age);
                 }
-                persist(ctx, id, state)?;
+                record(ctx, claim, state)?;
                 if !next.is_empty() {
                     // The server said how many it takes: later
                     // transactions ask no more of it (each 452 counts as
@@ -429,7 +439,7 @@ fn deliver_to(
                     apply(ctx, id, state, i, &outcome, Some(&relay), now, age);
                 }
                 transport.discard();
-                return persist(ctx, id, state).map(|()| None);
+                return record(ctx, claim, state).map(|()| None);
             }
             Err(e) if e.rcpt_taken.is_some() && !reconnected => {
                 // The link broke during the RCPTs after a 452: a server
@@ -451,7 +461,7 @@ fn deliver_to(
                     for &i in &pending {
                         apply(ctx, id, state, i, &outcome, None, now, age);
                     }
-                    return persist(ctx, id, state).map(|()| None);
+                    return record(ctx, claim, state).map(|()| None);
                 }
                 relay = transport.open_connection().relay.clone();
             }
@@ -483,11 +493,22 @@ fn deliver_to(
                 ) {
                     transport.discard();
                 }
-                return persist(ctx, id, state).map(|()| None);
+                return record(ctx, claim, state).map(|()| None);
             }
         }
     }
     Ok(None)
+}
+
+/// Records the outcome of a transaction (D2), then closes its RFC 1047
+/// window: the outcome is durable, the marker has done its work. When
+/// every recipient is delivered nothing is written and the window stays
+/// open until the message's removal, which follows and is the record.
+fn record(ctx: &Context, claim: &Claim, state: &DeliveryState) -> Result<()> {
+    if persist(ctx, claim.id(), state)? {
+        ctx.spool.close_window(claim);
+    }
+    Ok(())
 }
 
 /// After the attempt: failure notices, the delay warning, and removal

@@ -158,7 +158,7 @@ fn mark_done(
 ) -> Result<()> {
     state.recipients[index].local_done.push(key.to_string());
     match save_now {
-        true => persist(ctx, claim.id(), state),
+        true => persist(ctx, claim.id(), state).map(drop),
         false => Ok(()),
     }
 }

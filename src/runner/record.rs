@@ -28,13 +28,14 @@ pub struct Tally {
 
 /// Writes the state durably (D2), unless every recipient is delivered:
 /// then the message's removal, which follows at once, is the record.
-pub(super) fn persist(ctx: &Context, id: &QueueId, state: &DeliveryState) -> Result<()> {
+/// True when it wrote.
+pub(super) fn persist(ctx: &Context, id: &QueueId, state: &DeliveryState) -> Result<bool> {
     if state
         .recipients
         .iter()
         .all(|r| r.status == RecipientStatus::Delivered)
     {
-        return Ok(());
+        return Ok(false);
     }
-    ctx.spool.write_state(id, state)
+    ctx.spool.write_state(id, state).map(|()| true)
 }

@@ -9,6 +9,7 @@
 //! | `state/`   | `ID`: delivery state as JSON ([`DeliveryState`]), replaced atomically; `ID.tmp-PID` while being replaced |
 //! | `hosts/`   | per-destination locks and status (owned by the runner)        |
 //! | `schedule/` | `T/ID`: empty files, message ID has work from unix time T on; `0/` due at once ([`schedule`]) |
+//! | `window/` | `ID`: a hard link to `queue/ID` while a runner waits for the reply to its final dot (RFC 1047; [`window`]) |
 //! | `corrupt/` | queue files that failed verification and refused drops: never delivered; removed by root's queue run after `corrupt_max_age` or beyond its size caps ([`Spool::sweep_corrupt`]) |
 //! | `maildrop/` | 1733: messages from callers without the spool group ([`maildrop`]), picked up by root |
 //! | `maildrop-tmp/` | 1733: those messages while they are written |
@@ -33,6 +34,7 @@ mod maildrop;
 mod removals;
 mod schedule;
 mod state;
+mod window;
 
 use draft::DirSync;
 pub use draft::{Committed, DataWriter, Draft};
@@ -41,6 +43,7 @@ pub use id::QueueId;
 pub use maildrop::{MAILDROP, MAILDROP_MODE, MAILDROP_TMP, begin_drop};
 pub use schedule::{NOW_BUCKET, Repairs, SCHEDULE, bucket_for};
 pub use state::{DeliveryState, RecipientState, RecipientStatus, STATE_VERSION};
+pub use window::WINDOW;
 
 use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
 use std::io::{self, BufReader, Read, Seek};
@@ -57,7 +60,9 @@ const ROOT_MODE: u32 = 0o751;
 /// Mode of the subdirectories: the setgid group writes into them.
 const DIR_MODE: u32 = 0o770;
 /// The subdirectories, all created together.
-const SUBDIRS: [&str; 6] = ["tmp", "queue", "state", "hosts", "corrupt", SCHEDULE];
+const SUBDIRS: [&str; 7] = [
+    "tmp", "queue", "state", "hosts", "corrupt", SCHEDULE, WINDOW,
+];
 /// Buffer for reading an envelope block when the data is not wanted.
 const ENVELOPE_BUFFER: usize = 8 * 1024;
 /// Buffer for streaming message data to the runner.
@@ -86,6 +91,7 @@ pub struct Spool {
     state: PathBuf,
     corrupt: PathBuf,
     schedule: PathBuf,
+    window: PathBuf,
     /// Set for a queue run's workers: removals share their fsyncs.
     group_sync: Option<std::sync::Arc<removals::GroupSync>>,
 }
@@ -104,6 +110,10 @@ pub struct QueuedMessage {
     pub state_error: Option<String>,
     /// A runner holds the flock now (probed with a non-blocking shared lock).
     pub claimed: bool,
+    /// The queue file has a second link: a runner opened the RFC 1047
+    /// window ([`window`]) and has not closed it — it is in it now
+    /// (`claimed`), or it died there.
+    pub window_open: bool,
 }
 
 /// A reader over exactly the message data of a queue file.
@@ -121,6 +131,12 @@ pub struct Claim {
     /// [`Spool::claim_message`]).
     data_at: u64,
     size: u64,
+    /// The queue file had a second link when claimed: a window left
+    /// open, since this time ([`Claim::window_left_open`]).
+    window_since: Option<u64>,
+    /// `window/ID` may exist: left open before this claim, or opened by
+    /// it ([`Spool::open_window`]), and not closed since.
+    window_linked: std::cell::Cell<bool>,
 }
 
 /// How reading a spool file went wrong, before it becomes an [`Error`].
@@ -146,22 +162,24 @@ impl Spool {
             state: root.join("state"),
             corrupt: root.join("corrupt"),
             schedule: root.join(SCHEDULE),
+            window: root.join(WINDOW),
             group_sync: None,
         };
-        // schedule/0 is the newest part of the layout: a spool from an
-        // older version gains it here.
-        let probe = spool.schedule.join(NOW_BUCKET.to_string());
+        // window/ is the newest part of the layout: a spool from an
+        // older version gains it (and schedule/0) here.
+        let probe = spool.window.clone();
         match fs::metadata(&probe) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if let Err(e) = spool.create_dirs() {
-                    // An installed spool whose package has not made the
-                    // schedule yet (only root may): runs then list the
-                    // queue as before ([`Spool::due_entries`]).
+                    // An installed spool whose package has not made them
+                    // yet (only root may): runs then list the queue as
+                    // before ([`Spool::due_entries`]) and mark the RFC
+                    // 1047 window in the state file.
                     if !spool.queue.is_dir() {
                         return Err(e);
                     }
-                    log::warn!("{e}; queue runs list the whole queue until it exists");
+                    log::warn!("{e}; queue runs work without it until it exists");
                 }
             }
             Err(e) => return Err(Error::io(format_args!("{}", probe.display()), &e)),
@@ -309,7 +327,7 @@ impl Spool {
     /// message is gone (a removal cut short between its two unlinks).
     /// Returns how many went.
     pub fn sweep_tmp(&self, max_age: std::time::Duration, now: SystemTime) -> Result<usize> {
-        let swept = self.sweep_drafts(max_age, now)?;
+        let swept = self.sweep_drafts(max_age, now)? + self.sweep_windows();
         Ok(swept + self.sweep_state(max_age, now))
     }
 
@@ -524,7 +542,13 @@ impl Spool {
 
     /// One message as listed (None: gone, or set aside as corrupt).
     fn list_one(&self, dirs: &ListDirs, id: &QueueId) -> Result<Option<QueuedMessage>> {
-        let reader = match self.open_queue_file_in(dirs.queue.as_ref(), id, ENVELOPE_BUFFER) {
+        let path = self.queue.join(id.as_str());
+        let mut window_open = false;
+        let found = open_regular_with_metadata(dirs.queue.as_ref(), &path);
+        let reader = match found.and_then(|(file, meta)| {
+            window_open = meta.nlink() > 1;
+            self.verify_queue_file(id, file, meta.len(), ENVELOPE_BUFFER)
+        }) {
             Ok(r) => r,
             Err(Trouble::Gone) => return Ok(None),
             Err(Trouble::Corrupt(why)) => {
@@ -560,6 +584,7 @@ impl Spool {
             state,
             state_error,
             claimed,
+            window_open,
         }))
     }
 
@@ -889,6 +914,8 @@ impl Spool {
                 _file: file,
                 data_at: 0,
                 size: 0,
+                window_since: (ours.nlink() > 1).then(|| ours.ctime().max(0) as u64),
+                window_linked: std::cell::Cell::new(ours.nlink() > 1),
             })),
             _ => Ok(None),
         }
@@ -950,13 +977,20 @@ impl Spool {
         let state_path = self.state.join(id.as_str());
         fs::remove_file(&queue_path)
             .map_err(|e| Error::io(format_args!("removing {}", queue_path.display()), &e))?;
+        // The window, if open, closes with the state file: after the
+        // removal is durable, so that a power cut that undoes the removal
+        // finds the message still flagged.
+        let window = claim.in_window().then(|| self.window.join(id.as_str()));
         if let Some(sync) = &self.group_sync {
             // The state file goes after the shared fsync.
-            sync.removed(state_path);
+            sync.removed(state_path, window);
             drop(claim);
             return Ok(());
         }
         durable::fsync_dir(&self.queue)?;
+        if let Some(window) = window {
+            let _ = fs::remove_file(window);
+        }
         match fs::remove_file(&state_path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -1063,6 +1097,14 @@ fn open_dir(path: &Path) -> io::Result<File> {
 /// component is opened relative to `dir` (openat), `path` only names it
 /// in errors.
 fn open_regular_in(dir: Option<&File>, path: &Path) -> std::result::Result<(File, u64), Trouble> {
+    open_regular_with_metadata(dir, path).map(|(file, meta)| (file, meta.len()))
+}
+
+/// [`open_regular_in`], returning the file's whole fstat.
+fn open_regular_with_metadata(
+    dir: Option<&File>,
+    path: &Path,
+) -> std::result::Result<(File, fs::Metadata), Trouble> {
     use nix::fcntl::OFlag;
     let flags = OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
     let file = match (dir, path.file_name()) {
@@ -1095,7 +1137,7 @@ fn open_regular_in(dir: Option<&File>, path: &Path) -> std::result::Result<(File
     if !meta.file_type().is_file() {
         return Err(Trouble::Corrupt("not a regular file".into()));
     }
-    Ok((file, meta.len()))
+    Ok((file, meta))
 }
 
 /// openat(2) of `name` in `dir`.

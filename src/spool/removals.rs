@@ -25,7 +25,8 @@ struct Pending {
     requested: u64,
     /// Unlinks covered by a completed fsync.
     synced: u64,
-    /// State files to remove once their queue file's removal is synced.
+    /// State files (and open RFC 1047 window links) to remove once their
+    /// queue file's removal is synced.
     states: Vec<PathBuf>,
     /// No more requests: the thread ends when it has caught up.
     stop: bool,
@@ -73,11 +74,12 @@ impl GroupSync {
     }
 
     /// The queue file of a message has been unlinked: make that durable,
-    /// then remove `state_file`.
-    pub fn removed(&self, state_file: PathBuf) {
+    /// then remove `state_file` and the message's `window` link if any.
+    pub fn removed(&self, state_file: PathBuf, window: Option<PathBuf>) {
         let mut pending = self.shared.lock();
         pending.requested += 1;
         pending.states.push(state_file);
+        pending.states.extend(window);
         self.shared.changed.notify_all();
     }
 }
@@ -141,7 +143,7 @@ mod tests {
                 let sync = &sync;
                 scope.spawn(move || {
                     for s in chunk {
-                        sync.removed(s.clone());
+                        sync.removed(s.clone(), None);
                     }
                 });
             }

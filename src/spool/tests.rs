@@ -701,3 +701,47 @@ fn sweep_corrupt_bounds_age_bytes_and_files() {
     );
     assert!(names(&corrupt).is_empty());
 }
+
+/// A runner killed inside the RFC 1047 window leaves `window/ID`: the
+/// next claim sees it; once the message is removed (the kill came
+/// between its removal and the window's) the link is swept.
+#[test]
+fn a_window_left_open_is_seen_by_the_next_claim_and_swept_once_removed() {
+    let (_dir, spool) = spool();
+    let id = enqueue(&spool, b"Subject: w\n\nbody\n").id;
+    let claim = spool.claim(&id).unwrap().unwrap();
+    assert_eq!(claim.window_left_open(), None);
+    spool.open_window(&claim).unwrap();
+    spool.open_window(&claim).unwrap();
+    drop(claim);
+    let claim = spool.claim(&id).unwrap().unwrap();
+    assert!(claim.window_left_open().is_some());
+    assert!(spool.list().unwrap()[0].window_open);
+    assert_eq!(
+        spool.sweep_windows(),
+        0,
+        "the window of a queued message stays"
+    );
+    drop(claim);
+    fs::remove_file(spool.root().join("queue").join(id.as_str())).unwrap();
+    assert_eq!(spool.sweep_windows(), 1);
+    assert!(names(&spool.root().join(WINDOW)).is_empty());
+}
+
+/// A removal closes the window after the queue file is durably gone.
+#[test]
+fn removing_a_message_closes_its_window() {
+    let (_dir, spool) = spool();
+    let id = enqueue(&spool, b"Subject: w\n\nbody\n").id;
+    let claim = spool.claim(&id).unwrap().unwrap();
+    spool.open_window(&claim).unwrap();
+    spool.remove(claim).unwrap();
+    assert!(names(&spool.root().join(WINDOW)).is_empty());
+    let grouped = spool.with_group_sync();
+    let id = enqueue(&spool, b"Subject: w\n\nbody\n").id;
+    let claim = grouped.claim(&id).unwrap().unwrap();
+    grouped.open_window(&claim).unwrap();
+    grouped.remove(claim).unwrap();
+    drop(grouped);
+    assert!(names(&spool.root().join(WINDOW)).is_empty());
+}

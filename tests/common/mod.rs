@@ -301,6 +301,7 @@ pub const POSTINST_SPOOL: &[(&str, u32)] = &[
     ("corrupt", 0o770),
     ("schedule", 0o770),
     ("schedule/0", 0o770),
+    ("window", 0o770),
     ("maildrop", 0o1733),
     ("maildrop-tmp", 0o1733),
 ];
