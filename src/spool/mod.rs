@@ -676,10 +676,18 @@ impl Spool {
             ));
         };
         let mut trailer = [0u8; TRAILER_LEN];
-        reader
-            .get_ref()
-            .read_exact_at(&mut trailer, trailer_at)
-            .map_err(io_err)?;
+        // A small file is in the reader's buffer to its end already (most
+        // are: a cron mail, a PHP form): no second read for the trailer.
+        let buffered = reader.buffer();
+        match (trailer_at - offset) as usize {
+            at if offset + buffered.len() as u64 == len => {
+                trailer.copy_from_slice(&buffered[at..at + TRAILER_LEN]);
+            }
+            _ => reader
+                .get_ref()
+                .read_exact_at(&mut trailer, trailer_at)
+                .map_err(io_err)?,
+        }
         let Some(size) = envelope::parse_trailer(&trailer) else {
             return Err(Trouble::Corrupt("missing end marker".into()));
         };
