@@ -58,22 +58,25 @@ pub fn print(
     let written = |e: std::io::Error| Error::io("writing the queue listing", &e);
     let mut out = std::io::BufWriter::new(out);
     let mut shown = 0usize;
+    // One buffer for every entry, and the arrival times of one minute
+    // formatted once: a listing of 100,000 messages allocates little.
+    let mut text = String::new();
+    let mut times = MinuteClock::default();
     spool.list_each(|m| {
         if only_uid.is_some_and(|uid| m.envelope.uid != uid) {
             return Ok(());
         }
-        let text = match json {
-            true => json_line(&m, &mut waiting)?,
+        text.clear();
+        match json {
+            true => json_line(&mut text, &m, &mut waiting)?,
             false => {
-                let mut text = String::new();
                 if shown == 0 {
                     text.push_str(HEADER);
                     text.push('\n');
                 }
-                entry(&mut text, &m, &mut waiting);
-                text
+                entry(&mut text, &m, times.format(m.envelope.arrival), &mut waiting);
             }
-        };
+        }
         shown += 1;
         out.write_all(text.as_bytes()).map_err(written)
     })?;
@@ -138,11 +141,17 @@ fn possibly_delivered(m: &QueuedMessage) -> bool {
         || (marked && !m.claimed)
 }
 
-/// One message of the sendmail-style text listing, appended to `s`.
-fn entry(s: &mut String, m: &QueuedMessage, waiting: &mut dyn FnMut(&str) -> Option<String>) {
+/// One message of the sendmail-style text listing, appended to `s`;
+/// `arrival` is its arrival time as shown.
+fn entry(
+    s: &mut String,
+    m: &QueuedMessage,
+    arrival: &str,
+    waiting: &mut dyn FnMut(&str) -> Option<String>,
+) {
     let env = &m.envelope;
-    let id = format!("{}{}", env.id, if m.claimed { "*" } else { "" });
-    let arrival = local_time(env.arrival);
+    let claimed = if m.claimed { "*" } else { "" };
+    let id = format!("{}{claimed}", env.id);
     let sender = clean(&env.sender);
     // Writing to a String cannot fail.
     let _ = writeln!(s, "{id:<18} {:>8} {arrival:<20} <{sender}>", env.size);
@@ -199,9 +208,13 @@ fn queued_waiting(r: &Shown, waiting: &mut dyn FnMut(&str) -> Option<String>) ->
     }
 }
 
-/// One message as one JSON object and a newline (serde_json escapes
-/// control characters, so values are shown raw).
-fn json_line(m: &QueuedMessage, waiting: &mut dyn FnMut(&str) -> Option<String>) -> Result<String> {
+/// One message as one JSON object and a newline, appended to `out`
+/// (serde_json escapes control characters, so values are shown raw).
+fn json_line(
+    out: &mut String,
+    m: &QueuedMessage,
+    waiting: &mut dyn FnMut(&str) -> Option<String>,
+) -> Result<()> {
     let line = JsonMessage {
         id: m.envelope.id.as_str(),
         arrival_time: m.envelope.arrival,
@@ -221,22 +234,49 @@ fn json_line(m: &QueuedMessage, waiting: &mut dyn FnMut(&str) -> Option<String>)
         possibly_delivered: possibly_delivered(m),
         claimed: m.claimed,
     };
-    let mut json = serde_json::to_string(&line)
-        .map_err(|e| Error::new(crate::error::Kind::Software, format!("encoding JSON: {e}")))?;
-    json.push('\n');
-    Ok(json)
+    let mut bytes = std::mem::take(out).into_bytes();
+    let encoded = serde_json::to_writer(&mut bytes, &line)
+        .map_err(|e| Error::new(crate::error::Kind::Software, format!("encoding JSON: {e}")));
+    bytes.push(b'\n');
+    // serde_json writes UTF-8 only (a `str` in, escapes out).
+    *out = String::from_utf8(bytes).unwrap_or_default();
+    encoded
+}
+
+/// [`local_time`] of the last minute asked for, kept: a queue's arrival
+/// times come in order, many in the same minute.
+#[derive(Default)]
+struct MinuteClock {
+    minute: Option<u64>,
+    shown: String,
+}
+
+impl MinuteClock {
+    fn format(&mut self, unix: u64) -> &str {
+        let minute = unix / 60;
+        if self.minute != Some(minute) {
+            self.minute = Some(minute);
+            self.shown = local_time(unix);
+        }
+        &self.shown
+    }
 }
 
 /// Replaces characters that could steer a terminal (controls, and the
 /// bidi overrides that reorder what the eye reads) with `?`.
-fn clean(value: &str) -> String {
+fn clean(value: &str) -> std::borrow::Cow<'_, str> {
+    // Nearly every value is printable ASCII: shown as it is, no copy.
+    if value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return value.into();
+    }
     value
         .chars()
         .map(|c| {
             let bidi = matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
             if c.is_control() || bidi { '?' } else { c }
         })
-        .collect()
+        .collect::<String>()
+        .into()
 }
 
 /// `Mon Nov 23 06:50` in local time, formatted by hand so that the

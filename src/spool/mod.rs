@@ -655,9 +655,10 @@ impl Spool {
         len: u64,
         buffer: usize,
     ) -> std::result::Result<(Envelope, BufReader<File>), Trouble> {
-        let path = self.queue.join(id.as_str());
-        let io_err =
-            |e: io::Error| Trouble::Io(Error::io(format_args!("reading {}", path.display()), &e));
+        let io_err = |e: io::Error| {
+            let path = self.queue.join(id.as_str());
+            Trouble::Io(Error::io(format_args!("reading {}", path.display()), &e))
+        };
         let mut reader = BufReader::with_capacity(buffer, file);
         let (mut envelope, offset) = match envelope::read_envelope(&mut reader) {
             Ok(found) => found,
