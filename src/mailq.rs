@@ -74,7 +74,12 @@ pub fn print(
                     text.push_str(HEADER);
                     text.push('\n');
                 }
-                entry(&mut text, &m, times.format(m.envelope.arrival), &mut waiting);
+                entry(
+                    &mut text,
+                    &m,
+                    times.format(m.envelope.arrival),
+                    &mut waiting,
+                );
             }
         }
         shown += 1;
@@ -547,7 +552,7 @@ mod tests {
                         .unwrap()
                         .iter()
                         .map(|r| {
-                            let address = clean(r["address"].as_str().unwrap());
+                            let address = clean(r["address"].as_str().unwrap()).into_owned();
                             (address, r["status"].as_str().unwrap().to_owned())
                         })
                         .collect(),

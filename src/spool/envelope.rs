@@ -162,6 +162,9 @@ fn corrupt<T>(why: impl Into<String>) -> Result<T, ReadError> {
 /// file, leaving `input` positioned at the first byte of data. Returns the
 /// envelope (size 0: it lives in the trailer) and the data offset.
 pub fn read_envelope(input: &mut impl BufRead) -> Result<(Envelope, u64), ReadError> {
+    if let Some(found) = envelope_in_buffer(input)? {
+        return Ok(found);
+    }
     let mut limited = input.take(MAX_ENVELOPE_BYTES);
     let mut line = Vec::with_capacity(128);
     let mut offset = 0u64;
@@ -176,24 +179,50 @@ pub fn read_envelope(input: &mut impl BufRead) -> Result<(Envelope, u64), ReadEr
         Ok(!line.is_empty())
     };
     next_line(&mut line)?;
-    if line != VERSION_LINE[..VERSION_LINE.len() - 1] {
-        return corrupt("bad version line");
-    }
+    check_version(&line)?;
     let mut fields = Fields::default();
     while next_line(&mut line)? {
-        let Ok(text) = std::str::from_utf8(&line) else {
-            return corrupt("envelope line is not UTF-8");
-        };
-        let Some((key, value)) = text.split_once(' ') else {
-            return corrupt(format!("envelope line without value: {text:.40?}"));
-        };
-        if value.contains(['\r', '\0']) {
-            return corrupt("control character in envelope value");
-        }
-        fields.set(key, value)?;
+        fields.line(&line)?;
     }
     let envelope = fields.finish()?;
     Ok((envelope, offset))
+}
+
+/// [`read_envelope`] when the whole block is in `input`'s buffer after
+/// one fill (an 8 KiB buffer holds nearly every envelope): parsed where
+/// it lies, no line copied. None, with nothing consumed, when the block
+/// goes on past the buffer.
+fn envelope_in_buffer(input: &mut impl BufRead) -> Result<Option<(Envelope, u64)>, ReadError> {
+    let buffered = input.fill_buf()?;
+    let block = &buffered[..buffered.len().min(MAX_ENVELOPE_BYTES as usize)];
+    let mut lines = block.split_inclusive(|&b| b == b'\n');
+    let mut offset = 0usize;
+    let mut fields = Fields::default();
+    loop {
+        let Some(line) = lines.next().filter(|l| l.ends_with(b"\n")) else {
+            return Ok(None);
+        };
+        let text = &line[..line.len() - 1];
+        match offset {
+            0 => check_version(text)?,
+            _ if text.is_empty() => {
+                offset += line.len();
+                break;
+            }
+            _ => fields.line(text)?,
+        }
+        offset += line.len();
+    }
+    let envelope = fields.finish()?;
+    input.consume(offset);
+    Ok(Some((envelope, offset as u64)))
+}
+
+fn check_version(line: &[u8]) -> Result<(), ReadError> {
+    match line == &VERSION_LINE[..VERSION_LINE.len() - 1] {
+        true => Ok(()),
+        false => corrupt("bad version line"),
+    }
 }
 
 /// The envelope lines seen so far; duplicates and unknown keys are refused.
@@ -212,6 +241,20 @@ struct Fields {
 }
 
 impl Fields {
+    /// One `key value` line of the block (without its newline).
+    fn line(&mut self, line: &[u8]) -> Result<(), ReadError> {
+        let Ok(text) = std::str::from_utf8(line) else {
+            return corrupt("envelope line is not UTF-8");
+        };
+        let Some((key, value)) = text.split_once(' ') else {
+            return corrupt(format!("envelope line without value: {text:.40?}"));
+        };
+        if value.contains(['\r', '\0']) {
+            return corrupt("control character in envelope value");
+        }
+        self.set(key, value)
+    }
+
     fn set(&mut self, key: &str, value: &str) -> Result<(), ReadError> {
         let slot = match key {
             "rcpt" => {
@@ -297,6 +340,48 @@ pub(crate) mod tests {
         let (back, offset) = read_envelope(&mut input).unwrap();
         assert_eq!(back, env);
         assert_eq!(&buf[offset as usize..], b"DATA");
+    }
+
+    /// The block read in place (the whole of it in the buffer) and line
+    /// by line (a 1-byte buffer) give the same result, error or not.
+    #[test]
+    fn in_buffer_and_line_by_line_reads_agree() {
+        let mut good = Vec::new();
+        write_envelope(&mut good, &sample()).unwrap();
+        good.extend_from_slice(b"DATA");
+        let mut inputs: Vec<Vec<u8>> = vec![good.clone()];
+        for cut in [0, 1, 17, good.len() - 5] {
+            inputs.push(good[..cut].to_vec());
+        }
+        for bad in [
+            &b"SPOOLMAIL-QUEUE 2\nid x\n\n"[..],
+            b"\nSPOOLMAIL-QUEUE 1\n\n",
+            b"SPOOLMAIL-QUEUE 1\nbogus 1\n\n",
+            b"SPOOLMAIL-QUEUE 1\nuid 1\nuid 1\n\n",
+            b"SPOOLMAIL-QUEUE 1\nrcpt a\rb\n\n",
+            b"SPOOLMAIL-QUEUE 1\nnovalue\n\n",
+        ] {
+            inputs.push(bad.to_vec());
+        }
+        let mut long = b"SPOOLMAIL-QUEUE 1\n".to_vec();
+        while long.len() as u64 <= MAX_ENVELOPE_BYTES {
+            long.extend_from_slice(b"rcpt someone@example.org\n");
+        }
+        inputs.push(long);
+        let read = |input: &[u8], capacity: usize| {
+            let mut reader = std::io::BufReader::with_capacity(capacity, input);
+            format!("{:?}", read_envelope(&mut reader).map(|(e, o)| (e, o)))
+        };
+        for input in &inputs {
+            let whole = read(input, input.len().max(1) + 8192);
+            assert_eq!(
+                whole,
+                read(input, 1),
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+        assert!(read(&good, 8192).starts_with("Ok("));
     }
 
     #[test]
