@@ -370,7 +370,7 @@ pub(crate) mod tests {
         inputs.push(long);
         let read = |input: &[u8], capacity: usize| {
             let mut reader = std::io::BufReader::with_capacity(capacity, input);
-            format!("{:?}", read_envelope(&mut reader).map(|(e, o)| (e, o)))
+            format!("{:?}", read_envelope(&mut reader))
         };
         for input in &inputs {
             let whole = read(input, input.len().max(1) + 8192);
