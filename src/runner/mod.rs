@@ -301,7 +301,7 @@ pub fn run_queue(
     interval: Option<Duration>,
 ) -> Result<()> {
     loop {
-        if let Err(e) = spool.sweep_tmp(config.tmp_max_age, SystemTime::now()) {
+        if let Err(e) = spool.sweep_drafts_and_windows(config.tmp_max_age, SystemTime::now()) {
             log::warn!("sweeping tmp/: {e}");
         }
         if nix::unistd::geteuid().is_root() {
@@ -324,22 +324,29 @@ pub fn run_queue(
                 log::warn!("sweeping corrupt/: {e}");
             }
         }
+        let mut queued = None;
         if selection.owner.is_none() {
             // Messages the schedule lost (a crash between a commit and
             // its entry, a power cut): found by comparing directory
             // listings, no file opened. An ordinary user's run leaves
             // this to root's.
             match spool.reconcile_schedule(nix::unistd::geteuid().is_root()) {
-                Ok(r) if r != crate::spool::Repairs::default() => log::info!(
-                    "schedule repaired: {} message(s) without an entry, {} stale entries, {} entries moved out of buckets root does not own",
-                    r.missing,
-                    r.stale,
-                    r.untrusted
-                ),
-                Ok(_) => {}
+                Ok((r, listed)) => {
+                    if r != crate::spool::Repairs::default() {
+                        log::info!(
+                            "schedule repaired: {} message(s) without an entry, {} stale entries, {} entries moved out of buckets root does not own",
+                            r.missing,
+                            r.stale,
+                            r.untrusted
+                        );
+                    }
+                    queued = Some(listed);
+                }
                 Err(e) => log::warn!("repairing the schedule: {e}"),
             }
         }
+        // With the queue listing the repair made, if it made one.
+        spool.sweep_state(config.tmp_max_age, SystemTime::now(), queued.as_deref());
         run_once(spool, config, selection)?;
         match interval {
             None => return Ok(()),

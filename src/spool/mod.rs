@@ -327,12 +327,31 @@ impl Spool {
     /// message is gone (a removal cut short between its two unlinks).
     /// Returns how many went.
     pub fn sweep_tmp(&self, max_age: std::time::Duration, now: SystemTime) -> Result<usize> {
-        let swept = self.sweep_drafts(max_age, now)? + self.sweep_windows();
-        Ok(swept + self.sweep_state(max_age, now))
+        let swept = self.sweep_drafts_and_windows(max_age, now)?;
+        Ok(swept + self.sweep_state(max_age, now, None))
     }
 
-    /// Stray files in state/ older than `max_age` (see [`Spool::sweep_tmp`]).
-    fn sweep_state(&self, max_age: std::time::Duration, now: SystemTime) -> usize {
+    /// [`Spool::sweep_tmp`] but for state/, which a queue run sweeps
+    /// after its schedule repair, with the repair's listing of `queue/`.
+    pub fn sweep_drafts_and_windows(
+        &self,
+        max_age: std::time::Duration,
+        now: SystemTime,
+    ) -> Result<usize> {
+        Ok(self.sweep_drafts(max_age, now)? + self.sweep_windows())
+    }
+
+    /// Stray files in state/ older than `max_age` (see [`Spool::sweep_tmp`]),
+    /// at most every `STATE_SWEEP_INTERVAL`. `queued` is a sorted listing
+    /// of `queue/` already made by this run (None: listed here). Taken
+    /// before state/ is listed, it may miss a message committed since:
+    /// that message's state is younger than `max_age`, and stays.
+    pub fn sweep_state(
+        &self,
+        max_age: std::time::Duration,
+        now: SystemTime,
+        queued: Option<&[QueueId]>,
+    ) -> usize {
         // What it finds is the rare leftover of a kill: looked for at
         // most every STATE_SWEEP_INTERVAL, not on every queue run (it
         // lists state/ and queue/, which grow with the backlog).
@@ -355,8 +374,16 @@ impl Spool {
         // Names first: with a backlog nearly every state file belongs to
         // a queued message, and those need no stat at all.
         let names: Vec<std::ffi::OsString> = entries.flatten().map(|e| e.file_name()).collect();
-        let Ok(queued) = self.queued_ids() else {
-            return 0;
+        let listed;
+        let queued = match queued {
+            Some(queued) => queued,
+            None => match self.queued_ids() {
+                Ok(ids) => {
+                    listed = ids;
+                    &listed[..]
+                }
+                Err(_) => return 0,
+            },
         };
         let mut swept = 0;
         for name in names {

@@ -268,7 +268,9 @@ impl Spool {
     /// every queued message without an entry is filed under 0; entries
     /// of messages that are gone are removed; with `as_root`, entries in
     /// buckets root does not own move to 0. Directory listings only.
-    pub fn reconcile_schedule(&self, as_root: bool) -> Result<Repairs> {
+    /// Also returns the listing of `queue/` it compared against (sorted),
+    /// for [`Spool::sweep_state`] after it: one listing of the queue a run.
+    pub fn reconcile_schedule(&self, as_root: bool) -> Result<(Repairs, Vec<QueueId>)> {
         let mut repairs = Repairs::default();
         // The schedule first, then the queue: a message committed in
         // between is in the queue listing and perhaps not in ours, which
@@ -306,7 +308,7 @@ impl Spool {
                 repairs.missing += 1;
             }
         }
-        Ok(repairs)
+        Ok((repairs, queued))
     }
 }
 
