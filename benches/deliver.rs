@@ -32,7 +32,7 @@ const DEFAULT_CONCURRENCY: usize = 10;
 /// same total size as smtp-source's (its ~200 bytes of header plus this).
 const BODY_LEN: usize = 1800;
 /// Target: at least this fraction of smtp-source's rate.
-const TARGET_RATIO: f64 = 0.7;
+const TARGET_RATIO: f64 = 0.8;
 
 fn main() {
     let n = env_number("BENCH_DELIVER_N").unwrap_or_else(|| {
