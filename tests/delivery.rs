@@ -441,6 +441,9 @@ fn runner_killed_mid_transaction_loses_nothing() {
     let ids = w.queue_ids();
     assert_eq!(ids.len(), 1, "the message is still queued");
     assert!(w.tmp_files().is_empty());
+    // From the marker alone, before any retry (issue 11, defect 3).
+    let q = w.mailq_json();
+    assert_eq!(q[0]["possibly_delivered"], true, "{q:?}");
 
     let dir2 = tempfile::tempdir().unwrap();
     let good = SmtpServer::start(dir2.path(), &[]);
@@ -454,6 +457,8 @@ fn runner_killed_mid_transaction_loses_nothing() {
     );
     assert_eq!(good.messages().len(), 1);
     assert!(w.queue_ids().is_empty());
+    let window = std::fs::read_dir(w.spool.join("window")).unwrap().count();
+    assert_eq!(window, 0, "the window's marker went with the message");
 }
 
 #[test]
