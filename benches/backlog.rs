@@ -31,6 +31,8 @@ use std::time::{Duration, Instant, SystemTime};
 use spoolmail::spool::{DeliveryState, NOW_BUCKET, QueueId, RecipientStatus, Spool, bucket_for};
 
 mod common;
+#[path = "../tests/common/hang_up.rs"]
+mod hang_up;
 
 /// What one listing cost.
 struct Run {
@@ -264,22 +266,11 @@ fn rusage_cpu(rusage: &libc::rusage) -> Duration {
 /// N messages due for a smarthost that accepts and hangs up at once: a
 /// queue run's connections and fsyncs (counted by `strace -c`).
 fn unreachable(who: &str, binary: &Path, parent: &Path, n: usize) {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
     if Command::new("strace").arg("-V").output().is_err() {
         println!("backlog: N={n}: unreachable smarthost: skipped (no strace)");
         return;
     }
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
-    let port = listener.local_addr().expect("port").port();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            counter.fetch_add(1, Ordering::SeqCst);
-            drop(conn);
-        }
-    });
+    let (port, accepted) = hang_up::hang_up_listener();
     let dir = tempfile::Builder::new()
         .prefix("spoolmail-bench-unreachable")
         .tempdir_in(parent)
@@ -323,7 +314,7 @@ fn unreachable(who: &str, binary: &Path, parent: &Path, n: usize) {
     );
     println!(
         "backlog: N={n}: {who}unreachable smarthost, sendmail -q: {} connection(s), {syncs} fsyncs ({:.2} per 100 deferred), {:.3} s under strace",
-        accepted.load(Ordering::SeqCst),
+        accepted.count(),
         100.0 * syncs as f64 / n as f64,
         took.as_secs_f64()
     );

@@ -7,8 +7,6 @@ mod common;
 
 use std::net::TcpListener;
 use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::smtpd::SmtpServer;
@@ -300,16 +298,7 @@ fn burst_of_40_background_sendmails_delivers_all_within_max_connections() {
 fn unreachable_destination_costs_one_connection_attempt_per_run() {
     // A listener that accepts and hangs up at once: every attempt to
     // reach it is counted, and none gets an SMTP greeting.
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            counter.fetch_add(1, Ordering::SeqCst);
-            drop(conn);
-        }
-    });
+    let (port, accepted) = common::hang_up::hang_up_listener();
     let w = World::with_config(&format!(
         "resolver = 127.0.0.1:9\nsmtp_port = {port}\nretry_min = 1h\nmax_connections = 4"
     ));
@@ -318,11 +307,7 @@ fn unreachable_destination_costs_one_connection_attempt_per_run() {
     }
     let out = w.sendmail(&["-q"], b"");
     assert_success(&out);
-    assert_eq!(
-        accepted.load(Ordering::SeqCst),
-        1,
-        "one attempt for 20 messages"
-    );
+    assert_eq!(accepted.count(), 1, "one attempt for 20 messages");
     let q = w.mailq_json();
     assert_eq!(q.len(), 20);
     // The one tried is deferred; the others wait for the destination
@@ -335,7 +320,7 @@ fn unreachable_destination_costs_one_connection_attempt_per_run() {
     assert_eq!(q.iter().filter(|m| status(m) == "deferred").count(), 1);
     // The next run finds nothing due: no connection at all.
     assert_success(&w.sendmail(&["-q"], b""));
-    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(accepted.count(), 1);
 }
 
 #[test]

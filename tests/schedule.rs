@@ -6,12 +6,10 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
+use common::hang_up::hang_up_listener;
 use common::smtpd::SmtpServer;
 use common::*;
 
@@ -38,21 +36,6 @@ fn now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
-}
-
-/// A listener that accepts and hangs up at once, counting connections.
-fn hang_up_listener() -> (u16, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let counter = accepted.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            counter.fetch_add(1, Ordering::SeqCst);
-            drop(conn);
-        }
-    });
-    (port, accepted)
 }
 
 /// Runs `sendmail -q` under `strace -f`, tracing `syscalls`; returns the
@@ -126,7 +109,7 @@ fn a_queue_run_with_nothing_due_opens_no_queue_or_state_file() {
         .map(|i| w.send_ok(&["-f", "s@example.org", &format!("r{i}@x.test")], MSG))
         .collect();
     assert_success(&w.sendmail(&["-q"], b""));
-    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one attempt for all");
+    assert_eq!(accepted.count(), 1, "one attempt for all");
     // Every message is filed under a future bucket.
     let filed = entries(&w);
     assert_eq!(filed.len(), ids.len(), "{filed:?}");
@@ -142,7 +125,7 @@ fn a_queue_run_with_nothing_due_opens_no_queue_or_state_file() {
         .filter(|l| ids.iter().any(|id| l.contains(id.as_str())))
         .collect();
     assert!(touched.is_empty(), "message files opened: {touched:?}");
-    assert_eq!(accepted.load(Ordering::SeqCst), 1, "no attempt");
+    assert_eq!(accepted.count(), 1, "no attempt");
     assert_eq!(w.queue_ids().len(), 5);
 }
 
@@ -191,7 +174,7 @@ fn an_entry_earlier_than_the_state_costs_one_look_and_moves_to_the_states_time()
     ));
     let id = w.send_ok(&["-f", "s@example.org", "r@x.test"], MSG);
     assert_success(&w.sendmail(&["-q"], b""));
-    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(accepted.count(), 1);
     let [(later, _)] = entries(&w)[..] else {
         panic!("one entry: {:?}", entries(&w))
     };
@@ -203,7 +186,7 @@ fn an_entry_earlier_than_the_state_costs_one_look_and_moves_to_the_states_time()
     )
     .unwrap();
     assert_success(&w.sendmail(&["-q"], b""));
-    assert_eq!(accepted.load(Ordering::SeqCst), 1, "not retried early");
+    assert_eq!(accepted.count(), 1, "not retried early");
     assert_eq!(entries(&w), [(later, id)], "back at the state's time");
 }
 
@@ -259,7 +242,7 @@ fn messages_waiting_for_an_unreachable_destination_cost_no_state_write() {
         .map(|i| w.send_ok(&["-f", "s@example.org", &format!("r{i}@x.test")], MSG))
         .collect();
     let trace = traced_queue_run(&w, "fsync,fdatasync,syncfs,sync_file_range");
-    assert_eq!(accepted.load(Ordering::SeqCst), 1, "one attempt for 20");
+    assert_eq!(accepted.count(), 1, "one attempt for 20");
     let syncs = trace.iter().filter(|l| l.contains("sync")).count();
     assert!(
         (1..=6).contains(&syncs),
@@ -290,5 +273,5 @@ fn messages_waiting_for_an_unreachable_destination_cost_no_state_write() {
     );
     // The next run finds nothing due: no connection, no file opened.
     assert_success(&w.sendmail(&["-q"], b""));
-    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(accepted.count(), 1);
 }

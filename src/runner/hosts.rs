@@ -93,6 +93,12 @@ pub fn read_status(dir: &Path, dest: &Destination) -> Option<HostStatus> {
     serde_json::from_slice(&bytes).ok()
 }
 
+/// The remembered status of `dest` if it is not to be tried before a
+/// time after `now` (the unreachable cache, D6).
+pub fn unreachable(dir: &Path, dest: &Destination, now: u64) -> Option<HostStatus> {
+    read_status(dir, dest).filter(|s| s.unreachable_until > now)
+}
+
 /// Records that `dest` could not be reached: no attempt before `until`.
 pub fn mark_unreachable(dir: &Path, dest: &Destination, status: &HostStatus) {
     let Ok(bytes) = serde_json::to_vec(status) else {

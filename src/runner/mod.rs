@@ -76,7 +76,8 @@ pub struct Selection {
 pub struct Waits<'a> {
     config: &'a Config,
     hosts_dir: std::path::PathBuf,
-    seen: std::collections::HashMap<hosts::Destination, Option<(u64, String)>>,
+    /// Each destination looked up (all against the same `now`).
+    seen: std::collections::HashMap<hosts::Destination, Option<hosts::HostStatus>>,
 }
 
 impl<'a> Waits<'a> {
@@ -96,15 +97,12 @@ impl<'a> Waits<'a> {
         let status = self
             .seen
             .entry(dest.clone())
-            .or_insert_with(|| {
-                hosts::read_status(&self.hosts_dir, &dest)
-                    .map(|s| (s.unreachable_until, s.last_error))
-            })
-            .clone();
-        let (until, error) = status.filter(|(until, _)| *until > now)?;
+            .or_insert_with(|| hosts::unreachable(&self.hosts_dir, &dest, now))
+            .as_ref()?;
         Some(format!(
-            "{dest} unreachable until {}: {error}",
-            crate::mailq::local_time(until)
+            "{dest} unreachable until {}: {}",
+            crate::mailq::local_time(status.unreachable_until),
+            status.last_error
         ))
     }
 }

@@ -77,9 +77,7 @@ impl<'a> Transport<'a> {
         if !honour_unreachable || self.cached.as_ref().is_some_and(|c| c.dest == *dest) {
             return None;
         }
-        hosts::read_status(&self.hosts_dir, dest)
-            .filter(|s| s.unreachable_until > now)
-            .map(|s| s.unreachable_until)
+        hosts::unreachable(&self.hosts_dir, dest, now).map(|s| s.unreachable_until)
     }
 
     /// A session ready for a transaction to `dest`. Reuses the cached one
@@ -163,8 +161,8 @@ impl<'a> Transport<'a> {
 
     /// Err when `dest` is in the unreachable cache (D6).
     fn unreachable_now(&mut self, dest: &Destination, now: u64) -> Result<(), Outcome> {
-        match hosts::read_status(&self.hosts_dir, dest) {
-            Some(s) if s.unreachable_until > now => {
+        match hosts::unreachable(&self.hosts_dir, dest, now) {
+            Some(s) => {
                 self.refused_until = Some(s.unreachable_until);
                 Err(Outcome::deferred(
                     "4.4.1",
@@ -175,7 +173,7 @@ impl<'a> Transport<'a> {
                     ),
                 ))
             }
-            _ => Ok(()),
+            None => Ok(()),
         }
     }
 

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod hang_up;
 pub mod smtpd;
 
 use std::ffi::OsStr;
