@@ -58,6 +58,8 @@ pub enum Mode {
     Smtp,
     /// `-q…`: process the queue.
     QueueRun(QueueRun),
+    /// `mailq --delete|--hold|--release ID… | ALL`: act on queued messages.
+    Administer(AdminAction),
     /// A mode spoolmail does not provide (`-bd`, `-bt`, `-bv`, …), with its flag.
     Unsupported(String),
 }
@@ -345,11 +347,37 @@ pub const OPTIONS: &[OptionSpec] = &[
         effect: "with -bp/mailq: one JSON object per queued message",
     },
     OptionSpec {
+        name: "delete",
+        arg: Arg::No,
+        effect: "with -bp/mailq: remove the messages named (IDs, or ALL) from the queue (postsuper -d, exim -Mrm)",
+    },
+    OptionSpec {
+        name: "hold",
+        arg: Arg::No,
+        effect: "with -bp/mailq: hold the messages named: never delivered nor expired until released (postsuper -h)",
+    },
+    OptionSpec {
+        name: "release",
+        arg: Arg::No,
+        effect: "with -bp/mailq: release held messages, due at once (postsuper -H)",
+    },
+    OptionSpec {
         name: "help",
         arg: Arg::No,
         effect: "print the usage line and exit 0",
     },
 ];
+
+/// What `mailq --delete/--hold/--release` does to each message named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAction {
+    /// Remove it from the queue (no notice to anyone).
+    Delete,
+    /// Keep it from delivery and expiry until released.
+    Hold,
+    /// Make a held message due at once.
+    Release,
+}
 
 /// The one-line usage message of the sendmail face.
 pub const USAGE: &str = "usage: sendmail [-t] [-i] [-f sender] [-F name] [-odb|-odq|-odi] [-C config] [-bm|-bp|-bi|-bs] [-q[interval]] [--] [recipient ...]";
@@ -430,6 +458,15 @@ pub fn parse(face: Face, args: &[String]) -> Result<Invocation> {
     if matches.opt_present("help") {
         inv.mode = Mode::Unsupported("--help".into());
     }
+    let actions: Vec<AdminAction> = [
+        ("delete", AdminAction::Delete),
+        ("hold", AdminAction::Hold),
+        ("release", AdminAction::Release),
+    ]
+    .into_iter()
+    .filter(|(name, _)| matches.opt_present(name))
+    .map(|(_, action)| action)
+    .collect();
     inv.sender = last(&matches, "f").or_else(|| last(&matches, "r"));
     if let Some(path) = last(&matches, "C") {
         if path.is_empty() {
@@ -467,6 +504,20 @@ pub fn parse(face: Face, args: &[String]) -> Result<Invocation> {
     }
     if let Some(envid) = last(&matches, "V") {
         inv.envid = Some(parse_envid(&envid)?);
+    }
+    if let Some(&action) = actions.first() {
+        // The free arguments name messages here, not recipients.
+        if actions.len() > 1 || !matches!(inv.mode, Mode::PrintQueue) {
+            return Err(Error::usage(format!(
+                "--delete, --hold and --release go alone, with mailq or -bp; {USAGE}"
+            )));
+        }
+        if inv.recipients.is_empty() {
+            return Err(Error::usage(
+                "name the messages: queue IDs, or ALL for every message",
+            ));
+        }
+        inv.mode = Mode::Administer(action);
     }
     for name in [
         "X", "D", "d", "h", "L", "A", "M", "p", "Q", "Q-bare", "n", "m", "U", "G", "c", "s",

@@ -5,6 +5,7 @@
 //! `newaliases` (compile the aliases file). See DESIGN.md for the map.
 
 pub mod address;
+pub mod admin;
 pub mod bounce;
 pub mod cli;
 pub mod config;

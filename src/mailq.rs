@@ -14,7 +14,8 @@
 //! \t\tTotal requests: 1
 //! ```
 //!
-//! `*` after the ID means a runner holds the message now (as in Postfix).
+//! `*` after the ID means a runner holds the message now, `!` that an
+//! administrator put it on hold (`mailq --hold`), as in Postfix.
 //! An empty queue prints exactly `Mail queue is empty`. With `--json`, one
 //! JSON object per message per line instead, for scripts.
 //!
@@ -146,6 +147,11 @@ fn possibly_delivered(m: &QueuedMessage) -> bool {
         || (marked && !m.claimed)
 }
 
+/// Put on hold by an administrator.
+fn held(m: &QueuedMessage) -> bool {
+    m.state.as_ref().is_some_and(|s| s.held)
+}
+
 /// One message of the sendmail-style text listing, appended to `s`;
 /// `arrival` is its arrival time as shown.
 fn entry(
@@ -155,8 +161,12 @@ fn entry(
     waiting: &mut dyn FnMut(&str) -> Option<String>,
 ) {
     let env = &m.envelope;
-    let claimed = if m.claimed { "*" } else { "" };
-    let id = format!("{}{claimed}", env.id);
+    let mark = match (m.claimed, held(m)) {
+        (true, _) => "*",
+        (false, true) => "!",
+        (false, false) => "",
+    };
+    let id = format!("{}{mark}", env.id);
     let sender = clean(&env.sender);
     // Writing to a String cannot fail.
     let _ = writeln!(s, "{id:<18} {:>8} {arrival:<20} <{sender}>", env.size);
@@ -170,6 +180,9 @@ fn entry(
             s,
             "{INDENT}(possibly delivered: reply to final dot lost; retry may duplicate)"
         );
+    }
+    if held(m) {
+        let _ = writeln!(s, "{INDENT}(on hold: not delivered until released)");
     }
     for r in recipients(m) {
         let _ = writeln!(s, "{INDENT}<{}> {}", clean(r.address), r.status.as_str());
@@ -191,6 +204,7 @@ struct JsonMessage<'a> {
     recipients: Vec<JsonRecipient<'a>>,
     possibly_delivered: bool,
     claimed: bool,
+    held: bool,
 }
 
 #[derive(Serialize)]
@@ -238,6 +252,7 @@ fn json_line(
             .collect(),
         possibly_delivered: possibly_delivered(m),
         claimed: m.claimed,
+        held: held(m),
     };
     let mut bytes = std::mem::take(out).into_bytes();
     let encoded = serde_json::to_writer(&mut bytes, &line)
@@ -476,7 +491,7 @@ mod tests {
                 "id": ids[0], "arrival_time": 1_700_000_000u64, "size": 26, "sender": "alice@example.org",
                 "recipients": [{"address": "bob@example.net", "status": "queued", "attempts": 0,
                                 "last_error": null, "next_attempt": null}],
-                "possibly_delivered": false, "claimed": false,
+                "possibly_delivered": false, "claimed": false, "held": false,
             })
         );
         assert_eq!(
@@ -489,7 +504,7 @@ mod tests {
                     {"address": "dave\u{1b}[2J@example.com", "status": "queued", "attempts": 0,
                      "last_error": null, "next_attempt": null},
                 ],
-                "possibly_delivered": true, "claimed": false,
+                "possibly_delivered": true, "claimed": false, "held": false,
             })
         );
     }

@@ -81,6 +81,7 @@ fn run(face: Face, args: std::env::ArgsOs) -> Result<()> {
     match &inv.mode {
         Mode::Deliver => deliver(&inv, &config),
         Mode::PrintQueue => print_queue(&inv, &config),
+        Mode::Administer(action) => administer(&inv, *action, &config),
         Mode::InitAliases => new_aliases(face, &config),
         Mode::Smtp => smtp_session(&inv, &config),
         Mode::QueueRun(run) => {
@@ -93,6 +94,28 @@ fn run(face: Face, args: std::env::ArgsOs) -> Result<()> {
             format!("{flag} is not supported by spoolmail"),
         )),
     }
+}
+
+/// `mailq --delete|--hold|--release ID… | ALL`: one line per message on
+/// stdout, one syslog line per message acted on; released messages go to
+/// a detached runner at once.
+fn administer(inv: &Invocation, action: cli::AdminAction, config: &Config) -> Result<()> {
+    let spool = spool::Spool::open(&config.spool)?;
+    let owner = runner::caller_scope(&spool);
+    let uid = nix::unistd::getuid().as_raw();
+    let who = privilege::caller_name().unwrap_or_else(|| format!("uid {uid}"));
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let report =
+        spoolmail::admin::administer(&spool, action, &inv.recipients, owner, &who, &mut out)?;
+    out.flush()
+        .map_err(|e| Error::io("writing to standard output", &e))?;
+    if action == cli::AdminAction::Release
+        && let Some(first) = report.done.first()
+    {
+        runner::spawn_detached(&spool, config, first);
+    }
+    spoolmail::admin::outcome(&report)
 }
 
 /// `sendmail -bs`: SMTP on stdin/stdout; each committed message goes to

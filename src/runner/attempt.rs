@@ -35,7 +35,9 @@ fn due(r: &crate::spool::RecipientState, now: u64, forced: bool) -> bool {
 /// Whether a message with this state (None: never tried) has work now:
 /// a recipient due, or a notice owed.
 pub fn has_work(state: Option<&DeliveryState>, now: u64) -> bool {
-    state.is_none_or(|s| s.recipients.iter().any(|r| due(r, now, false)) || needs_finishing(s))
+    state.is_none_or(|s| {
+        !s.held && (s.recipients.iter().any(|r| due(r, now, false)) || needs_finishing(s))
+    })
 }
 
 /// One attempt at the claimed message, found in schedule bucket `bucket`
@@ -71,6 +73,12 @@ pub fn attempt(
         }
         Err(e) => return Err(e),
     };
+    if state.held {
+        // Held by an administrator: not even a forced run delivers it,
+        // and it does not age out while held.
+        log::info!("{id}: held: not delivered until released");
+        return Ok(Tally::default());
+    }
     let left_open = state.final_dot_sent.take().or(claim.window_left_open());
     if let Some(at) = left_open {
         // A runner died between sending the final dot and recording the

@@ -428,7 +428,14 @@ fn take(
         && let Ok(state) = ctx.spool.read_state(id)
         && !attempt::has_work(state.as_ref(), now)
     {
-        if let Some(due) = state.as_ref().and_then(|s| s.next_due()) {
+        // A held message is looked at again a day later (a release
+        // files it as due at once).
+        let held = state.as_ref().is_some_and(|s| s.held);
+        let next = match held {
+            true => Some(now + crate::admin::HELD_RECHECK),
+            false => state.as_ref().and_then(|s| s.next_due()),
+        };
+        if let Some(due) = next {
             let to = crate::spool::bucket_for(due, now);
             if let Err(e) = ctx.spool.reschedule(id, item.bucket, to) {
                 log::warn!("{id}: {e}");

@@ -48,6 +48,10 @@ pub struct DeliveryState {
     /// twice, never not at all, whenever the runner is killed.
     #[serde(default)]
     pub pending_notices: Vec<String>,
+    /// Held by an administrator (`mailq --hold`): never attempted, never
+    /// expired, until released (`mailq --release`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 /// Delivery state of one recipient.
@@ -127,6 +131,9 @@ impl DeliveryState {
     /// at once); None when every recipient is final. Where the schedule
     /// files the message.
     pub fn next_due(&self) -> Option<u64> {
+        if self.held {
+            return None;
+        }
         self.recipients
             .iter()
             .filter_map(|r| match r.status {
@@ -162,6 +169,7 @@ impl DeliveryState {
             final_dot_sent: None,
             delay_warned: false,
             pending_notices: Vec::new(),
+            held: false,
         }
     }
 }
@@ -252,6 +260,7 @@ mod tests {
             final_dot_sent: None,
             delay_warned: false,
             pending_notices: Vec::new(),
+            held: false,
         };
         state.bound_texts();
         let r = &state.recipients[0];

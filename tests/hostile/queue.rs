@@ -217,3 +217,62 @@ fn item03_a_users_stalled_runners_hold_no_one_elses_slots() {
         "alice's -odi took {took:?}, both arrived after {elapsed:?}, mallory's commands ran: {still_stalled}"
     );
 }
+
+/// Issue 14: an ordinary user's `mailq --delete/--hold/--release` acts
+/// on their own messages only; another user's stays as it was.
+#[test]
+fn item02_an_ordinary_user_administers_only_their_own_mail() {
+    let Some(site) = Site::new("qadm", "") else {
+        return;
+    };
+    site.set_config("smarthost = 127.0.0.1:9\nsmarthost_tls = none");
+    for who in [&site.alice, &site.mallory] {
+        let out = site.run(
+            Some(who),
+            "sendmail",
+            &["-odq", "someone@example.org"],
+            b"Subject: mine\n\nmine\n",
+        );
+        common::assert_success(&out);
+    }
+    let ids = site.queue_ids();
+    assert_eq!(ids.len(), 2);
+    let owner = |id: &str| {
+        std::os::unix::fs::MetadataExt::uid(
+            &std::fs::metadata(site.spool.join("queue").join(id)).unwrap(),
+        )
+    };
+    let alices = ids
+        .iter()
+        .find(|id| owner(id) == site.alice.uid)
+        .expect("alice's message")
+        .as_str();
+    for action in ["--hold", "--delete"] {
+        let out = site.run(Some(&site.mallory), "mailq", &[action, alices], b"");
+        assert_eq!(out.status.code(), Some(77), "{action}: {out:?}");
+    }
+    // ALL is mallory's own mail: not a word about alice's.
+    let out = site.run(Some(&site.mallory), "mailq", &["--delete", "ALL"], b"");
+    common::assert_success(&out);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(alices),
+        "{out:?}"
+    );
+    assert_eq!(
+        site.queue_ids(),
+        vec![alices.to_string()],
+        "only mallory's went"
+    );
+    let state = site.spool.join("state").join(alices);
+    assert!(
+        std::fs::read_to_string(&state).map_or(true, |s| !s.contains("\"held\"")),
+        "alice's message was not held"
+    );
+    let out = site.run(Some(&site.alice), "mailq", &["--hold", alices], b"");
+    common::assert_success(&out);
+    assert!(
+        std::fs::read_to_string(&state)
+            .unwrap()
+            .contains("\"held\":true")
+    );
+}

@@ -1,0 +1,133 @@
+//! Queue administration (issue 14): `mailq --delete`, `--hold`,
+//! `--release` against a real SMTP server, and against a runner that is
+//! delivering the message at that moment. (An ordinary user acting on
+//! another's message: tests/hostile, which has the accounts.)
+
+mod common;
+
+use std::process::Stdio;
+
+use common::smtpd::SmtpServer;
+use common::*;
+
+const MSG: &[u8] = b"Subject: admin\n\nbody\n";
+const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn world(server: &SmtpServer) -> World {
+    World::with_config(&format!(
+        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none",
+        server.port
+    ))
+}
+
+fn queue(w: &World, n: usize) -> Vec<String> {
+    for i in 0..n {
+        let rcpt = format!("r{i}@example.org");
+        assert_success(&w.sendmail(&["-odq", &rcpt], MSG));
+    }
+    let ids = w.queue_ids();
+    assert_eq!(ids.len(), n);
+    ids
+}
+
+#[test]
+fn delete_removes_the_messages_named_and_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(dir.path(), &[]);
+    let w = world(&server);
+    let ids = queue(&w, 3);
+    let out = w.run("mailq", &["--delete", &ids[1]], b"");
+    assert_success(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{}: removed", ids[1])));
+    assert_eq!(w.queue_ids(), vec![ids[0].clone(), ids[2].clone()]);
+    // A name that is not queued: said so, 66, nothing else touched.
+    let out = w.run("mailq", &["--delete", &ids[1]], b"");
+    assert_eq!(out.status.code(), Some(66), "{out:?}");
+    assert_eq!(w.queue_ids().len(), 2);
+    let out = w.run("mailq", &["--delete", "ALL"], b"");
+    assert_success(&out);
+    assert!(w.queue_ids().is_empty());
+    assert!(
+        std::fs::read_dir(w.spool.join("state"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    assert_success(&w.sendmail(&["-q"], b""));
+    assert!(
+        server.messages().is_empty(),
+        "nothing deleted was delivered"
+    );
+}
+
+#[test]
+fn a_held_message_is_never_delivered_until_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(dir.path(), &[]);
+    let w = world(&server);
+    let ids = queue(&w, 2);
+    let held = &ids[0];
+    assert_success(&w.run("mailq", &["--hold", held], b""));
+    let listing = String::from_utf8_lossy(&w.run("mailq", &[], b"").stdout).into_owned();
+    assert!(listing.contains(&format!("{held}!")), "{listing}");
+    assert!(listing.contains("on hold"), "{listing}");
+    let q = w.mailq_json();
+    assert_eq!(q[0]["held"], true, "{q:?}");
+    assert_eq!(q[1]["held"], false, "{q:?}");
+    // A plain run and a forced one deliver the other message only.
+    assert_success(&w.sendmail(&["-q"], b""));
+    assert_success(&w.sendmail(&[&format!("-qI{held}")], b""));
+    assert_eq!(server.messages().len(), 1);
+    assert_eq!(w.queue_ids(), vec![held.clone()]);
+    // Released: due at once, delivered by the runner the release starts.
+    let out = w.run("mailq", &["--release", held], b"");
+    assert_success(&out);
+    assert!(
+        wait_for(WAIT, || w.queue_ids().is_empty()),
+        "the released message was delivered"
+    );
+    assert_eq!(server.messages().len(), 2);
+}
+
+#[test]
+fn an_action_leaves_a_message_a_runner_is_delivering_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = SmtpServer::start(dir.path(), &["--dot-delay", "30"]);
+    let w = world(&slow);
+    let ids = queue(&w, 1);
+    let mut runner = w
+        .command("sendmail")
+        .arg("-q")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let window = w.spool.join("window");
+    assert!(
+        wait_for(WAIT, || std::fs::read_dir(&window)
+            .is_ok_and(|mut d| d.next().is_some())),
+        "the runner reached the final dot"
+    );
+    // It waits for the claim, then gives up: 75, the message untouched.
+    let out = w.run("mailq", &["--delete", &ids[0]], b"");
+    assert_eq!(out.status.code(), Some(75), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("a runner is delivering it"));
+    assert_eq!(w.queue_ids(), ids);
+    let _ = runner.kill();
+    let _ = runner.wait();
+}
+
+#[test]
+fn the_actions_go_alone_and_need_messages() {
+    let w = World::new();
+    for args in [
+        &["--delete"][..],
+        &["--hold", "--release", "ALL"],
+        &["-q", "--delete", "ALL"],
+    ] {
+        let out = w.run("mailq", args, b"");
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {out:?}");
+    }
+    let out = w.sendmail(&["--delete", "ALL"], b"");
+    assert_eq!(out.status.code(), Some(64), "not without -bp: {out:?}");
+}
