@@ -1,5 +1,6 @@
-//! Queue administration: `mailq --delete|--hold|--release ID… | ALL`,
-//! what `postsuper -d/-h/-H` and `exim -Mrm` do for Postfix and Exim.
+//! Queue administration: `mailq --delete|--hold|--release|--requeue|
+//! --return ID… | ALL`, what `postsuper -d/-h/-H/-r` and `exim
+//! -Mrm/-Mf/-Mt/-M/-Mg` do for Postfix and Exim.
 //!
 //! Each message is acted on under its claim (the runner's flock, D1): an
 //! action never touches a message a runner is delivering. It waits up to
@@ -13,12 +14,18 @@
 //! state: a queue run, forced or not, never attempts a held message and
 //! never expires it; its schedule entry is put off by a day at a time.
 //! A release clears the flag and files the message as due at once.
+//! A requeue makes every recipient not yet final due now and flags the
+//! state so that the next attempt is a forced one (retry times and the
+//! unreachable cache ignored). A return fails every recipient not yet
+//! final with `5.0.0 returned by the administrator`; the runner started
+//! after it sends the failure DSN the way it sends any (D8) and removes
+//! the message.
 
 use std::time::{Duration, Instant};
 
 use crate::cli::AdminAction;
 use crate::error::{Error, Kind, Result};
-use crate::spool::{Claim, DeliveryState, NOW_BUCKET, QueueId, Spool};
+use crate::spool::{Claim, DeliveryState, NOW_BUCKET, QueueId, RecipientStatus, Spool};
 
 /// How long an action waits for a runner to let go of a message.
 pub const CLAIM_WAIT: Duration = Duration::from_secs(10);
@@ -93,7 +100,7 @@ pub fn administer(
             }
             continue;
         };
-        let what = act(spool, action, claim)?;
+        let what = act(spool, action, claim, who)?;
         log::info!("{id}: {what} by {who}");
         writeln!(out, "{id}: {what}").map_err(written)?;
         report.done.push(id);
@@ -142,36 +149,59 @@ fn claim_within(spool: &Spool, id: &QueueId, limit: Duration) -> Result<Option<C
     }
 }
 
-/// Does `action` to the claimed message; what was done, for the log.
-fn act(spool: &Spool, action: AdminAction, claim: Claim) -> Result<&'static str> {
+/// Does `action` to the claimed message on behalf of `who`; what was
+/// done, for the log.
+fn act(spool: &Spool, action: AdminAction, claim: Claim, who: &str) -> Result<&'static str> {
     let id = claim.id().clone();
-    match action {
-        AdminAction::Delete => {
-            spool.remove(claim)?;
-            // Its schedule entry, wherever it is, is removed when it
-            // comes due (an entry whose message is gone).
-            Ok("removed")
-        }
-        AdminAction::Hold | AdminAction::Release => {
-            let hold = action == AdminAction::Hold;
-            let mut state = match spool.read_state(&id)? {
-                Some(state) => state,
-                None => DeliveryState::initial(&spool.read_envelope(&id)?),
-            };
-            if state.held == hold {
-                return Ok(if hold { "already held" } else { "not held" });
-            }
-            state.held = hold;
-            spool.write_state(&id, &state)?;
-            if !hold {
-                // Due at once; the entry a held message had (put off a
-                // day at a time) only costs a look when it comes due.
-                spool.schedule(&id, NOW_BUCKET)?;
-            }
-            drop(claim);
-            Ok(if hold { "held" } else { "released" })
-        }
+    if action == AdminAction::Delete {
+        spool.remove(claim)?;
+        // Its schedule entry, wherever it is, is removed when it comes
+        // due (an entry whose message is gone).
+        return Ok("removed");
     }
+    let mut state = match spool.read_state(&id)? {
+        Some(state) => state,
+        None => DeliveryState::initial(&spool.read_envelope(&id)?),
+    };
+    let open = |status: RecipientStatus| {
+        matches!(status, RecipientStatus::Queued | RecipientStatus::Deferred)
+    };
+    let done = match action {
+        AdminAction::Delete => unreachable!("removed above"),
+        AdminAction::Hold if state.held => return Ok("already held"),
+        AdminAction::Release if !state.held => return Ok("not held"),
+        AdminAction::Hold | AdminAction::Release => {
+            state.held = action == AdminAction::Hold;
+            if state.held { "held" } else { "released" }
+        }
+        AdminAction::Requeue => {
+            let now = crate::runner::unix_now();
+            for r in state.recipients.iter_mut().filter(|r| open(r.status)) {
+                r.next_attempt = Some(now);
+            }
+            state.requeued = true;
+            "requeued for an attempt now"
+        }
+        AdminAction::Return => {
+            for r in state.recipients.iter_mut().filter(|r| open(r.status)) {
+                r.status = RecipientStatus::Failed;
+                r.dsn_status = Some("5.0.0".into());
+                r.last_error = Some(format!("returned by the administrator ({who})"));
+                r.next_attempt = None;
+            }
+            // Returned is returned, held or not.
+            state.held = false;
+            "returned to the sender"
+        }
+    };
+    spool.write_state(&id, &state)?;
+    if !state.held {
+        // Due at once; an older entry (a held message's, put off a day
+        // at a time) only costs a look when it comes due.
+        spool.schedule(&id, NOW_BUCKET)?;
+    }
+    drop(claim);
+    Ok(done)
 }
 
 /// Seconds a held message's schedule entry is put off each time a run

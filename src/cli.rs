@@ -362,6 +362,16 @@ pub const OPTIONS: &[OptionSpec] = &[
         effect: "with -bp/mailq: release held messages, due at once (postsuper -H)",
     },
     OptionSpec {
+        name: "requeue",
+        arg: Arg::No,
+        effect: "with -bp/mailq: attempt the messages named now, retry times and the unreachable cache ignored (postsuper -r, exim -M)",
+    },
+    OptionSpec {
+        name: "return",
+        arg: Arg::No,
+        effect: "with -bp/mailq: return the messages named to their senders now, with a DSN saying so (exim -Mg)",
+    },
+    OptionSpec {
         name: "help",
         arg: Arg::No,
         effect: "print the usage line and exit 0",
@@ -377,6 +387,10 @@ pub enum AdminAction {
     Hold,
     /// Make a held message due at once.
     Release,
+    /// Attempt it now, retry times and the unreachable cache ignored.
+    Requeue,
+    /// Fail every recipient not yet final and send the sender a DSN.
+    Return,
 }
 
 /// The one-line usage message of the sendmail face.
@@ -462,6 +476,8 @@ pub fn parse(face: Face, args: &[String]) -> Result<Invocation> {
         ("delete", AdminAction::Delete),
         ("hold", AdminAction::Hold),
         ("release", AdminAction::Release),
+        ("requeue", AdminAction::Requeue),
+        ("return", AdminAction::Return),
     ]
     .into_iter()
     .filter(|(name, _)| matches.opt_present(name))
@@ -509,7 +525,7 @@ pub fn parse(face: Face, args: &[String]) -> Result<Invocation> {
         // The free arguments name messages here, not recipients.
         if actions.len() > 1 || !matches!(inv.mode, Mode::PrintQueue) {
             return Err(Error::usage(format!(
-                "--delete, --hold and --release go alone, with mailq or -bp; {USAGE}"
+                "--delete, --hold, --release, --requeue and --return go alone, with mailq or -bp; {USAGE}"
             )));
         }
         if inv.recipients.is_empty() {

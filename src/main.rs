@@ -110,9 +110,11 @@ fn administer(inv: &Invocation, action: cli::AdminAction, config: &Config) -> Re
         spoolmail::admin::administer(&spool, action, &inv.recipients, owner, &who, &mut out)?;
     out.flush()
         .map_err(|e| Error::io("writing to standard output", &e))?;
-    if action == cli::AdminAction::Release
-        && let Some(first) = report.done.first()
-    {
+    let due_now = matches!(
+        action,
+        cli::AdminAction::Release | cli::AdminAction::Requeue | cli::AdminAction::Return
+    );
+    if due_now && let Some(first) = report.done.first() {
         runner::spawn_detached(&spool, config, first);
     }
     spoolmail::admin::outcome(&report)

@@ -131,3 +131,78 @@ fn the_actions_go_alone_and_need_messages() {
     let out = w.sendmail(&["--delete", "ALL"], b"");
     assert_eq!(out.status.code(), Some(64), "not without -bp: {out:?}");
 }
+
+/// `--requeue`: a message deferred for an unreachable smarthost, retry
+/// an hour away and the destination in the unreachable cache, is
+/// attempted at once and delivered.
+#[test]
+fn requeue_attempts_now_past_the_retry_time_and_the_unreachable_cache() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let w = World::with_config(&format!(
+        "smarthost = 127.0.0.1:{port}\nsmarthost_tls = none\nretry_min = 1h"
+    ));
+    let ids = queue(&w, 1);
+    assert_success(&w.sendmail(&["-q"], b""));
+    let q = w.mailq_json();
+    assert_eq!(q[0]["recipients"][0]["status"], "deferred", "{q:?}");
+    // The smarthost is back, at another port (same destination, still
+    // remembered as unreachable): a plain run leaves the message be.
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(dir.path(), &[]);
+    let config = std::fs::read_to_string(&w.config).unwrap();
+    std::fs::write(
+        &w.config,
+        config.replace(&format!(":{port}\n"), &format!(":{}\n", server.port)),
+    )
+    .unwrap();
+    assert_success(&w.sendmail(&["-q"], b""));
+    assert!(server.messages().is_empty(), "not due, destination cached");
+    let out = w.run("mailq", &["--requeue", &ids[0]], b"");
+    assert_success(&out);
+    assert!(
+        wait_for(WAIT, || w.queue_ids().is_empty()),
+        "requeued and delivered"
+    );
+    assert_eq!(server.messages().len(), 1);
+}
+
+/// `--return`: the sender gets a failure DSN naming the administrator,
+/// and the message leaves the queue; a bounce is never bounced (D8).
+#[test]
+fn return_sends_the_sender_a_dsn_and_removes_the_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(
+        dir.path(),
+        &[
+            "--rcpt-reply",
+            "r0@example.org=451 4.3.0 later",
+            "--rcpt-reply",
+            "r1@example.org=451 4.3.0 later",
+        ],
+    );
+    let w = world(&server);
+    assert_success(&w.sendmail(&["-odq", "-f", "sender@example.org", "r0@example.org"], MSG));
+    assert_success(&w.sendmail(&["-odq", "-f", "<>", "r1@example.org"], MSG));
+    assert_success(&w.sendmail(&["-q"], b""));
+    let ids = w.queue_ids();
+    assert_eq!(ids.len(), 2, "both deferred");
+    let out = w.run("mailq", &["--return", "ALL"], b"");
+    assert_success(&out);
+    assert!(
+        wait_for(WAIT, || w.queue_ids().is_empty()),
+        "returned messages leave the queue"
+    );
+    let got = server.messages();
+    let notices: Vec<_> = got
+        .iter()
+        .filter(|m| m.rcpt_tos.iter().any(|r| r == "sender@example.org"))
+        .collect();
+    assert_eq!(notices.len(), 1, "one DSN, to the sender only: {got:?}");
+    let text = String::from_utf8_lossy(&notices[0].data);
+    assert!(
+        text.contains("5.0.0") && text.contains("returned by the administrator"),
+        "{text}"
+    );
+}

@@ -79,6 +79,8 @@ pub fn attempt(
         log::info!("{id}: held: not delivered until released");
         return Ok(Tally::default());
     }
+    // Asked for now by an administrator: this attempt is a forced one.
+    let forced = forced || std::mem::take(&mut state.requeued);
     let left_open = state.final_dot_sent.take().or(claim.window_left_open());
     if let Some(at) = left_open {
         // A runner died between sending the final dot and recording the

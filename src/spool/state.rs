@@ -52,6 +52,11 @@ pub struct DeliveryState {
     /// expired, until released (`mailq --release`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub held: bool,
+    /// An administrator asked for an attempt now (`mailq --requeue`): the
+    /// next attempt ignores retry times and the unreachable cache, as a
+    /// forced run does, once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub requeued: bool,
 }
 
 /// Delivery state of one recipient.
@@ -170,6 +175,7 @@ impl DeliveryState {
             delay_warned: false,
             pending_notices: Vec::new(),
             held: false,
+            requeued: false,
         }
     }
 }
@@ -261,6 +267,7 @@ mod tests {
             delay_warned: false,
             pending_notices: Vec::new(),
             held: false,
+            requeued: false,
         };
         state.bound_texts();
         let r = &state.recipients[0];
