@@ -23,7 +23,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cli::AdminAction;
+use crate::cli::{AdminAction, QueueFilter};
 use crate::error::{Error, Kind, Result};
 use crate::spool::{Claim, DeliveryState, NOW_BUCKET, QueueId, RecipientStatus, Spool};
 
@@ -43,20 +43,45 @@ pub struct Report {
     pub busy: Vec<QueueId>,
 }
 
-/// Acts on the messages `targets` names (queue IDs, or `ALL`) on behalf
-/// of a caller whose scope is `owner` (None: every message) and who is
-/// called `who` in the log. Prints one line per message on `out`.
+/// What an administrator asks for.
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub action: AdminAction,
+    /// Queue IDs, `ALL`, or `-` (IDs read from `input`, one per line or
+    /// separated by white space, as `postsuper -d -` takes them). None
+    /// with filters: `ALL`.
+    pub targets: &'a [String],
+    /// `--recipient`/`--sender`: of the messages named, only those all
+    /// of these match.
+    pub filters: &'a [QueueFilter],
+}
+
+/// Does `request` on behalf of a caller whose scope is `owner` (None:
+/// every message) and who is called `who` in the log. Prints one line
+/// per message on `out`.
 pub fn administer(
     spool: &Spool,
-    action: AdminAction,
-    targets: &[String],
+    request: &Request,
     owner: Option<u32>,
     who: &str,
+    input: &mut dyn std::io::Read,
     out: &mut dyn std::io::Write,
 ) -> Result<Report> {
     let mut report = Report::default();
     let mut ids = Vec::new();
-    for target in targets {
+    let all = [String::from("ALL")];
+    let mut targets: Vec<String> = match request.targets.is_empty() {
+        true => all.to_vec(),
+        false => request.targets.to_vec(),
+    };
+    if let Some(at) = targets.iter().position(|t| t == "-") {
+        let mut text = String::new();
+        input
+            .read_to_string(&mut text)
+            .map_err(|e| Error::io("reading queue IDs from standard input", &e))?;
+        targets.splice(at..=at, text.split_whitespace().map(str::to_owned));
+    }
+    for target in &targets {
         if target == "ALL" {
             // Every message the caller may act on: an ordinary user's
             // ALL is their own mail (others' is not even listed to them).
@@ -76,7 +101,19 @@ pub fn administer(
     ids.sort();
     ids.dedup();
     let written = |e: std::io::Error| Error::io("writing the report", &e);
+    let action = request.action;
     for id in ids {
+        if !request.filters.is_empty() {
+            // Read without the claim: the envelope never changes (S3).
+            match spool.read_envelope(&id) {
+                Ok(envelope) if request.filters.iter().all(|f| f.matches(&envelope)) => {}
+                Ok(_) => continue,
+                Err(_) => {
+                    report.unknown.push(id.to_string());
+                    continue;
+                }
+            }
+        }
         let owned = spool.owner_uid(&id);
         let Some(uid) = owned else {
             report.unknown.push(id.to_string());

@@ -149,6 +149,9 @@ pub struct Invocation {
     pub json: bool,
     /// Recipients on the command line, as given (each may hold a comma list).
     pub recipients: Vec<String>,
+    /// `--recipient X`/`--sender X` with an administrative action: only
+    /// the messages they match (all of them).
+    pub admin_filters: Vec<QueueFilter>,
     /// Options that were accepted and ignored, for `-v`.
     pub ignored: Vec<String>,
 }
@@ -362,6 +365,16 @@ pub const OPTIONS: &[OptionSpec] = &[
         effect: "with -bp/mailq: release held messages, due at once (postsuper -H)",
     },
     OptionSpec {
+        name: "recipient",
+        arg: Arg::Yes,
+        effect: "with --delete/--hold/--release/--requeue/--return: only messages with a recipient containing X (case ignored); no IDs needed",
+    },
+    OptionSpec {
+        name: "sender",
+        arg: Arg::Yes,
+        effect: "with --delete/--hold/--release/--requeue/--return: only messages whose sender contains X (case ignored); no IDs needed",
+    },
+    OptionSpec {
         name: "requeue",
         arg: Arg::No,
         effect: "with -bp/mailq: attempt the messages named now, retry times and the unreachable cache ignored (postsuper -r, exim -M)",
@@ -467,6 +480,7 @@ pub fn parse(face: Face, args: &[String]) -> Result<Invocation> {
         verbose: matches.opt_present("v"),
         json: matches.opt_present("json"),
         recipients: matches.free.clone(),
+        admin_filters: Vec::new(),
         ignored: Vec::new(),
     };
     if matches.opt_present("help") {
@@ -528,12 +542,28 @@ pub fn parse(face: Face, args: &[String]) -> Result<Invocation> {
                 "--delete, --hold, --release, --requeue and --return go alone, with mailq or -bp; {USAGE}"
             )));
         }
-        if inv.recipients.is_empty() {
+        inv.admin_filters.extend(
+            matches
+                .opt_strs("recipient")
+                .into_iter()
+                .map(QueueFilter::Recipient),
+        );
+        inv.admin_filters.extend(
+            matches
+                .opt_strs("sender")
+                .into_iter()
+                .map(QueueFilter::Sender),
+        );
+        if inv.recipients.is_empty() && inv.admin_filters.is_empty() {
             return Err(Error::usage(
-                "name the messages: queue IDs, or ALL for every message",
+                "name the messages: queue IDs, - to read them from stdin, ALL for every message, or --recipient/--sender",
             ));
         }
         inv.mode = Mode::Administer(action);
+    } else if matches.opt_present("recipient") || matches.opt_present("sender") {
+        return Err(Error::usage(format!(
+            "--recipient and --sender select messages for --delete, --hold, --release, --requeue or --return; {USAGE}"
+        )));
     }
     for name in [
         "X", "D", "d", "h", "L", "A", "M", "p", "Q", "Q-bare", "n", "m", "U", "G", "c", "s",

@@ -106,8 +106,19 @@ fn administer(inv: &Invocation, action: cli::AdminAction, config: &Config) -> Re
     let who = privilege::caller_name().unwrap_or_else(|| format!("uid {uid}"));
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let report =
-        spoolmail::admin::administer(&spool, action, &inv.recipients, owner, &who, &mut out)?;
+    let request = spoolmail::admin::Request {
+        action,
+        targets: &inv.recipients,
+        filters: &inv.admin_filters,
+    };
+    let report = spoolmail::admin::administer(
+        &spool,
+        &request,
+        owner,
+        &who,
+        &mut std::io::stdin().lock(),
+        &mut out,
+    )?;
     out.flush()
         .map_err(|e| Error::io("writing to standard output", &e))?;
     let due_now = matches!(

@@ -206,3 +206,45 @@ fn return_sends_the_sender_a_dsn_and_removes_the_message() {
         "{text}"
     );
 }
+
+/// Messages chosen by recipient or sender (substrings, case ignored), or
+/// by IDs on standard input (`postsuper -d -`).
+#[test]
+fn messages_are_chosen_by_recipient_sender_or_ids_on_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(dir.path(), &[]);
+    let w = world(&server);
+    let ids = queue(&w, 3);
+    assert_success(&w.sendmail(&["-odq", "-f", "Cron@Example.NET", "r9@example.org"], MSG));
+    let all = w.queue_ids();
+    let cron = all.iter().find(|id| !ids.contains(id)).unwrap().clone();
+    let out = w.run("mailq", &["--hold", "--recipient", "R1@EXAMPLE"], b"");
+    assert_success(&out);
+    let q = w.mailq_json();
+    let held: Vec<&str> = q
+        .iter()
+        .filter(|m| m["held"] == true)
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(held, vec![ids[1].as_str()], "{q:?}");
+    let out = w.run("mailq", &["--delete", "--sender", "cron@example.net"], b"");
+    assert_success(&out);
+    assert!(!w.queue_ids().contains(&cron));
+    let out = w.run(
+        "mailq",
+        &["--delete", "-"],
+        format!("{}\n{}\n", ids[0], ids[2]).as_bytes(),
+    );
+    assert_success(&out);
+    assert_eq!(
+        w.queue_ids(),
+        vec![ids[1].clone()],
+        "only the held one is left"
+    );
+    let out = w.run("mailq", &["--sender", "x"], b"");
+    assert_eq!(
+        out.status.code(),
+        Some(64),
+        "a selector without an action: {out:?}"
+    );
+}

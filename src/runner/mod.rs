@@ -172,14 +172,23 @@ impl Selection {
         if self.owner.is_some_and(|uid| envelope.uid != uid) {
             return false;
         }
-        self.filters.iter().all(|f| match f {
+        self.filters.iter().all(|f| f.matches(envelope))
+    }
+}
+
+impl QueueFilter {
+    /// Whether `envelope` is one this filter asks for (`-qI`: the ID
+    /// contains the text; `-qR`: a recipient does, `-qS`: the sender
+    /// does, case ignored).
+    pub fn matches(&self, envelope: &Envelope) -> bool {
+        match self {
             QueueFilter::Id(text) => envelope.id.as_str().contains(text.as_str()),
             QueueFilter::Recipient(text) => envelope
                 .recipients
                 .iter()
                 .any(|r| contains_ignore_case(r, text)),
             QueueFilter::Sender(text) => contains_ignore_case(&envelope.sender, text),
-        })
+        }
     }
 }
 
