@@ -248,3 +248,42 @@ fn messages_are_chosen_by_recipient_sender_or_ids_on_stdin() {
         "a selector without an action: {out:?}"
     );
 }
+
+/// A held message does not expire: past `queue_lifetime` a run leaves it
+/// queued and held; once released, it is past its lifetime and bounces.
+#[test]
+fn a_held_message_does_not_expire_until_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(dir.path(), &[]);
+    let w = World::with_config(&format!(
+        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nretry_min = 1s\nretry_max = 1s\nqueue_lifetime = 1s",
+        server.port
+    ));
+    assert_success(&w.sendmail(
+        &["-odq", "-f", "sender@example.org", "held@example.org"],
+        MSG,
+    ));
+    let ids = w.queue_ids();
+    assert_success(&w.run("mailq", &["--hold", &ids[0]], b""));
+    // Time must pass here (the lifetime is what is tested), not a
+    // condition: wait until the message is older than its lifetime.
+    let submitted = std::time::Instant::now();
+    assert!(wait_for(WAIT, || submitted.elapsed()
+        > std::time::Duration::from_secs(2)));
+    assert_success(&w.sendmail(&["-q"], b""));
+    assert_success(&w.sendmail(&[&format!("-qI{}", ids[0])], b""));
+    assert_eq!(w.queue_ids(), ids, "held, not expired");
+    assert!(server.messages().is_empty());
+    assert_success(&w.run("mailq", &["--release", &ids[0]], b""));
+    assert!(
+        wait_for(WAIT, || w.queue_ids().is_empty()),
+        "expired once released"
+    );
+    let got = server.messages();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        got[0].rcpt_tos,
+        vec!["sender@example.org".to_string()],
+        "the bounce"
+    );
+}
