@@ -145,6 +145,15 @@ pub fn administer(
     for unknown in &report.unknown {
         writeln!(out, "{unknown}: no such message in the queue").map_err(written)?;
     }
+    // The count, as postsuper gives it ("Deleted: 3 messages").
+    let past = match action {
+        AdminAction::Delete => "removed",
+        AdminAction::Hold => "held",
+        AdminAction::Release => "released",
+        AdminAction::Requeue => "requeued",
+        AdminAction::Return => "returned",
+    };
+    writeln!(out, "{} message(s) {past}", report.done.len()).map_err(written)?;
     Ok(report)
 }
 

@@ -46,6 +46,10 @@ fn delete_removes_the_messages_named_and_all() {
     assert_eq!(w.queue_ids().len(), 2);
     let out = w.run("mailq", &["--delete", "ALL"], b"");
     assert_success(&out);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).ends_with("\n2 message(s) removed\n"),
+        "{out:?}"
+    );
     assert!(w.queue_ids().is_empty());
     assert!(
         std::fs::read_dir(w.spool.join("state"))
