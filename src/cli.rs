@@ -147,6 +147,8 @@ pub struct Invocation {
     pub verbose: bool,
     /// `--json` (mailq): one JSON object per message.
     pub json: bool,
+    /// `--summary` (mailq): the queue's shape, as qshape prints it.
+    pub summary: bool,
     /// Recipients on the command line, as given (each may hold a comma list).
     pub recipients: Vec<String>,
     /// `--recipient X`/`--sender X` with an administrative action: only
@@ -350,6 +352,11 @@ pub const OPTIONS: &[OptionSpec] = &[
         effect: "with -bp/mailq: one JSON object per queued message",
     },
     OptionSpec {
+        name: "summary",
+        arg: Arg::No,
+        effect: "with -bp/mailq: recipients to deliver per domain by message age, as Postfix's qshape (with --json: one object)",
+    },
+    OptionSpec {
         name: "delete",
         arg: Arg::No,
         effect: "with -bp/mailq: remove the messages named (IDs, or ALL) from the queue (postsuper -d, exim -Mrm)",
@@ -479,6 +486,7 @@ pub fn parse(face: Face, args: &[String]) -> Result<Invocation> {
         envid: None,
         verbose: matches.opt_present("v"),
         json: matches.opt_present("json"),
+        summary: matches.opt_present("summary"),
         recipients: matches.free.clone(),
         admin_filters: Vec::new(),
         ignored: Vec::new(),
@@ -560,6 +568,10 @@ pub fn parse(face: Face, args: &[String]) -> Result<Invocation> {
             ));
         }
         inv.mode = Mode::Administer(action);
+    } else if inv.summary && !matches!(inv.mode, Mode::PrintQueue) {
+        return Err(Error::usage(format!(
+            "--summary goes with mailq or -bp; {USAGE}"
+        )));
     } else if matches.opt_present("recipient") || matches.opt_present("sender") {
         return Err(Error::usage(format!(
             "--recipient and --sender select messages for --delete, --hold, --release, --requeue or --return; {USAGE}"

@@ -22,6 +22,7 @@ pub mod smtp;
 pub mod smtpd;
 pub mod spool;
 pub mod submit;
+pub mod summary;
 
 /// Internal parsers re-exported for the fuzz targets in `fuzz/` (they
 /// read outside input but live in private modules). Not a stable API.

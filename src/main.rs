@@ -288,6 +288,11 @@ fn print_queue(inv: &Invocation, config: &Config) -> Result<()> {
     let mut out = stdout.lock();
     // Root sees the whole queue; anyone else only what they submitted.
     let only_uid = (!privilege::caller_is_root()).then(|| nix::unistd::getuid().as_raw());
+    if inv.summary {
+        let now = runner::unix_now();
+        spoolmail::summary::print(&spool, inv.json, only_uid, &mut out, now)?;
+        return Ok(());
+    }
     let mut waits = spoolmail::runner::Waits::new(config, &spool);
     mailq::print(
         &spool,

@@ -117,3 +117,47 @@ fn json_is_valid_for_hostile_recipients() {
         "\"quoted \\\" local\"@example.com"
     );
 }
+
+/// `mailq --summary` (issue 14): recipients still to deliver, per domain,
+/// by message age, as qshape shows them; `--json` says the same.
+#[test]
+fn summary_counts_recipients_per_domain_and_age() {
+    let w = World::new();
+    w.send_ok(
+        &[
+            "-odq",
+            "-f",
+            "s@example.com",
+            "a@B.test",
+            "b@b.test",
+            "c@a.test",
+        ],
+        b"Subject: x\n\ny\n",
+    );
+    w.send_ok(
+        &["-odq", "-f", "s@example.com", "d@b.test"],
+        b"Subject: x\n\ny\n",
+    );
+    let out = w.run("mailq", &["--summary"], b"");
+    assert_success(&out);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0][..3], ["T", "5", "10"], "{text}");
+    assert_eq!(
+        rows[1][..3],
+        ["TOTAL", "4", "4"],
+        "all younger than 5 minutes: {text}"
+    );
+    assert_eq!(rows[2][..3], ["b.test", "3", "3"], "{text}");
+    assert_eq!(rows[3][..3], ["a.test", "1", "1"], "{text}");
+    assert_eq!(rows.len(), 4, "{text}");
+    let out = w.run("mailq", &["--summary", "--json"], b"");
+    assert_success(&out);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["total"]["total"], 4, "{json}");
+    assert_eq!(json["domains"]["b.test"]["by_age"][0], 3, "{json}");
+    assert_eq!(json["age_minutes"][9], serde_json::Value::Null, "{json}");
+}
