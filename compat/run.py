@@ -62,6 +62,16 @@ def apt(*args):
     return r
 
 
+def wait_until(cond, timeout=60):
+    """Polls cond until it holds or timeout seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def installed(package):
     r = sh("dpkg-query", "-W", "-f=${Status}", package)
     return r.returncode == 0 and r.stdout.decode() == "install ok installed"
@@ -443,6 +453,39 @@ class Suite:
         check(sh(SENDMAIL, "-q").returncode == 0, "flush")
         self.server.wait_for("secret-rcpt@example.com")
 
+    def check_mailq_counts_the_queue(self):
+        """The Nagios/Icinga plugin check_mailq (monitoring-plugins-standard,
+        unpacked, not installed) counts the queue right with -M sendmail
+        and with -M postfix."""
+        tmp = tempfile.mkdtemp(prefix="compat-check-mailq-")
+        try:
+            r = sh("apt-get", "download", "monitoring-plugins-standard",
+                   "monitoring-plugins-common", cwd=tmp)
+            check(r.returncode == 0, r.stderr)
+            for deb in glob.glob(f"{tmp}/*.deb"):
+                check(sh("dpkg", "-x", deb, f"{tmp}/x").returncode == 0, deb)
+            plugin = f"{tmp}/x/usr/lib/nagios/plugins/check_mailq"
+            for i in range(3):
+                r = sh(SENDMAIL, "-odq", f"cm{i}@example.com", input=b"Subject: cm\n\nq\n")
+                check(r.returncode == 0, r.stderr)
+            n = len(os.listdir(f"{SPOOL}/queue"))
+            for mta in ["sendmail", "postfix"]:
+                r = sh("perl", plugin, "-M", mta, "-w", "1", "-c", "100000")
+                out = r.stdout.decode().strip()
+                print(f"      check_mailq -M {mta}: {out} (exit {r.returncode})")
+                check(r.returncode == 1 and f"{mta} mailq is {n} " in out, out)
+            check(sh(SENDMAIL, "-q").returncode == 0, "flush")
+            for i in range(3):
+                self.server.wait_for(f"cm{i}@example.com")
+            check(wait_until(lambda: not os.listdir(f"{SPOOL}/queue")), "queue drained")
+            for mta in ["sendmail", "postfix"]:
+                r = sh("perl", plugin, "-M", mta, "-w", "1", "-c", "100000")
+                out = r.stdout.decode().strip()
+                print(f"      check_mailq -M {mta}, empty queue: {out} (exit {r.returncode})")
+                check(r.returncode == 0 and "empty" in out, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
     def script_loop_1000(self):
         """A shell script piping 1,000 messages in a loop, all delivered."""
         script = f'''
@@ -481,7 +524,7 @@ CHECKS = [
     "php_mail_hostile_fifth_parameter", "mailx", "mutt", "symfony_mailer_bs",
     "symfony_mailer_t", "git_send_email", "cron", "fail2ban_invocation",
     "unprivileged_user_sendmail_t", "no_new_privileges", "mailq_hides_other_users_mail",
-    "script_loop_1000", "purge_leaves_the_system_clean",
+    "check_mailq_counts_the_queue", "script_loop_1000", "purge_leaves_the_system_clean",
 ]
 # Without these the rest cannot run.
 ESSENTIAL = {"package_replaces_the_mta", "configure_smarthost"}

@@ -12,7 +12,14 @@
 //!                                                  <bob@example.net> deferred
 //!                                                    (451 4.7.1 greylisted)
 //! \t\tTotal requests: 1
+//! -- 1 Kbytes in 1 Request.
 //! ```
+//!
+//! The two summary lines are sendmail's and Postfix's, each exactly as
+//! that MTA prints it, so that what parses either finds its own: the
+//! monitoring plugin `check_mailq` counts the first with `-M sendmail`
+//! and reads only the last with `-M postfix` (its size is the sum of the
+//! messages' sizes in KiB, rounded up, as Postfix counts it).
 //!
 //! `*` after the ID means a runner holds the message now, `!` that an
 //! administrator put it on hold (`mailq --hold`), as in Postfix.
@@ -59,6 +66,7 @@ pub fn print(
     let written = |e: std::io::Error| Error::io("writing the queue listing", &e);
     let mut out = std::io::BufWriter::new(out);
     let mut shown = 0usize;
+    let mut bytes = 0u64;
     // One buffer for every entry, and the arrival times of one minute
     // formatted once: a listing of 100,000 messages allocates little.
     let mut text = String::new();
@@ -84,12 +92,17 @@ pub fn print(
             }
         }
         shown += 1;
+        bytes = bytes.saturating_add(m.envelope.size);
         out.write_all(text.as_bytes()).map_err(written)
     })?;
     if !json {
         let end = match shown {
             0 => "Mail queue is empty\n".to_owned(),
-            n => format!("\t\tTotal requests: {n}\n"),
+            n => format!(
+                "\t\tTotal requests: {n}\n-- {} Kbytes in {n} Request{}.\n",
+                bytes.div_ceil(1024),
+                if n == 1 { "" } else { "s" }
+            ),
         };
         out.write_all(end.as_bytes()).map_err(written)?;
     }
@@ -458,7 +471,8 @@ mod tests {
              {INDENT}<carol@example.com> deferred\n\
              {INDENT}  (451 4.7.1 try later??)\n\
              {INDENT}<dave?[2J@example.com> queued\n\
-             \t\tTotal requests: 2\n",
+             \t\tTotal requests: 2\n\
+             -- 1 Kbytes in 2 Requests.\n",
             ids[0], 26, ids[1], 1
         );
         let text = run(&spool, false);
@@ -522,7 +536,7 @@ mod tests {
     fn parse_text(text: &str) -> Vec<Seen> {
         let mut seen: Vec<Seen> = Vec::new();
         for line in text.lines().skip(1) {
-            if line.starts_with("\t\tTotal requests:") {
+            if line.starts_with("\t\tTotal requests:") || line.starts_with("-- ") {
                 continue;
             }
             if !line.starts_with(' ') {
