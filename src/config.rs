@@ -132,6 +132,15 @@ pub struct Config {
     /// `corrupt_max_files`: files corrupt/ may hold; beyond it the oldest
     /// go first.
     pub corrupt_max_files: usize,
+    /// `max_messages_per_hour`: messages one user may submit in a clock
+    /// hour (0: no limit); see [`crate::ratelimit`].
+    pub max_messages_per_hour: u64,
+    /// `max_recipients_per_hour`: envelope recipients one user may submit
+    /// in a clock hour, all messages together (0: no limit).
+    pub max_recipients_per_hour: u64,
+    /// `rate_limit_exempt`: user names the two limits do not apply to
+    /// (root never counts).
+    pub rate_limit_exempt: Vec<String>,
 }
 
 /// The highest `max_recipients` accepted: the delivery state of a message
@@ -180,6 +189,9 @@ impl Default for Config {
             corrupt_max_age: Duration::from_secs(30 * 86400),
             corrupt_max_size: 100 * 1024 * 1024,
             corrupt_max_files: 1000,
+            max_messages_per_hour: 0,
+            max_recipients_per_hour: 0,
+            rate_limit_exempt: Vec::new(),
         }
     }
 }
@@ -394,6 +406,15 @@ fn set(c: &mut Config, key: &str, value: &str) -> Setting {
         "corrupt_max_age" => c.corrupt_max_age = parse_duration(value)?,
         "corrupt_max_size" => c.corrupt_max_size = parse_size(value)?,
         "corrupt_max_files" => c.corrupt_max_files = positive(value)? as usize,
+        "max_messages_per_hour" => c.max_messages_per_hour = count(value)?,
+        "max_recipients_per_hour" => c.max_recipients_per_hour = count(value)?,
+        "rate_limit_exempt" => {
+            c.rate_limit_exempt = value
+                .split([',', ' ', '\t'])
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned)
+                .collect()
+        }
         _ => return Err("unknown key".to_string()),
     }
     Ok(())
@@ -469,6 +490,13 @@ fn port(value: &str) -> std::result::Result<u16, String> {
         Ok(p) if p > 0 => Ok(p),
         _ => Err(format!("expected a port number, got {:?}", clip(value))),
     }
+}
+
+/// A count, 0 allowed (0: no limit).
+fn count(value: &str) -> std::result::Result<u64, String> {
+    value
+        .parse::<u64>()
+        .map_err(|_| format!("expected a number (0: no limit), got {:?}", clip(value)))
 }
 
 fn positive(value: &str) -> std::result::Result<u32, String> {

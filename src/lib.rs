@@ -17,6 +17,7 @@ pub mod mailq;
 pub mod message;
 pub mod privilege;
 pub mod qualify;
+pub mod ratelimit;
 pub mod runner;
 pub mod smtp;
 pub mod smtpd;

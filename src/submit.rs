@@ -219,6 +219,16 @@ pub fn submit(
         .map_err(|e| Error::io("writing the queue file", &e))?;
     intake.copy_body(out)?;
 
+    // Counted last, when nothing else can refuse it: a message refused
+    // here (75: the caller tries again later) leaves nothing queued.
+    crate::ratelimit::admit(
+        config,
+        &config.spool.join("hosts"),
+        caller.uid,
+        &caller.login,
+        recipients.len(),
+        now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+    )?;
     let committed = draft.commit()?;
     // From here on the message is safe: it is fsynced and renamed into
     // queue/, and the directory is fsynced. Nothing below may fail the call.

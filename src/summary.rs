@@ -12,7 +12,9 @@
 //! A column holds the recipients whose message is younger than its
 //! heading (and at least as old as the previous one); `T` is the total.
 //! Local names (no domain) count under `(local)`. Domains are sorted by
-//! their total, largest first. With `--json`, one object instead. Read
+//! their total, largest first. Then, when `max_messages_per_hour` or
+//! `max_recipients_per_hour` counts anything, each user's submissions of
+//! this hour ([`crate::ratelimit`]). With `--json`, one object instead. Read
 //! through [`Spool::list_each`], so memory grows with the number of
 //! domains, not of messages.
 
@@ -49,6 +51,16 @@ struct JsonSummary<'a> {
     age_minutes: Vec<Option<u64>>,
     total: &'a Row,
     domains: BTreeMap<&'a str, &'a Row>,
+    submitted_this_hour: Vec<Submitter>,
+}
+
+/// One user's submissions in this clock hour.
+#[derive(Serialize)]
+struct Submitter {
+    uid: u32,
+    user: Option<String>,
+    messages: u64,
+    recipients: u64,
 }
 
 /// Prints the summary of the messages `only_uid` may see (None: all) as
@@ -91,6 +103,19 @@ pub fn print(
         }
         Ok(())
     })?;
+    let submitters: Vec<Submitter> = crate::ratelimit::this_hour(&spool.hosts_dir(), now)
+        .into_iter()
+        .filter(|&(uid, _, _)| only_uid.is_none_or(|only| only == uid))
+        .map(|(uid, messages, recipients)| Submitter {
+            uid,
+            user: nix::unistd::User::from_uid(uid.into())
+                .ok()
+                .flatten()
+                .map(|u| u.name),
+            messages,
+            recipients,
+        })
+        .collect();
     let text = match json {
         true => {
             let summary = JsonSummary {
@@ -100,6 +125,7 @@ pub fn print(
                     .collect(),
                 total: &total,
                 domains: domains.iter().map(|(d, r)| (d.as_str(), r)).collect(),
+                submitted_this_hour: submitters,
             };
             let mut line = serde_json::to_string(&summary).map_err(|e| {
                 Error::new(crate::error::Kind::Software, format!("encoding JSON: {e}"))
@@ -107,7 +133,20 @@ pub fn print(
             line.push('\n');
             line
         }
-        false => table(&total, &domains),
+        false => {
+            let mut text = table(&total, &domains);
+            for s in &submitters {
+                let _ = writeln!(
+                    text,
+                    "submitted this hour by {} (uid {}): {} message(s), {} recipient(s)",
+                    s.user.as_deref().unwrap_or("?"),
+                    s.uid,
+                    s.messages,
+                    s.recipients
+                );
+            }
+            text
+        }
     };
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())

@@ -276,3 +276,63 @@ fn item02_an_ordinary_user_administers_only_their_own_mail() {
             .contains("\"held\":true")
     );
 }
+
+/// Issue 14, the brake: a user's submissions stop at
+/// `max_messages_per_hour` with exit 75 and nothing queued; an exempt
+/// user is not counted; a new hour accepts again; root's
+/// `mailq --summary` shows the count.
+#[test]
+fn a_runaway_sender_stops_at_the_hourly_limit() {
+    let Some(site) = Site::new("rate", "") else {
+        return;
+    };
+    site.set_config(&format!(
+        "smarthost = 127.0.0.1:9\nsmarthost_tls = none\nmax_messages_per_hour = 3\nrate_limit_exempt = {}",
+        site.alice.name
+    ));
+    let send = |who| {
+        site.run(
+            Some(who),
+            "sendmail",
+            &["-odq", "someone@example.org"],
+            b"Subject: again\n\nand again\n",
+        )
+    };
+    for _ in 0..3 {
+        common::assert_success(&send(&site.mallory));
+    }
+    let refused = send(&site.mallory);
+    assert_eq!(refused.status.code(), Some(75), "{refused:?}");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("max_messages_per_hour"), "{stderr}");
+    assert_eq!(
+        site.queue_ids().len(),
+        3,
+        "nothing queued for the refused one"
+    );
+    for _ in 0..4 {
+        common::assert_success(&send(&site.alice));
+    }
+    let summary = site.as_root("mailq", &["--summary"], b"");
+    let text = String::from_utf8_lossy(&summary.stdout);
+    assert!(
+        text.contains(&format!(
+            "submitted this hour by {} (uid {}): 3 message(s)",
+            site.mallory.name, site.mallory.uid
+        )),
+        "{text}"
+    );
+    assert!(!text.contains(&site.alice.name), "exempt: {text}");
+    // A new hour: the counters of this one are an hour old.
+    let hosts = site.spool.join("hosts");
+    for entry in std::fs::read_dir(&hosts).unwrap().flatten() {
+        let name = entry.file_name().into_string().unwrap();
+        if let Some(rest) = name.strip_prefix(&format!("rate-u{}-", site.mallory.uid)) {
+            let (hour, what) = rest.split_once('.').unwrap();
+            let earlier = hour.parse::<u64>().unwrap() - 1;
+            let to = hosts.join(format!("rate-u{}-{earlier}.{what}", site.mallory.uid));
+            std::fs::rename(entry.path(), to).unwrap();
+        }
+    }
+    common::assert_success(&send(&site.mallory));
+}
