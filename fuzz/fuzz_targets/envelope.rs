@@ -6,7 +6,9 @@
 //! check_values (so it can be written again); write → read gives back
 //! the same envelope and offset, and writing is canonical (a second
 //! write is byte-identical); a trailer that parses is exactly
-//! trailer(size).
+//! trailer(size). And the block read where it lies in the buffer (the
+//! usual case) and read line by line (a 1-byte buffer) agree, error or
+//! not.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -15,6 +17,12 @@ use spoolmail::fuzzing::{
 };
 
 fuzz_target!(|data: &[u8]| {
+    let in_place = format!("{:?}", read_envelope(&mut &data[..]));
+    let by_line = format!(
+        "{:?}",
+        read_envelope(&mut std::io::BufReader::with_capacity(1, data))
+    );
+    assert_eq!(in_place, by_line);
     if let Ok((env, offset)) = read_envelope(&mut &data[..]) {
         assert!(offset <= data.len() as u64);
         assert!(data.starts_with(spoolmail::fuzzing::VERSION_LINE));
