@@ -103,17 +103,6 @@ pub fn administer(
     let written = |e: std::io::Error| Error::io("writing the report", &e);
     let action = request.action;
     for id in ids {
-        if !request.filters.is_empty() {
-            // Read without the claim: the envelope never changes (S3).
-            match spool.read_envelope(&id) {
-                Ok(envelope) if request.filters.iter().all(|f| f.matches(&envelope)) => {}
-                Ok(_) => continue,
-                Err(_) => {
-                    report.unknown.push(id.to_string());
-                    continue;
-                }
-            }
-        }
         let owned = spool.owner_uid(&id);
         let Some(uid) = owned else {
             report.unknown.push(id.to_string());
@@ -125,6 +114,19 @@ pub fn administer(
             writeln!(out, "{id}: not yours: left alone").map_err(written)?;
             report.denied.push(id);
             continue;
+        }
+        if !request.filters.is_empty() {
+            // Only now, the message being the caller's to act on: a
+            // match on another's would tell whom they write to. Read
+            // without the claim: the envelope never changes (S3).
+            match spool.read_envelope(&id) {
+                Ok(envelope) if request.filters.iter().all(|f| f.matches(&envelope)) => {}
+                Ok(_) => continue,
+                Err(_) => {
+                    report.unknown.push(id.to_string());
+                    continue;
+                }
+            }
         }
         let Some(claim) = claim_within(spool, &id, CLAIM_WAIT)? else {
             match spool.owner_uid(&id) {

@@ -251,6 +251,20 @@ fn item02_an_ordinary_user_administers_only_their_own_mail() {
         let out = site.run(Some(&site.mallory), "mailq", &[action, alices], b"");
         assert_eq!(out.status.code(), Some(77), "{action}: {out:?}");
     }
+    // No oracle: a selector on alice's message answers the same whether
+    // her recipients match it or not.
+    let probe = |pattern: &str| {
+        let out = site.run(
+            Some(&site.mallory),
+            "mailq",
+            &["--hold", "--recipient", pattern, alices],
+            b"",
+        );
+        (out.status.code(), out.stdout)
+    };
+    let (matching, not_matching) = (probe("someone@"), probe("nobody-at-all"));
+    assert_eq!(matching.0, Some(77));
+    assert_eq!(matching, not_matching, "whom alice writes to shows");
     // ALL is mallory's own mail: not a word about alice's.
     let out = site.run(Some(&site.mallory), "mailq", &["--delete", "ALL"], b"");
     common::assert_success(&out);
