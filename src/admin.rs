@@ -251,7 +251,3 @@ fn act(spool: &Spool, action: AdminAction, claim: Claim, who: &str) -> Result<&'
     drop(claim);
     Ok(done)
 }
-
-/// Seconds a held message's schedule entry is put off each time a run
-/// comes across it.
-pub const HELD_RECHECK: u64 = 86_400;

@@ -223,7 +223,7 @@ pub fn submit(
     // here (75: the caller tries again later) leaves nothing queued.
     crate::ratelimit::admit(
         config,
-        &config.spool.join("hosts"),
+        &crate::spool::hosts_dir_of(&config.spool),
         caller.uid,
         &caller.login,
         recipients.len(),

@@ -155,12 +155,7 @@ fn requeue_attempts_now_past_the_retry_time_and_the_unreachable_cache() {
     // remembered as unreachable): a plain run leaves the message be.
     let dir = tempfile::tempdir().unwrap();
     let server = SmtpServer::start(dir.path(), &[]);
-    let config = std::fs::read_to_string(&w.config).unwrap();
-    std::fs::write(
-        &w.config,
-        config.replace(&format!(":{port}\n"), &format!(":{}\n", server.port)),
-    )
-    .unwrap();
+    w.repoint(server.port);
     assert_success(&w.sendmail(&["-q"], b""));
     assert!(server.messages().is_empty(), "not due, destination cached");
     let out = w.run("mailq", &["--requeue", &ids[0]], b"");

@@ -80,23 +80,6 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Points the world's smarthost at another server (the config is a file;
-/// each run reads it afresh).
-fn repoint(w: &World, server: &SmtpServer) {
-    let text = std::fs::read_to_string(&w.config).unwrap();
-    let text: String = text
-        .lines()
-        .map(|l| {
-            if l.starts_with("smarthost =") {
-                format!("smarthost = 127.0.0.1:{}\n", server.port)
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    std::fs::write(&w.config, text).unwrap();
-}
-
 #[test]
 fn three_recipients_on_one_host_are_one_transaction() {
     let dir = tempfile::tempdir().unwrap();
@@ -152,7 +135,7 @@ fn partial_failure_retries_only_the_failed_recipient() {
 
     let dir2 = tempfile::tempdir().unwrap();
     let second = SmtpServer::start(dir2.path(), &[]);
-    repoint(&w, &second);
+    w.repoint(second.port);
     let out = w.sendmail(&[&format!("-qI{}", ids[0])], b"");
     assert_success(&out);
     let got = second.messages();
@@ -250,7 +233,7 @@ fn dropped_final_dot_reply_is_flagged_possibly_delivered() {
 
     let dir2 = tempfile::tempdir().unwrap();
     let good = SmtpServer::start(dir2.path(), &[]);
-    repoint(&w, &good);
+    w.repoint(good.port);
     let id = w.queue_ids()[0].clone();
     let out = w.sendmail(&["-v", &format!("-qI{id}")], b"");
     assert_success(&out);
@@ -458,7 +441,7 @@ fn killed_in_the_window(prepare: impl Fn(&World)) {
 
     let dir2 = tempfile::tempdir().unwrap();
     let good = SmtpServer::start(dir2.path(), &[]);
-    repoint(&w, &good);
+    w.repoint(good.port);
     let out = w.sendmail(&["-v", &format!("-qI{}", ids[0])], b"");
     assert_success(&out);
     assert!(

@@ -198,6 +198,10 @@ fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
         .contains(&needle.to_ascii_lowercase())
 }
 
+/// Seconds a held message's schedule entry is put off each time a run
+/// comes across it ([`crate::admin`]: a release files it as due at once).
+const HELD_RECHECK: u64 = 86_400;
+
 /// Unix seconds now.
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -443,7 +447,7 @@ fn take(
         // files it as due at once).
         let held = state.as_ref().is_some_and(|s| s.held);
         let next = match held {
-            true => Some(now + crate::admin::HELD_RECHECK),
+            true => Some(now + HELD_RECHECK),
             false => state.as_ref().and_then(|s| s.next_due()),
         };
         if let Some(due) = next {

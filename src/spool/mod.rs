@@ -355,7 +355,7 @@ impl Spool {
         // What it finds is the rare leftover of a kill: looked for at
         // most every STATE_SWEEP_INTERVAL, not on every queue run (it
         // lists state/ and queue/, which grow with the backlog).
-        let stamp = self.root.join("hosts").join(STATE_SWEEP_STAMP);
+        let stamp = self.hosts_dir().join(STATE_SWEEP_STAMP);
         if let Ok(meta) = fs::symlink_metadata(&stamp)
             && !older_than(&meta, STATE_SWEEP_INTERVAL, now)
         {
@@ -530,7 +530,7 @@ impl Spool {
     /// The directory of per-destination locks and status files, owned by
     /// the runner (created with the rest of the layout).
     pub fn hosts_dir(&self) -> PathBuf {
-        self.root.join("hosts")
+        hosts_dir_of(&self.root)
     }
 
     /// Every committed message, sorted by ID, with its state if any. Names
@@ -1109,6 +1109,12 @@ fn older_than(meta: &fs::Metadata, max_age: std::time::Duration, now: SystemTime
         .ok()
         .and_then(|m| now.duration_since(m).ok())
         .is_some_and(|age| age > max_age)
+}
+
+/// The `hosts/` directory of the spool at `root`, for a caller that has
+/// no [`Spool`] open (a submission's rate counters).
+pub fn hosts_dir_of(root: &Path) -> PathBuf {
+    root.join("hosts")
 }
 
 fn open_regular(path: &Path) -> std::result::Result<(File, u64), Trouble> {

@@ -141,6 +141,21 @@ impl World {
         spool.read_envelope(&id).expect("read envelope")
     }
 
+    /// Points the world's smarthost at loopback `port` (the config is a
+    /// file; each run reads it afresh). The destination stays the same:
+    /// its unreachable record, if any, still holds.
+    pub fn repoint(&self, port: u16) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let text: String = text
+            .lines()
+            .map(|l| match l.starts_with("smarthost =") {
+                true => format!("smarthost = 127.0.0.1:{port}\n"),
+                false => format!("{l}\n"),
+            })
+            .collect();
+        std::fs::write(&self.config, text).unwrap();
+    }
+
     /// `mailq --json` parsed into values.
     pub fn mailq_json(&self) -> Vec<serde_json::Value> {
         let out = self.run("mailq", &["--json"], b"");
