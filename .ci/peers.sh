@@ -2,7 +2,8 @@
 # Installs the real peers the delivery tests and benchmark talk to, when
 # missing: aiosmtpd (SMTP server) and dnslib (DNS server) from PyPI,
 # openssl (test certificates), and Postfix's smtp-sink/smtp-source
-# unpacked from Debian's package (the benchmark's sink and ceiling).
+# unpacked from Debian's package (the benchmark's sink and ceiling), and
+# pflogsumm (the log summariser the log test runs).
 set -eu
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
@@ -10,10 +11,12 @@ need=""
 command -v openssl >/dev/null 2>&1 || need="$need openssl"
 dpkg -s libssl-dev >/dev/null 2>&1 || need="$need libssl-dev"
 command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
+# Debian's pflogsumm reads the mail log tests/logs.rs writes.
+[ -x /usr/sbin/pflogsumm ] || need="$need pflogsumm"
 if [ -n "$need" ]; then
     apt-get update -qq
     # shellcheck disable=SC2086
-    apt-get install -y -qq $need >/dev/null
+    apt-get install -y -qq --no-install-recommends $need >/dev/null
 fi
 python3 -c 'import aiosmtpd, dnslib' 2>/dev/null ||
     python3 -m pip install -q aiosmtpd dnslib

@@ -80,10 +80,11 @@ def installed(package):
 class Server:
     """The receiving side: tests/peers/smtpd.py on loopback."""
 
-    def __init__(self, root):
-        self.log = os.path.join(root, "smtpd.log")
+    def __init__(self, root, name="smtpd", args=()):
+        self.log = os.path.join(root, f"{name}.log")
         self.proc = subprocess.Popen(
-            [sys.executable, os.path.join(TOP, "tests/peers/smtpd.py"), "--log", self.log],
+            [sys.executable, os.path.join(TOP, "tests/peers/smtpd.py"), "--log", self.log,
+             *args],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         line = self.proc.stdout.readline().decode()
         check(line.startswith("READY "), f"smtpd.py said {line!r}")
@@ -486,6 +487,68 @@ class Suite:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def pflogsumm_reads_the_mail_log(self):
+        """Debian's pflogsumm, run with --syslog-name=spoolmail over the mail
+        log of real callers (PHP, mailx, sendmail), counts what was
+        received, delivered, deferred and bounced. The log is written by
+        tests/peers/syslogd.py as rsyslog writes /var/log/mail.log."""
+        if not installed("pflogsumm"):
+            apt("install", "--no-install-recommends", "pflogsumm")
+            self.added_packages.append("pflogsumm")
+        picky = Server(self.root, "smtpd-picky", [
+            "--rcpt-reply", "log-bounce@example.com=550 5.1.1 no such user",
+            "--rcpt-reply", "log-defer@example.com=451 4.3.0 try again later"])
+        sock, log = f"{self.root}/log.sock", f"{self.root}/mail.log"
+        receiver = subprocess.Popen(
+            [sys.executable, os.path.join(TOP, "tests/peers/syslogd.py"),
+             "--socket", sock, "--out", log, "--host", "compat"],
+            stdout=subprocess.PIPE)
+        saved = open(CONF).read()
+        try:
+            check(receiver.stdout.readline().startswith(b"READY"), "syslogd.py started")
+            with open(CONF, "w") as f:
+                f.write(saved.replace(f"smarthost = 127.0.0.1:{self.server.port}\n",
+                                      f"smarthost = 127.0.0.1:{picky.port}\n")
+                        + f"syslog_socket = {sock}\n")
+            r = php(r'''exit(mail("log-php@example.com", "s", "b\n") ? 0 : 1);''')
+            check(r.returncode == 0, r.stderr)
+            prog = shutil.which("bsd-mailx")
+            if prog:
+                r = as_user(prog, "-s", "s", "log-mailx@example.com", input=b"b\n")
+                check(r.returncode == 0, r.stderr)
+            for rcpt in ["log-bounce@example.com", "log-defer@example.com"]:
+                r = sh(SENDMAIL, "-f", "log-sender@example.com", rcpt, input=b"Subject: s\n\nb\n")
+                check(r.returncode == 0, r.stderr)
+            picky.wait_for("log-php@example.com")
+            if prog:
+                picky.wait_for("log-mailx@example.com")
+            picky.wait_for("log-sender@example.com")  # the non-delivery notice
+            check(wait_until(lambda: "status=deferred" in open(log).read()), "deferral logged")
+            check(wait_until(lambda: open(log).read().count(": removed") >= 3 + bool(prog)),
+                  "removals logged")
+            r = sh("pflogsumm", "--syslog-name=spoolmail", log)
+            check(r.returncode == 0, r.stderr)
+            out = r.stdout.decode()
+            totals = out.split("Grand Totals")[1].split("\n\n\n")[0]
+            print("\n".join("      " + l for l in totals.splitlines() if l.strip())[:1500])
+            counts = {}
+            for line in totals.splitlines():
+                words = line.split()
+                if len(words) >= 2 and words[0].isdigit():
+                    counts.setdefault(words[1], int(words[0]))
+            want = {"received": 3 + bool(prog), "delivered": 2 + bool(prog),
+                    "deferred": 1, "bounced": 1}
+            check(all(counts.get(k) == v for k, v in want.items()),
+                  f"pflogsumm counted {counts}, not {want}:\n" + open(log).read()[-3000:])
+        finally:
+            with open(CONF, "w") as f:
+                f.write(saved)
+            # The deferred message must not outlive the check.
+            sh("/usr/bin/mailq", "--delete", "ALL")
+            receiver.terminate()
+            receiver.wait()
+            picky.stop()
+
     def script_loop_1000(self):
         """A shell script piping 1,000 messages in a loop, all delivered."""
         script = f'''
@@ -524,7 +587,7 @@ CHECKS = [
     "php_mail_hostile_fifth_parameter", "mailx", "mutt", "symfony_mailer_bs",
     "symfony_mailer_t", "git_send_email", "cron", "fail2ban_invocation",
     "unprivileged_user_sendmail_t", "no_new_privileges", "mailq_hides_other_users_mail",
-    "check_mailq_counts_the_queue", "script_loop_1000", "purge_leaves_the_system_clean",
+    "check_mailq_counts_the_queue", "pflogsumm_reads_the_mail_log", "script_loop_1000", "purge_leaves_the_system_clean",
 ]
 # Without these the rest cannot run.
 ESSENTIAL = {"package_replaces_the_mta", "configure_smarthost"}

@@ -141,6 +141,11 @@ pub struct Config {
     /// `rate_limit_exempt`: user names the two limits do not apply to
     /// (root never counts).
     pub rate_limit_exempt: Vec<String>,
+    /// `syslog_name`: the first part of every syslog identity
+    /// (`NAME/smtp[pid]`); see [`crate::logging`].
+    pub syslog_name: String,
+    /// `syslog_socket`: the syslog socket (`None`: the system's).
+    pub syslog_socket: Option<PathBuf>,
 }
 
 /// The highest `max_recipients` accepted: the delivery state of a message
@@ -192,6 +197,8 @@ impl Default for Config {
             max_messages_per_hour: 0,
             max_recipients_per_hour: 0,
             rate_limit_exempt: Vec::new(),
+            syslog_name: crate::logging::DEFAULT_NAME.to_string(),
+            syslog_socket: None,
         }
     }
 }
@@ -415,6 +422,8 @@ fn set(c: &mut Config, key: &str, value: &str) -> Setting {
                 .map(str::to_owned)
                 .collect()
         }
+        "syslog_name" => c.syslog_name = syslog_name(value)?,
+        "syslog_socket" => c.syslog_socket = optional(value, absolute_path)?,
         _ => return Err("unknown key".to_string()),
     }
     Ok(())
@@ -454,6 +463,22 @@ fn optional<T>(
         Ok(None)
     } else {
         f(value).map(Some)
+    }
+}
+
+/// A syslog identity's first part: log tools split `NAME/SERVICE[PID]:`
+/// on `/`, `[` and `:`, so a name holds none of those, nor spaces.
+fn syslog_name(value: &str) -> std::result::Result<String, String> {
+    let ok = (1..=32).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    match ok {
+        true => Ok(value.to_string()),
+        false => Err(format!(
+            "expected 1 to 32 letters, digits, '.', '_' or '-', got {:?}",
+            clip(value)
+        )),
     }
 }
 

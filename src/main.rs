@@ -78,6 +78,7 @@ fn run(face: Face, args: std::env::ArgsOs) -> Result<()> {
         return Ok(());
     }
     let config = load_config(&inv)?;
+    logging::configure(&config.syslog_name, config.syslog_socket.clone());
     match &inv.mode {
         Mode::Deliver => deliver(&inv, &config),
         Mode::PrintQueue => print_queue(&inv, &config),

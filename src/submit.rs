@@ -233,11 +233,12 @@ pub fn submit(
     // From here on the message is safe: it is fsynced and renamed into
     // queue/, and the directory is fsynced. Nothing below may fail the call.
     let (id, size) = (committed.id, committed.size);
-    log::info!(
-        "{id}: from=<{}>, size={size}, nrcpt={}, uid={}",
-        envelope.sender,
+    crate::logging::received(
+        id.as_str(),
+        caller.uid,
+        &envelope.sender,
+        size,
         recipients.len(),
-        caller.uid
     );
     Ok(Submitted {
         id,

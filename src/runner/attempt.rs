@@ -15,7 +15,7 @@ use crate::spool::{Claim, DeliveryState, Draft, Envelope, QueueId, RecipientStat
 
 use super::Context;
 use super::hosts::Destination;
-use super::outcome::{self, Outcome};
+use super::outcome::{self, Outcome, Via};
 use super::record::{Tally, persist};
 use super::transport::Transport;
 
@@ -120,13 +120,13 @@ pub fn attempt(
                 age.as_secs() / 86400,
                 r.last_error.as_deref().unwrap_or("none")
             );
-            apply(
+            apply_via(
                 ctx,
                 &id,
                 &mut state,
                 i,
                 &Outcome::failed("4.4.7", reason),
-                None,
+                Via::Queue,
                 now_s,
                 age,
             );
@@ -185,7 +185,16 @@ pub fn attempt(
                             now,
                             &mut tally,
                         )?;
-                        apply(ctx, &id, &mut state, i, &done.outcome, None, now_s, age);
+                        apply_via(
+                            ctx,
+                            &id,
+                            &mut state,
+                            i,
+                            &done.outcome,
+                            Via::Local,
+                            now_s,
+                            age,
+                        );
                         if done.retry_now {
                             // Due again for the next queue run (by root,
                             // which is asked for at once when only it can
@@ -209,7 +218,7 @@ pub fn attempt(
                         format!("the compiled aliases cannot be read: {e}"),
                     );
                     for i in locals {
-                        apply(ctx, &id, &mut state, i, &outcome, None, now_s, age);
+                        apply_via(ctx, &id, &mut state, i, &outcome, Via::Local, now_s, age);
                         if for_root {
                             state.recipients[i].next_attempt = Some(now_s);
                         }
@@ -276,7 +285,8 @@ fn needs_finishing(state: &DeliveryState) -> bool {
         })
 }
 
-/// Records and logs one recipient's outcome.
+/// Records and logs one recipient's outcome over SMTP (through `relay`
+/// once connected).
 #[allow(clippy::too_many_arguments)]
 fn apply(
     ctx: &Context,
@@ -288,9 +298,28 @@ fn apply(
     now: u64,
     age: Duration,
 ) {
+    apply_via(ctx, id, state, index, outcome, Via::Smtp(relay), now, age);
+}
+
+/// Records and logs one recipient's outcome, taken `via`.
+#[allow(clippy::too_many_arguments)]
+fn apply_via(
+    ctx: &Context,
+    id: &QueueId,
+    state: &mut DeliveryState,
+    index: usize,
+    outcome: &Outcome,
+    via: Via,
+    now: u64,
+    age: Duration,
+) {
     let r = &mut state.recipients[index];
+    let relay = match via {
+        Via::Smtp(relay) => relay,
+        Via::Local | Via::Queue => None,
+    };
     outcome::record(r, outcome, relay, now, ctx.config);
-    outcome::log(id.as_str(), &r.address, relay, age, outcome);
+    outcome::log(id.as_str(), &r.address, via, age, outcome);
 }
 
 /// Where one group of recipients goes, and how.
@@ -635,7 +664,9 @@ fn send_recorded(
     };
     state.pending_notices.push(draft.id().to_string());
     ctx.spool.write_state(id, state)?;
-    let queued = draft.commit()?.id;
+    let committed = draft.commit()?;
+    crate::logging::queued(committed.id.as_str(), "", committed.size, 1);
+    let queued = committed.id;
     state.pending_notices.retain(|p| p != queued.as_str());
     tally.notices.push(queued);
     Ok(())
@@ -665,6 +696,7 @@ fn notify(
     let notice = bounce::prepare(ctx.spool, ctx.config, envelope, data, action, reports, now)?;
     if let Some(dsn) = &notice {
         log::info!(
+            target: crate::logging::service::BOUNCE,
             "{}: sender {} notification: {}",
             envelope.id,
             match action {

@@ -113,18 +113,47 @@ pub fn record(
     }
 }
 
+/// What took a recipient's outcome: the service its log line goes out
+/// under and the relay it names (Postfix's `relay=local` for local
+/// delivery, `none` where nothing was connected to).
+#[derive(Clone, Copy, Debug)]
+pub enum Via<'a> {
+    /// The SMTP client, with the relay once connected.
+    Smtp(Option<&'a str>),
+    /// Local delivery.
+    Local,
+    /// The queue runner itself (a message that expired).
+    Queue,
+}
+
+impl Via<'_> {
+    fn service(self) -> &'static str {
+        use crate::logging::service;
+        match self {
+            Via::Smtp(_) => service::SMTP,
+            Via::Local => service::LOCAL,
+            Via::Queue => service::QMGR,
+        }
+    }
+
+    fn relay(self) -> &'static str {
+        match self {
+            Via::Local => "local",
+            Via::Smtp(_) | Via::Queue => "none",
+        }
+    }
+}
+
 /// The syslog line of one recipient outcome, in the shape sysadmins grep
-/// for: `ID: to=<…>, relay=host[ip]:port, delay=…, dsn=…, status=… (…)`.
-pub fn log_line(
-    id: &str,
-    recipient: &str,
-    relay: Option<&str>,
-    delay: Duration,
-    outcome: &Outcome,
-) -> String {
+/// for and pflogsumm reads: `ID: to=<…>, relay=host[ip]:port, delay=…,
+/// dsn=…, status=sent|deferred|bounced (…)`.
+pub fn log_line(id: &str, recipient: &str, via: Via, delay: Duration, outcome: &Outcome) -> String {
+    let relay = match via {
+        Via::Smtp(Some(relay)) => relay,
+        _ => via.relay(),
+    };
     format!(
-        "{id}: to=<{recipient}>, relay={}, delay={}, dsn={}, status={} ({})",
-        relay.unwrap_or("none"),
+        "{id}: to=<{recipient}>, relay={relay}, delay={}, dsn={}, status={} ({})",
         delay.as_secs(),
         outcome.dsn(),
         outcome.status_word(),
@@ -132,13 +161,15 @@ pub fn log_line(
     )
 }
 
-/// Logs one outcome at the level it deserves.
-pub fn log(id: &str, recipient: &str, relay: Option<&str>, delay: Duration, outcome: &Outcome) {
-    let line = log_line(id, recipient, relay, delay, outcome);
+/// Logs one outcome at the level it deserves, under the service that
+/// took it.
+pub fn log(id: &str, recipient: &str, via: Via, delay: Duration, outcome: &Outcome) {
+    let line = log_line(id, recipient, via, delay, outcome);
+    let target = via.service();
     match outcome {
-        Outcome::Delivered { .. } => log::info!("{line}"),
-        Outcome::Deferred { .. } => log::warn!("{line}"),
-        Outcome::Failed { .. } => log::error!("{line}"),
+        Outcome::Delivered { .. } => log::info!(target: target, "{line}"),
+        Outcome::Deferred { .. } => log::warn!(target: target, "{line}"),
+        Outcome::Failed { .. } => log::error!(target: target, "{line}"),
     }
 }
 
@@ -211,13 +242,19 @@ mod tests {
         let line = log_line(
             "ID1",
             "a@x.example",
-            Some("mx.x.example[192.0.2.1]:25"),
+            Via::Smtp(Some("mx.x.example[192.0.2.1]:25")),
             Duration::from_secs(3),
             &o,
         );
         assert_eq!(
             line,
             "ID1: to=<a@x.example>, relay=mx.x.example[192.0.2.1]:25, delay=3, dsn=2.0.0, status=sent (250 2.0.0 queued)"
+        );
+        let failed = Outcome::failed("5.1.1", "no such user");
+        let line = log_line("ID2", "u@h", Via::Local, Duration::from_secs(0), &failed);
+        assert_eq!(
+            line,
+            "ID2: to=<u@h>, relay=local, delay=0, dsn=5.1.1, status=bounced (no such user)"
         );
     }
 }

@@ -341,7 +341,13 @@ impl Spool {
             .map_err(|e| io(Error::io("copying a drop into the queue", &e)))?;
         match draft.commit() {
             Ok(committed) => {
-                log::info!("{id}: picked up from the maildrop, uid={uid}");
+                crate::logging::received(
+                    id.as_str(),
+                    uid,
+                    &envelope.sender,
+                    committed.size,
+                    envelope.recipients.len(),
+                );
                 Ok(Some(committed.id))
             }
             Err(_) if self.queue.join(id.as_str()).exists() => Ok(None),

@@ -7,6 +7,7 @@
 pub mod dns;
 pub mod hang_up;
 pub mod smtpd;
+pub mod syslog;
 
 use std::ffi::OsStr;
 use std::io::Write;
