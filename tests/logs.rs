@@ -271,7 +271,10 @@ fn a_bad_syslog_name_is_a_config_error_with_its_line() {
     assert_exit(&out, 78);
     let err = String::from_utf8_lossy(&out.stderr);
     let text = std::fs::read_to_string(&w.config).unwrap();
-    let n = 1 + text.lines().position(|l| l.starts_with("syslog_name")).unwrap();
+    let n = 1 + text
+        .lines()
+        .position(|l| l.starts_with("syslog_name"))
+        .unwrap();
     let line_of_key = format!("{}:{n}: syslog_name", w.config.display());
     assert!(err.contains(&line_of_key), "{err}");
     assert!(w.queue_ids().is_empty());

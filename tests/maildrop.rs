@@ -226,3 +226,45 @@ fn a_drop_gets_one_trace_naming_its_writers_uid() {
         "{traces:?}"
     );
 }
+
+#[test]
+fn past_the_hourly_limit_a_drop_is_queued_on_hold() {
+    if !is_root() {
+        eprintln!("skipped: a setgid copy and switching users need root (CI runs this as root)");
+        return;
+    }
+    let i = installed();
+    let conf = fs::read_to_string(&i.conf).unwrap();
+    fs::write(&i.conf, format!("{conf}max_messages_per_hour = 2\n")).unwrap();
+    // Under NoNewPrivileges the caller cannot reach the counters: it gets
+    // 0 for all three, and the brake applies at the pickup.
+    for n in 0..3 {
+        let body = format!("To: someone@example.com\nSubject: m{n}\n\nbody\n");
+        let out = as_nobody(&i, true, &["-t"], body.as_bytes());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    queue_run(&i);
+    assert!(names(&i.spool.join("maildrop")).is_empty(), "all picked up");
+    let queued = names(&i.spool.join("queue"));
+    assert_eq!(queued.len(), 3, "{queued:?}");
+    let spool = spoolmail::spool::Spool::open(&i.spool).unwrap();
+    let held: Vec<&String> = queued
+        .iter()
+        .filter(|id| {
+            let id = spoolmail::spool::QueueId::parse(id).unwrap();
+            spool.read_state(&id).unwrap().is_some_and(|s| s.held)
+        })
+        .collect();
+    assert_eq!(held.len(), 1, "one past the limit of 2 is held: {queued:?}");
+    // IDs sort by time: the last one written is the one held.
+    assert_eq!(held[0], &queued[2]);
+    // A second run leaves it held (and counts nothing more).
+    queue_run(&i);
+    let id = spoolmail::spool::QueueId::parse(held[0]).unwrap();
+    assert!(spool.read_state(&id).unwrap().unwrap().held);
+    assert!(i.spool.join("queue").join(held[0]).exists());
+}

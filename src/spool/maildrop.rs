@@ -150,9 +150,13 @@ impl Spool {
             .map_err(|e| Error::io(format_args!("listing {}", dir.display()), &e))?;
         let mut queued = Vec::new();
         let mut removed_any = false;
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let path = dir.join(entry.file_name());
+        // In the order they were written (IDs sort by time): past an
+        // hourly limit, the latest are the ones held.
+        let mut names: Vec<std::ffi::OsString> = entries.flatten().map(|e| e.file_name()).collect();
+        names.sort_unstable();
+        for file_name in names {
+            let name = file_name.to_string_lossy().into_owned();
+            let path = dir.join(&file_name);
             let Ok(meta) = fs::symlink_metadata(&path) else {
                 continue;
             };
@@ -331,6 +335,22 @@ impl Spool {
             ..claimed.clone()
         };
         let io = |e: Error| Refusal::Io(e);
+        // The brake on runaway senders (max_messages_per_hour…) for mail
+        // that bypassed it: its writer got 0 long ago and cannot be told
+        // to try later, so past the limit the message is queued on hold
+        // for the administrator (`mailq --release` or `--delete`). The
+        // held state is written before the message is visible in queue/,
+        // so no runner ever sees it unheld.
+        let unix_now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let hosts = self.hosts_dir();
+        let nrcpt = envelope.recipients.len();
+        let over_limit =
+            crate::ratelimit::admit(config, &hosts, uid, &envelope.user, nrcpt, unix_now).err();
+        if over_limit.is_some() {
+            let mut state = super::DeliveryState::initial(&envelope);
+            state.held = true;
+            self.write_state(id, &state).map_err(io)?;
+        }
         let mut draft = self.begin_with_id(id).map_err(io)?;
         draft.write_envelope(&envelope).map_err(io)?;
         let out = draft.data();
@@ -348,6 +368,12 @@ impl Spool {
                     committed.size,
                     envelope.recipients.len(),
                 );
+                if let Some(why) = over_limit {
+                    log::warn!(
+                        "{id}: held: {}; `mailq --release {id}` lets it go",
+                        why.message()
+                    );
+                }
                 Ok(Some(committed.id))
             }
             Err(_) if self.queue.join(id.as_str()).exists() => Ok(None),
