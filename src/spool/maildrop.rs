@@ -313,20 +313,34 @@ impl Spool {
             .flatten()
             .map_or_else(|| format!("uid{uid}"), |u| u.name);
         let quarantine = Refusal::Quarantine;
-        if !claimed.sender.is_empty() {
-            address::parse_sender(&claimed.sender)
-                .map_err(|e| quarantine(format!("sender: {}", e.message())))?;
-        }
-        if claimed.recipients.is_empty() {
-            return Err(quarantine("no recipients".into()));
-        }
-        for r in &claimed.recipients {
-            address::Address::parse(r)
-                .map_err(|e| quarantine(format!("recipient: {}", e.message())))?;
+        let sender = match claimed.sender.is_empty() {
+            true => None,
+            false => address::parse_sender(&claimed.sender)
+                .map_err(|e| quarantine(format!("sender: {}", e.message())))?,
+        };
+        // The same envelope rule as a direct submission, whoever wrote
+        // the file (a caller with a -C config of its own writes drops
+        // too): the sender counts as one the caller named with -f. What
+        // our own sendmail masqueraded already stays as it is (the
+        // rewrite is idempotent). Headers are kept as written (S3, S4).
+        let sender = match crate::masquerade::Masquerade::new(config) {
+            Some(m) => m
+                .envelope_sender(sender.as_ref(), true)
+                .map_err(|e| quarantine(format!("sender: {}", e.message())))?
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+            None => claimed.sender.clone(),
+        };
+        if sender != claimed.sender {
+            log::info!(
+                "{id}: sender <{}> masqueraded as <{sender}>",
+                claimed.sender
+            );
         }
         let envelope = Envelope {
             uid,
             user,
+            sender,
             size: 0,
             ..claimed.clone()
         };
