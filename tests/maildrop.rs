@@ -226,3 +226,50 @@ fn a_drop_gets_one_trace_naming_its_writers_uid() {
         "{traces:?}"
     );
 }
+
+#[test]
+fn the_pickup_masquerades_the_envelope_as_a_submission_would() {
+    if !is_root() {
+        eprintln!("skipped: a setgid copy and switching users need root (CI runs this as root)");
+        return;
+    }
+    let i = installed();
+    // Written while the config masquerades nothing (as a caller's own -C
+    // config may): the drop holds the host's own addresses.
+    let out = as_nobody(
+        &i,
+        true,
+        &["-f", "www-data@web01.internal", "-t"],
+        b"To: someone@example.com\nFrom: www-data@web01.internal\n\nbody\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = as_nobody(&i, true, &["-f", "<>", "someone@example.com"], b"\nnull\n");
+    assert!(out.status.success());
+    let mut conf = fs::read_to_string(&i.conf).unwrap();
+    conf.push_str("masquerade_domain = example.com\nmasquerade_local = *.internal\n");
+    fs::write(&i.conf, conf).unwrap();
+
+    queue_run(&i);
+    let queued = names(&i.spool.join("queue"));
+    assert_eq!(queued.len(), 2, "{queued:?}");
+    let mut senders: Vec<String> = queued
+        .iter()
+        .map(|id| envelope_line(&i, id, "sender"))
+        .collect();
+    senders.sort();
+    // The null sender stays null; the local one is masqueraded.
+    assert_eq!(senders, ["", "www-data@example.com"]);
+    // The message itself is as the writer left it (S3, S4).
+    let stored: String = queued
+        .iter()
+        .map(|id| fs::read_to_string(i.spool.join("queue").join(id)).unwrap())
+        .collect();
+    assert!(
+        stored.contains("\nFrom: www-data@web01.internal\n"),
+        "{stored}"
+    );
+}
