@@ -956,3 +956,48 @@ corrupt_max_files = 20
         assert_eq!(e.kind().exit_code(), 78);
     }
 }
+
+#[cfg(test)]
+mod readme {
+    /// The keys `set` knows, read from its source: the arms of its
+    /// outer match (eight spaces in, a string pattern).
+    fn keys_in_code() -> Vec<&'static str> {
+        let source = include_str!("config.rs");
+        let start = source.find("\nfn set(").expect("fn set");
+        let end = source[start..].find("\nfn check(").expect("fn check") + start;
+        source[start..end]
+            .lines()
+            .filter_map(|l| l.strip_prefix("        \""))
+            .filter_map(|l| l.split_once("\" =>").map(|(key, _)| key))
+            .collect()
+    }
+
+    /// The keys of the README's configuration table, in order.
+    fn keys_in_readme() -> Vec<&'static str> {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("\n## Configuration\n")
+            .expect("## Configuration");
+        let section = &readme[start + 1..];
+        let end = section[1..].find("\n## ").map_or(section.len(), |i| i + 1);
+        section[..end]
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split_once('`').map(|(key, _)| key))
+            .collect()
+    }
+
+    /// Every key has a row in the README's configuration table, and
+    /// every row names a key: the two cannot drift apart.
+    #[test]
+    fn readme_lists_every_config_key() {
+        let (code, readme) = (keys_in_code(), keys_in_readme());
+        assert!(code.len() > 40, "the key list was read: {code:?}");
+        for key in &code {
+            assert!(readme.contains(key), "README has no row for {key}");
+        }
+        for key in &readme {
+            assert!(code.contains(key), "README documents an unknown key {key}");
+        }
+    }
+}
