@@ -420,3 +420,70 @@ fn without_masquerading_nothing_changes() {
     assert_eq!(got.mail_from, "www-data@web01.internal");
     assert_eq!(addresses(&got, "From"), ["www-data@web01.internal"]);
 }
+
+/// `name` in a directory of PATH.
+fn in_path(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| std::path::Path::new(dir).join(name))
+        .find(|p| p.is_file())
+}
+
+/// GNU mailutils' `mail` itself (Debian package mailutils), when
+/// `mail.mailutils` is on PATH: it always runs `sendmail -oi -f
+/// USER@HOST -t`, HOST the system's host name (dma #64, #114), with no
+/// From: field. compat/run.py drives it against the installed package.
+#[test]
+fn gnu_mailutils_itself_is_masqueraded() {
+    let Some(mail) = in_path("mail.mailutils") else {
+        eprintln!("skipped: mail.mailutils not on PATH (Debian package mailutils)");
+        return;
+    };
+    let host = nix::unistd::gethostname()
+        .unwrap()
+        .into_string()
+        .unwrap()
+        .to_ascii_lowercase();
+    if !host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+    {
+        eprintln!("skipped: the system host name {host:?} is not a valid host name");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(dir.path(), &[]);
+    let w = world(
+        &server,
+        &format!("masquerade_domain = example.com\nmasquerade_local = {host}\n"),
+    );
+    // mailutils runs a sendmail URL's program with its own arguments
+    // only: a wrapper adds our -C.
+    let wrapper = w.dir.path().join("sendmail-wrapper");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexec {} -C {} \"$@\"\n",
+            w.bin.join("sendmail").display(),
+            w.config.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run_with_stdin(
+        std::process::Command::new(mail)
+            .arg("-E")
+            .arg(format!("set sendmail=sendmail://{}", wrapper.display()))
+            .args(["-s", "from mailutils", FAR]),
+        b"hello\n",
+    );
+    assert_success(&out);
+    let got = server.wait_messages(1, WAIT);
+    assert_eq!(got[0].mail_from, format!("{}@example.com", login()));
+    assert_eq!(
+        addresses(&got[0], "From"),
+        [format!("{}@example.com", login())]
+    );
+}
