@@ -21,11 +21,14 @@
 //!   (or, with `sender_address`, only the addr-spec) — and every other
 //!   byte (display names, comments, groups, folding, other mailboxes)
 //!   stays as it was. An addr-spec that is not one unbroken token the
-//!   address parser accepts is left alone: a field is never made worse.
+//!   address parser accepts is left alone, and so is a whole field the
+//!   address parser cannot read, before or after: a field is never made
+//!   worse.
 //!
 //! Headers are hostile input (the binary is setgid): the scanner is one
 //! pass over a field the header reader has already bounded, with no
-//! recursion, and it cannot panic on any bytes.
+//! recursion, plus one address-parser pass before and after; it cannot
+//! panic on any bytes.
 //!
 //! Masquerading gives a caller no sender it could not name before: it
 //! keeps the local part (or uses the administrator's fixed address), and
@@ -34,7 +37,7 @@
 
 use std::ops::Range;
 
-use crate::address::Address;
+use crate::address::{self, Address};
 use crate::config::{Config, SenderOverride};
 use crate::error::{Error, Result};
 
@@ -144,6 +147,9 @@ impl<'a> Masquerade<'a> {
             return None;
         }
         let value = &raw[colon + 1..];
+        // A field the address parser cannot read is left as it is: the
+        // scanner below then has nothing it could agree with.
+        let before = address::parse_mailboxes(&unfolded(value)).ok()?;
         let mut edits: Vec<(Range<usize>, String)> = Vec::new();
         for spec in addr_specs(value) {
             if let Some(edit) = self.edit(&value[spec.clone()]) {
@@ -159,7 +165,10 @@ impl<'a> Masquerade<'a> {
         for (range, text) in edits.into_iter().rev() {
             out.splice(colon + 1 + range.start..colon + 1 + range.end, text.bytes());
         }
-        Some(out)
+        // The belt to the scanner's braces: the field must still read as
+        // as many mailboxes, or it is sent as it came.
+        let after = address::parse_mailboxes(&unfolded(&out[colon + 1..])).ok()?;
+        (after.len() == before.len()).then_some(out)
     }
 
     /// For one addr-spec token: the bytes (a range within it) to replace
@@ -184,6 +193,13 @@ impl<'a> Masquerade<'a> {
         result.replace_range(range.clone(), &replacement);
         (Address::parse(&result).ok()? == new).then_some((range, replacement))
     }
+}
+
+/// A field value as the address parser reads it (Header::recipients):
+/// line breaks removed, lossy UTF-8.
+fn unfolded(value: &[u8]) -> String {
+    let bytes: Vec<u8> = value.iter().copied().filter(|&b| b != b'\n').collect();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Where the domain of an addr-spec token starts: after its last `@`
