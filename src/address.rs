@@ -593,6 +593,21 @@ mod tests {
         }
     }
 
+    /// A group's ':' is one only when no '@' came before it in the item
+    /// (an '@' in quotes counts, as it always did); the look for it is
+    /// incremental, which must not change the answer.
+    #[test]
+    fn a_colon_after_an_at_opens_no_group() {
+        let got = parse_mailboxes("Team: a@b.example, c@d.example;").unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(parse_mailboxes("a@b.example: c@d.example").is_err());
+        assert!(parse_mailboxes("\"a@\"x: y@z.example").is_err());
+        let got = parse_mailboxes("x, T: y@z.example;, U: w@v.example;").unwrap();
+        assert_eq!(got.len(), 3);
+        let hostile = format!("{}@{}", "x".repeat(100_000), ":".repeat(100_000));
+        assert!(parse_mailboxes(&hostile).is_err());
+    }
+
     #[test]
     fn plain_address_splits_into_local_part_and_domain() {
         let a = ok("user@example.com");
