@@ -343,6 +343,18 @@ mod tests {
     }
 
     #[test]
+    fn the_log_keeps_the_sender_masquerading_replaced() {
+        let a = |s: &str| Address::parse(s).unwrap();
+        let (given, stored) = (a("root@web01.internal"), a("root@example.com"));
+        assert_eq!(
+            masqueraded_from(Some(&given), Some(&stored)),
+            ", orig_from=<root@web01.internal>"
+        );
+        assert_eq!(masqueraded_from(Some(&given), Some(&given)), "");
+        assert_eq!(masqueraded_from(None, None), "", "<> is never rewritten");
+    }
+
+    #[test]
     fn gecos_full_name() {
         assert_eq!(
             full_name_from_gecos("Jane Doe,Room 1,555", "jane").as_deref(),

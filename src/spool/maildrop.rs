@@ -323,12 +323,17 @@ impl Spool {
         // too): the sender counts as one the caller named with -f. What
         // our own sendmail masqueraded already stays as it is (the
         // rewrite is idempotent). Headers are kept as written (S3, S4).
-        let sender = match crate::masquerade::Masquerade::new(config) {
-            Some(m) => m
-                .envelope_sender(sender.as_ref(), true)
-                .map_err(|e| quarantine(format!("sender: {}", e.message())))?
-                .map(|a| a.to_string())
-                .unwrap_or_default(),
+        // A rewrite that cannot be made (too long for RFC 5321) keeps
+        // the sender: the writer was told 0 already, and a message is
+        // not thrown away for its sender's length.
+        let sender = match crate::masquerade::Masquerade::new(config)
+            .map(|m| m.envelope_sender(sender.as_ref(), true))
+        {
+            Some(Ok(masqueraded)) => masqueraded.map(|a| a.to_string()).unwrap_or_default(),
+            Some(Err(e)) => {
+                log::warn!("{id}: sender kept as it is: {e}");
+                claimed.sender.clone()
+            }
             None => claimed.sender.clone(),
         };
         if sender != claimed.sender {
