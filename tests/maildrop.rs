@@ -273,3 +273,29 @@ fn the_pickup_masquerades_the_envelope_as_a_submission_would() {
         "{stored}"
     );
 }
+
+#[test]
+fn a_drop_naming_an_invalid_recipient_goes_to_corrupt() {
+    if !is_root() {
+        eprintln!("skipped: a setgid copy and switching users need root (CI runs this as root)");
+        return;
+    }
+    let i = installed();
+    let out = as_nobody(&i, true, &["someone@example.com"], b"Subject: x\n\nbody\n");
+    assert!(out.status.success());
+    let dropped = names(&i.spool.join("maildrop"));
+    let path = i.spool.join("maildrop").join(&dropped[0]);
+    // The user rewrites their drop to name a recipient no sendmail
+    // would have taken (an option for a pipe's argv, say).
+    let forged = fs::read_to_string(&path)
+        .unwrap()
+        .replace("rcpt someone@example.com\n", "rcpt -oQ/tmp@example.com\n");
+    assert!(forged.contains("rcpt -oQ/tmp@example.com\n"));
+    assert!(nobody_writes(&path, forged.as_bytes()).status.success());
+    queue_run(&i);
+    assert!(names(&i.spool.join("queue")).is_empty(), "not queued");
+    assert_eq!(
+        names(&i.spool.join("corrupt")),
+        [format!("{}.drop", dropped[0])]
+    );
+}

@@ -336,6 +336,13 @@ impl Spool {
             }
             None => claimed.sender.clone(),
         };
+        if claimed.recipients.is_empty() {
+            return Err(quarantine("no recipients".into()));
+        }
+        for r in &claimed.recipients {
+            address::Address::parse(r)
+                .map_err(|e| quarantine(format!("recipient: {}", e.message())))?;
+        }
         if sender != claimed.sender {
             log::info!(
                 "{id}: sender <{}> masqueraded as <{sender}>",
