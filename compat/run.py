@@ -24,6 +24,7 @@ import json
 import os
 import pwd
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -32,6 +33,7 @@ import time
 import traceback
 
 HOSTNAME = "compat.example"
+MASQ_DOMAIN = "masq.example"
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
 SENDMAIL = "/usr/sbin/sendmail"
@@ -567,6 +569,90 @@ class Suite:
         check(len(got) == 1000 and len(subjects) == 1000, f"{len(got)} messages, {len(subjects)} distinct")
         print(f"      1000 sendmail calls in {took:.1f} s ({1000 / took:.0f}/s), all delivered")
 
+    # Masquerading (README "Masquerading"): the same callers, the host's
+    # senders rewritten into MASQ_DOMAIN, checked at the server.
+
+    def configure_masquerading(self):
+        """masquerade_domain, with the machine's own names local too:
+        mailutils writes -f USER@ the system host name, not `hostname`."""
+        names = {"*.internal"}
+        for name in {socket.gethostname(), socket.getfqdn()}:
+            if name and all(c.isalnum() or c in ".-" for c in name):
+                names.add(name.lower())
+        with open(CONF, "a") as f:
+            f.write(f"\n# compat/run.py: masquerading\nmasquerade_domain = {MASQ_DOMAIN}\n"
+                    f"masquerade_local = {', '.join(sorted(names))}\n")
+        r = sh(SENDMAIL, "-bp")
+        check(r.returncode == 0, r.stderr)
+
+    def masquerade_php_fifth_parameter(self):
+        """PHP mail() with a local fifth parameter: envelope and From:
+        masqueraded; a foreign one kept."""
+        r = php(r'''exit(mail("masq-php@example.com", "s", "b\n",
+              "From: Shop <www-data@web01.internal>", "-fwww-data@''' + HOSTNAME
+                + r'''") ? 0 : 1);''')
+        check(r.returncode == 0, r.stderr)
+        m = self.server.wait_for("masq-php@example.com")[0]
+        check(m["mail_from"] == f"www-data@{MASQ_DOMAIN}", m["mail_from"])
+        head, _ = split(m["data"])
+        check(header(head, "From") == f"Shop <www-data@{MASQ_DOMAIN}>", head)
+        r = php(r'''exit(mail("masq-php-foreign@example.com", "s", "b\n", "",
+              "-fbounce@example.com") ? 0 : 1);''')
+        check(r.returncode == 0, r.stderr)
+        m = self.server.wait_for("masq-php-foreign@example.com")[0]
+        check(m["mail_from"] == "bounce@example.com", m["mail_from"])
+
+    def masquerade_mailutils(self):
+        """GNU mailutils' mail, which always passes -f USER@HOST: masqueraded
+        under the default policy (dma #64, #114)."""
+        if not shutil.which("mail.mailutils"):
+            apt("install", "--no-install-recommends", "mailutils")
+            self.added_packages.append("mailutils")
+        prog = shutil.which("mail.mailutils")
+        if not prog:
+            raise Skip("mailutils not installed")
+        r = as_user(prog, "-s", "mailutils subject", "masq-mailutils@example.com",
+                    input=b"hello from mailutils\n")
+        check(r.returncode == 0, r.stderr)
+        m = self.server.wait_for("masq-mailutils@example.com")[0]
+        check(m["mail_from"] == f"{USER}@{MASQ_DOMAIN}", m["mail_from"])
+        head, body = split(m["data"])
+        froms = header(head, "From") or ""
+        check(f"{USER}@{MASQ_DOMAIN}" in froms, head)
+        check(body == b"hello from mailutils\n", body)
+
+    def masquerade_cron(self):
+        """Debian cron (-FCronDaemon, no -f): the login masqueraded, and
+        `From: root (Cron Daemon)` as root@MASQ_DOMAIN (Cron Daemon)."""
+        prog = shutil.which("cron")
+        if not prog:
+            raise Skip("cron not installed (Debian package cron)")
+        job = "/etc/cron.d/spoolmail-compat-masq"
+        with open(job, "w") as f:
+            f.write("MAILTO=masq-cron@example.com\n* * * * * root echo masqueraded\n")
+        os.chmod(job, 0o644)
+        daemon = subprocess.Popen([prog, "-f"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            m = self.server.wait_for("masq-cron@example.com", timeout=130)[0]
+        finally:
+            daemon.terminate()
+            daemon.wait()
+            os.remove(job)
+        head, _ = split(m["data"])
+        check(m["mail_from"] == f"root@{MASQ_DOMAIN}", m["mail_from"])
+        check((header(head, "From") or "").startswith(f"root@{MASQ_DOMAIN} (Cron Daemon)"),
+              head)
+
+    def masquerade_null_sender(self):
+        """-f '<>' is never rewritten."""
+        r = sh(SENDMAIL, "-f", "<>", "masq-null@example.com",
+               input=b"Subject: null sender\n\nbody\n")
+        check(r.returncode == 0, r.stderr)
+        m = self.server.wait_for("masq-null@example.com")[0]
+        # aiosmtpd reports MAIL FROM:<> as "<>".
+        check(m["mail_from"] in ("", "<>"), m["mail_from"])
+
     def purge_leaves_the_system_clean(self):
         """apt-get purge: callers we added, then spoolmail; nothing left."""
         if self.server:
@@ -587,7 +673,9 @@ CHECKS = [
     "php_mail_hostile_fifth_parameter", "mailx", "mutt", "symfony_mailer_bs",
     "symfony_mailer_t", "git_send_email", "cron", "fail2ban_invocation",
     "unprivileged_user_sendmail_t", "no_new_privileges", "mailq_hides_other_users_mail",
-    "check_mailq_counts_the_queue", "pflogsumm_reads_the_mail_log", "script_loop_1000", "purge_leaves_the_system_clean",
+    "check_mailq_counts_the_queue", "pflogsumm_reads_the_mail_log", "script_loop_1000",
+    "configure_masquerading", "masquerade_php_fifth_parameter", "masquerade_mailutils",
+    "masquerade_cron", "masquerade_null_sender", "purge_leaves_the_system_clean",
 ]
 # Without these the rest cannot run.
 ESSENTIAL = {"package_replaces_the_mta", "configure_smarthost"}

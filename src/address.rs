@@ -149,12 +149,17 @@ pub(crate) fn parse_mailboxes(s: &str) -> Result<Vec<Address>> {
     let mut item = String::new();
     let mut angle: Option<String> = None;
     let mut in_group = false;
+    let mut at = AtSeen::default();
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
         match c {
-            ',' => finish_mailbox(&mut item, &mut angle, &mut found)?,
+            ',' => {
+                finish_mailbox(&mut item, &mut angle, &mut found)?;
+                at = AtSeen::default();
+            }
             ';' => {
                 finish_mailbox(&mut item, &mut angle, &mut found)?;
+                at = AtSeen::default();
                 in_group = false;
             }
             '(' => {
@@ -197,8 +202,9 @@ pub(crate) fn parse_mailboxes(s: &str) -> Result<Vec<Address>> {
             }
             // "name: a, b;" opens a group, unless the colon belongs to an
             // address (a source route or an IPv6 literal has an '@' first).
-            ':' if !in_group && !item.contains('@') => {
+            ':' if !in_group && !at.in_item(&item) => {
                 item.clear();
+                at = AtSeen::default();
                 in_group = true;
             }
             _ => item.push(c),
@@ -208,6 +214,31 @@ pub(crate) fn parse_mailboxes(s: &str) -> Result<Vec<Address>> {
     // mail readers are.
     finish_mailbox(&mut item, &mut angle, &mut found)?;
     Ok(found)
+}
+
+/// Whether the mailbox being scanned holds an '@', looked for only in
+/// what was added since the last look: the item only grows until it is
+/// reset, so a long name followed by a long run of ':' (hostile headers
+/// are up to 256 KiB) costs one pass, not one pass per ':'.
+#[derive(Default)]
+struct AtSeen {
+    /// How much of the item has been looked at.
+    checked: usize,
+    /// An '@' was found there.
+    seen: bool,
+}
+
+impl AtSeen {
+    fn in_item(&mut self, item: &str) -> bool {
+        if !self.seen {
+            // `checked` is an earlier length of the item: a char boundary.
+            self.seen = item
+                .get(self.checked..)
+                .is_some_and(|new| new.contains('@'));
+            self.checked = item.len();
+        }
+        self.seen
+    }
 }
 
 /// Ends the mailbox being scanned: validates its address, if it has one.
@@ -560,6 +591,21 @@ mod tests {
                 e.message().to_string()
             }
         }
+    }
+
+    /// A group's ':' is one only when no '@' came before it in the item
+    /// (an '@' in quotes counts, as it always did); the look for it is
+    /// incremental, which must not change the answer.
+    #[test]
+    fn a_colon_after_an_at_opens_no_group() {
+        let got = parse_mailboxes("Team: a@b.example, c@d.example;").unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(parse_mailboxes("a@b.example: c@d.example").is_err());
+        assert!(parse_mailboxes("\"a@\"x: y@z.example").is_err());
+        let got = parse_mailboxes("x, T: y@z.example;, U: w@v.example;").unwrap();
+        assert_eq!(got.len(), 3);
+        let hostile = format!("{}@{}", "x".repeat(100_000), ":".repeat(100_000));
+        assert!(parse_mailboxes(&hostile).is_err());
     }
 
     #[test]

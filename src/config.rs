@@ -7,6 +7,7 @@
 //! an error naming the file and line (exit 78): a typo must not silently
 //! fall back to a default.
 
+use crate::address::Address;
 use crate::error::{Error, Result};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -45,6 +46,23 @@ pub enum MailboxFormat {
     /// `~/Maildir/`.
     Maildir,
 }
+
+/// What masquerading does with an envelope sender the caller named
+/// (`-f`, `-r`, `MAIL FROM` in `-bs`, the sender of a maildrop file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SenderOverride {
+    /// `keep`: a named sender is never rewritten (dma's MASQUERADE).
+    Keep,
+    /// `local`: rewritten when it is a local address (the default), so
+    /// that mailutils' `-f user@host` is masqueraded like the login.
+    Local,
+    /// `always`: rewritten whatever its domain.
+    Always,
+}
+
+/// The header fields `masquerade_headers` may name (canonical spelling).
+pub const MASQUERADE_HEADER_FIELDS: [&str; 5] =
+    ["From", "Sender", "Reply-To", "Resent-From", "Resent-Sender"];
 
 /// Every setting of spoolmail, with defaults filled in. The README's
 /// configuration table documents each key.
@@ -146,6 +164,21 @@ pub struct Config {
     pub syslog_name: String,
     /// `syslog_socket`: the syslog socket (`None`: the system's).
     pub syslog_socket: Option<PathBuf>,
+    /// `masquerade_domain`: local senders become `user@` this domain
+    /// (see [`crate::masquerade`]).
+    pub masquerade_domain: Option<String>,
+    /// `sender_address`: local senders become this one address instead.
+    pub sender_address: Option<Address>,
+    /// `masquerade_local`: sender domains that count as local beside the
+    /// hostname and `localhost` (lower case; `*.x` for any name under x).
+    pub masquerade_local: Vec<String>,
+    /// `masquerade_envelope`: whether the envelope sender is rewritten.
+    pub masquerade_envelope: bool,
+    /// `masquerade_headers`: which header fields are rewritten, from
+    /// [`MASQUERADE_HEADER_FIELDS`].
+    pub masquerade_headers: Vec<&'static str>,
+    /// `masquerade_sender_override`: the policy for a sender given with `-f`.
+    pub masquerade_sender_override: SenderOverride,
 }
 
 /// The highest `max_recipients` accepted: the delivery state of a message
@@ -199,6 +232,12 @@ impl Default for Config {
             rate_limit_exempt: Vec::new(),
             syslog_name: crate::logging::DEFAULT_NAME.to_string(),
             syslog_socket: None,
+            masquerade_domain: None,
+            sender_address: None,
+            masquerade_local: Vec::new(),
+            masquerade_envelope: true,
+            masquerade_headers: vec!["From", "Sender", "Reply-To"],
+            masquerade_sender_override: SenderOverride::Local,
         }
     }
 }
@@ -424,6 +463,30 @@ fn set(c: &mut Config, key: &str, value: &str) -> Setting {
         }
         "syslog_name" => c.syslog_name = syslog_name(value)?,
         "syslog_socket" => c.syslog_socket = optional(value, absolute_path)?,
+        "masquerade_domain" => {
+            c.masquerade_domain = optional(value, |v| hostname(v).map(|h| h.to_ascii_lowercase()))?
+        }
+        "sender_address" => c.sender_address = optional(value, sender_address)?,
+        "masquerade_local" => {
+            c.masquerade_local = list(value)
+                .map(domain_pattern)
+                .collect::<std::result::Result<_, _>>()?
+        }
+        "masquerade_envelope" => c.masquerade_envelope = yes_no(value)?,
+        "masquerade_headers" => c.masquerade_headers = masquerade_headers(value)?,
+        "masquerade_sender_override" => {
+            c.masquerade_sender_override = match value {
+                "keep" => SenderOverride::Keep,
+                "local" => SenderOverride::Local,
+                "always" => SenderOverride::Always,
+                _ => {
+                    return Err(format!(
+                        "expected keep, local or always, got {:?}",
+                        clip(value)
+                    ));
+                }
+            }
+        }
         _ => return Err("unknown key".to_string()),
     }
     Ok(())
@@ -440,7 +503,75 @@ fn check(c: &Config) -> Setting {
     if c.auth_user.is_some() != c.auth_password_file.is_some() {
         return Err("auth_user and auth_password_file go together".to_string());
     }
+    // Two answers to "what does root@host become?": refuse to guess.
+    if c.masquerade_domain.is_some() && c.sender_address.is_some() {
+        return Err("masquerade_domain and sender_address exclude each other: set one".to_string());
+    }
     Ok(())
+}
+
+/// The items of a list value, separated by commas and/or blanks.
+fn list(value: &str) -> impl Iterator<Item = &str> {
+    value.split([',', ' ', '\t']).filter(|d| !d.is_empty())
+}
+
+/// `yes` or `no`.
+fn yes_no(value: &str) -> std::result::Result<bool, String> {
+    match value {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => Err(format!("expected yes or no, got {:?}", clip(value))),
+    }
+}
+
+/// A host name, or `*.` and a host name (any name under it), lower case.
+fn domain_pattern(value: &str) -> std::result::Result<String, String> {
+    let (star, name) = match value.strip_prefix("*.") {
+        Some(rest) => ("*.", rest),
+        None => ("", value),
+    };
+    let name = hostname(name)
+        .map_err(|_| format!("expected a host name or *.domain, got {:?}", clip(value)))?;
+    Ok(format!("{star}{}", name.to_ascii_lowercase()))
+}
+
+/// One full address with a domain: the fixed sender (never `<>`, never a
+/// bare name, which would be masqueraded again).
+fn sender_address(value: &str) -> std::result::Result<Address, String> {
+    match Address::parse(value) {
+        Ok(a) if a.is_qualified() && !value.starts_with('<') => Ok(a),
+        _ => Err(format!(
+            "expected an address such as noreply@example.com, got {:?}",
+            clip(value)
+        )),
+    }
+}
+
+/// `from, sender, reply-to` (any case, any of [`MASQUERADE_HEADER_FIELDS`]),
+/// or `none`.
+fn masquerade_headers(value: &str) -> std::result::Result<Vec<&'static str>, String> {
+    if value == "none" {
+        return Ok(Vec::new());
+    }
+    let mut out: Vec<&'static str> = Vec::new();
+    for item in list(value) {
+        let field = MASQUERADE_HEADER_FIELDS
+            .iter()
+            .find(|f| f.eq_ignore_ascii_case(item))
+            .ok_or_else(|| {
+                format!(
+                    "expected none or a list of from, sender, reply-to, resent-from, resent-sender; got {:?}",
+                    clip(item)
+                )
+            })?;
+        if !out.contains(field) {
+            out.push(field);
+        }
+    }
+    if out.is_empty() {
+        return Err("expected none or a list of header names".to_string());
+    }
+    Ok(out)
 }
 
 /// A per-user path: absolute, or starting with `~/` (the user's home).
@@ -763,6 +894,65 @@ corrupt_max_files = 20
     }
 
     #[test]
+    fn masquerading_keys() {
+        let c = parse("", "t.conf").unwrap();
+        assert_eq!(c.masquerade_domain, None);
+        assert_eq!(c.sender_address, None);
+        assert!(c.masquerade_envelope);
+        assert_eq!(c.masquerade_headers, ["From", "Sender", "Reply-To"]);
+        assert_eq!(c.masquerade_sender_override, SenderOverride::Local);
+        let c = parse(
+            "masquerade_domain = Example.COM\nmasquerade_local = web01, *.Internal  db.corp\nmasquerade_envelope = no\nmasquerade_headers = from,REPLY-TO from\nmasquerade_sender_override = always\n",
+            "t.conf",
+        )
+        .unwrap();
+        assert_eq!(c.masquerade_domain.as_deref(), Some("example.com"));
+        assert_eq!(c.masquerade_local, ["web01", "*.internal", "db.corp"]);
+        assert!(!c.masquerade_envelope);
+        assert_eq!(c.masquerade_headers, ["From", "Reply-To"]);
+        assert_eq!(c.masquerade_sender_override, SenderOverride::Always);
+        let c = parse(
+            "sender_address = noreply@example.com\nmasquerade_headers = none",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.sender_address.unwrap().to_string(), "noreply@example.com");
+        assert!(c.masquerade_headers.is_empty());
+    }
+
+    #[test]
+    fn masquerading_errors_name_file_and_line() {
+        assert!(
+            err("\nmasquerade_domain = bad_domain!").starts_with("t.conf:2: masquerade_domain:")
+        );
+        assert!(
+            err("masquerade_local = *.ok, *bad")
+                .starts_with("t.conf:1: masquerade_local: expected a host name or *.domain")
+        );
+        assert!(err("masquerade_envelope = maybe").contains("yes or no"));
+        assert!(err("masquerade_headers = from, to").contains("\"to\""));
+        assert!(err("masquerade_headers = ,").contains("none"));
+        assert!(err("masquerade_sender_override = sometimes").contains("keep, local or always"));
+        for bad in [
+            "root",
+            "<>",
+            "<a@b.example>",
+            "a@",
+            "two@a.example three@b.example",
+        ] {
+            assert!(
+                err(&format!("sender_address = {bad}"))
+                    .starts_with("t.conf:1: sender_address: expected an address"),
+                "{bad}"
+            );
+        }
+        assert!(
+            err("masquerade_domain = example.com\nsender_address = n@example.com")
+                .contains("exclude each other")
+        );
+    }
+
+    #[test]
     fn cross_checks() {
         assert!(err("retry_min = 2h\nretry_max = 1h").contains("retry_max"));
         assert!(
@@ -789,5 +979,50 @@ corrupt_max_files = 20
         assert_eq!(c, Config::default());
         let e = load(Path::new("/nonexistent/spoolmail.conf"), true).unwrap_err();
         assert_eq!(e.kind().exit_code(), 78);
+    }
+}
+
+#[cfg(test)]
+mod readme {
+    /// The keys `set` knows, read from its source: the arms of its
+    /// outer match (eight spaces in, a string pattern).
+    fn keys_in_code() -> Vec<&'static str> {
+        let source = include_str!("config.rs");
+        let start = source.find("\nfn set(").expect("fn set");
+        let end = source[start..].find("\nfn check(").expect("fn check") + start;
+        source[start..end]
+            .lines()
+            .filter_map(|l| l.strip_prefix("        \""))
+            .filter_map(|l| l.split_once("\" =>").map(|(key, _)| key))
+            .collect()
+    }
+
+    /// The keys of the README's configuration table, in order.
+    fn keys_in_readme() -> Vec<&'static str> {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("\n## Configuration\n")
+            .expect("## Configuration");
+        let section = &readme[start + 1..];
+        let end = section[1..].find("\n## ").map_or(section.len(), |i| i + 1);
+        section[..end]
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split_once('`').map(|(key, _)| key))
+            .collect()
+    }
+
+    /// Every key has a row in the README's configuration table, and
+    /// every row names a key: the two cannot drift apart.
+    #[test]
+    fn readme_lists_every_config_key() {
+        let (code, readme) = (keys_in_code(), keys_in_readme());
+        assert!(code.len() > 40, "the key list was read: {code:?}");
+        for key in &code {
+            assert!(readme.contains(key), "README has no row for {key}");
+        }
+        for key in &readme {
+            assert!(code.contains(key), "README documents an unknown key {key}");
+        }
     }
 }

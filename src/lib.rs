@@ -14,6 +14,7 @@ pub mod error;
 pub mod local;
 pub mod logging;
 pub mod mailq;
+pub mod masquerade;
 pub mod message;
 pub mod privilege;
 pub mod qualify;

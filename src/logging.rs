@@ -88,9 +88,10 @@ pub fn service_of<'a>(target: &'a str, face: &'a str) -> &'a str {
 
 /// Logs a message's entry into the queue as Postfix does, in the two
 /// lines pflogsumm counts: `pickup` says who handed it in (a message
-/// "received"), `qmgr` gives its sender, size and recipient count.
-pub fn received(id: &str, uid: u32, sender: &str, size: u64, nrcpt: usize) {
-    log::info!(target: service::PICKUP, "{id}: uid={uid} from=<{sender}>");
+/// "received"; `note` adds to it, e.g. ` orig_from=<…>` when the sender
+/// was masqueraded), `qmgr` gives its sender, size and recipient count.
+pub fn received(id: &str, uid: u32, sender: &str, note: &str, size: u64, nrcpt: usize) {
+    log::info!(target: service::PICKUP, "{id}: uid={uid} from=<{sender}>{note}");
     queued(id, sender, size, nrcpt);
 }
 

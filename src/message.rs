@@ -610,6 +610,16 @@ impl Header {
         }
     }
 
+    /// Masquerades the local mailboxes of the fields `masquerade` covers
+    /// (From, Sender, Reply-To by default); see [`crate::masquerade`].
+    pub fn masquerade(&mut self, masquerade: &crate::masquerade::Masquerade) {
+        for raw in &mut self.fields {
+            if let Some(rewritten) = masquerade.header_field(raw) {
+                *raw = rewritten;
+            }
+        }
+    }
+
     /// Unfolded value of the first field with this name, if any (lossy
     /// UTF-8), without leading and trailing blanks.
     pub fn get(&self, name: &str) -> Option<String> {

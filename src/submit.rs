@@ -12,6 +12,7 @@ use crate::address::{self, Address};
 use crate::cli::Invocation;
 use crate::config::Config;
 use crate::error::{Error, Kind, Result};
+use crate::masquerade::Masquerade;
 use crate::message::{self, Intake, IntakeOptions};
 use crate::privilege;
 use crate::spool::{Envelope, QueueId, Spool};
@@ -130,6 +131,14 @@ pub fn submit(
         Some(given) => address::parse_sender(given)?.map(|a| a.qualified(&config.hostname)),
         None => Some(caller_address.clone()),
     };
+    // The envelope sender as it is stored and sent: masqueraded here, at
+    // submission, so that the spool holds what goes out and mail that
+    // local delivery makes later (forwards, bounces) is never rewritten.
+    let masquerade = Masquerade::new(config);
+    let envelope_sender = match &masquerade {
+        Some(m) => m.envelope_sender(sender.as_ref(), inv.sender.is_some())?,
+        None => sender.clone(),
+    };
 
     let mut recipients: Vec<Address> = Vec::new();
     for arg in &inv.recipients {
@@ -172,7 +181,10 @@ pub fn submit(
     let envelope = Envelope {
         id: draft.id().clone(),
         arrival: now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-        sender: sender.as_ref().map(ToString::to_string).unwrap_or_default(),
+        sender: envelope_sender
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
         recipients: recipients.iter().map(ToString::to_string).collect(),
         uid: caller.uid,
         user: caller.login.clone(),
@@ -191,8 +203,14 @@ pub fn submit(
             .clone()
             .or_else(name_from_environment)
             .or_else(|| caller.full_name.clone());
+        // Written from the sender as given; the header rule below then
+        // treats it as any other From: field.
         let from = sender.as_ref().unwrap_or(&caller_address);
-        added.extend(message::from_field(name.as_deref(), from));
+        let field = message::from_field(name.as_deref(), from);
+        match masquerade.as_ref().and_then(|m| m.header_field(&field)) {
+            Some(masqueraded) => added.extend(masqueraded),
+            None => added.extend(field),
+        }
     }
     if !header.contains("Date") {
         added.extend(message::date_field(now));
@@ -213,6 +231,11 @@ pub fn submit(
             .map_err(|e| Error::io("writing the queue file", &e))?;
     }
     header.qualify(&config.hostname);
+    // After qualification, so that a bare `From: root` is `root@hostname`
+    // by now and masqueraded like any local address.
+    if let Some(m) = &masquerade {
+        header.masquerade(m);
+    }
     header.write_to(out)?;
     out.write_all(&added)
         .and_then(|()| out.write_all(b"\n"))
@@ -237,6 +260,7 @@ pub fn submit(
         id.as_str(),
         caller.uid,
         &envelope.sender,
+        &masqueraded_from(sender.as_ref(), envelope_sender.as_ref()),
         size,
         recipients.len(),
     );
@@ -246,6 +270,15 @@ pub fn submit(
         recipients: recipients.len(),
         dropped,
     })
+}
+
+/// ` orig_from=<…>` for the pickup log line when masquerading changed
+/// the envelope sender: the log keeps what the caller gave.
+pub fn masqueraded_from(given: Option<&Address>, stored: Option<&Address>) -> String {
+    match given {
+        Some(given) if Some(given) != stored => format!(" orig_from=<{given}>"),
+        _ => String::new(),
+    }
 }
 
 /// Refuses a message with more envelope recipients than `max_recipients`
@@ -308,6 +341,18 @@ mod tests {
         assert_eq!(e.kind().exit_code(), 65);
         assert!(e.message().contains("max_recipients is 2"));
         assert!(!e.message().contains('\n'), "one line");
+    }
+
+    #[test]
+    fn the_log_keeps_the_sender_masquerading_replaced() {
+        let a = |s: &str| Address::parse(s).unwrap();
+        let (given, stored) = (a("root@web01.internal"), a("root@example.com"));
+        assert_eq!(
+            masqueraded_from(Some(&given), Some(&stored)),
+            " orig_from=<root@web01.internal>"
+        );
+        assert_eq!(masqueraded_from(Some(&given), Some(&given)), "");
+        assert_eq!(masqueraded_from(None, None), "", "<> is never rewritten");
     }
 
     #[test]

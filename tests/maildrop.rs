@@ -268,3 +268,76 @@ fn past_the_hourly_limit_a_drop_is_queued_on_hold() {
     assert!(spool.read_state(&id).unwrap().unwrap().held);
     assert!(i.spool.join("queue").join(held[0]).exists());
 }
+
+#[test]
+fn the_pickup_masquerades_the_envelope_as_a_submission_would() {
+    if !is_root() {
+        eprintln!("skipped: a setgid copy and switching users need root (CI runs this as root)");
+        return;
+    }
+    let i = installed();
+    // Written while the config masquerades nothing (as a caller's own -C
+    // config may): the drop holds the host's own addresses.
+    let out = as_nobody(
+        &i,
+        true,
+        &["-f", "www-data@web01.internal", "-t"],
+        b"To: someone@example.com\nFrom: www-data@web01.internal\n\nbody\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = as_nobody(&i, true, &["-f", "<>", "someone@example.com"], b"\nnull\n");
+    assert!(out.status.success());
+    let mut conf = fs::read_to_string(&i.conf).unwrap();
+    conf.push_str("masquerade_domain = example.com\nmasquerade_local = *.internal\n");
+    fs::write(&i.conf, conf).unwrap();
+
+    queue_run(&i);
+    let queued = names(&i.spool.join("queue"));
+    assert_eq!(queued.len(), 2, "{queued:?}");
+    let mut senders: Vec<String> = queued
+        .iter()
+        .map(|id| envelope_line(&i, id, "sender"))
+        .collect();
+    senders.sort();
+    // The null sender stays null; the local one is masqueraded.
+    assert_eq!(senders, ["", "www-data@example.com"]);
+    // The message itself is as the writer left it (S3, S4).
+    let stored: String = queued
+        .iter()
+        .map(|id| fs::read_to_string(i.spool.join("queue").join(id)).unwrap())
+        .collect();
+    assert!(
+        stored.contains("\nFrom: www-data@web01.internal\n"),
+        "{stored}"
+    );
+}
+
+#[test]
+fn a_drop_naming_an_invalid_recipient_goes_to_corrupt() {
+    if !is_root() {
+        eprintln!("skipped: a setgid copy and switching users need root (CI runs this as root)");
+        return;
+    }
+    let i = installed();
+    let out = as_nobody(&i, true, &["someone@example.com"], b"Subject: x\n\nbody\n");
+    assert!(out.status.success());
+    let dropped = names(&i.spool.join("maildrop"));
+    let path = i.spool.join("maildrop").join(&dropped[0]);
+    // The user rewrites their drop to name a recipient no sendmail
+    // would have taken (an option for a pipe's argv, say).
+    let forged = fs::read_to_string(&path)
+        .unwrap()
+        .replace("rcpt someone@example.com\n", "rcpt -oQ/tmp@example.com\n");
+    assert!(forged.contains("rcpt -oQ/tmp@example.com\n"));
+    assert!(nobody_writes(&path, forged.as_bytes()).status.success());
+    queue_run(&i);
+    assert!(names(&i.spool.join("queue")).is_empty(), "not queued");
+    assert_eq!(
+        names(&i.spool.join("corrupt")),
+        [format!("{}.drop", dropped[0])]
+    );
+}

@@ -317,10 +317,29 @@ impl Spool {
             .flatten()
             .map_or_else(|| format!("uid{uid}"), |u| u.name);
         let quarantine = Refusal::Quarantine;
-        if !claimed.sender.is_empty() {
-            address::parse_sender(&claimed.sender)
-                .map_err(|e| quarantine(format!("sender: {}", e.message())))?;
-        }
+        let sender = match claimed.sender.is_empty() {
+            true => None,
+            false => address::parse_sender(&claimed.sender)
+                .map_err(|e| quarantine(format!("sender: {}", e.message())))?,
+        };
+        // The same envelope rule as a direct submission, whoever wrote
+        // the file (a caller with a -C config of its own writes drops
+        // too): the sender counts as one the caller named with -f. What
+        // our own sendmail masqueraded already stays as it is (the
+        // rewrite is idempotent). Headers are kept as written (S3, S4).
+        // A rewrite that cannot be made (too long for RFC 5321) keeps
+        // the sender: the writer was told 0 already, and a message is
+        // not thrown away for its sender's length.
+        let sender = match crate::masquerade::Masquerade::new(config)
+            .map(|m| m.envelope_sender(sender.as_ref(), true))
+        {
+            Some(Ok(masqueraded)) => masqueraded.map(|a| a.to_string()).unwrap_or_default(),
+            Some(Err(e)) => {
+                log::warn!("{id}: sender kept as it is: {e}");
+                claimed.sender.clone()
+            }
+            None => claimed.sender.clone(),
+        };
         if claimed.recipients.is_empty() {
             return Err(quarantine("no recipients".into()));
         }
@@ -328,9 +347,16 @@ impl Spool {
             address::Address::parse(r)
                 .map_err(|e| quarantine(format!("recipient: {}", e.message())))?;
         }
+        if sender != claimed.sender {
+            log::info!(
+                "{id}: sender <{}> masqueraded as <{sender}>",
+                claimed.sender
+            );
+        }
         let envelope = Envelope {
             uid,
             user,
+            sender,
             size: 0,
             ..claimed.clone()
         };
@@ -365,6 +391,7 @@ impl Spool {
                     id.as_str(),
                     uid,
                     &envelope.sender,
+                    "",
                     committed.size,
                     envelope.recipients.len(),
                 );
