@@ -14,7 +14,7 @@ use crate::smtp::{ErrorKind, TransactionEnvelope};
 use crate::spool::{Claim, DeliveryState, Draft, Envelope, QueueId, RecipientStatus};
 
 use super::Context;
-use super::hosts::Destination;
+use super::hosts::{Destination, Routing};
 use super::outcome::{self, Outcome};
 use super::record::{Tally, persist};
 use super::transport::Transport;
@@ -134,11 +134,22 @@ pub fn attempt(
     } else {
         let mut groups: BTreeMap<Destination, Vec<usize>> = BTreeMap::new();
         let mut locals = Vec::new();
+        let mut refused = false;
         for &i in &due_now {
-            match super::hosts::destination_of(ctx.config, &state.recipients[i].address) {
-                Some(dest) => groups.entry(dest).or_default().push(i),
-                None => locals.push(i),
+            match super::hosts::route_of(ctx.config, &envelope.sender, &state.recipients[i].address)
+            {
+                Routing::Remote(dest) => groups.entry(dest).or_default().push(i),
+                Routing::Local => locals.push(i),
+                // An `error` route: the configured reply is the outcome,
+                // recorded with the others (a failure bounces below).
+                Routing::Refused(outcome) => {
+                    apply(ctx, &id, &mut state, i, &outcome, None, now_s, age);
+                    refused = true;
+                }
             }
+        }
+        if refused {
+            persist(ctx, &id, &state)?;
         }
         // Remote recipients first: a local command may run for
         // pipe_timeout, and the others of the message must not wait for
@@ -149,7 +160,7 @@ pub fn attempt(
                 forced,
                 now: now_s,
             };
-            let waits = match transport.waits_for(&dest, now_s, !forced) {
+            let waits = match transport.waits_for(&dest, id.as_str(), now_s, !forced) {
                 Some(until) => Some(until),
                 None => deliver_to(
                     ctx,
@@ -321,12 +332,16 @@ fn deliver_to(
     let spool = ctx.spool;
     let id = &envelope.id;
     let age = Duration::from_secs(now.saturating_sub(envelope.arrival));
-    if let Err(outcome) = transport.connection(dest, now, !forced).map(drop) {
+    if let Err(outcome) = transport
+        .connection(dest, id.as_str(), now, !forced)
+        .map(drop)
+    {
         if let Some(until) = transport.refused_until() {
             return Ok(Some(until));
         }
+        let failed_at = transport.failed_at().map(str::to_string);
         for i in indices {
-            apply(ctx, id, state, i, &outcome, None, now, age);
+            apply(ctx, id, state, i, &outcome, failed_at.as_deref(), now, age);
         }
         return record(ctx, claim, state).map(|()| None);
     }
@@ -467,9 +482,13 @@ fn deliver_to(
                 reconnected = true;
                 limit = limit.min(taken);
                 pending.extend(rest);
-                if let Err(outcome) = transport.connection(dest, now, !forced).map(drop) {
+                if let Err(outcome) = transport
+                    .connection(dest, id.as_str(), now, !forced)
+                    .map(drop)
+                {
+                    let failed_at = transport.failed_at().map(str::to_string);
                     for &i in &pending {
-                        apply(ctx, id, state, i, &outcome, None, now, age);
+                        apply(ctx, id, state, i, &outcome, failed_at.as_deref(), now, age);
                     }
                     return record(ctx, claim, state).map(|()| None);
                 }
