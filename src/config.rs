@@ -859,6 +859,54 @@ corrupt_max_files = 20
     }
 
     #[test]
+    fn relay_lists_and_routes() {
+        let c = parse(
+            "smarthost = a.example:587, b.example\nsmarthost_policy = spread\n\
+             auth_user = me\nauth_password_file = /etc/p\n\
+             relay = b.example tls=tls auth_user=b auth_password_file=/etc/b max_connections=2\n\
+             route = *.corp.example -> relay 10.0.0.5, 10.0.0.6:26 spread\n\
+             route = * from brand.example -> mx\n\
+             route = old.example -> error 550 5.7.1 gone\n",
+            "t.conf",
+        )
+        .unwrap();
+        let list = c.smarthost.as_ref().unwrap();
+        assert_eq!(list.policy, Policy::Spread);
+        let (a, b) = (&list.relays[0], &list.relays[1]);
+        assert_eq!((a.port, a.tls), (587, SmarthostTls::Starttls));
+        assert_eq!(a.auth.as_ref().unwrap().user, "me", "the defaults");
+        assert_eq!((b.port, b.tls), (465, SmarthostTls::Tls), "its own");
+        assert_eq!(b.auth.as_ref().unwrap().user, "b");
+        assert_eq!((a.max_connections, b.max_connections), (10, 2));
+        assert_eq!(c.routes.len(), 3);
+        assert_eq!(c.routes[0].line, 6);
+        let route::Action::Relay(list) = &c.routes[0].action else {
+            panic!("a relay route")
+        };
+        assert_eq!(list.relays[1].port, 26);
+        // One smarthost as before: failover, its port, the defaults.
+        let c = parse("smarthost = r.example:2525\n", "t").unwrap();
+        assert_eq!(c.smarthost.unwrap().policy, Policy::Failover);
+    }
+
+    #[test]
+    fn bad_relay_and_route_lines_name_their_line() {
+        assert!(err("\nroute = x.example -> nowhere").starts_with("t.conf:2: route: expected mx"));
+        assert!(
+            err("route = x.example -> mx\n\nroute = y.example mx").starts_with("t.conf:3: route:")
+        );
+        assert!(err("smarthost = a, a").starts_with("t.conf:1: smarthost:"));
+        assert!(err("smarthost_policy = random").contains("failover or spread"));
+        assert!(err("relay = a tls=tls").starts_with("t.conf:1: relay: a is in no relay list"));
+        assert!(
+            err("smarthost = a\nrelay = a tls=tls\nrelay = a tls=none")
+                .starts_with("t.conf:3: relay: a has a relay line already (line 2)")
+        );
+        assert!(err("smarthost = a:25\nrelay = a tls=none").contains("as written"));
+        assert!(err("route = x -> error 550").starts_with("t.conf:1: route: error"));
+    }
+
+    #[test]
     fn cross_checks() {
         assert!(err("retry_min = 2h\nretry_max = 1h").contains("retry_max"));
         assert!(

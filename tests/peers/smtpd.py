@@ -96,6 +96,17 @@ class Server(SMTP):
         log("disconnect", concurrent=concurrent)
         super().connection_lost(exc)
 
+    async def _handle_client(self):
+        if args.greeting:
+            # A server that is up but will not take mail now: it answers
+            # the connection with this reply (421 per RFC 5321 §3.8)
+            # and closes it.
+            log("greeting_refused", reply=args.greeting)
+            await self.push(args.greeting)
+            self.transport.close()
+            return
+        await super()._handle_client()
+
     async def smtp_EHLO(self, arg):
         if args.no_ehlo:
             await self.push("502 5.5.1 EHLO not implemented")
@@ -164,6 +175,8 @@ if __name__ == "__main__":
     p.add_argument("--starttls", nargs=2, metavar=("CERT", "KEY"))
     p.add_argument("--require-auth", metavar="USER:PASS")
     p.add_argument("--no-ehlo", action="store_true")
+    p.add_argument("--greeting", metavar="CODE TEXT",
+                   help="answer every connection with this reply and close it")
     p.add_argument("--no-auth-plain", action="store_true",
                    help="offer AUTH LOGIN only")
     p.add_argument("--implicit-tls", nargs=2, metavar=("CERT", "KEY"))
