@@ -15,6 +15,10 @@
 //! --all-targets`) and `BENCH_CONCURRENCY` (default 10) set the size.
 //! Targets are printed, never asserted; correctness (every message
 //! delivered, the queue empty) is asserted.
+//!
+//! Then the same queue again through a 3-relay `failover` list whose
+//! first relay is down (nothing listens on its port): its time against
+//! the healthy relay alone, from the same run.
 
 mod common;
 
@@ -33,6 +37,10 @@ const DEFAULT_CONCURRENCY: usize = 10;
 const BODY_LEN: usize = 1800;
 /// Target: at least this fraction of smtp-source's rate.
 const TARGET_RATIO: f64 = 0.8;
+/// Target: the same drain through a 3-relay failover list whose first
+/// relay is down costs at most this many times the drain through the
+/// healthy relay alone (the down relay is tried once, not per message).
+const RELAY_LIST_TARGET: f64 = 1.1;
 
 fn main() {
     let n = env_number("BENCH_DELIVER_N").unwrap_or_else(|| {
@@ -122,6 +130,59 @@ fn main() {
             }
         );
     }
+    relay_list(&postfix, work.path(), n, concurrency, drain);
+}
+
+/// Drains a queue of `n` through `smarthost = DOWN, SINK1, SINK2` (the
+/// first down) and prints its time against `alone`, the drain through a
+/// lone healthy smarthost measured just before.
+fn relay_list(postfix: &Path, work: &Path, n: usize, concurrency: usize, alone: Duration) {
+    let spool_dir = work.join("spool-relays");
+    fill_queue(&spool_dir, n, "rcpt@bench.test", &message());
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+    let down = free_port();
+    let (first, second) = (Sink::start(postfix), Sink::start(postfix));
+    let config = work.join("spoolmail-relays.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "spool = {}\nhostname = mta.bench.example\n\
+             smarthost = 127.0.0.1:{down}, 127.0.0.1:{}, 127.0.0.1:{}\n\
+             smarthost_policy = failover\nsmarthost_tls = none\nretry_min = 1h\n\
+             max_connections = {concurrency}\nmax_host_connections = {concurrency}\n",
+            spool_dir.display(),
+            first.port,
+            second.port
+        ),
+    )
+    .expect("config");
+    let (drain, _) = drain_queue_rss(&config, &spool_dir);
+    let (got_first, got_second) = (first.stop(), second.stop());
+    assert_eq!(got_first + got_second, n, "every message through the list");
+    let record = spool_dir
+        .join("hosts")
+        .join(format!("dest-relay+127.0.0.1+{down}.status"));
+    let record = std::fs::read_to_string(&record).expect("the down relay is recorded");
+    assert!(
+        record.contains("\"failures\":1,"),
+        "the down relay is tried once: {record}"
+    );
+    let rate = n as f64 / drain.as_secs_f64();
+    println!(
+        "deliver: spoolmail -q, 3-relay list, first down: {:>9.0} msg/s ({:.2} s; {got_first} + {got_second} at the two up)",
+        rate,
+        drain.as_secs_f64()
+    );
+    let ratio = drain.as_secs_f64() / alone.as_secs_f64();
+    println!(
+        "deliver: relay list / healthy relay alone: {ratio:.2}x the time (target <= {RELAY_LIST_TARGET}): {}",
+        if ratio <= RELAY_LIST_TARGET {
+            "PASS"
+        } else {
+            "MISS"
+        }
+    );
 }
 
 fn postfix_dir() -> Option<PathBuf> {

@@ -335,3 +335,33 @@ fn each_relay_has_its_own_credentials_and_tls_mode() {
     .expect("the relay that refused AUTH is recorded");
     assert!(record.contains("failures"), "{record}");
 }
+
+#[test]
+fn a_relay_answering_421_in_the_transaction_is_left_for_the_next_in_the_same_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let closing = SmtpServer::start(
+        dir.path(),
+        &["--mail-reply", "421 4.3.2 Shutting down, closing channel"],
+    );
+    let good = SmtpServer::start(dir.path(), &[]);
+    let w = World::with_config(&format!(
+        "smarthost = 127.0.0.1:{}, 127.0.0.1:{}\nsmarthost_tls = none\nretry_min = 1h",
+        closing.port, good.port
+    ));
+    for i in 0..5 {
+        w.send_ok(&["-f", "s@example.org", &format!("r{i}@x.test")], MSG);
+    }
+    assert_success(&w.sendmail(&["-q"], b""));
+    assert!(w.queue_ids().is_empty(), "all delivered by the one run");
+    assert_eq!(good.messages().len(), 5);
+    assert_eq!(closing.connections(), 1, "the closing relay was tried once");
+    let record = relay_record(&w, closing.port).expect("recorded as unreachable");
+    assert!(
+        record["last_error"].as_str().unwrap().contains("421 4.3.2"),
+        "{record}"
+    );
+    // Even a forced attempt does not go back to it for the same message.
+    let out = w.sendmail(&["-odi", "-f", "s@example.org", "forced@x.test"], MSG);
+    assert_success(&out);
+    assert_eq!(good.messages().len(), 6);
+}

@@ -159,6 +159,7 @@ pub fn attempt(
                 dest: &dest,
                 forced,
                 now: now_s,
+                arrival: envelope.arrival,
             };
             let waits = match transport.waits_for(&dest, id.as_str(), now_s, !forced) {
                 Some(until) => Some(until),
@@ -311,6 +312,8 @@ struct Target<'a> {
     forced: bool,
     /// Unix seconds of this attempt.
     now: u64,
+    /// The message's arrival (unix seconds).
+    arrival: u64,
 }
 
 /// Delivers `indices` (recipients of one destination) in as few
@@ -332,6 +335,7 @@ fn deliver_to(
     let spool = ctx.spool;
     let id = &envelope.id;
     let age = Duration::from_secs(now.saturating_sub(envelope.arrival));
+    transport.begin_message();
     if let Err(outcome) = transport
         .connection(dest, id.as_str(), now, !forced)
         .map(drop)
@@ -416,6 +420,27 @@ fn deliver_to(
             Ok(result) => {
                 let accepted_any = result.rcpt.iter().any(|r| r.is_positive());
                 let final_reply = result.data.as_ref().or(result.data_command.as_ref());
+                let delivered = final_reply.is_some_and(|r| r.is_positive());
+                let closing = result
+                    .rcpt
+                    .iter()
+                    .chain(final_reply)
+                    .find(|r| r.code == 421);
+                if let Some(reply) = closing
+                    && !delivered
+                    && transport.can_fail_over(dest)
+                {
+                    // Nothing of this transaction was delivered and the
+                    // relay is closing: the same recipients go to the
+                    // next relay of the list, in this attempt.
+                    transport.fail_over(now, &reply.one_line());
+                    pending.extend(rest);
+                    match next_relay(ctx, transport, claim, state, target, &pending, &relay)? {
+                        Some(next) => relay = next,
+                        None => return Ok(None),
+                    }
+                    continue;
+                }
                 let mut next = Vec::new();
                 for (k, &i) in pending.iter().enumerate() {
                     let rcpt = &result.rcpt[k];
@@ -494,6 +519,21 @@ fn deliver_to(
                 }
                 relay = transport.open_connection().relay.clone();
             }
+            Err(e)
+                if e.kind == ErrorKind::Rejected
+                    && e.reply.as_ref().is_some_and(|r| r.code == 421)
+                    && transport.can_fail_over(dest) =>
+            {
+                // The relay is closing (a 421 to MAIL or DATA): nothing
+                // was delivered; the next relay of the list takes the
+                // same recipients in this attempt.
+                transport.fail_over(now, &e.to_string());
+                pending.extend(rest);
+                match next_relay(ctx, transport, claim, state, target, &pending, &relay)? {
+                    Some(next) => relay = next,
+                    None => return Ok(None),
+                }
+            }
             Err(e) => {
                 let outcome = match (&e.kind, &e.reply) {
                     (ErrorKind::Rejected, Some(reply)) => {
@@ -527,6 +567,42 @@ fn deliver_to(
         }
     }
     Ok(None)
+}
+
+/// After a relay of a list answered 421 ([`Transport::fail_over`]): a
+/// connection to the next one for `pending`, whose name is returned.
+/// None when there is none to be had: the deferral is then recorded for
+/// `pending`, at the last relay tried (`relay` if no other was).
+fn next_relay(
+    ctx: &Context,
+    transport: &mut Transport,
+    claim: &Claim,
+    state: &mut DeliveryState,
+    target: &Target,
+    pending: &[usize],
+    relay: &str,
+) -> Result<Option<String>> {
+    let id = claim.id();
+    match transport.connection(target.dest, id.as_str(), target.now, !target.forced) {
+        Ok(conn) => Ok(Some(conn.relay.clone())),
+        Err(outcome) => {
+            let failed_at = transport.failed_at().unwrap_or(relay).to_string();
+            let age = Duration::from_secs(target.now.saturating_sub(target.arrival));
+            for &i in pending {
+                apply(
+                    ctx,
+                    id,
+                    state,
+                    i,
+                    &outcome,
+                    Some(&failed_at),
+                    target.now,
+                    age,
+                );
+            }
+            record(ctx, claim, state).map(|()| None)
+        }
+    }
 }
 
 /// Records the outcome of a transaction (D2), then closes its RFC 1047

@@ -62,6 +62,9 @@ pub struct Transport<'a> {
     /// The relay (`host[ip]:port`) the last failed
     /// [`Transport::connection`] last tried, if it tried one.
     failed_at: Option<String>,
+    /// Hops that answered 421 during this message's attempt: not tried
+    /// again for it, even by a forced attempt (which ignores the cache).
+    closed: Vec<Hop>,
 }
 
 /// The earliest retry among the hops skipped for the unreachable cache:
@@ -82,6 +85,31 @@ impl<'a> Transport<'a> {
             share,
             refused_until: None,
             failed_at: None,
+            closed: Vec::new(),
+        }
+    }
+
+    /// Starts a message's attempt: every hop may be tried again.
+    pub fn begin_message(&mut self) {
+        self.closed.clear();
+    }
+
+    /// Whether `dest` has more than one hop: a relay list to fail over
+    /// along.
+    pub fn can_fail_over(&self, dest: &Destination) -> bool {
+        super::relays::hops(self.config, dest, "").len() > 1
+    }
+
+    /// The open connection's relay answered 421 ("closing channel",
+    /// RFC 5321 §3.8) in a transaction: it is recorded as unreachable,
+    /// the connection dropped, and the relay not tried again for this
+    /// message, so that the next [`Transport::connection`] goes to the
+    /// next relay of the list.
+    pub fn fail_over(&mut self, now: u64, reason: &str) {
+        if let Some(conn) = self.cached.take() {
+            log::warn!("{}: {}: {reason}", conn.hop, conn.relay);
+            self.unreachable_from(&conn.hop, now, format!("{}: {reason}", conn.relay));
+            self.closed.push(conn.hop);
         }
     }
 
@@ -135,6 +163,9 @@ impl<'a> Transport<'a> {
         let mut skipped: Option<Skipped> = None;
         let mut candidates: Vec<Candidate<'a>> = Vec::new();
         for (hop, relay) in hops {
+            if self.closed.contains(&hop) {
+                continue;
+            }
             match honour_unreachable
                 .then(|| hosts::unreachable(&self.hosts_dir, &hop, now))
                 .flatten()

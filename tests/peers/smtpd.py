@@ -41,6 +41,8 @@ class Handler:
         # Logged, so a test sees what MAIL declared (SIZE=) even for a
         # transaction that never reaches DATA.
         log("mail", address=address, options=mail_options)
+        if args.mail_reply:
+            return args.mail_reply
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
@@ -170,6 +172,7 @@ if __name__ == "__main__":
     p.add_argument("--rcpt-reply", action="append", default=[],
                    help="ADDR=CODE TEXT: the reply to RCPT TO:<ADDR>")
     p.add_argument("--data-reply", help="CODE TEXT: the reply to the final dot")
+    p.add_argument("--mail-reply", help="CODE TEXT: the reply to every MAIL FROM")
     p.add_argument("--drop-after-dot", action="store_true")
     p.add_argument("--max-rcpt", type=int)
     p.add_argument("--starttls", nargs=2, metavar=("CERT", "KEY"))
