@@ -906,6 +906,28 @@ corrupt_max_files = 20
         assert!(err("route = x -> error 550").starts_with("t.conf:1: route: error"));
     }
 
+    /// The worked configurations in the README's "Relays and routes"
+    /// section are valid configs.
+    #[test]
+    fn readme_relay_examples_parse() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("## Relays and routes")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("a Relays and routes section");
+        let blocks: Vec<&str> = section.split("```").skip(1).step_by(2).collect();
+        let configs: Vec<&&str> = blocks
+            .iter()
+            .filter(|b| b.contains("smarthost ="))
+            .collect();
+        assert_eq!(configs.len(), 2, "two worked configurations");
+        for block in configs {
+            let c = parse(block, "README").unwrap_or_else(|e| panic!("{e}: {block}"));
+            assert!(c.smarthost.is_some());
+        }
+    }
+
     #[test]
     fn cross_checks() {
         assert!(err("retry_min = 2h\nretry_max = 1h").contains("retry_max"));
