@@ -5,6 +5,7 @@
 //! connection per worker so that consecutive messages to the same hop
 //! reuse it (RSET between them) instead of reconnecting.
 
+use std::collections::HashMap;
 use std::fs;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -65,6 +66,20 @@ pub struct Transport<'a> {
     /// Hops that answered 421 during this message's attempt: not tried
     /// again for it, even by a forced attempt (which ignores the cache).
     closed: Vec<Hop>,
+    /// Hops this worker found (or made) unreachable, with their record:
+    /// not read again before their retry time. A failover list costs its
+    /// down relay one read per worker, not one per message. (Another
+    /// runner may clear the record sooner; this worker then comes back
+    /// to the relay at the time the record said, as it would have.)
+    known_down: HashMap<Hop, HostStatus>,
+}
+
+/// Where [`Transport::consider`] puts what it finds.
+struct Pick<'a> {
+    honour_unreachable: bool,
+    now: u64,
+    skipped: Option<Skipped>,
+    candidates: Vec<Candidate<'a>>,
 }
 
 /// The earliest retry among the hops skipped for the unreachable cache:
@@ -86,6 +101,7 @@ impl<'a> Transport<'a> {
             refused_until: None,
             failed_at: None,
             closed: Vec::new(),
+            known_down: HashMap::new(),
         }
     }
 
@@ -117,7 +133,7 @@ impl<'a> Transport<'a> {
     /// one may be tried now, or this worker holds a live connection to
     /// one; always None unless `honour_unreachable`).
     pub fn waits_for(
-        &self,
+        &mut self,
         dest: &Destination,
         id: &str,
         now: u64,
@@ -128,7 +144,7 @@ impl<'a> Transport<'a> {
         }
         let mut until: Option<u64> = None;
         for (hop, _) in super::relays::hops(self.config, dest, id) {
-            let s = hosts::unreachable(&self.hosts_dir, &hop, now)?;
+            let s = self.unreachable(&hop, now)?;
             until = Some(until.map_or(s.unreachable_until, |u| u.min(s.unreachable_until)));
         }
         until
@@ -159,28 +175,24 @@ impl<'a> Transport<'a> {
             ));
         }
         // The hops not in the unreachable cache, in order; and the
-        // earliest time one of the others may be tried again.
-        let mut skipped: Option<Skipped> = None;
-        let mut candidates: Vec<Candidate<'a>> = Vec::new();
-        for (hop, relay) in hops {
-            if self.closed.contains(&hop) {
-                continue;
-            }
-            match honour_unreachable
-                .then(|| hosts::unreachable(&self.hosts_dir, &hop, now))
-                .flatten()
-            {
-                Some(s) => skip(&mut skipped, &hop, &s),
-                None => candidates.push((hop, relay)),
-            }
-        }
+        // earliest time one of the others may be tried again. The first
+        // is enough to decide whether the open connection serves: the
+        // rest are looked at only when connecting.
+        let mut hops = hops.into_iter();
+        let mut pick = Pick {
+            honour_unreachable,
+            now,
+            skipped: None,
+            candidates: Vec::new(),
+        };
+        self.consider(&mut hops, &mut pick, false);
         if let Some(mut conn) = self.cached.take() {
             // Straight after a clean transaction the session is ready for
             // MAIL. Otherwise RSET both resets what a failed command left
             // and proves an idle link is still alive before a message is
             // committed to it.
             let fresh = conn.session.is_clean() && conn.last_used.elapsed() < IDLE_CHECK;
-            let first = candidates.first().map(|(hop, _)| hop);
+            let first = pick.candidates.first().map(|(hop, _)| hop);
             if conn.dest == *dest
                 && first == Some(&conn.hop)
                 && (fresh || conn.session.reset().is_ok())
@@ -189,6 +201,12 @@ impl<'a> Transport<'a> {
             }
             conn.session.quit();
         }
+        self.consider(&mut hops, &mut pick, true);
+        let Pick {
+            mut skipped,
+            candidates,
+            ..
+        } = pick;
         if candidates.is_empty() {
             return Err(self.refuse(skipped));
         }
@@ -229,6 +247,8 @@ impl<'a> Transport<'a> {
                     continue;
                 }
             };
+            // Read afresh: the point of the lock is to see what the
+            // runner before us found.
             if honour_unreachable && let Some(s) = hosts::unreachable(&self.hosts_dir, &hop, now) {
                 skip(&mut skipped, &hop, &s);
                 continue;
@@ -258,6 +278,35 @@ impl<'a> Transport<'a> {
             Some(outcome) => outcome,
             None => self.refuse(skipped),
         })
+    }
+
+    /// Moves hops from `hops` to `pick`'s candidates (those not closed
+    /// for this message nor, when honoured, in the unreachable cache),
+    /// noting the skipped; stops after the first candidate unless `all`.
+    fn consider(
+        &mut self,
+        hops: &mut impl Iterator<Item = Candidate<'a>>,
+        pick: &mut Pick<'a>,
+        all: bool,
+    ) {
+        for (hop, relay) in hops {
+            if self.closed.contains(&hop) {
+                continue;
+            }
+            match pick
+                .honour_unreachable
+                .then(|| self.unreachable(&hop, pick.now))
+                .flatten()
+            {
+                Some(s) => skip(&mut pick.skipped, &hop, &s),
+                None => {
+                    pick.candidates.push((hop, relay));
+                    if !all {
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     /// The deferral when every hop is in the unreachable cache (no
@@ -354,6 +403,7 @@ impl<'a> Transport<'a> {
             match Session::connect(*addr, name, &settings) {
                 Ok(session) => {
                     hosts::mark_reachable(&self.hosts_dir, hop);
+                    self.known_down.remove(hop);
                     return Ok((session, relay_name(name, addr)));
                 }
                 Err(e) => {
@@ -367,19 +417,32 @@ impl<'a> Transport<'a> {
 
     /// Records `hop` as unreachable from `now` for its backoff, and
     /// returns the deferral it means.
-    fn unreachable_from(&self, hop: &Hop, now: u64, last_error: String) -> Outcome {
+    fn unreachable_from(&mut self, hop: &Hop, now: u64, last_error: String) -> Outcome {
         let failures = hosts::read_status(&self.hosts_dir, hop).map_or(0, |s| s.failures) + 1;
         let delay = retry_delay(failures, self.config.retry_min, self.config.retry_max);
-        hosts::mark_unreachable(
-            &self.hosts_dir,
-            hop,
-            &HostStatus {
-                unreachable_until: now.saturating_add(delay.as_secs()),
-                failures,
-                last_error: last_error.clone(),
-            },
-        );
+        let status = HostStatus {
+            unreachable_until: now.saturating_add(delay.as_secs()),
+            failures,
+            last_error: last_error.clone(),
+        };
+        hosts::mark_unreachable(&self.hosts_dir, hop, &status);
+        self.known_down.insert(hop.clone(), status);
         Outcome::deferred("4.4.1", last_error)
+    }
+
+    /// The record of `hop` if it is not to be tried before a time after
+    /// `now`: from [`Transport::known_down`] while that holds, else
+    /// read (D6).
+    fn unreachable(&mut self, hop: &Hop, now: u64) -> Option<HostStatus> {
+        if let Some(s) = self.known_down.get(hop)
+            && s.unreachable_until > now
+        {
+            return Some(s.clone());
+        }
+        self.known_down.remove(hop);
+        let status = hosts::unreachable(&self.hosts_dir, hop, now)?;
+        self.known_down.insert(hop.clone(), status.clone());
+        Some(status)
     }
 
     fn mx_targets(&mut self, domain: &str) -> Result<Vec<(String, SocketAddr)>, Outcome> {
