@@ -293,8 +293,9 @@ impl<'a> Transport<'a> {
             if self.closed.contains(&hop) {
                 continue;
             }
-            match pick
-                .honour_unreachable
+            // A live connection to it is news fresher than any record.
+            let open = self.cached.as_ref().is_some_and(|c| c.hop == hop);
+            match (pick.honour_unreachable && !open)
                 .then(|| self.unreachable(&hop, pick.now))
                 .flatten()
             {
