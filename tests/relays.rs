@@ -374,3 +374,28 @@ fn a_relay_answering_421_in_the_transaction_is_left_for_the_next_in_the_same_att
     assert_success(&out);
     assert_eq!(good.messages().len(), 7);
 }
+
+#[test]
+fn a_421_to_the_final_dot_sends_the_message_to_the_next_relay_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let closing = SmtpServer::start(
+        dir.path(),
+        &["--data-reply", "421 4.3.2 Shutting down, closing channel"],
+    );
+    let good = SmtpServer::start(dir.path(), &[]);
+    let w = World::with_config(&format!(
+        "smarthost = 127.0.0.1:{}, 127.0.0.1:{}\nsmarthost_tls = none\nretry_min = 1h",
+        closing.port, good.port
+    ));
+    w.send_ok(&["-f", "s@example.org", "a@x.test", "b@x.test"], MSG);
+    assert_success(&w.sendmail(&["-q"], b""));
+    assert!(w.queue_ids().is_empty(), "delivered in the one run");
+    let got = good.messages();
+    assert_eq!(got.len(), 1, "one copy, at the next relay");
+    assert_eq!(got[0].rcpt_tos, ["a@x.test", "b@x.test"]);
+    assert!(closing.messages().is_empty(), "the 421 took nothing");
+    let window: Vec<_> = std::fs::read_dir(w.spool.join("window"))
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(window.is_empty(), "no RFC 1047 window left open");
+}

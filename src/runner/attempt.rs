@@ -583,6 +583,9 @@ fn next_relay(
     relay: &str,
 ) -> Result<Option<String>> {
     let id = claim.id();
+    // The relay answered (421): whatever window the transaction opened
+    // (RFC 1047) is closed with nothing delivered.
+    ctx.spool.close_window(claim);
     match transport.connection(target.dest, id.as_str(), target.now, !target.forced) {
         Ok(conn) => Ok(Some(conn.relay.clone())),
         Err(outcome) => {
