@@ -9,6 +9,8 @@
 
 use crate::address::Address;
 use crate::error::{Error, Result};
+use crate::relay::{self, Policy, RelayList};
+use crate::route::{self, Route};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -74,8 +76,9 @@ pub struct Config {
     pub hostname: String,
     /// `local_domains`: domains delivered locally.
     pub local_domains: Vec<String>,
-    /// `smarthost`: relay every non-local message here instead of MX delivery.
-    pub smarthost: Option<(String, u16)>,
+    /// `smarthost` (with `smarthost_policy` and the `relay` lines): relay
+    /// every non-local message through this list instead of MX delivery.
+    pub smarthost: Option<RelayList>,
     /// `smarthost_tls`: TLS mode towards the smarthost.
     pub smarthost_tls: SmarthostTls,
     /// `auth_user`: SMTP AUTH user for the smarthost.
@@ -179,6 +182,16 @@ pub struct Config {
     pub masquerade_headers: Vec<&'static str>,
     /// `masquerade_sender_override`: the policy for a sender given with `-f`.
     pub masquerade_sender_override: SenderOverride,
+    /// `route` lines, in file order: the first that matches decides.
+    pub routes: Vec<Route<RelayList>>,
+}
+
+impl Config {
+    /// The first relay of the smarthost list as (host, port), if any.
+    pub fn smarthost_first(&self) -> Option<(String, u16)> {
+        let first = self.smarthost.as_ref()?.relays.first()?;
+        Some((first.host.clone(), first.port))
+    }
 }
 
 /// The highest `max_recipients` accepted: the delivery state of a message
@@ -238,6 +251,7 @@ impl Default for Config {
             masquerade_envelope: true,
             masquerade_headers: vec!["From", "Sender", "Reply-To"],
             masquerade_sender_override: SenderOverride::Local,
+            routes: Vec::new(),
         }
     }
 }
@@ -295,7 +309,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config> {
     let mut seen: Vec<String> = Vec::new();
     let mut hostname_set = false;
     let mut local_domains_set = false;
-    let mut smarthost_port_given = false;
+    let mut lists = Lists::default();
     for (index, raw) in text.lines().enumerate() {
         let at = |msg: String| Error::config(format!("{origin}:{}: {msg}", index + 1));
         let line = strip_comment(raw).trim();
@@ -309,31 +323,132 @@ pub fn parse(text: &str, origin: &str) -> Result<Config> {
         if value.chars().any(char::is_control) {
             return Err(at(format!("{key}: control character in value")));
         }
-        if seen.iter().any(|k| k == key) {
+        // `route` and `relay` lines are a table: one per line, repeated.
+        if !REPEATED.contains(&key) && seen.iter().any(|k| k == key) {
             return Err(at(format!("duplicate key \"{}\"", clip(key))));
         }
-        set(&mut config, key, value).map_err(|msg| at(format!("{key}: {msg}")))?;
+        match lists.take(key, value, index + 1) {
+            Some(taken) => taken,
+            None => set(&mut config, key, value),
+        }
+        .map_err(|msg| at(format!("{key}: {msg}")))?;
         hostname_set |= key == "hostname";
-        smarthost_port_given |= key == "smarthost" && names_a_port(value);
         local_domains_set |= key == "local_domains";
         seen.push(key.to_string());
     }
     if hostname_set && !local_domains_set {
         config.local_domains = vec![config.hostname.clone(), "localhost".to_string()];
     }
-    // Implicit TLS has its own port (RFC 8314: submissions, 465), whatever
-    // order the two keys come in.
-    if let Some((_, port)) = &mut config.smarthost
-        && !smarthost_port_given
-        && config.smarthost_tls == SmarthostTls::Tls
-    {
-        *port = 465;
-    }
     check(&config).map_err(|msg| Error::config(format!("{origin}: {msg}")))?;
+    lists
+        .resolve(&mut config)
+        .map_err(|(line, msg)| Error::config(format!("{origin}:{line}: {msg}")))?;
     Ok(config)
 }
 
-fn clip(s: &str) -> &str {
+/// Keys that may be given on several lines.
+const REPEATED: &[&str] = &["route", "relay"];
+
+/// The relay lists and the routing table as written, kept until the
+/// whole file is read: an entry's settings (`relay` lines, the
+/// `smarthost_*` and `auth_*` defaults) may come after it.
+#[derive(Default)]
+struct Lists {
+    smarthost: Option<Vec<relay::Entry>>,
+    policy: Option<Policy>,
+    /// `relay` lines: entry as written, its options, the line.
+    options: Vec<(String, relay::Options, usize)>,
+    routes: Vec<Route<(Vec<relay::Entry>, Policy)>>,
+}
+
+impl Lists {
+    /// Takes the keys of the relay lists and routes (None: not one).
+    fn take(&mut self, key: &str, value: &str, line: usize) -> Option<Setting> {
+        let taken = match key {
+            "smarthost" => optional(value, relay::parse_entries).map(|e| self.smarthost = e),
+            "smarthost_policy" => relay::parse_policy(value).map(|p| self.policy = Some(p)),
+            "relay" => relay::parse_options(value).and_then(|(entry, options)| {
+                match self.options.iter().find(|(e, _, _)| *e == entry) {
+                    Some((_, _, first)) => {
+                        Err(format!("{entry} has a relay line already (line {first})"))
+                    }
+                    None => {
+                        self.options.push((entry, options, line));
+                        Ok(())
+                    }
+                }
+            }),
+            "route" => route::parse(value, line).map(|r| self.routes.push(r)),
+            _ => return None,
+        };
+        Some(taken)
+    }
+
+    /// Resolves every list's entries into `config`. Err: (line, reason).
+    fn resolve(self, config: &mut Config) -> std::result::Result<(), (usize, String)> {
+        let options: Vec<(String, relay::Options)> = self
+            .options
+            .iter()
+            .map(|(e, o, _)| (e.clone(), o.clone()))
+            .collect();
+        let auth = match (&config.auth_user, &config.auth_password_file) {
+            (Some(user), Some(path)) => Some(relay::Auth {
+                user: user.clone(),
+                password_file: path.clone(),
+            }),
+            _ => None,
+        };
+        let defaults = relay::Defaults {
+            tls: config.smarthost_tls,
+            auth,
+            max_connections: config.max_connections,
+            options: &options,
+        };
+        let mut named: Vec<&str> = Vec::new();
+        if let Some(entries) = &self.smarthost {
+            let policy = self.policy.unwrap_or(Policy::Failover);
+            config.smarthost = Some(relay::resolve(entries, policy, &defaults));
+            named.extend(entries.iter().map(|e| e.written.as_str()));
+        }
+        for r in &self.routes {
+            let action = match &r.action {
+                route::Action::Relay((entries, policy)) => {
+                    named.extend(entries.iter().map(|e| e.written.as_str()));
+                    route::Action::Relay(relay::resolve(entries, *policy, &defaults))
+                }
+                route::Action::Mx => route::Action::Mx,
+                route::Action::Local => route::Action::Local,
+                route::Action::Error { code, status, text } => route::Action::Error {
+                    code: *code,
+                    status: status.clone(),
+                    text: text.clone(),
+                },
+            };
+            config.routes.push(Route {
+                recipient: r.recipient.clone(),
+                sender: r.sender.clone(),
+                action,
+                line: r.line,
+            });
+        }
+        // A relay line for an entry no list has is a typo: its settings
+        // would silently go nowhere.
+        for (entry, _, line) in &self.options {
+            if !named.contains(&entry.as_str()) {
+                return Err((
+                    *line,
+                    format!(
+                        "relay: {entry} is in no relay list (smarthost or route), as written there"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// At most 60 characters of `s`, for error messages.
+pub(crate) fn clip(s: &str) -> &str {
     match s.char_indices().nth(60) {
         Some((i, _)) => &s[..i],
         None => s,
@@ -365,20 +480,7 @@ fn set(c: &mut Config, key: &str, value: &str) -> Setting {
                 .map(|d| hostname(d).map(|h| h.to_ascii_lowercase()))
                 .collect::<std::result::Result<_, _>>()?
         }
-        "smarthost" => c.smarthost = optional(value, host_port)?,
-        "smarthost_tls" => {
-            c.smarthost_tls = match value {
-                "starttls" => SmarthostTls::Starttls,
-                "tls" => SmarthostTls::Tls,
-                "none" => SmarthostTls::None,
-                _ => {
-                    return Err(format!(
-                        "expected starttls, tls or none, got {:?}",
-                        clip(value)
-                    ));
-                }
-            }
-        }
+        "smarthost_tls" => c.smarthost_tls = smarthost_tls(value)?,
         "auth_user" => c.auth_user = optional(value, |v| Ok(v.to_string()))?,
         "auth_password_file" => c.auth_password_file = optional(value, absolute_path)?,
         "tls" => {
@@ -547,6 +649,19 @@ fn sender_address(value: &str) -> std::result::Result<Address, String> {
     }
 }
 
+/// `starttls`, `tls` or `none`.
+pub(crate) fn smarthost_tls(value: &str) -> std::result::Result<SmarthostTls, String> {
+    match value {
+        "starttls" => Ok(SmarthostTls::Starttls),
+        "tls" => Ok(SmarthostTls::Tls),
+        "none" => Ok(SmarthostTls::None),
+        _ => Err(format!(
+            "expected starttls, tls or none, got {:?}",
+            clip(value)
+        )),
+    }
+}
+
 /// `from, sender, reply-to` (any case, any of [`MASQUERADE_HEADER_FIELDS`]),
 /// or `none`.
 fn masquerade_headers(value: &str) -> std::result::Result<Vec<&'static str>, String> {
@@ -613,7 +728,7 @@ fn syslog_name(value: &str) -> std::result::Result<String, String> {
     }
 }
 
-fn absolute_path(value: &str) -> std::result::Result<PathBuf, String> {
+pub(crate) fn absolute_path(value: &str) -> std::result::Result<PathBuf, String> {
     if value.starts_with('/') {
         Ok(PathBuf::from(value))
     } else {
@@ -621,7 +736,7 @@ fn absolute_path(value: &str) -> std::result::Result<PathBuf, String> {
     }
 }
 
-fn hostname(value: &str) -> std::result::Result<String, String> {
+pub(crate) fn hostname(value: &str) -> std::result::Result<String, String> {
     let value = value.strip_suffix('.').unwrap_or(value);
     let ok = !value.is_empty()
         && value.len() <= 253
@@ -655,7 +770,7 @@ fn count(value: &str) -> std::result::Result<u64, String> {
         .map_err(|_| format!("expected a number (0: no limit), got {:?}", clip(value)))
 }
 
-fn positive(value: &str) -> std::result::Result<u32, String> {
+pub(crate) fn positive(value: &str) -> std::result::Result<u32, String> {
     match value.parse::<u32>() {
         Ok(n) if n > 0 => Ok(n),
         _ => Err(format!("expected a positive number, got {:?}", clip(value))),
@@ -663,17 +778,14 @@ fn positive(value: &str) -> std::result::Result<u32, String> {
 }
 
 /// `host`, `host:port`, `[v6addr]:port`; the port defaults to 25.
-/// Whether a `host[:port]` value gives the port (`[v6]:port`, `host:port`).
-fn names_a_port(value: &str) -> bool {
-    match value.strip_prefix('[') {
-        Some(rest) => rest
-            .split_once(']')
-            .is_some_and(|(_, after)| after.starts_with(':')),
-        None => value.contains(':'),
-    }
+#[cfg(test)]
+fn host_port(value: &str) -> std::result::Result<(String, u16), String> {
+    host_and_port(value).map(|(h, p)| (h, p.unwrap_or(25)))
 }
 
-fn host_port(value: &str) -> std::result::Result<(String, u16), String> {
+/// `host`, `host:port`, `[v6addr]`, `[v6addr]:port`: the host, and the
+/// port when one is written.
+pub(crate) fn host_and_port(value: &str) -> std::result::Result<(String, Option<u16>), String> {
     if let Some(rest) = value.strip_prefix('[') {
         let (host, after) = rest
             .split_once(']')
@@ -681,15 +793,15 @@ fn host_port(value: &str) -> std::result::Result<(String, u16), String> {
         host.parse::<std::net::Ipv6Addr>()
             .map_err(|_| format!("bad IPv6 address {:?}", clip(host)))?;
         let port = match after.strip_prefix(':') {
-            Some(p) => port(p)?,
-            None if after.is_empty() => 25,
+            Some(p) => Some(port(p)?),
+            None if after.is_empty() => None,
             None => return Err(format!("expected [ipv6]:port, got {:?}", clip(value))),
         };
         return Ok((host.to_string(), port));
     }
     let (host, p) = match value.rsplit_once(':') {
-        Some((h, p)) => (h, port(p)?),
-        None => (value, 25),
+        Some((h, p)) => (h, Some(port(p)?)),
+        None => (value, None),
     };
     if host.parse::<std::net::Ipv4Addr>().is_ok() {
         return Ok((host.to_string(), p));
@@ -820,7 +932,10 @@ corrupt_max_files = 20
         assert_eq!(c.spool, PathBuf::from("/tmp/spool"));
         assert_eq!(c.hostname, "mx.example.org");
         assert_eq!(c.local_domains, vec!["example.org", "example.net"]);
-        assert_eq!(c.smarthost, Some(("relay.example.org".to_string(), 587)));
+        assert_eq!(
+            c.smarthost_first(),
+            Some(("relay.example.org".to_string(), 587))
+        );
         assert_eq!(c.smarthost_tls, SmarthostTls::Tls);
         assert_eq!(
             c.auth_password_file,
@@ -864,14 +979,20 @@ corrupt_max_files = 20
             "smarthost_tls = tls\nsmarthost = relay.example\n",
         ] {
             let c = parse(text, "t.conf").unwrap();
-            assert_eq!(c.smarthost, Some(("relay.example".to_string(), 465)));
+            assert_eq!(
+                c.smarthost_first(),
+                Some(("relay.example".to_string(), 465))
+            );
         }
         let c = parse("smarthost = relay.example:2465\nsmarthost_tls = tls\n", "t").unwrap();
-        assert_eq!(c.smarthost, Some(("relay.example".to_string(), 2465)));
+        assert_eq!(
+            c.smarthost_first(),
+            Some(("relay.example".to_string(), 2465))
+        );
         let c = parse("smarthost = [::1]\nsmarthost_tls = tls\n", "t").unwrap();
-        assert_eq!(c.smarthost, Some(("::1".to_string(), 465)));
+        assert_eq!(c.smarthost_first(), Some(("::1".to_string(), 465)));
         let c = parse("smarthost = relay.example\n", "t").unwrap();
-        assert_eq!(c.smarthost, Some(("relay.example".to_string(), 25)));
+        assert_eq!(c.smarthost_first(), Some(("relay.example".to_string(), 25)));
         assert!(host_port("[::1").is_err());
     }
 
@@ -953,6 +1074,76 @@ corrupt_max_files = 20
     }
 
     #[test]
+    fn relay_lists_and_routes() {
+        let c = parse(
+            "smarthost = a.example:587, b.example\nsmarthost_policy = spread\n\
+             auth_user = me\nauth_password_file = /etc/p\n\
+             relay = b.example tls=tls auth_user=b auth_password_file=/etc/b max_connections=2\n\
+             route = *.corp.example -> relay 10.0.0.5, 10.0.0.6:26 spread\n\
+             route = * from brand.example -> mx\n\
+             route = old.example -> error 550 5.7.1 gone\n",
+            "t.conf",
+        )
+        .unwrap();
+        let list = c.smarthost.as_ref().unwrap();
+        assert_eq!(list.policy, Policy::Spread);
+        let (a, b) = (&list.relays[0], &list.relays[1]);
+        assert_eq!((a.port, a.tls), (587, SmarthostTls::Starttls));
+        assert_eq!(a.auth.as_ref().unwrap().user, "me", "the defaults");
+        assert_eq!((b.port, b.tls), (465, SmarthostTls::Tls), "its own");
+        assert_eq!(b.auth.as_ref().unwrap().user, "b");
+        assert_eq!((a.max_connections, b.max_connections), (10, 2));
+        assert_eq!(c.routes.len(), 3);
+        assert_eq!(c.routes[0].line, 6);
+        let route::Action::Relay(list) = &c.routes[0].action else {
+            panic!("a relay route")
+        };
+        assert_eq!(list.relays[1].port, 26);
+        // One smarthost as before: failover, its port, the defaults.
+        let c = parse("smarthost = r.example:2525\n", "t").unwrap();
+        assert_eq!(c.smarthost.unwrap().policy, Policy::Failover);
+    }
+
+    #[test]
+    fn bad_relay_and_route_lines_name_their_line() {
+        assert!(err("\nroute = x.example -> nowhere").starts_with("t.conf:2: route: expected mx"));
+        assert!(
+            err("route = x.example -> mx\n\nroute = y.example mx").starts_with("t.conf:3: route:")
+        );
+        assert!(err("smarthost = a, a").starts_with("t.conf:1: smarthost:"));
+        assert!(err("smarthost_policy = random").contains("failover or spread"));
+        assert!(err("relay = a tls=tls").starts_with("t.conf:1: relay: a is in no relay list"));
+        assert!(
+            err("smarthost = a\nrelay = a tls=tls\nrelay = a tls=none")
+                .starts_with("t.conf:3: relay: a has a relay line already (line 2)")
+        );
+        assert!(err("smarthost = a:25\nrelay = a tls=none").contains("as written"));
+        assert!(err("route = x -> error 550").starts_with("t.conf:1: route: error"));
+    }
+
+    /// The worked configurations in the README's "Relays and routes"
+    /// section are valid configs.
+    #[test]
+    fn readme_relay_examples_parse() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("## Relays and routes")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("a Relays and routes section");
+        let blocks: Vec<&str> = section.split("```").skip(1).step_by(2).collect();
+        let configs: Vec<&&str> = blocks
+            .iter()
+            .filter(|b| b.contains("smarthost ="))
+            .collect();
+        assert_eq!(configs.len(), 2, "two worked configurations");
+        for block in configs {
+            let c = parse(block, "README").unwrap_or_else(|e| panic!("{e}: {block}"));
+            assert!(c.smarthost.is_some());
+        }
+    }
+
+    #[test]
     fn cross_checks() {
         assert!(err("retry_min = 2h\nretry_max = 1h").contains("retry_max"));
         assert!(
@@ -988,12 +1179,18 @@ mod readme {
     /// outer match (eight spaces in, a string pattern).
     fn keys_in_code() -> Vec<&'static str> {
         let source = include_str!("config.rs");
-        let start = source.find("\nfn set(").expect("fn set");
-        let end = source[start..].find("\nfn check(").expect("fn check") + start;
-        source[start..end]
-            .lines()
-            .filter_map(|l| l.strip_prefix("        \""))
-            .filter_map(|l| l.split_once("\" =>").map(|(key, _)| key))
+        // The match arms of `set` (one value per key) and of `Lists::take`
+        // (the relay lists and routes, read whole before they resolve).
+        let between = |from: &str, to: &str, indent: &'static str| {
+            let start = source.find(from).unwrap_or_else(|| panic!("{from}"));
+            let end = source[start..].find(to).unwrap_or_else(|| panic!("{to}")) + start;
+            source[start..end]
+                .lines()
+                .filter_map(move |l| l.strip_prefix(indent))
+                .filter_map(|l| l.split_once("\" =>").map(|(key, _)| key))
+        };
+        between("\nfn set(", "\nfn check(", "        \"")
+            .chain(between("    fn take(", "    fn resolve(", "            \""))
             .collect()
     }
 

@@ -19,6 +19,8 @@ pub mod message;
 pub mod privilege;
 pub mod qualify;
 pub mod ratelimit;
+pub mod relay;
+pub mod route;
 pub mod runner;
 pub mod smtp;
 pub mod smtpd;

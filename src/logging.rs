@@ -49,9 +49,12 @@ pub mod service {
     pub const POSTSUPER: &str = "postsuper";
     /// `sendmail -bs`.
     pub const SMTPD: &str = "smtpd";
+    /// Recipients an `error` route refuses.
+    pub const ERROR: &str = "error";
 
-    pub(super) const ALL: [&str; 8] =
-        [PICKUP, CLEANUP, QMGR, SMTP, LOCAL, BOUNCE, POSTSUPER, SMTPD];
+    pub(super) const ALL: [&str; 9] = [
+        PICKUP, CLEANUP, QMGR, SMTP, LOCAL, BOUNCE, POSTSUPER, SMTPD, ERROR,
+    ];
 }
 
 /// Which service a record of `target` belongs to: the target itself when

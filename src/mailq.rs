@@ -62,7 +62,8 @@ pub fn print(
     let now = now
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let mut waiting = |address: &str| waits.as_mut().and_then(|w| w.of(address, now));
+    let mut waiting =
+        |sender: &str, address: &str| waits.as_mut().and_then(|w| w.of(sender, address, now));
     let written = |e: std::io::Error| Error::io("writing the queue listing", &e);
     let mut out = std::io::BufWriter::new(out);
     let mut shown = 0usize;
@@ -117,6 +118,8 @@ struct Shown<'a> {
     attempts: u32,
     last_error: Option<&'a str>,
     next_attempt: Option<u64>,
+    /// The relay (`host[ip]:port`) it last went to or failed at.
+    relay: Option<&'a str>,
 }
 
 fn recipients(m: &QueuedMessage) -> Vec<Shown<'_>> {
@@ -130,6 +133,7 @@ fn recipients(m: &QueuedMessage) -> Vec<Shown<'_>> {
                 attempts: r.attempts,
                 last_error: r.last_error.as_deref(),
                 next_attempt: r.next_attempt,
+                relay: r.relay.as_deref(),
             })
             .collect(),
         None => m
@@ -142,6 +146,7 @@ fn recipients(m: &QueuedMessage) -> Vec<Shown<'_>> {
                 attempts: 0,
                 last_error: None,
                 next_attempt: None,
+                relay: None,
             })
             .collect(),
     }
@@ -171,7 +176,7 @@ fn entry(
     s: &mut String,
     m: &QueuedMessage,
     arrival: &str,
-    waiting: &mut dyn FnMut(&str) -> Option<String>,
+    waiting: &mut dyn FnMut(&str, &str) -> Option<String>,
 ) {
     let env = &m.envelope;
     let mark = match (m.claimed, held(m)) {
@@ -198,10 +203,19 @@ fn entry(
         let _ = writeln!(s, "{INDENT}(on hold: not delivered until released)");
     }
     for r in recipients(m) {
-        let _ = writeln!(s, "{INDENT}<{}> {}", clean(r.address), r.status.as_str());
+        let _ = match r.relay {
+            Some(relay) => writeln!(
+                s,
+                "{INDENT}<{}> {} relay={}",
+                clean(r.address),
+                r.status.as_str(),
+                clean(relay)
+            ),
+            None => writeln!(s, "{INDENT}<{}> {}", clean(r.address), r.status.as_str()),
+        };
         if let Some(e) = r.last_error {
             let _ = writeln!(s, "{INDENT}  ({})", clean(e));
-        } else if let Some(wait) = queued_waiting(&r, waiting) {
+        } else if let Some(wait) = queued_waiting(&env.sender, &r, waiting) {
             let _ = writeln!(s, "{INDENT}  (waiting: {})", clean(&wait));
         }
     }
@@ -227,15 +241,23 @@ struct JsonRecipient<'a> {
     attempts: u32,
     last_error: Option<&'a str>,
     next_attempt: Option<u64>,
+    /// The relay it last went to or failed at (`host[ip]:port`);
+    /// absent when none was reached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    relay: Option<&'a str>,
     /// Not tried: its destination is in the unreachable cache.
     #[serde(skip_serializing_if = "Option::is_none")]
     waiting: Option<String>,
 }
 
 /// Why a recipient nobody tried yet waits, if it does.
-fn queued_waiting(r: &Shown, waiting: &mut dyn FnMut(&str) -> Option<String>) -> Option<String> {
+fn queued_waiting(
+    sender: &str,
+    r: &Shown,
+    waiting: &mut dyn FnMut(&str, &str) -> Option<String>,
+) -> Option<String> {
     match (r.status, r.last_error) {
-        (RecipientStatus::Queued, None) => waiting(r.address),
+        (RecipientStatus::Queued, None) => waiting(sender, r.address),
         _ => None,
     }
 }
@@ -245,7 +267,7 @@ fn queued_waiting(r: &Shown, waiting: &mut dyn FnMut(&str) -> Option<String>) ->
 fn json_line(
     out: &mut String,
     m: &QueuedMessage,
-    waiting: &mut dyn FnMut(&str) -> Option<String>,
+    waiting: &mut dyn FnMut(&str, &str) -> Option<String>,
 ) -> Result<()> {
     let line = JsonMessage {
         id: m.envelope.id.as_str(),
@@ -260,7 +282,8 @@ fn json_line(
                 attempts: r.attempts,
                 last_error: r.last_error,
                 next_attempt: r.next_attempt,
-                waiting: queued_waiting(&r, waiting),
+                relay: r.relay,
+                waiting: queued_waiting(&m.envelope.sender, &r, waiting),
             })
             .collect(),
         possibly_delivered: possibly_delivered(m),

@@ -14,7 +14,7 @@ use crate::smtp::{ErrorKind, TransactionEnvelope};
 use crate::spool::{Claim, DeliveryState, Draft, Envelope, QueueId, RecipientStatus};
 
 use super::Context;
-use super::hosts::Destination;
+use super::hosts::{Destination, Routing};
 use super::outcome::{self, Outcome, Via};
 use super::record::{Tally, persist};
 use super::transport::Transport;
@@ -134,11 +134,22 @@ pub fn attempt(
     } else {
         let mut groups: BTreeMap<Destination, Vec<usize>> = BTreeMap::new();
         let mut locals = Vec::new();
+        let mut refused = false;
         for &i in &due_now {
-            match super::hosts::destination_of(ctx.config, &state.recipients[i].address) {
-                Some(dest) => groups.entry(dest).or_default().push(i),
-                None => locals.push(i),
+            match super::hosts::route_of(ctx.config, &envelope.sender, &state.recipients[i].address)
+            {
+                Routing::Remote(dest) => groups.entry(dest).or_default().push(i),
+                Routing::Local => locals.push(i),
+                // An `error` route: the configured reply is the outcome,
+                // recorded with the others (a failure bounces below).
+                Routing::Refused(outcome) => {
+                    apply_via(ctx, &id, &mut state, i, &outcome, Via::Route, now_s, age);
+                    refused = true;
+                }
             }
+        }
+        if refused {
+            persist(ctx, &id, &state)?;
         }
         // Remote recipients first: a local command may run for
         // pipe_timeout, and the others of the message must not wait for
@@ -148,8 +159,9 @@ pub fn attempt(
                 dest: &dest,
                 forced,
                 now: now_s,
+                arrival: envelope.arrival,
             };
-            let waits = match transport.waits_for(&dest, now_s, !forced) {
+            let waits = match transport.waits_for(&dest, id.as_str(), now_s, !forced) {
                 Some(until) => Some(until),
                 None => deliver_to(
                     ctx,
@@ -316,7 +328,7 @@ fn apply_via(
     let r = &mut state.recipients[index];
     let relay = match via {
         Via::Smtp(relay) => relay,
-        Via::Local | Via::Queue => None,
+        Via::Local | Via::Queue | Via::Route => None,
     };
     outcome::record(r, outcome, relay, now, ctx.config);
     outcome::log(id.as_str(), &r.address, via, age, outcome);
@@ -329,6 +341,8 @@ struct Target<'a> {
     forced: bool,
     /// Unix seconds of this attempt.
     now: u64,
+    /// The message's arrival (unix seconds).
+    arrival: u64,
 }
 
 /// Delivers `indices` (recipients of one destination) in as few
@@ -350,12 +364,17 @@ fn deliver_to(
     let spool = ctx.spool;
     let id = &envelope.id;
     let age = Duration::from_secs(now.saturating_sub(envelope.arrival));
-    if let Err(outcome) = transport.connection(dest, now, !forced).map(drop) {
+    transport.begin_message();
+    if let Err(outcome) = transport
+        .connection(dest, id.as_str(), now, !forced)
+        .map(drop)
+    {
         if let Some(until) = transport.refused_until() {
             return Ok(Some(until));
         }
+        let failed_at = transport.failed_at().map(str::to_string);
         for i in indices {
-            apply(ctx, id, state, i, &outcome, None, now, age);
+            apply(ctx, id, state, i, &outcome, failed_at.as_deref(), now, age);
         }
         return record(ctx, claim, state).map(|()| None);
     }
@@ -430,6 +449,27 @@ fn deliver_to(
             Ok(result) => {
                 let accepted_any = result.rcpt.iter().any(|r| r.is_positive());
                 let final_reply = result.data.as_ref().or(result.data_command.as_ref());
+                let delivered = final_reply.is_some_and(|r| r.is_positive());
+                let closing = result
+                    .rcpt
+                    .iter()
+                    .chain(final_reply)
+                    .find(|r| r.code == 421);
+                if let Some(reply) = closing
+                    && !delivered
+                    && transport.can_fail_over(dest)
+                {
+                    // Nothing of this transaction was delivered and the
+                    // relay is closing: the same recipients go to the
+                    // next relay of the list, in this attempt.
+                    transport.fail_over(now, &reply.one_line());
+                    pending.extend(rest);
+                    match next_relay(ctx, transport, claim, state, target, &pending, &relay)? {
+                        Some(next) => relay = next,
+                        None => return Ok(None),
+                    }
+                    continue;
+                }
                 let mut next = Vec::new();
                 for (k, &i) in pending.iter().enumerate() {
                     let rcpt = &result.rcpt[k];
@@ -496,13 +536,32 @@ fn deliver_to(
                 reconnected = true;
                 limit = limit.min(taken);
                 pending.extend(rest);
-                if let Err(outcome) = transport.connection(dest, now, !forced).map(drop) {
+                if let Err(outcome) = transport
+                    .connection(dest, id.as_str(), now, !forced)
+                    .map(drop)
+                {
+                    let failed_at = transport.failed_at().map(str::to_string);
                     for &i in &pending {
-                        apply(ctx, id, state, i, &outcome, None, now, age);
+                        apply(ctx, id, state, i, &outcome, failed_at.as_deref(), now, age);
                     }
                     return record(ctx, claim, state).map(|()| None);
                 }
                 relay = transport.open_connection().relay.clone();
+            }
+            Err(e)
+                if e.kind == ErrorKind::Rejected
+                    && e.reply.as_ref().is_some_and(|r| r.code == 421)
+                    && transport.can_fail_over(dest) =>
+            {
+                // The relay is closing (a 421 to MAIL or DATA): nothing
+                // was delivered; the next relay of the list takes the
+                // same recipients in this attempt.
+                transport.fail_over(now, &e.to_string());
+                pending.extend(rest);
+                match next_relay(ctx, transport, claim, state, target, &pending, &relay)? {
+                    Some(next) => relay = next,
+                    None => return Ok(None),
+                }
             }
             Err(e) => {
                 let outcome = match (&e.kind, &e.reply) {
@@ -537,6 +596,45 @@ fn deliver_to(
         }
     }
     Ok(None)
+}
+
+/// After a relay of a list answered 421 ([`Transport::fail_over`]): a
+/// connection to the next one for `pending`, whose name is returned.
+/// None when there is none to be had: the deferral is then recorded for
+/// `pending`, at the last relay tried (`relay` if no other was).
+fn next_relay(
+    ctx: &Context,
+    transport: &mut Transport,
+    claim: &Claim,
+    state: &mut DeliveryState,
+    target: &Target,
+    pending: &[usize],
+    relay: &str,
+) -> Result<Option<String>> {
+    let id = claim.id();
+    // The relay answered (421): whatever window the transaction opened
+    // (RFC 1047) is closed with nothing delivered.
+    ctx.spool.close_window(claim);
+    match transport.connection(target.dest, id.as_str(), target.now, !target.forced) {
+        Ok(conn) => Ok(Some(conn.relay.clone())),
+        Err(outcome) => {
+            let failed_at = transport.failed_at().unwrap_or(relay).to_string();
+            let age = Duration::from_secs(target.now.saturating_sub(target.arrival));
+            for &i in pending {
+                apply(
+                    ctx,
+                    id,
+                    state,
+                    i,
+                    &outcome,
+                    Some(&failed_at),
+                    target.now,
+                    age,
+                );
+            }
+            record(ctx, claim, state).map(|()| None)
+        }
+    }
 }
 
 /// Records the outcome of a transaction (D2), then closes its RFC 1047

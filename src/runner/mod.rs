@@ -21,6 +21,7 @@ mod hosts;
 mod local;
 mod outcome;
 mod record;
+mod relays;
 pub mod slots;
 mod transport;
 mod worklist;
@@ -69,15 +70,15 @@ pub struct Selection {
     pub owner: Option<u32>,
 }
 
-/// Why a recipient that was not tried is waiting: its destination is in
-/// the unreachable cache (D6) until `until`. `mailq` shows it, since such
-/// a recipient gets no state of its own. Remembers each destination it
-/// looked up.
+/// Why a recipient that was not tried is waiting: every hop of its
+/// destination is in the unreachable cache (D6) until `until`. `mailq`
+/// shows it, since such a recipient gets no state of its own. Remembers
+/// each hop it looked up.
 pub struct Waits<'a> {
     config: &'a Config,
     hosts_dir: std::path::PathBuf,
-    /// Each destination looked up (all against the same `now`).
-    seen: std::collections::HashMap<hosts::Destination, Option<hosts::HostStatus>>,
+    /// Each hop looked up (all against the same `now`).
+    seen: std::collections::HashMap<hosts::Hop, Option<hosts::HostStatus>>,
 }
 
 impl<'a> Waits<'a> {
@@ -90,17 +91,32 @@ impl<'a> Waits<'a> {
         }
     }
 
-    /// "DEST unreachable until TIME: ERROR" when `address`'s destination
-    /// is not to be tried before a time after `now`.
-    pub fn of(&mut self, address: &str, now: u64) -> Option<String> {
-        let dest = hosts::destination_of(self.config, address)?;
-        let status = self
-            .seen
-            .entry(dest.clone())
-            .or_insert_with(|| hosts::unreachable(&self.hosts_dir, &dest, now))
-            .as_ref()?;
+    /// "HOP unreachable until TIME: ERROR" when every hop of the
+    /// destination of mail from `sender` to `address` is not to be
+    /// tried before a time after `now` (the hop named is the first to
+    /// be retried).
+    pub fn of(&mut self, sender: &str, address: &str, now: u64) -> Option<String> {
+        let hosts::Routing::Remote(dest) = hosts::route_of(self.config, sender, address) else {
+            return None;
+        };
+        let mut first: Option<(hosts::Hop, hosts::HostStatus)> = None;
+        // The order does not matter here: all of them or none.
+        for (hop, _) in relays::hops(self.config, &dest, "") {
+            let status = self
+                .seen
+                .entry(hop.clone())
+                .or_insert_with(|| hosts::unreachable(&self.hosts_dir, &hop, now))
+                .clone()?;
+            if first
+                .as_ref()
+                .is_none_or(|(_, s)| status.unreachable_until < s.unreachable_until)
+            {
+                first = Some((hop, status));
+            }
+        }
+        let (hop, status) = first?;
         Some(format!(
-            "{dest} unreachable until {}: {}",
+            "{hop} unreachable until {}: {}",
             crate::mailq::local_time(status.unreachable_until),
             status.last_error
         ))

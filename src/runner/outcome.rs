@@ -124,6 +124,8 @@ pub enum Via<'a> {
     Local,
     /// The queue runner itself (a message that expired).
     Queue,
+    /// An `error` route: refused by the configuration.
+    Route,
 }
 
 impl Via<'_> {
@@ -133,13 +135,14 @@ impl Via<'_> {
             Via::Smtp(_) => service::SMTP,
             Via::Local => service::LOCAL,
             Via::Queue => service::QMGR,
+            Via::Route => service::ERROR,
         }
     }
 
     fn relay(self) -> &'static str {
         match self {
             Via::Local => "local",
-            Via::Smtp(_) | Via::Queue => "none",
+            Via::Smtp(_) | Via::Queue | Via::Route => "none",
         }
     }
 }

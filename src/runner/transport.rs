@@ -1,8 +1,11 @@
-//! Getting an SMTP session to a destination: routing (smarthost or MX),
-//! the per-destination slot (D7), the unreachable cache (D6), and one
-//! cached connection per worker so that consecutive messages to the same
-//! destination reuse it (RSET between them) instead of reconnecting.
+//! Getting an SMTP session to a destination: its hops (a relay list in
+//! its policy's order, or a domain's MX hosts), the per-hop slot (D7),
+//! the unreachable cache per hop (D6) — an unreachable relay is skipped
+//! and the next one tried in the same attempt — and one cached
+//! connection per worker so that consecutive messages to the same hop
+//! reuse it (RSET between them) instead of reconnecting.
 
+use std::collections::HashMap;
 use std::fs;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -10,17 +13,18 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Config, SmarthostTls, TlsPolicy};
 use crate::dns::{self, RouteError};
+use crate::relay::Relay;
 use crate::smtp::{ClientSettings, Credentials, Security, Session, Timeouts};
 
 use super::SLOT_WAIT;
 use super::backoff::retry_delay;
-use super::hosts::{self, Destination, HostStatus};
+use super::hosts::{self, Destination, Hop, HostStatus};
 use super::outcome::Outcome;
 use super::slots::{self, Share, Slot};
 
-/// At most this many addresses are tried per destination and attempt
-/// (Postfix tries 10 too): a domain with fifty dead MX addresses must not
-/// hold a runner for fifty connect timeouts.
+/// At most this many addresses are tried per hop and attempt (Postfix
+/// tries 10 too): a domain with fifty dead MX addresses must not hold a
+/// runner for fifty connect timeouts.
 const MAX_ADDRESSES: usize = 10;
 
 /// Prefix of the global connection slots: at most `max_connections` SMTP
@@ -28,11 +32,13 @@ const MAX_ADDRESSES: usize = 10;
 /// local delivery holds none).
 const CONNECTION_SLOTS: &str = "smtp";
 
-/// An open session to one destination, holding a global connection slot
-/// and that destination's slot.
+/// An open session to one hop of a destination, holding a global
+/// connection slot and that hop's slot.
 pub struct Connection {
-    /// Where it goes.
+    /// The destination it serves.
     pub dest: Destination,
+    /// The hop it goes to.
+    pub hop: Hop,
     /// The SMTP session.
     pub session: Session,
     /// `host[ip]:port`, for logs and the state.
@@ -54,7 +60,33 @@ pub struct Transport<'a> {
     /// Set when the last [`Transport::connection`] was refused from the
     /// unreachable cache (no attempt made): until when.
     refused_until: Option<u64>,
+    /// The relay (`host[ip]:port`) the last failed
+    /// [`Transport::connection`] last tried, if it tried one.
+    failed_at: Option<String>,
+    /// Hops that answered 421 during this message's attempt: not tried
+    /// again for it, even by a forced attempt (which ignores the cache).
+    closed: Vec<Hop>,
+    /// Hops this worker found (or made) unreachable, with their record:
+    /// not read again before their retry time. A failover list costs its
+    /// down relay one read per worker, not one per message. (Another
+    /// runner may clear the record sooner; this worker then comes back
+    /// to the relay at the time the record said, as it would have.)
+    known_down: HashMap<Hop, HostStatus>,
 }
+
+/// Where [`Transport::consider`] puts what it finds.
+struct Pick<'a> {
+    honour_unreachable: bool,
+    now: u64,
+    skipped: Option<Skipped>,
+    candidates: Vec<Candidate<'a>>,
+}
+
+/// The earliest retry among the hops skipped for the unreachable cache:
+/// (until, the hop, its last error).
+type Skipped = (u64, String, String);
+
+use super::relays::Candidate;
 
 impl<'a> Transport<'a> {
     /// A transport with nothing open yet, taking `share` of the
@@ -67,82 +99,229 @@ impl<'a> Transport<'a> {
             cached: None,
             share,
             refused_until: None,
+            failed_at: None,
+            closed: Vec::new(),
+            known_down: HashMap::new(),
         }
     }
 
-    /// Until when `dest` is in the unreachable cache (None: it may be
-    /// tried now, or this worker holds a live connection to it; always
-    /// None unless `honour_unreachable`).
-    pub fn waits_for(&self, dest: &Destination, now: u64, honour_unreachable: bool) -> Option<u64> {
+    /// Starts a message's attempt: every hop may be tried again.
+    pub fn begin_message(&mut self) {
+        self.closed.clear();
+    }
+
+    /// Whether `dest` has more than one hop: a relay list to fail over
+    /// along.
+    pub fn can_fail_over(&self, dest: &Destination) -> bool {
+        super::relays::hops(self.config, dest, "").len() > 1
+    }
+
+    /// The open connection's relay answered 421 ("closing channel",
+    /// RFC 5321 §3.8) in a transaction: it is recorded as unreachable,
+    /// the connection dropped, and the relay not tried again for this
+    /// message, so that the next [`Transport::connection`] goes to the
+    /// next relay of the list.
+    pub fn fail_over(&mut self, now: u64, reason: &str) {
+        if let Some(conn) = self.cached.take() {
+            log::warn!("{}: {}: {reason}", conn.hop, conn.relay);
+            self.unreachable_from(&conn.hop, now, format!("{}: {reason}", conn.relay));
+            self.closed.push(conn.hop);
+        }
+    }
+
+    /// Until when every hop of `dest` is in the unreachable cache (None:
+    /// one may be tried now, or this worker holds a live connection to
+    /// one; always None unless `honour_unreachable`).
+    pub fn waits_for(
+        &mut self,
+        dest: &Destination,
+        id: &str,
+        now: u64,
+        honour_unreachable: bool,
+    ) -> Option<u64> {
         if !honour_unreachable || self.cached.as_ref().is_some_and(|c| c.dest == *dest) {
             return None;
         }
-        hosts::unreachable(&self.hosts_dir, dest, now).map(|s| s.unreachable_until)
+        let mut until: Option<u64> = None;
+        for (hop, _) in super::relays::hops(self.config, dest, id) {
+            let s = self.unreachable(&hop, now)?;
+            until = Some(until.map_or(s.unreachable_until, |u| u.min(s.unreachable_until)));
+        }
+        until
     }
 
-    /// A session ready for a transaction to `dest`. Reuses the cached one
-    /// when it is for `dest` and still answers; otherwise closes it and
-    /// connects (unless `dest` is remembered as unreachable and
-    /// `honour_unreachable`). The Err is the outcome for every recipient
-    /// of the transaction, plus the relay it concerns if any.
+    /// A session ready for a transaction to `dest` for the message `id`.
+    /// Reuses the cached one when it goes to the hop this message would
+    /// try first and still answers; otherwise closes it and connects to
+    /// the hops in order, skipping those in the unreachable cache (when
+    /// `honour_unreachable`) and going on to the next after a failure to
+    /// connect, greet, TLS or AUTH (recorded in the cache). The Err is
+    /// the outcome for every recipient of the transaction;
+    /// [`Transport::failed_at`] names the relay it concerns if any.
     pub fn connection(
         &mut self,
         dest: &Destination,
+        id: &str,
         now: u64,
         honour_unreachable: bool,
     ) -> Result<&mut Connection, Outcome> {
+        self.refused_until = None;
+        self.failed_at = None;
+        let hops = super::relays::hops(self.config, dest, id);
+        if hops.is_empty() {
+            return Err(Outcome::deferred(
+                "4.3.5",
+                format!("{dest}: no relay configured"),
+            ));
+        }
+        // The hops not in the unreachable cache, in order; and the
+        // earliest time one of the others may be tried again. The first
+        // is enough to decide whether the open connection serves: the
+        // rest are looked at only when connecting.
+        let mut hops = hops.into_iter();
+        let mut pick = Pick {
+            honour_unreachable,
+            now,
+            skipped: None,
+            candidates: Vec::new(),
+        };
+        self.consider(&mut hops, &mut pick, false);
         if let Some(mut conn) = self.cached.take() {
             // Straight after a clean transaction the session is ready for
             // MAIL. Otherwise RSET both resets what a failed command left
             // and proves an idle link is still alive before a message is
             // committed to it.
             let fresh = conn.session.is_clean() && conn.last_used.elapsed() < IDLE_CHECK;
-            if conn.dest == *dest && (fresh || conn.session.reset().is_ok()) {
+            let first = pick.candidates.first().map(|(hop, _)| hop);
+            if conn.dest == *dest
+                && first == Some(&conn.hop)
+                && (fresh || conn.session.reset().is_ok())
+            {
                 return Ok(self.cached.insert(conn));
             }
             conn.session.quit();
         }
-        self.refused_until = None;
-        if honour_unreachable {
-            self.unreachable_now(dest, now)?;
+        self.consider(&mut hops, &mut pick, true);
+        let Pick {
+            mut skipped,
+            candidates,
+            ..
+        } = pick;
+        if candidates.is_empty() {
+            return Err(self.refuse(skipped));
         }
-        let max = match dest {
-            Destination::Smarthost => self.config.max_connections,
-            Destination::Domain(_) => self.config.max_host_connections,
-        };
         let connection_slot = self.slot(
             CONNECTION_SLOTS,
             self.config.max_connections,
             "SMTP connection",
         )?;
-        let slot = self.slot(&dest.slot_prefix(), max, &format!("connection to {dest}"))?;
-        // One runner at a time establishes a connection to a destination,
-        // and re-reads the cache once it may: when the destination is
-        // down, the first to try records it and the others defer without
-        // a connection (D6), instead of all timing out together. Only an
-        // economy: after a connect timeout's wait (the holder may be
-        // stopped) we connect without it.
-        let connect_lock = slots::acquire_within(
-            &self.hosts_dir,
-            &format!("{}-connect", dest.slot_prefix()),
-            1,
-            Share::Whole,
-            self.config.connect_timeout,
-        )
-        .map_err(|e| Outcome::deferred("4.3.0", e.to_string()))?;
-        if honour_unreachable {
-            self.unreachable_now(dest, now)?;
+        let mut last: Option<Outcome> = None;
+        for (hop, relay) in candidates {
+            let max = match relay {
+                Some(relay) => relay.max_connections,
+                None => self.config.max_host_connections,
+            };
+            let slot = match self.slot(&hop.slot_prefix(), max, &format!("connection to {hop}")) {
+                Ok(slot) => slot,
+                Err(outcome) => {
+                    last = Some(outcome);
+                    continue;
+                }
+            };
+            // One runner at a time establishes a connection to a hop, and
+            // re-reads the cache once it may: when the hop is down, the
+            // first to try records it and the others go on (or defer)
+            // without a connection (D6), instead of all timing out
+            // together. Only an economy: after a connect timeout's wait
+            // (the holder may be stopped) we connect without it.
+            let connect_lock = match slots::acquire_within(
+                &self.hosts_dir,
+                &format!("{}-connect", hop.slot_prefix()),
+                1,
+                Share::Whole,
+                self.config.connect_timeout,
+            ) {
+                Ok(lock) => lock,
+                Err(e) => {
+                    last = Some(Outcome::deferred("4.3.0", e.to_string()));
+                    continue;
+                }
+            };
+            // Read afresh: the point of the lock is to see what the
+            // runner before us found.
+            if honour_unreachable && let Some(s) = hosts::unreachable(&self.hosts_dir, &hop, now) {
+                skip(&mut skipped, &hop, &s);
+                continue;
+            }
+            match self.connect(&hop, relay, now) {
+                Ok((session, relay_name)) => {
+                    drop(connect_lock);
+                    return Ok(self.cached.insert(Connection {
+                        dest: dest.clone(),
+                        hop,
+                        session,
+                        relay: relay_name,
+                        last_used: Instant::now(),
+                        _slot: slot,
+                        _connection_slot: connection_slot,
+                    }));
+                }
+                // A permanent answer (a domain with a null MX) is the
+                // recipients' outcome; there is no other hop to try.
+                Err(outcome @ Outcome::Failed { .. }) => return Err(outcome),
+                Err(outcome) => last = Some(outcome),
+            }
         }
-        let (session, relay) = self.connect(dest, now)?;
-        drop(connect_lock);
-        Ok(self.cached.insert(Connection {
-            dest: dest.clone(),
-            session,
-            relay,
-            last_used: Instant::now(),
-            _slot: slot,
-            _connection_slot: connection_slot,
-        }))
+        // Every hop failed now or was found in the cache meanwhile (by a
+        // runner that held its connect lock): nothing tried, a wait.
+        Err(match last {
+            Some(outcome) => outcome,
+            None => self.refuse(skipped),
+        })
+    }
+
+    /// Moves hops from `hops` to `pick`'s candidates (those not closed
+    /// for this message nor, when honoured, in the unreachable cache),
+    /// noting the skipped; stops after the first candidate unless `all`.
+    fn consider(
+        &mut self,
+        hops: &mut impl Iterator<Item = Candidate<'a>>,
+        pick: &mut Pick<'a>,
+        all: bool,
+    ) {
+        for (hop, relay) in hops {
+            if self.closed.contains(&hop) {
+                continue;
+            }
+            // A live connection to it is news fresher than any record.
+            let open = self.cached.as_ref().is_some_and(|c| c.hop == hop);
+            match (pick.honour_unreachable && !open)
+                .then(|| self.unreachable(&hop, pick.now))
+                .flatten()
+            {
+                Some(s) => skip(&mut pick.skipped, &hop, &s),
+                None => {
+                    pick.candidates.push((hop, relay));
+                    if !all {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The deferral when every hop is in the unreachable cache (no
+    /// attempt made); sets [`Transport::refused_until`].
+    fn refuse(&mut self, skipped: Option<Skipped>) -> Outcome {
+        let (until, hop, error) = skipped.unwrap_or_default();
+        self.refused_until = Some(until);
+        Outcome::deferred(
+            "4.4.1",
+            format!(
+                "{hop} unreachable, not retried before {}: {error}",
+                crate::mailq::local_time(until)
+            ),
+        )
     }
 
     /// The connection the last successful [`Transport::connection`]
@@ -159,22 +338,10 @@ impl<'a> Transport<'a> {
         self.refused_until
     }
 
-    /// Err when `dest` is in the unreachable cache (D6).
-    fn unreachable_now(&mut self, dest: &Destination, now: u64) -> Result<(), Outcome> {
-        match hosts::unreachable(&self.hosts_dir, dest, now) {
-            Some(s) => {
-                self.refused_until = Some(s.unreachable_until);
-                Err(Outcome::deferred(
-                    "4.4.1",
-                    format!(
-                        "{dest} unreachable, not retried before {}: {}",
-                        crate::mailq::local_time(s.unreachable_until),
-                        s.last_error
-                    ),
-                ))
-            }
-            None => Ok(()),
-        }
+    /// The relay the last failed [`Transport::connection`] tried last
+    /// (None: it tried none).
+    pub fn failed_at(&self) -> Option<&str> {
+        self.failed_at.as_deref()
     }
 
     /// A slot of `prefix` within this worker's share, waited for up to
@@ -203,36 +370,80 @@ impl<'a> Transport<'a> {
         }
     }
 
-    fn connect(&mut self, dest: &Destination, now: u64) -> Result<(Session, String), Outcome> {
-        let (targets, settings) = match dest {
-            Destination::Smarthost => (self.smarthost_targets()?, self.smarthost_settings()?),
-            Destination::Domain(domain) => (self.mx_targets(domain)?, self.mx_settings()),
+    fn connect(
+        &mut self,
+        hop: &Hop,
+        relay: Option<&Relay>,
+        now: u64,
+    ) -> Result<(Session, String), Outcome> {
+        let found = match relay {
+            Some(relay) => {
+                Self::relay_targets(relay).and_then(|t| Ok((t, self.relay_settings(relay)?)))
+            }
+            None => match hop {
+                Hop::Domain(domain) => self.mx_targets(domain).map(|t| (t, self.mx_settings())),
+                _ => Err(Outcome::deferred(
+                    "4.3.5",
+                    format!("{hop}: no relay settings"),
+                )),
+            },
+        };
+        let (targets, settings) = match found {
+            Ok(found) => found,
+            // A relay of a list whose name does not resolve is as good
+            // as down: recorded, so that the next messages go straight
+            // to the next relay.
+            Err(Outcome::Deferred { reason, .. }) if matches!(hop, Hop::Relay(..)) => {
+                return Err(self.unreachable_from(hop, now, reason));
+            }
+            Err(outcome) => return Err(outcome),
         };
         let mut last_error = String::from("no address to connect to");
         for (name, addr) in targets.iter().take(MAX_ADDRESSES) {
+            self.failed_at = Some(relay_name(name, addr));
             match Session::connect(*addr, name, &settings) {
                 Ok(session) => {
-                    hosts::mark_reachable(&self.hosts_dir, dest);
+                    hosts::mark_reachable(&self.hosts_dir, hop);
+                    self.known_down.remove(hop);
                     return Ok((session, relay_name(name, addr)));
                 }
                 Err(e) => {
-                    log::warn!("{dest}: {}: {e}", relay_name(name, addr));
+                    log::warn!("{hop}: {}: {e}", relay_name(name, addr));
                     last_error = format!("{}: {e}", relay_name(name, addr));
                 }
             }
         }
-        let failures = hosts::read_status(&self.hosts_dir, dest).map_or(0, |s| s.failures) + 1;
+        Err(self.unreachable_from(hop, now, last_error))
+    }
+
+    /// Records `hop` as unreachable from `now` for its backoff, and
+    /// returns the deferral it means.
+    fn unreachable_from(&mut self, hop: &Hop, now: u64, last_error: String) -> Outcome {
+        let failures = hosts::read_status(&self.hosts_dir, hop).map_or(0, |s| s.failures) + 1;
         let delay = retry_delay(failures, self.config.retry_min, self.config.retry_max);
-        hosts::mark_unreachable(
-            &self.hosts_dir,
-            dest,
-            &HostStatus {
-                unreachable_until: now.saturating_add(delay.as_secs()),
-                failures,
-                last_error: last_error.clone(),
-            },
-        );
-        Err(Outcome::deferred("4.4.1", last_error))
+        let status = HostStatus {
+            unreachable_until: now.saturating_add(delay.as_secs()),
+            failures,
+            last_error: last_error.clone(),
+        };
+        hosts::mark_unreachable(&self.hosts_dir, hop, &status);
+        self.known_down.insert(hop.clone(), status);
+        Outcome::deferred("4.4.1", last_error)
+    }
+
+    /// The record of `hop` if it is not to be tried before a time after
+    /// `now`: from [`Transport::known_down`] while that holds, else
+    /// read (D6).
+    fn unreachable(&mut self, hop: &Hop, now: u64) -> Option<HostStatus> {
+        if let Some(s) = self.known_down.get(hop)
+            && s.unreachable_until > now
+        {
+            return Some(s.clone());
+        }
+        self.known_down.remove(hop);
+        let status = hosts::unreachable(&self.hosts_dir, hop, now)?;
+        self.known_down.insert(hop.clone(), status.clone());
+        Some(status)
     }
 
     fn mx_targets(&mut self, domain: &str) -> Result<Vec<(String, SocketAddr)>, Outcome> {
@@ -260,18 +471,13 @@ impl<'a> Transport<'a> {
             .collect())
     }
 
-    fn smarthost_targets(&self) -> Result<Vec<(String, SocketAddr)>, Outcome> {
-        let (host, port) = self
-            .config
-            .smarthost
-            .clone()
-            .ok_or_else(|| Outcome::deferred("4.3.5", "no smarthost configured"))?;
-        // The system resolver, not hickory: /etc/hosts names a smarthost
-        // as often as DNS does.
-        let addrs = (host.as_str(), port)
+    fn relay_targets(relay: &Relay) -> Result<Vec<(String, SocketAddr)>, Outcome> {
+        // The system resolver, not hickory: /etc/hosts names a relay as
+        // often as DNS does.
+        let addrs = (relay.host.as_str(), relay.port)
             .to_socket_addrs()
-            .map_err(|e| Outcome::deferred("4.4.3", format!("smarthost {host}: {e}")))?;
-        Ok(addrs.map(|a| (host.clone(), a)).collect())
+            .map_err(|e| Outcome::deferred("4.4.3", format!("relay {}: {e}", relay.host)))?;
+        Ok(addrs.map(|a| (relay.host.clone(), a)).collect())
     }
 
     fn timeouts(&self) -> Timeouts {
@@ -297,23 +503,24 @@ impl<'a> Transport<'a> {
         }
     }
 
-    fn smarthost_settings(&self) -> Result<ClientSettings, Outcome> {
-        let credentials = match (&self.config.auth_user, &self.config.auth_password_file) {
-            (Some(user), Some(path)) => {
+    fn relay_settings(&self, relay: &Relay) -> Result<ClientSettings, Outcome> {
+        let credentials = match &relay.auth {
+            Some(auth) => {
+                let path = &auth.password_file;
                 let text = fs::read_to_string(path).map_err(|e| {
                     Outcome::deferred("4.7.0", format!("reading {}: {e}", path.display()))
                 })?;
                 let password = text.lines().next().unwrap_or("").to_string();
                 Some(Credentials {
-                    user: user.clone(),
+                    user: auth.user.clone(),
                     password,
                 })
             }
-            _ => None,
+            None => None,
         };
         Ok(ClientSettings {
             helo_name: self.config.hostname.clone(),
-            security: match self.config.smarthost_tls {
+            security: match relay.tls {
                 SmarthostTls::Starttls => Security::StarttlsVerified,
                 SmarthostTls::Tls => Security::Implicit,
                 SmarthostTls::None => Security::Plain,
@@ -334,4 +541,13 @@ const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn relay_name(name: &str, addr: &SocketAddr) -> String {
     format!("{name}[{}]:{}", addr.ip(), addr.port())
+}
+
+/// Notes `hop` as skipped for being in the unreachable cache per
+/// `status`, keeping the earliest retry time among those skipped.
+fn skip(skipped: &mut Option<Skipped>, hop: &Hop, status: &HostStatus) {
+    let until = status.unreachable_until;
+    if skipped.as_ref().is_none_or(|(u, _, _)| until < *u) {
+        *skipped = Some((until, hop.to_string(), status.last_error.clone()));
+    }
 }

@@ -41,6 +41,8 @@ class Handler:
         # Logged, so a test sees what MAIL declared (SIZE=) even for a
         # transaction that never reaches DATA.
         log("mail", address=address, options=mail_options)
+        if args.mail_reply:
+            return args.mail_reply
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 OK"
@@ -95,6 +97,17 @@ class Server(SMTP):
         concurrent -= 1
         log("disconnect", concurrent=concurrent)
         super().connection_lost(exc)
+
+    async def _handle_client(self):
+        if args.greeting:
+            # A server that is up but will not take mail now: it answers
+            # the connection with this reply (421 per RFC 5321 §3.8)
+            # and closes it.
+            log("greeting_refused", reply=args.greeting)
+            await self.push(args.greeting)
+            self.transport.close()
+            return
+        await super()._handle_client()
 
     async def smtp_EHLO(self, arg):
         if args.no_ehlo:
@@ -159,11 +172,14 @@ if __name__ == "__main__":
     p.add_argument("--rcpt-reply", action="append", default=[],
                    help="ADDR=CODE TEXT: the reply to RCPT TO:<ADDR>")
     p.add_argument("--data-reply", help="CODE TEXT: the reply to the final dot")
+    p.add_argument("--mail-reply", help="CODE TEXT: the reply to every MAIL FROM")
     p.add_argument("--drop-after-dot", action="store_true")
     p.add_argument("--max-rcpt", type=int)
     p.add_argument("--starttls", nargs=2, metavar=("CERT", "KEY"))
     p.add_argument("--require-auth", metavar="USER:PASS")
     p.add_argument("--no-ehlo", action="store_true")
+    p.add_argument("--greeting", metavar="CODE TEXT",
+                   help="answer every connection with this reply and close it")
     p.add_argument("--no-auth-plain", action="store_true",
                    help="offer AUTH LOGIN only")
     p.add_argument("--implicit-tls", nargs=2, metavar=("CERT", "KEY"))

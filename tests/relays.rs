@@ -1,0 +1,401 @@
+//! Relay lists end to end: the built binary against real SMTP servers
+//! (aiosmtpd, tests/peers/smtpd.py) on loopback — one down (a port where
+//! nothing listens), one refusing every connection with 421, one
+//! accepting — under `failover` and `spread`.
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::smtpd::SmtpServer;
+use common::*;
+
+const MSG: &[u8] = b"Subject: relay test\n\nbody\n";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A loopback port where nothing listens (bound, then let go).
+fn down_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// A server that answers every connection with 421 and closes it.
+fn refusing_server(dir: &std::path::Path) -> SmtpServer {
+    SmtpServer::start(
+        dir,
+        &[
+            "--greeting",
+            "421 4.3.2 Service not available, closing channel",
+        ],
+    )
+}
+
+/// The unreachable record of relay 127.0.0.1:`port`, if any.
+fn relay_record(w: &World, port: u16) -> Option<serde_json::Value> {
+    let path = w
+        .spool
+        .join("hosts")
+        .join(format!("dest-relay+127.0.0.1+{port}.status"));
+    std::fs::read(path)
+        .ok()
+        .map(|b| serde_json::from_slice(&b).expect("a JSON record"))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Every recipient `server` received, sorted.
+fn recipients(server: &SmtpServer) -> Vec<String> {
+    let mut r: Vec<String> = server
+        .messages()
+        .iter()
+        .flat_map(|m| m.rcpt_tos.clone())
+        .collect();
+    r.sort();
+    r
+}
+
+#[test]
+fn a_burst_arrives_once_at_the_healthy_relay_and_the_others_are_tried_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = down_port();
+    let refusing = refusing_server(dir.path());
+    let good = SmtpServer::start(dir.path(), &[]);
+    let w = World::with_config(&format!(
+        "smarthost = 127.0.0.1:{down}, 127.0.0.1:{}, 127.0.0.1:{}\n\
+         smarthost_policy = failover\nsmarthost_tls = none\nretry_min = 1h\n\
+         max_connections = 3",
+        refusing.port, good.port
+    ));
+    const N: usize = 30;
+    let children: Vec<_> = (0..N)
+        .map(|i| {
+            let mut child = w
+                .command("sendmail")
+                .args(["-f", "s@example.org", &format!("r{i:02}@x.test")])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn sendmail");
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(MSG).unwrap();
+            child
+        })
+        .collect();
+    for child in children {
+        assert_success(&child.wait_with_output().unwrap());
+    }
+    good.wait_messages(N, WAIT);
+    assert!(wait_for(WAIT, || w.queue_ids().is_empty()), "queue drained");
+    let expected: Vec<String> = (0..N).map(|i| format!("r{i:02}@x.test")).collect();
+    assert_eq!(recipients(&good), expected, "every message exactly once");
+    // The down relay was tried once for the whole burst: one failure on
+    // its record, which holds it back for retry_min.
+    let record = relay_record(&w, down).expect("the down relay is recorded");
+    assert_eq!(record["failures"], 1, "{record}");
+    assert!(record["unreachable_until"].as_u64().unwrap() > unix_now() + 3000);
+    // The 421 one: one connection for the whole burst, and recorded.
+    assert_eq!(refusing.connections(), 1);
+    let record = relay_record(&w, refusing.port).expect("the 421 relay is recorded");
+    assert!(
+        record["last_error"].as_str().unwrap().contains("421"),
+        "{record}"
+    );
+    // A later queue run tries neither again before their retry time.
+    let id = w.send_ok(&["-f", "s@example.org", "late@x.test"], MSG);
+    assert_success(&w.sendmail(&["-q"], b""));
+    assert!(!w.queue_ids().contains(&id));
+    assert_eq!(good.messages().len(), N + 1);
+    assert_eq!(refusing.connections(), 1);
+    assert_eq!(relay_record(&w, down).unwrap()["failures"], 1);
+}
+
+#[test]
+fn failover_returns_to_the_first_relay_after_its_retry_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let first_port = down_port();
+    let second = SmtpServer::start(dir.path(), &[]);
+    let w = World::with_config(&format!(
+        "smarthost = 127.0.0.1:{first_port}, 127.0.0.1:{}\nsmarthost_tls = none\n\
+         retry_min = 5s\nretry_max = 5s",
+        second.port
+    ));
+    // Queued, then a queue run (which honours the unreachable cache;
+    // -odi, like -qI, forces an attempt at every relay).
+    let send = |to: &str| {
+        w.send_ok(&["-f", "s@example.org", to], MSG);
+        assert_success(&w.sendmail(&["-q"], b""));
+    };
+    // The first is down: both go to the second, the first tried once.
+    send("one@x.test");
+    send("two@x.test");
+    assert_eq!(recipients(&second), ["one@x.test", "two@x.test"]);
+    let record = relay_record(&w, first_port).expect("the first relay is recorded");
+    assert_eq!(record["failures"], 1, "tried for the first message only");
+    // It comes back; once its retry time has passed, mail goes to it again.
+    let first = SmtpServer::start(dir.path(), &["--port", &first_port.to_string()]);
+    let until = record["unreachable_until"].as_u64().unwrap();
+    assert!(wait_for(WAIT, || unix_now() >= until));
+    send("three@x.test");
+    send("four@x.test");
+    assert_eq!(recipients(&first), ["four@x.test", "three@x.test"]);
+    assert_eq!(second.messages().len(), 2, "the second got no more");
+    assert_eq!(relay_record(&w, first_port), None, "reachable again");
+}
+
+#[test]
+fn spread_uses_every_healthy_relay() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = SmtpServer::start(dir.path(), &[]);
+    let b = SmtpServer::start(dir.path(), &[]);
+    let down = down_port();
+    let w = World::with_config(&format!(
+        "smarthost = 127.0.0.1:{}, 127.0.0.1:{}, 127.0.0.1:{down}\n\
+         smarthost_policy = spread\nsmarthost_tls = none\nretry_min = 1h",
+        a.port, b.port
+    ));
+    const N: usize = 40;
+    for i in 0..N {
+        w.send_ok(&["-f", "s@example.org", &format!("r{i:02}@x.test")], MSG);
+    }
+    assert_success(&w.sendmail(&["-q"], b""));
+    assert!(w.queue_ids().is_empty(), "all delivered by the run");
+    let (got_a, got_b) = (recipients(&a), recipients(&b));
+    // The distribution, for the record (`cargo test -- --nocapture`).
+    println!(
+        "spread over 2 healthy relays and 1 down: {} / {} / 0 of {N}",
+        got_a.len(),
+        got_b.len()
+    );
+    assert!(
+        !got_a.is_empty() && !got_b.is_empty(),
+        "both healthy relays used: {} and {}",
+        got_a.len(),
+        got_b.len()
+    );
+    let mut all = [got_a, got_b].concat();
+    all.sort();
+    let expected: Vec<String> = (0..N).map(|i| format!("r{i:02}@x.test")).collect();
+    assert_eq!(all, expected, "each message exactly once");
+    // The down relay's share went to the next relay, and it was tried
+    // once, not once per message whose hash picked it.
+    assert_eq!(relay_record(&w, down).unwrap()["failures"], 1);
+}
+
+#[test]
+fn a_5xx_at_rcpt_is_the_relays_answer_not_a_reason_to_fail_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = SmtpServer::start(
+        dir.path(),
+        &["--rcpt-reply", "c@x.test=550 5.1.1 no such user"],
+    );
+    let second = SmtpServer::start(dir.path(), &[]);
+    let w = World::with_config(&format!(
+        "smarthost = 127.0.0.1:{}, 127.0.0.1:{}\nsmarthost_tls = none",
+        first.port, second.port
+    ));
+    let out = w.sendmail(
+        &["-odi", "-f", "s@example.org", "a@x.test", "c@x.test"],
+        MSG,
+    );
+    assert_exit(&out, 69);
+    // a went through the first; c bounced there; the bounce (to the
+    // sender) goes through the first too.
+    let got = first.wait_messages(2, WAIT);
+    assert_eq!(got[0].rcpt_tos, ["a@x.test"]);
+    assert_eq!(got[1].rcpt_tos, ["s@example.org"]);
+    assert!(String::from_utf8_lossy(&got[1].data).contains("550 5.1.1 no such user"));
+    assert!(second.messages().is_empty(), "no failover for a 5xx");
+}
+
+#[test]
+fn mailq_shows_the_relay_each_recipient_last_went_to_or_failed_at() {
+    let dir = tempfile::tempdir().unwrap();
+    let down = down_port();
+    let good = SmtpServer::start(
+        dir.path(),
+        &["--rcpt-reply", "b@x.test=450 4.2.0 mailbox busy"],
+    );
+    let w = World::with_config(&format!(
+        "smarthost = 127.0.0.1:{down}, 127.0.0.1:{}\nsmarthost_tls = none\nretry_min = 1h",
+        good.port
+    ));
+    let out = w.sendmail(
+        &["-odi", "-f", "s@example.org", "a@x.test", "b@x.test"],
+        MSG,
+    );
+    assert_exit(&out, 75);
+    let q = w.mailq_json();
+    let relay_of = |addr: &str| {
+        q[0]["recipients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["address"] == addr)
+            .and_then(|r| r["relay"].as_str().map(String::from))
+    };
+    let good_relay = format!("127.0.0.1[127.0.0.1]:{}", good.port);
+    assert_eq!(relay_of("a@x.test").as_deref(), Some(good_relay.as_str()));
+    assert_eq!(relay_of("b@x.test").as_deref(), Some(good_relay.as_str()));
+    let text = String::from_utf8(w.run("mailq", &[], b"").stdout).unwrap();
+    assert!(
+        text.contains(&format!("<b@x.test> deferred relay={good_relay}")),
+        "{text}"
+    );
+
+    // Every relay down: the recipient failed at the last one tried.
+    let down2 = down_port();
+    let w = World::with_config(&format!(
+        "smarthost = 127.0.0.1:{down}, 127.0.0.1:{down2}\nsmarthost_tls = none\nretry_min = 1h"
+    ));
+    let out = w.sendmail(&["-odi", "-f", "s@example.org", "c@x.test"], MSG);
+    assert_exit(&out, 75);
+    let q = w.mailq_json();
+    let r = &q[0]["recipients"][0];
+    assert_eq!(r["status"], "deferred");
+    assert_eq!(
+        r["relay"].as_str(),
+        Some(format!("127.0.0.1[127.0.0.1]:{down2}").as_str()),
+        "{r}"
+    );
+    // Both are recorded; the next message waits for the earliest retry
+    // without a connection or a state write ("waiting" in mailq).
+    assert!(relay_record(&w, down).is_some() && relay_record(&w, down2).is_some());
+    let id = w.send_ok(&["-f", "s@example.org", "d@x.test"], MSG);
+    assert_success(&w.sendmail(&["-q"], b""));
+    let q = w.mailq_json();
+    let m = q.iter().find(|m| m["id"] == id.as_str()).unwrap();
+    assert_eq!(m["recipients"][0]["status"], "queued");
+    assert!(
+        m["recipients"][0]["waiting"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("relay 127.0.0.1:") && s.contains("unreachable until")),
+        "{m}"
+    );
+    assert_eq!(relay_record(&w, down).unwrap()["failures"], 1);
+}
+
+#[test]
+fn each_relay_has_its_own_credentials_and_tls_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = common::smtpd::self_signed_cert(dir.path(), "localhost");
+    let (cert_s, key_s) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    // Both demand AUTH over TLS. The first is given credentials and
+    // `tls=none`: it fails AUTH (never sent in clear text), so the next
+    // is tried at once, over verified STARTTLS with its own user.
+    let first = SmtpServer::start(
+        dir.path(),
+        &["--starttls", cert_s, key_s, "--require-auth", "first:right"],
+    );
+    let second = SmtpServer::start(
+        dir.path(),
+        &[
+            "--starttls",
+            cert_s,
+            key_s,
+            "--require-auth",
+            "second:secret",
+        ],
+    );
+    let pass = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let (first_pass, second_pass) = (
+        pass("first.pass", "right\n"),
+        pass("second.pass", "secret\n"),
+    );
+    let w = World::with_config(&format!(
+        "smarthost = localhost:{p1}, localhost:{p2}\ntls_ca_file = {ca}\n\
+         relay = localhost:{p1} tls=none auth_user=first auth_password_file={first_pass}\n\
+         relay = localhost:{p2} tls=starttls auth_user=second auth_password_file={second_pass}\n\
+         retry_min = 1h",
+        p1 = first.port,
+        p2 = second.port,
+        ca = cert.display(),
+    ));
+    assert_success(&w.sendmail(&["-odi", "-f", "s@example.org", "a@x.test"], MSG));
+    let got = second.wait_messages(1, WAIT);
+    assert_eq!(got[0].auth_user.as_deref(), Some("second"));
+    assert!(got[0].tls);
+    assert!(first.messages().is_empty());
+    let record = std::fs::read_to_string(
+        w.spool
+            .join("hosts")
+            .join(format!("dest-relay+localhost+{}.status", first.port)),
+    )
+    .expect("the relay that refused AUTH is recorded");
+    assert!(record.contains("failures"), "{record}");
+}
+
+#[test]
+fn a_relay_answering_421_in_the_transaction_is_left_for_the_next_in_the_same_attempt() {
+    let dir = tempfile::tempdir().unwrap();
+    let closing = SmtpServer::start(
+        dir.path(),
+        &["--mail-reply", "421 4.3.2 Shutting down, closing channel"],
+    );
+    let good = SmtpServer::start(dir.path(), &[]);
+    let w = World::with_config(&format!(
+        "smarthost = 127.0.0.1:{}, 127.0.0.1:{}\nsmarthost_tls = none\nretry_min = 1h\n\
+         max_connections = 1",
+        closing.port, good.port
+    ));
+    // One worker: the 421 comes after the connection is made, so workers
+    // that connected before the first of them met it each meet it once;
+    // with one, the count is exact.
+    for i in 0..5 {
+        w.send_ok(&["-f", "s@example.org", &format!("r{i}@x.test")], MSG);
+    }
+    assert_success(&w.sendmail(&["-q"], b""));
+    assert!(w.queue_ids().is_empty(), "all delivered by the one run");
+    assert_eq!(good.messages().len(), 5);
+    assert_eq!(closing.connections(), 1, "the closing relay was tried once");
+    let record = relay_record(&w, closing.port).expect("recorded as unreachable");
+    assert!(
+        record["last_error"].as_str().unwrap().contains("421 4.3.2"),
+        "{record}"
+    );
+    // The next run does not go back to it before its retry time.
+    w.send_ok(&["-f", "s@example.org", "next@x.test"], MSG);
+    assert_success(&w.sendmail(&["-q"], b""));
+    assert_eq!(good.messages().len(), 6);
+    assert_eq!(closing.connections(), 1);
+    // Even a forced attempt does not go back to it for the same message.
+    let out = w.sendmail(&["-odi", "-f", "s@example.org", "forced@x.test"], MSG);
+    assert_success(&out);
+    assert_eq!(good.messages().len(), 7);
+}
+
+#[test]
+fn a_421_to_the_final_dot_sends_the_message_to_the_next_relay_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let closing = SmtpServer::start(
+        dir.path(),
+        &["--data-reply", "421 4.3.2 Shutting down, closing channel"],
+    );
+    let good = SmtpServer::start(dir.path(), &[]);
+    let w = World::with_config(&format!(
+        "smarthost = 127.0.0.1:{}, 127.0.0.1:{}\nsmarthost_tls = none\nretry_min = 1h",
+        closing.port, good.port
+    ));
+    w.send_ok(&["-f", "s@example.org", "a@x.test", "b@x.test"], MSG);
+    assert_success(&w.sendmail(&["-q"], b""));
+    assert!(w.queue_ids().is_empty(), "delivered in the one run");
+    let got = good.messages();
+    assert_eq!(got.len(), 1, "one copy, at the next relay");
+    assert_eq!(got[0].rcpt_tos, ["a@x.test", "b@x.test"]);
+    assert!(closing.messages().is_empty(), "the 421 took nothing");
+    let window: Vec<_> = std::fs::read_dir(w.spool.join("window"))
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(window.is_empty(), "no RFC 1047 window left open");
+}
