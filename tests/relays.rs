@@ -184,8 +184,8 @@ fn spread_uses_every_healthy_relay() {
     all.sort();
     let expected: Vec<String> = (0..N).map(|i| format!("r{i:02}@x.test")).collect();
     assert_eq!(all, expected, "each message exactly once");
-    // The down relay's share went to the next relay, and it was tried
-    // once, not once per message whose hash picked it.
+    // The down relay was tried once, not once per message whose hash
+    // put it first.
     assert_eq!(relay_record(&w, down).unwrap()["failures"], 1);
 }
 

@@ -37,19 +37,26 @@ pub fn hops<'a>(config: &'a Config, dest: &Destination, id: &str) -> Vec<Candida
 /// The entries of `list` in the order a message with queue ID `id`
 /// tries them.
 pub fn order<'l>(list: &'l RelayList, id: &str) -> Vec<&'l Relay> {
-    let n = list.relays.len();
-    let first = match list.policy {
-        Policy::Failover => 0,
-        // A hash, not a counter: the same message always starts at the
-        // same relay (a retry goes where the first attempt went while
-        // it is up), and no shared state is written per message.
-        Policy::Spread if n > 0 => (fnv1a(id.as_bytes()) % n as u64) as usize,
-        Policy::Spread => 0,
-    };
-    list.relays[first..]
-        .iter()
-        .chain(&list.relays[..first])
-        .collect()
+    let mut rest: Vec<&Relay> = list.relays.iter().collect();
+    match list.policy {
+        Policy::Failover => rest,
+        // An order drawn from a hash of the ID, not a counter: the same
+        // message always tries the same relays in the same order (a
+        // retry goes where the first attempt went while it is up), and
+        // no shared state is written per message. A whole order, not a
+        // starting point: the share of a relay that is down spreads over
+        // all the others, not onto the one written after it.
+        Policy::Spread => {
+            let mut hash = fnv1a(id.as_bytes());
+            let mut ordered = Vec::with_capacity(rest.len());
+            while !rest.is_empty() {
+                let n = rest.len() as u64;
+                ordered.push(rest.remove((hash % n) as usize));
+                hash /= n;
+            }
+            ordered
+        }
+    }
 }
 
 /// FNV-1a, 64 bits: stable across builds and platforms, unlike std's
@@ -88,17 +95,30 @@ mod tests {
     }
 
     #[test]
-    fn spread_starts_everywhere_and_keeps_the_rest_in_order() {
+    fn spread_starts_everywhere_and_shares_out_each_fallback() {
         let l = list(Policy::Spread);
+        // How often each relay comes first, and second after each first.
         let mut firsts = [0usize; 3];
-        for i in 0..300 {
+        let mut seconds = [[0usize; 3]; 3];
+        for i in 0..600 {
             let o = order(&l, &format!("1A2B3C{i:04}"));
-            assert_eq!(o.len(), 3);
-            let k = (o[0].host.as_bytes()[0] - b'a') as usize;
-            assert_eq!(o[1].host.as_bytes()[0] - b'a', ((k + 1) % 3) as u8);
-            firsts[k] += 1;
+            let k: Vec<usize> = o
+                .iter()
+                .map(|r| (r.host.as_bytes()[0] - b'a') as usize)
+                .collect();
+            let mut sorted = k.clone();
+            sorted.sort();
+            assert_eq!(sorted, [0, 1, 2], "every relay once: {k:?}");
+            firsts[k[0]] += 1;
+            seconds[k[0]][k[1]] += 1;
         }
-        assert!(firsts.iter().all(|&n| n > 50), "{firsts:?}");
-        assert_eq!(order(&l, "same")[0], order(&l, "same")[0]);
+        assert!(firsts.iter().all(|&n| n > 120), "{firsts:?}");
+        // When the first is down, its share goes to both others.
+        for (first, row) in seconds.iter().enumerate() {
+            for (second, &n) in row.iter().enumerate() {
+                assert!(first == second || n > 40, "{seconds:?}");
+            }
+        }
+        assert_eq!(order(&l, "same"), order(&l, "same"));
     }
 }
