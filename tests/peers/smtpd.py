@@ -121,7 +121,9 @@ def authenticator(server, session, envelope, mechanism, auth_data):
         return AuthResult(success=False, handled=False)
     user, password = args.require_auth.split(":", 1)
     ok = auth_data.login.decode() == user and auth_data.password.decode() == password
-    return AuthResult(success=ok, auth_data=auth_data)
+    # handled=False: a failure gets the 535 reply (handled=True means the
+    # authenticator replied itself, and the client would wait for ever).
+    return AuthResult(success=ok, handled=False, auth_data=auth_data)
 
 
 def make_server():
