@@ -152,12 +152,18 @@ fn relay_list(postfix: &Path, work: &Path, n: usize, concurrency: usize) {
         // the README), and neither side should always pay for them.
         let (a, l) = match round % 2 {
             0 => {
-                let a = relay_drain(postfix, work, n, concurrency, false, round);
-                (a, relay_drain(postfix, work, n, concurrency, true, round))
+                let a = relay_drain(postfix, work, n, concurrency, false, round, None);
+                (
+                    a,
+                    relay_drain(postfix, work, n, concurrency, true, round, None),
+                )
             }
             _ => {
-                let l = relay_drain(postfix, work, n, concurrency, true, round);
-                (relay_drain(postfix, work, n, concurrency, false, round), l)
+                let l = relay_drain(postfix, work, n, concurrency, true, round, None);
+                (
+                    relay_drain(postfix, work, n, concurrency, false, round, None),
+                    l,
+                )
             }
         };
         println!(
@@ -189,6 +195,56 @@ fn relay_list(postfix: &Path, work: &Path, n: usize, concurrency: usize) {
             "MISS"
         }
     );
+    // The cost without the noise: one more drain of each under strace,
+    // counting system calls and connections. A per-message cost of the
+    // list (a look at the down relay per message) would show here.
+    if Command::new("strace").arg("-V").output().is_err() {
+        println!("deliver: system calls per message: skipped (no strace)");
+        return;
+    }
+    let counts = |list: bool| {
+        let summary = work.join(format!("strace-relays-{list}"));
+        relay_drain(postfix, work, n, concurrency, list, rounds, Some(&summary));
+        strace_counts(&summary)
+    };
+    let ((alone_calls, alone_connects), (list_calls, list_connects)) =
+        (counts(false), counts(true));
+    let per = |calls: u64| calls as f64 / n as f64;
+    println!(
+        "deliver: system calls per message (strace -f -c, one drain each): healthy relay alone {:.2}, 3-relay list {:.2} ({:.3}x); connect calls: {alone_connects} and {list_connects}",
+        per(alone_calls),
+        per(list_calls),
+        per(list_calls) / per(alone_calls)
+    );
+}
+
+/// Runs `sendmail -q` for `config` under `strace -f -c -o summary`.
+fn traced_drain(config: &Path, summary: &Path) -> Duration {
+    let start = Instant::now();
+    let out = Command::new("strace")
+        .args(["-f", "-c", "-o"])
+        .arg(summary)
+        .arg(env!("CARGO_BIN_EXE_spoolmail"))
+        .arg("-C")
+        .arg(config)
+        .arg("-q")
+        .output()
+        .expect("strace");
+    assert!(out.status.success(), "sendmail -q under strace failed");
+    start.elapsed()
+}
+
+/// (all system calls, connect calls) of a `strace -c` summary, whose
+/// lines are "% time, seconds, usecs/call, calls, [errors], syscall".
+fn strace_counts(summary: &Path) -> (u64, u64) {
+    let text = std::fs::read_to_string(summary).expect("strace summary");
+    let calls = |name: &str| {
+        text.lines()
+            .filter(|l| l.split_whitespace().last() == Some(name))
+            .filter_map(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
+            .sum()
+    };
+    (calls("total"), calls("connect"))
 }
 
 /// One drain of `n` queued messages: through a lone smarthost, or (with
@@ -201,6 +257,7 @@ fn relay_drain(
     concurrency: usize,
     list: bool,
     round: usize,
+    traced: Option<&Path>,
 ) -> Duration {
     let name = format!("relays-{round}-{}", if list { "list" } else { "alone" });
     let spool_dir = work.join(format!("spool-{name}"));
@@ -227,7 +284,10 @@ fn relay_drain(
         ),
     )
     .expect("config");
-    let (drain, _) = drain_queue_rss(&config, &spool_dir);
+    let drain = match traced {
+        None => drain_queue_rss(&config, &spool_dir).0,
+        Some(summary) => traced_drain(&config, summary),
+    };
     let (got_first, got_second) = (first.stop(), second.stop());
     assert_eq!(
         (got_first, got_second),
