@@ -54,17 +54,6 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// Every recipient `server` received, sorted.
-fn recipients(server: &SmtpServer) -> Vec<String> {
-    let mut r: Vec<String> = server
-        .messages()
-        .iter()
-        .flat_map(|m| m.rcpt_tos.clone())
-        .collect();
-    r.sort();
-    r
-}
-
 #[test]
 fn a_burst_arrives_once_at_the_healthy_relay_and_the_others_are_tried_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -99,7 +88,7 @@ fn a_burst_arrives_once_at_the_healthy_relay_and_the_others_are_tried_once() {
     good.wait_messages(N, WAIT);
     assert!(wait_for(WAIT, || w.queue_ids().is_empty()), "queue drained");
     let expected: Vec<String> = (0..N).map(|i| format!("r{i:02}@x.test")).collect();
-    assert_eq!(recipients(&good), expected, "every message exactly once");
+    assert_eq!(good.recipients(), expected, "every message exactly once");
     // The down relay was tried once for the whole burst: one failure on
     // its record, which holds it back for retry_min.
     let record = relay_record(&w, down).expect("the down relay is recorded");
@@ -142,7 +131,7 @@ fn failover_returns_to_the_first_relay_after_its_retry_time() {
     // The first is down: both go to the second, the first tried once.
     send("one@x.test");
     send("two@x.test");
-    assert_eq!(recipients(&second), ["one@x.test", "two@x.test"]);
+    assert_eq!(second.recipients(), ["one@x.test", "two@x.test"]);
     let record = relay_record(&w, first_port).expect("the first relay is recorded");
     assert_eq!(record["failures"], 1, "tried for the first message only");
     // It comes back; once its retry time has passed, mail goes to it again.
@@ -151,7 +140,7 @@ fn failover_returns_to_the_first_relay_after_its_retry_time() {
     assert!(wait_for(WAIT, || unix_now() >= until));
     send("three@x.test");
     send("four@x.test");
-    assert_eq!(recipients(&first), ["four@x.test", "three@x.test"]);
+    assert_eq!(first.recipients(), ["four@x.test", "three@x.test"]);
     assert_eq!(second.messages().len(), 2, "the second got no more");
     assert_eq!(relay_record(&w, first_port), None, "reachable again");
 }
@@ -173,7 +162,7 @@ fn spread_uses_every_healthy_relay() {
     }
     assert_success(&w.sendmail(&["-q"], b""));
     assert!(w.queue_ids().is_empty(), "all delivered by the run");
-    let (got_a, got_b) = (recipients(&a), recipients(&b));
+    let (got_a, got_b) = (a.recipients(), b.recipients());
     // The distribution, for the record (`cargo test -- --nocapture`).
     println!(
         "spread over 2 healthy relays and 1 down: {} / {} / 0 of {N}",

@@ -12,17 +12,6 @@ use common::*;
 const MSG: &[u8] = b"Subject: route test\n\nbody\n";
 const WAIT: Duration = Duration::from_secs(60);
 
-/// Every recipient `server` received, sorted.
-fn recipients(server: &SmtpServer) -> Vec<String> {
-    let mut r: Vec<String> = server
-        .messages()
-        .iter()
-        .flat_map(|m| m.rcpt_tos.clone())
-        .collect();
-    r.sort();
-    r
-}
-
 /// Delivers one message in the foreground and asserts it went.
 fn deliver(w: &World, from: &str, to: &str) {
     assert_success(&w.sendmail(&["-odi", "-f", from, to], MSG));
@@ -54,9 +43,9 @@ fn the_first_matching_route_wins_and_star_dot_matches_subdomains() {
     deliver(&w, "s@example.org", "u@corp.test");
     deliver(&w, "s@example.org", "u@deep.sub.corp.test");
     deliver(&w, "s@example.org", "u@elsewhere.test");
-    assert_eq!(recipients(&a), ["u@corp.test"], "the first of two matches");
-    assert_eq!(recipients(&b), ["u@deep.sub.corp.test"], "*.corp.test");
-    assert_eq!(recipients(&c), ["u@elsewhere.test"], "the catch-all");
+    assert_eq!(a.recipients(), ["u@corp.test"], "the first of two matches");
+    assert_eq!(b.recipients(), ["u@deep.sub.corp.test"], "*.corp.test");
+    assert_eq!(c.recipients(), ["u@elsewhere.test"], "the catch-all");
     assert!(default.messages().is_empty(), "no mail fell through");
 }
 
@@ -73,10 +62,10 @@ fn a_sender_domain_route_sends_a_brands_mail_through_its_relay() {
     ));
     deliver(&w, "news@brand.test", "u@x.test");
     deliver(&w, "someone@other.test", "v@x.test");
-    assert_eq!(recipients(&brand), ["u@x.test"]);
+    assert_eq!(brand.recipients(), ["u@x.test"]);
     assert_eq!(brand.messages()[0].mail_from, "news@brand.test");
     assert_eq!(
-        recipients(&default),
+        default.recipients(),
         ["v@x.test"],
         "other senders: the default"
     );
@@ -97,8 +86,8 @@ fn an_mx_route_delivers_by_mx_even_with_a_smarthost() {
     ));
     deliver(&w, "s@direct.test", "u@[127.0.0.1]");
     deliver(&w, "s@relayed.test", "v@[127.0.0.1]");
-    assert_eq!(recipients(&mx), ["u@[127.0.0.1]"]);
-    assert_eq!(recipients(&smarthost), ["v@[127.0.0.1]"]);
+    assert_eq!(mx.recipients(), ["u@[127.0.0.1]"]);
+    assert_eq!(smarthost.recipients(), ["v@[127.0.0.1]"]);
 }
 
 #[test]

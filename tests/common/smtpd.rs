@@ -94,6 +94,17 @@ impl SmtpServer {
         }
     }
 
+    /// Every recipient of the messages accepted so far, sorted.
+    pub fn recipients(&self) -> Vec<String> {
+        let mut r: Vec<String> = self
+            .messages()
+            .into_iter()
+            .flat_map(|m| m.rcpt_tos)
+            .collect();
+        r.sort();
+        r
+    }
+
     /// RCPTs refused with 452 for being over `--max-rcpt`.
     pub fn rcpt_refusals(&self) -> usize {
         self.events()
