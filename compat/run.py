@@ -387,27 +387,32 @@ class Suite:
 
     def cron(self):
         """Debian cron mailing a job's output with its hard-coded command line."""
-        prog = shutil.which("cron")
-        if not prog:
-            raise Skip("cron not installed (Debian package cron)")
-        job = "/etc/cron.d/spoolmail-compat"
-        with open(job, "w") as f:
-            f.write("MAILTO=cron-job@example.com\n* * * * * root echo 'sortie accentuée'\n")
-        os.chmod(job, 0o644)
-        daemon = subprocess.Popen([prog, "-f"], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        try:
-            m = self.server.wait_for("cron-job@example.com", timeout=130)[0]
-        finally:
-            daemon.terminate()
-            daemon.wait()
-            os.remove(job)
+        m = self._cron_job("spoolmail-compat", "cron-job@example.com", "echo 'sortie accentuée'")
         head, body = split(m["data"])
         check(m["mail_from"] == f"root@{HOSTNAME}", m["mail_from"])
         check((header(head, "From") or "").startswith(f"root@{HOSTNAME} (Cron Daemon)"), head)
         check(header(head, "Subject").startswith("Cron <root@"), head)
         check(header(head, "X-Cron-Env") is not None, "X-Cron-Env kept")
         check(body == "sortie accentuée\n".encode(), body)
+
+    def _cron_job(self, name, mailto, command):
+        """Runs a real `cron -f` with /etc/cron.d/NAME running COMMAND as
+        root every minute with MAILTO; the first message it mails."""
+        prog = shutil.which("cron")
+        if not prog:
+            raise Skip("cron not installed (Debian package cron)")
+        job = f"/etc/cron.d/{name}"
+        with open(job, "w") as f:
+            f.write(f"MAILTO={mailto}\n* * * * * root {command}\n")
+        os.chmod(job, 0o644)
+        daemon = subprocess.Popen([prog, "-f"], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            return self.server.wait_for(mailto, timeout=130)[0]
+        finally:
+            daemon.terminate()
+            daemon.wait()
+            os.remove(job)
 
     def fail2ban_invocation(self):
         """fail2ban: sendmail -f fail2ban DEST, no -i, no -t, no final newline."""
@@ -624,21 +629,7 @@ class Suite:
     def masquerade_cron(self):
         """Debian cron (-FCronDaemon, no -f): the login masqueraded, and
         `From: root (Cron Daemon)` as root@MASQ_DOMAIN (Cron Daemon)."""
-        prog = shutil.which("cron")
-        if not prog:
-            raise Skip("cron not installed (Debian package cron)")
-        job = "/etc/cron.d/spoolmail-compat-masq"
-        with open(job, "w") as f:
-            f.write("MAILTO=masq-cron@example.com\n* * * * * root echo masqueraded\n")
-        os.chmod(job, 0o644)
-        daemon = subprocess.Popen([prog, "-f"], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        try:
-            m = self.server.wait_for("masq-cron@example.com", timeout=130)[0]
-        finally:
-            daemon.terminate()
-            daemon.wait()
-            os.remove(job)
+        m = self._cron_job("spoolmail-compat-masq", "masq-cron@example.com", "echo masqueraded")
         head, _ = split(m["data"])
         check(m["mail_from"] == f"root@{MASQ_DOMAIN}", m["mail_from"])
         check((header(head, "From") or "").startswith(f"root@{MASQ_DOMAIN} (Cron Daemon)"),

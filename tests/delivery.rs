@@ -251,25 +251,8 @@ fn burst_of_40_background_sendmails_delivers_all_within_max_connections() {
     let dir = tempfile::tempdir().unwrap();
     let server = SmtpServer::start(dir.path(), &["--dot-delay", "0.05"]);
     let w = world_for(&server, "max_connections = 3\nmax_host_connections = 3");
-    let children: Vec<_> = (0..40)
-        .map(|i| {
-            let mut child = w
-                .command("sendmail")
-                .args(["-f", "s@example.org", &format!("r{i}@x.test")])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn sendmail");
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(MSG).unwrap();
-            child
-        })
-        .collect();
-    for child in children {
-        let out = child.wait_with_output().unwrap();
-        assert_success(&out);
-    }
+    let sent: Vec<String> = (0..40).map(|i| format!("r{i}@x.test")).collect();
+    w.sendmail_burst("s@example.org", &sent, MSG);
     let got = server.wait_messages(40, WAIT);
     let mut rcpts: Vec<String> = got.iter().flat_map(|m| m.rcpt_tos.clone()).collect();
     rcpts.sort();

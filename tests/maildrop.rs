@@ -90,6 +90,17 @@ fn nobody_writes(path: &Path, bytes: &[u8]) -> Output {
     run_with_stdin(&mut cmd, bytes)
 }
 
+/// One message from nobody to someone@example.com, left in the maildrop
+/// (under NoNewPrivileges): its ID and its path, for a test to forge.
+fn nobodys_drop(i: &Installed) -> (String, PathBuf) {
+    let out = as_nobody(i, true, &["someone@example.com"], b"Subject: x\n\nbody\n");
+    assert!(out.status.success());
+    let dropped = names(&i.spool.join("maildrop"));
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    let path = i.spool.join("maildrop").join(&dropped[0]);
+    (dropped[0].clone(), path)
+}
+
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
         .unwrap()
@@ -165,10 +176,7 @@ fn a_forged_drop_gets_its_writers_uid_and_garbage_goes_to_corrupt() {
         return;
     }
     let i = installed();
-    let out = as_nobody(&i, true, &["someone@example.com"], b"Subject: x\n\nbody\n");
-    assert!(out.status.success());
-    let dropped = names(&i.spool.join("maildrop"));
-    let path = i.spool.join("maildrop").join(&dropped[0]);
+    let (dropped, path) = nobodys_drop(&i);
     // The user rewrites their own drop to claim to be root.
     let forged = fs::read_to_string(&path)
         .unwrap()
@@ -185,7 +193,7 @@ fn a_forged_drop_gets_its_writers_uid_and_garbage_goes_to_corrupt() {
 
     queue_run(&i);
     let queued = names(&i.spool.join("queue"));
-    assert_eq!(queued, dropped, "only the well-formed drop is queued");
+    assert_eq!(queued, [dropped], "only the well-formed drop is queued");
     assert_eq!(
         envelope_line(&i, &queued[0], "uid"),
         nobody().uid.to_string()
@@ -323,10 +331,7 @@ fn a_drop_naming_an_invalid_recipient_goes_to_corrupt() {
         return;
     }
     let i = installed();
-    let out = as_nobody(&i, true, &["someone@example.com"], b"Subject: x\n\nbody\n");
-    assert!(out.status.success());
-    let dropped = names(&i.spool.join("maildrop"));
-    let path = i.spool.join("maildrop").join(&dropped[0]);
+    let (dropped, path) = nobodys_drop(&i);
     // The user rewrites their drop to name a recipient no sendmail
     // would have taken (an option for a pipe's argv, say).
     let forged = fs::read_to_string(&path)
@@ -336,8 +341,5 @@ fn a_drop_naming_an_invalid_recipient_goes_to_corrupt() {
     assert!(nobody_writes(&path, forged.as_bytes()).status.success());
     queue_run(&i);
     assert!(names(&i.spool.join("queue")).is_empty(), "not queued");
-    assert_eq!(
-        names(&i.spool.join("corrupt")),
-        [format!("{}.drop", dropped[0])]
-    );
+    assert_eq!(names(&i.spool.join("corrupt")), [format!("{dropped}.drop")]);
 }

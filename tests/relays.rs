@@ -6,7 +6,6 @@
 mod common;
 
 use std::net::TcpListener;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::smtpd::SmtpServer;
@@ -67,27 +66,10 @@ fn a_burst_arrives_once_at_the_healthy_relay_and_the_others_are_tried_once() {
         refusing.port, good.port
     ));
     const N: usize = 30;
-    let children: Vec<_> = (0..N)
-        .map(|i| {
-            let mut child = w
-                .command("sendmail")
-                .args(["-f", "s@example.org", &format!("r{i:02}@x.test")])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn sendmail");
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(MSG).unwrap();
-            child
-        })
-        .collect();
-    for child in children {
-        assert_success(&child.wait_with_output().unwrap());
-    }
+    let expected: Vec<String> = (0..N).map(|i| format!("r{i:02}@x.test")).collect();
+    w.sendmail_burst("s@example.org", &expected, MSG);
     good.wait_messages(N, WAIT);
     assert!(wait_for(WAIT, || w.queue_ids().is_empty()), "queue drained");
-    let expected: Vec<String> = (0..N).map(|i| format!("r{i:02}@x.test")).collect();
     assert_eq!(good.recipients(), expected, "every message exactly once");
     // The down relay was tried once for the whole burst: one failure on
     // its record, which holds it back for retry_min.

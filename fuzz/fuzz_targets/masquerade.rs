@@ -14,6 +14,7 @@ use libfuzzer_sys::fuzz_target;
 use spoolmail::address::{self, Address};
 use spoolmail::config::{self, Config};
 use spoolmail::masquerade::Masquerade;
+use spoolmail_fuzz::field_value;
 use std::sync::OnceLock;
 
 /// host.example is the hostname; *.internal and db1 are local too.
@@ -23,25 +24,13 @@ fn configs() -> &'static (Config, Config) {
         let base = "hostname = host.example\nmasquerade_local = *.internal, db1\n";
         let domain = config::parse(&format!("{base}masquerade_domain = example.com\n"), "f")
             .expect("domain config");
-        let fixed = config::parse(&format!("{base}sender_address = noreply@example.com\n"), "f")
-            .expect("fixed config");
+        let fixed = config::parse(
+            &format!("{base}sender_address = noreply@example.com\n"),
+            "f",
+        )
+        .expect("fixed config");
         (domain, fixed)
     })
-}
-
-/// The unfolded value after the first ':' (as Header::get reads it).
-fn value(raw: &[u8]) -> Option<String> {
-    let colon = raw.iter().position(|&b| b == b':')?;
-    let v: Vec<u8> = raw[colon + 1..]
-        .iter()
-        .copied()
-        .filter(|&b| b != b'\n')
-        .collect();
-    Some(
-        String::from_utf8_lossy(&v)
-            .trim_matches([' ', '\t'])
-            .to_string(),
-    )
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -65,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
             _ => Address::parse("noreply@example.com").expect("valid"),
         }
     };
-    if let (Some(before), Some(after)) = (value(&raw), value(&out))
+    if let (Some(before), Some(after)) = (field_value(&raw), field_value(&out))
         && let Ok(list) = address::parse_list(&before)
     {
         let got = address::parse_list(&after)

@@ -11,23 +11,9 @@
 use libfuzzer_sys::fuzz_target;
 use spoolmail::address;
 use spoolmail::qualify::{is_address_field, qualify_field};
+use spoolmail_fuzz::field_value;
 
 const HOST: &str = "host.example";
-
-/// The unfolded value after the first ':' (as Header::recipients reads it).
-fn value(raw: &[u8]) -> Option<String> {
-    let colon = raw.iter().position(|&b| b == b':')?;
-    let v: Vec<u8> = raw[colon + 1..]
-        .iter()
-        .copied()
-        .filter(|&b| b != b'\n')
-        .collect();
-    Some(
-        String::from_utf8_lossy(&v)
-            .trim_matches([' ', '\t'])
-            .to_string(),
-    )
-}
 
 /// True when `out` is `raw` with copies of `at` inserted.
 fn only_inserts(raw: &[u8], out: &[u8], at: &[u8]) -> bool {
@@ -60,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
         );
     }
     assert_eq!(qualify_field(&out, HOST), None, "{data:?} -> {out:?}");
-    if let (Some(before), Some(after)) = (value(data), value(&out)) {
+    if let (Some(before), Some(after)) = (field_value(data), field_value(&out)) {
         if let Ok(list) = address::parse_list(&before) {
             let expected: Vec<_> = list.iter().map(|a| a.qualified(HOST)).collect();
             let got = address::parse_list(&after)

@@ -1,5 +1,6 @@
 //! Shared helpers for the fuzz targets: a chunked reader (a pipe that
-//! splits its data anywhere) and a scratch spool per process.
+//! splits its data anywhere), a scratch spool per process, and a header
+//! field's value as the address parser reads it.
 
 use std::io::{self, Read};
 use std::path::PathBuf;
@@ -68,4 +69,21 @@ pub fn empty_dir(dir: &std::path::Path) {
             }
         }
     }
+}
+
+/// The unfolded value after the first ':' of a raw header field, as
+/// Header::get and Header::recipients read it (line breaks removed,
+/// lossy UTF-8, outer blanks trimmed); None without a ':'.
+pub fn field_value(raw: &[u8]) -> Option<String> {
+    let colon = raw.iter().position(|&b| b == b':')?;
+    let v: Vec<u8> = raw[colon + 1..]
+        .iter()
+        .copied()
+        .filter(|&b| b != b'\n')
+        .collect();
+    Some(
+        String::from_utf8_lossy(&v)
+            .trim_matches([' ', '\t'])
+            .to_string(),
+    )
 }

@@ -100,6 +100,30 @@ impl World {
         self.run("sendmail", args, stdin)
     }
 
+    /// Starts `sendmail -f SENDER RECIPIENT` for each recipient at once
+    /// (the default background delivery), feeding each `stdin`, and
+    /// asserts every one exited 0: a burst of callers.
+    pub fn sendmail_burst(&self, sender: &str, recipients: &[String], stdin: &[u8]) {
+        let children: Vec<_> = recipients
+            .iter()
+            .map(|r| {
+                let mut child = self
+                    .command("sendmail")
+                    .args(["-f", sender, r])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("spawn sendmail");
+                child.stdin.take().unwrap().write_all(stdin).unwrap();
+                child
+            })
+            .collect();
+        for child in children {
+            assert_success(&child.wait_with_output().unwrap());
+        }
+    }
+
     /// Runs sendmail and asserts it exited 0; returns the new queue ID.
     pub fn send_ok(&self, args: &[&str], stdin: &[u8]) -> String {
         let before = self.queue_ids();
