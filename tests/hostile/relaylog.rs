@@ -1,0 +1,137 @@
+//! Work one user causes that others paid for, second round (issue 20,
+//! items 5, 8 and 11): a relay's 421 to one user's message taken as the
+//! relay being down for everyone, destination records shared by domains
+//! that only look alike, and log fields an address or a server reply
+//! could close or fake.
+//!
+//! Real peers throughout: aiosmtpd relays (`tests/peers/smtpd.py`), a
+//! DNS server (`tests/peers/dns.py`), a syslog receiver
+//! (`tests/peers/syslogd.py`) and Debian's pflogsumm.
+
+use std::time::Duration;
+
+use crate::common::smtpd::SmtpServer;
+use crate::common::{self, HOSTNAME};
+use crate::site::{Account, Site};
+
+const MSG: &[u8] = b"Subject: round two\n\nbody\n";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// `mailq --json` as `who`: one object per message.
+fn mailq_json(site: &Site, who: &Account) -> Vec<serde_json::Value> {
+    let out = site.run(Some(who), "mailq", &["--json"], b"");
+    common::assert_success(&out);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+/// The destination records (`*.status`) in the site's `hosts/`.
+fn records(site: &Site) -> Vec<String> {
+    crate::site::names(&site.spool.join("hosts"))
+        .into_iter()
+        .filter(|n| n.ends_with(".status"))
+        .collect()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Item 5: Mallory's messages draw `421 4.7.0 … suspicious` from every
+/// relay of the list — one at the final dot (as Google's smtp-relay
+/// answers), one at RCPT. Her messages wait for their own retry; the
+/// relays are not recorded down, and Alice's message, queued after,
+/// goes out in her own queue run (which honours the unreachable cache)
+/// at once.
+#[test]
+fn round2_item05_a_421_to_one_users_message_does_not_hold_the_relays_for_others() {
+    let Some(site) = Site::new("rrly", "") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mallory_from = format!("{}@{HOSTNAME}", site.mallory.name);
+    let suspicious = format!(
+        "{mallory_from}=421 4.7.0 Our system has detected an unusual rate of suspicious email"
+    );
+    let relay_args = [
+        "--data-reply-from",
+        suspicious.as_str(),
+        "--rcpt-reply",
+        "victim@example.org=421 4.7.0 suspicious recipient",
+    ];
+    let first = SmtpServer::start(dir.path(), &relay_args);
+    let second = SmtpServer::start(dir.path(), &relay_args);
+    site.set_config(&format!(
+        "smarthost = 127.0.0.1:{}, 127.0.0.1:{}\nsmarthost_policy = failover\n\
+         smarthost_tls = none\nretry_min = 1h",
+        first.port, second.port
+    ));
+    // Forced attempts (-odi): every relay is tried for each message.
+    let out = site.run(
+        Some(&site.mallory),
+        "sendmail",
+        &["-odi", "someone@example.org"],
+        MSG,
+    );
+    common::assert_exit(&out, 75);
+    let out = site.run(
+        Some(&site.mallory),
+        "sendmail",
+        &["-odi", "victim@example.org"],
+        MSG,
+    );
+    common::assert_exit(&out, 75);
+    assert_eq!(site.queue_ids().len(), 2, "Mallory's two messages wait");
+
+    // Alice's message, queued, then her own queue run: it goes to the
+    // first relay now, not after the relays' "retry time".
+    let out = site.run(
+        Some(&site.alice),
+        "sendmail",
+        &["-odq", "friend@example.org"],
+        MSG,
+    );
+    common::assert_success(&out);
+    let out = site.run(Some(&site.alice), "sendmail", &["-q"], b"");
+    common::assert_success(&out);
+    let alices = mailq_json(&site, &site.alice);
+    assert!(
+        alices.is_empty(),
+        "Alice's message still waits after Mallory's 421s: {alices:?}"
+    );
+    let got = first.wait_messages(1, WAIT);
+    assert!(
+        got.iter().any(|m| m.rcpt_tos == ["friend@example.org"]),
+        "Alice's message reached the first relay"
+    );
+    assert_eq!(
+        records(&site),
+        Vec::<String>::new(),
+        "no relay recorded down"
+    );
+
+    // Mallory's messages are deferred by their own backoff, each with
+    // the relay's answer.
+    let now = unix_now();
+    let hers = mailq_json(&site, &site.mallory);
+    assert_eq!(hers.len(), 2, "{hers:?}");
+    for m in &hers {
+        let r = &m["recipients"][0];
+        assert_eq!(r["status"], "deferred", "{m}");
+        assert!(
+            r["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("421 4.7.0")),
+            "{m}"
+        );
+        assert!(r["next_attempt"].as_u64().unwrap() > now + 1000, "{m}");
+    }
+    // The 421 to the final dot left no RFC 1047 window open.
+    let window = crate::site::names(&site.spool.join("window"));
+    assert!(window.is_empty(), "{window:?}");
+}
