@@ -239,7 +239,7 @@ impl<'a> Transport<'a> {
             // (the holder may be stopped) we connect without it.
             let connect_lock = match slots::acquire_within(
                 &self.hosts_dir,
-                &format!("{}-connect", hop.slot_prefix()),
+                &hop.connect_prefix(),
                 1,
                 Share::Whole,
                 self.config.connect_timeout,

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use crate::common::dns::DnsServer;
 use crate::common::smtpd::SmtpServer;
 use crate::common::{self, HOSTNAME};
 use crate::site::{Account, Site};
@@ -134,4 +135,63 @@ fn round2_item05_a_421_to_one_users_message_does_not_hold_the_relays_for_others(
     // The 421 to the final dot left no RFC 1047 window open.
     let window = crate::site::names(&site.spool.join("window"));
     assert!(window.is_empty(), "{window:?}");
+}
+
+/// Item 8: `bächer.example` (Mallory's, dead) and `bücher.example`
+/// (Alice's, healthy) once shared one record name; Mallory's dead
+/// domain then held Alice's mail back and her `mailq` showed Mallory's
+/// error. Each now has its own record.
+#[test]
+fn round2_item08_lookalike_domains_keep_separate_records() {
+    let Some(site) = Site::new("ridn", "") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(dir.path(), &[]);
+    // bücher.example is xn--bcher-kva, bächer.example xn--bcher-gra.
+    let dns = DnsServer::start(
+        &[
+            "xn--bcher-kva.example MX 10 mx.good.test",
+            "mx.good.test A 127.0.0.1",
+            "xn--bcher-gra.example MX 10 mx.dead.test",
+            // Nothing listens there: the connection is refused.
+            "mx.dead.test A 127.0.0.2",
+        ],
+        &[],
+    );
+    site.set_config(&format!(
+        "route = * -> mx\nsmtp_port = {}\nresolver = {}\ntls = none\nretry_min = 1h",
+        server.port, dns.addr
+    ));
+    let out = site.run(
+        Some(&site.mallory),
+        "sendmail",
+        &["-odi", "m@bächer.example"],
+        MSG,
+    );
+    common::assert_exit(&out, 75);
+    assert_eq!(records(&site).len(), 1, "Mallory's dead domain is recorded");
+
+    let out = site.run(
+        Some(&site.alice),
+        "sendmail",
+        &["-odq", "a@bücher.example"],
+        MSG,
+    );
+    common::assert_success(&out);
+    let out = site.run(Some(&site.alice), "sendmail", &["-q"], b"");
+    common::assert_success(&out);
+    let listed = site.run(Some(&site.alice), "mailq", &[], b"");
+    let text = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(
+        !text.contains("127.0.0.2"),
+        "Alice's mailq shows Mallory's error: {text}"
+    );
+    assert!(
+        mailq_json(&site, &site.alice).is_empty(),
+        "Alice's message waits behind Mallory's dead domain: {text}"
+    );
+    let got = server.wait_messages(1, WAIT);
+    assert_eq!(got[0].rcpt_tos, ["a@bücher.example"]);
+    assert_eq!(records(&site).len(), 1, "{:?}", records(&site));
 }
