@@ -8,10 +8,13 @@
 //! DNS server (`tests/peers/dns.py`), a syslog receiver
 //! (`tests/peers/syslogd.py`) and Debian's pflogsumm.
 
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use crate::common::dns::DnsServer;
 use crate::common::smtpd::SmtpServer;
+use crate::common::syslog::SyslogReceiver;
 use crate::common::{self, HOSTNAME};
 use crate::site::{Account, Site};
 
@@ -194,4 +197,97 @@ fn round2_item08_lookalike_domains_keep_separate_records() {
     let got = server.wait_messages(1, WAIT);
     assert_eq!(got[0].rcpt_tos, ["a@bücher.example"]);
     assert_eq!(records(&site).len(), 1, "{:?}", records(&site));
+}
+
+/// Runs pflogsumm over `log`; its "Grand Totals" as (word, count).
+fn pflogsumm(log: &Path) -> Vec<(String, u64)> {
+    let out = Command::new("perl")
+        .arg("/usr/sbin/pflogsumm")
+        .arg("--syslog-name=spoolmail")
+        .arg(log)
+        .output()
+        .expect("running pflogsumm (apt-get install pflogsumm)");
+    common::assert_success(&out);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let totals = text
+        .split("Grand Totals")
+        .nth(1)
+        .expect("a Grand Totals section")
+        .split("\n\n\n")
+        .next()
+        .unwrap_or("");
+    totals
+        .lines()
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            match words.as_slice() {
+                [n, word, ..] => Some((word.to_string(), n.parse().ok()?)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn total(totals: &[(String, u64)], word: &str) -> u64 {
+    totals
+        .iter()
+        .find(|(w, _)| w == word)
+        .unwrap_or_else(|| panic!("no {word:?} in {totals:?}"))
+        .1
+}
+
+/// Item 11: a quoted local part that spells out the rest of a
+/// delivered line, a server reply that spells out a whole one (it is
+/// quoted in the `to=` lines and in the line `-odi` logs), and a bidi
+/// override in an address and in the reply. The relay defers Mallory's
+/// message; pflogsumm must count it deferred, not delivered, and no line
+/// may carry the override raw.
+#[test]
+fn round2_item11_addresses_and_replies_cannot_close_or_fake_log_fields() {
+    let Some(site) = Site::new("rlog", "") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(
+        dir.path(),
+        &[
+            "--mail-reply",
+            "451 4.3.0 busy \u{202e}later\u{202c} to=<r@example.org>, relay=r, delay=0, \
+             dsn=2.0.0, status=sent (ok",
+        ],
+    );
+    // The receiver's socket is written by Mallory's processes: its
+    // directory must be one she can enter.
+    let logs = site.base.join("syslog");
+    std::fs::create_dir(&logs).unwrap();
+    std::fs::set_permissions(&logs, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let syslog = SyslogReceiver::start(&logs);
+    site.set_config(&format!(
+        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nretry_min = 1h\n{}",
+        server.port,
+        syslog.config_line()
+    ));
+    // 62 octets of local part: within the limit of 64.
+    let faker = "\"x>, relay=r[192.0.2.1]:25, delay=0, dsn=2.0.0, status=sent (\"@example.org";
+    let bidi = "invoice\u{202e}fdp.exe@example.org";
+    let out = site.run(Some(&site.mallory), "sendmail", &["-odi", faker, bidi], MSG);
+    common::assert_exit(&out, 75);
+    let lines = syslog.wait_lines(WAIT, |lines| {
+        lines.iter().filter(|l| l.contains("dsn=4.3.0")).count() >= 2
+    });
+    let text = lines.join("\n");
+    assert!(
+        lines.iter().filter(|l| l.contains("dsn=4.3.0")).count() >= 2,
+        "{text}"
+    );
+    // The log, for the record (`-- --nocapture`).
+    println!("{text}");
+    let totals = pflogsumm(&syslog.log);
+    assert_eq!(total(&totals, "delivered"), 0, "{totals:?}\n{text}");
+    assert_eq!(total(&totals, "deferred"), 1, "{totals:?}\n{text}");
+    assert!(!text.contains("status=sent"), "a faked field:\n{text}");
+    assert!(
+        !text.contains('\u{202e}') && !text.contains('\u{202c}'),
+        "a bidi control reached the log raw:\n{text}"
+    );
 }
