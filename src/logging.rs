@@ -9,6 +9,20 @@
 //! the record's target when it names one ([`service`]), otherwise it
 //! follows from the module that logged it ([`service_of`]).
 //!
+//! Nothing from outside can close or fake a field, nor hide what a line
+//! says (issue 20): the Postfix-shaped records — `to=<…>, relay=…,
+//! status=… (…)` and `from=<…>` — write addresses through [`address`]
+//! (`\`, `<`, `>`, `,`, `=` escaped, so the `<…>` cannot be closed)
+//! and replies through [`text`] (`\`, `=` escaped, so no `name=` field
+//! can appear in them), and go out under a [`fields`] target. Every
+//! other record is free text, and whatever it quotes (a server's reply,
+//! a file's name) cannot carry a field either: an `=` after a letter,
+//! digit or `_` is escaped in it. In every record a line break becomes a
+//! space and any other non-printing character — controls, the bidi
+//! overrides and invisible format characters that `mailq` also refuses
+//! to print raw, spaces other than the plain one — is escaped, as `\xHH`
+//! (ASCII) or `\u{HHHH}`.
+//!
 //! Logging must never cost a message: when there is no syslog socket (a
 //! container, a chroot) records go nowhere (or only to stderr), a write
 //! error is ignored, and nothing here panics. The socket is opened on the
@@ -57,6 +71,111 @@ pub mod service {
     ];
 }
 
+/// The targets of the Postfix-shaped records, whose fields were escaped
+/// when the line was made ([`address`], [`text`]): the service's name
+/// and [`FIELDS`]. Only these keep their `name=` fields.
+pub mod fields {
+    /// A `pickup` record with fields.
+    pub const PICKUP: &str = "pickup+fields";
+    /// A `qmgr` record with fields.
+    pub const QMGR: &str = "qmgr+fields";
+    /// An `smtp` record with fields.
+    pub const SMTP: &str = "smtp+fields";
+    /// A `local` record with fields.
+    pub const LOCAL: &str = "local+fields";
+    /// An `error` record with fields.
+    pub const ERROR: &str = "error+fields";
+}
+
+/// What a [`fields`] target ends with.
+const FIELDS: &str = "+fields";
+
+/// `address` as a log field between `<` and `>`: nothing in it can end
+/// the field or start another.
+pub fn address(address: &str) -> Cow<'_, str> {
+    escape(address, &['\\', '<', '>', ',', '='])
+}
+
+/// `text` (a server's reply, a reason) as the last, parenthesised field
+/// of a record: no `name=` field can appear in it.
+pub fn text(text: &str) -> Cow<'_, str> {
+    escape(text, &['\\', '='])
+}
+
+/// Whether `c` shows as itself on a terminal and in a log viewer: not a
+/// control, not a space other than the plain one, not a bidi control
+/// that reorders what the eye reads, not an invisible format character.
+fn printing(c: char) -> bool {
+    if c.is_ascii() {
+        return !c.is_ascii_control();
+    }
+    !(c.is_control()
+        || c.is_whitespace()
+        || matches!(c,
+            '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}'
+            | '\u{17B4}' | '\u{17B5}' | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FEFF}' | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFFB}' | '\u{E0000}'..='\u{E0FFF}'))
+}
+
+/// Appends `c` escaped: `\xHH` for ASCII, `\u{HHHH}` beyond.
+fn push_escaped(out: &mut String, c: char) {
+    use std::fmt::Write as _;
+    let _ = match c.is_ascii() {
+        true => write!(out, "\\x{:02x}", c as u32),
+        false => write!(out, "\\u{{{:04x}}}", c as u32),
+    };
+}
+
+/// `value` with the non-printing characters and those of `special`
+/// escaped (borrowed when there is none: nearly always).
+fn escape<'a>(value: &'a str, special: &[char]) -> Cow<'a, str> {
+    let plain = |c: char| printing(c) && !special.contains(&c);
+    if value.chars().all(plain) {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        match plain(c) {
+            true => out.push(c),
+            false => push_escaped(&mut out, c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A record's text as the one line that goes out: line breaks become
+/// spaces, other non-printing characters are escaped, and unless the
+/// record has `fields` (its own were escaped when it was made), an `=`
+/// after a letter, digit or `_` too, so that nothing it quotes can pass
+/// for a field.
+fn one_line(line: &str, fields: bool) -> Cow<'_, str> {
+    let field_like = |prev: Option<char>, c: char| {
+        !fields && c == '=' && prev.is_some_and(|p| p.is_ascii_alphanumeric() || p == '_')
+    };
+    let mut prev = None;
+    let clean = line.chars().all(|c| {
+        let ok = printing(c) && !field_like(prev, c);
+        prev = Some(c);
+        ok
+    });
+    if clean {
+        return Cow::Borrowed(line);
+    }
+    let mut out = String::with_capacity(line.len() + 8);
+    let mut prev = None;
+    for c in line.chars() {
+        match c {
+            '\r' | '\n' => out.push(' '),
+            _ if printing(c) && !field_like(prev, c) => out.push(c),
+            _ => push_escaped(&mut out, c),
+        }
+        prev = Some(c);
+    }
+    Cow::Owned(out)
+}
+
 /// Which service a record of `target` belongs to: the target itself when
 /// it names a service, else the service of the module that logged it
 /// (longest prefix first), else `face` (the program as called).
@@ -94,7 +213,11 @@ pub fn service_of<'a>(target: &'a str, face: &'a str) -> &'a str {
 /// "received"; `note` adds to it, e.g. ` orig_from=<…>` when the sender
 /// was masqueraded), `qmgr` gives its sender, size and recipient count.
 pub fn received(id: &str, uid: u32, sender: &str, note: &str, size: u64, nrcpt: usize) {
-    log::info!(target: service::PICKUP, "{id}: uid={uid} from=<{sender}>{note}");
+    log::info!(
+        target: fields::PICKUP,
+        "{id}: uid={uid} from=<{}>{note}",
+        address(sender)
+    );
     queued(id, sender, size, nrcpt);
 }
 
@@ -103,8 +226,9 @@ pub fn received(id: &str, uid: u32, sender: &str, note: &str, size: u64, nrcpt: 
 /// it in).
 pub fn queued(id: &str, sender: &str, size: u64, nrcpt: usize) {
     log::info!(
-        target: service::QMGR,
-        "{id}: from=<{sender}>, size={size}, nrcpt={nrcpt} (queue active)"
+        target: fields::QMGR,
+        "{id}: from=<{}>, size={size}, nrcpt={nrcpt} (queue active)",
+        address(sender)
     );
 }
 
@@ -178,13 +302,19 @@ impl Log for MailLog {
         if !self.enabled(record.metadata()) {
             return;
         }
-        // One line per record, whatever the message held.
-        let line = record.args().to_string().replace(['\r', '\n'], " ");
+        let (target, fields) = match record.target().strip_suffix(FIELDS) {
+            Some(service) => (service, true),
+            None => (record.target(), false),
+        };
+        let text = record.args().to_string();
+        // One line per record, whatever the message held, and nothing
+        // in it that is not what it looks like.
+        let line = one_line(&text, fields);
         if record.level() <= Level::Info {
-            let service = service_of(record.target(), &self.face);
+            let service = service_of(target, &self.face);
             Self::send(record.level(), service, &line);
         }
-        if self.verbose && record.target() != SYSLOG_ONLY {
+        if self.verbose && target != SYSLOG_ONLY {
             let _ = writeln!(std::io::stderr(), "{}: {line}", self.face);
         }
     }
@@ -230,6 +360,68 @@ mod tests {
         init("spoolmail-test", true);
         log::info!("a line\nwith a break");
         log::error!(target: SYSLOG_ONLY, "error line");
+    }
+
+    #[test]
+    fn addresses_cannot_close_their_field() {
+        let a = r#""x>, relay=r[192.0.2.1]:25, status=sent ("@example.org"#;
+        let shown = address(a);
+        assert!(!shown.contains(['>', '<', ',', '=']), "{shown}");
+        assert_eq!(
+            shown,
+            r#""x\x3e\x2c relay\x3dr[192.0.2.1]:25\x2c status\x3dsent ("@example.org"#
+        );
+        assert_eq!(
+            address("plain.user+tag@example.org"),
+            "plain.user+tag@example.org"
+        );
+        assert!(matches!(address("a@b"), Cow::Borrowed(_)));
+        // The escape character is escaped too: what is shown reads back.
+        assert_eq!(address(r"a\x3e@b"), r"a\x5cx3e@b");
+    }
+
+    #[test]
+    fn non_printing_characters_are_escaped() {
+        assert_eq!(
+            address("invoice\u{202e}fdp.exe@example.org"),
+            r"invoice\u{202e}fdp.exe@example.org"
+        );
+        assert_eq!(
+            text("451 busy\u{2066}\x1b[2J\u{a0}\u{200b} later"),
+            r"451 busy\u{2066}\x1b[2J\u{00a0}\u{200b} later"
+        );
+        // Letters of any script are printing.
+        assert_eq!(address("bücher@bücher.example"), "bücher@bücher.example");
+        assert_eq!(
+            text("250 2.0.0 Ok: queued (Größe 3)"),
+            "250 2.0.0 Ok: queued (Größe 3)"
+        );
+    }
+
+    #[test]
+    fn replies_cannot_carry_a_field() {
+        assert_eq!(
+            text("250 ok to=<a@b>, relay=x, status=sent (y)"),
+            r"250 ok to\x3d<a@b>, relay\x3dx, status\x3dsent (y)"
+        );
+    }
+
+    #[test]
+    fn free_text_records_cannot_carry_a_field() {
+        assert_eq!(
+            one_line(
+                "ID: deferred: 451 x to=<a@b>, status=sent\r\n(y = 2)",
+                false
+            ),
+            r"ID: deferred: 451 x to\x3d<a@b>, status\x3dsent  (y = 2)"
+        );
+        // A record with fields keeps them (its values were escaped).
+        let line = "ID: to=<a@b>, relay=none, status=deferred (x\u{202e})";
+        assert_eq!(
+            one_line(line, true),
+            r"ID: to=<a@b>, relay=none, status=deferred (x\u{202e})"
+        );
+        assert!(matches!(one_line("ID: removed", false), Cow::Borrowed(_)));
     }
 
     #[test]

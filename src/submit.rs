@@ -276,7 +276,10 @@ pub fn submit(
 /// the envelope sender: the log keeps what the caller gave.
 pub fn masqueraded_from(given: Option<&Address>, stored: Option<&Address>) -> String {
     match given {
-        Some(given) if Some(given) != stored => format!(" orig_from=<{given}>"),
+        Some(given) if Some(given) != stored => format!(
+            " orig_from=<{}>",
+            crate::logging::address(&given.to_string())
+        ),
         _ => String::new(),
     }
 }

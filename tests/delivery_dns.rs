@@ -160,6 +160,6 @@ fn an_unreachable_mx_with_20_messages_costs_one_attempt_per_address() {
             .all(|m| status(m) == "deferred" || status(m) == "queued")
     );
     assert!(q.iter().any(|m| status(m) == "deferred"));
-    let status = std::fs::read_to_string(w.spool.join("hosts/dest-down.test.status")).unwrap();
+    let status = std::fs::read_to_string(w.spool.join("hosts/dest-mx+down.test.status")).unwrap();
     assert!(status.contains("unreachable_until"), "{status}");
 }

@@ -264,6 +264,51 @@ fn syslog_name_postfix_is_read_by_tools_that_know_only_postfix() {
     assert_eq!(total(&totals, "delivered"), 2, "{totals:?}");
 }
 
+/// Addresses and replies are escaped in the log (issue 20): a quoted
+/// local part with `>`, `,` and `=`, a sender with a bidi override, a
+/// reply quoting a whole delivered line. pflogsumm still reads every
+/// line, and counts only what happened: one delivered, one deferred.
+#[test]
+fn escaped_fields_are_still_counted_right_by_pflogsumm() {
+    let dir = tempfile::tempdir().unwrap();
+    let syslog = SyslogReceiver::start(dir.path());
+    let server = SmtpServer::start(
+        dir.path(),
+        &[
+            "--rcpt-reply",
+            "defer@remote.example=451 4.3.0 to=<a@b>, relay=r, delay=0, dsn=2.0.0, status=sent (",
+        ],
+    );
+    let w = world(&server, &syslog, "");
+    let odd = r#""a>, b=c"@remote.example"#;
+    let sender = "s\u{202e}gpj@remote.example";
+    assert_success(&w.run("sendmail", &["-odi", "-f", sender, odd], b"\n"));
+    let out = w.run(
+        "sendmail",
+        &["-odi", "-f", sender, "defer@remote.example"],
+        b"\n",
+    );
+    assert_exit(&out, 75);
+    let lines = syslog.wait_lines(WAIT, |lines| {
+        lines.iter().filter(|l| l.contains(", dsn=")).count() >= 2
+    });
+    let text = lines.join("\n");
+    println!("{text}");
+    assert!(
+        text.contains(r#"to=<"a\x3e\x2c b\x3dc"@remote.example>, relay=127.0.0.1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r"from=<s\u{202e}gpj@remote.example>, size="),
+        "{text}"
+    );
+    assert!(!text.contains('\u{202e}'), "{text}");
+    let totals = pflogsumm(&syslog.log, &["--syslog-name=spoolmail"]);
+    assert_eq!(total(&totals, "received"), 2, "{totals:?}");
+    assert_eq!(total(&totals, "delivered"), 1, "{totals:?}");
+    assert_eq!(total(&totals, "deferred"), 1, "{totals:?}");
+}
+
 #[test]
 fn a_bad_syslog_name_is_a_config_error_with_its_line() {
     let w = World::with_config("syslog_name = spool/mail\n");

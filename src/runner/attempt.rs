@@ -462,9 +462,16 @@ fn deliver_to(
                     // Nothing of this transaction was delivered and the
                     // relay is closing: the same recipients go to the
                     // next relay of the list, in this attempt.
-                    transport.fail_over(now, &reply.one_line());
+                    transport.fail_over(&reply.one_line());
                     pending.extend(rest);
-                    match next_relay(ctx, transport, claim, state, target, &pending, &relay)? {
+                    let closed =
+                        Outcome::from_reply(reply.code, reply.enhanced_status(), reply.one_line());
+                    let failed = Failed {
+                        pending: &pending,
+                        relay: &relay,
+                        outcome: &closed,
+                    };
+                    match next_relay(ctx, transport, claim, state, target, &failed)? {
                         Some(next) => relay = next,
                         None => return Ok(None),
                     }
@@ -556,9 +563,18 @@ fn deliver_to(
                 // The relay is closing (a 421 to MAIL or DATA): nothing
                 // was delivered; the next relay of the list takes the
                 // same recipients in this attempt.
-                transport.fail_over(now, &e.to_string());
+                transport.fail_over(&e.to_string());
                 pending.extend(rest);
-                match next_relay(ctx, transport, claim, state, target, &pending, &relay)? {
+                let closed = match &e.reply {
+                    Some(r) => Outcome::from_reply(r.code, r.enhanced_status(), r.one_line()),
+                    None => Outcome::deferred("4.4.2", e.to_string()),
+                };
+                let failed = Failed {
+                    pending: &pending,
+                    relay: &relay,
+                    outcome: &closed,
+                };
+                match next_relay(ctx, transport, claim, state, target, &failed)? {
                     Some(next) => relay = next,
                     None => return Ok(None),
                 }
@@ -598,18 +614,28 @@ fn deliver_to(
     Ok(None)
 }
 
+/// What a relay of a list answered 421 to: the recipients of the
+/// transaction, that relay, and the outcome its reply means.
+struct Failed<'a> {
+    pending: &'a [usize],
+    relay: &'a str,
+    outcome: &'a Outcome,
+}
+
 /// After a relay of a list answered 421 ([`Transport::fail_over`]): a
-/// connection to the next one for `pending`, whose name is returned.
-/// None when there is none to be had: the deferral is then recorded for
-/// `pending`, at the last relay tried (`relay` if no other was).
+/// connection to the next one for the recipients of `failed`, whose
+/// name is returned. None when there is none to be had: the deferral is
+/// then recorded for them — the 421 itself when no other relay was
+/// tried (each was closed to this message or in the unreachable cache),
+/// so that the message waits for its own retry time (its backoff), the
+/// last relay's failure to connect otherwise.
 fn next_relay(
     ctx: &Context,
     transport: &mut Transport,
     claim: &Claim,
     state: &mut DeliveryState,
     target: &Target,
-    pending: &[usize],
-    relay: &str,
+    failed: &Failed,
 ) -> Result<Option<String>> {
     let id = claim.id();
     // The relay answered (421): whatever window the transaction opened
@@ -618,19 +644,14 @@ fn next_relay(
     match transport.connection(target.dest, id.as_str(), target.now, !target.forced) {
         Ok(conn) => Ok(Some(conn.relay.clone())),
         Err(outcome) => {
-            let failed_at = transport.failed_at().unwrap_or(relay).to_string();
+            let (outcome, at) = match transport.refused_until() {
+                Some(_) => (failed.outcome, failed.relay),
+                None => (&outcome, transport.failed_at().unwrap_or(failed.relay)),
+            };
+            let at = at.to_string();
             let age = Duration::from_secs(target.now.saturating_sub(target.arrival));
-            for &i in pending {
-                apply(
-                    ctx,
-                    id,
-                    state,
-                    i,
-                    &outcome,
-                    Some(&failed_at),
-                    target.now,
-                    age,
-                );
+            for &i in failed.pending {
+                apply(ctx, id, state, i, outcome, Some(&at), target.now, age);
             }
             record(ctx, claim, state).map(|()| None)
         }

@@ -9,6 +9,21 @@
 //! again; the other messages for it are deferred (or sent to the next
 //! relay of their list) without a connection until then, and a
 //! successful connection clears the record.
+//!
+//! Record names (issue 20): [`Hop::key`] is injective — two different
+//! hops never share a record, a slot or a connect lock. A domain is
+//! named by its IDNA A-label form (`bücher.example` is
+//! `mx+xn--bcher-kva.example`, the name DNS is asked for), a relay by
+//! host and port (`relay+smtp.example+587`), the lone smarthost
+//! `smarthost`; the kind comes first, so that no domain can be named
+//! like a relay or the smarthost. Bytes outside `[a-z0-9.-]` are written
+//! `_XX` (hex), so no name can reach outside `hosts/`, and a key too
+//! long for a file name keeps its start and adds the SHA-256 of the
+//! whole. The other writers of `hosts/` use other first words
+//! (`smtp.slot-N`, `runner…`, `command-u…`, `rate-u…`,
+//! `state-swept.stamp`). Records under the names older versions wrote
+//! (`dest-b_cher.example.status`) are no longer read: each is a lost
+//! cache entry, costing at most one connection attempt.
 
 use std::path::Path;
 
@@ -16,8 +31,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::spool::durable;
 
-/// Longest destination key kept in a file name (names are ≤ 255 bytes).
+/// Longest key used whole in a file name: `dest-KEY.status`,
+/// `dest-KEY.slot-N` and `connect-KEY.slot-N` stay under 255 bytes.
 const MAX_KEY: usize = 200;
+
+/// How much of a longer key is kept, before its hash.
+const KEPT_OF_LONG_KEY: usize = 120;
 
 /// Where a recipient's mail goes: the recipients of a message with the
 /// same destination go in one transaction (D3).
@@ -47,34 +66,79 @@ pub enum Hop {
     Domain(String),
 }
 
-/// Keeps `[a-z0-9.-]` and replaces anything else, so that a hostile
-/// domain cannot name a path.
-fn file_safe(name: &str) -> String {
-    name.chars()
-        .take(MAX_KEY)
-        .map(|c| match c {
-            'a'..='z' | '0'..='9' | '-' | '.' => c,
-            _ => '_',
-        })
-        .collect()
+/// `name` with every byte outside `[a-z0-9.-]` written `_` and two
+/// lowercase hex digits: a file-name-safe spelling from which the name
+/// can be read back, so different names never share one.
+fn escape(name: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        match b {
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' => out.push(char::from(b)),
+            _ => {
+                let _ = write!(out, "_{b:02x}");
+            }
+        }
+    }
+    out
+}
+
+/// `key` if it fits in a file name, else its first
+/// [`KEPT_OF_LONG_KEY`] bytes, `~` and the SHA-256 of the whole: `~`
+/// is in no whole key, and a hostile name cannot be made to share the
+/// hash of another.
+fn bounded(key: String) -> String {
+    use std::fmt::Write as _;
+    if key.len() <= MAX_KEY {
+        return key;
+    }
+    let digest = openssl::sha::sha256(key.as_bytes());
+    // Keys are ASCII: any byte index is a character boundary.
+    let mut short = key[..KEPT_OF_LONG_KEY].to_string();
+    short.push('~');
+    for b in digest {
+        let _ = write!(short, "{b:02x}");
+    }
+    short
+}
+
+/// The name DNS is asked for when mail goes to `domain` (the resolver
+/// maps it the same way, IDNA to A-labels): lowercase ASCII, without a
+/// final dot. None if it is no valid domain name.
+fn a_label(domain: &str) -> Option<String> {
+    let name = hickory_resolver::proto::rr::Name::from_utf8(domain).ok()?;
+    Some(name.to_ascii().trim_end_matches('.').to_ascii_lowercase())
 }
 
 impl Hop {
-    /// A file-name-safe key. A relay's has a `+`, which no domain's
-    /// has, so that a relay and a domain never share a record.
+    /// A file-name-safe key, different for every hop (see the module
+    /// comment): `smarthost`, `relay+HOST+PORT`, `mx+DOMAIN` (A-labels),
+    /// or `mxraw+NAME` for a name IDNA refuses.
     pub fn key(&self) -> String {
         match self {
             Hop::Smarthost => "smarthost".to_string(),
-            Hop::Relay(host, port) => {
-                format!("relay+{}+{port}", file_safe(&host.to_ascii_lowercase()))
-            }
-            Hop::Domain(domain) => file_safe(domain),
+            Hop::Relay(host, port) => bounded(format!(
+                "relay+{}+{port}",
+                escape(&host.to_ascii_lowercase())
+            )),
+            Hop::Domain(domain) => bounded(match a_label(domain) {
+                Some(ascii) => format!("mx+{}", escape(&ascii)),
+                None => format!("mxraw+{}", escape(domain)),
+            }),
         }
     }
 
     /// The lock-file prefix of this hop's connection slots.
     pub fn slot_prefix(&self) -> String {
         format!("dest-{}", self.key())
+    }
+
+    /// The lock-file prefix of the lock held while connecting to this
+    /// hop. Not `slot_prefix` with a suffix: a key and a suffix may
+    /// spell another hop's key (`a.example` and `-connect` spell the
+    /// domain `a.example-connect`).
+    pub fn connect_prefix(&self) -> String {
+        format!("connect-{}", self.key())
     }
 }
 
@@ -194,12 +258,90 @@ mod tests {
         assert!(!d.key().contains('/'));
         let r = Hop::Relay("../x".into(), 25);
         assert!(!r.key().contains('/'));
-        assert_ne!(
-            Hop::Relay("a.example".into(), 25).key(),
-            Hop::Domain("a.example".into()).key()
-        );
         let long = Hop::Domain("a".repeat(300));
         assert!(long.slot_prefix().len() < 255 - 16);
+        assert!(long.connect_prefix().len() < 255 - 16);
+    }
+
+    #[test]
+    fn domains_are_named_by_their_a_labels() {
+        assert_eq!(
+            Hop::Domain("bücher.example".into()).key(),
+            "mx+xn--bcher-kva.example"
+        );
+        assert_eq!(
+            Hop::Domain("xn--bcher-kva.example".into()).key(),
+            Hop::Domain("bücher.example".into()).key(),
+            "one DNS name, one record"
+        );
+        assert_eq!(Hop::Domain("example.org.".into()).key(), "mx+example.org");
+        assert_eq!(
+            Hop::Relay("SMTP.Example".into(), 587).key(),
+            "relay+smtp.example+587"
+        );
+    }
+
+    #[test]
+    fn different_hops_never_share_a_name() {
+        let mut hops = vec![
+            Hop::Smarthost,
+            Hop::Domain("smarthost".into()),
+            Hop::Domain("bücher.example".into()),
+            Hop::Domain("bächer.example".into()),
+            Hop::Domain("b_cher.example".into()),
+            Hop::Domain("b?cher.example".into()),
+            Hop::Domain("a.example".into()),
+            Hop::Domain("a.example-connect".into()),
+            Hop::Domain("relay+a.example+25".into()),
+            Hop::Domain("mx+a.example".into()),
+            Hop::Domain("a..example".into()),
+            Hop::Domain("[192.0.2.1]".into()),
+            Hop::Relay("a.example".into(), 25),
+            Hop::Relay("a.example".into(), 2),
+            Hop::Relay("a.example+2".into(), 5),
+            Hop::Relay("::1".into(), 25),
+            Hop::Relay("_3a_3a1".into(), 25),
+        ];
+        // Long names: the same first bytes, different after.
+        for tail in ["x", "y", "xx"] {
+            hops.push(Hop::Domain(format!("{}{tail}", "é".repeat(150))));
+            hops.push(Hop::Domain(format!("{}.{tail}", "a".repeat(250))));
+        }
+        let mut names = std::collections::BTreeMap::new();
+        for hop in &hops {
+            let key = hop.key();
+            assert!(
+                key.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-._~".contains(&b)),
+                "{key}"
+            );
+            for name in [
+                status_name(hop),
+                format!("{}.slot-0", hop.slot_prefix()),
+                format!("{}.slot-0", hop.connect_prefix()),
+            ] {
+                assert!(name.len() < 255, "{name}");
+                if let Some(other) = names.insert(name.clone(), hop) {
+                    panic!("{hop:?} and {other:?} share {name}");
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn domain_keys_are_injective(a in "\\PC{0,80}", b in "\\PC{0,80}") {
+            let (ka, kb) = (Hop::Domain(a.clone()).key(), Hop::Domain(b.clone()).key());
+            // One key only for names DNS is asked for the same way.
+            if ka == kb {
+                proptest::prop_assert!(a == b || (a_label(&a).is_some() && a_label(&a) == a_label(&b)));
+            }
+        }
+
+        #[test]
+        fn escape_is_injective(a in "\\PC{0,40}", b in "\\PC{0,40}") {
+            proptest::prop_assert_eq!(escape(&a) == escape(&b), a == b);
+        }
     }
 
     #[test]

@@ -129,13 +129,14 @@ pub enum Via<'a> {
 }
 
 impl Via<'_> {
+    /// The target of its log line: the service, with fields.
     fn service(self) -> &'static str {
-        use crate::logging::service;
+        use crate::logging::fields;
         match self {
-            Via::Smtp(_) => service::SMTP,
-            Via::Local => service::LOCAL,
-            Via::Queue => service::QMGR,
-            Via::Route => service::ERROR,
+            Via::Smtp(_) => fields::SMTP,
+            Via::Local => fields::LOCAL,
+            Via::Queue => fields::QMGR,
+            Via::Route => fields::ERROR,
         }
     }
 
@@ -149,18 +150,23 @@ impl Via<'_> {
 
 /// The syslog line of one recipient outcome, in the shape sysadmins grep
 /// for and pflogsumm reads: `ID: to=<…>, relay=host[ip]:port, delay=…,
-/// dsn=…, status=sent|deferred|bounced (…)`.
+/// dsn=…, status=sent|deferred|bounced (…)`. The recipient, the relay
+/// (a name from DNS) and the reply come from outside: escaped, so that
+/// none can end its field or fake another (issue 20).
 pub fn log_line(id: &str, recipient: &str, via: Via, delay: Duration, outcome: &Outcome) -> String {
+    use crate::logging::{address, text};
     let relay = match via {
         Via::Smtp(Some(relay)) => relay,
         _ => via.relay(),
     };
     format!(
-        "{id}: to=<{recipient}>, relay={relay}, delay={}, dsn={}, status={} ({})",
+        "{id}: to=<{}>, relay={}, delay={}, dsn={}, status={} ({})",
+        address(recipient),
+        address(relay),
         delay.as_secs(),
-        outcome.dsn(),
+        text(outcome.dsn()),
         outcome.status_word(),
-        outcome.text()
+        text(outcome.text())
     )
 }
 
@@ -258,6 +264,19 @@ mod tests {
         assert_eq!(
             line,
             "ID2: to=<u@h>, relay=local, delay=0, dsn=5.1.1, status=bounced (no such user)"
+        );
+        // Nothing from outside ends a field or makes one.
+        let deferred = Outcome::deferred("4.3.0", "451 busy, status=sent (x)");
+        let line = log_line(
+            "ID3",
+            "\"x>, status=sent (\"@h",
+            Via::Smtp(Some("mx,status=sent[192.0.2.1]:25")),
+            Duration::from_secs(0),
+            &deferred,
+        );
+        assert_eq!(
+            line,
+            r#"ID3: to=<"x\x3e\x2c status\x3dsent ("@h>, relay=mx\x2cstatus\x3dsent[192.0.2.1]:25, delay=0, dsn=4.3.0, status=deferred (451 busy, status\x3dsent (x))"#
         );
     }
 }

@@ -117,14 +117,17 @@ impl<'a> Transport<'a> {
     }
 
     /// The open connection's relay answered 421 ("closing channel",
-    /// RFC 5321 §3.8) in a transaction: it is recorded as unreachable,
-    /// the connection dropped, and the relay not tried again for this
-    /// message, so that the next [`Transport::connection`] goes to the
-    /// next relay of the list.
-    pub fn fail_over(&mut self, now: u64, reason: &str) {
+    /// RFC 5321 §3.8) in a transaction: the connection is dropped and
+    /// the relay not tried again for this message, so that the next
+    /// [`Transport::connection`] goes to the next relay of the list. It
+    /// is not recorded as unreachable: a 421 once MAIL is under way may
+    /// be about this message alone (a relay that finds it suspicious),
+    /// and one sender's message must not hold the relay back for
+    /// everyone's (issue 20). Only a failure before MAIL — connect,
+    /// greeting, TLS, AUTH — says the relay is down.
+    pub fn fail_over(&mut self, reason: &str) {
         if let Some(conn) = self.cached.take() {
             log::warn!("{}: {}: {reason}", conn.hop, conn.relay);
-            self.unreachable_from(&conn.hop, now, format!("{}: {reason}", conn.relay));
             self.closed.push(conn.hop);
         }
     }
@@ -236,7 +239,7 @@ impl<'a> Transport<'a> {
             // (the holder may be stopped) we connect without it.
             let connect_lock = match slots::acquire_within(
                 &self.hosts_dir,
-                &format!("{}-connect", hop.slot_prefix()),
+                &hop.connect_prefix(),
                 1,
                 Share::Whole,
                 self.config.connect_timeout,

@@ -21,5 +21,6 @@ mod client;
 mod environment;
 mod local;
 mod queue;
+mod relaylog;
 mod session;
 mod spool;

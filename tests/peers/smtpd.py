@@ -61,6 +61,12 @@ class Handler:
 
     async def handle_DATA(self, server, session, envelope):
         reply = args.data_reply or "250 2.0.0 Message accepted"
+        for spec in args.data_reply_from:
+            # One sender's messages only (a relay that finds them
+            # "suspicious"): everyone else's get the usual reply.
+            sender, answer = spec.split("=", 1)
+            if sender.lower() == (envelope.mail_from or "").lower():
+                reply = answer
         record = dict(
             mail_from=envelope.mail_from,
             rcpt_tos=envelope.rcpt_tos,
@@ -175,6 +181,9 @@ if __name__ == "__main__":
                    help="ADDR=CODE TEXT: the reply to RCPT TO:<ADDR>")
     p.add_argument("--data-reply", help="CODE TEXT: the reply to the final dot")
     p.add_argument("--mail-reply", help="CODE TEXT: the reply to every MAIL FROM")
+    p.add_argument("--data-reply-from", action="append", default=[],
+                   help="SENDER=CODE TEXT: the reply to the final dot of "
+                        "messages from SENDER")
     p.add_argument("--drop-after-dot", action="store_true")
     p.add_argument("--max-rcpt", type=int)
     p.add_argument("--starttls", nargs=2, metavar=("CERT", "KEY"))
