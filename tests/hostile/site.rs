@@ -115,7 +115,7 @@ impl Site {
         let sbin = base.join("sbin");
         fs::create_dir(&sbin).unwrap();
         let bin = sbin.join("spoolmail");
-        fs::copy(env!("CARGO_BIN_EXE_spoolmail"), &bin).unwrap();
+        common::stage::copy_executable(common::stage::binary(), &bin);
         chown(&bin, 0, mail);
         chmod(&bin, 0o2755);
         for face in ["sendmail", "mailq", "newaliases"] {
