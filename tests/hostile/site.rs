@@ -283,15 +283,42 @@ fn processes_of(uid: u32) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Runs a useradd/userdel command, again while it fails only because
+/// another process holds the lock on /etc/passwd or /etc/group (the
+/// tests of this binary take turns, but other test binaries, or other
+/// checkouts' suites, may run at the same time); up to a minute.
+fn run_locked(make: impl Fn() -> Command) -> Output {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = make().output().expect("running an account command");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let locked = err.contains("cannot lock") || err.contains("try again later");
+        if out.status.success() || !locked || std::time::Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn make_account(name: &str, base: &Path) -> Account {
     // A leftover from a run that was killed: start clean.
-    let _ = Command::new("userdel").args(["-f", name]).output();
+    let _ = run_locked(|| {
+        let mut cmd = Command::new("userdel");
+        cmd.args(["-f", name]);
+        cmd
+    });
     let home = base.join(name);
-    run_ok(
-        Command::new("useradd")
-            .args(["-M", "-U", "-s", "/bin/sh", "-d"])
+    let out = run_locked(|| {
+        let mut cmd = Command::new("useradd");
+        cmd.args(["-M", "-U", "-s", "/bin/sh", "-d"])
             .arg(&home)
-            .arg(name),
+            .arg(name);
+        cmd
+    });
+    assert!(
+        out.status.success(),
+        "useradd {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     let user = nix::unistd::User::from_name(name)
         .unwrap()
@@ -316,7 +343,11 @@ impl Drop for Site {
                 .arg(a.uid.to_string())
                 .output();
             common::wait_for(Duration::from_secs(5), || !processes_of(a.uid));
-            let _ = Command::new("userdel").args(["-f", &a.name]).output();
+            let _ = run_locked(|| {
+                let mut cmd = Command::new("userdel");
+                cmd.args(["-f", &a.name]);
+                cmd
+            });
         }
         // Root's detached runners of this site.
         let _ = Command::new("pkill")
