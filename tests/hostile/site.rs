@@ -25,10 +25,17 @@ use crate::common::{self, HOSTNAME};
 const ETC_DIR: &str = "/etc/spoolmail";
 
 /// useradd/userdel lock /etc/passwd and fail when another holds it; the
-/// tests of one binary take turns. The count says how many sites need
-/// `/etc/spoolmail` as a mount point (created when missing, removed with
-/// the last site that needed it).
-static ACCOUNTS: Mutex<(usize, bool)> = Mutex::new((0, false));
+/// tests of one binary take turns. The count says how many sites of this
+/// process need `/etc/spoolmail` as a mount point; while there are any,
+/// the process holds a shared lock on [`ETC_LOCK`].
+static ACCOUNTS: Mutex<(usize, Option<fs::File>)> = Mutex::new((0, None));
+
+/// Other processes (another checkout's suite on the same machine) need
+/// the mount point too: each holds this file's lock shared while it has
+/// sites, and the one that can take it exclusively at its end — nobody
+/// else has sites — removes the mount point, if empty (an installed
+/// package's `/etc/spoolmail` never is).
+const ETC_LOCK: &str = "/run/lock/spoolmail-hostile-etc.lock";
 
 /// A local account made for one test.
 #[derive(Debug, Clone)]
@@ -102,9 +109,8 @@ impl Site {
         let mail = mail_gid();
         let (alice, mallory) = {
             let mut accounts = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
-            if accounts.0 == 0 && !Path::new(ETC_DIR).exists() {
-                fs::create_dir(ETC_DIR).unwrap();
-                accounts.1 = true;
+            if accounts.0 == 0 {
+                accounts.1 = Some(share_etc_dir());
             }
             accounts.0 += 1;
             (
@@ -242,6 +248,24 @@ impl Site {
     }
 }
 
+/// Takes [`ETC_LOCK`] shared (waiting while another process removes the
+/// mount point) and makes sure `/etc/spoolmail` exists.
+fn share_etc_dir() -> fs::File {
+    let lock = Path::new(ETC_LOCK);
+    fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock)
+        .unwrap();
+    file.lock_shared().unwrap();
+    match fs::create_dir(ETC_DIR) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => panic!("{ETC_DIR}: {e}"),
+        _ => file,
+    }
+}
+
 fn write_owned(path: &Path, text: &str, uid: u32, gid: u32, mode: u32) {
     fs::write(path, text).unwrap();
     chown(path, uid, gid);
@@ -355,9 +379,11 @@ impl Drop for Site {
             .arg(self.sbin.display().to_string())
             .output();
         accounts.0 -= 1;
-        if accounts.0 == 0 && accounts.1 {
+        if accounts.0 == 0
+            && let Some(lock) = accounts.1.take()
+            && lock.try_lock().is_ok()
+        {
             let _ = fs::remove_dir(ETC_DIR);
-            accounts.1 = false;
         }
     }
 }
