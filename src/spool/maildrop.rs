@@ -556,7 +556,13 @@ fn remove_tree(path: &Path) -> io::Result<()> {
                 loop {
                     fresh += 1;
                     let up = format!(".{fresh}");
-                    match renameat2(&sub, child_name, &top, up.as_str(), RenameFlags::RENAME_NOREPLACE) {
+                    match renameat2(
+                        &sub,
+                        child_name,
+                        &top,
+                        up.as_str(),
+                        RenameFlags::RENAME_NOREPLACE,
+                    ) {
                         Ok(()) | Err(nix::errno::Errno::ENOENT) => break,
                         Err(nix::errno::Errno::EEXIST) => spend()?,
                         Err(e) => return Err(e.into()),
