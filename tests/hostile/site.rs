@@ -179,6 +179,9 @@ impl Site {
 
     /// The command that runs `script` (sh) as `who` (None: root) inside
     /// the namespace where the site's configuration is the default one.
+    /// The mount point is made again if something outside the suite took
+    /// it away meanwhile (a package purge, a suite of another checkout
+    /// that predates [`ETC_LOCK`]).
     pub fn shell(&self, who: Option<&Account>, script: &str) -> Command {
         let inner = match who {
             Some(a) => format!(
@@ -190,7 +193,7 @@ impl Site {
         let mut cmd = Command::new("unshare");
         cmd.args(["-m", "--propagation", "private", "sh", "-c"])
             .arg(format!(
-                "mount --bind {} {ETC_DIR} && cd / && {inner}",
+                "mkdir -p {ETC_DIR} && mount --bind {} {ETC_DIR} && cd / && {inner}",
                 self.etc.display()
             ))
             .arg("sh")
