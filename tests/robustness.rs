@@ -432,6 +432,7 @@ fn a_failing_password_lookup_is_temporary() {
         return;
     };
     let w = World::new();
+    w.stage_for_other_users();
     let mut cmd = std::process::Command::new("strace");
     cmd.args([
         "-f",
