@@ -14,6 +14,11 @@
 //! concurrent submissions may both pass at the edge: the limit is exact
 //! to within the number of simultaneous callers. Files of past hours are
 //! removed by queue runs ([`sweep`]).
+//!
+//! A limit that is set fails closed: a counter that cannot be opened,
+//! read or written (a caller starting us with `ulimit -n 5`, a full
+//! disk) refuses the submission with EX_TEMPFAIL, so that a caller who
+//! can starve us of descriptors cannot starve the brake instead.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -27,7 +32,9 @@ const PREFIX: &str = "rate-u";
 
 /// Counts one submission of `recipients` recipients by `uid` (`login`)
 /// in the hour of `now` (unix seconds), or refuses it (EX_TEMPFAIL) when
-/// it would pass a limit. Root and the exempt users are not counted.
+/// it would pass a limit, or when a counter it needs cannot be opened,
+/// read or written (EX_TEMPFAIL too: fail closed). Root and the exempt
+/// users are not counted.
 pub fn admit(
     config: &Config,
     hosts_dir: &Path,
@@ -54,15 +61,9 @@ pub fn admit(
     let mut counters = Vec::new();
     for (what, max, adding) in limits.into_iter().filter(|&(_, max, _)| max > 0) {
         let path = hosts_dir.join(format!("{PREFIX}{uid}-{hour}.{what}"));
-        let file = match open_counter(&path) {
-            Ok(file) => file,
-            Err(e) => {
-                // No counter, no brake: never a reason to refuse mail.
-                log::warn!("{}: {e}: not counted", path.display());
-                continue;
-            }
-        };
-        let so_far = file.metadata().map_or(0, |m| m.len());
+        let uncounted = |e: std::io::Error| cannot_count(&path, what, login, uid, &e);
+        let file = open_counter(&path).map_err(uncounted)?;
+        let so_far = file.metadata().map_err(uncounted)?.len();
         if so_far.saturating_add(adding) > max {
             log::warn!(
                 "{login} (uid {uid}) refused: {so_far} {what} this hour, max_{what}_per_hour is {max}"
@@ -74,13 +75,30 @@ pub fn admit(
                 ),
             ));
         }
-        counters.push((file, adding));
+        counters.push((file, adding, path, what));
     }
-    for (mut file, adding) in counters {
-        // One write of `adding` bytes: appended whole.
-        let _ = file.write_all(&vec![b'.'; adding as usize]);
+    for (mut file, adding, path, what) in counters {
+        // One write of `adding` bytes: appended whole. A failure after
+        // another counter was written leaves that one a little high: the
+        // brake errs on the side of refusing.
+        file.write_all(&vec![b'.'; adding as usize])
+            .map_err(|e| cannot_count(&path, what, login, uid, &e))?;
     }
     Ok(())
+}
+
+/// The refusal when a counter cannot be used: temporary (75), whatever
+/// the errno (descriptors, space and permissions all come back), logged
+/// with the user it stopped.
+fn cannot_count(path: &Path, what: &str, login: &str, uid: u32, e: &std::io::Error) -> Error {
+    log::warn!(
+        "{login} (uid {uid}) refused: {}: {e}: cannot count {what} against max_{what}_per_hour",
+        path.display()
+    );
+    Error::new(
+        Kind::TempFail,
+        format!("cannot count this submission against max_{what}_per_hour ({e}); try again later"),
+    )
 }
 
 fn open_counter(path: &Path) -> std::io::Result<File> {
@@ -194,6 +212,17 @@ mod tests {
         sweep(dir.path(), hour + 3600);
         assert_eq!(this_hour(dir.path(), hour), vec![]);
         assert_eq!(this_hour(dir.path(), hour + 3600), vec![(1000, 1, 1)]);
+    }
+
+    #[test]
+    fn a_counter_that_cannot_be_opened_refuses_when_a_limit_is_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("no-such-hosts-dir");
+        let refused = admit(&config(3, 0), &gone, 1000, "www", 1, 0).unwrap_err();
+        assert_eq!(refused.kind(), Kind::TempFail);
+        assert!(refused.message().contains("max_messages_per_hour"));
+        // No limit, nothing to count: accepted.
+        admit(&config(0, 0), &gone, 1000, "www", 1, 0).unwrap();
     }
 
     #[test]

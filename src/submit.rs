@@ -243,15 +243,20 @@ pub fn submit(
     intake.copy_body(out)?;
 
     // Counted last, when nothing else can refuse it: a message refused
-    // here (75: the caller tries again later) leaves nothing queued.
-    crate::ratelimit::admit(
-        config,
-        &crate::spool::hosts_dir_of(&config.spool),
-        caller.uid,
-        &caller.login,
-        recipients.len(),
-        now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-    )?;
+    // here (75: the caller tries again later) leaves nothing queued. A
+    // drop is not counted here: its writer cannot open hosts/ (the
+    // counters fail closed), and root's pickup counts it, holding what
+    // passes the limit.
+    if !dropped {
+        crate::ratelimit::admit(
+            config,
+            &crate::spool::hosts_dir_of(&config.spool),
+            caller.uid,
+            &caller.login,
+            recipients.len(),
+            now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        )?;
+    }
     let committed = draft.commit()?;
     // From here on the message is safe: it is fsynced and renamed into
     // queue/, and the directory is fsynced. Nothing below may fail the call.

@@ -396,15 +396,14 @@ fn a_forward_owned_by_someone_else_is_ignored() {
 fn recording_script(w: &World, name: &str, exit: &str) -> PathBuf {
     let script = w.dir.path().join(format!("{name}.sh"));
     let out = w.dir.path().join("out").join(name);
-    fs::write(
+    common::stage::write_executable(
         &script,
-        format!(
+        &format!(
             "#!/bin/sh\n{{ id -u; echo \"SENDER=$SENDER\"; echo \"RECIPIENT=$RECIPIENT\"; echo \"USER=$USER\"; echo \"HOME=$HOME\"; echo \"PATH=$PATH\"; cat; }} > {out}.tmp && mv {out}.tmp {out}\n{exit}\n",
             out = out.display()
         ),
-    )
-    .unwrap();
-    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        0o755,
+    );
     script
 }
 
@@ -779,6 +778,7 @@ fn a_runner_that_is_not_root_delivers_its_own_mail_and_leaves_the_rest_to_root()
     }
     let nobody = User::lookup("nobody").unwrap().unwrap();
     let w = local_world("");
+    w.stage_for_other_users();
     // The whole world belongs to nobody, who submits and runs the queue.
     let out = Command::new("chown")
         .arg("-R")

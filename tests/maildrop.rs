@@ -34,7 +34,7 @@ fn installed() -> Installed {
         .expect("group mail");
     let root = Some(nix::unistd::Uid::from_raw(0));
     let bin = base.path().join("sendmail");
-    fs::copy(env!("CARGO_BIN_EXE_spoolmail"), &bin).unwrap();
+    common::stage::copy_executable(common::stage::binary(), &bin);
     nix::unistd::chown(&bin, root, Some(mail.gid)).unwrap();
     fs::set_permissions(&bin, fs::Permissions::from_mode(0o2755)).unwrap();
     let spool = base.path().join("spool");

@@ -461,17 +461,15 @@ fn gnu_mailutils_itself_is_masqueraded() {
     // mailutils runs a sendmail URL's program with its own arguments
     // only: a wrapper adds our -C.
     let wrapper = w.dir.path().join("sendmail-wrapper");
-    std::fs::write(
+    common::stage::write_executable(
         &wrapper,
-        format!(
+        &format!(
             "#!/bin/sh\nexec {} -C {} \"$@\"\n",
             w.bin.join("sendmail").display(),
             w.config.display()
         ),
-    )
-    .unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        0o755,
+    );
     let out = run_with_stdin(
         std::process::Command::new(mail)
             .arg("-E")

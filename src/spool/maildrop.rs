@@ -451,11 +451,11 @@ fn junk(path: &Path, meta: &fs::Metadata, why: &str) -> bool {
 }
 
 /// Removes a file, link or directory tree from the maildrop. A tree is
-/// removed without following symlinks (std's `remove_dir_all` opens each
-/// level with `O_NOFOLLOW`), so a user's links lead root nowhere.
+/// removed by [`remove_tree`]: without following symlinks, and with the
+/// same few descriptors at any depth.
 fn remove_junk(path: &Path, meta: &fs::Metadata) -> bool {
     let removed = if meta.is_dir() {
-        fs::remove_dir_all(path)
+        remove_tree(path)
     } else {
         fs::remove_file(path)
     };
@@ -465,5 +465,164 @@ fn remove_junk(path: &Path, meta: &fs::Metadata) -> bool {
             log::error!("removing {}: {e}", path.display());
             false
         }
+    }
+}
+
+/// How many unlinks and renames one tree may cost a run: a user racing
+/// to refill a tree as it is emptied cannot keep root's run busy for
+/// ever. What is left waits for the next run.
+const TREE_BUDGET: u64 = 1_000_000;
+
+/// Removes the directory `path` and everything under it without holding
+/// a descriptor per level (std's `remove_dir_all` does: a user's tree of
+/// 1,500 levels outlived root's runs under systemd's 1024). Only `path`
+/// and one directory below it are ever open: an entry of `path` that is
+/// a non-empty directory has its own entries moved up into `path` under
+/// fresh short names (`.N`, never replacing anything) and is removed
+/// empty; so every level rises until it is gone, each entry is moved at
+/// most once per level, and no name grows. Nothing is followed: each
+/// directory is opened with `O_NOFOLLOW`, and a symlink is unlinked like
+/// a file. A user may change the tree meanwhile (it is theirs): whatever
+/// is there is removed, within [`TREE_BUDGET`].
+fn remove_tree(path: &Path) -> io::Result<()> {
+    use nix::dir::Dir;
+    use nix::fcntl::{OFlag, RenameFlags, open, openat, renameat2};
+    use nix::sys::stat::Mode;
+    use nix::unistd::{UnlinkatFlags, unlinkat};
+
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let top = open(path, flags, Mode::empty())?;
+    let mut spent = 0u64;
+    let mut fresh = 0u64;
+    let mut spend = || {
+        spent += 1;
+        match spent > TREE_BUDGET {
+            true => Err(io::Error::other(format!(
+                "more than {TREE_BUDGET} entries: the rest is left for the next run"
+            ))),
+            false => Ok(()),
+        }
+    };
+    // Ok(true): gone (or vanished meanwhile); Ok(false): a directory.
+    let unlink = |dir: &std::os::fd::OwnedFd, name: &std::ffi::CStr| -> io::Result<bool> {
+        match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(nix::errno::Errno::ENOENT) => Ok(true),
+            Err(nix::errno::Errno::EISDIR) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    };
+    let is_dot = |name: &std::ffi::CStr| matches!(name.to_bytes(), b"." | b"..");
+    loop {
+        // A pass over `path`: files go, empty directories go, the others
+        // are flattened by one level. Passes repeat until one finds
+        // nothing (what was moved up meanwhile is met by the next pass).
+        let mut reader = Dir::openat(&top, ".", flags, Mode::empty())?;
+        let mut found = false;
+        for entry in reader.iter() {
+            let entry = entry?;
+            let name = entry.file_name();
+            if is_dot(name) {
+                continue;
+            }
+            found = true;
+            spend()?;
+            if unlink(&top, name)? {
+                continue;
+            }
+            match unlinkat(&top, name, UnlinkatFlags::RemoveDir) {
+                Ok(()) | Err(nix::errno::Errno::ENOENT) => continue,
+                Err(nix::errno::Errno::ENOTEMPTY | nix::errno::Errno::EEXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+            // A symlink or a file swapped in meanwhile: ELOOP or ENOTDIR,
+            // and the next pass unlinks it.
+            let sub = match openat(&top, name, flags, Mode::empty()) {
+                Ok(sub) => sub,
+                Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ELOOP) => continue,
+                Err(nix::errno::Errno::ENOTDIR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let mut below = Dir::openat(&sub, ".", flags, Mode::empty())?;
+            for child in below.iter() {
+                let child = child?;
+                let child_name = child.file_name();
+                if is_dot(child_name) {
+                    continue;
+                }
+                spend()?;
+                if unlink(&sub, child_name)? {
+                    continue;
+                }
+                loop {
+                    fresh += 1;
+                    let up = format!(".{fresh}");
+                    match renameat2(
+                        &sub,
+                        child_name,
+                        &top,
+                        up.as_str(),
+                        RenameFlags::RENAME_NOREPLACE,
+                    ) {
+                        Ok(()) | Err(nix::errno::Errno::ENOENT) => break,
+                        Err(nix::errno::Errno::EEXIST) => spend()?,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            // Empty now, unless its owner filled it again: then the next
+            // pass meets it once more.
+            match unlinkat(&top, name, UnlinkatFlags::RemoveDir) {
+                Ok(())
+                | Err(nix::errno::Errno::ENOENT)
+                | Err(nix::errno::Errno::ENOTEMPTY | nix::errno::Errno::EEXIST) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !found {
+            break;
+        }
+    }
+    drop(top);
+    fs::remove_dir(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deep, wide, with links out and names like the ones the removal
+    /// gives what it moves up: all gone, nothing outside touched.
+    #[test]
+    fn remove_tree_removes_any_shape_and_follows_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("keep"), "keep").unwrap();
+        let tree = dir.path().join("tree");
+        let mut deep = tree.clone();
+        for _ in 0..300 {
+            deep.push("d");
+        }
+        fs::create_dir_all(&deep).unwrap();
+        fs::write(deep.join("f"), "x").unwrap();
+        std::os::unix::fs::symlink(&outside, deep.join("l")).unwrap();
+        for taken in [".1", ".2", "d/.1"] {
+            fs::create_dir_all(tree.join(taken).join("x/y")).unwrap();
+        }
+        std::os::unix::fs::symlink(&outside, tree.join("link")).unwrap();
+        remove_tree(&tree).unwrap();
+        assert!(!tree.exists());
+        assert_eq!(fs::read_to_string(outside.join("keep")).unwrap(), "keep");
+    }
+
+    #[test]
+    fn remove_tree_refuses_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        fs::create_dir(&target).unwrap();
+        fs::write(target.join("keep"), "keep").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("link")).unwrap();
+        assert!(remove_tree(&dir.path().join("link")).is_err());
+        assert!(target.join("keep").exists());
     }
 }

@@ -7,6 +7,7 @@
 pub mod dns;
 pub mod hang_up;
 pub mod smtpd;
+pub mod stage;
 pub mod syslog;
 
 use std::ffi::OsStr;
@@ -69,6 +70,27 @@ impl World {
             spool,
             config,
             bin,
+        }
+    }
+
+    /// Makes the world usable by other users: the faces point at a copy
+    /// of the binary inside the world (the built one may sit in a
+    /// directory only its owner can enter, as a clone in root's 0700
+    /// home does), and the world's directory is searchable by all. For
+    /// tests that run the binary as another uid.
+    pub fn stage_for_other_users(&self) {
+        use std::os::unix::fs::PermissionsExt;
+        let copy = self.bin.join("spoolmail");
+        stage::copy_executable(stage::binary(), &copy);
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for face in ["sendmail", "mailq", "newaliases"] {
+            let link = self.bin.join(face);
+            std::fs::remove_file(&link).expect("unlink face");
+            symlink("spoolmail", &link).expect("link");
+        }
+        for dir in [self.dir.path(), &self.bin] {
+            let mode = std::fs::metadata(dir).unwrap().permissions().mode();
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o755)).unwrap();
         }
     }
 

@@ -25,10 +25,17 @@ use crate::common::{self, HOSTNAME};
 const ETC_DIR: &str = "/etc/spoolmail";
 
 /// useradd/userdel lock /etc/passwd and fail when another holds it; the
-/// tests of one binary take turns. The count says how many sites need
-/// `/etc/spoolmail` as a mount point (created when missing, removed with
-/// the last site that needed it).
-static ACCOUNTS: Mutex<(usize, bool)> = Mutex::new((0, false));
+/// tests of one binary take turns. The count says how many sites of this
+/// process need `/etc/spoolmail` as a mount point; while there are any,
+/// the process holds a shared lock on [`ETC_LOCK`].
+static ACCOUNTS: Mutex<(usize, Option<fs::File>)> = Mutex::new((0, None));
+
+/// Other processes (another checkout's suite on the same machine) need
+/// the mount point too: each holds this file's lock shared while it has
+/// sites, and the one that can take it exclusively at its end — nobody
+/// else has sites — removes the mount point, if empty (an installed
+/// package's `/etc/spoolmail` never is).
+const ETC_LOCK: &str = "/run/lock/spoolmail-hostile-etc.lock";
 
 /// A local account made for one test.
 #[derive(Debug, Clone)]
@@ -102,9 +109,8 @@ impl Site {
         let mail = mail_gid();
         let (alice, mallory) = {
             let mut accounts = ACCOUNTS.lock().unwrap_or_else(|p| p.into_inner());
-            if accounts.0 == 0 && !Path::new(ETC_DIR).exists() {
-                fs::create_dir(ETC_DIR).unwrap();
-                accounts.1 = true;
+            if accounts.0 == 0 {
+                accounts.1 = Some(share_etc_dir());
             }
             accounts.0 += 1;
             (
@@ -115,7 +121,7 @@ impl Site {
         let sbin = base.join("sbin");
         fs::create_dir(&sbin).unwrap();
         let bin = sbin.join("spoolmail");
-        fs::copy(env!("CARGO_BIN_EXE_spoolmail"), &bin).unwrap();
+        common::stage::copy_executable(common::stage::binary(), &bin);
         chown(&bin, 0, mail);
         chmod(&bin, 0o2755);
         for face in ["sendmail", "mailq", "newaliases"] {
@@ -173,6 +179,9 @@ impl Site {
 
     /// The command that runs `script` (sh) as `who` (None: root) inside
     /// the namespace where the site's configuration is the default one.
+    /// The mount point is made again if something outside the suite took
+    /// it away meanwhile (a package purge, a suite of another checkout
+    /// that predates [`ETC_LOCK`]).
     pub fn shell(&self, who: Option<&Account>, script: &str) -> Command {
         let inner = match who {
             Some(a) => format!(
@@ -184,7 +193,7 @@ impl Site {
         let mut cmd = Command::new("unshare");
         cmd.args(["-m", "--propagation", "private", "sh", "-c"])
             .arg(format!(
-                "mount --bind {} {ETC_DIR} && cd / && {inner}",
+                "mkdir -p {ETC_DIR} && mount --bind {} {ETC_DIR} && cd / && {inner}",
                 self.etc.display()
             ))
             .arg("sh")
@@ -242,6 +251,24 @@ impl Site {
     }
 }
 
+/// Takes [`ETC_LOCK`] shared (waiting while another process removes the
+/// mount point) and makes sure `/etc/spoolmail` exists.
+fn share_etc_dir() -> fs::File {
+    let lock = Path::new(ETC_LOCK);
+    fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(lock)
+        .unwrap();
+    file.lock_shared().unwrap();
+    match fs::create_dir(ETC_DIR) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => panic!("{ETC_DIR}: {e}"),
+        _ => file,
+    }
+}
+
 fn write_owned(path: &Path, text: &str, uid: u32, gid: u32, mode: u32) {
     fs::write(path, text).unwrap();
     chown(path, uid, gid);
@@ -283,15 +310,42 @@ fn processes_of(uid: u32) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Runs a useradd/userdel command, again while it fails only because
+/// another process holds the lock on /etc/passwd or /etc/group (the
+/// tests of this binary take turns, but other test binaries, or other
+/// checkouts' suites, may run at the same time); up to a minute.
+fn run_locked(make: impl Fn() -> Command) -> Output {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = make().output().expect("running an account command");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let locked = err.contains("cannot lock") || err.contains("try again later");
+        if out.status.success() || !locked || std::time::Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn make_account(name: &str, base: &Path) -> Account {
     // A leftover from a run that was killed: start clean.
-    let _ = Command::new("userdel").args(["-f", name]).output();
+    let _ = run_locked(|| {
+        let mut cmd = Command::new("userdel");
+        cmd.args(["-f", name]);
+        cmd
+    });
     let home = base.join(name);
-    run_ok(
-        Command::new("useradd")
-            .args(["-M", "-U", "-s", "/bin/sh", "-d"])
+    let out = run_locked(|| {
+        let mut cmd = Command::new("useradd");
+        cmd.args(["-M", "-U", "-s", "/bin/sh", "-d"])
             .arg(&home)
-            .arg(name),
+            .arg(name);
+        cmd
+    });
+    assert!(
+        out.status.success(),
+        "useradd {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     let user = nix::unistd::User::from_name(name)
         .unwrap()
@@ -316,7 +370,11 @@ impl Drop for Site {
                 .arg(a.uid.to_string())
                 .output();
             common::wait_for(Duration::from_secs(5), || !processes_of(a.uid));
-            let _ = Command::new("userdel").args(["-f", &a.name]).output();
+            let _ = run_locked(|| {
+                let mut cmd = Command::new("userdel");
+                cmd.args(["-f", &a.name]);
+                cmd
+            });
         }
         // Root's detached runners of this site.
         let _ = Command::new("pkill")
@@ -324,9 +382,11 @@ impl Drop for Site {
             .arg(self.sbin.display().to_string())
             .output();
         accounts.0 -= 1;
-        if accounts.0 == 0 && accounts.1 {
+        if accounts.0 == 0
+            && let Some(lock) = accounts.1.take()
+            && lock.try_lock().is_ok()
+        {
             let _ = fs::remove_dir(ETC_DIR);
-            accounts.1 = false;
         }
     }
 }
