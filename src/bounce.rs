@@ -106,6 +106,10 @@ pub fn prepare(
         dsn_notify: None,
         dsn_ret: None,
         envid: None,
+        // A notice about a forwarded copy goes where the copy's chain
+        // says it must not be expanded again: a loop's notice is never
+        // forwarded back into the loop.
+        chain: original.chain.clone(),
         size: 0,
     };
     draft.write_envelope(&envelope)?;
@@ -351,6 +355,7 @@ mod tests {
             dsn_notify: notify.map(String::from),
             dsn_ret: ret.map(String::from),
             envid: Some("env-1".into()),
+            chain: Vec::new(),
             size: 0,
         };
         draft.write_envelope(&env).unwrap();
