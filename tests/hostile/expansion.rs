@@ -266,3 +266,91 @@ fn round2_item10_a_forward_copy_belongs_to_the_forwards_owner() {
     common::assert_success(&out);
     assert!(!site.queue_ids().contains(&id), "alice could not delete it");
 }
+
+/// The queue service's time limit must not cut a delivery in half:
+/// SIGTERM to root's run (what systemd sends at `TimeoutStartSec=`)
+/// lets the delivery in hand finish and be recorded, begins nothing
+/// after it, and the run ends with 0.
+#[test]
+fn round2_item01_sigterm_finishes_the_delivery_in_hand_and_starts_nothing_new() {
+    let Some(site) = Site::new("xterm", "retry_min = 1s\nmax_connections = 2") else {
+        return;
+    };
+    let home = site.mallory.home.display().to_string();
+    let forward = site.mallory.home.join(".forward");
+    site.write_as(
+        &site.mallory,
+        &forward,
+        &format!("\"|touch {home}/started; sleep 2; cat > {home}/got\"\n"),
+        0o600,
+    );
+    // Mallory's command first, then Alice's mailbox, in one message.
+    let out = site.run(
+        Some(&site.mallory),
+        "sendmail",
+        &["-odq", &site.mallory.name, &site.alice.name],
+        b"Subject: slow\n\nslow\n",
+    );
+    common::assert_success(&out);
+    let mut run = site
+        .shell(None, "exec sendmail -q")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = site.mallory.home.join("started");
+    assert!(
+        common::wait_for(Duration::from_secs(60), || started.exists()),
+        "the command never started"
+    );
+    let pid = nix::unistd::Pid::from_raw(run.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let ended = common::wait_for(Duration::from_secs(60), || {
+        run.try_wait().unwrap().is_some()
+    });
+    if !ended {
+        let _ = run.kill();
+    }
+    let status = run.wait().unwrap();
+    assert!(ended, "the run did not end after SIGTERM");
+    assert_eq!(status.code(), Some(0), "the run was cut: {status:?}");
+    let got = std::fs::read_to_string(site.mallory.home.join("got")).unwrap_or_default();
+    assert!(
+        got.contains("slow"),
+        "the delivery in hand was not finished"
+    );
+    let left = queue(&site, None);
+    assert_eq!(left.len(), 1, "{left:?}");
+    let statuses: Vec<(String, String)> = left[0]["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["address"].as_str().unwrap().to_string(),
+                r["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let of = |name: &str| {
+        statuses
+            .iter()
+            .find(|(a, _)| a == name || a.starts_with(&format!("{name}@")))
+            .map(|(_, s)| s.clone())
+    };
+    assert_eq!(
+        of(&site.mallory.name).as_deref(),
+        Some("delivered"),
+        "{statuses:?}"
+    );
+    assert_ne!(
+        of(&site.alice.name).as_deref(),
+        Some("delivered"),
+        "begun after SIGTERM"
+    );
+    assert!(
+        !site.mail_dir.join(&site.alice.name).exists(),
+        "begun after SIGTERM"
+    );
+}
