@@ -451,6 +451,24 @@ mod tests {
         assert!(text.contains("From: Mail Delivery System <MAILER-DAEMON@mta.example.org>"));
     }
 
+    /// A loop's notice must not go round the loop again: it carries the
+    /// chain of the copy it is about.
+    #[test]
+    fn a_notice_carries_the_chain_of_the_copy_it_is_about() {
+        let (_dir, spool, config) = setup();
+        let mut orig = original(&spool, BODY, None, None);
+        orig.chain = vec!["user:alice".into()];
+        let id = notice(
+            &spool,
+            &config,
+            &orig,
+            Action::Failed,
+            &[report()],
+            SystemTime::now(),
+        );
+        assert_eq!(read_notice(&spool, &id).0.chain, ["user:alice"]);
+    }
+
     #[test]
     fn ret_full_returns_the_whole_message() {
         let (_dir, spool, config) = setup();

@@ -930,6 +930,8 @@ mailbox = maildir
 pipe_user = mailpipe
 pipe_timeout = 600
 max_hops = 30
+expansion_limit = 200
+queue_run_limit = 10m
 connect_timeout = 10s
 command_timeout = 1m
 data_timeout = 2m
@@ -962,6 +964,8 @@ corrupt_max_files = 20
         assert_eq!(c.mailbox, MailboxFormat::Maildir);
         assert_eq!(c.pipe_timeout, Duration::from_secs(600));
         assert_eq!(c.max_hops, 30);
+        assert_eq!(c.expansion_limit, 200);
+        assert_eq!(c.queue_run_limit, Duration::from_secs(600));
         assert_eq!(c.tmp_max_age, Duration::from_secs(172800));
         assert_eq!(c.max_recipients, 50);
         assert_eq!(c.corrupt_max_age, Duration::from_secs(7 * 86400));

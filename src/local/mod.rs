@@ -1022,6 +1022,71 @@ mod tests {
     }
 
     #[test]
+    fn a_users_copy_is_held_to_their_limits_and_carries_uid_and_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool")).unwrap();
+        let c = Config {
+            max_recipients: 3,
+            max_recipients_per_hour: 4,
+            ..config()
+        };
+        let owner = User {
+            name: "sm-fwd".into(),
+            uid: 4242,
+            gid: 4242,
+            home: "/nonexistent".into(),
+        };
+        let original = Envelope {
+            id: QueueId::generate(SystemTime::now()),
+            arrival: 1_700_000_000,
+            sender: "s@x.test".into(),
+            recipients: vec!["sm-fwd".into()],
+            uid: 1000,
+            user: "sender".into(),
+            body_type: None,
+            dsn_notify: None,
+            dsn_ret: None,
+            envid: None,
+            chain: Vec::new(),
+            size: 0,
+        };
+        let copy = |n: usize| Forwarding {
+            owner: CopyOwner::User(owner.clone()),
+            addresses: (0..n).map(|i| format!("a{i}@y.test")).collect(),
+        };
+        let chain = ["user:sm-fwd".to_string()];
+        let now = SystemTime::now();
+        let forward = |f: &Forwarding| {
+            let mut data = &b"Subject: s\n\nbody\n"[..];
+            forward(&spool, &c, &original, None, f, &chain, b"", &mut data, now).unwrap()
+        };
+        assert!(
+            matches!(forward(&copy(4)), Forwarded::Refused(why) if why.contains("max_recipients"))
+        );
+        assert!(spool.queued_ids().unwrap().is_empty(), "nothing made");
+        let Forwarded::Queued(id) = forward(&copy(3)) else {
+            panic!("within both limits")
+        };
+        let env = spool.read_envelope(&id).unwrap();
+        assert_eq!((env.uid, env.user.as_str()), (4242, "sm-fwd"));
+        assert_eq!(env.chain, chain);
+        // 3 of 4 this hour: 2 more are past it, queued on hold.
+        let Forwarded::Held(id, _) = forward(&copy(2)) else {
+            panic!("past the hourly limit")
+        };
+        assert!(spool.read_state(&id).unwrap().unwrap().held);
+        // The sender's own (an alias's) copies are neither held nor counted.
+        let theirs = Forwarding {
+            owner: CopyOwner::Sender,
+            addresses: (0..5).map(|i| format!("b{i}@y.test")).collect(),
+        };
+        let Forwarded::Queued(id) = forward(&theirs) else {
+            panic!("an alias's copy")
+        };
+        assert_eq!(spool.read_envelope(&id).unwrap().uid, 1000);
+    }
+
+    #[test]
     fn chain_entries_are_single_words() {
         assert_eq!(chain_entry("alias", "staff"), "alias:staff");
         assert_eq!(chain_entry("alias", "two words"), "alias:?");
