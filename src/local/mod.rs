@@ -4,8 +4,16 @@
 //! the user it belongs to.
 //!
 //! An expansion's addresses elsewhere are forwarded the way Postfix's
-//! local(8) does it: one new message with those recipients is committed
-//! to the spool (sender `owner-NAME` when that alias exists).
+//! local(8) does it: a new message with those recipients is committed
+//! to the spool (sender `owner-NAME` when that alias exists) — one per
+//! owner of the files that named them, with that owner's uid, held to
+//! their limits ([`forward`]), and carrying the chain of aliases and
+//! `.forward`s that made it, none of which expands it again.
+//!
+//! The files are hostile (a user writes their `.forward` and what it
+//! includes): each is read at most once per expansion, by device and
+//! inode, and an expansion is bounded as a whole ([`Budget`]); past the
+//! bound it is abandoned, never delivered in part.
 
 pub mod aliases;
 pub mod loops;
@@ -707,9 +715,9 @@ pub fn forward(
     };
     let counted = matches!(copy.owner, CopyOwner::User(_)) && uid != 0;
     if counted && copy.addresses.len() > config.max_recipients {
+        // How many is the owner's business: the sender learns the limit.
         return Ok(Forwarded::Refused(format!(
-            "the .forward or list of {user} names {} addresses elsewhere, more than max_recipients ({})",
-            copy.addresses.len(),
+            "the forwarding list of {user} names more addresses than max_recipients ({}) allows",
             config.max_recipients
         )));
     }

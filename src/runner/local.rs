@@ -112,7 +112,7 @@ pub fn deliver(
         // One copy per owner. "forward" alone: a state written before
         // copies had owners, when one copy took every address.
         let key = match &copy.owner {
-            local::CopyOwner::Sender => "forward".to_string(),
+            local::CopyOwner::Sender => "forward:sender".to_string(),
             local::CopyOwner::User(u) => format!("forward:u{}", u.uid),
         };
         let done = &state.recipients[index].local_done;
@@ -141,7 +141,8 @@ pub fn deliver(
                 tally.notices.push(id.clone());
                 Step::Done(format!("forwarded as {id} to {count} address(es)"))
             }
-            Forwarded::Held(id, why) => Step::Done(format!("forwarded as {id}, held: {why}")),
+            // Why it is held is its owner's business (their hourly count).
+            Forwarded::Held(id, _) => Step::Done(format!("forwarded as {id}, on hold")),
             Forwarded::Refused(why) => {
                 steps.push(Step::Fail("5.5.3", why));
                 continue;
