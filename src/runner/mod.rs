@@ -383,9 +383,8 @@ pub fn run_queue(
         spool.sweep_state(config.tmp_max_age, SystemTime::now(), queued.as_deref());
         run_once(spool, config, selection, deadline)?;
         match interval {
-            Some(_) if stop::signalled() => return Ok(()),
-            None => return Ok(()),
-            Some(interval) => std::thread::sleep(interval),
+            Some(interval) if stop::pause(interval) => {}
+            _ => return Ok(()),
         }
     }
 }

@@ -13,8 +13,8 @@
 //! poll), which is exactly the reply wait it must not disturb. Children
 //! started with `Command` get an empty signal mask back from std.
 
-use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, Signal};
@@ -23,6 +23,8 @@ use nix::sys::signal::{SigSet, Signal};
 static SIGNALLED: AtomicBool = AtomicBool::new(false);
 /// This run is past its deadline (reset when a new run starts).
 static PAST_DEADLINE: AtomicBool = AtomicBool::new(false);
+/// Wakes a repeating run's pause between runs when SIGTERM arrives.
+static WAKE: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
 
 /// Takes SIGTERM as "finish what is in hand, start nothing new" for the
 /// rest of this process. Call before the workers start (they inherit the
@@ -44,6 +46,8 @@ pub fn take_sigterm() {
                         log::warn!(
                             "SIGTERM: the queue run finishes what is in hand and starts nothing new"
                         );
+                        let _guard = WAKE.0.lock();
+                        WAKE.1.notify_all();
                     }
                 }
             });
@@ -97,6 +101,27 @@ impl Deadline {
 /// Whether SIGTERM arrived (a repeating run ends after this one).
 pub fn signalled() -> bool {
     SIGNALLED.load(Ordering::SeqCst)
+}
+
+/// The pause of a repeating run (`-q30m`) between runs: `interval`, or
+/// until SIGTERM (blocked, it would not end a plain sleep). False when
+/// SIGTERM came: no further run.
+pub fn pause(interval: Duration) -> bool {
+    let deadline = Instant::now() + interval;
+    let mut guard = WAKE.0.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        if signalled() {
+            return false;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return true;
+        }
+        guard = match WAKE.1.wait_timeout(guard, left) {
+            Ok((g, _)) => g,
+            Err(p) => p.into_inner().0,
+        };
+    }
 }
 
 /// Whether no new transaction or delivery may begin (SIGTERM, or the

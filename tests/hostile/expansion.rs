@@ -354,3 +354,42 @@ fn round2_item01_sigterm_finishes_the_delivery_in_hand_and_starts_nothing_new() 
         "begun after SIGTERM"
     );
 }
+
+/// A repeating run (`-q1h`) ends at SIGTERM once what it holds is done,
+/// not after its pause (SIGTERM is blocked in it, so a plain sleep
+/// would not end).
+#[test]
+fn round2_item01_a_repeating_run_ends_at_sigterm_in_its_pause() {
+    let Some(site) = Site::new("xpause", "") else {
+        return;
+    };
+    let log = SyslogReceiver::start(&site.base);
+    site.set_config(&format!("retry_min = 1s\n{}", log.config_line()));
+    send(&site, &site.mallory, "far@example.net");
+    let mut run = site
+        .shell(None, "exec sendmail -q1h")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The first run is over when the message's deferral is logged.
+    let lines = log.wait_lines(Duration::from_secs(60), |lines| {
+        lines.iter().any(|l| l.contains("status=deferred"))
+    });
+    assert!(
+        lines.iter().any(|l| l.contains("status=deferred")),
+        "{lines:#?}"
+    );
+    let pid = nix::unistd::Pid::from_raw(run.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let ended = common::wait_for(Duration::from_secs(30), || {
+        run.try_wait().unwrap().is_some()
+    });
+    if !ended {
+        let _ = run.kill();
+    }
+    let status = run.wait().unwrap();
+    assert!(ended, "the repeating run slept on after SIGTERM");
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
