@@ -6,9 +6,10 @@
 //! action never touches a message a runner is delivering. It waits up to
 //! [`CLAIM_WAIT`] for the claim, then leaves the message as it is and
 //! says it was busy. Root and members of the spool's group act on every
-//! message; anyone else only on the messages they submitted (the owner
-//! of the queue file, which is the uid recorded at submission) — the
-//! same scope as their queue runs ([`crate::runner::caller_scope`]).
+//! message; anyone else only on the messages that are theirs by the one
+//! rule `mailq` lists them by ([`crate::mailq::belongs_to`]: the uid in
+//! the envelope — their submissions, the copies their `.forward` made,
+//! the notices about their mail).
 //!
 //! A hold is a flag in the message's state, written durably like any
 //! state: a queue run, forced or not, never attempts a held message and
@@ -26,6 +27,14 @@ use std::time::{Duration, Instant};
 use crate::cli::{AdminAction, QueueFilter};
 use crate::error::{Error, Kind, Result};
 use crate::spool::{Claim, DeliveryState, NOW_BUCKET, QueueId, RecipientStatus, Spool};
+
+/// Whether `id` is `caller`'s to act on: the rule its listing follows.
+/// The envelope is read without the claim: it never changes (S3).
+fn is_theirs(spool: &Spool, id: &QueueId, caller: u32) -> bool {
+    spool
+        .read_envelope(id)
+        .is_ok_and(|envelope| crate::mailq::belongs_to(&envelope, caller))
+}
 
 /// How long an action waits for a runner to let go of a message.
 pub const CLAIM_WAIT: Duration = Duration::from_secs(10);
@@ -89,7 +98,7 @@ pub fn administer(
             ids.extend(
                 queued
                     .into_iter()
-                    .filter(|id| owner.is_none_or(|caller| spool.owner_uid(id) == Some(caller))),
+                    .filter(|id| owner.is_none_or(|caller| is_theirs(spool, id, caller))),
             );
         } else {
             match QueueId::parse(target) {
@@ -103,12 +112,11 @@ pub fn administer(
     let written = |e: std::io::Error| Error::io("writing the report", &e);
     let action = request.action;
     for id in ids {
-        let owned = spool.owner_uid(&id);
-        let Some(uid) = owned else {
+        if spool.owner_uid(&id).is_none() {
             report.unknown.push(id.to_string());
             continue;
-        };
-        if owner.is_some_and(|caller| caller != uid) {
+        }
+        if owner.is_some_and(|caller| !is_theirs(spool, &id, caller)) {
             // Another user's message: said as "no such message" would
             // hide nothing (IDs are not secret), so it is said plainly.
             writeln!(out, "{id}: not yours: left alone").map_err(written)?;

@@ -106,6 +106,10 @@ pub fn prepare(
         dsn_notify: None,
         dsn_ret: None,
         envid: None,
+        // A notice about a forwarded copy goes where the copy's chain
+        // says it must not be expanded again: a loop's notice is never
+        // forwarded back into the loop.
+        chain: original.chain.clone(),
         size: 0,
     };
     draft.write_envelope(&envelope)?;
@@ -351,6 +355,7 @@ mod tests {
             dsn_notify: notify.map(String::from),
             dsn_ret: ret.map(String::from),
             envid: Some("env-1".into()),
+            chain: Vec::new(),
             size: 0,
         };
         draft.write_envelope(&env).unwrap();
@@ -444,6 +449,24 @@ mod tests {
         let text = String::from_utf8_lossy(&bytes);
         assert!(text.contains("Auto-Submitted: auto-replied"));
         assert!(text.contains("From: Mail Delivery System <MAILER-DAEMON@mta.example.org>"));
+    }
+
+    /// A loop's notice must not go round the loop again: it carries the
+    /// chain of the copy it is about.
+    #[test]
+    fn a_notice_carries_the_chain_of_the_copy_it_is_about() {
+        let (_dir, spool, config) = setup();
+        let mut orig = original(&spool, BODY, None, None);
+        orig.chain = vec!["user:alice".into()];
+        let id = notice(
+            &spool,
+            &config,
+            &orig,
+            Action::Failed,
+            &[report()],
+            SystemTime::now(),
+        );
+        assert_eq!(read_notice(&spool, &id).0.chain, ["user:alice"]);
     }
 
     #[test]

@@ -130,6 +130,14 @@ pub struct Config {
     pub mailbox_timeout: Duration,
     /// `max_hops`: Received:/Delivered-To: count that means a mail loop.
     pub max_hops: u32,
+    /// `expansion_limit`: the most targets (addresses, names, commands,
+    /// files, includes, repeats counted) one recipient's expansion may
+    /// reach; list files read are held to a tenth of it, their lines to
+    /// ten times it.
+    pub expansion_limit: usize,
+    /// `queue_run_limit`: a queue run starts no new message after this
+    /// long (the ones in hand are finished); 0: no limit.
+    pub queue_run_limit: Duration,
     /// `connect_timeout`: SMTP connection timeout.
     pub connect_timeout: Duration,
     /// `command_timeout`: SMTP reply timeout for commands (RFC 5321: 5 min).
@@ -231,6 +239,8 @@ impl Default for Config {
             pipe_timeout: Duration::from_secs(3600),
             mailbox_timeout: Duration::from_secs(300),
             max_hops: 50,
+            expansion_limit: 1000,
+            queue_run_limit: Duration::from_secs(25 * 60),
             connect_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(5 * 60),
             data_timeout: Duration::from_secs(3 * 60),
@@ -535,6 +545,8 @@ fn set(c: &mut Config, key: &str, value: &str) -> Setting {
         "pipe_timeout" => c.pipe_timeout = parse_duration(value)?,
         "mailbox_timeout" => c.mailbox_timeout = parse_duration(value)?,
         "max_hops" => c.max_hops = positive(value)?,
+        "expansion_limit" => c.expansion_limit = positive(value)? as usize,
+        "queue_run_limit" => c.queue_run_limit = parse_duration(value)?,
         "connect_timeout" => c.connect_timeout = parse_duration(value)?,
         "command_timeout" => c.command_timeout = parse_duration(value)?,
         "data_timeout" => c.data_timeout = parse_duration(value)?,
@@ -918,6 +930,8 @@ mailbox = maildir
 pipe_user = mailpipe
 pipe_timeout = 600
 max_hops = 30
+expansion_limit = 200
+queue_run_limit = 10m
 connect_timeout = 10s
 command_timeout = 1m
 data_timeout = 2m
@@ -950,6 +964,8 @@ corrupt_max_files = 20
         assert_eq!(c.mailbox, MailboxFormat::Maildir);
         assert_eq!(c.pipe_timeout, Duration::from_secs(600));
         assert_eq!(c.max_hops, 30);
+        assert_eq!(c.expansion_limit, 200);
+        assert_eq!(c.queue_run_limit, Duration::from_secs(600));
         assert_eq!(c.tmp_max_age, Duration::from_secs(172800));
         assert_eq!(c.max_recipients, 50);
         assert_eq!(c.corrupt_max_age, Duration::from_secs(7 * 86400));

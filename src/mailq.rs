@@ -73,7 +73,7 @@ pub fn print(
     let mut text = String::new();
     let mut times = MinuteClock::default();
     spool.list_each(|m| {
-        if only_uid.is_some_and(|uid| m.envelope.uid != uid) {
+        if only_uid.is_some_and(|uid| !belongs_to(&m.envelope, uid)) {
             return Ok(());
         }
         text.clear();
@@ -108,6 +108,15 @@ pub fn print(
         out.write_all(end.as_bytes()).map_err(written)?;
     }
     out.flush().map_err(written)
+}
+
+/// Whether a queued message is `uid`'s — listed to them, and theirs to
+/// act on ([`crate::admin`]): the one rule for both. The uid in its
+/// envelope, which only this binary writes: the submitter's, the owner
+/// of the `.forward` or list that made a forwarded copy, the original's
+/// sender for a notice, the file's owner for a maildrop pickup.
+pub fn belongs_to(envelope: &crate::spool::Envelope, uid: u32) -> bool {
+    envelope.uid == uid
 }
 
 /// One recipient as shown: from the state file when there is one, else
@@ -397,6 +406,7 @@ mod tests {
                 dsn_notify: None,
                 dsn_ret: None,
                 envid: None,
+                chain: Vec::new(),
                 size: 0,
             };
             draft.write_envelope(&env).unwrap();

@@ -192,6 +192,7 @@ pub fn submit(
         dsn_notify: inv.dsn_notify.clone(),
         dsn_ret: inv.dsn_ret.clone(),
         envid: inv.envid.clone(),
+        chain: Vec::new(),
         size: 0,
     };
     draft.write_envelope(&envelope)?;

@@ -75,7 +75,7 @@ pub fn print(
     let mut total = Row::default();
     let mut domains: BTreeMap<String, Row> = BTreeMap::new();
     spool.list_each(|m| {
-        if only_uid.is_some_and(|uid| m.envelope.uid != uid) {
+        if only_uid.is_some_and(|uid| !crate::mailq::belongs_to(&m.envelope, uid)) {
             return Ok(());
         }
         let minutes = now.saturating_sub(m.envelope.arrival) / 60;

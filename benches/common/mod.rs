@@ -49,6 +49,7 @@ pub fn fill_queue(dir: &Path, n: usize, recipient: &str, message: &[u8]) {
             dsn_notify: None,
             dsn_ret: None,
             envid: None,
+            chain: Vec::new(),
             size: 0,
         };
         draft.write_envelope(&envelope).expect("envelope");

@@ -4,8 +4,16 @@
 //! the user it belongs to.
 //!
 //! An expansion's addresses elsewhere are forwarded the way Postfix's
-//! local(8) does it: one new message with those recipients is committed
-//! to the spool (sender `owner-NAME` when that alias exists).
+//! local(8) does it: a new message with those recipients is committed
+//! to the spool (sender `owner-NAME` when that alias exists) — one per
+//! owner of the files that named them, with that owner's uid, held to
+//! their limits ([`forward`]), and carrying the chain of aliases and
+//! `.forward`s that made it, none of which expands it again.
+//!
+//! The files are hostile (a user writes their `.forward` and what it
+//! includes): each is read at most once per expansion, by device and
+//! inode, and an expansion is bounded as a whole ([`Budget`]); past the
+//! bound it is abandoned, never delivered in part.
 
 pub mod aliases;
 pub mod loops;
@@ -104,15 +112,76 @@ impl Delivery {
     }
 }
 
+/// Whom a forwarded copy belongs to: it is listed to them, theirs to
+/// act on, and counted against their limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyOwner {
+    /// Named by /etc/aliases (or a root-owned include it names): the
+    /// original's sender, as before the expansion.
+    Sender,
+    /// Named by this user's `.forward` (or what it includes, or what an
+    /// alias reached from it names), or by an `:include:` they own that
+    /// /etc/aliases names.
+    User(User),
+}
+
+/// Addresses elsewhere that one owner's files named: one copy each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarding {
+    /// Whose copy it is.
+    pub owner: CopyOwner,
+    /// Its recipients, each once.
+    pub addresses: Vec<String>,
+}
+
 /// What expanding one local recipient gave.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Expansion {
-    /// Addresses in other domains, to forward to.
-    pub remote: Vec<String>,
+    /// Addresses in other domains, to forward to, by owner.
+    pub remote: Vec<Forwarding>,
     /// Local deliveries, each once.
     pub local: Vec<Delivery>,
     /// The alias name whose `owner-` alias is the error sender.
     pub owner: Option<String>,
+    /// The message's chain and every alias and `.forward` (`alias:NAME`,
+    /// `user:NAME`) on the way to an address elsewhere: the copies carry
+    /// it, and none of them is expanded again for them.
+    pub chain: Vec<String>,
+    /// Some(why): the expansion passed its bound ([`Budget`]) and was
+    /// abandoned as a whole.
+    pub over_limit: Option<String>,
+}
+
+impl Expansion {
+    /// Every address elsewhere, whoever's.
+    pub fn remote_addresses(&self) -> impl Iterator<Item = &String> {
+        self.remote.iter().flat_map(|f| f.addresses.iter())
+    }
+}
+
+/// Most entries a copy's chain keeps (each at most a short name).
+const MAX_CHAIN: usize = 1000;
+
+/// The work one recipient's expansion may do (hostile input: a
+/// `.forward` and its includes are the user's to write): targets reached
+/// (repeats counted), list files read, lines read. Each list file is
+/// read at most once anyway (by device and inode), whatever it is called.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    targets: usize,
+    files: usize,
+    lines: usize,
+}
+
+impl Budget {
+    fn of(config: &Config) -> Budget {
+        let limit = config.expansion_limit.max(1);
+        Budget {
+            targets: limit,
+            files: (limit / 10).max(1),
+            lines: limit.saturating_mul(10),
+        }
+    }
 }
 
 /// Whether `address` is delivered on this host: no domain, or one of
@@ -134,19 +203,56 @@ fn local_part(address: &str) -> String {
         .to_ascii_lowercase()
 }
 
+/// Expands the local recipient `address` of a message that carries no
+/// chain: see [`expand_in`].
+pub fn expand(config: &Config, aliases: &Aliases, address: &str) -> Expansion {
+    expand_in(config, aliases, address, &[])
+}
+
 /// Expands the local recipient `address`: aliases recursively (each name
 /// at most once: an alias that comes back to itself means the user),
-/// then users' `.forward` files, then `:include:` files.
-pub fn expand(config: &Config, aliases: &Aliases, address: &str) -> Expansion {
+/// then users' `.forward` files, then `:include:` files. An alias or
+/// `.forward` in `chain` (the message is a copy it made) counts as seen
+/// already: it is not expanded again (the alias means the user, the
+/// `.forward` the mailbox). The walk stops at the work bound: then
+/// `over_limit` says why and nothing of it may be delivered.
+pub fn expand_in(config: &Config, aliases: &Aliases, address: &str, chain: &[String]) -> Expansion {
     let name = local_part(address);
     let mut walker = Walker {
         config,
         aliases,
         seen_aliases: BTreeSet::new(),
         seen_forwards: BTreeSet::new(),
-        out: Expansion::default(),
+        seen_files: BTreeSet::new(),
+        budget: Budget::of(config),
+        path: Vec::new(),
+        too_deep: 0,
+        out: Expansion {
+            chain: chain.to_vec(),
+            ..Expansion::default()
+        },
     };
-    walker.name(&name, 0);
+    for entry in chain {
+        if let Some(alias) = entry.strip_prefix("alias:") {
+            walker.seen_aliases.insert(alias.to_string());
+        } else if let Some(user) = entry.strip_prefix("user:") {
+            walker.seen_forwards.insert(user.to_string());
+        }
+    }
+    walker.name(&name, 0, &CopyOwner::Sender);
+    if walker.too_deep > 0 && walker.out.over_limit.is_none() {
+        // One line for the whole walk, however many includes it skipped.
+        log::warn!(
+            "{address}: {} :include: file(s) nested more than {MAX_DEPTH} deep skipped",
+            walker.too_deep
+        );
+    }
+    if walker.out.over_limit.is_some() {
+        // Abandoned as a whole: nothing of a half walk is delivered.
+        walker.out.remote.clear();
+        walker.out.local.clear();
+    }
+    walker.out.chain.truncate(MAX_CHAIN);
     walker.out
 }
 
@@ -155,6 +261,14 @@ struct Walker<'a> {
     aliases: &'a Aliases,
     seen_aliases: BTreeSet<String>,
     seen_forwards: BTreeSet<String>,
+    /// List files read, by (device, inode): each at most once.
+    seen_files: BTreeSet<(u64, u64)>,
+    /// What is left of the work bound.
+    budget: Budget,
+    /// The aliases and `.forward`s the walk is inside, outermost first.
+    path: Vec<String>,
+    /// `:include:`s skipped for depth (logged once at the end).
+    too_deep: usize,
     out: Expansion,
 }
 
@@ -165,8 +279,54 @@ impl Walker<'_> {
         }
     }
 
+    /// Whether the walk must stop: the bound was passed earlier, or is
+    /// now by one more target.
+    fn spent(&mut self) -> bool {
+        if self.out.over_limit.is_some() {
+            return true;
+        }
+        match self.budget.targets.checked_sub(1) {
+            Some(left) => {
+                self.budget.targets = left;
+                false
+            }
+            None => self.stop(format!(
+                "more than expansion_limit ({}) targets",
+                self.config.expansion_limit
+            )),
+        }
+    }
+
+    fn stop(&mut self, why: String) -> bool {
+        self.out.over_limit.get_or_insert(why);
+        true
+    }
+
+    /// An address elsewhere, named by a file of `owner`'s: the path that
+    /// led to it joins the chain its copy carries.
+    fn remote(&mut self, address: &str, owner: &CopyOwner) {
+        if self.out.remote_addresses().any(|a| a == address) {
+            return;
+        }
+        for entry in &self.path {
+            if !self.out.chain.contains(entry) {
+                self.out.chain.push(entry.clone());
+            }
+        }
+        match self.out.remote.iter_mut().find(|f| &f.owner == owner) {
+            Some(f) => f.addresses.push(address.to_string()),
+            None => self.out.remote.push(Forwarding {
+                owner: owner.clone(),
+                addresses: vec![address.to_string()],
+            }),
+        }
+    }
+
     /// A local name: an alias, else a user (and their .forward).
-    fn name(&mut self, name: &str, depth: usize) {
+    fn name(&mut self, name: &str, depth: usize, owner: &CopyOwner) {
+        if self.spent() {
+            return;
+        }
         let aliases = self.aliases;
         match aliases.entries.get(name) {
             Some(targets) if depth < MAX_DEPTH && self.seen_aliases.insert(name.to_string()) => {
@@ -177,32 +337,41 @@ impl Walker<'_> {
                 {
                     self.out.owner = Some(name.to_string());
                 }
+                self.path.push(chain_entry("alias", name));
                 for t in targets {
-                    self.target(t, depth + 1, &RunAs::PipeUser, &ReadAs::Owner);
+                    self.target(t, depth + 1, &RunAs::PipeUser, &ReadAs::Owner, owner);
                 }
+                self.path.pop();
             }
-            _ => self.user(name, depth, true),
+            _ => self.user(name, depth, true, owner),
         }
     }
 
-    fn user(&mut self, name: &str, depth: usize, follow_forward: bool) {
+    fn user(&mut self, name: &str, depth: usize, follow_forward: bool, owner: &CopyOwner) {
         let user = match User::lookup(name) {
             Ok(Some(u)) => u,
             Ok(None) => return self.push(Delivery::Unknown(name.to_string())),
             Err(e) => return self.push(Delivery::Trouble(e)),
         };
         if follow_forward && depth < MAX_DEPTH && self.seen_forwards.insert(user.name.clone()) {
-            match forward_targets(self.config, &user) {
+            match self.forward_targets(&user) {
                 Forward::Targets(targets) => {
                     // Root's commands and files run as pipe_user, never as root.
                     let run_as = match user.uid {
                         0 => RunAs::PipeUser,
                         _ => RunAs::User(user.clone()),
                     };
+                    // The first user's file on the way owns the copies.
+                    let owner = match owner {
+                        CopyOwner::Sender => CopyOwner::User(user.clone()),
+                        mine => mine.clone(),
+                    };
+                    self.path.push(chain_entry("user", &user.name));
                     let read_as = ReadAs::User(user);
                     for t in &targets {
-                        self.target(t, depth + 1, &run_as, &read_as);
+                        self.target(t, depth + 1, &run_as, &read_as, &owner);
                     }
+                    self.path.pop();
                     return;
                 }
                 Forward::NeedsRoot(why) => return self.push(Delivery::NeedsRoot(why)),
@@ -212,15 +381,24 @@ impl Walker<'_> {
         self.push(Delivery::Mailbox(user));
     }
 
-    fn target(&mut self, target: &Target, depth: usize, run_as: &RunAs, read_as: &ReadAs) {
+    fn target(
+        &mut self,
+        target: &Target,
+        depth: usize,
+        run_as: &RunAs,
+        read_as: &ReadAs,
+        owner: &CopyOwner,
+    ) {
+        if self.out.over_limit.is_some() {
+            return;
+        }
         match target {
-            Target::Address(a) if is_local(self.config, a) => self.name(&local_part(a), depth),
-            Target::Address(a) => {
-                if !self.out.remote.contains(a) {
-                    self.out.remote.push(a.clone());
-                }
+            Target::Address(a) if is_local(self.config, a) => {
+                self.name(&local_part(a), depth, owner)
             }
-            Target::Local(name) => self.user(&name.to_ascii_lowercase(), depth, false),
+            _ if self.spent() => {}
+            Target::Address(a) => self.remote(a, owner),
+            Target::Local(name) => self.user(&name.to_ascii_lowercase(), depth, false, owner),
             Target::Pipe(command) => self.push(Delivery::Pipe {
                 command: command.clone(),
                 run_as: run_as.clone(),
@@ -230,12 +408,20 @@ impl Walker<'_> {
                 run_as: run_as.clone(),
             }),
             Target::Include(path) if depth < MAX_DEPTH => {
-                self.include(path, depth, run_as, read_as)
+                self.include(path, depth, run_as, read_as, owner)
             }
-            Target::Include(path) => {
-                log::warn!(":include:{}: aliases nested too deeply", path.display())
-            }
+            Target::Include(_) => self.too_deep += 1,
         }
+    }
+}
+
+/// `KIND:NAME` for a chain, or the path's own marker when the name
+/// cannot be one word (a quoted alias name with spaces): such an entry
+/// matches nothing, and the hop count still ends a loop through it.
+fn chain_entry(kind: &str, name: &str) -> String {
+    match name.is_empty() || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        true => format!("{kind}:?"),
+        false => format!("{kind}:{name}"),
     }
 }
 
@@ -243,18 +429,25 @@ impl Walker<'_> {
     /// An `:include:` file: read with the rights `read_as` says, its
     /// targets followed — in a user's context as that user, from
     /// /etc/aliases as the file's owner (pipe_user for root's files).
-    fn include(&mut self, path: &Path, depth: usize, run_as: &RunAs, read_as: &ReadAs) {
-        let (reader, owner, run_as) = match read_as {
-            ReadAs::User(user) => (user.clone(), None, run_as.clone()),
+    fn include(
+        &mut self,
+        path: &Path,
+        depth: usize,
+        run_as: &RunAs,
+        read_as: &ReadAs,
+        owner: &CopyOwner,
+    ) {
+        let (reader, file_owner, run_as, owner) = match read_as {
+            ReadAs::User(user) => (user.clone(), None, run_as.clone(), owner.clone()),
             ReadAs::Owner => {
-                let owner = match std::fs::symlink_metadata(path) {
+                let file_owner = match std::fs::symlink_metadata(path) {
                     Ok(meta) => meta.uid(),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return,
                     Err(e) => {
                         return self.push(Delivery::Trouble(format!("{}: {e}", path.display())));
                     }
                 };
-                let reader = match owner {
+                let reader = match file_owner {
                     0 => User::lookup(&self.config.pipe_user).ok().flatten(),
                     uid => User::by_uid(uid),
                 };
@@ -264,23 +457,88 @@ impl Walker<'_> {
                         path.display()
                     )));
                 };
-                let run_as = match owner {
+                let run_as = match file_owner {
                     0 => RunAs::PipeUser,
                     _ => RunAs::User(reader.clone()),
                 };
-                (reader, Some(owner), run_as)
+                // A list a user keeps, named by /etc/aliases, is theirs
+                // to answer for; root's stays the sender's.
+                let owner = match (owner, file_owner) {
+                    (CopyOwner::Sender, uid) if uid != 0 => CopyOwner::User(reader.clone()),
+                    (mine, _) => mine.clone(),
+                };
+                (reader, Some(file_owner), run_as, owner)
             }
         };
-        match read_list_as(&reader, path, owner) {
-            Ok(Some(targets)) => {
+        if self.budget.files == 0 {
+            self.stop(format!(
+                "more than {} list files",
+                Budget::of(self.config).files
+            ));
+            return;
+        }
+        match read_list_as(&reader, path, file_owner, &self.seen_files) {
+            Ok(Listed::Read {
+                targets,
+                file,
+                lines,
+            }) => {
+                self.seen_files.insert(file);
+                self.budget.files -= 1;
+                match self.budget.lines.checked_sub(lines) {
+                    Some(left) => self.budget.lines = left,
+                    None => {
+                        self.stop(format!(
+                            "more than {} lines of list files",
+                            Budget::of(self.config).lines
+                        ));
+                        return;
+                    }
+                }
                 let read_as = ReadAs::User(reader);
                 for t in &targets {
-                    self.target(t, depth + 1, &run_as, &read_as);
+                    self.target(t, depth + 1, &run_as, &read_as, &owner);
                 }
             }
-            Ok(None) => {}
+            Ok(Listed::Seen | Listed::Missing) => {}
             Err(ListTrouble::NeedsRoot(why)) => self.push(Delivery::NeedsRoot(why)),
             Err(ListTrouble::Unsafe(why)) => self.push(Delivery::Trouble(why)),
+        }
+    }
+
+    /// The user's `.forward` targets, read with the user's own rights,
+    /// when the file exists and is safe: a regular file owned by the user
+    /// that neither group nor others can write. It counts as a list file
+    /// read, like an include.
+    fn forward_targets(&mut self, user: &User) -> Forward {
+        let path = user.path(&self.config.forward_path);
+        if self.budget.files == 0 {
+            self.stop(format!(
+                "more than {} list files",
+                Budget::of(self.config).files
+            ));
+            return Forward::None;
+        }
+        match read_list_as(user, &path, Some(user.uid), &self.seen_files) {
+            Ok(Listed::Read {
+                targets,
+                file,
+                lines,
+            }) => {
+                self.seen_files.insert(file);
+                self.budget.files -= 1;
+                self.budget.lines = self.budget.lines.saturating_sub(lines);
+                match targets.is_empty() {
+                    true => Forward::None,
+                    false => Forward::Targets(targets),
+                }
+            }
+            Ok(Listed::Seen | Listed::Missing) => Forward::None,
+            Err(ListTrouble::NeedsRoot(why)) => Forward::NeedsRoot(why),
+            Err(ListTrouble::Unsafe(e)) => {
+                log::warn!("{e}; delivering to the mailbox of {}", user.name);
+                Forward::None
+            }
         }
     }
 }
@@ -296,22 +554,6 @@ enum Forward {
     NeedsRoot(String),
 }
 
-/// The user's `.forward` targets, read with the user's own rights, when
-/// the file exists and is safe: a regular file owned by the user that
-/// neither group nor others can write.
-fn forward_targets(config: &Config, user: &User) -> Forward {
-    let path = user.path(&config.forward_path);
-    match read_list_as(user, &path, Some(user.uid)) {
-        Ok(Some(targets)) if !targets.is_empty() => Forward::Targets(targets),
-        Ok(_) => Forward::None,
-        Err(ListTrouble::NeedsRoot(why)) => Forward::NeedsRoot(why),
-        Err(ListTrouble::Unsafe(e)) => {
-            log::warn!("{e}; delivering to the mailbox of {}", user.name);
-            Forward::None
-        }
-    }
-}
-
 /// Why a list file was not read.
 enum ListTrouble {
     /// It exists but is unsafe or unreadable (as its reader).
@@ -320,35 +562,49 @@ enum ListTrouble {
     NeedsRoot(String),
 }
 
+/// A list file, as far as it was read.
+enum Listed {
+    /// Read: its targets, its (device, inode), its line count.
+    Read {
+        targets: Vec<Target>,
+        file: (u64, u64),
+        lines: usize,
+    },
+    /// Read already in this expansion (under this name or another):
+    /// not again.
+    Seen,
+    /// It does not exist (for its reader).
+    Missing,
+}
+
 /// Reads a list file with `reader`'s rights only (this thread's
-/// filesystem identity borrowed for the read): Ok(None) when it does not
-/// exist (for them).
+/// filesystem identity borrowed for the read), unless a file in `seen`.
 fn read_list_as(
     reader: &User,
     path: &Path,
     owner: Option<u32>,
-) -> std::result::Result<Option<Vec<Target>>, ListTrouble> {
+    seen: &BTreeSet<(u64, u64)>,
+) -> std::result::Result<Listed, ListTrouble> {
     let creds = user::reading_as(reader).map_err(ListTrouble::NeedsRoot)?;
-    let read = user::with_fs_identity(creds.as_ref(), || read_list(path, owner)).map_err(|e| {
-        ListTrouble::Unsafe(format!(
-            "{}: reading as {}: {e}",
-            path.display(),
-            reader.name
-        ))
-    })?;
-    match read {
-        Ok(found) => Ok(found.map(|(targets, _)| targets)),
-        Err(why) => Err(ListTrouble::Unsafe(why)),
-    }
+    let read =
+        user::with_fs_identity(creds.as_ref(), || read_list(path, owner, seen)).map_err(|e| {
+            ListTrouble::Unsafe(format!(
+                "{}: reading as {}: {e}",
+                path.display(),
+                reader.name
+            ))
+        })?;
+    read.map_err(ListTrouble::Unsafe)
 }
 
-/// Reads a target list file (`.forward`, `:include:`). Ok(None): it does
-/// not exist. Err: it exists but is unsafe or unreadable. The uid
-/// returned is the file's owner.
+/// Reads a target list file (`.forward`, `:include:`), unless it is one
+/// in `seen` (checked on the open file, before a byte is read). Err: it
+/// exists but is unsafe or unreadable.
 fn read_list(
     path: &Path,
     owner: Option<u32>,
-) -> std::result::Result<Option<(Vec<Target>, u32)>, String> {
+    seen: &BTreeSet<(u64, u64)>,
+) -> std::result::Result<Listed, String> {
     let shown = path.display();
     let file = match OpenOptions::new()
         .read(true)
@@ -356,7 +612,7 @@ fn read_list(
         .open(path)
     {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Listed::Missing),
         Err(e) => return Err(format!("{shown}: {e}")),
     };
     let meta = file.metadata().map_err(|e| format!("{shown}: {e}"))?;
@@ -374,6 +630,10 @@ fn read_list(
     {
         return Err(format!("{shown}: not owned by its user, ignored"));
     }
+    let id = (meta.dev(), meta.ino());
+    if seen.contains(&id) {
+        return Ok(Listed::Seen);
+    }
     let mut text = String::new();
     file.take(MAX_LIST_FILE)
         .read_to_string(&mut text)
@@ -389,7 +649,11 @@ fn read_list(
             if errors.len() == 1 { "was" } else { "were" }
         );
     }
-    Ok(Some((targets, meta.uid())))
+    Ok(Listed::Read {
+        targets,
+        file: id,
+        lines: text.lines().count(),
+    })
 }
 
 /// The compiled aliases, with a warning when the source is newer (the
@@ -412,22 +676,53 @@ pub fn load(config: &Config) -> Result<Option<Aliases>> {
     Ok(compiled)
 }
 
-/// Commits a copy of `original` for the expansion's remote addresses
-/// (the forwarding of an alias or .forward), `header` (its
-/// `Delivered-To:`) on top, through the normal draft/commit path. The
-/// sender is `owner-NAME@hostname` when such an alias exists, else the
-/// original's.
+/// What became of one forwarded copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forwarded {
+    /// Committed to the queue.
+    Queued(QueueId),
+    /// Committed on hold: past its owner's hourly limit (why), it waits
+    /// for the administrator (`mailq --release` or `--delete`), as a
+    /// maildrop file past it does.
+    Held(QueueId, String),
+    /// Not made: more addresses than `max_recipients` (why).
+    Refused(String),
+}
+
+/// Commits a copy of `original` for `copy`'s addresses (the forwarding
+/// of an alias or .forward), `header` (its `Delivered-To:`) on top,
+/// through the normal draft/commit path. The sender is
+/// `owner-NAME@hostname` when the expansion found such an alias, else
+/// the original's. The copy carries `chain` (no alias or `.forward` in
+/// it is expanded for it again) and belongs to `copy.owner`: a user's
+/// copy is held to `max_recipients` (refused past it: a submission
+/// would be) and counted against their hourly limits (held past them).
+#[allow(clippy::too_many_arguments)]
 pub fn forward(
     spool: &Spool,
     config: &Config,
     original: &Envelope,
-    expansion: &Expansion,
+    alias_owner: Option<&str>,
+    copy: &Forwarding,
+    chain: &[String],
     header: &[u8],
     data: &mut dyn Read,
     now: SystemTime,
-) -> Result<QueueId> {
+) -> Result<Forwarded> {
+    let (uid, user) = match &copy.owner {
+        CopyOwner::Sender => (original.uid, original.user.clone()),
+        CopyOwner::User(u) => (u.uid, u.name.clone()),
+    };
+    let counted = matches!(copy.owner, CopyOwner::User(_)) && uid != 0;
+    if counted && copy.addresses.len() > config.max_recipients {
+        // How many is the owner's business: the sender learns the limit.
+        return Ok(Forwarded::Refused(format!(
+            "the forwarding list of {user} names more addresses than max_recipients ({}) allows",
+            config.max_recipients
+        )));
+    }
     let mut draft = spool.begin(now)?;
-    let sender = match &expansion.owner {
+    let sender = match alias_owner {
         Some(name) if !original.sender.is_empty() => format!("owner-{name}@{}", config.hostname),
         _ => original.sender.clone(),
     };
@@ -435,22 +730,52 @@ pub fn forward(
         id: draft.id().clone(),
         arrival: original.arrival,
         sender,
-        recipients: expansion.remote.clone(),
-        uid: original.uid,
-        user: original.user.clone(),
+        recipients: copy.addresses.clone(),
+        uid,
+        user: user.clone(),
         body_type: original.body_type.clone(),
         dsn_notify: original.dsn_notify.clone(),
         dsn_ret: original.dsn_ret.clone(),
         envid: original.envid.clone(),
+        chain: chain.to_vec(),
         size: 0,
     };
+    let over_limit = match counted {
+        true => crate::ratelimit::admit(
+            config,
+            &spool.hosts_dir(),
+            uid,
+            &user,
+            copy.addresses.len(),
+            now.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        )
+        .err(),
+        false => None,
+    };
+    if over_limit.is_some() {
+        // Held before it is visible in queue/: no runner sees it unheld.
+        let mut state = crate::spool::DeliveryState::initial(&envelope);
+        state.held = true;
+        spool.write_state(draft.id(), &state)?;
+    }
     draft.write_envelope(&envelope)?;
     let out = draft.data();
     out.write_all(header)
         .and_then(|()| io::copy(data, out))
         .and_then(|_| out.flush())
         .map_err(|e| crate::error::Error::io("copying a forwarded message", &e))?;
-    Ok(draft.commit()?.id)
+    let id = draft.commit()?.id;
+    Ok(match over_limit {
+        None => Forwarded::Queued(id),
+        Some(why) => {
+            log::warn!(
+                "{id}: held: {}; `mailq --release {id}` lets it go",
+                why.message()
+            );
+            Forwarded::Held(id, why.message().to_string())
+        }
+    })
 }
 
 #[cfg(test)]
@@ -469,11 +794,15 @@ mod tests {
         aliases::parse(text, "test").unwrap().0
     }
 
+    fn remote(e: &Expansion) -> Vec<&str> {
+        e.remote_addresses().map(String::as_str).collect()
+    }
+
     #[test]
     fn nested_aliases_reach_remote_addresses_once() {
         let a = aliases("root: admins\nadmins: a@x.test, b@x.test, ops\nops: b@x.test, c@y.test\n");
         let e = expand(&config(), &a, "root@host.example");
-        assert_eq!(e.remote, ["a@x.test", "b@x.test", "c@y.test"]);
+        assert_eq!(remote(&e), ["a@x.test", "b@x.test", "c@y.test"]);
         assert!(e.local.is_empty());
     }
 
@@ -481,7 +810,7 @@ mod tests {
     fn a_loop_ends_at_the_user_and_unknown_names_bounce() {
         let a = aliases("sm-a: sm-b\nsm-b: sm-a, x@x.test\n");
         let e = expand(&config(), &a, "sm-a");
-        assert_eq!(e.remote, ["x@x.test"]);
+        assert_eq!(remote(&e), ["x@x.test"]);
         assert_eq!(e.local, [Delivery::Unknown("sm-a".into())]);
         let e = expand(&config(), &a, "root");
         assert!(
@@ -536,7 +865,7 @@ mod tests {
             0o644,
         );
         let e = expand(&c, &Aliases::default(), &u.name);
-        assert_eq!(e.remote, ["far@x.test"]);
+        assert_eq!(remote(&e), ["far@x.test"]);
         let run_as = match u.uid {
             0 => RunAs::PipeUser,
             _ => RunAs::User(u.clone()),
@@ -567,7 +896,7 @@ mod tests {
         let u = me();
         let (_dir, c) = with_forward(&format!("{}, far@x.test\n", u.name), 0o600);
         let e = expand(&c, &Aliases::default(), &u.name);
-        assert_eq!(e.remote, ["far@x.test"]);
+        assert_eq!(remote(&e), ["far@x.test"]);
         assert_eq!(e.local, [Delivery::Mailbox(u)]);
     }
 
@@ -580,13 +909,196 @@ mod tests {
         std::fs::set_permissions(&list, std::fs::Permissions::from_mode(0o644)).unwrap();
         let a = aliases(&format!("team: :include:{}\n", list.display()));
         let e = expand(&config(), &a, "team");
-        assert_eq!(e.remote, ["a@x.test", "b@x.test", "c@y.test"]);
+        assert_eq!(remote(&e), ["a@x.test", "b@x.test", "c@y.test"]);
         std::fs::set_permissions(&list, std::fs::Permissions::from_mode(0o666)).unwrap();
         let e = expand(&config(), &a, "team");
         assert!(
             matches!(&e.local[..], [Delivery::Trouble(t)] if t.contains("writable")),
             "{e:?}"
         );
+    }
+
+    /// A list file at `dir/name`, mode 0600.
+    fn list_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_list_file_is_read_once_whatever_it_is_called() {
+        let u = me();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        // Five spellings of itself: 5^9 reads if each were followed.
+        let spellings: Vec<String> = (0..5)
+            .map(|n| format!(":include:{d}/{}inc", "./".repeat(n)))
+            .collect();
+        list_file(
+            dir.path(),
+            "inc",
+            &format!("{}\nfar@x.test\n", spellings.join(", ")),
+        );
+        let (_f, c) = with_forward(&spellings[1], 0o600);
+        let e = expand(&c, &Aliases::default(), &u.name);
+        assert_eq!(e.over_limit, None);
+        assert_eq!(remote(&e), ["far@x.test"]);
+    }
+
+    #[test]
+    fn the_work_bound_abandons_the_whole_expansion() {
+        let u = me();
+        let many: Vec<String> = (0..30).map(|n| format!("r{n}@x.test")).collect();
+        let (_f, c) = with_forward(&format!("\\{}, {}", u.name, many.join(", ")), 0o600);
+        let c = Config {
+            expansion_limit: 20,
+            ..c
+        };
+        let e = expand(&c, &Aliases::default(), &u.name);
+        assert!(e.over_limit.unwrap().contains("expansion_limit (20)"));
+        assert!(e.remote.is_empty() && e.local.is_empty(), "nothing of it");
+        // Files: a tenth of the limit (2), the .forward being one.
+        let dir = tempfile::tempdir().unwrap();
+        let includes: Vec<String> = (0..3)
+            .map(|n| {
+                let p = list_file(dir.path(), &format!("l{n}"), &format!("l{n}@x.test"));
+                format!(":include:{}", p.display())
+            })
+            .collect();
+        let (_f, c) = with_forward(&includes.join("\n"), 0o600);
+        let c = Config {
+            expansion_limit: 20,
+            ..c
+        };
+        let e = expand(&c, &Aliases::default(), &u.name);
+        assert!(e.over_limit.unwrap().contains("list files"));
+        // Lines: ten times the limit.
+        let (_f, c) = with_forward(&format!("a@x.test\n{}", "#\n".repeat(300)), 0o600);
+        let c = Config {
+            expansion_limit: 20,
+            ..c
+        };
+        let e = expand(&c, &Aliases::default(), &u.name);
+        assert!(e.over_limit.is_none(), "a .forward's own lines are read");
+        let dir = tempfile::tempdir().unwrap();
+        let long = list_file(dir.path(), "long", &"#\n".repeat(300));
+        let (_f, c) = with_forward(&format!(":include:{}", long.display()), 0o600);
+        let c = Config {
+            expansion_limit: 20,
+            ..c
+        };
+        let e = expand(&c, &Aliases::default(), &u.name);
+        assert!(e.over_limit.unwrap().contains("lines"));
+    }
+
+    #[test]
+    fn copies_belong_to_the_forwards_owner_and_carry_the_chain() {
+        let u = me();
+        let (_f, c) = with_forward("far@x.test\n", 0o600);
+        let a = aliases(&format!("sm-list: near@y.test, {}\n", u.name));
+        let e = expand(&c, &a, "sm-list");
+        assert_eq!(
+            e.remote,
+            [
+                Forwarding {
+                    owner: CopyOwner::Sender,
+                    addresses: vec!["near@y.test".into()],
+                },
+                Forwarding {
+                    owner: CopyOwner::User(u.clone()),
+                    addresses: vec!["far@x.test".into()],
+                }
+            ]
+        );
+        assert_eq!(e.chain, ["alias:sm-list", &format!("user:{}", u.name)]);
+    }
+
+    #[test]
+    fn a_copy_is_never_expanded_again_by_what_made_it() {
+        let u = me();
+        let (_f, c) = with_forward("far@x.test\n", 0o600);
+        let chain = [format!("user:{}", u.name)];
+        let e = expand_in(&c, &Aliases::default(), &u.name, &chain);
+        assert!(e.remote.is_empty());
+        assert_eq!(e.local, [Delivery::Mailbox(u.clone())]);
+        let a = aliases("sm-list: far@x.test\n");
+        let e = expand_in(&c, &a, "sm-list", &["alias:sm-list".to_string()]);
+        assert!(e.remote.is_empty(), "the alias means the user now");
+        assert_eq!(e.local, [Delivery::Unknown("sm-list".into())]);
+    }
+
+    #[test]
+    fn a_users_copy_is_held_to_their_limits_and_carries_uid_and_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool")).unwrap();
+        let c = Config {
+            max_recipients: 3,
+            max_recipients_per_hour: 4,
+            ..config()
+        };
+        let owner = User {
+            name: "sm-fwd".into(),
+            uid: 4242,
+            gid: 4242,
+            home: "/nonexistent".into(),
+        };
+        let original = Envelope {
+            id: QueueId::generate(SystemTime::now()),
+            arrival: 1_700_000_000,
+            sender: "s@x.test".into(),
+            recipients: vec!["sm-fwd".into()],
+            uid: 1000,
+            user: "sender".into(),
+            body_type: None,
+            dsn_notify: None,
+            dsn_ret: None,
+            envid: None,
+            chain: Vec::new(),
+            size: 0,
+        };
+        let copy = |n: usize| Forwarding {
+            owner: CopyOwner::User(owner.clone()),
+            addresses: (0..n).map(|i| format!("a{i}@y.test")).collect(),
+        };
+        let chain = ["user:sm-fwd".to_string()];
+        let now = SystemTime::now();
+        let forward = |f: &Forwarding| {
+            let mut data = &b"Subject: s\n\nbody\n"[..];
+            forward(&spool, &c, &original, None, f, &chain, b"", &mut data, now).unwrap()
+        };
+        assert!(
+            matches!(forward(&copy(4)), Forwarded::Refused(why) if why.contains("max_recipients"))
+        );
+        assert!(spool.queued_ids().unwrap().is_empty(), "nothing made");
+        let Forwarded::Queued(id) = forward(&copy(3)) else {
+            panic!("within both limits")
+        };
+        let env = spool.read_envelope(&id).unwrap();
+        assert_eq!((env.uid, env.user.as_str()), (4242, "sm-fwd"));
+        assert_eq!(env.chain, chain);
+        // 3 of 4 this hour: 2 more are past it, queued on hold.
+        let Forwarded::Held(id, _) = forward(&copy(2)) else {
+            panic!("past the hourly limit")
+        };
+        assert!(spool.read_state(&id).unwrap().unwrap().held);
+        // The sender's own (an alias's) copies are neither held nor counted.
+        let theirs = Forwarding {
+            owner: CopyOwner::Sender,
+            addresses: (0..5).map(|i| format!("b{i}@y.test")).collect(),
+        };
+        let Forwarded::Queued(id) = forward(&theirs) else {
+            panic!("an alias's copy")
+        };
+        assert_eq!(spool.read_envelope(&id).unwrap().uid, 1000);
+    }
+
+    #[test]
+    fn chain_entries_are_single_words() {
+        assert_eq!(chain_entry("alias", "staff"), "alias:staff");
+        assert_eq!(chain_entry("alias", "two words"), "alias:?");
+        assert_eq!(chain_entry("user", ""), "user:?");
     }
 
     #[test]

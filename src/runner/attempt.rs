@@ -155,6 +155,12 @@ pub fn attempt(
         // pipe_timeout, and the others of the message must not wait for
         // it (nor for its user, who may stall it on purpose).
         for (dest, indices) in groups {
+            if super::stop::stopping() {
+                // The run is ending (SIGTERM, queue_run_limit): no new
+                // transaction; these are due at once for the next run.
+                waiting.extend(indices.into_iter().map(|i| (i, now_s)));
+                continue;
+            }
             let target = Target {
                 dest: &dest,
                 forced,
@@ -187,6 +193,11 @@ pub fn attempt(
             match local::load(ctx.config) {
                 Ok(aliases) => {
                     for i in locals {
+                        if super::stop::stopping() {
+                            // As above: nothing local is begun either.
+                            waiting.insert(i, now_s);
+                            continue;
+                        }
                         let done = super::local::deliver(
                             ctx,
                             &claim,

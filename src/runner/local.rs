@@ -15,7 +15,7 @@ use crate::local::aliases::Aliases;
 use crate::local::pipe::{self, Ended};
 use crate::local::store::{self, Store};
 use crate::local::user::{Credentials, Power, power_over};
-use crate::local::{self, Delivery, RunAs, User, loops};
+use crate::local::{self, Delivery, Forwarded, RunAs, User, loops};
 use crate::spool::{Claim, DeliveryState, Envelope};
 
 use super::Context;
@@ -82,7 +82,15 @@ pub fn deliver(
         }
     }
     let empty = Aliases::default();
-    let expansion = local::expand(config, aliases.unwrap_or(&empty), &address);
+    let expansion = local::expand_in(config, aliases.unwrap_or(&empty), &address, &envelope.chain);
+    if let Some(why) = &expansion.over_limit {
+        // The files are the user's to write: retrying cannot help, and
+        // this is the one log line the bound gets (the outcome's).
+        return Ok(result(Outcome::failed(
+            "5.2.4",
+            format!("{address}: expansion limit reached ({why}): nothing delivered"),
+        )));
+    }
     if expansion.remote.is_empty() && expansion.local.is_empty() {
         return Ok(result(Outcome::failed(
             "5.1.1",
@@ -100,30 +108,49 @@ pub fn deliver(
         .collect();
     let mut steps = Vec::new();
     let hosts_dir = ctx.spool.hosts_dir();
-    if !expansion.remote.is_empty() {
-        let to = expansion.remote.join(", ");
-        if !state.recipients[index]
-            .local_done
-            .iter()
-            .any(|k| k == "forward")
-        {
-            let mut data = ctx.spool.claimed_data(claim)?;
-            let field = format!("Delivered-To: {delivered_to}\n");
-            let copy = local::forward(
-                ctx.spool,
-                config,
-                envelope,
-                &expansion,
-                field.as_bytes(),
-                &mut data,
-                now,
-            )?;
-            tally.notices.push(copy.clone());
-            mark_done(ctx, claim, state, index, "forward", !pending.is_empty())?;
-            steps.push(Step::Done(format!("forwarded as {copy} to {to}")));
-        } else {
-            steps.push(Step::Done(format!("forwarded to {to} earlier")));
+    for (n, copy) in expansion.remote.iter().enumerate() {
+        // One copy per owner. "forward" alone: a state written before
+        // copies had owners, when one copy took every address.
+        let key = match &copy.owner {
+            local::CopyOwner::Sender => "forward:sender".to_string(),
+            local::CopyOwner::User(u) => format!("forward:u{}", u.uid),
+        };
+        let done = &state.recipients[index].local_done;
+        if done.iter().any(|k| *k == key || k == "forward") {
+            steps.push(Step::Done("forwarded earlier".into()));
+            continue;
         }
+        let mut data = ctx.spool.claimed_data(claim)?;
+        let field = format!("Delivered-To: {delivered_to}\n");
+        let made = local::forward(
+            ctx.spool,
+            config,
+            envelope,
+            expansion.owner.as_deref(),
+            copy,
+            &expansion.chain,
+            field.as_bytes(),
+            &mut data,
+            now,
+        )?;
+        // The addresses stay out of the original's state and notices:
+        // they may come from a private .forward of someone else's.
+        let count = copy.addresses.len();
+        let step = match made {
+            Forwarded::Queued(id) => {
+                tally.notices.push(id.clone());
+                Step::Done(format!("forwarded as {id} to {count} address(es)"))
+            }
+            // Why it is held is its owner's business (their hourly count).
+            Forwarded::Held(id, _) => Step::Done(format!("forwarded as {id}, on hold")),
+            Forwarded::Refused(why) => {
+                steps.push(Step::Fail("5.5.3", why));
+                continue;
+            }
+        };
+        let more = n + 1 < expansion.remote.len() || !pending.is_empty();
+        mark_done(ctx, claim, state, index, &key, more)?;
+        steps.push(step);
     }
     for (n, delivery) in pending.iter().enumerate() {
         let key = delivery.key(config);

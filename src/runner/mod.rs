@@ -23,6 +23,7 @@ mod outcome;
 mod record;
 mod relays;
 pub mod slots;
+mod stop;
 mod transport;
 mod worklist;
 
@@ -249,7 +250,7 @@ pub fn spawn_detached(spool: &Spool, config: &Config, first: &QueueId) {
                 }),
                 false,
             );
-            if let Err(e) = work(&ctx, &selection, &list) {
+            if let Err(e) = work(&ctx, &selection, &list, stop::Deadline::none()) {
                 log::error!("runner: {e}");
             }
             std::process::exit(0);
@@ -321,14 +322,18 @@ pub fn deliver_now(spool: &Spool, config: &Config, id: &QueueId) -> Result<Tally
 
 /// `sendmail -q…`: delivers every due (or, with filters, every matching)
 /// message with up to `max_connections` workers, then returns; with an
-/// `interval`, repeats forever.
+/// `interval`, repeats until SIGTERM. Each run starts no new message
+/// after `queue_run_limit`, nor anything after SIGTERM ([`stop`]): what
+/// is in hand is finished, the rest waits, due, for the next run.
 pub fn run_queue(
     spool: &Spool,
     config: &Config,
     selection: &Selection,
     interval: Option<Duration>,
 ) -> Result<()> {
+    stop::take_sigterm();
     loop {
+        let deadline = stop::Deadline::starting_now(config.queue_run_limit);
         if let Err(e) = spool.sweep_drafts_and_windows(config.tmp_max_age, SystemTime::now()) {
             log::warn!("sweeping tmp/: {e}");
         }
@@ -376,15 +381,20 @@ pub fn run_queue(
         }
         // With the queue listing the repair made, if it made one.
         spool.sweep_state(config.tmp_max_age, SystemTime::now(), queued.as_deref());
-        run_once(spool, config, selection)?;
+        run_once(spool, config, selection, deadline)?;
         match interval {
-            None => return Ok(()),
-            Some(interval) => std::thread::sleep(interval),
+            Some(interval) if stop::pause(interval) => {}
+            _ => return Ok(()),
         }
     }
 }
 
-fn run_once(spool: &Spool, config: &Config, selection: &Selection) -> Result<()> {
+fn run_once(
+    spool: &Spool,
+    config: &Config,
+    selection: &Selection,
+    deadline: stop::Deadline,
+) -> Result<()> {
     // Dropped at the end of this function, which waits for the last
     // removals to be durable.
     let spool = &spool.with_group_sync();
@@ -395,7 +405,7 @@ fn run_once(spool: &Spool, config: &Config, selection: &Selection) -> Result<()>
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 let (ctx, list) = (&ctx, &list);
-                scope.spawn(move || work(ctx, selection, list))
+                scope.spawn(move || work(ctx, selection, list, deadline))
             })
             .collect();
         let mut first_error = Ok(());
@@ -417,8 +427,14 @@ fn run_once(spool: &Spool, config: &Config, selection: &Selection) -> Result<()>
 /// One worker: take a runner slot, deliver what the run's shared work
 /// list hands out (the message just committed first, for a submission's
 /// runner) until it has nothing more, give the slot back, look once more
-/// (the lost wake-up guard), repeat.
-fn work(ctx: &Context, selection: &Selection, list: &WorkList) -> Result<()> {
+/// (the lost wake-up guard), repeat — until `deadline`: then the message
+/// in hand is finished and none is taken after it.
+fn work(
+    ctx: &Context,
+    selection: &Selection,
+    list: &WorkList,
+    deadline: stop::Deadline,
+) -> Result<()> {
     let hosts_dir = ctx.spool.hosts_dir();
     let mut transport = Transport::new(ctx.config, hosts_dir.clone(), selection.share());
     let (pool, count) = selection.runner_pool(ctx.config);
@@ -426,12 +442,15 @@ fn work(ctx: &Context, selection: &Selection, list: &WorkList) -> Result<()> {
         let Some(slot) = slots::try_acquire(&hosts_dir, &pool, count)? else {
             return Ok(());
         };
-        while let Some(item) = list.next(ctx.spool)? {
+        while !deadline.passed() {
+            let Some(item) = list.next(ctx.spool)? else {
+                break;
+            };
             take(ctx, &mut transport, &item, selection, list);
         }
         transport.close();
         drop(slot);
-        if !anything_left(ctx, selection, list)? {
+        if deadline.passed() || !anything_left(ctx, selection, list)? {
             return Ok(());
         }
         list.rewind();

@@ -160,6 +160,7 @@ mod tests {
             dsn_notify: None,
             dsn_ret: None,
             envid: None,
+            chain: Vec::new(),
             size: 0,
         };
         draft.write_envelope(&env).unwrap();

@@ -13,6 +13,7 @@
 //! notify SUCCESS,FAILURE\n     optional (-N)
 //! ret hdrs\n                   optional (-R)
 //! envid abc123\n               optional (-V)
+//! chain user:alice alias:l\n     optional: what expanded into this copy
 //! rcpt bob@example.net\n       one line per recipient, in order
 //! \n                           blank line: the message data starts after it
 //! <message data, any bytes>
@@ -66,6 +67,11 @@ pub struct Envelope {
     pub dsn_ret: Option<String>,
     /// DSN ENVID (-V).
     pub envid: Option<String>,
+    /// A forwarded copy (or a notice about one): the aliases and
+    /// `.forward`s (`alias:NAME`, `user:NAME`) that made it, none of
+    /// which expands it again (loop protection, [`crate::local`]).
+    /// Entries are single words.
+    pub chain: Vec<String>,
     /// Message data size in bytes: known at commit, read from the trailer;
     /// ignored when writing.
     pub size: u64,
@@ -85,6 +91,13 @@ pub fn check_values(env: &Envelope) -> Result<(), &'static str> {
         .into_iter()
         .chain(optional.into_iter().map(|(k, v)| (k, v.as_ref())))
         .chain(env.recipients.iter().map(|r| ("rcpt", Some(r))));
+    if env
+        .chain
+        .iter()
+        .any(|e| e.is_empty() || e.bytes().any(|b| b.is_ascii_whitespace() || b == 0))
+    {
+        return Err("chain");
+    }
     match all.find(|(_, v)| v.is_some_and(|v| v.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)))) {
         Some((key, _)) => Err(key),
         None => Ok(()),
@@ -111,6 +124,9 @@ pub fn write_envelope(out: &mut impl Write, env: &Envelope) -> io::Result<()> {
         if let Some(v) = value {
             writeln!(out, "{key} {v}")?;
         }
+    }
+    if !env.chain.is_empty() {
+        writeln!(out, "chain {}", env.chain.join(" "))?;
     }
     for r in &env.recipients {
         writeln!(out, "rcpt {r}")?;
@@ -237,6 +253,7 @@ struct Fields {
     notify: Option<String>,
     ret: Option<String>,
     envid: Option<String>,
+    chain: Option<String>,
     recipients: Vec<String>,
 }
 
@@ -270,6 +287,7 @@ impl Fields {
             "notify" => &mut self.notify,
             "ret" => &mut self.ret,
             "envid" => &mut self.envid,
+            "chain" => &mut self.chain,
             _ => return corrupt(format!("unknown envelope key {key:.40?}")),
         };
         if slot.replace(value.to_owned()).is_some() {
@@ -303,6 +321,10 @@ impl Fields {
             dsn_notify: self.notify,
             dsn_ret: self.ret,
             envid: self.envid,
+            chain: self
+                .chain
+                .map(|c| c.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default(),
             size: 0,
         })
     }
@@ -325,6 +347,7 @@ pub(crate) mod tests {
             dsn_notify: None,
             dsn_ret: Some("hdrs".into()),
             envid: Some(String::new()),
+            chain: vec!["user:alice".into(), "alias:staff".into()],
             size: 0,
         }
     }

@@ -24,6 +24,7 @@ fn envelope(id: &QueueId) -> Envelope {
         dsn_notify: Some("SUCCESS,FAILURE".into()),
         dsn_ret: Some("hdrs".into()),
         envid: None,
+        chain: Vec::new(),
         size: 0,
     }
 }

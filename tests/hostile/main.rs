@@ -19,6 +19,7 @@ mod site;
 
 mod client;
 mod environment;
+mod expansion;
 mod limits;
 mod local;
 mod queue;
