@@ -781,7 +781,8 @@ fn parse_ret(value: &str) -> Result<String> {
     }
 }
 
-fn parse_envid(value: &str) -> Result<String> {
+/// Checks an ENVID as `-V` gives it (and as a maildrop drop claims it).
+pub(crate) fn parse_envid(value: &str) -> Result<String> {
     // RFC 3461 ENVID: printable ASCII (xtext-encoded on the wire), 100 chars at most.
     if value.is_empty() || value.len() > 100 || !value.bytes().all(|b| (33..=126).contains(&b)) {
         return Err(Error::usage(

@@ -343,3 +343,57 @@ fn a_drop_naming_an_invalid_recipient_goes_to_corrupt() {
     assert!(names(&i.spool.join("queue")).is_empty(), "not queued");
     assert_eq!(names(&i.spool.join("corrupt")), [format!("{dropped}.drop")]);
 }
+
+#[test]
+fn a_drops_forged_arrival_and_expansion_chain_are_not_trusted() {
+    if !is_root() {
+        eprintln!("skipped: a setgid copy and switching users need root (CI runs this as root)");
+        return;
+    }
+    let i = installed();
+    let (dropped, path) = nobodys_drop(&i);
+    let text = fs::read_to_string(&path).unwrap();
+    let arrival = text
+        .lines()
+        .find_map(|l| l.strip_prefix("arrival "))
+        .unwrap()
+        .to_string();
+    // An arrival five years old would expire and bounce at once; a chain
+    // is the loop guard only a runner writes.
+    let forged = text
+        .replace(&format!("arrival {arrival}\n"), "arrival 1600000000\n")
+        .replace(
+            "rcpt someone@example.com\n",
+            "chain user:nobody\nrcpt someone@example.com\n",
+        );
+    assert!(forged.contains("arrival 1600000000\n") && forged.contains("chain user:nobody\n"));
+    assert!(nobody_writes(&path, forged.as_bytes()).status.success());
+    queue_run(&i);
+    assert_eq!(names(&i.spool.join("queue")), [dropped.clone()]);
+    let queued: u64 = envelope_line(&i, &dropped, "arrival").parse().unwrap();
+    assert!(
+        queued >= arrival.parse::<u64>().unwrap(),
+        "the forged arrival was kept: {queued}"
+    );
+    let text = fs::read_to_string(i.spool.join("queue").join(&dropped)).unwrap();
+    assert!(!text.contains("\nchain "), "the forged chain was kept");
+}
+
+#[test]
+fn a_drop_with_an_envid_minus_v_would_refuse_goes_to_corrupt() {
+    if !is_root() {
+        eprintln!("skipped: a setgid copy and switching users need root (CI runs this as root)");
+        return;
+    }
+    let i = installed();
+    let (dropped, path) = nobodys_drop(&i);
+    let long = "x".repeat(300);
+    let forged = fs::read_to_string(&path).unwrap().replace(
+        "rcpt someone@example.com\n",
+        &format!("envid {long}\nrcpt someone@example.com\n"),
+    );
+    assert!(nobody_writes(&path, forged.as_bytes()).status.success());
+    queue_run(&i);
+    assert!(names(&i.spool.join("queue")).is_empty(), "not queued");
+    assert_eq!(names(&i.spool.join("corrupt")), [format!("{dropped}.drop")]);
+}

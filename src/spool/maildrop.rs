@@ -42,6 +42,10 @@ use crate::{address, message};
 use super::draft::{DirSync, Draft};
 use super::{Envelope, QueueId, Spool, Trouble, durable};
 
+/// How long before its file's ctime a drop's own arrival time may be:
+/// the writer stamps it before reading stdin, and renames the file after.
+const ARRIVAL_SLACK: u64 = 60;
+
 /// The maildrop directory's name under the spool root.
 pub const MAILDROP: &str = "maildrop";
 /// Where drops are written before their rename into the maildrop.
@@ -353,10 +357,32 @@ impl Spool {
                 claimed.sender
             );
         }
+        // An ENVID is checked as `-V` checks it: it goes out on the wire
+        // (RFC 3461) and into notices.
+        if let Some(envid) = &claimed.envid {
+            crate::cli::parse_envid(envid)
+                .map_err(|_| quarantine("envid: not 1 to 100 printable ASCII characters".into()))?;
+        }
+        // The writer's arrival time is not evidence either: a forged old
+        // one would expire at once and bounce. The file's ctime is the
+        // kernel's (its rename into the maildrop, or a later change by
+        // its owner, never earlier), so the arrival is kept only within
+        // a minute before it and never in the future.
+        let written = u64::try_from(meta.ctime()).unwrap_or(0);
+        let unix_now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let arrival = match claimed.arrival {
+            a if a.saturating_add(ARRIVAL_SLACK) < written || a > unix_now => written.min(unix_now),
+            a => a,
+        };
         let envelope = Envelope {
             uid,
             user,
             sender,
+            arrival,
+            // What expanded into a copy (the loop guard of forwarded
+            // mail) is ours to write, never a caller's: a forged chain
+            // could only stop expansions, but it is not evidence.
+            chain: Vec::new(),
             size: 0,
             ..claimed.clone()
         };
@@ -367,7 +393,6 @@ impl Spool {
         // for the administrator (`mailq --release` or `--delete`). The
         // held state is written before the message is visible in queue/,
         // so no runner ever sees it unheld.
-        let unix_now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let hosts = self.hosts_dir();
         let nrcpt = envelope.recipients.len();
         let over_limit =
