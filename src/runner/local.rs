@@ -21,7 +21,7 @@ use crate::spool::{Claim, DeliveryState, Envelope};
 use super::Context;
 use super::outcome::Outcome;
 use super::record::{Tally, persist};
-use super::slots::{self, Share};
+use super::slots;
 
 /// How one local target went.
 enum Step {
@@ -343,7 +343,7 @@ impl Target<'_> {
         // once, whoever's runner starts them: commands that never end
         // (until pipe_timeout) stall their own user's mail, and hold no
         // more than half of root's queue run.
-        let share = Share::User.of(self.config.max_connections);
+        let share = slots::users_part(self.config.max_connections);
         let _slot =
             match slots::try_acquire(self.hosts_dir, &format!("command-u{}", user.uid), share) {
                 Ok(Some(slot)) => slot,

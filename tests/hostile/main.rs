@@ -19,6 +19,7 @@ mod site;
 
 mod client;
 mod environment;
+mod fairness;
 mod local;
 mod queue;
 mod session;
