@@ -68,6 +68,46 @@ fn stop(mut child: Child) {
     let _ = child.wait();
 }
 
+/// Alice's `sendmail -odi` to friend@example.org, through the healthy
+/// smarthost.
+fn alice_sends_now(site: &Site) -> Child {
+    site.shell(
+        Some(&site.alice),
+        "exec sendmail -odi -f alice@example.org friend@example.org </dev/null",
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap()
+}
+
+/// Polls until `arrived` holds (true) or [`VICTIM_LIMIT`] passes (false);
+/// panics at once with its stderr when `sender` fails instead (a broken
+/// site, not a stalled delivery).
+fn wait_for_victim(mut sender: Child, mut arrived: impl FnMut() -> bool) -> bool {
+    let mut failed = None;
+    let ok = common::wait_for(VICTIM_LIMIT, || {
+        if let Ok(Some(status)) = sender.try_wait()
+            && !status.success()
+        {
+            failed = Some(status);
+            return true;
+        }
+        arrived()
+    });
+    if let Some(status) = failed {
+        let mut said = String::new();
+        if let Some(mut err) = sender.stderr.take() {
+            use std::io::Read;
+            let _ = err.read_to_string(&mut said);
+        }
+        panic!("alice's sendmail failed ({status}): {said}");
+    }
+    stop(sender);
+    ok
+}
+
 /// Mallory's domain publishes twenty MX names whose addresses are never
 /// answered, and she queues six messages to it: her two runners spend
 /// their time in DNS. Alice's mail through the healthy smarthost must go
@@ -119,24 +159,21 @@ fn round2_item02_a_hostile_dns_zone_holds_no_connection_slot() {
         dns.queries()
     );
     let started = Instant::now();
-    let alice = spawn(
-        &site,
-        Some(&site.alice),
-        "exec sendmail -odi -f alice@example.org friend@example.org </dev/null",
-    );
-    let arrived = common::wait_for(VICTIM_LIMIT, || {
+    let alice = alice_sends_now(&site);
+    let arrived = wait_for_victim(alice, || {
         server
             .recipients()
             .contains(&"friend@example.org".to_string())
     });
     let took = started.elapsed();
     let attack_on = running(&site.mallory);
-    stop(alice);
+    let mailq = site.as_root("mailq", &[], b"");
     assert!(
         arrived,
         "alice's message did not arrive within {VICTIM_LIMIT:?} while mallory's runners resolved \
-         her domain (DNS queries so far: {})",
-        dns.queries().len()
+         her domain (DNS queries so far: {}); the queue: {}",
+        dns.queries().len(),
+        String::from_utf8_lossy(&mailq.stdout)
     );
     assert!(
         attack_on,
@@ -198,12 +235,8 @@ fn round2_item03_a_users_stuck_connections_hold_no_one_elses_slots() {
         "mallory's runners never reached the silent server"
     );
     let started = Instant::now();
-    let alice = spawn(
-        &site,
-        Some(&site.alice),
-        "exec sendmail -odi -f alice@example.org friend@example.org </dev/null",
-    );
-    let arrived = common::wait_for(VICTIM_LIMIT, || {
+    let alice = alice_sends_now(&site);
+    let arrived = wait_for_victim(alice, || {
         server
             .recipients()
             .contains(&"friend@example.org".to_string())
@@ -211,7 +244,6 @@ fn round2_item03_a_users_stuck_connections_hold_no_one_elses_slots() {
     let took = started.elapsed();
     let attack_on = runner_slots_held(&site, &site.mallory, 2);
     let held = stuck.lock().unwrap().len();
-    stop(alice);
     assert!(
         arrived,
         "alice's message did not arrive within {VICTIM_LIMIT:?} while mallory's runners sat on \
