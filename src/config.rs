@@ -128,6 +128,11 @@ pub struct Config {
     /// `mailbox_timeout`: time limit for writing one message into a
     /// mailbox, Maildir or file through the helper that runs as the user.
     pub mailbox_timeout: Duration,
+    /// `mailbox_lock_wait`: how long one mailbox or file delivery waits
+    /// for the mailbox's locks before the recipient is deferred ("busy"),
+    /// so that a mailbox its owner keeps locked does not hold a worker
+    /// (Postfix gives up after 20 tries a second apart).
+    pub mailbox_lock_wait: Duration,
     /// `max_hops`: Received:/Delivered-To: count that means a mail loop.
     pub max_hops: u32,
     /// `expansion_limit`: the most targets (addresses, names, commands,
@@ -238,6 +243,7 @@ impl Default for Config {
             pipe_user: "nobody".to_string(),
             pipe_timeout: Duration::from_secs(3600),
             mailbox_timeout: Duration::from_secs(300),
+            mailbox_lock_wait: Duration::from_secs(20),
             max_hops: 50,
             expansion_limit: 1000,
             queue_run_limit: Duration::from_secs(25 * 60),
@@ -544,6 +550,7 @@ fn set(c: &mut Config, key: &str, value: &str) -> Setting {
         }
         "pipe_timeout" => c.pipe_timeout = parse_duration(value)?,
         "mailbox_timeout" => c.mailbox_timeout = parse_duration(value)?,
+        "mailbox_lock_wait" => c.mailbox_lock_wait = parse_duration(value)?,
         "max_hops" => c.max_hops = positive(value)?,
         "expansion_limit" => c.expansion_limit = positive(value)? as usize,
         "queue_run_limit" => c.queue_run_limit = parse_duration(value)?,

@@ -4,9 +4,21 @@
 //! hickory is asynchronous; the runner is not. Each [`Resolver`] owns a
 //! current-thread tokio runtime and blocks on it, which keeps the rest of
 //! spoolmail free of async and costs one small runtime per worker.
+//!
+//! A domain's zone is its owner's to write, and a hostile one can list
+//! many MX names none of whose addresses ever answer. So one domain's
+//! resolution is bounded ([`Limits`]): at most [`MAX_MX_NAMES`] names
+//! looked at, none after [`MAX_ADDRESSES`] addresses are known, A and
+//! AAAA of a name asked together, and all of it within
+//! [`RESOLVE_DEADLINE`] — what was found by then is used, nothing found
+//! is a temporary failure. (Before, twenty silent names held a worker
+//! for minutes per attempt.)
 
 use std::fmt;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::pin;
+use std::task::Poll;
 use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
@@ -57,6 +69,39 @@ impl fmt::Display for RouteError {
     }
 }
 
+/// At most this many MX names of one domain are looked up: the most
+/// preferred ones (Postfix tries at most 10 addresses per attempt too).
+pub const MAX_MX_NAMES: usize = 10;
+
+/// At most this many addresses are tried per destination and attempt: no
+/// name is looked up once the names before it gave this many.
+pub const MAX_ADDRESSES: usize = 10;
+
+/// One destination's whole resolution (MX, then the addresses of its
+/// names) gets at most this long.
+pub const RESOLVE_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How much work one domain's resolution may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// MX names looked up at most.
+    pub names: usize,
+    /// Addresses after which no further name is looked up.
+    pub addresses: usize,
+    /// The time the whole resolution may take.
+    pub deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            names: MAX_MX_NAMES,
+            addresses: MAX_ADDRESSES,
+            deadline: RESOLVE_DEADLINE,
+        }
+    }
+}
+
 /// A DNS resolver for mail routing.
 pub struct Resolver {
     runtime: tokio::runtime::Runtime,
@@ -103,8 +148,19 @@ impl Resolver {
 
     /// The hosts to try for `domain`, in order: MX preference ascending,
     /// equal preferences shuffled (RFC 5321 §5.1), each with all its
-    /// addresses. An address literal needs no DNS.
+    /// addresses, within the default [`Limits`]. An address literal needs
+    /// no DNS.
     pub fn mx_hosts(&self, domain: &str) -> std::result::Result<Vec<MxHost>, RouteError> {
+        self.mx_hosts_within(domain, &Limits::default())
+    }
+
+    /// [`Resolver::mx_hosts`] within `limits`: the hosts found when the
+    /// deadline passes are the answer; none is a temporary failure.
+    pub fn mx_hosts_within(
+        &self,
+        domain: &str,
+        limits: &Limits,
+    ) -> std::result::Result<Vec<MxHost>, RouteError> {
         if let Some(ip) = address_literal(domain) {
             return Ok(vec![MxHost {
                 name: domain.to_string(),
@@ -112,45 +168,69 @@ impl Resolver {
                 addresses: vec![ip],
             }]);
         }
+        let mut found = Found::default();
+        let resolved = self.runtime.block_on(async {
+            tokio::time::timeout(limits.deadline, self.resolve(domain, limits, &mut found)).await
+        });
+        match resolved {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(())) => found.finish(domain),
+            Err(_) if !found.hosts.is_empty() => {
+                log::warn!(
+                    "{domain}: resolution stopped after {:?} with {} host(s)",
+                    limits.deadline,
+                    found.hosts.len()
+                );
+                Ok(found.hosts)
+            }
+            Err(_) => Err(RouteError::Temporary {
+                message: format!(
+                    "{domain}: no mail host address found within {:?}",
+                    limits.deadline
+                ),
+            }),
+        }
+    }
+
+    /// Looks up `domain`'s MX names and their addresses into `found`, in
+    /// order, within `limits`' counts (the caller applies the deadline).
+    async fn resolve(
+        &self,
+        domain: &str,
+        limits: &Limits,
+        found: &mut Found,
+    ) -> std::result::Result<(), RouteError> {
         let fqdn = format!("{}.", domain.trim_end_matches('.'));
-        let mut exchanges: Vec<(u16, String)> =
-            match self.runtime.block_on(self.inner.mx_lookup(fqdn.as_str())) {
-                Ok(lookup) => lookup
-                    .answers()
-                    .iter()
-                    .filter_map(|r| match &r.data {
-                        RData::MX(mx) => Some((mx.preference, name_of(&mx.exchange.to_ascii()))),
-                        _ => None,
-                    })
-                    .collect(),
-                Err(e) if e.is_nx_domain() => {
-                    return Err(RouteError::Permanent {
-                        status: "5.1.2",
-                        message: format!("{domain}: no such domain"),
-                    });
-                }
-                Err(e) if e.is_no_records_found() => Vec::new(),
-                Err(e) => return Err(temporary(domain, "MX", &e)),
-            };
-        if exchanges.is_empty() {
-            // RFC 5321 §5.1: no MX means the domain is its own mail host.
-            exchanges.push((0, name_of(domain)));
-        } else if exchanges.len() == 1 && exchanges[0].1.is_empty() {
+        let exchanges: Vec<(u16, String)> = match self.inner.mx_lookup(fqdn.as_str()).await {
+            Ok(lookup) => lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::MX(mx) => Some((mx.preference, name_of(&mx.exchange.to_ascii()))),
+                    _ => None,
+                })
+                .collect(),
+            Err(e) if e.is_nx_domain() => {
+                return Err(RouteError::Permanent {
+                    status: "5.1.2",
+                    message: format!("{domain}: no such domain"),
+                });
+            }
+            Err(e) if e.is_no_records_found() => Vec::new(),
+            Err(e) => return Err(temporary(domain, "MX", &e)),
+        };
+        if exchanges.len() == 1 && exchanges[0].1.is_empty() {
             return Err(RouteError::Permanent {
                 status: "5.1.10",
                 message: format!("{domain}: null MX: the domain accepts no mail (RFC 7505)"),
             });
         }
-        exchanges.retain(|(_, name)| !name.is_empty());
-        let mut rng = rand::rng();
-        exchanges.shuffle(&mut rng);
-        exchanges.sort_by_key(|(preference, _)| *preference);
-
-        let mut hosts = Vec::new();
-        let mut temporary_failure = None;
-        for (preference, name) in exchanges {
-            match self.addresses(&name) {
-                Ok(addresses) if !addresses.is_empty() => hosts.push(MxHost {
+        for (preference, name) in plan(domain, exchanges, limits.names) {
+            if found.addresses() >= limits.addresses {
+                break;
+            }
+            match self.lookup_addresses(&name).await {
+                Ok(addresses) if !addresses.is_empty() => found.hosts.push(MxHost {
                     name,
                     preference,
                     addresses,
@@ -158,27 +238,29 @@ impl Resolver {
                 Ok(_) | Err(RouteError::Permanent { .. }) => {
                     log::warn!("{domain}: MX host {name} has no address")
                 }
-                Err(e @ RouteError::Temporary { .. }) => temporary_failure = Some(e),
+                Err(e @ RouteError::Temporary { .. }) => found.temporary = Some(e),
             }
         }
-        if !hosts.is_empty() {
-            return Ok(hosts);
-        }
-        Err(temporary_failure.unwrap_or_else(|| RouteError::Permanent {
-            status: "5.4.4",
-            message: format!("{domain}: no mail host has an address"),
-        }))
+        Ok(())
     }
 
     /// The A and AAAA addresses of `host` (IPv4 first). NXDOMAIN or no
     /// address at all is Permanent; anything else that fails, Temporary.
     pub fn addresses(&self, host: &str) -> std::result::Result<Vec<IpAddr>, RouteError> {
+        self.runtime.block_on(self.lookup_addresses(host))
+    }
+
+    /// [`Resolver::addresses`], A and AAAA asked at once.
+    async fn lookup_addresses(&self, host: &str) -> std::result::Result<Vec<IpAddr>, RouteError> {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(vec![ip]);
         }
         let fqdn = format!("{}.", host.trim_end_matches('.'));
-        let v4 = self.runtime.block_on(self.inner.ipv4_lookup(fqdn.as_str()));
-        let v6 = self.runtime.block_on(self.inner.ipv6_lookup(fqdn.as_str()));
+        let (v4, v6) = both(
+            self.inner.ipv4_lookup(fqdn.as_str()),
+            self.inner.ipv6_lookup(fqdn.as_str()),
+        )
+        .await;
         let mut addresses = Vec::new();
         let mut failure = None;
         for (result, kind) in [(v4, "A"), (v6, "AAAA")] {
@@ -203,6 +285,75 @@ impl Resolver {
             _ => Ok(addresses),
         }
     }
+}
+
+/// What one domain's resolution found so far.
+#[derive(Default)]
+struct Found {
+    hosts: Vec<MxHost>,
+    /// The last name whose lookup failed for now.
+    temporary: Option<RouteError>,
+}
+
+impl Found {
+    fn addresses(&self) -> usize {
+        self.hosts.iter().map(|h| h.addresses.len()).sum()
+    }
+
+    /// The hosts, or why there is none: a temporary failure if any name
+    /// failed for now, else no host has an address.
+    fn finish(self, domain: &str) -> std::result::Result<Vec<MxHost>, RouteError> {
+        if !self.hosts.is_empty() {
+            return Ok(self.hosts);
+        }
+        Err(self.temporary.unwrap_or_else(|| RouteError::Permanent {
+            status: "5.4.4",
+            message: format!("{domain}: no mail host has an address"),
+        }))
+    }
+}
+
+/// The MX names of `domain` to look up, in order, from its `exchanges`
+/// (preference, name): the domain itself when it has none (RFC 5321
+/// §5.1), roots dropped, ascending preference with equal ones shuffled,
+/// at most `cap` of them.
+fn plan(domain: &str, mut exchanges: Vec<(u16, String)>, cap: usize) -> Vec<(u16, String)> {
+    if exchanges.is_empty() {
+        exchanges.push((0, name_of(domain)));
+    }
+    exchanges.retain(|(_, name)| !name.is_empty());
+    exchanges.shuffle(&mut rand::rng());
+    exchanges.sort_by_key(|(preference, _)| *preference);
+    exchanges.truncate(cap);
+    exchanges
+}
+
+/// Runs two futures at once and waits for both (tokio's `join!` needs
+/// its macros feature).
+async fn both<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let (mut a, mut b) = (pin!(a), pin!(b));
+    let (mut ra, mut rb) = (None, None);
+    std::future::poll_fn(|cx| {
+        if ra.is_none()
+            && let Poll::Ready(v) = a.as_mut().poll(cx)
+        {
+            ra = Some(v);
+        }
+        if rb.is_none()
+            && let Poll::Ready(v) = b.as_mut().poll(cx)
+        {
+            rb = Some(v);
+        }
+        match ra.is_some() && rb.is_some() {
+            true => Poll::Ready(()),
+            false => Poll::Pending,
+        }
+    })
+    .await;
+    (
+        ra.expect("polled to the end"),
+        rb.expect("polled to the end"),
+    )
 }
 
 fn temporary(name: &str, kind: &str, e: &NetError) -> RouteError {
@@ -274,5 +425,63 @@ mod tests {
             Err(RouteError::Temporary { .. }) => {}
             other => panic!("expected a temporary failure, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn at_most_the_cap_of_names_is_looked_at_most_preferred_first() {
+        let exchanges: Vec<(u16, String)> = (0..20)
+            .map(|n| (20 - n as u16, format!("m{n:02}.example")))
+            .collect();
+        let planned = plan("example", exchanges, MAX_MX_NAMES);
+        assert_eq!(planned.len(), MAX_MX_NAMES);
+        let preferences: Vec<u16> = planned.iter().map(|(p, _)| *p).collect();
+        assert_eq!(preferences, (1..=10).collect::<Vec<u16>>());
+    }
+
+    #[test]
+    fn a_domain_without_mx_is_its_own_host_and_roots_are_dropped() {
+        assert_eq!(
+            plan("Example.ORG", Vec::new(), 3),
+            [(0, "example.org".into())]
+        );
+        let planned = plan("x", vec![(10, "".into()), (5, "a.x".into())], 3);
+        assert_eq!(planned, [(5, "a.x".into())]);
+    }
+
+    #[test]
+    fn a_resolution_past_its_deadline_is_a_temporary_failure() {
+        // Nothing answers on port 9: every query would wait its timeout
+        // (an hour) and its retry; the deadline ends the resolution.
+        let r = Resolver::new(
+            Some("127.0.0.1:9".parse().unwrap()),
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+        let limits = Limits {
+            deadline: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        match r.mx_hosts_within("example.test", &limits) {
+            Err(RouteError::Temporary { message }) => {
+                assert!(message.contains("within 200ms"), "{message}")
+            }
+            other => panic!("expected a temporary failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn both_waits_for_both() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (a, b) = rt.block_on(both(
+            async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                1
+            },
+            async { 2 },
+        ));
+        assert_eq!((a, b), (1, 2));
     }
 }

@@ -119,3 +119,53 @@ fn an_mx_host_without_address_is_skipped() {
     assert_eq!(hosts.len(), 1);
     assert_eq!(hosts[0].name, "ok.half.test");
 }
+
+/// Issue 20 item 2: a zone of twenty MX names that never answer costs at
+/// most MAX_MX_NAMES names and the resolution deadline, then a temporary
+/// failure; a zone whose first names give enough addresses is not read
+/// further.
+#[test]
+fn a_hostile_zone_costs_a_bounded_resolution() {
+    use spoolmail::dns::{Limits, MAX_MX_NAMES};
+    let names: Vec<String> = (1..=20).map(|n| format!("m{n:02}.hostile.test")).collect();
+    let mut records: Vec<String> = names
+        .iter()
+        .map(|n| format!("hostile.test MX 10 {n}"))
+        .collect();
+    records.push("many.test MX 10 a.many.test".into());
+    records.push("many.test MX 20 b.many.test".into());
+    records.extend((2..=11).map(|n| format!("a.many.test A 127.0.0.{n}")));
+    records.push("b.many.test A 127.0.1.1".into());
+    let records: Vec<&str> = records.iter().map(String::as_str).collect();
+    let dropped: Vec<&str> = names.iter().map(String::as_str).collect();
+    let dns = DnsServer::start_hostile(&records, &[], &dropped);
+    let r = Resolver::new(Some(dns.addr), Duration::from_millis(300)).unwrap();
+    let limits = Limits {
+        deadline: Duration::from_secs(120),
+        ..Limits::default()
+    };
+    match r.mx_hosts_within("hostile.test", &limits) {
+        Err(RouteError::Temporary { .. }) => {}
+        other => panic!("expected a temporary failure, got {other:?}"),
+    }
+    let asked: HashSet<String> = dns
+        .queries()
+        .into_iter()
+        .filter(|(n, _)| n.ends_with(".hostile.test"))
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(asked.len(), MAX_MX_NAMES, "names looked up: {asked:?}");
+    // Ten addresses from the first name: the second is never asked.
+    let hosts = r.mx_hosts("many.test").unwrap();
+    assert_eq!(hosts.len(), 1);
+    assert!(!dns.queries().iter().any(|(n, _)| n == "b.many.test"));
+    // And the deadline ends a resolution that would take longer.
+    let short = Limits {
+        deadline: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    match r.mx_hosts_within("hostile.test", &short) {
+        Err(RouteError::Temporary { message }) => assert!(message.contains("1s"), "{message}"),
+        other => panic!("expected a temporary failure, got {other:?}"),
+    }
+}

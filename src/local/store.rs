@@ -24,7 +24,8 @@ use super::user::{self, Credentials};
 /// The argument that selects the internal delivery entry point.
 pub const HELPER_FLAG: &str = "--local-delivery";
 
-/// How long to wait for a mailbox's locks before deferring.
+/// How long the helper waits for a mailbox's locks before deferring
+/// when its caller does not say (the runner passes `mailbox_lock_wait`).
 pub const LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where a message is written.
@@ -49,19 +50,20 @@ impl Store {
 }
 
 /// Appends to an mbox in this process (the runner is the mailbox's
-/// user).
+/// user), waiting up to `lock_wait` for its locks.
 pub fn mbox_here(
     path: &Path,
     owner: u32,
     sender: &str,
     header: &[u8],
     message: &mut dyn Read,
+    lock_wait: Duration,
 ) -> Result<()> {
     let spec = mbox::Append {
         path,
         sender,
         header,
-        lock_timeout: LOCK_TIMEOUT,
+        lock_timeout: lock_wait,
         dotlock: true,
         mode: mbox::MAILBOX_MODE,
         owner: Some(owner),
@@ -73,7 +75,8 @@ pub fn mbox_here(
 /// user, without its setgid group). The child runs as the recipient, who
 /// may stop or slow it: at `time_limit` its process group is killed and
 /// the delivery is temporary trouble — a root queue run never waits on a
-/// user's whim.
+/// user's whim. It waits up to `lock_wait` for a mailbox's or file's
+/// locks.
 pub fn through_child(
     store: &Store,
     creds: Option<Credentials>,
@@ -81,6 +84,7 @@ pub fn through_child(
     header: &[u8],
     message: &mut (dyn Read + Send),
     time_limit: Duration,
+    lock_wait: Duration,
 ) -> Result<()> {
     let (kind, path) = store.parts();
     let mut command = Command::new("/proc/self/exe");
@@ -90,6 +94,7 @@ pub fn through_child(
         .arg(kind)
         .arg(path)
         .arg(sender)
+        .arg(lock_wait.as_millis().to_string())
         .env_clear()
         .current_dir("/");
     user::run_as(&mut command, creds);
@@ -121,15 +126,23 @@ pub fn through_child(
     }
 }
 
-/// The helper's side: `--local-delivery KIND PATH SENDER`, the message on
-/// stdin.
+/// The helper's side: `--local-delivery KIND PATH SENDER [LOCK_WAIT_MS]`,
+/// the message on stdin.
 pub fn helper_main(args: &[String]) -> Result<()> {
     // First of all: no more power than whoever started us.
     privilege::drop_privilege()?;
-    let [kind, path, sender] = args else {
-        return Err(Error::usage(format!(
-            "{HELPER_FLAG} takes KIND PATH SENDER (internal use)"
-        )));
+    let usage = || {
+        Error::usage(format!(
+            "{HELPER_FLAG} takes KIND PATH SENDER [LOCK_WAIT_MS] (internal use)"
+        ))
+    };
+    let (kind, path, sender, lock_wait) = match args {
+        [kind, path, sender] => (kind, path, sender, LOCK_TIMEOUT),
+        [kind, path, sender, ms] => {
+            let ms = ms.parse().map_err(|_| usage())?;
+            (kind, path, sender, Duration::from_millis(ms))
+        }
+        _ => return Err(usage()),
     };
     let path = Path::new(path);
     if !path.is_absolute() {
@@ -141,13 +154,13 @@ pub fn helper_main(args: &[String]) -> Result<()> {
     let mut input = io::stdin().lock();
     let me = nix::unistd::getuid().as_raw();
     match kind.as_str() {
-        "mbox" => mbox_here(path, me, sender, b"", &mut input),
+        "mbox" => mbox_here(path, me, sender, b"", &mut input, lock_wait),
         "file" => {
             let spec = mbox::Append {
                 path,
                 sender,
                 header: b"",
-                lock_timeout: LOCK_TIMEOUT,
+                lock_timeout: lock_wait,
                 dotlock: false,
                 mode: 0o600,
                 owner: None,

@@ -4,6 +4,15 @@
 //! user it belongs to. Every target done is recorded in the recipient's
 //! state at once, so that a retry (one target deferred) never delivers
 //! the others twice.
+//!
+//! Each user's local deliveries — mailbox, Maildir, file and command
+//! alike — run at most [`slots::users_part`] of `max_connections` at once
+//! (`local-uUID` slots in `hosts/`), whoever's runner starts them: the
+//! rest are deferred, due again at the next run, not waited for. And a
+//! mailbox whose lock is not had within `mailbox_lock_wait` is deferred
+//! as busy. So a user who keeps their mailbox locked, or whose commands
+//! never end, holds at most half of root's workers, each for a bounded
+//! time, and stalls only their own mail.
 
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -21,7 +30,7 @@ use crate::spool::{Claim, DeliveryState, Envelope};
 use super::Context;
 use super::outcome::Outcome;
 use super::record::{Tally, persist};
-use super::slots::{self, Share};
+use super::slots::{self, Slot};
 
 /// How one local target went.
 enum Step {
@@ -30,8 +39,8 @@ enum Step {
     Defer(String),
     /// Only a queue run by root can deliver it: retry as soon as one runs.
     NeedsRoot(String),
-    /// The commands of its user already take their share of the runners:
-    /// retry at the next run, no backoff.
+    /// The local deliveries of its user already take their share of the
+    /// runners: retry at the next run, no backoff.
     Busy(String),
     Fail(&'static str, String),
 }
@@ -42,8 +51,8 @@ enum Step {
 pub struct LocalResult {
     pub outcome: Outcome,
     pub needs_root: bool,
-    /// Due again at once (waits for root, or for a command slot), not
-    /// after a backoff.
+    /// Due again at once (waits for root, or for a local delivery slot),
+    /// not after a backoff.
     pub retry_now: bool,
 }
 
@@ -219,8 +228,8 @@ fn summarise(steps: Vec<Step>) -> LocalResult {
     }
     if !waiting.is_empty() {
         waiting.extend(failed.iter().map(|f| format!("failed: {f}")));
-        // Only waiting for root (or a free command slot): due again at
-        // once. Anything else waiting: the usual backoff.
+        // Only waiting for root (or a free local delivery slot): due
+        // again at once. Anything else waiting: the usual backoff.
         return LocalResult {
             outcome: Outcome::deferred("4.3.0", waiting.join("; ")),
             needs_root: needs_root && root_asked,
@@ -245,7 +254,8 @@ fn summarise(steps: Vec<Step>) -> LocalResult {
 /// What every target of one recipient shares.
 struct Target<'a> {
     config: &'a Config,
-    /// The spool's `hosts/`, where the command slots of each user live.
+    /// The spool's `hosts/`, where the local delivery slots of each user
+    /// live.
     hosts_dir: &'a std::path::Path,
     sender: &'a str,
     recipient: &'a str,
@@ -305,9 +315,21 @@ impl Target<'_> {
                 let what = format!("mailbox {}", path.display());
                 match power_over(user.uid) {
                     Power::Same => {
-                        match store::mbox_here(&path, user.uid, self.sender, self.header, data) {
+                        let _slot = match self.local_slot(user, &what) {
+                            Ok(slot) => slot,
+                            Err(step) => return step,
+                        };
+                        let wait = self.config.mailbox_lock_wait;
+                        match store::mbox_here(
+                            &path,
+                            user.uid,
+                            self.sender,
+                            self.header,
+                            data,
+                            wait,
+                        ) {
                             Ok(()) => Step::Done(format!("delivered to {what}")),
-                            Err(e) => Step::Defer(e.message().to_string()),
+                            Err(e) => self.trouble(&what, e.message().to_string()),
                         }
                     }
                     // The mail group, so the mailbox and its dotlock can be
@@ -340,10 +362,64 @@ impl Target<'_> {
             Ok(c) => c,
             Err(step) => return step,
         };
-        let limit = self.config.mailbox_timeout;
-        match store::through_child(&store_at, creds, self.sender, self.header, data, limit) {
+        let _slot = match self.local_slot(user, what) {
+            Ok(slot) => slot,
+            Err(step) => return step,
+        };
+        let (limit, wait) = (self.config.mailbox_timeout, self.config.mailbox_lock_wait);
+        match store::through_child(
+            &store_at,
+            creds,
+            self.sender,
+            self.header,
+            data,
+            limit,
+            wait,
+        ) {
             Ok(()) => Step::Done(format!("delivered to {what}")),
-            Err(e) => Step::Defer(format!("{what}: {}", e.message())),
+            Err(e) => self.trouble(what, format!("{what}: {}", e.message())),
+        }
+    }
+
+    /// The deferral of a delivery to `what` that failed with `reason`;
+    /// a mailbox found locked (by its owner, a reader) gets a log line
+    /// saying it is busy.
+    fn trouble(&self, what: &str, reason: String) -> Step {
+        // The lock waits' own words (local::mbox), which the helper's
+        // exit status cannot carry.
+        if reason.ends_with("mailbox busy") || reason.ends_with("mailbox locked") {
+            log::info!(
+                "{what} busy (locked for longer than {}s): {} deferred",
+                self.config.mailbox_lock_wait.as_secs(),
+                self.recipient
+            );
+        }
+        Step::Defer(reason)
+    }
+
+    /// One of `user`'s local delivery slots (`local-uUID`, at most
+    /// [`slots::users_part`] of `max_connections` at once, whoever's
+    /// runner delivers), held while delivering to `what`; Step::Busy when
+    /// all are taken. Root's own deliveries need none.
+    fn local_slot(&self, user: &User, what: &str) -> std::result::Result<Option<Slot>, Step> {
+        if user.uid == 0 {
+            return Ok(None);
+        }
+        let share = slots::users_part(self.config.max_connections);
+        match slots::try_acquire(self.hosts_dir, &format!("local-u{}", user.uid), share) {
+            Ok(Some(slot)) => Ok(Some(slot)),
+            Ok(None) => {
+                log::info!(
+                    "{what}: {share} local deliveries as {} already running; {} waits for the next run",
+                    user.name,
+                    self.recipient
+                );
+                Err(Step::Busy(format!(
+                    "{share} local deliveries as {} already running: {what} waits",
+                    user.name
+                )))
+            }
+            Err(e) => Err(Step::Defer(e.message().to_string())),
         }
     }
 
@@ -366,22 +442,12 @@ impl Target<'_> {
             Ok(c) => c,
             Err(step) => return step,
         };
-        // A user's commands run at most their share of the runners at
-        // once, whoever's runner starts them: commands that never end
-        // (until pipe_timeout) stall their own user's mail, and hold no
-        // more than half of root's queue run.
-        let share = Share::User.of(self.config.max_connections);
-        let _slot =
-            match slots::try_acquire(self.hosts_dir, &format!("command-u{}", user.uid), share) {
-                Ok(Some(slot)) => slot,
-                Ok(None) => {
-                    return Step::Busy(format!(
-                        "{} command(s) of {} already running: command {command} waits",
-                        share, user.name
-                    ));
-                }
-                Err(e) => return Step::Defer(e.message().to_string()),
-            };
+        // Commands that never end (until pipe_timeout) stall their own
+        // user's mail, and hold no more than half of root's queue run.
+        let _slot = match self.local_slot(user, &format!("command {command}")) {
+            Ok(slot) => slot,
+            Err(step) => return step,
+        };
         let job = pipe::Job {
             command,
             user,

@@ -164,16 +164,17 @@ impl Selection {
             None => (RUNNER_SLOTS.to_string(), config.max_connections.max(1)),
             Some(uid) => (
                 format!("{RUNNER_SLOTS}-u{uid}"),
-                slots::Share::User.of(config.max_connections),
+                slots::users_part(config.max_connections),
             ),
         }
     }
 
-    /// How much of the shared connection pools this run may take.
+    /// How much of the shared connection pools this run may take: an
+    /// ordinary user's run, that user's quota of the users' half.
     fn share(&self) -> slots::Share {
         match self.owner {
             None => slots::Share::Whole,
-            Some(_) => slots::Share::User,
+            Some(uid) => slots::Share::User(uid),
         }
     }
 

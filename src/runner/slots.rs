@@ -8,12 +8,27 @@
 //! process on the machine, any number of concurrent `sendmail` processes
 //! opens at most `count` connections.
 //!
-//! A holder may be stopped (SIGSTOP) by the user it runs for, and then
-//! holds its slot for as long as that user likes. Two rules keep that
-//! from stalling anybody else: an ordinary user's runners may take only
-//! their [`Share`] of a pool (the lower half of its slots), so root's and
-//! the other users' runs always find the rest; and nobody waits for a
-//! slot without a deadline.
+//! A holder may be stopped (SIGSTOP), or sit on a connection to a server
+//! that never answers, for as long as the user it runs for likes. Three
+//! rules keep that from stalling anybody else ([`Share`]):
+//!
+//! - root's and the spool group's runs may take any slot of a pool;
+//! - ordinary users' runners, all of them together, only the lower half
+//!   of it ([`users_part`]), so root's runs always find the upper half
+//!   and the pool's bound stays the machine's bound whatever the number
+//!   of users (no pool is multiplied by them);
+//! - and each user only their own quota of that half ([`user_quota`]:
+//!   all of it but one slot), counted in a pool of their own,
+//!   `PREFIX=uUID` (a `=` is in no destination's key, so no domain can
+//!   name another user's pool). A user's runner holds a slot of their
+//!   quota *and* one of the users' half: one user's stuck connections
+//!   always leave a slot of the half to the others.
+//!
+//! A pool of one or two slots has a users' half of one, which the first
+//! user to take it holds (with `max_host_connections = 2`, users reach
+//! one destination one connection at a time); several accounts of one
+//! attacker together can still fill the users' half, never root's. And
+//! nobody waits for a slot without a deadline.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::os::unix::fs::OpenOptionsExt;
@@ -31,6 +46,9 @@ const SLOT_MODE: u32 = 0o660;
 pub struct Slot {
     _file: File,
     index: u32,
+    /// For an ordinary user's runner: the slot of their own quota held
+    /// with it.
+    _quota: Option<File>,
 }
 
 impl Slot {
@@ -77,24 +95,33 @@ fn open_slot(dir: &Path, prefix: &str, index: u32) -> Result<File> {
     }
 }
 
-/// How much of a pool a runner may use.
+/// Who takes a slot, and so how much of a shared pool they may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Share {
     /// Root's and the spool group's runners: every slot.
     Whole,
-    /// An ordinary user's runners: half the slots (at least one).
-    User,
+    /// The runners of the ordinary user with this uid: a slot of their
+    /// own quota and one of the users' half (see the module comment).
+    User(u32),
 }
 
-impl Share {
-    /// How many of `count` slots this share may take.
-    pub fn of(self, count: u32) -> u32 {
-        let count = count.max(1);
-        match self {
-            Share::Whole => count,
-            Share::User => (count / 2).max(1),
-        }
-    }
+/// How many slots of a pool of `count` the ordinary users' runners may
+/// hold all together: the lower half, at least one. Also the size of
+/// each user's own pools (`runner-uUID`, local deliveries).
+pub fn users_part(count: u32) -> u32 {
+    (count.max(1) / 2).max(1)
+}
+
+/// How many slots of a shared pool of `count` one ordinary user may
+/// hold: every slot of the users' part but one (at least one), so that
+/// one user never holds all of it when it has two or more.
+pub fn user_quota(count: u32) -> u32 {
+    users_part(count).saturating_sub(1).max(1)
+}
+
+/// The pool that counts `uid`'s slots of the pool `prefix`.
+fn quota_prefix(prefix: &str, uid: u32) -> String {
+    format!("{prefix}=u{uid}")
 }
 
 /// Takes a free slot among `count`, without waiting. Ok(None) when all
@@ -104,21 +131,44 @@ pub fn try_acquire(dir: &Path, prefix: &str, count: u32) -> Result<Option<Slot>>
     try_acquire_shared(dir, prefix, count, Share::Whole)
 }
 
-/// [`try_acquire`] within `share` of the pool: the slots an ordinary
-/// user's runners may take are the first [`Share::of`] of them.
+/// [`try_acquire`] as `share` may: for an ordinary user, a slot of
+/// their quota ([`user_quota`], in `PREFIX=uUID`) and one of the first
+/// [`users_part`] slots of the pool, both or neither.
 pub fn try_acquire_shared(
     dir: &Path,
     prefix: &str,
     count: u32,
     share: Share,
 ) -> Result<Option<Slot>> {
-    let count = share.of(count);
+    match share {
+        Share::Whole => take(dir, prefix, count.max(1)),
+        Share::User(uid) => {
+            let Some(quota) = take(dir, &quota_prefix(prefix, uid), user_quota(count))? else {
+                return Ok(None);
+            };
+            // Without a slot of the pool the quota's is given back.
+            Ok(take(dir, prefix, users_part(count))?.map(|slot| Slot {
+                _quota: Some(quota._file),
+                ..slot
+            }))
+        }
+    }
+}
+
+/// Takes a free slot among the first `count` of the pool `prefix`.
+fn take(dir: &Path, prefix: &str, count: u32) -> Result<Option<Slot>> {
     let start = rand::random_range(0..count);
     for k in 0..count {
         let index = (start + k) % count;
         let file = open_slot(dir, prefix, index)?;
         match file.try_lock() {
-            Ok(()) => return Ok(Some(Slot { _file: file, index })),
+            Ok(()) => {
+                return Ok(Some(Slot {
+                    _file: file,
+                    index,
+                    _quota: None,
+                }));
+            }
             Err(TryLockError::WouldBlock) => continue,
             Err(TryLockError::Error(e)) => {
                 return Err(Error::io(format_args!("locking slot {prefix}"), &e));
@@ -217,16 +267,79 @@ mod tests {
     fn a_users_share_leaves_the_rest_of_the_pool_free() {
         let dir = tempfile::tempdir().unwrap();
         let mut users = Vec::new();
-        while let Some(s) = try_acquire_shared(dir.path(), "p", 4, Share::User).unwrap() {
-            users.push(s);
+        for uid in [1000, 1001, 1002] {
+            while let Some(s) = try_acquire_shared(dir.path(), "p", 8, Share::User(uid)).unwrap() {
+                users.push(s);
+            }
         }
-        assert_eq!(users.len(), 2, "a user's share of 4 is 2");
-        let a = try_acquire(dir.path(), "p", 4).unwrap().unwrap();
-        let b = try_acquire(dir.path(), "p", 4).unwrap().unwrap();
-        assert!(a.index() >= 2 && b.index() >= 2);
-        assert!(try_acquire(dir.path(), "p", 4).unwrap().is_none());
-        assert_eq!(Share::User.of(1), 1);
-        assert_eq!(Share::User.of(3), 1);
-        assert_eq!(Share::Whole.of(3), 3);
+        assert_eq!(users.len(), 4, "all users together: half of 8");
+        let roots: Vec<_> = (0..4)
+            .map(|_| try_acquire(dir.path(), "p", 8).unwrap().unwrap())
+            .collect();
+        assert!(roots.iter().all(|s| s.index() >= 4), "root's half is free");
+        assert!(try_acquire(dir.path(), "p", 8).unwrap().is_none());
+    }
+
+    #[test]
+    fn one_users_quota_leaves_a_slot_to_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let mallory = Share::User(1001);
+        let held: Vec<_> =
+            std::iter::from_fn(|| try_acquire_shared(dir.path(), "smtp", 4, mallory).unwrap())
+                .collect();
+        assert_eq!(held.len(), 1, "one user's quota of 4 is 1");
+        let alice = try_acquire_shared(dir.path(), "smtp", 4, Share::User(1000)).unwrap();
+        assert!(alice.is_some(), "the other user still gets a slot");
+        // The quota is counted in a pool of the user's own, which no
+        // destination's key can name.
+        assert!(flocked_any(dir.path(), "smtp=u1001"));
+    }
+
+    #[test]
+    fn a_quota_slot_is_given_back_when_the_pool_is_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = try_acquire_shared(dir.path(), "d", 2, Share::User(1000))
+            .unwrap()
+            .unwrap();
+        assert!(
+            try_acquire_shared(dir.path(), "d", 2, Share::User(1001))
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            !flocked_any(dir.path(), "d=u1001"),
+            "1001's quota slot was released"
+        );
+        assert!(
+            try_acquire(dir.path(), "d", 2).unwrap().is_some(),
+            "root's half"
+        );
+    }
+
+    #[test]
+    fn share_arithmetic() {
+        // (pool, users' part, one user's quota)
+        for (count, part, quota) in [
+            (0, 1, 1),
+            (1, 1, 1),
+            (2, 1, 1),
+            (3, 1, 1),
+            (4, 2, 1),
+            (6, 3, 2),
+            (10, 5, 4),
+            (11, 5, 4),
+        ] {
+            assert_eq!(users_part(count), part, "users' part of {count}");
+            assert_eq!(user_quota(count), quota, "a user's quota of {count}");
+        }
+    }
+
+    /// Whether some slot of `prefix` in `dir` is held (by a probe that
+    /// takes and gives back each).
+    fn flocked_any(dir: &Path, prefix: &str) -> bool {
+        (0..8).any(|i| {
+            let path = dir.join(format!("{prefix}.slot-{i}"));
+            path.exists() && File::open(&path).unwrap().try_lock().is_err()
+        })
     }
 }

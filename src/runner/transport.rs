@@ -4,6 +4,11 @@
 //! and the next one tried in the same attempt — and one cached
 //! connection per worker so that consecutive messages to the same hop
 //! reuse it (RSET between them) instead of reconnecting.
+//!
+//! A hop's name is resolved before any slot is taken: a domain's zone is
+//! its owner's, and a hostile one that never answers (bounded by
+//! [`dns::Limits`]) must not hold a connection slot anyone else needs
+//! meanwhile. Only the message's claim is held while resolving.
 
 use std::collections::HashMap;
 use std::fs;
@@ -25,7 +30,7 @@ use super::slots::{self, Share, Slot};
 /// At most this many addresses are tried per hop and attempt (Postfix
 /// tries 10 too): a domain with fifty dead MX addresses must not hold a
 /// runner for fifty connect timeouts.
-const MAX_ADDRESSES: usize = 10;
+const MAX_ADDRESSES: usize = dns::MAX_ADDRESSES;
 
 /// Prefix of the global connection slots: at most `max_connections` SMTP
 /// connections at once, machine-wide. Taken only for a connection (a
@@ -213,13 +218,29 @@ impl<'a> Transport<'a> {
         if candidates.is_empty() {
             return Err(self.refuse(skipped));
         }
-        let connection_slot = self.slot(
-            CONNECTION_SLOTS,
-            self.config.max_connections,
-            "SMTP connection",
-        )?;
+        // Taken after the first hop's name resolved, kept for the next
+        // hop if this one fails.
+        let mut connection_slot: Option<Slot> = None;
         let mut last: Option<Outcome> = None;
         for (hop, relay) in candidates {
+            // First the names, holding no slot (see the module comment).
+            let (targets, settings) = match self.targets(&hop, relay, now) {
+                Ok(found) => found,
+                // A permanent answer (a domain with a null MX) is the
+                // recipients' outcome; there is no other hop to try.
+                Err(outcome @ Outcome::Failed { .. }) => return Err(outcome),
+                Err(outcome) => {
+                    last = Some(outcome);
+                    continue;
+                }
+            };
+            if connection_slot.is_none() {
+                connection_slot = Some(self.slot(
+                    CONNECTION_SLOTS,
+                    self.config.max_connections,
+                    "SMTP connection",
+                )?);
+            }
             let max = match relay {
                 Some(relay) => relay.max_connections,
                 None => self.config.max_host_connections,
@@ -256,9 +277,10 @@ impl<'a> Transport<'a> {
                 skip(&mut skipped, &hop, &s);
                 continue;
             }
-            match self.connect(&hop, relay, now) {
+            match self.connect(&hop, &targets, &settings, now) {
                 Ok((session, relay_name)) => {
                     drop(connect_lock);
+                    let connection_slot = connection_slot.take().expect("taken above");
                     return Ok(self.cached.insert(Connection {
                         dest: dest.clone(),
                         hop,
@@ -269,9 +291,6 @@ impl<'a> Transport<'a> {
                         _connection_slot: connection_slot,
                     }));
                 }
-                // A permanent answer (a domain with a null MX) is the
-                // recipients' outcome; there is no other hop to try.
-                Err(outcome @ Outcome::Failed { .. }) => return Err(outcome),
                 Err(outcome) => last = Some(outcome),
             }
         }
@@ -373,12 +392,15 @@ impl<'a> Transport<'a> {
         }
     }
 
-    fn connect(
+    /// The addresses to try for `hop` and the session settings: resolved
+    /// with no slot held. A relay whose name does not resolve is
+    /// recorded as unreachable.
+    fn targets(
         &mut self,
         hop: &Hop,
         relay: Option<&Relay>,
         now: u64,
-    ) -> Result<(Session, String), Outcome> {
+    ) -> Result<(Vec<(String, SocketAddr)>, ClientSettings), Outcome> {
         let found = match relay {
             Some(relay) => {
                 Self::relay_targets(relay).and_then(|t| Ok((t, self.relay_settings(relay)?)))
@@ -391,20 +413,30 @@ impl<'a> Transport<'a> {
                 )),
             },
         };
-        let (targets, settings) = match found {
-            Ok(found) => found,
+        match found {
             // A relay of a list whose name does not resolve is as good
             // as down: recorded, so that the next messages go straight
             // to the next relay.
             Err(Outcome::Deferred { reason, .. }) if matches!(hop, Hop::Relay(..)) => {
-                return Err(self.unreachable_from(hop, now, reason));
+                Err(self.unreachable_from(hop, now, reason))
             }
-            Err(outcome) => return Err(outcome),
-        };
+            found => found,
+        }
+    }
+
+    /// Connects to the first of `targets` (at most [`MAX_ADDRESSES`])
+    /// that greets; all failing makes `hop` unreachable.
+    fn connect(
+        &mut self,
+        hop: &Hop,
+        targets: &[(String, SocketAddr)],
+        settings: &ClientSettings,
+        now: u64,
+    ) -> Result<(Session, String), Outcome> {
         let mut last_error = String::from("no address to connect to");
         for (name, addr) in targets.iter().take(MAX_ADDRESSES) {
             self.failed_at = Some(relay_name(name, addr));
-            match Session::connect(*addr, name, &settings) {
+            match Session::connect(*addr, name, settings) {
                 Ok(session) => {
                     hosts::mark_reachable(&self.hosts_dir, hop);
                     self.known_down.remove(hop);

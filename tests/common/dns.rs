@@ -9,11 +9,41 @@ use std::process::{Child, Command};
 pub struct DnsServer {
     pub addr: SocketAddr,
     child: Child,
+    /// Where it logs each query ("NAME TYPE" lines), when asked to.
+    log: Option<tempfile::NamedTempFile>,
 }
 
 impl DnsServer {
     /// Serves `records`; names in `servfail` answer SERVFAIL.
     pub fn start(records: &[&str], servfail: &[&str]) -> DnsServer {
+        DnsServer::start_hostile(records, servfail, &[])
+    }
+
+    /// [`DnsServer::start`], and queries for the names in `drop` are never
+    /// answered (a dead or hostile zone); every query is logged for
+    /// [`DnsServer::queries`].
+    pub fn start_hostile(records: &[&str], servfail: &[&str], drop: &[&str]) -> DnsServer {
+        let log = tempfile::NamedTempFile::new().expect("a query log");
+        let mut server = DnsServer::launch(records, servfail, drop, Some(log.path()));
+        server.log = Some(log);
+        server
+    }
+
+    /// The queries received so far, as ("name", "TYPE"); empty unless
+    /// started with [`DnsServer::start_hostile`].
+    pub fn queries(&self) -> Vec<(String, String)> {
+        let Some(log) = &self.log else {
+            return Vec::new();
+        };
+        std::fs::read_to_string(log.path())
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect()
+    }
+
+    fn launch(records: &[&str], servfail: &[&str], drop: &[&str], log: Option<&Path>) -> DnsServer {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/dns.py");
         let mut cmd = Command::new("python3");
         cmd.arg(&script);
@@ -23,10 +53,17 @@ impl DnsServer {
         for s in servfail {
             cmd.arg("--servfail").arg(s);
         }
+        for d in drop {
+            cmd.arg("--drop").arg(d);
+        }
+        if let Some(log) = log {
+            cmd.arg("--log").arg(log);
+        }
         let (child, port) = super::start_peer(&mut cmd, "tests/peers/dns.py (pip install dnslib)");
         DnsServer {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             child,
+            log: None,
         }
     }
 }

@@ -20,6 +20,7 @@ mod site;
 mod client;
 mod environment;
 mod expansion;
+mod fairness;
 mod limits;
 mod local;
 mod queue;

@@ -5,7 +5,9 @@ loopback port, answering from records given on the command line.
   dns.py --record "example.test MX 10 mx1.example.test" \
          --record "mx1.example.test A 127.0.0.2" --servfail broken.test
 
-Prints "READY <port>". A name with records of other types gets an empty
+Prints "READY <port>". Names given with --drop never get an answer (the
+query is read and dropped, as from a dead or hostile server); --log FILE
+gets one line "NAME TYPE" per query received, flushed at once. A name with records of other types gets an empty
 NOERROR answer (NODATA), an unknown name NXDOMAIN — exactly what a real
 authoritative server does (dnslib's bundled zone resolver answers NXDOMAIN
 for NODATA, which is why this subclasses BaseResolver). A null MX is
@@ -19,11 +21,11 @@ import sys
 import threading
 
 from dnslib import QTYPE, RCODE, RR
-from dnslib.server import BaseResolver, DNSServer
+from dnslib.server import BaseResolver, DNSError, DNSServer
 
 
 class Resolver(BaseResolver):
-    def __init__(self, records, servfail):
+    def __init__(self, records, servfail, drop=(), log=None):
         self.records = {}
         for spec in records:
             name = spec.split()[0].rstrip(".").lower()
@@ -31,11 +33,21 @@ class Resolver(BaseResolver):
                                   spec.split(None, 1)[0] + " 60 IN " + spec.split(None, 1)[1]):
                 self.records.setdefault(name, []).append(rr)
         self.servfail = {n.rstrip(".").lower() for n in servfail}
+        self.drop = {n.rstrip(".").lower() for n in drop}
+        self.log = log
+        self.log_lock = threading.Lock()
 
     def resolve(self, request, handler):
         reply = request.reply()
         qname = str(request.q.qname).rstrip(".").lower()
         qtype = request.q.qtype
+        if self.log is not None:
+            with self.log_lock:
+                self.log.write(f"{qname} {QTYPE[qtype]}\n")
+                self.log.flush()
+        if qname in self.drop:
+            # The handler catches DNSError and sends nothing.
+            raise DNSError(f"dropping the query for {qname}")
         if qname in self.servfail:
             reply.header.rcode = RCODE.SERVFAIL
             return reply
@@ -60,8 +72,11 @@ def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--record", action="append", default=[])
     p.add_argument("--servfail", action="append", default=[])
+    p.add_argument("--drop", action="append", default=[])
+    p.add_argument("--log")
     args = p.parse_args()
-    resolver = Resolver(args.record, args.servfail)
+    log = open(args.log, "a") if args.log else None
+    resolver = Resolver(args.record, args.servfail, args.drop, log)
     # One port for UDP and TCP: take a free UDP port, then try TCP on it.
     for _ in range(50):
         probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
