@@ -369,7 +369,10 @@ fn a_drops_forged_arrival_and_expansion_chain_are_not_trusted() {
     assert!(forged.contains("arrival 1600000000\n") && forged.contains("chain user:nobody\n"));
     assert!(nobody_writes(&path, forged.as_bytes()).status.success());
     queue_run(&i);
-    assert_eq!(names(&i.spool.join("queue")), std::slice::from_ref(&dropped));
+    assert_eq!(
+        names(&i.spool.join("queue")),
+        std::slice::from_ref(&dropped)
+    );
     let queued: u64 = envelope_line(&i, &dropped, "arrival").parse().unwrap();
     assert!(
         queued >= arrival.parse::<u64>().unwrap(),
