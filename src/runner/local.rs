@@ -166,6 +166,7 @@ pub fn deliver(
         let target = Target {
             config,
             hosts_dir: &hosts_dir,
+            busy_boxes: &ctx.busy_boxes,
             sender: &envelope.sender,
             recipient: &delivered_to,
             header: header.as_bytes(),
@@ -257,6 +258,8 @@ struct Target<'a> {
     /// The spool's `hosts/`, where the local delivery slots of each user
     /// live.
     hosts_dir: &'a std::path::Path,
+    /// What this run found locked ([`Context::busy_boxes`]).
+    busy_boxes: &'a std::sync::Mutex<std::collections::HashSet<String>>,
     sender: &'a str,
     recipient: &'a str,
     /// `Return-Path:` and `Delivered-To:`, put on top of each copy.
@@ -388,6 +391,7 @@ impl Target<'_> {
         // The lock waits' own words (local::mbox), which the helper's
         // exit status cannot carry.
         if reason.ends_with("mailbox busy") || reason.ends_with("mailbox locked") {
+            self.lock_busy().insert(what.to_string());
             log::info!(
                 "{what} busy (locked for longer than {}s): {} deferred",
                 self.config.mailbox_lock_wait.as_secs(),
@@ -397,11 +401,20 @@ impl Target<'_> {
         Step::Defer(reason)
     }
 
+    fn lock_busy(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.busy_boxes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// One of `user`'s local delivery slots (`local-uUID`, at most
     /// [`slots::users_part`] of `max_connections` at once, whoever's
     /// runner delivers), held while delivering to `what`; Step::Busy when
     /// all are taken. Root's own deliveries need none.
     fn local_slot(&self, user: &User, what: &str) -> std::result::Result<Option<Slot>, Step> {
+        if self.lock_busy().contains(what) {
+            return Err(Step::Defer(format!(
+                "{what} busy (found locked earlier in this run)"
+            )));
+        }
         if user.uid == 0 {
             return Ok(None);
         }

@@ -51,12 +51,29 @@ const RUNNER_SLOTS: &str = "runner";
 /// timeouts; a stopped holder must not hold us for longer than this).
 pub const SLOT_WAIT: Duration = Duration::from_secs(300);
 
-/// What a worker needs: the spool and the configuration.
+/// What a worker needs: the spool and the configuration, and what the
+/// workers of one run learn together.
 pub struct Context<'a> {
     /// The spool.
     pub spool: &'a Spool,
     /// The configuration.
     pub config: &'a Config,
+    /// Mailboxes and files found locked past `mailbox_lock_wait` in this
+    /// run: later deliveries to them in the same run are deferred at
+    /// once, so a mailbox its owner keeps locked costs the run one lock
+    /// wait, not one per message queued to it.
+    pub busy_boxes: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl<'a> Context<'a> {
+    /// A new run's context.
+    pub fn new(spool: &'a Spool, config: &'a Config) -> Context<'a> {
+        Context {
+            spool,
+            config,
+            busy_boxes: Default::default(),
+        }
+    }
 }
 
 /// Which messages a queue run takes.
@@ -240,7 +257,7 @@ pub fn spawn_detached(spool: &Spool, config: &Config, first: &QueueId) {
         Ok(nix::unistd::ForkResult::Parent { .. }) => {}
         Ok(nix::unistd::ForkResult::Child) => {
             detach();
-            let ctx = Context { spool, config };
+            let ctx = Context::new(spool, config);
             let selection = Selection::for_caller(spool, Vec::new());
             // The message just committed first (filed under 0 by its
             // commit), then whatever the schedule says is due.
@@ -248,6 +265,7 @@ pub fn spawn_detached(spool: &Spool, config: &Config, first: &QueueId) {
                 Some(Item {
                     id: first.clone(),
                     bucket: Some(NOW_BUCKET),
+                    waits_for: None,
                 }),
                 false,
             );
@@ -282,7 +300,7 @@ fn detach() {
 /// `-odi`/`-odf`: delivers the message `id` in this process, waiting for
 /// a global slot if all are busy, and reports what became of it.
 pub fn deliver_now(spool: &Spool, config: &Config, id: &QueueId) -> Result<Tally> {
-    let ctx = Context { spool, config };
+    let ctx = Context::new(spool, config);
     let selection = Selection::for_caller(spool, Vec::new());
     let (pool, count) = selection.runner_pool(config);
     let slot = slots::acquire_within(
@@ -399,7 +417,7 @@ fn run_once(
     // Dropped at the end of this function, which waits for the last
     // removals to be durable.
     let spool = &spool.with_group_sync();
-    let ctx = Context { spool, config };
+    let ctx = Context::new(spool, config);
     let list = WorkList::new(None, selection.forced());
     let workers = selection.runner_pool(config).1 as usize;
     std::thread::scope(|scope| {
@@ -494,6 +512,24 @@ fn take(
         }
         return;
     }
+    let workers = selection.runner_pool(ctx.config).1;
+    // A postponed message: this worker has nothing else to do, so it
+    // waits (bounded) for its sender's share before claiming it.
+    let mut share = None;
+    if let Some(uid) = item.waits_for {
+        match slots::acquire_within(
+            &ctx.spool.hosts_dir(),
+            &worker_share_pool(uid),
+            slots::users_part(workers),
+            slots::Share::Whole,
+            SLOT_WAIT,
+        ) {
+            Ok(Some(slot)) => share = Some(slot),
+            // Still busy: it stays due, for the next run.
+            Ok(None) => return,
+            Err(e) => return log::error!("{id}: {e}"),
+        }
+    }
     let (claim, envelope) = match ctx.spool.claim_message(id) {
         Ok(Some(claimed)) => claimed,
         Ok(None) => {
@@ -510,6 +546,26 @@ fn take(
         }
         Err(e) => return log::error!("{id}: {e}"),
     };
+    // Root's run gives each ordinary sender at most half its workers
+    // at once (their messages' DNS deadlines, lock waits and silent
+    // servers included), so the other half is always free for
+    // everybody else's mail (issue 20). Charged to the envelope's uid:
+    // notices and forwarded copies root wrote carry the uid they are
+    // about.
+    if share.is_none() && selection.owner.is_none() && envelope.uid != 0 {
+        match slots::try_acquire(
+            &ctx.spool.hosts_dir(),
+            &worker_share_pool(envelope.uid),
+            slots::users_part(workers),
+        ) {
+            Ok(Some(slot)) => share = Some(slot),
+            Ok(None) => {
+                drop(claim);
+                return list.postpone(item, envelope.uid);
+            }
+            Err(e) => return log::error!("{id}: {e}"),
+        }
+    }
     list.claimed();
     let result = if selection.matches(&envelope) {
         attempt::attempt(
@@ -528,6 +584,14 @@ fn take(
         log::error!("{id}: {e}");
         transport.discard();
     }
+    drop(share);
+}
+
+/// The pool counting how many of root's workers one sender's messages
+/// hold at once (`work-uUID` in `hosts/`: no record, slot or lock of
+/// another kind starts so).
+fn worker_share_pool(uid: u32) -> String {
+    format!("work-u{uid}")
 }
 
 /// True when some message not taken in this run has work now and is

@@ -401,26 +401,38 @@ impl<'a> Transport<'a> {
         relay: Option<&Relay>,
         now: u64,
     ) -> Result<(Vec<(String, SocketAddr)>, ClientSettings), Outcome> {
-        let found = match relay {
-            Some(relay) => {
-                Self::relay_targets(relay).and_then(|t| Ok((t, self.relay_settings(relay)?)))
+        // Our own trouble first (the relay's password file cannot be
+        // read: a runner without the spool group, a root-only 0600
+        // file): the message waits, and the relay is not recorded down
+        // for everybody else's mail because of it.
+        let settings = match relay {
+            Some(relay) => self.relay_settings(relay)?,
+            None => {
+                self.ensure_resolver()?;
+                self.mx_settings()
             }
-            None => match hop {
-                Hop::Domain(domain) => self.mx_targets(domain).map(|t| (t, self.mx_settings())),
-                _ => Err(Outcome::deferred(
-                    "4.3.5",
-                    format!("{hop}: no relay settings"),
-                )),
-            },
+        };
+        let found = match (relay, hop) {
+            (Some(relay), _) => Self::relay_targets(relay),
+            (None, Hop::Domain(domain)) => self.mx_targets(domain),
+            (None, _) => Err(Outcome::deferred(
+                "4.3.5",
+                format!("{hop}: no relay settings"),
+            )),
         };
         match found {
-            // A relay of a list whose name does not resolve is as good
-            // as down: recorded, so that the next messages go straight
-            // to the next relay.
-            Err(Outcome::Deferred { reason, .. }) if matches!(hop, Hop::Relay(..)) => {
+            // A hop whose names do not resolve now (a relay's name, or a
+            // domain whose DNS times out or fails within the resolution
+            // deadline) is as good as down: recorded (D6), so that the
+            // next messages go to the next relay, or wait, without
+            // another resolution each — a zone that never answers costs
+            // one worker one deadline per retry period, not one per
+            // message.
+            Err(Outcome::Deferred { reason, .. }) if !matches!(hop, Hop::Smarthost) => {
                 Err(self.unreachable_from(hop, now, reason))
             }
-            found => found,
+            Err(outcome) => Err(outcome),
+            Ok(targets) => Ok((targets, settings)),
         }
     }
 
@@ -481,7 +493,9 @@ impl<'a> Transport<'a> {
         Some(status)
     }
 
-    fn mx_targets(&mut self, domain: &str) -> Result<Vec<(String, SocketAddr)>, Outcome> {
+    /// Makes the resolver on first use. Its failure (no usable
+    /// resolver configuration) is this machine's, not a destination's.
+    fn ensure_resolver(&mut self) -> Result<(), Outcome> {
         if self.resolver.is_none() {
             let resolver = dns::Resolver::new(
                 self.config.resolver,
@@ -490,7 +504,11 @@ impl<'a> Transport<'a> {
             .map_err(|e| Outcome::deferred("4.4.3", e.to_string()))?;
             self.resolver = Some(resolver);
         }
-        let resolver = self.resolver.as_ref().expect("resolver set above");
+        Ok(())
+    }
+
+    fn mx_targets(&mut self, domain: &str) -> Result<Vec<(String, SocketAddr)>, Outcome> {
+        let resolver = self.resolver.as_ref().expect("ensure_resolver first");
         let hosts = resolver.mx_hosts(domain).map_err(|e| match e {
             RouteError::Permanent { status, message } => Outcome::failed(status, message),
             RouteError::Temporary { message } => Outcome::deferred("4.4.3", message),

@@ -12,6 +12,12 @@
 //! meantime are found that way), but only if the previous listing led to
 //! at least one claim: a listing of nothing but messages other runners
 //! hold would otherwise be read again and again.
+//!
+//! A message whose sender already has their share of the run's workers
+//! busy is *postponed*: set aside once, handed out again only when
+//! nothing else is listed, to a worker that then waits for that share
+//! (it has nothing else to do). So one user's slow mail never stands
+//! between the run and anybody else's, and no worker spins on it.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
@@ -27,6 +33,9 @@ pub struct Item {
     pub id: QueueId,
     /// Its schedule bucket.
     pub bucket: Option<u64>,
+    /// Some(uid): postponed because uid's share of the workers was busy;
+    /// whoever takes it waits for that share.
+    pub waits_for: Option<u32>,
 }
 
 /// Shared by the workers of one run.
@@ -37,6 +46,9 @@ pub struct WorkList {
 struct Work {
     /// Listed, not yet handed out.
     pending: VecDeque<Item>,
+    /// Set aside for their sender's share of the workers: handed out
+    /// when `pending` is empty, before the next listing.
+    postponed: VecDeque<Item>,
     /// Handed out in this run (and not given back as busy).
     taken: HashSet<QueueId>,
     /// Some worker claimed a message since the last listing.
@@ -55,6 +67,7 @@ impl WorkList {
         WorkList {
             inner: Mutex::new(Work {
                 pending: first.into_iter().collect(),
+                postponed: VecDeque::new(),
                 taken: HashSet::new(),
                 progress: false,
                 listed: false,
@@ -77,6 +90,9 @@ impl WorkList {
                 if work.taken.insert(item.id.clone()) {
                     return Ok(Some(item));
                 }
+            }
+            if let Some(item) = work.postponed.pop_front() {
+                return Ok(Some(item));
             }
             if work.listed && !work.progress {
                 return Ok(None);
@@ -102,6 +118,17 @@ impl WorkList {
     /// in this run (a `mailq` probing it holds it for microseconds).
     pub fn busy(&self, id: &QueueId) {
         self.lock().taken.remove(id);
+    }
+
+    /// A worker found `item`'s sender (`uid`) with their share of the
+    /// workers busy: it is handed out again, to wait for that share,
+    /// once nothing else is listed. It stays taken meanwhile, so no
+    /// listing hands it out twice.
+    pub fn postpone(&self, item: &Item, uid: u32) {
+        self.lock().postponed.push_back(Item {
+            waits_for: Some(uid),
+            ..item.clone()
+        });
     }
 
     /// Whether `id` was taken in this run.
@@ -131,13 +158,18 @@ pub fn listing(spool: &Spool, everything: bool, now: u64) -> Result<Vec<Item>> {
             .map(|(bucket, id)| Item {
                 id,
                 bucket: Some(bucket),
+                waits_for: None,
             })
             .collect());
     }
     Ok(spool
         .queued_ids()?
         .into_iter()
-        .map(|id| Item { id, bucket: None })
+        .map(|id| Item {
+            id,
+            bucket: None,
+            waits_for: None,
+        })
         .collect())
 }
 
@@ -172,6 +204,7 @@ mod tests {
         Item {
             id: id.clone(),
             bucket: Some(crate::spool::NOW_BUCKET),
+            waits_for: None,
         }
     }
 

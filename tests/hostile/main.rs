@@ -18,6 +18,7 @@ mod common;
 mod site;
 
 mod client;
+mod combined;
 mod environment;
 mod expansion;
 mod fairness;
