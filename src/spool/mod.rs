@@ -449,7 +449,9 @@ impl Spool {
     /// been there longer than `max_age`, then, while it holds more than
     /// `max_bytes` (0: no byte cap) or `max_files`, the oldest — refused
     /// maildrop files (`*.drop`, which users can make at will) before
-    /// queue and state files (evidence of our own trouble). Age counts
+    /// queue and state files (evidence of our own trouble), and among the
+    /// drops those of the user with the most first, so that one user's
+    /// refused drops push out their own before anybody else's. Age counts
     /// from the move into corrupt/ (ctime: a rename sets it, no user can
     /// set it back). One log line per file removed. Returns how many went.
     pub fn sweep_corrupt(
@@ -475,6 +477,7 @@ impl Spool {
             bytes: u64,
             drop: bool,
             dir: bool,
+            owner: u32,
         }
         let horizon = now
             .checked_sub(max_age)
@@ -492,6 +495,7 @@ impl Spool {
                 changed: meta.ctime(),
                 bytes: meta.len(),
                 dir: meta.is_dir(),
+                owner: meta.uid(),
                 path,
             };
             if held.changed < horizon {
@@ -508,8 +512,16 @@ impl Spool {
         }
         let mut bytes: u64 = kept.iter().map(|h| h.bytes).sum();
         let mut files = kept.len();
-        // Drops first, then oldest first.
-        kept.sort_by_key(|h| (!h.drop, h.changed));
+        // Drops first — the drops of whoever has most of them first —
+        // then oldest first.
+        let mut drops_of: std::collections::HashMap<u32, usize> = Default::default();
+        for held in kept.iter().filter(|h| h.drop) {
+            *drops_of.entry(held.owner).or_default() += 1;
+        }
+        kept.sort_by_key(|h| {
+            let theirs = if h.drop { drops_of[&h.owner] } else { 0 };
+            (!h.drop, std::cmp::Reverse(theirs), h.changed)
+        });
         for held in kept {
             if files <= max_files && (max_bytes == 0 || bytes <= max_bytes) {
                 break;

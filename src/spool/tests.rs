@@ -703,6 +703,42 @@ fn sweep_corrupt_bounds_age_bytes_and_files() {
     assert!(names(&corrupt).is_empty());
 }
 
+#[test]
+fn sweep_corrupt_removes_the_drops_of_whoever_has_most_first() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: giving files other owners needs root");
+        return;
+    }
+    let (_dir, spool) = spool();
+    let corrupt = spool.root().join("corrupt");
+    let now = SystemTime::now();
+    let day = Duration::from_secs(86400);
+    // An older drop of one user, then a flood of another's.
+    let victim = corrupt.join("00.drop");
+    fs::write(&victim, b"x").unwrap();
+    std::os::unix::fs::chown(&victim, Some(1001), None).unwrap();
+    // Age is read in whole seconds of ctime (which no call can set): the
+    // victim's drop must be the oldest for the old rule to remove it.
+    let older = fs::metadata(&victim).unwrap().ctime();
+    while SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        <= older
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for n in 1..=5 {
+        let path = corrupt.join(format!("{n:02}.drop"));
+        fs::write(&path, b"x").unwrap();
+        std::os::unix::fs::chown(&path, Some(1002), None).unwrap();
+    }
+    assert_eq!(spool.sweep_corrupt(30 * day, 0, 3, now).unwrap(), 3);
+    let left = names(&corrupt);
+    assert_eq!(left.len(), 3);
+    assert!(left.contains(&"00.drop".to_string()), "{left:?}");
+}
+
 /// A runner killed inside the RFC 1047 window leaves `window/ID`: the
 /// next claim sees it; once the message is removed (the kill came
 /// between its removal and the window's) the link is swept.
