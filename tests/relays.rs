@@ -455,3 +455,32 @@ fn a_421_to_the_final_dot_sends_the_message_to_the_next_relay_once() {
         .unwrap_or_default();
     assert!(window.is_empty(), "no RFC 1047 window left open");
 }
+
+/// A relay whose password file this runner cannot read (missing here; a
+/// root-only 0600 file for a user's runner) is our trouble, not the
+/// relay's: the message goes on to the next relay, and the relay is not
+/// recorded down for everybody else's mail (issue 20's notes).
+#[test]
+fn an_unreadable_password_file_does_not_record_its_relay_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = SmtpServer::start(dir.path(), &[]);
+    let second = SmtpServer::start(dir.path(), &[]);
+    let missing = dir.path().join("no-such.pass");
+    let w = World::with_config(&format!(
+        "smarthost = 127.0.0.1:{p1}, 127.0.0.1:{p2}\nsmarthost_policy = failover\n\
+         smarthost_tls = none\n\
+         relay = 127.0.0.1:{p1} auth_user=first auth_password_file={missing}\n\
+         retry_min = 1h",
+        p1 = first.port,
+        p2 = second.port,
+        missing = missing.display(),
+    ));
+    assert_success(&w.sendmail(&["-odi", "-f", "s@example.org", "a@x.test"], MSG));
+    second.wait_messages(1, WAIT);
+    assert!(first.messages().is_empty());
+    assert_eq!(
+        relay_record(&w, first.port),
+        None,
+        "the relay was recorded down"
+    );
+}
