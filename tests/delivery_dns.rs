@@ -163,3 +163,42 @@ fn an_unreachable_mx_with_20_messages_costs_one_attempt_per_address() {
     let status = std::fs::read_to_string(w.spool.join("hosts/dest-mx+down.test.status")).unwrap();
     assert!(status.contains("unreachable_until"), "{status}");
 }
+
+/// A domain whose DNS fails now (SERVFAIL here; a zone that never
+/// answers costs the resolution deadline) is recorded unreachable like a
+/// host that refuses connections (D6): the next message for it waits for
+/// the retry time without another resolution.
+#[test]
+fn a_domain_whose_dns_fails_is_remembered_until_its_retry_time() {
+    let dns = DnsServer::start_hostile(&["ok.test A 127.0.0.1"], &["flaky.test"], &[]);
+    let w = world(&dns, 1, "");
+    let asked = || {
+        dns.queries()
+            .iter()
+            .filter(|(n, _)| n.trim_end_matches('.') == "flaky.test")
+            .count()
+    };
+    // -odi says how it went: 75, deferred.
+    assert_exit(
+        &w.sendmail(&["-odi", "-f", "s@example.org", "a@flaky.test"], MSG),
+        75,
+    );
+    let first = asked();
+    assert!(first > 0, "flaky.test was never asked for");
+    let record = w.spool.join("hosts").join("dest-mx+flaky.test.status");
+    assert!(record.exists(), "no record of the failed resolution");
+    // A queue run, which honours the record (-odi would force a try).
+    assert_success(&w.sendmail(&["-odq", "-f", "s@example.org", "b@flaky.test"], MSG));
+    assert_success(&w.sendmail(&["-q"], b""));
+    assert_eq!(asked(), first, "asked again before the retry time");
+    let waiting: Vec<String> = w
+        .mailq_json()
+        .iter()
+        .flat_map(|m| m["recipients"].as_array().unwrap().clone())
+        .filter_map(|r| r["waiting"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        waiting.iter().any(|t| t.contains("unreachable until")),
+        "{waiting:?}"
+    );
+}

@@ -428,8 +428,10 @@ impl<'a> Transport<'a> {
             // another resolution each — a zone that never answers costs
             // one worker one deadline per retry period, not one per
             // message.
-            Err(Outcome::Deferred { reason, .. }) if !matches!(hop, Hop::Smarthost) => {
-                Err(self.unreachable_from(hop, now, reason))
+            Err(Outcome::Deferred { dsn, reason }) if !matches!(hop, Hop::Smarthost) => {
+                self.unreachable_from(hop, now, reason.clone());
+                // The name service's status (4.4.3), not a connection's.
+                Err(Outcome::Deferred { dsn, reason })
             }
             Err(outcome) => Err(outcome),
             Ok(targets) => Ok((targets, settings)),
