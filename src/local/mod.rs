@@ -302,6 +302,37 @@ impl Walker<'_> {
         true
     }
 
+    /// Whether the budget allows one more list file; stops the walk
+    /// when it does not.
+    fn may_read_a_file(&mut self) -> bool {
+        if self.budget.files == 0 {
+            self.stop(format!(
+                "more than {} list files",
+                Budget::of(self.config).files
+            ));
+            return false;
+        }
+        true
+    }
+
+    /// Counts a list file just read (`file`, its device and inode, is
+    /// not read again in this walk) and its `lines`. Past the budget's
+    /// lines the walk stops (false) — unless `is_forward`: a `.forward`
+    /// is where the walk starts, and its lines only use up what is left.
+    fn charge_file(&mut self, file: (u64, u64), lines: usize, is_forward: bool) -> bool {
+        self.seen_files.insert(file);
+        self.budget.files -= 1;
+        if lines > self.budget.lines && !is_forward {
+            self.stop(format!(
+                "more than {} lines of list files",
+                Budget::of(self.config).lines
+            ));
+            return false;
+        }
+        self.budget.lines = self.budget.lines.saturating_sub(lines);
+        true
+    }
+
     /// An address elsewhere, named by a file of `owner`'s: the path that
     /// led to it joins the chain its copy carries.
     fn remote(&mut self, address: &str, owner: &CopyOwner) {
@@ -470,11 +501,7 @@ impl Walker<'_> {
                 (reader, Some(file_owner), run_as, owner)
             }
         };
-        if self.budget.files == 0 {
-            self.stop(format!(
-                "more than {} list files",
-                Budget::of(self.config).files
-            ));
+        if !self.may_read_a_file() {
             return;
         }
         match read_list_as(&reader, path, file_owner, &self.seen_files) {
@@ -483,17 +510,8 @@ impl Walker<'_> {
                 file,
                 lines,
             }) => {
-                self.seen_files.insert(file);
-                self.budget.files -= 1;
-                match self.budget.lines.checked_sub(lines) {
-                    Some(left) => self.budget.lines = left,
-                    None => {
-                        self.stop(format!(
-                            "more than {} lines of list files",
-                            Budget::of(self.config).lines
-                        ));
-                        return;
-                    }
+                if !self.charge_file(file, lines, false) {
+                    return;
                 }
                 let read_as = ReadAs::User(reader);
                 for t in &targets {
@@ -512,11 +530,7 @@ impl Walker<'_> {
     /// read, like an include.
     fn forward_targets(&mut self, user: &User) -> Forward {
         let path = user.path(&self.config.forward_path);
-        if self.budget.files == 0 {
-            self.stop(format!(
-                "more than {} list files",
-                Budget::of(self.config).files
-            ));
+        if !self.may_read_a_file() {
             return Forward::None;
         }
         match read_list_as(user, &path, Some(user.uid), &self.seen_files) {
@@ -524,15 +538,10 @@ impl Walker<'_> {
                 targets,
                 file,
                 lines,
-            }) => {
-                self.seen_files.insert(file);
-                self.budget.files -= 1;
-                self.budget.lines = self.budget.lines.saturating_sub(lines);
-                match targets.is_empty() {
-                    true => Forward::None,
-                    false => Forward::Targets(targets),
-                }
-            }
+            }) => match self.charge_file(file, lines, true) && !targets.is_empty() {
+                true => Forward::Targets(targets),
+                false => Forward::None,
+            },
             Ok(Listed::Seen | Listed::Missing) => Forward::None,
             Err(ListTrouble::NeedsRoot(why)) => Forward::NeedsRoot(why),
             Err(ListTrouble::Unsafe(e)) => {

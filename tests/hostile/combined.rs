@@ -9,55 +9,25 @@
 //! judged: the machines are shared and noisy; the deadlines only fail a
 //! stalled run.
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::dns::DnsServer;
 use crate::common::{self, smtpd::SmtpServer};
 use crate::site::Site;
+use crate::tools::{keep_locked, never_answering_zone, silent_server, stop};
 
 /// Far more than a delivery needs on a loaded machine, far less than an
 /// unbounded attack stalls root's run (minutes to hours).
 const VICTIM_LIMIT: Duration = Duration::from_secs(60);
 
-/// A listener that accepts connections and never greets; its port and
-/// the connections it holds.
-fn silent_server() -> (u16, Arc<Mutex<Vec<TcpStream>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let held = Arc::new(Mutex::new(Vec::new()));
-    let keep = held.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            keep.lock().unwrap().push(conn);
-        }
-    });
-    (port, held)
-}
-
-fn quiet(site: &Site, who: Option<&crate::site::Account>, script: &str) -> Child {
-    site.shell(who, script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// Mallory's recipients that root's `mailq --json` shows attempted.
+/// Mallory's recipients that root's `mailq --json` shows attempted
+/// (her own runners' work on the silent server aside).
 fn mallorys_attempted(site: &Site) -> Vec<String> {
-    let out = site.run(None, "mailq", &["--json"], b"");
-    common::assert_success(&out);
     let mut attempted = Vec::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let m: serde_json::Value = serde_json::from_str(line).expect("json line");
+    for m in site.mailq_json(None) {
         if m["sender"].as_str() != Some("mallory@example.org") {
             continue;
         }
         for r in m["recipients"].as_array().unwrap() {
-            // Her own runners' work, not root's run's.
             if r["address"]
                 .as_str()
                 .is_some_and(|a| a.ends_with("@stuck.test"))
@@ -72,24 +42,12 @@ fn mallorys_attempted(site: &Site) -> Vec<String> {
     attempted
 }
 
-fn stop(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 #[test]
 fn round2_items01_to_04_at_once_roots_run_still_delivers_everyone_elses_mail() {
     let dir = tempfile::tempdir().unwrap();
     let server = SmtpServer::start(dir.path(), &[]);
     let (stuck_port, stuck) = silent_server();
-    let names: Vec<String> = (1..=20).map(|n| format!("m{n:02}.hostile.test")).collect();
-    let records: Vec<String> = names
-        .iter()
-        .map(|n| format!("hostile.test MX 10 {n}"))
-        .collect();
-    let records: Vec<&str> = records.iter().map(String::as_str).collect();
-    let dropped: Vec<&str> = names.iter().map(String::as_str).collect();
-    let dns = DnsServer::start_hostile(&records, &[], &dropped);
+    let dns = never_answering_zone();
     // command_timeout bounds how long the silent server holds a
     // connection (5 minutes by default): shortened so that root's run
     // ends within the test; every other setting is the default.
@@ -109,19 +67,7 @@ fn round2_items01_to_04_at_once_roots_run_still_delivers_everyone_elses_mail() {
 
     // Item 4: her mailbox stays locked for the whole test.
     let mailbox = site.mail_dir.join(&mallory.name);
-    site.write_as(mallory, &mailbox, "", 0o600);
-    let locked = mallory.home.join("locked");
-    let locker = quiet(
-        &site,
-        Some(mallory),
-        &format!(
-            "exec python3 -c 'import fcntl,sys,time; f=open(sys.argv[1],\"a\"); \
-             fcntl.lockf(f, fcntl.LOCK_EX); open(sys.argv[2],\"w\"); time.sleep(600)' {} {}",
-            mailbox.display(),
-            locked.display()
-        ),
-    );
-    assert!(common::wait_for(Duration::from_secs(30), || locked.exists()));
+    let mut locker = keep_locked(&site, mallory, &mailbox);
 
     // Item 1: her .forward includes a list that names itself under five
     // spellings (5^9 reads, nine levels deep, without the bounds), and
@@ -187,7 +133,7 @@ fn round2_items01_to_04_at_once_roots_run_still_delivers_everyone_elses_mail() {
     }
 
     let started = Instant::now();
-    let mut root = quiet(&site, None, "exec sendmail -q");
+    let mut root = site.spawn_quiet(None, "exec sendmail -q");
     let alices_box = site.mail_dir.join(&alice.name);
     let (mut remote, mut local) = (None, None);
     let all_arrived = common::wait_for(VICTIM_LIMIT, || {
@@ -225,7 +171,10 @@ fn round2_items01_to_04_at_once_roots_run_still_delivers_everyone_elses_mail() {
         "alice's mail waited for root's run to finish attempts of mallory's: {mallorys_done:?}"
     );
     // Every attack was still in place when alice's mail went.
-    assert!(common::wait_for(Duration::from_secs(1), || locked.exists()));
+    assert!(
+        locker.try_wait().unwrap().is_none(),
+        "mallory's lock was gone"
+    );
     assert!(
         !stuck.lock().unwrap().is_empty(),
         "the silent server held nothing"

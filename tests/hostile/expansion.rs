@@ -4,42 +4,12 @@
 //! through routes stays small, and a forward's copy belongs to the
 //! `.forward`'s owner.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use crate::common::{self, syslog::SyslogReceiver};
 use crate::site::{Account, Site};
-
-/// Runs `cmd` to its end, or kills it after `limit` (a deadline that
-/// fails a hung test, not a measure of speed).
-fn run_within(cmd: &mut Command, limit: Duration) -> Option<std::process::Output> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if child.try_wait().unwrap().is_some() {
-            return Some(child.wait_with_output().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
-}
-
-/// Root's `mailq --json`, one value per message.
-fn queue(site: &Site, who: Option<&Account>) -> Vec<serde_json::Value> {
-    let out = site.run(who, "mailq", &["--json"], b"");
-    common::assert_success(&out);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect()
-}
+use crate::tools::run_within;
 
 /// The recipient addresses of one `mailq --json` message.
 fn recipients(m: &serde_json::Value) -> Vec<String> {
@@ -98,7 +68,8 @@ fn round2_item01_an_include_tree_is_read_once_per_file_within_a_bound() {
     site.write_as(&site.mallory, &forward, &spellings[0], 0o600);
     send(&site, &site.mallory, &site.mallory.name);
     root_run(&site);
-    let copies: Vec<_> = queue(&site, None)
+    let copies: Vec<_> = site
+        .mailq_json(None)
         .into_iter()
         .filter(|m| recipients(m).contains(&"far@example.net".to_string()))
         .collect();
@@ -132,7 +103,8 @@ fn round2_item01_an_include_tree_is_read_once_per_file_within_a_bound() {
         .filter(|l| l.contains("expansion limit"))
         .count();
     assert_eq!(limit_lines, 1, "one line for the bound: {lines:#?}");
-    let fanned: Vec<_> = queue(&site, None)
+    let fanned: Vec<_> = site
+        .mailq_json(None)
         .into_iter()
         .filter(|m| recipients(m).iter().any(|r| r.starts_with("p1@")))
         .collect();
@@ -155,7 +127,7 @@ fn round2_item06_a_forward_fan_out_is_held_to_its_owners_limits() {
     site.write_as(&site.mallory, &forward, &many.join(", "), 0o600);
     send(&site, &site.mallory, &site.mallory.name);
     root_run(&site);
-    for m in queue(&site, None) {
+    for m in site.mailq_json(None) {
         assert!(
             recipients(&m).len() <= 10,
             "a copy to {} addresses, past max_recipients",
@@ -167,7 +139,8 @@ fn round2_item06_a_forward_fan_out_is_held_to_its_owners_limits() {
     site.write_as(&site.mallory, &forward, &some.join(", "), 0o600);
     send(&site, &site.mallory, &site.mallory.name);
     root_run(&site);
-    let copies: Vec<_> = queue(&site, None)
+    let copies: Vec<_> = site
+        .mailq_json(None)
         .into_iter()
         .filter(|m| recipients(m).contains(&"s0@example.net".to_string()))
         .collect();
@@ -244,7 +217,7 @@ fn round2_item10_a_forward_copy_belongs_to_the_forwards_owner() {
     site.write_as(&site.alice, &forward, "hidden-target@example.net\n", 0o600);
     send(&site, &site.mallory, &site.alice.name);
     root_run(&site);
-    let all = queue(&site, None);
+    let all = site.mailq_json(None);
     let copy = all
         .iter()
         .find(|m| recipients(m).contains(&"hidden-target@example.net".to_string()))
@@ -320,7 +293,7 @@ fn round2_item01_sigterm_finishes_the_delivery_in_hand_and_starts_nothing_new() 
         got.contains("slow"),
         "the delivery in hand was not finished"
     );
-    let left = queue(&site, None);
+    let left = site.mailq_json(None);
     assert_eq!(left.len(), 1, "{left:?}");
     let statuses: Vec<(String, String)> = left[0]["recipients"]
         .as_array()

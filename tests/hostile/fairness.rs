@@ -5,16 +5,14 @@
 //! victim must get — her message delivered while the attack is still in
 //! place — with a generous deadline that only a stalled delivery misses.
 
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::dns::DnsServer;
 use crate::common::{self, smtpd::SmtpServer};
 use crate::site::{Account, Site};
+use crate::tools::{keep_locked, never_answering_zone, silent_server, stop};
 
 /// How long the victim's message may take: far more than a delivery
 /// needs on a loaded machine, far less than the attacks below stall an
@@ -55,22 +53,6 @@ fn slots_held(site: &Site, prefix: &str, count: u32) -> bool {
 /// them) is held.
 fn runner_slots_held(site: &Site, who: &Account, count: u32) -> bool {
     slots_held(site, &format!("runner-u{}", who.uid), count)
-}
-
-/// Spawns `script` as `who` (None: root) in the site's namespace, output
-/// discarded.
-fn spawn(site: &Site, who: Option<&Account>, script: &str) -> Child {
-    site.shell(who, script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn stop(mut child: Child) {
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Alice's `sendmail -odi` to friend@example.org, through the healthy
@@ -122,14 +104,7 @@ fn wait_for_victim(mut sender: Child, mut arrived: impl FnMut() -> bool) -> bool
 fn round2_item02_a_hostile_dns_zone_holds_no_connection_slot() {
     let dir = tempfile::tempdir().unwrap();
     let server = SmtpServer::start(dir.path(), &[]);
-    let names: Vec<String> = (1..=20).map(|n| format!("m{n:02}.hostile.test")).collect();
-    let records: Vec<String> = names
-        .iter()
-        .map(|n| format!("hostile.test MX 10 {n}"))
-        .collect();
-    let records: Vec<&str> = records.iter().map(String::as_str).collect();
-    let dropped: Vec<&str> = names.iter().map(String::as_str).collect();
-    let dns = DnsServer::start_hostile(&records, &[], &dropped);
+    let dns = never_answering_zone();
     let Some(site) = Site::new(
         "fdns",
         &format!(
@@ -149,7 +124,7 @@ fn round2_item02_a_hostile_dns_zone_holds_no_connection_slot() {
         );
         common::assert_success(&out);
     }
-    let mut root = spawn(&site, None, "exec sendmail -q");
+    let mut root = site.spawn_quiet(None, "exec sendmail -q");
     // Every worker of root's run is at work, and her zone is being read.
     let resolving = || {
         slots_held(&site, "runner", 4)
@@ -184,21 +159,6 @@ fn round2_item02_a_hostile_dns_zone_holds_no_connection_slot() {
         "root's run had finished with mallory's domain before alice's message arrived ({took:?})"
     );
     eprintln!("alice's message arrived after {took:?} while root's run resolved mallory's domain");
-}
-
-/// A listener that accepts connections and never says a word (no
-/// greeting); returns its port and the connections it holds.
-fn silent_server() -> (u16, Arc<Mutex<Vec<TcpStream>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let held = Arc::new(Mutex::new(Vec::new()));
-    let keep = held.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            keep.lock().unwrap().push(conn);
-        }
-    });
-    (port, held)
 }
 
 /// Mallory's mail goes to a server that never greets (held for
@@ -271,19 +231,7 @@ fn round2_item04_a_locked_mailbox_holds_no_one_elses_delivery() {
         return;
     };
     let mailbox = site.mail_dir.join(&site.mallory.name);
-    site.write_as(&site.mallory, &mailbox, "", 0o600);
-    let locked = site.mallory.home.join("locked");
-    let locker = spawn(
-        &site,
-        Some(&site.mallory),
-        &format!(
-            "exec python3 -c 'import fcntl,sys,time; f=open(sys.argv[1],\"a\"); \
-             fcntl.lockf(f, fcntl.LOCK_EX); open(sys.argv[2],\"w\"); time.sleep(600)' {} {}",
-            mailbox.display(),
-            locked.display()
-        ),
-    );
-    assert!(common::wait_for(Duration::from_secs(30), || locked.exists()));
+    let locker = keep_locked(&site, &site.mallory, &mailbox);
     for _ in 0..8 {
         let out = site.run(
             Some(&site.mallory),
@@ -301,7 +249,7 @@ fn round2_item04_a_locked_mailbox_holds_no_one_elses_delivery() {
     );
     common::assert_success(&out);
     let started = Instant::now();
-    let root = spawn(&site, None, "exec sendmail -q");
+    let root = site.spawn_quiet(None, "exec sendmail -q");
     let alices = site.mail_dir.join(&site.alice.name);
     let arrived = common::wait_for(VICTIM_LIMIT, || {
         std::fs::read_to_string(&alices).is_ok_and(|t| t.contains("hello alice"))

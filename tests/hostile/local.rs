@@ -1,32 +1,12 @@
 //! What a user's `.forward`, `:include:` files and local deliveries can
 //! make a privileged runner do (issue 15, items 1 and 4).
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use crate::common;
 use crate::site::Site;
-
-/// Runs `cmd` to its end, or kills it after `limit`: Some(output) when it
-/// ended in time.
-fn run_within(cmd: &mut Command, limit: Duration) -> Option<std::process::Output> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if child.try_wait().unwrap().is_some() {
-            return Some(child.wait_with_output().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
-}
+use crate::tools::run_within;
 
 /// The recipient stops (SIGSTOP) the helper that writes into their
 /// mailbox as them: root's queue run must still end — the helper killed

@@ -28,3 +28,4 @@ mod queue;
 mod relaylog;
 mod session;
 mod spool;
+mod tools;

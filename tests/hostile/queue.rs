@@ -40,16 +40,6 @@ fn site_queues_mail_from_an_ordinary_user() {
     assert!(!String::from_utf8_lossy(&hidden.stdout).contains(&ids[0]));
 }
 
-/// Lists the queue as `who` in JSON: one object per message.
-fn mailq_json(site: &Site, who: Option<&crate::site::Account>) -> Vec<serde_json::Value> {
-    let out = site.run(who, "mailq", &["--json"], b"");
-    common::assert_success(&out);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect()
-}
-
 /// Mallory's `sendmail -q` — plain, verbose, and forced with every
 /// selector — must neither deliver, claim, print nor force Alice's
 /// mail; root's run then delivers it, and the bounce it makes for her
@@ -124,13 +114,13 @@ fn item02_an_ordinary_users_queue_run_touches_only_their_own_mail() {
             .len(),
         1
     );
-    let hers = mailq_json(&site, Some(&site.alice));
+    let hers = site.mailq_json(Some(&site.alice));
     // mailq shows an ordinary user only the messages with their uid.
     assert!(
         hers.iter().any(|m| m["sender"] == ""),
         "alice's mailq shows her bounce: {hers:?}"
     );
-    let his = mailq_json(&site, Some(&site.mallory));
+    let his = site.mailq_json(Some(&site.mallory));
     assert!(his.is_empty(), "mallory sees: {his:?}");
 }
 

@@ -16,20 +16,10 @@ use crate::common::dns::DnsServer;
 use crate::common::smtpd::SmtpServer;
 use crate::common::syslog::SyslogReceiver;
 use crate::common::{self, HOSTNAME};
-use crate::site::{Account, Site};
+use crate::site::Site;
 
 const MSG: &[u8] = b"Subject: round two\n\nbody\n";
 const WAIT: Duration = Duration::from_secs(60);
-
-/// `mailq --json` as `who`: one object per message.
-fn mailq_json(site: &Site, who: &Account) -> Vec<serde_json::Value> {
-    let out = site.run(Some(who), "mailq", &["--json"], b"");
-    common::assert_success(&out);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect()
-}
 
 /// The destination records (`*.status`) in the site's `hosts/`.
 fn records(site: &Site) -> Vec<String> {
@@ -103,7 +93,7 @@ fn round2_item05_a_421_to_one_users_message_does_not_hold_the_relays_for_others(
     common::assert_success(&out);
     let out = site.run(Some(&site.alice), "sendmail", &["-q"], b"");
     common::assert_success(&out);
-    let alices = mailq_json(&site, &site.alice);
+    let alices = site.mailq_json(Some(&site.alice));
     assert!(
         alices.is_empty(),
         "Alice's message still waits after Mallory's 421s: {alices:?}"
@@ -122,7 +112,7 @@ fn round2_item05_a_421_to_one_users_message_does_not_hold_the_relays_for_others(
     // Mallory's messages are deferred by their own backoff, each with
     // the relay's answer.
     let now = unix_now();
-    let hers = mailq_json(&site, &site.mallory);
+    let hers = site.mailq_json(Some(&site.mallory));
     assert_eq!(hers.len(), 2, "{hers:?}");
     for m in &hers {
         let r = &m["recipients"][0];
@@ -191,7 +181,7 @@ fn round2_item08_lookalike_domains_keep_separate_records() {
         "Alice's mailq shows Mallory's error: {text}"
     );
     assert!(
-        mailq_json(&site, &site.alice).is_empty(),
+        site.mailq_json(Some(&site.alice)).is_empty(),
         "Alice's message waits behind Mallory's dead domain: {text}"
     );
     let got = server.wait_messages(1, WAIT);

@@ -235,6 +235,27 @@ impl Site {
         write_owned(path, text, 0, gid, mode);
     }
 
+    /// `mailq --json` as `who` (None: root): one object per message.
+    pub fn mailq_json(&self, who: Option<&Account>) -> Vec<serde_json::Value> {
+        let out = self.run(who, "mailq", &["--json"], b"");
+        common::assert_success(&out);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect()
+    }
+
+    /// Spawns `script` as `who` (None: root) in the site's namespace,
+    /// its input and output discarded.
+    pub fn spawn_quiet(&self, who: Option<&Account>, script: &str) -> std::process::Child {
+        self.shell(who, script)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     /// IDs in `queue/`, sorted.
     pub fn queue_ids(&self) -> Vec<String> {
         names(&self.spool.join("queue"))
