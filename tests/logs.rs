@@ -6,14 +6,12 @@
 mod common;
 
 use common::smtpd::SmtpServer;
-use common::syslog::SyslogReceiver;
+use common::syslog::{SyslogReceiver, pflogsumm, total};
 use common::{World, assert_exit, assert_success, wait_for};
 use nix::unistd::User;
-use std::process::Command;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
-const PFLOGSUMM: &str = "/usr/sbin/pflogsumm";
 
 /// The identity of a log line (`spoolmail/smtp`), without its pid.
 fn ident(line: &str) -> &str {
@@ -30,48 +28,6 @@ fn about<'a>(lines: &'a [String], id: &str) -> Vec<&'a str> {
         .filter(|l| l.contains(&key))
         .map(String::as_str)
         .collect()
-}
-
-/// Runs pflogsumm over `log`; its "Grand Totals" as (word, count).
-fn pflogsumm(log: &std::path::Path, args: &[&str]) -> Vec<(String, u64)> {
-    assert!(
-        std::path::Path::new(PFLOGSUMM).exists(),
-        "{PFLOGSUMM} is missing: apt-get install pflogsumm (sh .ci/peers.sh does)"
-    );
-    let out = Command::new("perl")
-        .arg(PFLOGSUMM)
-        .args(args)
-        .arg(log)
-        .output()
-        .expect("running pflogsumm");
-    assert_success(&out);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    println!("{text}");
-    let totals = text
-        .split("Grand Totals")
-        .nth(1)
-        .expect("a Grand Totals section")
-        .split("\n\n\n")
-        .next()
-        .unwrap_or("");
-    totals
-        .lines()
-        .filter_map(|l| {
-            let words: Vec<&str> = l.split_whitespace().collect();
-            match words.as_slice() {
-                [n, word, ..] => Some((word.to_string(), n.parse().ok()?)),
-                _ => None,
-            }
-        })
-        .collect()
-}
-
-fn total(totals: &[(String, u64)], word: &str) -> u64 {
-    totals
-        .iter()
-        .find(|(w, _)| w == word)
-        .unwrap_or_else(|| panic!("no {word:?} in {totals:?}"))
-        .1
 }
 
 fn me() -> User {

@@ -67,3 +67,52 @@ impl Drop for SyslogReceiver {
         let _ = self.child.wait();
     }
 }
+
+/// Where Debian's pflogsumm is.
+const PFLOGSUMM: &str = "/usr/sbin/pflogsumm";
+
+/// Runs Debian's pflogsumm over `log` with `args`; its "Grand Totals"
+/// as (word, count).
+pub fn pflogsumm(log: &Path, args: &[&str]) -> Vec<(String, u64)> {
+    assert!(
+        std::path::Path::new(PFLOGSUMM).exists(),
+        "{PFLOGSUMM} is missing: apt-get install pflogsumm (sh .ci/peers.sh does)"
+    );
+    let out = Command::new("perl")
+        .arg(PFLOGSUMM)
+        .args(args)
+        .arg(log)
+        .output()
+        .expect("running pflogsumm");
+    assert!(
+        out.status.success(),
+        "pflogsumm: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let totals = text
+        .split("Grand Totals")
+        .nth(1)
+        .expect("a Grand Totals section")
+        .split("\n\n\n")
+        .next()
+        .unwrap_or("");
+    totals
+        .lines()
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            match words.as_slice() {
+                [n, word, ..] => Some((word.to_string(), n.parse().ok()?)),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+pub fn total(totals: &[(String, u64)], word: &str) -> u64 {
+    totals
+        .iter()
+        .find(|(w, _)| w == word)
+        .unwrap_or_else(|| panic!("no {word:?} in {totals:?}"))
+        .1
+}

@@ -8,13 +8,11 @@
 //! DNS server (`tests/peers/dns.py`), a syslog receiver
 //! (`tests/peers/syslogd.py`) and Debian's pflogsumm.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use crate::common::dns::DnsServer;
 use crate::common::smtpd::SmtpServer;
-use crate::common::syslog::SyslogReceiver;
+use crate::common::syslog::{SyslogReceiver, pflogsumm, total};
 use crate::common::{self, HOSTNAME};
 use crate::site::Site;
 
@@ -189,43 +187,6 @@ fn round2_item08_lookalike_domains_keep_separate_records() {
     assert_eq!(records(&site).len(), 1, "{:?}", records(&site));
 }
 
-/// Runs pflogsumm over `log`; its "Grand Totals" as (word, count).
-fn pflogsumm(log: &Path) -> Vec<(String, u64)> {
-    let out = Command::new("perl")
-        .arg("/usr/sbin/pflogsumm")
-        .arg("--syslog-name=spoolmail")
-        .arg(log)
-        .output()
-        .expect("running pflogsumm (apt-get install pflogsumm)");
-    common::assert_success(&out);
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let totals = text
-        .split("Grand Totals")
-        .nth(1)
-        .expect("a Grand Totals section")
-        .split("\n\n\n")
-        .next()
-        .unwrap_or("");
-    totals
-        .lines()
-        .filter_map(|l| {
-            let words: Vec<&str> = l.split_whitespace().collect();
-            match words.as_slice() {
-                [n, word, ..] => Some((word.to_string(), n.parse().ok()?)),
-                _ => None,
-            }
-        })
-        .collect()
-}
-
-fn total(totals: &[(String, u64)], word: &str) -> u64 {
-    totals
-        .iter()
-        .find(|(w, _)| w == word)
-        .unwrap_or_else(|| panic!("no {word:?} in {totals:?}"))
-        .1
-}
-
 /// Item 11: a quoted local part that spells out the rest of a
 /// delivered line, a server reply that spells out a whole one (it is
 /// quoted in the `to=` lines and in the line `-odi` logs), and a bidi
@@ -272,7 +233,7 @@ fn round2_item11_addresses_and_replies_cannot_close_or_fake_log_fields() {
     );
     // The log, for the record (`-- --nocapture`).
     println!("{text}");
-    let totals = pflogsumm(&syslog.log);
+    let totals = pflogsumm(&syslog.log, &["--syslog-name=spoolmail"]);
     assert_eq!(total(&totals, "delivered"), 0, "{totals:?}\n{text}");
     assert_eq!(total(&totals, "deferred"), 1, "{totals:?}\n{text}");
     assert!(!text.contains("status=sent"), "a faked field:\n{text}");
