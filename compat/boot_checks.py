@@ -110,7 +110,7 @@ def start_queue_service():
 
 def setup(smtpd_py):
     os.makedirs(WORK, exist_ok=True)
-    for user in ["alice", "bob", "carol", "dave"]:
+    for user in ["alice", "bob", "carol", "dave", "erin"]:
         if sh("id", user, check=False).returncode != 0:
             sh("useradd", "-m", "-s", "/bin/sh", user)
     # bob's .forward: a command and a file target, both run as bob.
@@ -121,6 +121,11 @@ def setup(smtpd_py):
     bob = pwd.getpwnam("bob")
     os.chown(fwd, bob.pw_uid, bob.pw_gid)
     os.chmod(fwd, 0o644)
+    # erin's .forward runs a command that outlives pipe_timeout.
+    erin = pwd.getpwnam("erin")
+    with open("/home/erin/.forward", "w") as f:
+        f.write('"|exec sleep 600"\n')
+    os.chown("/home/erin/.forward", erin.pw_uid, erin.pw_gid)
     # A certificate for "localhost", trusted through tls_ca_file.
     sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
        "-keyout", f"{WORK}/key.pem", "-out", f"{WORK}/cert.pem", "-subj", "/CN=localhost",
@@ -264,6 +269,40 @@ def main():
 
     check("maildir_in_home", maildir)
 
+    def rate_limit_counts_maildrop_pickup():
+        # With a per-user limit, root's pickup of a maildrop file appends
+        # to the counter the user's own submission made (0660, the user's).
+        with open(CONF, "a") as f:
+            f.write("max_messages_per_hour = 100\n")
+        submit("alice", user="alice", marker=f"counted-{stamp}")
+        submit("alice", user="alice", nnp=True, marker=f"counted-drop-{stamp}")
+        # (mailbox = maildir by now)
+        need(wait_until(lambda: any(f"counted-drop-{stamp}" in read(p)
+                                    for p in glob.glob("/home/alice/Maildir/new/*")), 90),
+             "the drop was not delivered: " + sh("mailq", check=False).stdout.decode()[-600:])
+        counters = glob.glob(f"{SPOOL}/hosts/rate-u{pwd.getpwnam('alice').pw_uid}-*.messages")
+        need(counters and os.path.getsize(counters[0]) == 2,
+             f"counter: {[(c, os.path.getsize(c)) for c in counters]}")
+
+    check("rate_limit_counts_maildrop_pickup", rate_limit_counts_maildrop_pickup)
+
+    def pipe_timeout_kills():
+        # The run kills a command of erin's that outlives pipe_timeout:
+        # a signal to another uid's process group (CAP_KILL).
+        with open(CONF, "a") as f:
+            f.write("pipe_timeout = 3s\n")
+        submit("-odq", "erin", marker=f"timeout-{stamp}")
+        r = sh("timeout", "60", "systemctl", "start", "spoolmail-queue.service", check=False)
+        ended = r.returncode == 0
+        left = sh("pgrep", "-u", "erin", "sleep", check=False).stdout.decode().split()
+        log = sh("journalctl", "-b", "--no-pager", "-o", "cat", "-t", "spoolmail/local").stdout
+        need(ended, "the queue run did not end: the command was not killed")
+        need(not left, f"erin's command still runs: {left}")
+        need(b"to=<erin>" in log and b"status=deferred" in log, "not deferred")
+        sh("mailq", "--delete", "ALL")
+
+    check("pipe_timeout_kills_the_users_command", pipe_timeout_kills)
+
     if timer:
         def timer_run():
             submit("-odq", "timed@remote.test", marker=f"timer-{stamp}")
@@ -277,8 +316,8 @@ def main():
     def service_log_clean():
         r = sh("journalctl", "-b", "--no-pager", "-o", "cat", "-u", "spoolmail-queue.service",
                "-t", "spoolmail/local", "-t", "spoolmail/smtp", "-t", "spoolmail/qmgr")
-        bad = [line for line in r.stdout.decode().splitlines()
-               if any(w in line for w in ["Operation not permitted", "Permission denied",
+        bad = [line for line in r.stdout.decode().splitlines() if "to=<erin>" not in line
+               and any(w in line for w in ["Operation not permitted", "Permission denied",
                                           "denied", "status=deferred", "Bad system call",
                                           "code=killed", "Failed with result"])]
         need(not bad, "\n".join(bad[:20]))
