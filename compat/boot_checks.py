@@ -313,6 +313,31 @@ def main():
 
         check("timer_starts_the_queue_run", timer_run)
 
+    def reinstall_under_systemd():
+        # dpkg -i over itself (postinst configure with the old version):
+        # the timer and the path unit are restarted, the oneshot queue
+        # service is not started (dpkg would wait for a whole run), and a
+        # statoverride of the spool survives postinst's systemd-tmpfiles.
+        def starts():
+            out = sh("journalctl", "-b", "--no-pager", "-o", "cat", "-u",
+                     "spoolmail-queue.service").stdout.decode()
+            return out.count("Starting spoolmail-queue.service")
+        before = starts()
+        t0 = time.monotonic()
+        r = sh("dpkg", "-i", "/root/boot/spoolmail.deb")
+        took = time.monotonic() - t0
+        time.sleep(1)
+        print(f"      dpkg -i (reinstall) took {took:.1f} s", flush=True)
+        need(starts() == before, f"postinst started the queue service ({before} -> {starts()})")
+        for unit in ["spoolmail-queue.timer", "spoolmail-maildrop.path"]:
+            state = sh("systemctl", "is-active", unit, check=False).stdout.decode().strip()
+            need(state == "active", f"{unit} is {state} after the reinstall")
+        mode = sh("stat", "-c", "%a %U:%G", f"{SPOOL}/corrupt").stdout.decode().strip()
+        need(mode == "700 root:root", f"statoverride lost: corrupt/ is {mode}")
+
+    check("reinstall_under_systemd_starts_no_queue_run_keeps_statoverride",
+          reinstall_under_systemd)
+
     def service_log_clean():
         r = sh("journalctl", "-b", "--no-pager", "-o", "cat", "-u", "spoolmail-queue.service",
                "-t", "spoolmail/local", "-t", "spoolmail/smtp", "-t", "spoolmail/qmgr")
