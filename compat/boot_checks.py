@@ -314,26 +314,41 @@ def main():
         check("timer_starts_the_queue_run", timer_run)
 
     def reinstall_under_systemd():
-        # dpkg -i over itself (postinst configure with the old version):
-        # the timer and the path unit are restarted, the oneshot queue
-        # service is not started (dpkg would wait for a whole run), and a
-        # statoverride of the spool survives postinst's systemd-tmpfiles.
-        def starts():
+        # dpkg -i over itself (postinst configure with the old version)
+        # while a queue run is busy (erin's command, 15 s): the run goes
+        # on, dpkg neither stops nor restarts the oneshot queue service
+        # (a restart kills the run and waits for a whole new one), the
+        # timer and the path unit are restarted, and a statoverride of the
+        # spool survives postinst's systemd-tmpfiles.
+        def journal(word):
             out = sh("journalctl", "-b", "--no-pager", "-o", "cat", "-u",
                      "spoolmail-queue.service").stdout.decode()
-            return out.count("Starting spoolmail-queue.service")
-        before = starts()
+            return out.count(f"{word} spoolmail-queue.service")
+        with open(CONF) as f:
+            conf = f.read()
+        with open(CONF, "w") as f:
+            f.write(conf.replace("pipe_timeout = 3s", "pipe_timeout = 15s"))
+        submit("-odq", "erin", marker=f"busy-{stamp}")
+        sh("systemctl", "start", "--no-block", "spoolmail-queue.service")
+        need(wait_until(lambda: sh("systemctl", "is-active", "spoolmail-queue.service",
+                                   check=False).stdout.decode().strip() == "activating", 10),
+             "the queue run did not start")
+        starts, stops = journal("Starting"), journal("Stopping")
         t0 = time.monotonic()
-        r = sh("dpkg", "-i", "/root/boot/spoolmail.deb")
+        sh("dpkg", "-i", "/root/boot/spoolmail.deb")
         took = time.monotonic() - t0
-        time.sleep(1)
-        print(f"      dpkg -i (reinstall) took {took:.1f} s", flush=True)
-        need(starts() == before, f"postinst started the queue service ({before} -> {starts()})")
+        print(f"      dpkg -i (reinstall) during a queue run took {took:.1f} s", flush=True)
+        need(journal("Stopping") == stops, "postinst or prerm stopped the queue run")
+        need(journal("Starting") == starts, "postinst (re)started the queue service")
+        need(took < 10, f"dpkg -i waited {took:.1f} s")
         for unit in ["spoolmail-queue.timer", "spoolmail-maildrop.path"]:
             state = sh("systemctl", "is-active", unit, check=False).stdout.decode().strip()
             need(state == "active", f"{unit} is {state} after the reinstall")
         mode = sh("stat", "-c", "%a %U:%G", f"{SPOOL}/corrupt").stdout.decode().strip()
         need(mode == "700 root:root", f"statoverride lost: corrupt/ is {mode}")
+        wait_until(lambda: sh("systemctl", "is-active", "spoolmail-queue.service",
+                              check=False).stdout.decode().strip() != "activating", 40)
+        sh("mailq", "--delete", "ALL", check=False)
 
     check("reinstall_under_systemd_starts_no_queue_run_keeps_statoverride",
           reinstall_under_systemd)
