@@ -176,8 +176,11 @@ def main():
         r = sh("systemctl", "show", "-p", "CapabilityBoundingSet,NoNewPrivileges,ProtectSystem,"
                "SystemCallFilter,UMask,LimitNOFILE", "spoolmail-queue.service")
         print("      " + " ".join(l[:120] for l in r.stdout.decode().splitlines()), flush=True)
-        r = sh("systemd-analyze", "security", "spoolmail-queue.service", check=False)
-        print("      live " + r.stdout.decode().strip().splitlines()[-1], flush=True)
+        for unit in ["spoolmail-queue.service", "spoolmail-queue.timer",
+                     "spoolmail-maildrop.path"]:
+            r = sh("systemd-analyze", "security", unit, check=False)
+            said = (r.stdout + r.stderr).decode().strip().splitlines() or ["(nothing)"]
+            print(f"      live {unit}: {said[-1][:150]}", flush=True)
 
     check("timer_and_path_units_enabled_and_active", units_active)
 

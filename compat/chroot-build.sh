@@ -77,4 +77,6 @@ run --private-network --setenv=CARGO_NET_OFFLINE=true sh -euc \
     { tail -30 "$work/chroot-build.log"; exit 1; }
 deb=$(cd "$tree/build" && ls spoolmail_*.deb)
 cp "$tree/build/$deb" "$dir/${deb%.deb}.chroot.deb"
+# The tree holds a whole cargo build: gone once it succeeded.
+rm -rf "$tree" "$work/cargo-home"
 echo "chroot-build: $dir/${deb%.deb}.chroot.deb: build $(($(date +%s) - bstart)) s, $(($(date +%s) - start)) s in all"
