@@ -24,6 +24,7 @@ Installs spoolmail as the system's sendmail:
                                            maildrop maildrop-tmp 1733
   $DESTDIR$SYSTEMDUNITDIR/spoolmail-queue.{service,timer}, spoolmail-maildrop.path
   $DESTDIR$PREFIX/lib/tmpfiles.d/spoolmail.conf   the spool, and a daily sweep of tmp/
+  $DESTDIR$PREFIX/share/man/man{1,5,8}/    mailq.1 spoolmail.conf.5 sendmail.8 newaliases.8 spoolmail.8
 
 Environment:
   PREFIX          installation prefix (default /usr)
@@ -79,6 +80,7 @@ confdir=$DESTDIR/etc/spoolmail
 spool=$DESTDIR/var/spool/spoolmail
 unitdir=$DESTDIR$SYSTEMDUNITDIR
 tmpfilesdir=$DESTDIR$PREFIX/lib/tmpfiles.d
+mandir=$DESTDIR$PREFIX/share/man
 
 # link TARGET NAME: make NAME a symbolic link to TARGET, refusing to replace
 # a regular file (another MTA) unless --force.
@@ -118,6 +120,14 @@ chmod 0644 "$tmpfilesdir/spoolmail.conf"
 for unit in spoolmail-queue.service spoolmail-queue.timer spoolmail-maildrop.path; do
     sed "s|/usr/sbin/|$PREFIX/sbin/|g" "$here/$unit" >"$unitdir/$unit"
     chmod 0644 "$unitdir/$unit"
+done
+
+# The manual pages (uncompressed: dh_compress compresses the package's).
+for page in "$here"/man/*.[158]; do
+    section=${page##*.}
+    mkdir -p "$mandir/man$section"
+    cp "$page" "$mandir/man$section/"
+    chmod 0644 "$mandir/man$section/$(basename "$page")"
 done
 
 mkdir -p "$spool"

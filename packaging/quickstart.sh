@@ -1,14 +1,52 @@
 #!/bin/sh
 # quickstart.sh -- on a Debian machine, as root: build the spoolmail
-# package from this tree, install it (it replaces any installed MTA), and
-# send a first message to root, which the background runner delivers to
-# /var/mail/root with no configuration at all.
+# package from this tree, install it (it replaces any installed MTA:
+# apt removes exim4, postfix, ...), and send a first message to root,
+# which the background runner delivers to /var/mail/root with no
+# configuration at all.
+#
+# Usage: sh packaging/quickstart.sh [--yes]
+# On a terminal it names the MTA it would replace and asks first; --yes
+# (or no terminal) goes ahead.
 #
 # Needs apt (for debhelper, libssl-dev, pkg-config) and a Rust toolchain
 # (>= 1.85: cargo on PATH, or rustup's in ~/.cargo/bin).
 set -eu
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
+
+yes=no
+for arg in "$@"; do
+    case $arg in
+    --yes | -y) yes=yes ;;
+    *)
+        echo "usage: sh packaging/quickstart.sh [--yes]" >&2
+        exit 64
+        ;;
+    esac
+done
+
+# What is /usr/sbin/sendmail now: the package apt will remove.
+current=$(dpkg-query -S "$(realpath /usr/sbin/sendmail 2>/dev/null || echo /usr/sbin/sendmail)" \
+    2>/dev/null | cut -d: -f1 || true)
+case $current in
+"" | spoolmail) ;;
+*)
+    echo "quickstart: this makes spoolmail the MTA: apt removes $current (its" \
+        "delivery stops), and a test message goes to root."
+    if [ "$yes" != yes ] && [ -t 0 ]; then
+        printf 'Replace %s with spoolmail? [y/N] ' "$current"
+        read -r answer
+        case $answer in
+        y | Y | yes) ;;
+        *)
+            echo "quickstart: nothing changed" >&2
+            exit 1
+            ;;
+        esac
+    fi
+    ;;
+esac
 
 # sudo's secure_path hides rustup's cargo: look where rustup puts it.
 if ! command -v cargo >/dev/null 2>&1; then
