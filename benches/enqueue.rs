@@ -159,7 +159,8 @@ fn rate_limit_cost(hosts: &Path, n: usize, enqueue: Duration) {
         .map_or(0, |d| d.as_secs());
     let start = std::time::Instant::now();
     for _ in 0..n {
-        spoolmail::ratelimit::admit(&config, hosts, 60_000, "bench", 1, now).expect("admitted");
+        spoolmail::accept::ratelimit::admit(&config, hosts, 60_000, "bench", 1, now)
+            .expect("admitted");
     }
     let each = start.elapsed() / n as u32;
     println!(

@@ -2,31 +2,21 @@
 //!
 //! One binary, three faces chosen by argv[0]: `sendmail` (accept a
 //! message and commit it to the spool), `mailq` (list the queue) and
-//! `newaliases` (compile the aliases file). See DESIGN.md for the map.
+//! `newaliases` (compile the aliases file). See docs/architecture.md for the map.
 
+pub mod accept;
 pub mod address;
-pub mod admin;
-pub mod bounce;
 pub mod cli;
+pub mod clock;
 pub mod config;
-pub mod dns;
 pub mod error;
 pub mod local;
 pub mod logging;
-pub mod mailq;
-pub mod masquerade;
-pub mod message;
 pub mod privilege;
-pub mod qualify;
-pub mod ratelimit;
-pub mod relay;
-pub mod route;
+pub mod queue;
 pub mod runner;
 pub mod smtp;
-pub mod smtpd;
 pub mod spool;
-pub mod submit;
-pub mod summary;
 
 /// Internal parsers re-exported for the fuzz targets in `fuzz/` (they
 /// read outside input but live in private modules). Not a stable API.

@@ -189,12 +189,12 @@ pub fn service_of<'a>(target: &'a str, face: &'a str) -> &'a str {
         ("spoolmail::runner::local", service::LOCAL),
         ("spoolmail::spool::draft", service::CLEANUP),
         ("spoolmail::spool::maildrop", service::PICKUP),
+        ("spoolmail::runner::dns", service::SMTP),
+        ("spoolmail::runner::bounce", service::BOUNCE),
         ("spoolmail::smtp", service::SMTP),
-        ("spoolmail::dns", service::SMTP),
         ("spoolmail::local", service::LOCAL),
-        ("spoolmail::bounce", service::BOUNCE),
-        ("spoolmail::admin", service::POSTSUPER),
-        ("spoolmail::smtpd", service::SMTPD),
+        ("spoolmail::queue::admin", service::POSTSUPER),
+        ("spoolmail::accept::smtpd", service::SMTPD),
         ("spoolmail::runner", service::QMGR),
         ("spoolmail::spool", service::QMGR),
     ];
@@ -433,9 +433,9 @@ mod tests {
         assert_eq!(service_of("spoolmail::runner", "x"), "qmgr");
         assert_eq!(service_of("spoolmail::local::mbox", "x"), "local");
         assert_eq!(service_of("spoolmail::spool::draft", "x"), "cleanup");
-        assert_eq!(service_of("spoolmail::admin", "x"), "postsuper");
+        assert_eq!(service_of("spoolmail::queue::admin", "x"), "postsuper");
         // A prefix is a whole module, not the start of a name.
-        assert_eq!(service_of("spoolmail::smtpd", "x"), "smtpd");
+        assert_eq!(service_of("spoolmail::accept::smtpd", "x"), "smtpd");
         assert_eq!(service_of("spoolmail::spoolish", "sendmail"), "sendmail");
         assert_eq!(service_of("spoolmail", "newaliases"), "newaliases");
         assert_eq!(service_of(SYSLOG_ONLY, "sendmail"), "sendmail");

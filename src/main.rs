@@ -2,10 +2,12 @@
 //! face from argv[0], runs it, and turns the one typed error into the one
 //! exit code (the only place where exit codes are decided).
 
+use spoolmail::accept::submit;
 use spoolmail::cli::{self, DeliveryMode, Face, Invocation, Mode};
 use spoolmail::config::{self, Config};
 use spoolmail::error::{Error, Kind, Result};
-use spoolmail::{local, logging, mailq, privilege, runner, spool, submit};
+use spoolmail::queue::mailq;
+use spoolmail::{local, logging, privilege, runner, spool};
 use std::io::Write;
 use std::path::Path;
 use std::time::SystemTime;
@@ -107,12 +109,12 @@ fn administer(inv: &Invocation, action: cli::AdminAction, config: &Config) -> Re
     let who = privilege::caller_name().unwrap_or_else(|| format!("uid {uid}"));
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let request = spoolmail::admin::Request {
+    let request = spoolmail::queue::admin::Request {
         action,
         targets: &inv.recipients,
         filters: &inv.admin_filters,
     };
-    let report = spoolmail::admin::administer(
+    let report = spoolmail::queue::admin::administer(
         &spool,
         &request,
         owner,
@@ -129,7 +131,7 @@ fn administer(inv: &Invocation, action: cli::AdminAction, config: &Config) -> Re
     if due_now && let Some(first) = report.done.first() {
         runner::spawn_detached(&spool, config, first);
     }
-    spoolmail::admin::outcome(&report)
+    spoolmail::queue::admin::outcome(&report)
 }
 
 /// `sendmail -bs`: SMTP on stdin/stdout; each committed message goes to
@@ -142,7 +144,7 @@ fn smtp_session(inv: &Invocation, config: &Config) -> Result<()> {
             runner::spawn_detached(&spool, config, id);
         }
     };
-    spoolmail::smtpd::serve(
+    spoolmail::accept::smtpd::serve(
         inv,
         config,
         &caller,
@@ -291,7 +293,7 @@ fn print_queue(inv: &Invocation, config: &Config) -> Result<()> {
     let only_uid = (!privilege::caller_is_root()).then(|| nix::unistd::getuid().as_raw());
     if inv.summary {
         let now = runner::unix_now();
-        spoolmail::summary::print(&spool, inv.json, only_uid, &mut out, now)?;
+        spoolmail::queue::summary::print(&spool, inv.json, only_uid, &mut out, now)?;
         return Ok(());
     }
     let mut waits = spoolmail::runner::Waits::new(config, &spool);

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use common::dns::DnsServer;
-use spoolmail::dns::{Resolver, RouteError};
+use spoolmail::runner::dns::{Resolver, RouteError};
 
 fn resolver(server: &DnsServer) -> Resolver {
     Resolver::new(Some(server.addr), Duration::from_secs(5)).unwrap()
@@ -126,7 +126,7 @@ fn an_mx_host_without_address_is_skipped() {
 /// further.
 #[test]
 fn a_hostile_zone_costs_a_bounded_resolution() {
-    use spoolmail::dns::{Limits, MAX_MX_NAMES};
+    use spoolmail::runner::dns::{Limits, MAX_MX_NAMES};
     let names: Vec<String> = (1..=20).map(|n| format!("m{n:02}.hostile.test")).collect();
     let mut records: Vec<String> = names
         .iter()

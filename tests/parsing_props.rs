@@ -7,8 +7,8 @@
 use std::io::{self, Read};
 
 use proptest::prelude::*;
+use spoolmail::accept::message::{Intake, IntakeOptions};
 use spoolmail::address::{self, Address};
-use spoolmail::message::{Intake, IntakeOptions};
 
 /// A reader that returns its data in the given chunk sizes (cycled), as a
 /// pipe does: a CR and its LF may arrive in different reads.

@@ -13,7 +13,7 @@
 use libfuzzer_sys::fuzz_target;
 use spoolmail::address::{self, Address};
 use spoolmail::config::{self, Config};
-use spoolmail::masquerade::Masquerade;
+use spoolmail::accept::masquerade::Masquerade;
 use spoolmail_fuzz::field_value;
 use std::sync::OnceLock;
 

@@ -14,7 +14,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use spoolmail::address::Address;
-use spoolmail::message::{Header, Intake, IntakeOptions};
+use spoolmail::accept::message::{Header, Intake, IntakeOptions};
 use spoolmail_fuzz::Chunked;
 
 /// Header bytes written, body bytes, the header, or the error text.

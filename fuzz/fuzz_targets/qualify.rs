@@ -10,7 +10,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use spoolmail::address;
-use spoolmail::qualify::{is_address_field, qualify_field};
+use spoolmail::accept::qualify::{is_address_field, qualify_field};
 use spoolmail_fuzz::field_value;
 
 const HOST: &str = "host.example";

@@ -16,9 +16,9 @@ use libfuzzer_sys::fuzz_target;
 use spoolmail::address::{self, Address};
 use spoolmail::cli::{self, Face, Invocation};
 use spoolmail::config::Config;
-use spoolmail::smtpd;
+use spoolmail::accept::smtpd;
 use spoolmail::spool::{QueueId, Spool};
-use spoolmail::submit::Caller;
+use spoolmail::accept::submit::Caller;
 use spoolmail_fuzz::empty_dir;
 
 struct Scratch {

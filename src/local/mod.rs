@@ -750,7 +750,7 @@ pub fn forward(
         size: 0,
     };
     let over_limit = match counted {
-        true => crate::ratelimit::admit(
+        true => crate::accept::ratelimit::admit(
             config,
             &spool.hosts_dir(),
             uid,

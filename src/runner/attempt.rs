@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::io;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::bounce::{self, Action, RecipientReport};
 use crate::error::Result;
 use crate::local;
+use crate::runner::bounce::{self, Action, RecipientReport};
 use crate::smtp::{ErrorKind, TransactionEnvelope};
 use crate::spool::{Claim, DeliveryState, Draft, Envelope, QueueId, RecipientStatus};
 
@@ -89,7 +89,7 @@ pub fn attempt(
         state.possibly_delivered = true;
         log::warn!(
             "{id}: an attempt at {} ended after the final dot without a reply: possibly delivered (RFC 1047)",
-            crate::mailq::local_time(at)
+            crate::clock::local_time(at)
         );
         spool.write_state(&id, &state)?;
         spool.close_window(&claim);

@@ -168,7 +168,7 @@ pub enum Routing {
 /// bare names locally; else the first matching route of the table; else
 /// the smarthost if set, else MX.
 pub fn route_of(config: &crate::config::Config, sender: &str, address: &str) -> Routing {
-    use crate::route::Action;
+    use crate::config::route::Action;
     if crate::local::is_local(config, address) {
         return Routing::Local;
     }

@@ -17,6 +17,8 @@
 
 mod attempt;
 mod backoff;
+pub mod bounce;
+pub mod dns;
 mod hosts;
 mod local;
 mod outcome;
@@ -135,7 +137,7 @@ impl<'a> Waits<'a> {
         let (hop, status) = first?;
         Some(format!(
             "{hop} unreachable until {}: {}",
-            crate::mailq::local_time(status.unreachable_until),
+            crate::clock::local_time(status.unreachable_until),
             status.last_error
         ))
     }
@@ -234,7 +236,7 @@ fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
 }
 
 /// Seconds a held message's schedule entry is put off each time a run
-/// comes across it ([`crate::admin`]: a release files it as due at once).
+/// comes across it ([`crate::queue::admin`]: a release files it as due at once).
 const HELD_RECHECK: u64 = 86_400;
 
 /// Unix seconds now.
@@ -366,7 +368,7 @@ pub fn run_queue(
                 Ok(_) => {}
                 Err(e) => log::warn!("maildrop: {e}"),
             }
-            crate::ratelimit::sweep(&spool.hosts_dir(), unix_now());
+            crate::accept::ratelimit::sweep(&spool.hosts_dir(), unix_now());
             // After the pickup, which may have set refused drops aside.
             if let Err(e) = spool.sweep_corrupt(
                 config.corrupt_max_age,

@@ -4,7 +4,7 @@
 //! the unreachable cache and fails over along this order.
 
 use crate::config::Config;
-use crate::relay::{Policy, Relay, RelayList};
+use crate::config::relay::{Policy, Relay, RelayList};
 
 use super::hosts::{Destination, Hop};
 
@@ -24,7 +24,7 @@ pub fn hops<'a>(config: &'a Config, dest: &Destination, id: &str) -> Vec<Candida
             None => return Vec::new(),
         },
         Destination::Route(index) => match config.routes.get(*index).map(|r| &r.action) {
-            Some(crate::route::Action::Relay(list)) => list,
+            Some(crate::config::route::Action::Relay(list)) => list,
             _ => return Vec::new(),
         },
     };

@@ -16,9 +16,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::config::relay::Relay;
 use crate::config::{Config, SmarthostTls, TlsPolicy};
-use crate::dns::{self, RouteError};
-use crate::relay::Relay;
+use crate::runner::dns::{self, RouteError};
 use crate::smtp::{ClientSettings, Credentials, Security, Session, Timeouts};
 
 use super::SLOT_WAIT;
@@ -341,7 +341,7 @@ impl<'a> Transport<'a> {
             "4.4.1",
             format!(
                 "{hop} unreachable, not retried before {}: {error}",
-                crate::mailq::local_time(until)
+                crate::clock::local_time(until)
             ),
         )
     }

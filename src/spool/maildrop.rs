@@ -35,9 +35,10 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::accept::message;
+use crate::address;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::{address, message};
 
 use super::draft::{DirSync, Draft};
 use super::{Envelope, QueueId, Spool, Trouble, durable};
@@ -334,7 +335,7 @@ impl Spool {
         // A rewrite that cannot be made (too long for RFC 5321) keeps
         // the sender: the writer was told 0 already, and a message is
         // not thrown away for its sender's length.
-        let sender = match crate::masquerade::Masquerade::new(config)
+        let sender = match crate::accept::masquerade::Masquerade::new(config)
             .map(|m| m.envelope_sender(sender.as_ref(), true))
         {
             Some(Ok(masqueraded)) => masqueraded.map(|a| a.to_string()).unwrap_or_default(),
@@ -396,7 +397,8 @@ impl Spool {
         let hosts = self.hosts_dir();
         let nrcpt = envelope.recipients.len();
         let over_limit =
-            crate::ratelimit::admit(config, &hosts, uid, &envelope.user, nrcpt, unix_now).err();
+            crate::accept::ratelimit::admit(config, &hosts, uid, &envelope.user, nrcpt, unix_now)
+                .err();
         if over_limit.is_some() {
             let mut state = super::DeliveryState::initial(&envelope);
             state.held = true;

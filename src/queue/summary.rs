@@ -14,7 +14,7 @@
 //! Local names (no domain) count under `(local)`. Domains are sorted by
 //! their total, largest first. Then, when `max_messages_per_hour` or
 //! `max_recipients_per_hour` counts anything, each user's submissions of
-//! this hour ([`crate::ratelimit`]). With `--json`, one object instead. Read
+//! this hour ([`crate::accept::ratelimit`]). With `--json`, one object instead. Read
 //! through [`Spool::list_each`], so memory grows with the number of
 //! domains, not of messages.
 
@@ -75,7 +75,7 @@ pub fn print(
     let mut total = Row::default();
     let mut domains: BTreeMap<String, Row> = BTreeMap::new();
     spool.list_each(|m| {
-        if only_uid.is_some_and(|uid| !crate::mailq::belongs_to(&m.envelope, uid)) {
+        if only_uid.is_some_and(|uid| !crate::queue::mailq::belongs_to(&m.envelope, uid)) {
             return Ok(());
         }
         let minutes = now.saturating_sub(m.envelope.arrival) / 60;
@@ -103,7 +103,7 @@ pub fn print(
         }
         Ok(())
     })?;
-    let submitters: Vec<Submitter> = crate::ratelimit::this_hour(&spool.hosts_dir(), now)
+    let submitters: Vec<Submitter> = crate::accept::ratelimit::this_hour(&spool.hosts_dir(), now)
         .into_iter()
         .filter(|&(uid, _, _)| only_uid.is_none_or(|only| only == uid))
         .map(|(uid, messages, recipients)| Submitter {

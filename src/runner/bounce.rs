@@ -6,9 +6,9 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::accept::message;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::message;
 use crate::spool::{Draft, Envelope, MessageData, QueueId, Spool};
 
 /// What the notice says happened.

@@ -29,12 +29,12 @@
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::time::SystemTime;
 
+use crate::accept::submit::{self, Caller};
 use crate::address::{self, Address};
 use crate::cli::Invocation;
 use crate::config::Config;
 use crate::error::{Error, Kind, Result};
 use crate::spool::QueueId;
-use crate::submit::{self, Caller};
 
 /// Longest command line accepted (RFC 5321 §4.5.3.1.4 says 512 octets
 /// with the CRLF; some clients send more with parameters).

@@ -15,7 +15,7 @@
 //! the smarthost, else MX). Local domains and bare names never consult
 //! the table. Parsing and matching only; the runner acts on the answer.
 
-use crate::relay::{self, Entry, Policy};
+use crate::config::relay::{self, Entry, Policy};
 
 /// A domain pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]

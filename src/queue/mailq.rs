@@ -31,6 +31,7 @@
 //! crafted address cannot rewrite the operator's terminal. Message content
 //! is never printed.
 
+use crate::clock::local_time;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::time::SystemTime;
@@ -111,7 +112,7 @@ pub fn print(
 }
 
 /// Whether a queued message is `uid`'s — listed to them, and theirs to
-/// act on ([`crate::admin`]): the one rule for both. The uid in its
+/// act on ([`crate::queue::admin`]): the one rule for both. The uid in its
 /// envelope, which only this binary writes: the submitter's, the owner
 /// of the `.forward` or list that made a forwarded copy, the original's
 /// sender for a notice, the file's owner for a maildrop pickup.
@@ -342,32 +343,6 @@ fn clean(value: &str) -> std::borrow::Cow<'_, str> {
         })
         .collect::<String>()
         .into()
-}
-
-/// `Mon Nov 23 06:50` in local time, formatted by hand so that the
-/// locale cannot change it; `?` if the time cannot be converted.
-pub fn local_time(unix: u64) -> String {
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let t = libc::time_t::try_from(unix).unwrap_or(libc::time_t::MAX);
-    // SAFETY: an all-zero tm is a valid value for localtime_r to fill.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    // SAFETY: both pointers are valid for the duration of the call.
-    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
-        return "?".to_owned();
-    }
-    let (Some(day), Some(month)) = (
-        usize::try_from(tm.tm_wday).ok().and_then(|d| DAYS.get(d)),
-        usize::try_from(tm.tm_mon).ok().and_then(|m| MONTHS.get(m)),
-    ) else {
-        return "?".to_owned();
-    };
-    format!(
-        "{day} {month} {:>2} {:02}:{:02}",
-        tm.tm_mday, tm.tm_hour, tm.tm_min
-    )
 }
 
 #[cfg(test)]

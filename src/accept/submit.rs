@@ -8,12 +8,12 @@
 //! line every error leaves the queue as it was and maps to a non-zero
 //! exit; after it the message is safe and the caller gets 0 (RFC 1047).
 
+use crate::accept::masquerade::Masquerade;
+use crate::accept::message::{self, Intake, IntakeOptions};
 use crate::address::{self, Address};
 use crate::cli::Invocation;
 use crate::config::Config;
 use crate::error::{Error, Kind, Result};
-use crate::masquerade::Masquerade;
-use crate::message::{self, Intake, IntakeOptions};
 use crate::privilege;
 use crate::spool::{Envelope, QueueId, Spool};
 use std::io::{Read, Write};
@@ -249,7 +249,7 @@ pub fn submit(
     // counters fail closed), and root's pickup counts it, holding what
     // passes the limit.
     if !dropped {
-        crate::ratelimit::admit(
+        crate::accept::ratelimit::admit(
             config,
             &crate::spool::hosts_dir_of(&config.spool),
             caller.uid,

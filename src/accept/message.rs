@@ -602,8 +602,8 @@ impl Header {
     /// (`To: root` → `To: root@hostname`), as sendmail does.
     pub fn qualify(&mut self, hostname: &str) {
         for raw in &mut self.fields {
-            if crate::qualify::is_address_field(field_name(raw))
-                && let Some(rewritten) = crate::qualify::qualify_field(raw, hostname)
+            if crate::accept::qualify::is_address_field(field_name(raw))
+                && let Some(rewritten) = crate::accept::qualify::qualify_field(raw, hostname)
             {
                 *raw = rewritten;
             }
@@ -611,8 +611,8 @@ impl Header {
     }
 
     /// Masquerades the local mailboxes of the fields `masquerade` covers
-    /// (From, Sender, Reply-To by default); see [`crate::masquerade`].
-    pub fn masquerade(&mut self, masquerade: &crate::masquerade::Masquerade) {
+    /// (From, Sender, Reply-To by default); see [`crate::accept::masquerade`].
+    pub fn masquerade(&mut self, masquerade: &crate::accept::masquerade::Masquerade) {
         for raw in &mut self.fields {
             if let Some(rewritten) = masquerade.header_field(raw) {
                 *raw = rewritten;

@@ -249,7 +249,7 @@ mod tests {
     fn hostname_goes_after_the_last_byte_inside_the_angle() {
         assert_eq!(q("To: <dc >\n"), "To: <dc@h.example >\n");
         assert_eq!(q("To: Bob <bob (x)>\n"), "To: Bob <bob@h.example (x)>\n");
-        let fuzzed = include_bytes!("../fuzz/regressions/qualify/angle-with-trailing-blank");
+        let fuzzed = include_bytes!("../../fuzz/regressions/qualify/angle-with-trailing-blank");
         let out = qualify_field(fuzzed, "h.example").unwrap();
         assert!(out.ends_with(b"@<dc@h.example >\n"), "{out:?}");
     }
@@ -263,7 +263,7 @@ mod tests {
         assert_eq!(q("To: x[a, b]y: c\n"), "To: x[a, b]y: c@h.example\n");
         assert_eq!(q("To: root@[192.0.2.1]\n"), "To: root@[192.0.2.1]\n");
         assert_eq!(q("To: [a, b\n"), "To: [a, b\n");
-        let fuzzed = include_bytes!("../fuzz/regressions/qualify/domain-literal-spans-commas");
+        let fuzzed = include_bytes!("../../fuzz/regressions/qualify/domain-literal-spans-commas");
         let out = qualify_field(fuzzed, "h.example").unwrap();
         assert!(out.ends_with(b": roC@h.example"), "{out:?}");
         assert_eq!(out.len(), fuzzed.len() + "@h.example".len());
@@ -278,7 +278,7 @@ mod tests {
         assert_eq!(q("To: X <\"a@b\">\n"), "To: X <\"a@b\"@h.example>\n");
         // Folded inside the quotes: read unfolded, as recipients() does.
         assert_eq!(q("To: \"a\n b\"\n"), "To: \"a\n b\"@h.example\n");
-        let fuzzed = include_bytes!("../fuzz/regressions/qualify/quoted-at-is-bare");
+        let fuzzed = include_bytes!("../../fuzz/regressions/qualify/quoted-at-is-bare");
         let out = qualify_field(fuzzed, "h.example").unwrap();
         assert!(out.ends_with(b"Ky\"@h.example>\n"), "{out:?}");
     }

@@ -7,10 +7,13 @@
 //! an error naming the file and line (exit 78): a typo must not silently
 //! fall back to a default.
 
+pub mod relay;
+pub mod route;
+
 use crate::address::Address;
 use crate::error::{Error, Result};
-use crate::relay::{self, Policy, RelayList};
-use crate::route::{self, Route};
+use relay::{Policy, RelayList};
+use route::Route;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -167,7 +170,7 @@ pub struct Config {
     /// go first.
     pub corrupt_max_files: usize,
     /// `max_messages_per_hour`: messages one user may submit in a clock
-    /// hour (0: no limit); see [`crate::ratelimit`].
+    /// hour (0: no limit); see [`crate::accept::ratelimit`].
     pub max_messages_per_hour: u64,
     /// `max_recipients_per_hour`: envelope recipients one user may submit
     /// in a clock hour, all messages together (0: no limit).
@@ -181,7 +184,7 @@ pub struct Config {
     /// `syslog_socket`: the syslog socket (`None`: the system's).
     pub syslog_socket: Option<PathBuf>,
     /// `masquerade_domain`: local senders become `user@` this domain
-    /// (see [`crate::masquerade`]).
+    /// (see [`crate::accept::masquerade`]).
     pub masquerade_domain: Option<String>,
     /// `sender_address`: local senders become this one address instead.
     pub sender_address: Option<Address>,
@@ -1148,7 +1151,7 @@ corrupt_max_files = 20
     /// section are valid configs.
     #[test]
     fn readme_relay_examples_parse() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let section = readme
             .split("## Relays and routes")
             .nth(1)
@@ -1201,7 +1204,7 @@ mod readme {
     /// The keys `set` knows, read from its source: the arms of its
     /// outer match (eight spaces in, a string pattern).
     fn keys_in_code() -> Vec<&'static str> {
-        let source = include_str!("config.rs");
+        let source = include_str!("mod.rs");
         // The match arms of `set` (one value per key) and of `Lists::take`
         // (the relay lists and routes, read whole before they resolve).
         let between = |from: &str, to: &str, indent: &'static str| {
@@ -1219,7 +1222,7 @@ mod readme {
 
     /// The keys of the README's configuration table, in order.
     fn keys_in_readme() -> Vec<&'static str> {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let start = readme
             .find("\n## Configuration\n")
             .expect("## Configuration");

@@ -7,7 +7,7 @@
 //! [`CLAIM_WAIT`] for the claim, then leaves the message as it is and
 //! says it was busy. Root and members of the spool's group act on every
 //! message; anyone else only on the messages that are theirs by the one
-//! rule `mailq` lists them by ([`crate::mailq::belongs_to`]: the uid in
+//! rule `mailq` lists them by ([`crate::queue::mailq::belongs_to`]: the uid in
 //! the envelope — their submissions, the copies their `.forward` made,
 //! the notices about their mail).
 //!
@@ -33,7 +33,7 @@ use crate::spool::{Claim, DeliveryState, NOW_BUCKET, QueueId, RecipientStatus, S
 fn is_theirs(spool: &Spool, id: &QueueId, caller: u32) -> bool {
     spool
         .read_envelope(id)
-        .is_ok_and(|envelope| crate::mailq::belongs_to(&envelope, caller))
+        .is_ok_and(|envelope| crate::queue::mailq::belongs_to(&envelope, caller))
 }
 
 /// How long an action waits for a runner to let go of a message.

@@ -1,0 +1,15 @@
+//! Acceptance: the one way in for every message (Postfix's cleanup).
+//!
+//! Whatever door a message comes in by — `sendmail` reading stdin,
+//! `sendmail -bs` speaking SMTP on stdio, root's pickup of the maildrop —
+//! its bytes pass through this room on their way to the spool's
+//! `Draft::commit`: the recipient limit, the address checks and
+//! qualification, masquerading, the brake, the `Received:` trace and the
+//! log line. See docs/architecture.md, "accept".
+
+pub mod masquerade;
+pub mod message;
+pub mod qualify;
+pub mod ratelimit;
+pub mod smtpd;
+pub mod submit;
