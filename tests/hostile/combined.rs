@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{self, smtpd::SmtpServer};
+use crate::common::{self, Setup, smtpd::SmtpServer};
 use crate::site::Site;
 use crate::tools::{keep_locked, never_answering_zone, silent_server, stop};
 
@@ -53,12 +53,14 @@ fn round2_items01_to_04_at_once_roots_run_still_delivers_everyone_elses_mail() {
     // ends within the test; every other setting is the default.
     let Some(site) = Site::new(
         "call",
-        &format!(
-            "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nroute = hostile.test -> mx\n\
-             route = stuck.test -> relay 127.0.0.1:{stuck_port}\nresolver = {}\n\
-             max_connections = 4\ncommand_timeout = 20s",
-            server.port, dns.addr
-        ),
+        Setup::smarthost(server.port)
+            .route("hostile.test -> mx")
+            .route_to_relay("stuck.test", stuck_port)
+            .line(&format!(
+                "resolver = {}\nmax_connections = 4\ncommand_timeout = 20s",
+                dns.addr
+            ))
+            .text(),
     ) else {
         return;
     };

@@ -7,7 +7,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::common::{self, syslog::SyslogReceiver};
+use crate::common::{self, Setup, syslog::SyslogReceiver};
 use crate::site::{Account, Site};
 use crate::tools::run_within;
 
@@ -161,10 +161,13 @@ fn round2_item07_a_forwarding_loop_through_a_route_stays_small() {
         return;
     };
     let log = SyslogReceiver::start(&site.base);
-    site.set_config(&format!(
-        "retry_min = 1s\nroute = *.loop.test -> local\n{}",
-        log.config_line()
-    ));
+    site.set_config(
+        Setup::default()
+            .line("retry_min = 1s")
+            .route("*.loop.test -> local")
+            .line(&log.config_line())
+            .text(),
+    );
     let name = &site.mallory.name;
     let forward = site.mallory.home.join(".forward");
     let targets: Vec<String> = ["a", "b", "c", "d"]

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{self, smtpd::SmtpServer};
+use crate::common::{self, Setup, smtpd::SmtpServer};
 use crate::site::{Account, Site};
 use crate::tools::{keep_locked, never_answering_zone, silent_server, stop};
 
@@ -107,11 +107,13 @@ fn round2_item02_a_hostile_dns_zone_holds_no_connection_slot() {
     let dns = never_answering_zone();
     let Some(site) = Site::new(
         "fdns",
-        &format!(
-            "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nroute = hostile.test -> mx\n\
-             resolver = {}\nmax_connections = 4\ncommand_timeout = 2s",
-            server.port, dns.addr
-        ),
+        Setup::smarthost(server.port)
+            .route("hostile.test -> mx")
+            .line(&format!(
+                "resolver = {}\nmax_connections = 4\ncommand_timeout = 2s",
+                dns.addr
+            ))
+            .text(),
     ) else {
         return;
     };
@@ -173,11 +175,10 @@ fn round2_item03_a_users_stuck_connections_hold_no_one_elses_slots() {
     let (stuck_port, stuck) = silent_server();
     let Some(site) = Site::new(
         "fconn",
-        &format!(
-            "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\n\
-             route = stuck.test -> relay 127.0.0.1:{stuck_port}\nmax_connections = 4",
-            server.port
-        ),
+        Setup::smarthost(server.port)
+            .route_to_relay("stuck.test", stuck_port)
+            .line("max_connections = 4")
+            .text(),
     ) else {
         return;
     };

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{self, smtpd::SmtpServer};
+use crate::common::{self, Setup, smtpd::SmtpServer};
 use crate::site::Site;
 
 /// The fixture itself: an ordinary user queues through the setgid
@@ -59,10 +59,7 @@ fn item02_an_ordinary_users_queue_run_touches_only_their_own_mail() {
             "alice@example.org=451 4.3.0 try later",
         ],
     );
-    site.set_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nretry_min = 1s",
-        server.port
-    ));
+    site.set_config(Setup::smarthost(server.port).line("retry_min = 1s").text());
     let out = site.run(
         Some(&site.alice),
         "sendmail",
@@ -135,10 +132,11 @@ fn item03_a_users_stalled_runners_hold_no_one_elses_slots() {
     };
     let dir = tempfile::tempdir().unwrap();
     let server = SmtpServer::start(dir.path(), &[]);
-    site.set_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nmax_connections = 3",
-        server.port
-    ));
+    site.set_config(
+        Setup::smarthost(server.port)
+            .line("max_connections = 3")
+            .text(),
+    );
     let forward = site.mallory.home.join(".forward");
     site.write_as(&site.mallory, &forward, "\"|exec sleep 30\"\n", 0o600);
     for _ in 0..10 {
@@ -215,7 +213,7 @@ fn item02_an_ordinary_user_administers_only_their_own_mail() {
     let Some(site) = Site::new("qadm", "") else {
         return;
     };
-    site.set_config("smarthost = 127.0.0.1:9\nsmarthost_tls = none");
+    site.set_config(Setup::smarthost(9).text());
     for who in [&site.alice, &site.mallory] {
         let out = site.run(
             Some(who),
@@ -290,10 +288,14 @@ fn a_runaway_sender_stops_at_the_hourly_limit() {
     let Some(site) = Site::new("rate", "") else {
         return;
     };
-    site.set_config(&format!(
-        "smarthost = 127.0.0.1:9\nsmarthost_tls = none\nmax_messages_per_hour = 3\nrate_limit_exempt = {}",
-        site.alice.name
-    ));
+    site.set_config(
+        Setup::smarthost(9)
+            .line(&format!(
+                "max_messages_per_hour = 3\nrate_limit_exempt = {}",
+                site.alice.name
+            ))
+            .text(),
+    );
     let send = |who| {
         site.run(
             Some(who),

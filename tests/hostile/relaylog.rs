@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::common::dns::DnsServer;
 use crate::common::smtpd::SmtpServer;
 use crate::common::syslog::{SyslogReceiver, pflogsumm, total};
-use crate::common::{self, HOSTNAME};
+use crate::common::{self, HOSTNAME, Setup};
 use crate::site::Site;
 
 const MSG: &[u8] = b"Subject: round two\n\nbody\n";
@@ -58,11 +58,11 @@ fn round2_item05_a_421_to_one_users_message_does_not_hold_the_relays_for_others(
     ];
     let first = SmtpServer::start(dir.path(), &relay_args);
     let second = SmtpServer::start(dir.path(), &relay_args);
-    site.set_config(&format!(
-        "smarthost = 127.0.0.1:{}, 127.0.0.1:{}\nsmarthost_policy = failover\n\
-         smarthost_tls = none\nretry_min = 1h",
-        first.port, second.port
-    ));
+    site.set_config(
+        Setup::smarthosts(&[first.port, second.port])
+            .line("smarthost_policy = failover\nretry_min = 1h")
+            .text(),
+    );
     // Forced attempts (-odi): every relay is tried for each message.
     let out = site.run(
         Some(&site.mallory),
@@ -150,10 +150,15 @@ fn round2_item08_lookalike_domains_keep_separate_records() {
         ],
         &[],
     );
-    site.set_config(&format!(
-        "route = * -> mx\nsmtp_port = {}\nresolver = {}\ntls = none\nretry_min = 1h",
-        server.port, dns.addr
-    ));
+    site.set_config(
+        Setup::default()
+            .route("* -> mx")
+            .line(&format!(
+                "smtp_port = {}\nresolver = {}\ntls = none\nretry_min = 1h",
+                server.port, dns.addr
+            ))
+            .text(),
+    );
     let out = site.run(
         Some(&site.mallory),
         "sendmail",
@@ -213,11 +218,12 @@ fn round2_item11_addresses_and_replies_cannot_close_or_fake_log_fields() {
     std::fs::create_dir(&logs).unwrap();
     std::fs::set_permissions(&logs, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let syslog = SyslogReceiver::start(&logs);
-    site.set_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nretry_min = 1h\n{}",
-        server.port,
-        syslog.config_line()
-    ));
+    site.set_config(
+        Setup::smarthost(server.port)
+            .line("retry_min = 1h")
+            .line(&syslog.config_line())
+            .text(),
+    );
     // 62 octets of local part: within the limit of 64.
     let faker = "\"x>, relay=r[192.0.2.1]:25, delay=0, dsn=2.0.0, status=sent (\"@example.org";
     let bidi = "invoice\u{202e}fdp.exe@example.org";

@@ -185,10 +185,7 @@ fn item07_an_unreadable_state_never_moves_the_message_to_corrupt() {
     // State unknown: the next run delivers it, once.
     let dir = tempfile::tempdir().unwrap();
     let server = crate::common::smtpd::SmtpServer::start(dir.path(), &[]);
-    site.set_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none",
-        server.port
-    ));
+    site.set_config(common::Setup::smarthost(server.port).text());
     common::assert_success(&site.as_root("sendmail", &["-q"], b""));
     assert_eq!(server.messages().len(), 1);
     assert!(site.queue_ids().is_empty());
