@@ -1,5 +1,5 @@
 //! What the SMTP client sends and how long a hostile server may hold it
-//! (issue 15, items 7, 9b, 10 and 11): message content that tries to end
+//! (issue 15): message content that tries to end
 //! the data early at the receiver (SMTP smuggling), replies trickled one
 //! byte a second, a transaction of thousands of pipelined recipients, and
 //! a STARTTLS refused in the middle of an opportunistic session.
@@ -249,10 +249,10 @@ fn assert_cut_at_the_timeout(fault: Fault) -> World {
 }
 
 // ---------------------------------------------------------------------
-// Item 10: a reply's timeout bounds the whole reply.
+// A reply's timeout bounds the whole reply.
 
 #[test]
-fn item10_a_trickled_greeting_is_cut_at_the_command_timeout() {
+fn a_server_trickling_its_greeting_is_cut_at_the_command_timeout() {
     if !common::root_or_skip(SUITE_NEEDS_ROOT) {
         return;
     }
@@ -260,7 +260,7 @@ fn item10_a_trickled_greeting_is_cut_at_the_command_timeout() {
 }
 
 #[test]
-fn item10_a_trickled_ehlo_reply_is_cut_at_the_command_timeout() {
+fn a_server_trickling_its_ehlo_reply_is_cut_at_the_command_timeout() {
     if !common::root_or_skip(SUITE_NEEDS_ROOT) {
         return;
     }
@@ -268,7 +268,7 @@ fn item10_a_trickled_ehlo_reply_is_cut_at_the_command_timeout() {
 }
 
 #[test]
-fn item10_a_trickled_final_dot_reply_is_cut_at_the_final_dot_timeout() {
+fn a_server_trickling_its_final_dot_reply_is_cut_at_the_final_dot_timeout() {
     if !common::root_or_skip(SUITE_NEEDS_ROOT) {
         return;
     }
@@ -281,7 +281,7 @@ fn item10_a_trickled_final_dot_reply_is_cut_at_the_final_dot_timeout() {
 }
 
 // ---------------------------------------------------------------------
-// Item 9b: SMTP smuggling through stored bare CR and LF.
+// SMTP smuggling through stored bare CR and LF.
 
 /// True when every CR is followed by LF and every LF follows a CR.
 fn only_crlf(data: &[u8]) -> bool {
@@ -293,7 +293,7 @@ fn only_crlf(data: &[u8]) -> bool {
 }
 
 #[test]
-fn item09_smuggled_end_of_data_stays_inside_one_message() {
+fn a_smuggled_end_of_data_in_the_body_stays_inside_one_message() {
     if !common::root_or_skip(SUITE_NEEDS_ROOT) {
         return;
     }
@@ -347,10 +347,10 @@ fn item09_smuggled_end_of_data_stays_inside_one_message() {
 }
 
 // ---------------------------------------------------------------------
-// Item 7: thousands of pipelined recipients.
+// Thousands of pipelined recipients.
 
 #[test]
-fn item07_five_thousand_pipelined_recipients_are_one_transaction() {
+fn five_thousand_pipelined_recipients_go_in_one_transaction_without_deadlock() {
     if !common::root_or_skip(SUITE_NEEDS_ROOT) {
         return;
     }
@@ -380,10 +380,10 @@ fn item07_five_thousand_pipelined_recipients_are_one_transaction() {
 }
 
 // ---------------------------------------------------------------------
-// Item 11: an opportunistic STARTTLS refused is logged.
+// An opportunistic STARTTLS refused is logged.
 
 #[test]
-fn item11_a_starttls_refused_with_454_is_logged_before_plain_text() {
+fn a_starttls_refused_with_454_is_logged_before_falling_back_to_plain_text() {
     if !common::root_or_skip(SUITE_NEEDS_ROOT) {
         return;
     }

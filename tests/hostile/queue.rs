@@ -1,5 +1,5 @@
 //! Whose mail a queue run touches, and who can hold the slots and claims
-//! everyone needs (issue 15, items 2 and 3).
+//! everyone needs (issue 15).
 
 use std::time::{Duration, Instant};
 
@@ -45,7 +45,7 @@ fn site_queues_mail_from_an_ordinary_user() {
 /// mail; root's run then delivers it, and the bounce it makes for her
 /// is hers (her uid), not the runner's.
 #[test]
-fn item02_an_ordinary_users_queue_run_touches_only_their_own_mail() {
+fn a_users_queue_run_cannot_deliver_claim_show_or_force_anyone_elses_mail() {
     let Some(site) = Site::new("qrun", "") else {
         return;
     };
@@ -126,7 +126,7 @@ fn item02_an_ordinary_users_queue_run_touches_only_their_own_mail() {
 /// his own mail, not anybody else's. Alice's `-odi` must go through at
 /// once and root's queue run must deliver her queued mail meanwhile.
 #[test]
-fn item03_a_users_stalled_runners_hold_no_one_elses_slots() {
+fn a_forward_that_never_ends_stalls_only_its_owners_runners() {
     let Some(site) = Site::new("slots", "") else {
         return;
     };
@@ -209,7 +209,7 @@ fn item03_a_users_stalled_runners_hold_no_one_elses_slots() {
 /// Issue 14: an ordinary user's `mailq --delete/--hold/--release` acts
 /// on their own messages only; another user's stays as it was.
 #[test]
-fn item02_an_ordinary_user_administers_only_their_own_mail() {
+fn a_users_delete_hold_and_release_touch_only_their_own_mail() {
     let Some(site) = Site::new("qadm", "") else {
         return;
     };

@@ -1,5 +1,5 @@
-//! Work one user causes that others paid for, second round (issue 20,
-//! items 5, 8 and 11): a relay's 421 to one user's message taken as the
+//! Work one user causes that others paid for (issue 20): a
+//! relay's 421 to one user's message taken as the
 //! relay being down for everyone, destination records shared by domains
 //! that only look alike, and log fields an address or a server reply
 //! could close or fake.
@@ -34,14 +34,14 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// Item 5: Mallory's messages draw `421 4.7.0 … suspicious` from every
+/// Mallory's messages draw `421 4.7.0 … suspicious` from every
 /// relay of the list — one at the final dot (as Google's smtp-relay
 /// answers), one at RCPT. Her messages wait for their own retry; the
 /// relays are not recorded down, and Alice's message, queued after,
 /// goes out in her own queue run (which honours the unreachable cache)
 /// at once.
 #[test]
-fn round2_item05_a_421_to_one_users_message_does_not_hold_the_relays_for_others() {
+fn a_421_to_one_users_message_does_not_hold_the_relays_for_others() {
     let Some(site) = Site::new("rrly", "") else {
         return;
     };
@@ -128,12 +128,12 @@ fn round2_item05_a_421_to_one_users_message_does_not_hold_the_relays_for_others(
     assert!(window.is_empty(), "{window:?}");
 }
 
-/// Item 8: `bächer.example` (Mallory's, dead) and `bücher.example`
+/// `bächer.example` (Mallory's, dead) and `bücher.example`
 /// (Alice's, healthy) once shared one record name; Mallory's dead
 /// domain then held Alice's mail back and her `mailq` showed Mallory's
 /// error. Each now has its own record.
 #[test]
-fn round2_item08_lookalike_domains_keep_separate_records() {
+fn lookalike_domains_cannot_share_an_unreachable_record() {
     let Some(site) = Site::new("ridn", "") else {
         return;
     };
@@ -192,14 +192,14 @@ fn round2_item08_lookalike_domains_keep_separate_records() {
     assert_eq!(records(&site).len(), 1, "{:?}", records(&site));
 }
 
-/// Item 11: a quoted local part that spells out the rest of a
+/// A quoted local part that spells out the rest of a
 /// delivered line, a server reply that spells out a whole one (it is
 /// quoted in the `to=` lines and in the line `-odi` logs), and a bidi
 /// override in an address and in the reply. The relay defers Mallory's
 /// message; pflogsumm must count it deferred, not delivered, and no line
 /// may carry the override raw.
 #[test]
-fn round2_item11_addresses_and_replies_cannot_close_or_fake_log_fields() {
+fn addresses_and_replies_cannot_close_or_fake_log_fields() {
     let Some(site) = Site::new("rlog", "") else {
         return;
     };
