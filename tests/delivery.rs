@@ -52,12 +52,12 @@ fn auth_world(
 ) -> World {
     let pass = dir.join("password");
     std::fs::write(&pass, format!("{password}\n")).unwrap();
-    World::with_config(&format!(
-        "smarthost = localhost:{}\nsmarthost_tls = starttls\ntls_ca_file = {}\nauth_user = {user}\nauth_password_file = {}",
-        server.port,
-        cert.display(),
-        pass.display()
-    ))
+    Setup::verified_smarthost(server.port, "starttls", cert)
+        .line(&format!(
+            "auth_user = {user}\nauth_password_file = {}",
+            pass.display()
+        ))
+        .world()
 }
 
 /// Polls until a runner has marked the final dot as sent without a
@@ -581,11 +581,7 @@ fn implicit_tls_smarthost() {
             key.to_str().unwrap(),
         ],
     );
-    let w = World::with_config(&format!(
-        "smarthost = localhost:{}\nsmarthost_tls = tls\ntls_ca_file = {}",
-        server.port,
-        cert.display()
-    ));
+    let w = Setup::verified_smarthost(server.port, "tls", &cert).world();
     assert_success(&w.sendmail(&["-odi", "-f", "s@example.org", "a@x.test"], MSG));
     assert_eq!(server.messages().len(), 1);
 }

@@ -404,11 +404,7 @@ fn postfix_starttls_with_a_certificate_from_a_test_ca() {
     ]) else {
         return;
     };
-    let w = World::with_config(&format!(
-        "smarthost = localhost:{}\nsmarthost_tls = starttls\ntls_ca_file = {}",
-        pf.port,
-        ca.display()
-    ));
+    let w = Setup::verified_smarthost(pf.port, "starttls", &ca).world();
     let rcpts = send(&w, 3);
     let delivered = pf.wait_delivered(rcpts.len());
     assert_each_once(&delivered, &rcpts);

@@ -1,12 +1,15 @@
 //! The common setups of a test's config, built line by line: the
 //! smarthost (a test server on loopback, or a relay list of them), the
-//! relays declared in plain text, the routes. Every test server speaks
-//! plain text on 127.0.0.1, so that is what each setup says; anything
-//! else is added as written with [`Setup::line`].
+//! relays declared in plain text, the routes. A test server speaks plain
+//! text on 127.0.0.1 unless it was given a certificate (then it is
+//! `localhost`, verified); anything else is added as written with
+//! [`Setup::line`].
 //!
 //! Lines keep the order they were added in (the first matching route
 //! wins). The text goes to a [`World`] ([`Setup::world`]) or to any other
 //! maker of configs, such as the hostile suite's site ([`Setup::text`]).
+
+use std::path::Path;
 
 use super::World;
 
@@ -35,6 +38,17 @@ impl Setup {
         Setup::default().line(&format!(
             "smarthost = {}\nsmarthost_tls = none",
             list.join(", ")
+        ))
+    }
+
+    /// Remote mail goes to the test server at loopback `port` by the name
+    /// `localhost` (the name its test certificate is for), over TLS as
+    /// `smarthost_tls = MODE` says (`starttls` or `tls`), verified
+    /// against the certificate authority in `ca`.
+    pub fn verified_smarthost(port: u16, mode: &str, ca: &Path) -> Setup {
+        Setup::default().line(&format!(
+            "smarthost = localhost:{port}\nsmarthost_tls = {mode}\ntls_ca_file = {}",
+            ca.display()
         ))
     }
 
