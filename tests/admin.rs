@@ -14,10 +14,7 @@ const MSG: &[u8] = b"Subject: admin\n\nbody\n";
 const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn world(server: &SmtpServer) -> World {
-    World::with_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none",
-        server.port
-    ))
+    Setup::smarthost(server.port).world()
 }
 
 fn queue(w: &World, n: usize) -> Vec<String> {
@@ -144,9 +141,7 @@ fn requeue_attempts_now_past_the_retry_time_and_the_unreachable_cache() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{port}\nsmarthost_tls = none\nretry_min = 1h"
-    ));
+    let w = Setup::smarthost(port).line("retry_min = 1h").world();
     let ids = queue(&w, 1);
     assert_success(&w.sendmail(&["-q"], b""));
     let q = w.mailq_json();
@@ -254,10 +249,9 @@ fn messages_are_chosen_by_recipient_sender_or_ids_on_stdin() {
 fn a_held_message_does_not_expire_until_released() {
     let dir = tempfile::tempdir().unwrap();
     let server = SmtpServer::start(dir.path(), &[]);
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nretry_min = 1s\nretry_max = 1s\nqueue_lifetime = 1s",
-        server.port
-    ));
+    let w = Setup::smarthost(server.port)
+        .line("retry_min = 1s\nretry_max = 1s\nqueue_lifetime = 1s")
+        .world();
     assert_success(&w.sendmail(
         &["-odq", "-f", "sender@example.org", "held@example.org"],
         MSG,

@@ -26,10 +26,10 @@ const THREE_RECIPIENTS: &[&str] = &[
 
 /// A world whose smarthost is `server`, in plain text.
 fn world_for(server: &SmtpServer, extra: &str) -> World {
-    World::with_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nretry_min = 1s\nretry_max = 2s\n{extra}",
-        server.port
-    ))
+    Setup::smarthost(server.port)
+        .line("retry_min = 1s\nretry_max = 2s")
+        .line(extra)
+        .world()
 }
 
 /// A server offering STARTTLS with a fresh self-signed certificate for
@@ -52,12 +52,12 @@ fn auth_world(
 ) -> World {
     let pass = dir.join("password");
     std::fs::write(&pass, format!("{password}\n")).unwrap();
-    World::with_config(&format!(
-        "smarthost = localhost:{}\nsmarthost_tls = starttls\ntls_ca_file = {}\nauth_user = {user}\nauth_password_file = {}",
-        server.port,
-        cert.display(),
-        pass.display()
-    ))
+    Setup::verified_smarthost(server.port, "starttls", cert)
+        .line(&format!(
+            "auth_user = {user}\nauth_password_file = {}",
+            pass.display()
+        ))
+        .world()
 }
 
 /// Polls until a runner has marked the final dot as sent without a
@@ -356,10 +356,9 @@ fn delay_warning_is_a_dsn_with_action_delayed() {
 fn expired_messages_bounce_without_another_attempt() {
     let dir = tempfile::tempdir().unwrap();
     let server = SmtpServer::start(dir.path(), &[]);
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nretry_min = 0s\nqueue_lifetime = 0s",
-        server.port
-    ));
+    let w = Setup::smarthost(server.port)
+        .line("retry_min = 0s\nqueue_lifetime = 0s")
+        .world();
     let id = w.send_ok(&["-f", "s@example.org", "a@x.test"], MSG);
     assert_success(&w.sendmail(&[&format!("-qI{id}")], b""));
     // The original expired: nothing reached the server, and the only
@@ -445,9 +444,7 @@ fn killed_before_the_dot_leaves_a_clean_retry() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let held = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{port}\nsmarthost_tls = none"
-    ));
+    let w = Setup::smarthost(port).world();
     let mut child = w
         .command("sendmail")
         .args(["-odi", "-f", "s@example.org", "a@x.test"])
@@ -532,11 +529,12 @@ fn auth_is_never_sent_in_clear_text() {
     let server = SmtpServer::start(dir.path(), &[]);
     let pass = dir.path().join("password");
     std::fs::write(&pass, "secret\n").unwrap();
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nauth_user = u\nauth_password_file = {}",
-        server.port,
-        pass.display()
-    ));
+    let w = Setup::smarthost(server.port)
+        .line(&format!(
+            "auth_user = u\nauth_password_file = {}",
+            pass.display()
+        ))
+        .world();
     let out = w.sendmail(&["-odi", "-f", "s@example.org", "a@x.test"], MSG);
     assert_exit(&out, 75);
     assert!(server.messages().is_empty());
@@ -583,11 +581,7 @@ fn implicit_tls_smarthost() {
             key.to_str().unwrap(),
         ],
     );
-    let w = World::with_config(&format!(
-        "smarthost = localhost:{}\nsmarthost_tls = tls\ntls_ca_file = {}",
-        server.port,
-        cert.display()
-    ));
+    let w = Setup::verified_smarthost(server.port, "tls", &cert).world();
     assert_success(&w.sendmail(&["-odi", "-f", "s@example.org", "a@x.test"], MSG));
     assert_eq!(server.messages().len(), 1);
 }
@@ -777,16 +771,13 @@ fn size_declares_the_crlf_size_so_an_oversized_message_is_refused_before_data() 
     for _ in 0..300 {
         msg.extend_from_slice(b"line\n");
     }
-    let w = World::with_config("smarthost = 127.0.0.1:1\nsmarthost_tls = none\nretry_min = 1s");
+    let w = Setup::smarthost(1).line("retry_min = 1s").world();
     let id = w.send_ok(&["-f", "s@example.org", "r@x.test"], &msg);
     let stored = w.envelope(&id).size as usize;
     let limit = stored + 150;
     let dir = tempfile::tempdir().unwrap();
     let server = SmtpServer::start(dir.path(), &["--size", &limit.to_string()]);
-    let conf = std::fs::read_to_string(&w.config)
-        .unwrap()
-        .replace("127.0.0.1:1\n", &format!("127.0.0.1:{}\n", server.port));
-    std::fs::write(&w.config, conf).unwrap();
+    w.repoint(server.port);
     let out = w.sendmail(&[&format!("-qI{id}")], b"");
     assert_success(&out);
     let declared: Vec<_> = server

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::smtpd::SmtpServer;
-use common::{World, assert_success, is_root, wait_for};
+use common::{Setup, World, assert_success, is_root, root_or_skip, wait_for};
 use spoolmail::local::User;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -63,10 +63,7 @@ fn local_world(extra: &str) -> World {
 }
 
 fn world_with_server(server: &SmtpServer, extra: &str) -> World {
-    local_world(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\n{extra}",
-        server.port
-    ))
+    local_world(Setup::smarthost(server.port).line(extra).text())
 }
 
 fn mailbox(w: &World, user: &str) -> PathBuf {
@@ -375,8 +372,7 @@ fn a_forward_writable_by_others_is_ignored() {
 
 #[test]
 fn a_forward_owned_by_someone_else_is_ignored() {
-    if !is_root() {
-        eprintln!("skipped: giving a file to another user needs root");
+    if !root_or_skip("giving a file to another user needs root") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -711,8 +707,7 @@ fn claimed_queue_files(w: &World) -> usize {
 
 #[test]
 fn delivery_as_another_user_drops_to_that_user() {
-    if !is_root() {
-        eprintln!("skipped: delivering as another user needs root (CI runs these as root)");
+    if !root_or_skip("delivering as another user needs root (CI runs these as root)") {
         return;
     }
     let name = "spoolmail-t1";
@@ -772,8 +767,7 @@ fn delivery_as_another_user_drops_to_that_user() {
 
 #[test]
 fn a_runner_that_is_not_root_delivers_its_own_mail_and_leaves_the_rest_to_root() {
-    if !is_root() {
-        eprintln!("skipped: running the queue as another user needs root (CI runs these as root)");
+    if !root_or_skip("running the queue as another user needs root (CI runs these as root)") {
         return;
     }
     let nobody = User::lookup("nobody").unwrap().unwrap();

@@ -7,7 +7,7 @@ mod common;
 
 use common::smtpd::SmtpServer;
 use common::syslog::{SyslogReceiver, pflogsumm, total};
-use common::{World, assert_exit, assert_success, wait_for};
+use common::{Setup, World, assert_exit, assert_success, wait_for};
 use nix::unistd::User;
 use std::time::Duration;
 
@@ -37,11 +37,10 @@ fn me() -> User {
 }
 
 fn world(server: &SmtpServer, syslog: &SyslogReceiver, extra: &str) -> World {
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\n{}{extra}",
-        server.port,
-        syslog.config_line()
-    ));
+    let w = Setup::smarthost(server.port)
+        .line(&syslog.config_line())
+        .line(extra)
+        .world();
     std::fs::create_dir(w.dir.path().join("mail")).unwrap();
     w
 }

@@ -12,7 +12,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{HOSTNAME, is_root, run_with_stdin};
+use common::{HOSTNAME, REFUSING_SMARTHOST, root_or_skip, run_with_stdin};
+
+/// Why each test here is skipped when not run as root.
+const NEEDS_ROOT: &str = "a setgid copy and switching users need root (CI runs this as root)";
 
 /// A spool laid out as postinst lays it out, a setgid copy of the binary
 /// and a config, under a directory every user may traverse.
@@ -43,7 +46,7 @@ fn installed() -> Installed {
     fs::write(
         &conf,
         format!(
-            "spool = {}\nhostname = {HOSTNAME}\nsmarthost = 127.0.0.1:1\n",
+            "spool = {}\nhostname = {HOSTNAME}\n{REFUSING_SMARTHOST}",
             spool.display()
         ),
     )
@@ -132,8 +135,7 @@ fn envelope_line(i: &Installed, id: &str, key: &str) -> String {
 
 #[test]
 fn without_the_setgid_bit_mail_goes_through_the_maildrop_and_root_queues_it() {
-    if !is_root() {
-        eprintln!("skipped: a setgid copy and switching users need root (CI runs this as root)");
+    if !root_or_skip(NEEDS_ROOT) {
         return;
     }
     let i = installed();
@@ -171,8 +173,7 @@ fn without_the_setgid_bit_mail_goes_through_the_maildrop_and_root_queues_it() {
 
 #[test]
 fn a_forged_drop_gets_its_writers_uid_and_garbage_goes_to_corrupt() {
-    if !is_root() {
-        eprintln!("skipped: a setgid copy and switching users need root (CI runs this as root)");
+    if !root_or_skip(NEEDS_ROOT) {
         return;
     }
     let i = installed();
@@ -205,8 +206,7 @@ fn a_forged_drop_gets_its_writers_uid_and_garbage_goes_to_corrupt() {
 
 #[test]
 fn a_drop_gets_one_trace_naming_its_writers_uid() {
-    if !is_root() {
-        eprintln!("skipped: a setgid copy and switching users need root (CI runs this as root)");
+    if !root_or_skip(NEEDS_ROOT) {
         return;
     }
     let i = installed();
@@ -237,8 +237,7 @@ fn a_drop_gets_one_trace_naming_its_writers_uid() {
 
 #[test]
 fn past_the_hourly_limit_a_drop_is_queued_on_hold() {
-    if !is_root() {
-        eprintln!("skipped: a setgid copy and switching users need root (CI runs this as root)");
+    if !root_or_skip(NEEDS_ROOT) {
         return;
     }
     let i = installed();
@@ -279,8 +278,7 @@ fn past_the_hourly_limit_a_drop_is_queued_on_hold() {
 
 #[test]
 fn the_pickup_masquerades_the_envelope_as_a_submission_would() {
-    if !is_root() {
-        eprintln!("skipped: a setgid copy and switching users need root (CI runs this as root)");
+    if !root_or_skip(NEEDS_ROOT) {
         return;
     }
     let i = installed();
@@ -326,8 +324,7 @@ fn the_pickup_masquerades_the_envelope_as_a_submission_would() {
 
 #[test]
 fn a_drop_naming_an_invalid_recipient_goes_to_corrupt() {
-    if !is_root() {
-        eprintln!("skipped: a setgid copy and switching users need root (CI runs this as root)");
+    if !root_or_skip(NEEDS_ROOT) {
         return;
     }
     let i = installed();
@@ -346,8 +343,7 @@ fn a_drop_naming_an_invalid_recipient_goes_to_corrupt() {
 
 #[test]
 fn a_drops_forged_arrival_and_expansion_chain_are_not_trusted() {
-    if !is_root() {
-        eprintln!("skipped: a setgid copy and switching users need root (CI runs this as root)");
+    if !root_or_skip(NEEDS_ROOT) {
         return;
     }
     let i = installed();
@@ -384,8 +380,7 @@ fn a_drops_forged_arrival_and_expansion_chain_are_not_trusted() {
 
 #[test]
 fn a_drop_with_an_envid_minus_v_would_refuse_goes_to_corrupt() {
-    if !is_root() {
-        eprintln!("skipped: a setgid copy and switching users need root (CI runs this as root)");
+    if !root_or_skip(NEEDS_ROOT) {
         return;
     }
     let i = installed();

@@ -19,10 +19,10 @@ const FAR: &str = "far@x.test";
 
 /// A world relaying to `server`, with the masquerading keys in `keys`.
 fn world(server: &SmtpServer, keys: &str) -> World {
-    World::with_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nretry_min = 1s\nretry_max = 2s\n{keys}",
-        server.port
-    ))
+    Setup::smarthost(server.port)
+        .line("retry_min = 1s\nretry_max = 2s")
+        .line(keys)
+        .world()
 }
 
 /// The masquerading most tests use: a domain, `*.internal` local.

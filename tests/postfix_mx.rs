@@ -36,8 +36,7 @@ impl PostfixMx {
     /// Starts an instance with `main_cf` lines added to its main.cf, or
     /// says why it cannot and returns None (the test then skips).
     fn start(main_cf: &[&str]) -> Option<PostfixMx> {
-        if !is_root() {
-            eprintln!("skipped: Postfix's master needs root");
+        if !root_or_skip("Postfix's master needs root") {
             return None;
         }
         let _one_at_a_time = STARTING.lock().unwrap_or_else(|e| e.into_inner());
@@ -221,10 +220,9 @@ fn postfix_gets_2500_recipients_at_one_domain_once_each() {
     let Some(pf) = PostfixMx::start(&[]) else {
         return;
     };
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nmax_recipients = 3000",
-        pf.port
-    ));
+    let w = Setup::smarthost(pf.port)
+        .line("max_recipients = 3000")
+        .world();
     let started = Instant::now();
     let rcpts = send(&w, 2500);
     let delivered = pf.wait_delivered(rcpts.len());
@@ -250,10 +248,9 @@ fn postfix_with_a_low_recipient_limit_still_gets_each_recipient_once() {
     let Some(pf) = PostfixMx::start(&["smtpd_recipient_limit = 30"]) else {
         return;
     };
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nsmtp_recipient_limit = 100\nmax_recipients = 3000",
-        pf.port
-    ));
+    let w = Setup::smarthost(pf.port)
+        .line("smtp_recipient_limit = 100\nmax_recipients = 3000")
+        .world();
     let rcpts = send(&w, 500);
     let delivered = pf.wait_delivered(rcpts.len());
     report(&pf);
@@ -304,10 +301,9 @@ fn postfix_with_a_low_overshoot_limit_still_gets_each_recipient_once() {
     ]) else {
         return;
     };
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nsmtp_recipient_limit = 100",
-        pf.port
-    ));
+    let w = Setup::smarthost(pf.port)
+        .line("smtp_recipient_limit = 100")
+        .world();
     let rcpts = send(&w, 300);
     // -odi delivers in the foreground: anything left queued failed.
     assert_eq!(
@@ -408,11 +404,7 @@ fn postfix_starttls_with_a_certificate_from_a_test_ca() {
     ]) else {
         return;
     };
-    let w = World::with_config(&format!(
-        "smarthost = localhost:{}\nsmarthost_tls = starttls\ntls_ca_file = {}",
-        pf.port,
-        ca.display()
-    ));
+    let w = Setup::verified_smarthost(pf.port, "starttls", &ca).world();
     let rcpts = send(&w, 3);
     let delivered = pf.wait_delivered(rcpts.len());
     assert_each_once(&delivered, &rcpts);

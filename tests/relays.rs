@@ -59,12 +59,9 @@ fn a_burst_arrives_once_at_the_healthy_relay_and_the_others_are_tried_once() {
     let down = down_port();
     let refusing = refusing_server(dir.path());
     let good = SmtpServer::start(dir.path(), &[]);
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{down}, 127.0.0.1:{}, 127.0.0.1:{}\n\
-         smarthost_policy = failover\nsmarthost_tls = none\nretry_min = 1h\n\
-         max_connections = 3",
-        refusing.port, good.port
-    ));
+    let w = Setup::smarthosts(&[down, refusing.port, good.port])
+        .line("smarthost_policy = failover\nretry_min = 1h\nmax_connections = 3")
+        .world();
     const N: usize = 30;
     let expected: Vec<String> = (0..N).map(|i| format!("r{i:02}@x.test")).collect();
     w.sendmail_burst("s@example.org", &expected, MSG);
@@ -99,11 +96,9 @@ fn failover_returns_to_the_first_relay_after_its_retry_time() {
     let dir = tempfile::tempdir().unwrap();
     let first_port = down_port();
     let second = SmtpServer::start(dir.path(), &[]);
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{first_port}, 127.0.0.1:{}\nsmarthost_tls = none\n\
-         retry_min = 5s\nretry_max = 5s",
-        second.port
-    ));
+    let w = Setup::smarthosts(&[first_port, second.port])
+        .line("retry_min = 5s\nretry_max = 5s")
+        .world();
     // Queued, then a queue run (which honours the unreachable cache;
     // -odi, like -qI, forces an attempt at every relay).
     let send = |to: &str| {
@@ -133,11 +128,9 @@ fn spread_uses_every_healthy_relay() {
     let a = SmtpServer::start(dir.path(), &[]);
     let b = SmtpServer::start(dir.path(), &[]);
     let down = down_port();
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{}, 127.0.0.1:{}, 127.0.0.1:{down}\n\
-         smarthost_policy = spread\nsmarthost_tls = none\nretry_min = 1h",
-        a.port, b.port
-    ));
+    let w = Setup::smarthosts(&[a.port, b.port, down])
+        .line("smarthost_policy = spread\nretry_min = 1h")
+        .world();
     const N: usize = 40;
     for i in 0..N {
         w.send_ok(&["-f", "s@example.org", &format!("r{i:02}@x.test")], MSG);
@@ -174,10 +167,7 @@ fn a_5xx_at_rcpt_is_the_relays_answer_not_a_reason_to_fail_over() {
         &["--rcpt-reply", "c@x.test=550 5.1.1 no such user"],
     );
     let second = SmtpServer::start(dir.path(), &[]);
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{}, 127.0.0.1:{}\nsmarthost_tls = none",
-        first.port, second.port
-    ));
+    let w = Setup::smarthosts(&[first.port, second.port]).world();
     let out = w.sendmail(
         &["-odi", "-f", "s@example.org", "a@x.test", "c@x.test"],
         MSG,
@@ -200,10 +190,9 @@ fn mailq_shows_the_relay_each_recipient_last_went_to_or_failed_at() {
         dir.path(),
         &["--rcpt-reply", "b@x.test=450 4.2.0 mailbox busy"],
     );
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{down}, 127.0.0.1:{}\nsmarthost_tls = none\nretry_min = 1h",
-        good.port
-    ));
+    let w = Setup::smarthosts(&[down, good.port])
+        .line("retry_min = 1h")
+        .world();
     let out = w.sendmail(
         &["-odi", "-f", "s@example.org", "a@x.test", "b@x.test"],
         MSG,
@@ -229,9 +218,9 @@ fn mailq_shows_the_relay_each_recipient_last_went_to_or_failed_at() {
 
     // Every relay down: the recipient failed at the last one tried.
     let down2 = down_port();
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{down}, 127.0.0.1:{down2}\nsmarthost_tls = none\nretry_min = 1h"
-    ));
+    let w = Setup::smarthosts(&[down, down2])
+        .line("retry_min = 1h")
+        .world();
     let out = w.sendmail(&["-odi", "-f", "s@example.org", "c@x.test"], MSG);
     assert_exit(&out, 75);
     let q = w.mailq_json();
@@ -373,11 +362,9 @@ fn a_relay_answering_421_in_the_transaction_is_left_for_the_next_for_that_messag
         &["--mail-reply", "421 4.3.2 Shutting down, closing channel"],
     );
     let good = SmtpServer::start(dir.path(), &[]);
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{}, 127.0.0.1:{}\nsmarthost_tls = none\nretry_min = 1h\n\
-         max_connections = 1",
-        closing.port, good.port
-    ));
+    let w = Setup::smarthosts(&[closing.port, good.port])
+        .line("retry_min = 1h\nmax_connections = 1")
+        .world();
     for i in 0..5 {
         w.send_ok(&["-f", "s@example.org", &format!("r{i}@x.test")], MSG);
     }
@@ -404,10 +391,9 @@ fn a_message_every_relay_answers_421_waits_for_its_own_retry() {
     let args = ["--data-reply-from", "bad@example.org=421 4.7.0 suspicious"];
     let first = SmtpServer::start(dir.path(), &args);
     let second = SmtpServer::start(dir.path(), &args);
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{}, 127.0.0.1:{}\nsmarthost_tls = none\nretry_min = 1h",
-        first.port, second.port
-    ));
+    let w = Setup::smarthosts(&[first.port, second.port])
+        .line("retry_min = 1h")
+        .world();
     let id = w.send_ok(&["-f", "bad@example.org", "a@x.test"], MSG);
     assert_success(&w.sendmail(&["-q"], b""));
     let q = w.mailq_json();
@@ -439,10 +425,9 @@ fn a_421_to_the_final_dot_sends_the_message_to_the_next_relay_once() {
         &["--data-reply", "421 4.3.2 Shutting down, closing channel"],
     );
     let good = SmtpServer::start(dir.path(), &[]);
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{}, 127.0.0.1:{}\nsmarthost_tls = none\nretry_min = 1h",
-        closing.port, good.port
-    ));
+    let w = Setup::smarthosts(&[closing.port, good.port])
+        .line("retry_min = 1h")
+        .world();
     w.send_ok(&["-f", "s@example.org", "a@x.test", "b@x.test"], MSG);
     assert_success(&w.sendmail(&["-q"], b""));
     assert!(w.queue_ids().is_empty(), "delivered in the one run");
@@ -466,15 +451,15 @@ fn an_unreadable_password_file_does_not_record_its_relay_down() {
     let first = SmtpServer::start(dir.path(), &[]);
     let second = SmtpServer::start(dir.path(), &[]);
     let missing = dir.path().join("no-such.pass");
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{p1}, 127.0.0.1:{p2}\nsmarthost_policy = failover\n\
-         smarthost_tls = none\n\
-         relay = 127.0.0.1:{p1} auth_user=first auth_password_file={missing}\n\
-         retry_min = 1h",
-        p1 = first.port,
-        p2 = second.port,
-        missing = missing.display(),
-    ));
+    let w = Setup::smarthosts(&[first.port, second.port])
+        .line("smarthost_policy = failover")
+        .line(&format!(
+            "relay = 127.0.0.1:{} auth_user=first auth_password_file={}",
+            first.port,
+            missing.display()
+        ))
+        .line("retry_min = 1h")
+        .world();
     assert_success(&w.sendmail(&["-odi", "-f", "s@example.org", "a@x.test"], MSG));
     second.wait_messages(1, WAIT);
     assert!(first.messages().is_empty());

@@ -26,20 +26,15 @@ fn the_first_matching_route_wins_and_star_dot_matches_subdomains() {
         SmtpServer::start(dir.path(), &[]),
         SmtpServer::start(dir.path(), &[]),
     );
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\n\
-         route = corp.test -> relay 127.0.0.1:{a}\n\
-         route = corp.test -> relay 127.0.0.1:{b}\n\
-         route = *.corp.test -> relay 127.0.0.1:{b}\n\
-         relay = 127.0.0.1:{a} tls=none\n\
-         relay = 127.0.0.1:{b} tls=none\n\
-         route = * -> relay 127.0.0.1:{c}\n\
-         relay = 127.0.0.1:{c} tls=none",
-        default.port,
-        a = a.port,
-        b = b.port,
-        c = c.port,
-    ));
+    let w = Setup::smarthost(default.port)
+        .route_to_relay("corp.test", a.port)
+        .route_to_relay("corp.test", b.port)
+        .route_to_relay("*.corp.test", b.port)
+        .plain_relay(a.port)
+        .plain_relay(b.port)
+        .route_to_relay("*", c.port)
+        .plain_relay(c.port)
+        .world();
     deliver(&w, "s@example.org", "u@corp.test");
     deliver(&w, "s@example.org", "u@deep.sub.corp.test");
     deliver(&w, "s@example.org", "u@elsewhere.test");
@@ -54,12 +49,10 @@ fn a_sender_domain_route_sends_a_brands_mail_through_its_relay() {
     let dir = tempfile::tempdir().unwrap();
     let brand = SmtpServer::start(dir.path(), &[]);
     let default = SmtpServer::start(dir.path(), &[]);
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\n\
-         route = * from brand.test -> relay 127.0.0.1:{}\n\
-         relay = 127.0.0.1:{} tls=none",
-        default.port, brand.port, brand.port
-    ));
+    let w = Setup::smarthost(default.port)
+        .route_to_relay("* from brand.test", brand.port)
+        .plain_relay(brand.port)
+        .world();
     deliver(&w, "news@brand.test", "u@x.test");
     deliver(&w, "someone@other.test", "v@x.test");
     assert_eq!(brand.recipients(), ["u@x.test"]);
@@ -78,12 +71,13 @@ fn an_mx_route_delivers_by_mx_even_with_a_smarthost() {
     let smarthost = SmtpServer::start(dir.path(), &[]);
     // An address literal needs no DNS: MX delivery to 127.0.0.1 on the
     // test server's port.
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nsmtp_port = {}\ntls = none\n\
-         resolver = 127.0.0.1:9\n\
-         route = * from direct.test -> mx",
-        smarthost.port, mx.port
-    ));
+    let w = Setup::smarthost(smarthost.port)
+        .line(&format!(
+            "smtp_port = {}\ntls = none\nresolver = 127.0.0.1:9",
+            mx.port
+        ))
+        .route("* from direct.test -> mx")
+        .world();
     deliver(&w, "s@direct.test", "u@[127.0.0.1]");
     deliver(&w, "s@relayed.test", "v@[127.0.0.1]");
     assert_eq!(mx.recipients(), ["u@[127.0.0.1]"]);
@@ -94,11 +88,9 @@ fn an_mx_route_delivers_by_mx_even_with_a_smarthost() {
 fn a_local_route_delivers_locally_for_a_domain_that_is_not_ours() {
     let dir = tempfile::tempdir().unwrap();
     let smarthost = SmtpServer::start(dir.path(), &[]);
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\n\
-         route = intranet.test -> local",
-        smarthost.port
-    ));
+    let w = Setup::smarthost(smarthost.port)
+        .route("intranet.test -> local")
+        .world();
     std::fs::create_dir(w.dir.path().join("mail")).unwrap();
     let me = spoolmail::local::User::by_uid(nix::unistd::geteuid().as_raw())
         .expect("a password entry for the test user")
@@ -114,11 +106,9 @@ fn a_local_route_delivers_locally_for_a_domain_that_is_not_ours() {
 fn an_error_route_fails_the_recipient_and_the_bounce_carries_its_text() {
     let dir = tempfile::tempdir().unwrap();
     let server = SmtpServer::start(dir.path(), &[]);
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\n\
-         route = blocked.test -> error 550 5.7.1 We do not send mail there",
-        server.port
-    ));
+    let w = Setup::smarthost(server.port)
+        .route("blocked.test -> error 550 5.7.1 We do not send mail there")
+        .world();
     let out = w.sendmail(
         &["-odi", "-f", "s@example.org", "u@blocked.test", "ok@x.test"],
         MSG,

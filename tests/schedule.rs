@@ -87,10 +87,7 @@ fn entry_path(spool: &Path, at: u64, id: &str) -> PathBuf {
 fn a_commit_files_the_message_as_due_and_delivery_removes_the_entry() {
     let dir = tempfile::tempdir().unwrap();
     let server = SmtpServer::start(dir.path(), &[]);
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none",
-        server.port
-    ));
+    let w = Setup::smarthost(server.port).world();
     let id = w.send_ok(&["-f", "s@example.org", "r@x.test"], MSG);
     assert_eq!(entries(&w), [(0, id.clone())]);
     assert_success(&w.sendmail(&["-q"], b""));
@@ -102,9 +99,7 @@ fn a_commit_files_the_message_as_due_and_delivery_removes_the_entry() {
 #[test]
 fn a_queue_run_with_nothing_due_opens_no_queue_or_state_file() {
     let (port, accepted) = hang_up_listener();
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{port}\nsmarthost_tls = none\nretry_min = 1h"
-    ));
+    let w = Setup::smarthost(port).line("retry_min = 1h").world();
     let ids: Vec<String> = (0..5)
         .map(|i| w.send_ok(&["-f", "s@example.org", &format!("r{i}@x.test")], MSG))
         .collect();
@@ -133,10 +128,7 @@ fn a_queue_run_with_nothing_due_opens_no_queue_or_state_file() {
 fn a_message_without_a_schedule_entry_is_delivered_by_the_next_queue_run() {
     let dir = tempfile::tempdir().unwrap();
     let server = SmtpServer::start(dir.path(), &[]);
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none",
-        server.port
-    ));
+    let w = Setup::smarthost(server.port).world();
     let id = w.send_ok(&["-f", "s@example.org", "r@x.test"], MSG);
     // As a crash between the commit and its entry would leave it.
     std::fs::remove_file(entry_path(&w.spool, 0, &id)).unwrap();
@@ -169,9 +161,7 @@ fn an_entry_whose_message_is_gone_is_removed() {
 #[test]
 fn an_entry_earlier_than_the_state_costs_one_look_and_moves_to_the_states_time() {
     let (port, accepted) = hang_up_listener();
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{port}\nsmarthost_tls = none\nretry_min = 1h"
-    ));
+    let w = Setup::smarthost(port).line("retry_min = 1h").world();
     let id = w.send_ok(&["-f", "s@example.org", "r@x.test"], MSG);
     assert_success(&w.sendmail(&["-q"], b""));
     assert_eq!(accepted.count(), 1);
@@ -193,9 +183,7 @@ fn an_entry_earlier_than_the_state_costs_one_look_and_moves_to_the_states_time()
 #[test]
 fn an_entry_later_than_the_state_delays_but_never_loses_the_message() {
     let (port, _) = hang_up_listener();
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{port}\nsmarthost_tls = none\nretry_min = 1h"
-    ));
+    let w = Setup::smarthost(port).line("retry_min = 1h").world();
     let id = w.send_ok(&["-f", "s@example.org", "r@x.test"], MSG);
     assert_success(&w.sendmail(&["-q"], b""));
     let [(later, _)] = entries(&w)[..] else {
@@ -235,9 +223,9 @@ fn an_entry_later_than_the_state_delays_but_never_loses_the_message() {
 #[test]
 fn messages_waiting_for_an_unreachable_destination_cost_no_state_write() {
     let (port, accepted) = hang_up_listener();
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{port}\nsmarthost_tls = none\nretry_min = 1h\nmax_connections = 1"
-    ));
+    let w = Setup::smarthost(port)
+        .line("retry_min = 1h\nmax_connections = 1")
+        .world();
     let ids: Vec<String> = (0..20)
         .map(|i| w.send_ok(&["-f", "s@example.org", &format!("r{i}@x.test")], MSG))
         .collect();

@@ -8,7 +8,7 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use common::smtpd::SmtpServer;
-use common::{World, split_message};
+use common::{Setup, World, split_message};
 
 /// A running `sendmail -bs` and the two ends of its dialogue.
 struct Dialogue {
@@ -196,10 +196,7 @@ fn a_client_that_vanishes_in_data_leaves_nothing_behind() {
 fn alpine_style_bs_odb_oem_delivers_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
     let server = SmtpServer::start(dir.path(), &[]);
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\n",
-        server.port
-    ));
+    let w = Setup::smarthost(server.port).world();
     let mut d = Dialogue::start(&w, &["-odb", "-oem"]);
     d.command("EHLO alpine.example");
     d.command("MAIL FROM:<me@example.org> BODY=8BITMIME");

@@ -81,8 +81,7 @@ fn a_world_staged_for_other_users_is_reachable_by_them() {
         let mode = std::fs::metadata(dir).unwrap().permissions().mode();
         assert_eq!(mode & 0o001, 0o001, "{} is closed to others", dir.display());
     }
-    if !common::is_root() {
-        eprintln!("skipped the run as nobody: switching user needs root");
+    if !common::root_or_skip("the run as nobody: switching user needs root") {
         return;
     }
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();

@@ -6,6 +6,7 @@
 
 pub mod dns;
 pub mod hang_up;
+pub mod setup;
 pub mod smtpd;
 pub mod stage;
 pub mod syslog;
@@ -16,6 +17,10 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+// Not every test file builds a config: the re-export is unused in some.
+#[allow(unused_imports)]
+pub use setup::{REFUSING_SMARTHOST, Setup};
 
 /// The hostname every test config uses.
 pub const HOSTNAME: &str = "test.example";
@@ -43,12 +48,12 @@ impl World {
         let spool = dir.path().join("spool");
         let config = dir.path().join("spoolmail.conf");
         // Tests that do not set up a route of their own get a smarthost
-        // that refuses at once (nothing listens on port 1): a delivery
-        // attempt defers quickly and never reaches the network.
+        // that refuses at once: a delivery attempt defers quickly and
+        // never reaches the network.
         let route = if extra.contains("smarthost") || extra.contains("resolver") {
             ""
         } else {
-            "smarthost = 127.0.0.1:1\n"
+            REFUSING_SMARTHOST
         };
         std::fs::write(
             &config,
@@ -311,6 +316,17 @@ pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 pub fn is_root() -> bool {
     // SAFETY: cannot fail.
     unsafe { libc::geteuid() == 0 }
+}
+
+/// The guard of a check that needs root: true when running as root;
+/// otherwise says on stderr that the check is skipped and `why` (what
+/// needs root), and returns false. A skip is a line, never a silent pass.
+pub fn root_or_skip(why: &str) -> bool {
+    let root = is_root();
+    if !root {
+        eprintln!("skipped: {why}");
+    }
+    root
 }
 
 /// Splits stored message data into (header text, body bytes).

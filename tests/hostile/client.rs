@@ -1,5 +1,5 @@
 //! What the SMTP client sends and how long a hostile server may hold it
-//! (issue 15, items 7, 9b, 10 and 11): message content that tries to end
+//! (issue 15): message content that tries to end
 //! the data early at the receiver (SMTP smuggling), replies trickled one
 //! byte a second, a transaction of thousands of pipelined recipients, and
 //! a STARTTLS refused in the middle of an opportunistic session.
@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::common::smtpd::SmtpServer;
-use crate::common::{self, World};
+use crate::common::{self, Setup, World};
 
 /// The most a hostile peer may hold an attempt whose timeouts are 2 s: a
 /// correctness bound (each stage's timeout ends the attempt), not a
@@ -213,13 +213,16 @@ fn serve(stream: TcpStream, fault: Fault, mut seen: impl FnMut(&str)) -> std::io
 
 /// A world relaying in plain text to `port`, every SMTP timeout 2 s.
 fn impatient_world(port: u16) -> World {
-    World::with_config(&format!(
-        "smarthost = 127.0.0.1:{port}\nsmarthost_tls = none\nretry_min = 1h\n\
-         command_timeout = 2s\ndata_timeout = 2s\nfinal_dot_timeout = 2s"
-    ))
+    Setup::smarthost(port)
+        .line("retry_min = 1h\ncommand_timeout = 2s\ndata_timeout = 2s\nfinal_dot_timeout = 2s")
+        .world()
 }
 
 const MSG: &[u8] = b"Subject: hostile client test\n\nbody\n";
+
+/// Why the tests here that need no [`Site`](crate::site::Site) are
+/// still skipped when not run as root: the suite runs as root.
+const SUITE_NEEDS_ROOT: &str = "the hostile-user suite runs as root";
 
 /// Sends one message through `server`'s fault and checks the attempt
 /// ended within [`HOLD_LIMIT`], deferred with a timeout as its reason.
@@ -246,30 +249,27 @@ fn assert_cut_at_the_timeout(fault: Fault) -> World {
 }
 
 // ---------------------------------------------------------------------
-// Item 10: a reply's timeout bounds the whole reply.
+// A reply's timeout bounds the whole reply.
 
 #[test]
-fn item10_a_trickled_greeting_is_cut_at_the_command_timeout() {
-    if !common::is_root() {
-        eprintln!("skipped: the hostile-user suite runs as root");
+fn a_server_trickling_its_greeting_is_cut_at_the_command_timeout() {
+    if !common::root_or_skip(SUITE_NEEDS_ROOT) {
         return;
     }
     assert_cut_at_the_timeout(Fault::TrickledGreeting);
 }
 
 #[test]
-fn item10_a_trickled_ehlo_reply_is_cut_at_the_command_timeout() {
-    if !common::is_root() {
-        eprintln!("skipped: the hostile-user suite runs as root");
+fn a_server_trickling_its_ehlo_reply_is_cut_at_the_command_timeout() {
+    if !common::root_or_skip(SUITE_NEEDS_ROOT) {
         return;
     }
     assert_cut_at_the_timeout(Fault::TrickledEhlo);
 }
 
 #[test]
-fn item10_a_trickled_final_dot_reply_is_cut_at_the_final_dot_timeout() {
-    if !common::is_root() {
-        eprintln!("skipped: the hostile-user suite runs as root");
+fn a_server_trickling_its_final_dot_reply_is_cut_at_the_final_dot_timeout() {
+    if !common::root_or_skip(SUITE_NEEDS_ROOT) {
         return;
     }
     let w = assert_cut_at_the_timeout(Fault::TrickledFinalDot);
@@ -281,7 +281,7 @@ fn item10_a_trickled_final_dot_reply_is_cut_at_the_final_dot_timeout() {
 }
 
 // ---------------------------------------------------------------------
-// Item 9b: SMTP smuggling through stored bare CR and LF.
+// SMTP smuggling through stored bare CR and LF.
 
 /// True when every CR is followed by LF and every LF follows a CR.
 fn only_crlf(data: &[u8]) -> bool {
@@ -293,17 +293,13 @@ fn only_crlf(data: &[u8]) -> bool {
 }
 
 #[test]
-fn item09_smuggled_end_of_data_stays_inside_one_message() {
-    if !common::is_root() {
-        eprintln!("skipped: the hostile-user suite runs as root");
+fn a_smuggled_end_of_data_in_the_body_stays_inside_one_message() {
+    if !common::root_or_skip(SUITE_NEEDS_ROOT) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let server = SmtpServer::start(dir.path(), &[]);
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nretry_min = 1h",
-        server.port
-    ));
+    let w = Setup::smarthost(server.port).line("retry_min = 1h").world();
     // Each variant of the 2023 disclosures tries to end the data and
     // start a second transaction the receiver would take from us.
     let msg: &[u8] = b"Subject: smuggling\n\nfirst part\r.\r\n\
@@ -351,12 +347,11 @@ fn item09_smuggled_end_of_data_stays_inside_one_message() {
 }
 
 // ---------------------------------------------------------------------
-// Item 7: thousands of pipelined recipients.
+// Thousands of pipelined recipients.
 
 #[test]
-fn item07_five_thousand_pipelined_recipients_are_one_transaction() {
-    if !common::is_root() {
-        eprintln!("skipped: the hostile-user suite runs as root");
+fn five_thousand_pipelined_recipients_go_in_one_transaction_without_deadlock() {
+    if !common::root_or_skip(SUITE_NEEDS_ROOT) {
         return;
     }
     const N: usize = 5000;
@@ -364,12 +359,12 @@ fn item07_five_thousand_pipelined_recipients_are_one_transaction() {
     let server = SmtpServer::start(dir.path(), &[]);
     // With everything written before any reply is read, both sides block
     // writing: the command timeout would end that deadlock as a deferral.
-    let w = World::with_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nretry_min = 1h\n\
-         command_timeout = 20s\ndata_timeout = 20s\nmax_recipients = 5000\n\
-         smtp_recipient_limit = 5000",
-        server.port
-    ));
+    let w = Setup::smarthost(server.port)
+        .line(
+            "retry_min = 1h\ncommand_timeout = 20s\ndata_timeout = 20s\n\
+             max_recipients = 5000\nsmtp_recipient_limit = 5000",
+        )
+        .world();
     let rcpts: Vec<String> = (0..N)
         .map(|i| format!("recipient-with-a-long-name-{i:05}@x.test"))
         .collect();
@@ -385,12 +380,11 @@ fn item07_five_thousand_pipelined_recipients_are_one_transaction() {
 }
 
 // ---------------------------------------------------------------------
-// Item 11: an opportunistic STARTTLS refused is logged.
+// An opportunistic STARTTLS refused is logged.
 
 #[test]
-fn item11_a_starttls_refused_with_454_is_logged_before_plain_text() {
-    if !common::is_root() {
-        eprintln!("skipped: the hostile-user suite runs as root");
+fn a_starttls_refused_with_454_is_logged_before_falling_back_to_plain_text() {
+    if !common::root_or_skip(SUITE_NEEDS_ROOT) {
         return;
     }
     let server = Scripted::start(Fault::RefusedStarttls);

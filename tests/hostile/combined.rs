@@ -1,4 +1,4 @@
-//! The attacks of issue 20's items 1–4 at once (round 2): Mallory has an
+//! The four slow attacks of issue 20 at once: Mallory has an
 //! `:include:` tree that names itself under five spellings, a domain
 //! whose twenty MX names never answer, runners sitting on a server that
 //! never greets, and her own mailbox locked with mail queued to it.
@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{self, smtpd::SmtpServer};
+use crate::common::{self, Setup, smtpd::SmtpServer};
 use crate::site::Site;
 use crate::tools::{keep_locked, never_answering_zone, silent_server, stop};
 
@@ -43,7 +43,7 @@ fn mallorys_attempted(site: &Site) -> Vec<String> {
 }
 
 #[test]
-fn round2_items01_to_04_at_once_roots_run_still_delivers_everyone_elses_mail() {
+fn four_slow_attacks_at_once_leave_roots_run_delivering_everyone_elses_mail() {
     let dir = tempfile::tempdir().unwrap();
     let server = SmtpServer::start(dir.path(), &[]);
     let (stuck_port, stuck) = silent_server();
@@ -53,24 +53,26 @@ fn round2_items01_to_04_at_once_roots_run_still_delivers_everyone_elses_mail() {
     // ends within the test; every other setting is the default.
     let Some(site) = Site::new(
         "call",
-        &format!(
-            "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nroute = hostile.test -> mx\n\
-             route = stuck.test -> relay 127.0.0.1:{stuck_port}\nresolver = {}\n\
-             max_connections = 4\ncommand_timeout = 20s",
-            server.port, dns.addr
-        ),
+        Setup::smarthost(server.port)
+            .route("hostile.test -> mx")
+            .route_to_relay("stuck.test", stuck_port)
+            .line(&format!(
+                "resolver = {}\nmax_connections = 4\ncommand_timeout = 20s",
+                dns.addr
+            ))
+            .text(),
     ) else {
         return;
     };
     let mallory = &site.mallory;
     let alice = &site.alice;
 
-    // Item 4: her mailbox stays locked for the whole test.
+    // The locked mailbox: her mailbox stays locked for the whole test.
     let mailbox = site.mail_dir.join(&mallory.name);
     let mut locker = keep_locked(&site, mallory, &mailbox);
 
-    // Item 1: her .forward includes a list that names itself under five
-    // spellings (5^9 reads, nine levels deep, without the bounds), and
+    // The include tree: her .forward includes a list that names itself
+    // under five spellings (5^9 reads, nine levels deep, without the bounds), and
     // keeps a copy in her locked mailbox.
     let home = mallory.home.display().to_string();
     let spellings: Vec<String> = (0..5)
@@ -105,11 +107,11 @@ fn round2_items01_to_04_at_once_roots_run_still_delivers_everyone_elses_mail() {
             "to my locked box, via my include tree",
         );
     }
-    // Item 2: six messages to the zone that never answers.
+    // The silent zone: six messages to the zone that never answers.
     for _ in 0..6 {
         mallory_sends(&["-odq", "x@hostile.test"], "resolve me");
     }
-    // Item 3: her own runners sit on the silent server.
+    // The silent server: her own runners sit on the silent server.
     for _ in 0..4 {
         mallory_sends(&["x@stuck.test"], "stuck");
     }
@@ -198,7 +200,7 @@ fn round2_items01_to_04_at_once_roots_run_still_delivers_everyone_elses_mail() {
         "root's run never looked at mallory's zone"
     );
     eprintln!(
-        "items 1-4 at once: alice's remote message after {:?}, her local one after {:?} \
+        "four slow attacks at once: alice's remote message after {:?}, her local one after {:?} \
          (root's run still going: {run_on}); root's -q took {run_took:?}",
         remote.unwrap(),
         local.unwrap()

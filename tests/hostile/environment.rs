@@ -1,5 +1,5 @@
 //! What the setgid process takes from its caller's environment (issue
-//! 15, item 6).
+//! 15).
 
 use crate::common::smtpd::{SmtpServer, self_signed_cert};
 use crate::site::Site;
@@ -11,7 +11,7 @@ const MESSAGE: &[u8] = b"To: friend@example.org\nSubject: over TLS\n\nbody\n";
 /// for the smarthost — and receive the relay password and everyone's
 /// mail. The runner must trust only the system store and `tls_ca_file`.
 #[test]
-fn item06_the_callers_ssl_cert_file_is_not_trusted() {
+fn a_callers_ssl_cert_file_cannot_choose_whom_the_setgid_runner_trusts() {
     let Some(site) = Site::new("env", "") else {
         return;
     };

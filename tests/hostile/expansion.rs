@@ -1,5 +1,5 @@
 //! Work one user's list files cause, and whom it is charged to (issue
-//! 20, round 2): an `:include:` tree cannot stall root's queue run, a
+//! 20): an `:include:` tree cannot stall root's queue run, a
 //! `.forward` fan-out is held to its owner's limits, a forwarding loop
 //! through routes stays small, and a forward's copy belongs to the
 //! `.forward`'s owner.
@@ -7,7 +7,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::common::{self, syslog::SyslogReceiver};
+use crate::common::{self, Setup, syslog::SyslogReceiver};
 use crate::site::{Account, Site};
 use crate::tools::run_within;
 
@@ -47,7 +47,7 @@ fn root_run(site: &Site) {
 /// files: root's queue run must still end, having read each file once
 /// and stopped at the work bound with one log line.
 #[test]
-fn round2_item01_an_include_tree_is_read_once_per_file_within_a_bound() {
+fn an_include_tree_naming_itself_is_read_once_per_file_within_a_bound() {
     let Some(site) = Site::new("xinc", "") else {
         return;
     };
@@ -115,7 +115,7 @@ fn round2_item01_an_include_tree_is_read_once_per_file_within_a_bound() {
 /// more addresses than `max_recipients`, nor pass the hourly brake of
 /// the `.forward`'s owner: refused, or held for the administrator.
 #[test]
-fn round2_item06_a_forward_fan_out_is_held_to_its_owners_limits() {
+fn a_forward_fanning_out_is_held_to_its_owners_limits() {
     let Some(site) = Site::new(
         "xfan",
         "retry_min = 1s\nmax_recipients = 10\nmax_recipients_per_hour = 5",
@@ -156,15 +156,18 @@ fn round2_item06_a_forward_fan_out_is_held_to_its_owners_limits() {
 /// factorially (and forwarded each loop notice again); a copy must never
 /// be expanded again by the `.forward` that made it.
 #[test]
-fn round2_item07_a_forwarding_loop_through_a_route_stays_small() {
+fn a_forwarding_loop_through_a_local_route_stays_small() {
     let Some(site) = Site::new("xloop", "") else {
         return;
     };
     let log = SyslogReceiver::start(&site.base);
-    site.set_config(&format!(
-        "retry_min = 1s\nroute = *.loop.test -> local\n{}",
-        log.config_line()
-    ));
+    site.set_config(
+        Setup::default()
+            .line("retry_min = 1s")
+            .route("*.loop.test -> local")
+            .line(&log.config_line())
+            .text(),
+    );
     let name = &site.mallory.name;
     let forward = site.mallory.home.join(".forward");
     let targets: Vec<String> = ["a", "b", "c", "d"]
@@ -209,7 +212,7 @@ fn round2_item07_a_forwarding_loop_through_a_route_stays_small() {
 /// The copy Alice's private `.forward` makes of Mallory's message is
 /// Alice's: listed to her and hers to delete, never listed to Mallory.
 #[test]
-fn round2_item10_a_forward_copy_belongs_to_the_forwards_owner() {
+fn a_copy_made_by_a_forward_belongs_to_the_forwards_owner_not_the_sender() {
     let Some(site) = Site::new("xown", "retry_min = 1s") else {
         return;
     };
@@ -245,7 +248,7 @@ fn round2_item10_a_forward_copy_belongs_to_the_forwards_owner() {
 /// lets the delivery in hand finish and be recorded, begins nothing
 /// after it, and the run ends with 0.
 #[test]
-fn round2_item01_sigterm_finishes_the_delivery_in_hand_and_starts_nothing_new() {
+fn a_run_cut_short_by_sigterm_finishes_the_delivery_in_hand_and_starts_nothing_new() {
     let Some(site) = Site::new("xterm", "retry_min = 1s\nmax_connections = 2") else {
         return;
     };
@@ -332,7 +335,7 @@ fn round2_item01_sigterm_finishes_the_delivery_in_hand_and_starts_nothing_new() 
 /// not after its pause (SIGTERM is blocked in it, so a plain sleep
 /// would not end).
 #[test]
-fn round2_item01_a_repeating_run_ends_at_sigterm_in_its_pause() {
+fn a_repeating_run_ends_at_sigterm_in_its_pause() {
     let Some(site) = Site::new("xpause", "") else {
         return;
     };

@@ -1,5 +1,5 @@
-//! Work one user causes is bounded and charged to that user (issue 20,
-//! round 2, items 2–4): a hostile DNS zone, connections to a server that
+//! Work one user causes is bounded and charged to that user (issue 20):
+//! a hostile DNS zone, connections to a server that
 //! never greets, and a mailbox its owner keeps locked each stall the
 //! attacker's own mail, never the victim's. Every test asserts what the
 //! victim must get — her message delivered while the attack is still in
@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{self, smtpd::SmtpServer};
+use crate::common::{self, Setup, smtpd::SmtpServer};
 use crate::site::{Account, Site};
 use crate::tools::{keep_locked, never_answering_zone, silent_server, stop};
 
@@ -101,17 +101,19 @@ fn wait_for_victim(mut sender: Child, mut arrived: impl FnMut() -> bool) -> bool
 /// healthy smarthost must go at once — no connection slot may be held
 /// while a destination is resolved — while root's run is still at it.
 #[test]
-fn round2_item02_a_hostile_dns_zone_holds_no_connection_slot() {
+fn a_dns_zone_that_never_answers_holds_no_connection_slot() {
     let dir = tempfile::tempdir().unwrap();
     let server = SmtpServer::start(dir.path(), &[]);
     let dns = never_answering_zone();
     let Some(site) = Site::new(
         "fdns",
-        &format!(
-            "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nroute = hostile.test -> mx\n\
-             resolver = {}\nmax_connections = 4\ncommand_timeout = 2s",
-            server.port, dns.addr
-        ),
+        Setup::smarthost(server.port)
+            .route("hostile.test -> mx")
+            .line(&format!(
+                "resolver = {}\nmax_connections = 4\ncommand_timeout = 2s",
+                dns.addr
+            ))
+            .text(),
     ) else {
         return;
     };
@@ -167,17 +169,16 @@ fn round2_item02_a_hostile_dns_zone_holds_no_connection_slot() {
 /// slot at once — each user has a share of their own, not one half
 /// shared by all of them.
 #[test]
-fn round2_item03_a_users_stuck_connections_hold_no_one_elses_slots() {
+fn a_server_that_never_greets_holds_only_its_users_connection_slots() {
     let dir = tempfile::tempdir().unwrap();
     let server = SmtpServer::start(dir.path(), &[]);
     let (stuck_port, stuck) = silent_server();
     let Some(site) = Site::new(
         "fconn",
-        &format!(
-            "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\n\
-             route = stuck.test -> relay 127.0.0.1:{stuck_port}\nmax_connections = 4",
-            server.port
-        ),
+        Setup::smarthost(server.port)
+            .route_to_relay("stuck.test", stuck_port)
+            .line("max_connections = 4")
+            .text(),
     ) else {
         return;
     };
@@ -226,7 +227,7 @@ fn round2_item03_a_users_stuck_connections_hold_no_one_elses_slots() {
 /// lock: Mallory's deliveries may take only her share of the workers,
 /// and a busy mailbox is not waited on by more than that.
 #[test]
-fn round2_item04_a_locked_mailbox_holds_no_one_elses_delivery() {
+fn a_mailbox_kept_locked_holds_no_one_elses_delivery() {
     let Some(site) = Site::new("fbox", "max_connections = 4") else {
         return;
     };

@@ -1,17 +1,17 @@
-//! Resource limits against the brakes and the sweeps (issue 20, round 2,
-//! items 9 and 12): what a process short of descriptors must still do —
+//! Resource limits against the brakes and the sweeps (issue 20):
+//! what a process short of descriptors must still do —
 //! refuse a message it cannot count, remove a tree it cannot hold open.
 
 use crate::common;
 use crate::site::{Account, Site, names};
 
-/// Item 9: a user over `max_recipients_per_hour` must not get a message
+/// A user over `max_recipients_per_hour` must not get a message
 /// through by running sendmail with so few descriptors (`ulimit -n 5`:
 /// the standard three, the draft and the messages counter) that the
 /// recipients counter cannot be opened: a limit that is set and cannot
 /// be checked refuses (75), it does not wave the message through.
 #[test]
-fn round2_item09_a_counter_that_cannot_be_opened_refuses_the_message() {
+fn a_sender_with_too_few_descriptors_to_check_the_hourly_limit_is_refused() {
     let limits = "max_messages_per_hour = 100\nmax_recipients_per_hour = 2";
     let Some(site) = Site::new("lbrake", limits) else {
         return;
@@ -47,13 +47,13 @@ fn starved(site: &Site, who: &Account, recipient: &str) -> std::process::Output 
     )
 }
 
-/// Item 12: a directory tree deeper than root's run has descriptors
+/// A directory tree deeper than root's run has descriptors
 /// (1,500 levels under systemd's default `LimitNOFILE` of 1024) left in
 /// the maildrop by a user is removed all the same, without following the
 /// links in it: otherwise the maildrop never empties and the path unit
 /// that watches it fires for ever.
 #[test]
-fn round2_item12_a_tree_deeper_than_roots_descriptors_is_removed() {
+fn a_maildrop_tree_deeper_than_roots_descriptors_is_removed_without_following_links() {
     let Some(site) = Site::new("ldeep", "") else {
         return;
     };

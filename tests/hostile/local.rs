@@ -1,5 +1,5 @@
 //! What a user's `.forward`, `:include:` files and local deliveries can
-//! make a privileged runner do (issue 15, items 1 and 4).
+//! make a privileged runner do (issue 15).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use crate::tools::run_within;
 /// at `mailbox_timeout`, the recipient deferred — instead of waiting for
 /// ever (under a oneshot systemd service no later run could start).
 #[test]
-fn item04_a_stopped_delivery_helper_cannot_hang_roots_queue_run() {
+fn a_recipient_stopping_their_delivery_helper_cannot_hang_roots_queue_run() {
     let Some(site) = Site::new("stop", "mailbox_timeout = 2s\nretry_min = 1s") else {
         return;
     };
@@ -109,7 +109,7 @@ fn mallory_mails_himself(site: &Site, runner: Option<&crate::site::Account>) {
 /// read it with Mallory's rights, not the group's, and no line of it may
 /// come back in a notice, a state file or mailq.
 #[test]
-fn item01_a_forward_include_cannot_read_the_spool_groups_files() {
+fn a_forward_include_of_a_mail_group_file_reads_nothing_of_it() {
     let Some(site) = Site::new("incg", "retry_min = 1s") else {
         return;
     };
@@ -125,7 +125,7 @@ fn item01_a_forward_include_cannot_read_the_spool_groups_files() {
 /// The same with a file only root may read: root's queue run reads a
 /// user's includes as that user, never as root.
 #[test]
-fn item01_a_forward_include_cannot_read_roots_files() {
+fn a_forward_include_of_a_root_only_file_reads_nothing_of_it() {
     let Some(site) = Site::new("incr", "retry_min = 1s") else {
         return;
     };
@@ -143,7 +143,7 @@ fn item01_a_forward_include_cannot_read_roots_files() {
 /// `.forward` names runs as the forward's owner, so root's run must not
 /// append to Alice's script as Alice.
 #[test]
-fn item01_what_an_include_names_runs_as_the_forward_owner() {
+fn a_forward_including_another_users_file_runs_what_it_names_as_the_forward_owner() {
     let Some(site) = Site::new("incx", "retry_min = 1s") else {
         return;
     };
@@ -167,7 +167,7 @@ fn item01_what_an_include_names_runs_as_the_forward_owner() {
 /// An `:include:` in /etc/aliases is read as its owner — pipe_user when
 /// root owns it — never as root: a root-only file stays unread.
 #[test]
-fn item01_an_aliases_include_is_never_read_as_root() {
+fn an_aliases_include_of_a_root_only_file_is_never_read_as_root() {
     let Some(site) = Site::new("inca", "retry_min = 1s") else {
         return;
     };

@@ -1,9 +1,9 @@
 //! Whose mail a queue run touches, and who can hold the slots and claims
-//! everyone needs (issue 15, items 2 and 3).
+//! everyone needs (issue 15).
 
 use std::time::{Duration, Instant};
 
-use crate::common::{self, smtpd::SmtpServer};
+use crate::common::{self, Setup, smtpd::SmtpServer};
 use crate::site::Site;
 
 /// The fixture itself: an ordinary user queues through the setgid
@@ -45,7 +45,7 @@ fn site_queues_mail_from_an_ordinary_user() {
 /// mail; root's run then delivers it, and the bounce it makes for her
 /// is hers (her uid), not the runner's.
 #[test]
-fn item02_an_ordinary_users_queue_run_touches_only_their_own_mail() {
+fn a_users_queue_run_cannot_deliver_claim_show_or_force_anyone_elses_mail() {
     let Some(site) = Site::new("qrun", "") else {
         return;
     };
@@ -59,10 +59,7 @@ fn item02_an_ordinary_users_queue_run_touches_only_their_own_mail() {
             "alice@example.org=451 4.3.0 try later",
         ],
     );
-    site.set_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nretry_min = 1s",
-        server.port
-    ));
+    site.set_config(Setup::smarthost(server.port).line("retry_min = 1s").text());
     let out = site.run(
         Some(&site.alice),
         "sendmail",
@@ -129,16 +126,17 @@ fn item02_an_ordinary_users_queue_run_touches_only_their_own_mail() {
 /// his own mail, not anybody else's. Alice's `-odi` must go through at
 /// once and root's queue run must deliver her queued mail meanwhile.
 #[test]
-fn item03_a_users_stalled_runners_hold_no_one_elses_slots() {
+fn a_forward_that_never_ends_stalls_only_its_owners_runners() {
     let Some(site) = Site::new("slots", "") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let server = SmtpServer::start(dir.path(), &[]);
-    site.set_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nmax_connections = 3",
-        server.port
-    ));
+    site.set_config(
+        Setup::smarthost(server.port)
+            .line("max_connections = 3")
+            .text(),
+    );
     let forward = site.mallory.home.join(".forward");
     site.write_as(&site.mallory, &forward, "\"|exec sleep 30\"\n", 0o600);
     for _ in 0..10 {
@@ -211,11 +209,11 @@ fn item03_a_users_stalled_runners_hold_no_one_elses_slots() {
 /// Issue 14: an ordinary user's `mailq --delete/--hold/--release` acts
 /// on their own messages only; another user's stays as it was.
 #[test]
-fn item02_an_ordinary_user_administers_only_their_own_mail() {
+fn a_users_delete_hold_and_release_touch_only_their_own_mail() {
     let Some(site) = Site::new("qadm", "") else {
         return;
     };
-    site.set_config("smarthost = 127.0.0.1:9\nsmarthost_tls = none");
+    site.set_config(Setup::smarthost(9).text());
     for who in [&site.alice, &site.mallory] {
         let out = site.run(
             Some(who),
@@ -290,10 +288,14 @@ fn a_runaway_sender_stops_at_the_hourly_limit() {
     let Some(site) = Site::new("rate", "") else {
         return;
     };
-    site.set_config(&format!(
-        "smarthost = 127.0.0.1:9\nsmarthost_tls = none\nmax_messages_per_hour = 3\nrate_limit_exempt = {}",
-        site.alice.name
-    ));
+    site.set_config(
+        Setup::smarthost(9)
+            .line(&format!(
+                "max_messages_per_hour = 3\nrate_limit_exempt = {}",
+                site.alice.name
+            ))
+            .text(),
+    );
     let send = |who| {
         site.run(
             Some(who),

@@ -1,5 +1,5 @@
-//! Work one user causes that others paid for, second round (issue 20,
-//! items 5, 8 and 11): a relay's 421 to one user's message taken as the
+//! Work one user causes that others paid for (issue 20): a
+//! relay's 421 to one user's message taken as the
 //! relay being down for everyone, destination records shared by domains
 //! that only look alike, and log fields an address or a server reply
 //! could close or fake.
@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::common::dns::DnsServer;
 use crate::common::smtpd::SmtpServer;
 use crate::common::syslog::{SyslogReceiver, pflogsumm, total};
-use crate::common::{self, HOSTNAME};
+use crate::common::{self, HOSTNAME, Setup};
 use crate::site::Site;
 
 const MSG: &[u8] = b"Subject: round two\n\nbody\n";
@@ -34,14 +34,14 @@ fn unix_now() -> u64 {
         .as_secs()
 }
 
-/// Item 5: Mallory's messages draw `421 4.7.0 … suspicious` from every
+/// Mallory's messages draw `421 4.7.0 … suspicious` from every
 /// relay of the list — one at the final dot (as Google's smtp-relay
 /// answers), one at RCPT. Her messages wait for their own retry; the
 /// relays are not recorded down, and Alice's message, queued after,
 /// goes out in her own queue run (which honours the unreachable cache)
 /// at once.
 #[test]
-fn round2_item05_a_421_to_one_users_message_does_not_hold_the_relays_for_others() {
+fn a_421_to_one_users_message_does_not_hold_the_relays_for_others() {
     let Some(site) = Site::new("rrly", "") else {
         return;
     };
@@ -58,11 +58,11 @@ fn round2_item05_a_421_to_one_users_message_does_not_hold_the_relays_for_others(
     ];
     let first = SmtpServer::start(dir.path(), &relay_args);
     let second = SmtpServer::start(dir.path(), &relay_args);
-    site.set_config(&format!(
-        "smarthost = 127.0.0.1:{}, 127.0.0.1:{}\nsmarthost_policy = failover\n\
-         smarthost_tls = none\nretry_min = 1h",
-        first.port, second.port
-    ));
+    site.set_config(
+        Setup::smarthosts(&[first.port, second.port])
+            .line("smarthost_policy = failover\nretry_min = 1h")
+            .text(),
+    );
     // Forced attempts (-odi): every relay is tried for each message.
     let out = site.run(
         Some(&site.mallory),
@@ -128,12 +128,12 @@ fn round2_item05_a_421_to_one_users_message_does_not_hold_the_relays_for_others(
     assert!(window.is_empty(), "{window:?}");
 }
 
-/// Item 8: `bächer.example` (Mallory's, dead) and `bücher.example`
+/// `bächer.example` (Mallory's, dead) and `bücher.example`
 /// (Alice's, healthy) once shared one record name; Mallory's dead
 /// domain then held Alice's mail back and her `mailq` showed Mallory's
 /// error. Each now has its own record.
 #[test]
-fn round2_item08_lookalike_domains_keep_separate_records() {
+fn lookalike_domains_cannot_share_an_unreachable_record() {
     let Some(site) = Site::new("ridn", "") else {
         return;
     };
@@ -150,10 +150,15 @@ fn round2_item08_lookalike_domains_keep_separate_records() {
         ],
         &[],
     );
-    site.set_config(&format!(
-        "route = * -> mx\nsmtp_port = {}\nresolver = {}\ntls = none\nretry_min = 1h",
-        server.port, dns.addr
-    ));
+    site.set_config(
+        Setup::default()
+            .route("* -> mx")
+            .line(&format!(
+                "smtp_port = {}\nresolver = {}\ntls = none\nretry_min = 1h",
+                server.port, dns.addr
+            ))
+            .text(),
+    );
     let out = site.run(
         Some(&site.mallory),
         "sendmail",
@@ -187,14 +192,14 @@ fn round2_item08_lookalike_domains_keep_separate_records() {
     assert_eq!(records(&site).len(), 1, "{:?}", records(&site));
 }
 
-/// Item 11: a quoted local part that spells out the rest of a
+/// A quoted local part that spells out the rest of a
 /// delivered line, a server reply that spells out a whole one (it is
 /// quoted in the `to=` lines and in the line `-odi` logs), and a bidi
 /// override in an address and in the reply. The relay defers Mallory's
 /// message; pflogsumm must count it deferred, not delivered, and no line
 /// may carry the override raw.
 #[test]
-fn round2_item11_addresses_and_replies_cannot_close_or_fake_log_fields() {
+fn addresses_and_replies_cannot_close_or_fake_log_fields() {
     let Some(site) = Site::new("rlog", "") else {
         return;
     };
@@ -213,11 +218,12 @@ fn round2_item11_addresses_and_replies_cannot_close_or_fake_log_fields() {
     std::fs::create_dir(&logs).unwrap();
     std::fs::set_permissions(&logs, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let syslog = SyslogReceiver::start(&logs);
-    site.set_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nretry_min = 1h\n{}",
-        server.port,
-        syslog.config_line()
-    ));
+    site.set_config(
+        Setup::smarthost(server.port)
+            .line("retry_min = 1h")
+            .line(&syslog.config_line())
+            .text(),
+    );
     // 62 octets of local part: within the limit of 64.
     let faker = "\"x>, relay=r[192.0.2.1]:25, delay=0, dsn=2.0.0, status=sent (\"@example.org";
     let bidi = "invoice\u{202e}fdp.exe@example.org";

@@ -1,8 +1,8 @@
 //! What an ordinary user can do with the input faces of the setgid
 //! binary (issue 15): `sendmail -bs` fed without limit or with a
-//! smuggled second envelope (items 8 and 9), `newaliases` on a source
+//! smuggled second envelope, `newaliases` on a source
 //! only the mail group may read, the compiled aliases' permissions, and
-//! `-C` naming something that is not a configuration file (item 11).
+//! `-C` naming something that is not a configuration file.
 
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -69,7 +69,7 @@ fn codes(stdout: &str) -> Vec<&str> {
 }
 
 #[test]
-fn item08_a_100mb_bs_command_line_stays_in_bounded_memory() {
+fn a_100mb_bs_command_line_stays_in_bounded_memory() {
     let Some(site) = Site::new("bsline", "") else {
         return;
     };
@@ -97,7 +97,7 @@ fn item08_a_100mb_bs_command_line_stays_in_bounded_memory() {
 }
 
 #[test]
-fn item08_an_endless_bs_line_stays_in_bounded_memory() {
+fn an_endless_bs_line_stays_in_bounded_memory() {
     let Some(site) = Site::new("bszero", "") else {
         return;
     };
@@ -114,7 +114,7 @@ fn item08_an_endless_bs_line_stays_in_bounded_memory() {
 }
 
 #[test]
-fn item08_an_endless_data_line_stays_in_bounded_memory() {
+fn an_endless_data_line_stays_in_bounded_memory() {
     let Some(site) = Site::new("bsdata", "") else {
         return;
     };
@@ -145,7 +145,7 @@ fn item08_an_endless_data_line_stays_in_bounded_memory() {
 /// web form's text could carry it) commits one message, from the real
 /// sender to the real recipient, with the smuggled lines in its body.
 #[test]
-fn item09_a_bare_lf_dot_cannot_smuggle_a_second_envelope() {
+fn a_bare_lf_dot_cannot_smuggle_a_second_envelope() {
     let Some(site) = Site::new("smuggle", "") else {
         return;
     };
@@ -206,7 +206,7 @@ fn secret_aliases(site: &Site, text: &str) -> std::path::PathBuf {
 const SECRET: &str = "Hunter2Secret";
 
 #[test]
-fn item11_newaliases_by_an_ordinary_user_reveals_nothing_of_a_mail_group_source() {
+fn newaliases_by_an_ordinary_user_reveals_nothing_of_a_mail_group_source() {
     let Some(site) = Site::new("newali", "") else {
         return;
     };
@@ -245,7 +245,7 @@ fn item11_newaliases_by_an_ordinary_user_reveals_nothing_of_a_mail_group_source(
 }
 
 #[test]
-fn item11_the_compiled_aliases_are_no_more_readable_than_their_source() {
+fn the_compiled_aliases_are_no_more_readable_than_their_source() {
     let Some(site) = Site::new("alimode", "") else {
         return;
     };
@@ -284,7 +284,7 @@ fn config_from(site: &Site, path: &Path) -> std::process::Output {
 }
 
 #[test]
-fn item11_a_config_that_is_not_a_small_regular_file_is_refused() {
+fn a_dash_c_config_that_is_not_a_small_regular_file_is_refused() {
     let Some(site) = Site::new("confc", "") else {
         return;
     };

@@ -96,8 +96,8 @@ impl Site {
     /// `smh-TAG-m`). `extra` is appended to the configuration. None when
     /// not root.
     pub fn new(tag: &str, extra: &str) -> Option<Site> {
-        if !common::is_root() {
-            eprintln!("skipped: the hostile-user suite needs root (accounts, setgid, namespaces)");
+        if !common::root_or_skip("the hostile-user suite needs root (accounts, setgid, namespaces)")
+        {
             return None;
         }
         let dir = tempfile::Builder::new()
@@ -161,7 +161,7 @@ impl Site {
         let conf = self.etc.join("spoolmail.conf");
         let smarthost = match extra.contains("smarthost =") {
             true => "",
-            false => "smarthost = 127.0.0.1:1\n",
+            false => common::REFUSING_SMARTHOST,
         };
         fs::write(
             &conf,

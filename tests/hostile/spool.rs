@@ -1,4 +1,4 @@
-//! The spool against its own users (issue 15, items 5, 7 and 11): what
+//! The spool against its own users (issue 15): what
 //! a drop may claim, how many recipients and bytes a user may make root
 //! carry, and what is left lying in the maildrop and corrupt/.
 
@@ -54,7 +54,7 @@ fn queued_data(site: &Site, id: &str) -> String {
 }
 
 #[test]
-fn item05_a_maildrop_pickup_adds_the_owner_uid_trace() {
+fn a_forged_maildrop_trace_gets_the_real_owners_uid_on_top() {
     let Some(site) = Site::new("sp05", "") else {
         return;
     };
@@ -93,7 +93,7 @@ fn item05_a_maildrop_pickup_adds_the_owner_uid_trace() {
 }
 
 #[test]
-fn item07_sendmail_refuses_more_recipients_than_max_recipients() {
+fn more_recipients_than_max_recipients_are_refused_at_submission() {
     let Some(site) = Site::new("sp07a", "") else {
         return;
     };
@@ -129,7 +129,7 @@ fn item07_sendmail_refuses_more_recipients_than_max_recipients() {
 }
 
 #[test]
-fn item07_a_maildrop_file_over_the_limits_is_refused_at_pickup() {
+fn a_maildrop_file_over_the_limits_is_refused_at_pickup() {
     let Some(site) = Site::new("sp07b", "max_message_size = 64k") else {
         return;
     };
@@ -158,7 +158,7 @@ fn item07_a_maildrop_file_over_the_limits_is_refused_at_pickup() {
 }
 
 #[test]
-fn item07_an_unreadable_state_never_moves_the_message_to_corrupt() {
+fn an_oversized_state_file_never_moves_the_message_to_corrupt() {
     let Some(site) = Site::new("sp07c", "") else {
         return;
     };
@@ -185,17 +185,14 @@ fn item07_an_unreadable_state_never_moves_the_message_to_corrupt() {
     // State unknown: the next run delivers it, once.
     let dir = tempfile::tempdir().unwrap();
     let server = crate::common::smtpd::SmtpServer::start(dir.path(), &[]);
-    site.set_config(&format!(
-        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none",
-        server.port
-    ));
+    site.set_config(common::Setup::smarthost(server.port).text());
     common::assert_success(&site.as_root("sendmail", &["-q"], b""));
     assert_eq!(server.messages().len(), 1);
     assert!(site.queue_ids().is_empty());
 }
 
 #[test]
-fn item11_roots_pickup_removes_maildrop_junk() {
+fn junk_in_the_maildrop_is_removed_by_roots_pickup() {
     let Some(site) = Site::new("sp11a", "") else {
         return;
     };
@@ -228,7 +225,7 @@ fn item11_roots_pickup_removes_maildrop_junk() {
 }
 
 #[test]
-fn item11_corrupt_stays_within_its_file_cap() {
+fn a_flood_of_garbage_drops_keeps_corrupt_within_its_file_cap() {
     let Some(site) = Site::new("sp11b", "") else {
         return;
     };
