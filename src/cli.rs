@@ -179,7 +179,7 @@ pub struct OptionSpec {
     pub name: &'static str,
     /// Its argument.
     pub arg: Arg,
-    /// What spoolmail does with it (the README's option table comes from here).
+    /// What spoolmail does with it (the option table of docs/command-line.md comes from here).
     pub effect: &'static str,
 }
 
@@ -1161,21 +1161,23 @@ mod help {
 mod readme {
     use super::OPTIONS;
 
-    /// The README's option table is generated from OPTIONS; this keeps the
+    /// The option table of docs/command-line.md comes from OPTIONS; this keeps the
     /// two from drifting apart.
     #[test]
     fn readme_lists_every_option_with_its_effect() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../docs/command-line.md");
         for spec in OPTIONS.iter().filter(|s| !s.name.ends_with("-bare")) {
             let dash = if spec.name.len() == 1 { "-" } else { "--" };
             let row = format!("| `{dash}{}", spec.name);
             let line = readme
                 .lines()
                 .find(|l| l.starts_with(&row))
-                .unwrap_or_else(|| panic!("README has no row for {dash}{}", spec.name));
+                .unwrap_or_else(|| {
+                    panic!("docs/command-line.md has no row for {dash}{}", spec.name)
+                });
             assert!(
                 line.contains(&spec.effect.replace('\\', "")),
-                "README row for {} is out of date",
+                "docs/command-line.md's row for {} is out of date",
                 spec.name
             );
         }

@@ -6,7 +6,9 @@
 //! checked here: every option of the command line's own table
 //! (`spoolmail::cli::OPTIONS`) is documented on `sendmail(8)` (the queue's
 //! long options on `mailq(1)`), every option a page documents exists, and
-//! `groff -man -ww -z` has nothing to say about any page.
+//! `groff -man -ww -z` has nothing to say about any page. And every
+//! link between the README and the pages of `docs/` leads to a file and a
+//! heading that exist.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -203,4 +205,65 @@ fn help_on_every_face_says_what_it_does_and_points_at_the_manual() {
         assert!(text.contains(manual), "{}: {text}", face.display());
         assert!(text.contains(option), "{}: {text}", face.display());
     }
+}
+
+/// GitHub's anchor for a heading: lower case, punctuation dropped,
+/// spaces to hyphens.
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+#[test]
+fn every_link_between_the_readme_and_docs_leads_somewhere() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    docs.push(root.join("README.md"));
+    let mut broken = Vec::new();
+    let mut links = 0;
+    for doc in &docs {
+        let text = std::fs::read_to_string(doc).unwrap();
+        for (at, _) in text.match_indices("](") {
+            let rest = &text[at + 2..];
+            let Some(end) = rest.find(')') else { continue };
+            let target = &rest[..end];
+            if target.contains("://") || target.starts_with("mailto:") || target.contains(' ') {
+                continue;
+            }
+            links += 1;
+            let (file, anchor) = target.split_once('#').unwrap_or((target, ""));
+            let file = if file.is_empty() {
+                doc.clone()
+            } else {
+                doc.parent().unwrap().join(file)
+            };
+            let Ok(linked) = std::fs::read_to_string(&file) else {
+                broken.push(format!("{}: {target}: no such file", doc.display()));
+                continue;
+            };
+            let found = anchor.is_empty()
+                || linked
+                    .lines()
+                    .filter_map(|l| {
+                        l.trim_start_matches('#')
+                            .strip_prefix(' ')
+                            .filter(|_| l.starts_with('#'))
+                    })
+                    .any(|h| slug(h) == anchor);
+            if !found {
+                broken.push(format!("{}: {target}: no such heading", doc.display()));
+            }
+        }
+    }
+    assert!(links > 20, "the links were read: {links}");
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }
