@@ -136,7 +136,7 @@ fn main() {
 const ROUNDS: usize = 3;
 
 /// The sizes to measure: `BENCH_BACKLOG_N`, comma-separated (default
-/// 1000,10000; the README's figures add 100000).
+/// 1000,10000; docs/testing.md's figures add 100000).
 fn sizes() -> Vec<usize> {
     let text = std::env::var("BENCH_BACKLOG_N").unwrap_or_else(|_| "1000,10000".into());
     text.split(',')

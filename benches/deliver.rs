@@ -149,7 +149,7 @@ fn relay_list(postfix: &Path, work: &Path, n: usize, concurrency: usize) {
     for round in 0..rounds {
         // Which goes first alternates: a drain leaves tens of thousands
         // of freshly freed inodes that slow the next fill and drain (see
-        // the README), and neither side should always pay for them.
+        // docs/testing.md), and neither side should always pay for them.
         let (a, l) = match round % 2 {
             0 => {
                 let a = relay_drain(postfix, work, n, concurrency, false, round, None);

@@ -574,7 +574,7 @@ class Suite:
         check(len(got) == 1000 and len(subjects) == 1000, f"{len(got)} messages, {len(subjects)} distinct")
         print(f"      1000 sendmail calls in {took:.1f} s ({1000 / took:.0f}/s), all delivered")
 
-    # Masquerading (README "Masquerading"): the same callers, the host's
+    # Masquerading (docs/configuration.md, "Masquerading"): the same callers, the host's
     # senders rewritten into MASQ_DOMAIN, checked at the server.
 
     def configure_masquerading(self):

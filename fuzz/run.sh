@@ -11,7 +11,7 @@
 # Environment:
 #   FUZZ_TARGETS="a b"   runs only those targets;
 #   FUZZ_RUNS=N          stops each target after N executions instead of
-#                        after SECONDS (the README's long run: 10000000);
+#                        after SECONDS (docs/testing.md's long run: 10000000);
 #   FUZZ_SANITIZER=none  builds without AddressSanitizer (the parsers are
 #                        safe Rust, so ASan finds little and costs about
 #                        half the speed; the default keeps it).

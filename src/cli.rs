@@ -60,6 +60,10 @@ pub enum Mode {
     QueueRun(QueueRun),
     /// `mailq --delete|--hold|--release ID… | ALL`: act on queued messages.
     Administer(AdminAction),
+    /// `--help`: what this face does, its options grouped as in the manual.
+    Help,
+    /// `--version`, `-bV` (Exim's): the version and what it was built with.
+    Version,
     /// A mode spoolmail does not provide (`-bd`, `-bt`, `-bv`, …), with its flag.
     Unsupported(String),
 }
@@ -175,7 +179,7 @@ pub struct OptionSpec {
     pub name: &'static str,
     /// Its argument.
     pub arg: Arg,
-    /// What spoolmail does with it (the README's option table comes from here).
+    /// What spoolmail does with it (the option table of docs/command-line.md comes from here).
     pub effect: &'static str,
 }
 
@@ -209,7 +213,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         name: "b",
         arg: Arg::Yes,
-        effect: "mode: -bm deliver (default), -bp list the queue, -bi newaliases, -bs SMTP on stdin/stdout (below); -bd -bD -bt -bv -bh -bH -bP -bl: not supported (69)",
+        effect: "mode: -bm deliver (default), -bp list the queue, -bi newaliases, -bs SMTP on stdin/stdout (below), -bV the version; -bd -bD -bt -bv -bh -bH -bP -bl: not supported (69)",
     },
     OptionSpec {
         name: "q",
@@ -394,7 +398,12 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         name: "help",
         arg: Arg::No,
-        effect: "print the usage line and exit 0",
+        effect: "print what this face does and its options, grouped as in the manual page, and exit 0",
+    },
+    OptionSpec {
+        name: "version",
+        arg: Arg::No,
+        effect: "print the version and what it was built with (TLS library, resolver) and exit 0; -bV is the same",
     },
 ];
 
@@ -415,6 +424,99 @@ pub enum AdminAction {
 
 /// The one-line usage message of the sendmail face.
 pub const USAGE: &str = "usage: sendmail [-t] [-i] [-f sender] [-F name] [-odb|-odq|-odi] [-C config] [-bm|-bp|-bi|-bs] [-q[interval]] [--] [recipient ...]";
+
+/// The option groups of `--help`, in the order of the sendmail(8) manual
+/// page; which faces show each group. Every option of [`OPTIONS`] is in
+/// exactly one group (a test checks it), so a new option cannot be left
+/// out of the help.
+const HELP_GROUPS: &[(&str, &[Face], &[&str])] = &[
+    (
+        "The message",
+        &[Face::Sendmail],
+        &["t", "i", "f", "r", "F", "B", "N", "R", "V"],
+    ),
+    ("What to do", &[Face::Sendmail], &["b", "I", "q", "q-bare"]),
+    (
+        "How",
+        &[Face::Sendmail, Face::Mailq, Face::Newaliases],
+        &["o", "O", "C", "v"],
+    ),
+    (
+        "The queue (mailq, -bp)",
+        &[Face::Sendmail, Face::Mailq],
+        &[
+            "json",
+            "summary",
+            "delete",
+            "hold",
+            "release",
+            "requeue",
+            "return",
+            "recipient",
+            "sender",
+        ],
+    ),
+    (
+        "Accepted and ignored (for compatibility)",
+        &[Face::Sendmail],
+        &[
+            "X", "D", "d", "h", "L", "A", "M", "p", "Q", "Q-bare", "n", "m", "U", "G", "c", "s",
+        ],
+    ),
+    (
+        "This program",
+        &[Face::Sendmail, Face::Mailq, Face::Newaliases],
+        &["help", "version"],
+    ),
+];
+
+/// What `--help` prints for `face`: what the face does, its options in
+/// the manual's groups, and where the manual is.
+pub fn help(face: Face) -> String {
+    let (what, manual) = match face {
+        Face::Sendmail => (
+            "sendmail reads one message on stdin, commits it to the spool and hands it to a background runner.",
+            "sendmail(8), spoolmail.conf(5), spoolmail(8)",
+        ),
+        Face::Mailq => (
+            "mailq lists the queue (sendmail -bp) and acts on it: mailq --delete|--hold|--release|--requeue|--return ID...|ALL|-",
+            "mailq(1), sendmail(8), spoolmail(8)",
+        ),
+        Face::Newaliases => (
+            "newaliases checks /etc/aliases and compiles it for local delivery (sendmail -bi).",
+            "newaliases(8), aliases(5), spoolmail(8)",
+        ),
+    };
+    let mut out = String::new();
+    if face == Face::Sendmail {
+        out.push_str(USAGE);
+        out.push('\n');
+    }
+    out.push_str(what);
+    out.push('\n');
+    for (title, faces, names) in HELP_GROUPS {
+        if !faces.contains(&face) {
+            continue;
+        }
+        out.push_str(&format!("\n{title}:\n"));
+        for spec in OPTIONS.iter().filter(|s| names.contains(&s.name)) {
+            if spec.name.ends_with("-bare") {
+                continue;
+            }
+            let (dash, value) = match (spec.name.len(), spec.arg) {
+                (1, Arg::No) => ("-", ""),
+                (1, Arg::Yes) => ("-", " X"),
+                (1, Arg::Maybe) => ("-", "[X]"),
+                (_, Arg::No) => ("--", ""),
+                (_, _) => ("--", " X"),
+            };
+            let flag = format!("{dash}{}{value}", spec.name);
+            out.push_str(&format!("  {flag:<14} {}\n", spec.effect.replace('\\', "")));
+        }
+    }
+    out.push_str(&format!("\nThe manual: {manual}.\n"));
+    out
+}
 
 fn options() -> Options {
     let mut opts = Options::new();
@@ -491,9 +593,6 @@ pub fn parse(face: Face, args: &[String]) -> Result<Invocation> {
         admin_filters: Vec::new(),
         ignored: Vec::new(),
     };
-    if matches.opt_present("help") {
-        inv.mode = Mode::Unsupported("--help".into());
-    }
     let actions: Vec<AdminAction> = [
         ("delete", AdminAction::Delete),
         ("hold", AdminAction::Hold),
@@ -584,6 +683,14 @@ pub fn parse(face: Face, args: &[String]) -> Result<Invocation> {
             inv.ignored.push(format!("-{name}"));
         }
     }
+    // Asking what the program is wins over anything else on the line:
+    // nothing is read, queued or listed.
+    if matches.opt_present("version") {
+        inv.mode = Mode::Version;
+    }
+    if matches.opt_present("help") {
+        inv.mode = Mode::Help;
+    }
     Ok(inv)
 }
 
@@ -604,6 +711,7 @@ fn parse_mode(value: &str) -> Result<Mode> {
         "p" => Mode::PrintQueue,
         "i" => Mode::InitAliases,
         "s" => Mode::Smtp,
+        "V" => Mode::Version,
         "d" | "D" | "t" | "v" | "h" | "H" | "P" | "l" | "a" => {
             Mode::Unsupported(format!("-b{value}"))
         }
@@ -995,24 +1103,81 @@ mod tests {
 }
 
 #[cfg(test)]
+mod help {
+    use super::*;
+
+    /// Every option is in exactly one group of the help, so none can be
+    /// left out of it.
+    #[test]
+    fn every_option_is_in_one_help_group() {
+        for spec in OPTIONS {
+            let groups = HELP_GROUPS
+                .iter()
+                .filter(|(_, _, names)| names.contains(&spec.name))
+                .count();
+            assert_eq!(groups, 1, "-{} is in {groups} help groups", spec.name);
+        }
+        for (title, _, names) in HELP_GROUPS {
+            for name in *names {
+                assert!(
+                    OPTIONS.iter().any(|s| s.name == *name),
+                    "{title}: no option {name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn each_face_gets_its_own_help() {
+        let sendmail = help(Face::Sendmail);
+        assert!(sendmail.contains("  -t ") && sendmail.contains("--delete"));
+        assert!(sendmail.contains("sendmail(8)"));
+        let mailq = help(Face::Mailq);
+        assert!(mailq.contains("--hold") && !mailq.contains("  -t "));
+        assert!(mailq.contains("mailq(1)"));
+        let newaliases = help(Face::Newaliases);
+        assert!(newaliases.contains("--version") && !newaliases.contains("--json"));
+    }
+
+    #[test]
+    fn help_and_version_win_over_the_mode() {
+        let p = |face, args: &[&str]| {
+            parse(
+                face,
+                &args.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            )
+            .unwrap()
+            .mode
+        };
+        assert_eq!(p(Face::Sendmail, &["-bs", "--help"]), Mode::Help);
+        assert_eq!(p(Face::Mailq, &["--version"]), Mode::Version);
+        assert_eq!(p(Face::Newaliases, &["--version"]), Mode::Version);
+        assert_eq!(p(Face::Sendmail, &["-bV"]), Mode::Version);
+        assert_eq!(p(Face::Sendmail, &["-t", "--version"]), Mode::Version);
+    }
+}
+
+#[cfg(test)]
 mod readme {
     use super::OPTIONS;
 
-    /// The README's option table is generated from OPTIONS; this keeps the
+    /// The option table of docs/command-line.md comes from OPTIONS; this keeps the
     /// two from drifting apart.
     #[test]
     fn readme_lists_every_option_with_its_effect() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../docs/command-line.md");
         for spec in OPTIONS.iter().filter(|s| !s.name.ends_with("-bare")) {
             let dash = if spec.name.len() == 1 { "-" } else { "--" };
             let row = format!("| `{dash}{}", spec.name);
             let line = readme
                 .lines()
                 .find(|l| l.starts_with(&row))
-                .unwrap_or_else(|| panic!("README has no row for {dash}{}", spec.name));
+                .unwrap_or_else(|| {
+                    panic!("docs/command-line.md has no row for {dash}{}", spec.name)
+                });
             assert!(
                 line.contains(&spec.effect.replace('\\', "")),
-                "README row for {} is out of date",
+                "docs/command-line.md's row for {} is out of date",
                 spec.name
             );
         }

@@ -1,6 +1,6 @@
 //! Typed errors. Every failure in spoolmail is an [`Error`] carrying a
 //! [`Kind`]; only `main` turns a kind into a process exit code, so the
-//! README's exit-code table and the code cannot drift apart.
+//! exit-code table (docs/command-line.md) and the code cannot drift apart.
 
 use std::fmt;
 use std::io;

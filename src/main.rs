@@ -55,6 +55,28 @@ fn main() {
     std::process::exit(code);
 }
 
+/// The resolver crate, as `--version` names it. A test compares it with
+/// the dependency in Cargo.toml.
+const RESOLVER: &str = "hickory-resolver 0.26";
+
+/// What `--version` (and `-bV`) prints: the version, and on a second line
+/// what it was built with — the TLS library as linked (its own version
+/// string, read at run time) and the resolver.
+fn version() -> String {
+    format!(
+        "spoolmail {}\nbuilt with {} (native-tls), {RESOLVER}\n",
+        env!("CARGO_PKG_VERSION"),
+        openssl::version::version()
+    )
+}
+
+/// Writes `text` to stdout; a write error (a closed pipe) is an error.
+fn print_out(text: &str) -> Result<()> {
+    std::io::stdout()
+        .write_all(text.as_bytes())
+        .map_err(|e| Error::io("writing to standard output", &e))
+}
+
 /// One line on stderr. Never panics: a caller may give us a full or
 /// closed stderr (`2>/dev/full`, a pipe nobody reads), and the exit code
 /// must still be the one the error calls for (`eprintln!` would panic,
@@ -75,9 +97,11 @@ fn run(face: Face, args: std::env::ArgsOs) -> Result<()> {
     for ignored in &inv.ignored {
         log::debug!("option {ignored} accepted and ignored");
     }
-    if inv.mode == Mode::Unsupported("--help".into()) {
-        let _ = writeln!(std::io::stdout(), "{}", cli::USAGE);
-        return Ok(());
+    // Neither needs the configuration: they work before there is one.
+    match inv.mode {
+        Mode::Help => return print_out(&cli::help(face)),
+        Mode::Version => return print_out(&version()),
+        _ => {}
     }
     let config = load_config(&inv)?;
     logging::configure(&config.syslog_name, config.syslog_socket.clone());
@@ -92,6 +116,7 @@ fn run(face: Face, args: std::env::ArgsOs) -> Result<()> {
             let selection = runner::Selection::for_caller(&spool, run.filters.clone());
             runner::run_queue(&spool, &config, &selection, run.interval)
         }
+        Mode::Help | Mode::Version => unreachable!("answered before the configuration is read"),
         Mode::Unsupported(flag) => Err(Error::new(
             Kind::Unavailable,
             format!("{flag} is not supported by spoolmail"),

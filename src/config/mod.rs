@@ -69,8 +69,8 @@ pub enum SenderOverride {
 pub const MASQUERADE_HEADER_FIELDS: [&str; 5] =
     ["From", "Sender", "Reply-To", "Resent-From", "Resent-Sender"];
 
-/// Every setting of spoolmail, with defaults filled in. The README's
-/// configuration table documents each key.
+/// Every setting of spoolmail, with defaults filled in. The configuration
+/// table of docs/configuration.md and spoolmail.conf(5) document each key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// `spool`: the spool directory.
@@ -1147,11 +1147,31 @@ corrupt_max_files = 20
         assert!(err("route = x -> error 550").starts_with("t.conf:1: route: error"));
     }
 
-    /// The worked configurations in the README's "Relays and routes"
-    /// section are valid configs.
+    /// The README's setups are valid configurations: every code block
+    /// that starts with the file's path parses.
+    #[test]
+    fn readme_setups_parse() {
+        let readme = include_str!("../../README.md");
+        let blocks: Vec<&str> = readme
+            .split("```")
+            .skip(1)
+            .step_by(2)
+            .filter(|b| {
+                b.trim_start()
+                    .starts_with("# /etc/spoolmail/spoolmail.conf")
+            })
+            .collect();
+        assert_eq!(blocks.len(), 3, "the README's three setups");
+        for block in blocks {
+            parse(block, "README").unwrap_or_else(|e| panic!("{e}: {block}"));
+        }
+    }
+
+    /// The worked configurations in docs/configuration.md's "Relays and
+    /// routes" section are valid configs.
     #[test]
     fn readme_relay_examples_parse() {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/configuration.md");
         let section = readme
             .split("## Relays and routes")
             .nth(1)
@@ -1220,9 +1240,9 @@ mod readme {
             .collect()
     }
 
-    /// The keys of the README's configuration table, in order.
+    /// The keys of docs/configuration.md's configuration table, in order.
     fn keys_in_readme() -> Vec<&'static str> {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/configuration.md");
         let start = readme
             .find("\n## Configuration\n")
             .expect("## Configuration");
@@ -1235,17 +1255,46 @@ mod readme {
             .collect()
     }
 
-    /// Every key has a row in the README's configuration table, and
+    /// Every key has a row in docs/configuration.md's configuration table, and
     /// every row names a key: the two cannot drift apart.
     #[test]
     fn readme_lists_every_config_key() {
         let (code, readme) = (keys_in_code(), keys_in_readme());
         assert!(code.len() > 40, "the key list was read: {code:?}");
         for key in &code {
-            assert!(readme.contains(key), "README has no row for {key}");
+            assert!(
+                readme.contains(key),
+                "docs/configuration.md has no row for {key}"
+            );
         }
         for key in &readme {
-            assert!(code.contains(key), "README documents an unknown key {key}");
+            assert!(
+                code.contains(key),
+                "docs/configuration.md documents an unknown key {key}"
+            );
         }
+    }
+
+    /// spoolmail.conf(5) describes every key (an item `.B key` or
+    /// `.BR key …` of its own, or named in a combined item), and names no
+    /// key the code does not know.
+    #[test]
+    fn the_manual_page_describes_every_config_key() {
+        let page = include_str!("../../packaging/man/spoolmail.conf.5");
+        let items: Vec<&str> = page
+            .lines()
+            .filter(|l| l.starts_with(".B ") || l.starts_with(".BR ") || l.starts_with(".BI "))
+            .collect();
+        let named = |key: &str| {
+            items.iter().any(|l| {
+                l.split(|c: char| c.is_whitespace() || c == '"' || c == ',')
+                    .any(|w| w == key)
+            })
+        };
+        let missing: Vec<&str> = keys_in_code().into_iter().filter(|k| !named(k)).collect();
+        assert!(
+            missing.is_empty(),
+            "spoolmail.conf(5) has no item for {missing:?}"
+        );
     }
 }
