@@ -8,11 +8,13 @@
 //! operation will finish — a draft older than `max_age` (tmp/), a
 //! state write or a state whose message is gone (state/), a window link
 //! whose queue file is gone (window/), what corrupt/ holds past its
-//! bounds — and never a committed queue file. Ages count from the
-//! file's own times, so that a slow writer is not swept from under
+//! bounds — and never a committed queue file. Ages count from each
+//! file's own times (its mtime; in corrupt/ its ctime, set by the move
+//! there), so that a writer still at work is not swept from under
 //! itself. The schedule's repair is the schedule's
-//! ([`Spool::reconcile_schedule`]), the submission counters sweep
-//! themselves ([`SubmissionCounters::sweep`](super::SubmissionCounters::sweep)).
+//! ([`Spool::reconcile_schedule`]); the submission counters sweep
+//! themselves ([`SubmissionCounters::sweep`](super::SubmissionCounters::sweep));
+//! the maildrop's leftovers are the maildrop's.
 
 use std::fs::{self, OpenOptions};
 use std::io;
