@@ -140,7 +140,7 @@ fn main() {
     let floor_stats = Stats::of(&floor_samples);
     let spoolmail_stats = Stats::of(&spoolmail_samples);
     report(n, &base, &floor_stats, &spoolmail_stats);
-    rate_limit_cost(&spool.join("hosts"), n, spoolmail_stats.median);
+    rate_limit_cost(&spool, n, spoolmail_stats.median);
 }
 
 /// What the per-user hourly limits add to one submission when they are
@@ -148,7 +148,8 @@ fn main() {
 /// count made just before the commit, for an ordinary user (root is
 /// never counted, and this benchmark's `sendmail` runs as its caller),
 /// measured here on the same disk and set beside the median enqueue.
-fn rate_limit_cost(hosts: &Path, n: usize, enqueue: Duration) {
+fn rate_limit_cost(spool: &Path, n: usize, enqueue: Duration) {
+    let counters = spoolmail::spool::SubmissionCounters::of_spool_at(spool);
     let config = spoolmail::config::Config {
         max_messages_per_hour: u64::MAX,
         max_recipients_per_hour: u64::MAX,
@@ -159,7 +160,7 @@ fn rate_limit_cost(hosts: &Path, n: usize, enqueue: Duration) {
         .map_or(0, |d| d.as_secs());
     let start = std::time::Instant::now();
     for _ in 0..n {
-        spoolmail::accept::ratelimit::admit(&config, hosts, 60_000, "bench", 1, now)
+        spoolmail::accept::ratelimit::admit(&config, &counters, 60_000, "bench", 1, now)
             .expect("admitted");
     }
     let each = start.elapsed() / n as u32;

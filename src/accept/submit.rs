@@ -251,7 +251,7 @@ pub fn submit(
     if !dropped {
         crate::accept::ratelimit::admit(
             config,
-            &crate::spool::hosts_dir_of(&config.spool),
+            &crate::spool::SubmissionCounters::of_spool_at(&config.spool),
             caller.uid,
             &caller.login,
             recipients.len(),

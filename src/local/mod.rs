@@ -752,7 +752,7 @@ pub fn forward(
     let over_limit = match counted {
         true => crate::accept::ratelimit::admit(
             config,
-            &spool.hosts_dir(),
+            &spool.submission_counters(),
             uid,
             &user,
             copy.addresses.len(),

@@ -103,7 +103,9 @@ pub fn print(
         }
         Ok(())
     })?;
-    let submitters: Vec<Submitter> = crate::accept::ratelimit::this_hour(&spool.hosts_dir(), now)
+    let submitters: Vec<Submitter> = spool
+        .submission_counters()
+        .this_hour(now)
         .into_iter()
         .filter(|&(uid, _, _)| only_uid.is_none_or(|only| only == uid))
         .map(|(uid, messages, recipients)| Submitter {

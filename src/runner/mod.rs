@@ -368,7 +368,7 @@ pub fn run_queue(
                 Ok(_) => {}
                 Err(e) => log::warn!("maildrop: {e}"),
             }
-            crate::accept::ratelimit::sweep(&spool.hosts_dir(), unix_now());
+            spool.submission_counters().sweep(unix_now());
             // After the pickup, which may have set refused drops aside.
             if let Err(e) = spool.sweep_corrupt(
                 config.corrupt_max_age,

@@ -187,18 +187,7 @@ mod tests {
     use super::*;
 
     fn fresh() -> RecipientState {
-        RecipientState {
-            address: "a@x.example".into(),
-            status: RecipientStatus::Queued,
-            attempts: 0,
-            last_error: None,
-            next_attempt: None,
-            last_attempt: None,
-            dsn_status: None,
-            relay: None,
-            notified: false,
-            local_done: Vec::new(),
-        }
+        RecipientState::queued("a@x.example".into())
     }
 
     #[test]

@@ -10,10 +10,10 @@ use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
+use super::durable;
+use super::envelope::{self, Envelope};
+use super::id::QueueId;
 use crate::error::{Error, Kind, Result};
-use crate::spool::durable;
-use crate::spool::envelope::{self, Envelope};
-use crate::spool::id::QueueId;
 
 /// Size of the write buffer: large enough that a typical message is a
 /// handful of write(2) calls.
@@ -40,7 +40,7 @@ pub struct Draft {
     /// The tmp file is gone (renamed away): Drop must not unlink it.
     finished: bool,
     /// Complete and fsynced in tmp/ ([`Draft::seal`]): kept on Drop, for
-    /// [`crate::spool::Spool::commit_leftover`] to finish.
+    /// [`Spool::commit_leftover`](super::Spool::commit_leftover) to finish.
     sealed: bool,
     /// The schedule bucket the committed message is filed under (a
     /// queue commit; a maildrop file has none).
@@ -203,7 +203,7 @@ impl Draft {
     /// without queueing it: for a message whose existence something else
     /// must record first (a notice, in its original's state). From here
     /// the tmp file is kept even when the draft is dropped, so that
-    /// [`crate::spool::Spool::commit_leftover`] can queue it after a
+    /// [`Spool::commit_leftover`](super::Spool::commit_leftover) can queue it after a
     /// crash; a sealed draft's commit never takes the file back (what
     /// recorded it counts on it being queued).
     pub fn seal(&mut self) -> Result<()> {

@@ -29,7 +29,7 @@
 
 use std::io::{self, BufRead, Read, Write};
 
-use crate::spool::id::QueueId;
+use super::id::QueueId;
 
 /// The first line of every version-1 queue file.
 pub const VERSION_LINE: &[u8] = b"SPOOLMAIL-QUEUE 1\n";
@@ -69,7 +69,7 @@ pub struct Envelope {
     pub envid: Option<String>,
     /// A forwarded copy (or a notice about one): the aliases and
     /// `.forward`s (`alias:NAME`, `user:NAME`) that made it, none of
-    /// which expands it again (loop protection, [`crate::local`]).
+    /// which expands it again (loop protection for local delivery).
     /// Entries are single words.
     pub chain: Vec<String>,
     /// Message data size in bytes: known at commit, read from the trailer;

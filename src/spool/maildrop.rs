@@ -394,7 +394,7 @@ impl Spool {
         // for the administrator (`mailq --release` or `--delete`). The
         // held state is written before the message is visible in queue/,
         // so no runner ever sees it unheld.
-        let hosts = self.hosts_dir();
+        let hosts = self.submission_counters();
         let nrcpt = envelope.recipients.len();
         let over_limit =
             crate::accept::ratelimit::admit(config, &hosts, uid, &envelope.user, nrcpt, unix_now)

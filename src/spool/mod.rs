@@ -7,7 +7,7 @@
 //! | `tmp/`     | `ID`: messages being written ([`Draft`]); leftovers are crash garbage |
 //! | `queue/`   | `ID`: committed messages, immutable (S3); format in [`envelope`] |
 //! | `state/`   | `ID`: delivery state as JSON ([`DeliveryState`]), replaced atomically; `ID.tmp-PID` while being replaced |
-//! | `hosts/`   | per-destination locks and status (owned by the runner)        |
+//! | `hosts/`   | per-destination locks and status (owned by the runner); submission counters ([`SubmissionCounters`]) |
 //! | `schedule/` | `T/ID`: empty files, message ID has work from unix time T on; `0/` due at once ([`schedule`]) |
 //! | `window/` | `ID`: a hard link to `queue/ID` while a runner waits for the reply to its final dot (RFC 1047; [`window`]) |
 //! | `corrupt/` | queue files that failed verification and refused drops: never delivered; removed by root's queue run after `corrupt_max_age` or beyond its size caps ([`Spool::sweep_corrupt`]) |
@@ -25,7 +25,13 @@
 //! are opened with `O_NOFOLLOW`, must be regular, and queue files must pass
 //! the framing check (version line, envelope, exact trailer, length) before
 //! anything in them is trusted.
+//!
+//! The spool stores and decides nothing: what may be queued, held or
+//! counted against whom is decided by its callers, who hand it finished
+//! envelopes and states. Its maintenance — the sweeps of what crashes
+//! and kills leave — is apart from the store, in [`sweep`].
 
+mod counters;
 mod draft;
 pub mod durable;
 pub(crate) mod envelope;
@@ -34,8 +40,10 @@ mod maildrop;
 mod removals;
 mod schedule;
 mod state;
+mod sweep;
 mod window;
 
+pub use counters::{Counted, Counter, CounterError, SubmissionCounters};
 use draft::DirSync;
 pub use draft::{Committed, DataWriter, Draft};
 pub use envelope::Envelope;
@@ -60,9 +68,10 @@ const ROOT_MODE: u32 = 0o751;
 /// Mode of the subdirectories: the setgid group writes into them.
 const DIR_MODE: u32 = 0o770;
 /// The subdirectories, all created together.
-const SUBDIRS: [&str; 7] = [
-    "tmp", "queue", "state", "hosts", "corrupt", SCHEDULE, WINDOW,
-];
+const SUBDIRS: [&str; 7] = ["tmp", "queue", "state", HOSTS, "corrupt", SCHEDULE, WINDOW];
+/// The directory of per-destination locks and status files and of the
+/// submission counters.
+const HOSTS: &str = "hosts";
 /// Buffer for reading an envelope block when the data is not wanted.
 const ENVELOPE_BUFFER: usize = 8 * 1024;
 /// Buffer for streaming message data to the runner.
@@ -70,15 +79,15 @@ const DATA_BUFFER: usize = 64 * 1024;
 /// Largest state file written or read back (hostile files must not
 /// exhaust memory). It holds every state the spool can write: free texts
 /// are cut ([`DeliveryState::bound_texts`]), which leaves under 4 KiB
-/// per recipient at worst, and `max_recipients` stops at
-/// [`crate::config::MAX_RECIPIENTS_CEILING`] — under 40 MiB — with room
-/// for local deliveries done. [`Spool::write_state`] refuses to write a
+/// per recipient at worst, and [`MAX_STATE_RECIPIENTS`] of them — under
+/// 40 MiB — leave room for local deliveries done. [`Spool::write_state`] refuses to write a
 /// state above it, so no state it wrote is ever unreadable.
 pub const MAX_STATE_BYTES: u64 = 64 << 20;
-/// How often a queue run looks for stray state files.
-const STATE_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
-/// In `hosts/`: its mtime is when state/ was last swept.
-const STATE_SWEEP_STAMP: &str = "state-swept.stamp";
+/// The most recipients one message's state is sized for: a state of
+/// this many, each at its worst, stays under half of [`MAX_STATE_BYTES`]
+/// (a test keeps it so). Whoever limits the recipients of a message
+/// keeps its limit at or below this.
+pub const MAX_STATE_RECIPIENTS: usize = 10_000;
 /// Attempts at finding a free tmp/ID before giving up.
 const BEGIN_ATTEMPTS: u32 = 16;
 
@@ -320,229 +329,10 @@ impl Spool {
         Ok(ids)
     }
 
-    /// Removes files in tmp/ older than `max_age`: drafts of processes
-    /// that crashed or were killed before their commit (never a committed
-    /// message: those live in queue/). Then the same in state/: a runner's
-    /// `ID.tmp-PID` left by a kill before its rename, and state files whose
-    /// message is gone (a removal cut short between its two unlinks).
-    /// Returns how many went.
-    pub fn sweep_tmp(&self, max_age: std::time::Duration, now: SystemTime) -> Result<usize> {
-        let swept = self.sweep_drafts_and_windows(max_age, now)?;
-        Ok(swept + self.sweep_state(max_age, now, None))
-    }
-
-    /// [`Spool::sweep_tmp`] but for state/, which a queue run sweeps
-    /// after its schedule repair, with the repair's listing of `queue/`.
-    pub fn sweep_drafts_and_windows(
-        &self,
-        max_age: std::time::Duration,
-        now: SystemTime,
-    ) -> Result<usize> {
-        Ok(self.sweep_drafts(max_age, now)? + self.sweep_windows())
-    }
-
-    /// Stray files in state/ older than `max_age` (see [`Spool::sweep_tmp`]),
-    /// at most every `STATE_SWEEP_INTERVAL`. `queued` is a sorted listing
-    /// of `queue/` already made by this run (None: listed here). Taken
-    /// before state/ is listed, it may miss a message committed since:
-    /// that message's state is younger than `max_age`, and stays.
-    pub fn sweep_state(
-        &self,
-        max_age: std::time::Duration,
-        now: SystemTime,
-        queued: Option<&[QueueId]>,
-    ) -> usize {
-        // What it finds is the rare leftover of a kill: looked for at
-        // most every STATE_SWEEP_INTERVAL, not on every queue run (it
-        // lists state/ and queue/, which grow with the backlog).
-        let stamp = self.hosts_dir().join(STATE_SWEEP_STAMP);
-        if let Ok(meta) = fs::symlink_metadata(&stamp)
-            && !older_than(&meta, STATE_SWEEP_INTERVAL, now)
-        {
-            return 0;
-        }
-        let _ = fs::remove_file(&stamp);
-        let _ = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(durable::FILE_MODE)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&stamp);
-        let Ok(entries) = fs::read_dir(&self.state) else {
-            return 0;
-        };
-        // Names first: with a backlog nearly every state file belongs to
-        // a queued message, and those need no stat at all.
-        let names: Vec<std::ffi::OsString> = entries.flatten().map(|e| e.file_name()).collect();
-        let listed;
-        let queued = match queued {
-            Some(queued) => queued,
-            None => match self.queued_ids() {
-                Ok(ids) => {
-                    listed = ids;
-                    &listed[..]
-                }
-                Err(_) => return 0,
-            },
-        };
-        let mut swept = 0;
-        for name in names {
-            let Some(text) = name.to_str() else {
-                continue;
-            };
-            let stray = match text.split_at_checked(id::ID_LEN) {
-                Some((_, rest)) if rest.starts_with(".tmp-") => "an unfinished state write",
-                _ => match QueueId::parse(text) {
-                    Some(id) if queued.binary_search(&id).is_err() => {
-                        "the state of a message no longer queued"
-                    }
-                    _ => continue,
-                },
-            };
-            let path = self.state.join(&name);
-            let Ok(meta) = path.symlink_metadata() else {
-                continue;
-            };
-            // Not before max_age: a state may be written an instant
-            // before its message's commit is visible to our listing.
-            if !older_than(&meta, max_age, now) || meta.is_dir() {
-                continue;
-            }
-            if fs::remove_file(&path).is_ok() {
-                log::info!("swept {}: {stray}", path.display());
-                swept += 1;
-            }
-        }
-        swept
-    }
-
-    /// The tmp/ part of [`Spool::sweep_tmp`].
-    fn sweep_drafts(&self, max_age: std::time::Duration, now: SystemTime) -> Result<usize> {
-        let entries = match fs::read_dir(&self.tmp) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => {
-                return Err(Error::io(
-                    format_args!("reading {}", self.tmp.display()),
-                    &e,
-                ));
-            }
-        };
-        let mut swept = 0;
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.path().symlink_metadata() else {
-                continue;
-            };
-            let old = older_than(&meta, max_age, now);
-            if old && !meta.is_dir() && fs::remove_file(entry.path()).is_ok() {
-                log::info!(
-                    "swept {}: left by a crashed sendmail",
-                    entry.path().display()
-                );
-                swept += 1;
-            }
-        }
-        Ok(swept)
-    }
-
-    /// Bounds corrupt/ (root's queue run): removes every file that has
-    /// been there longer than `max_age`, then, while it holds more than
-    /// `max_bytes` (0: no byte cap) or `max_files`, the oldest — refused
-    /// maildrop files (`*.drop`, which users can make at will) before
-    /// queue and state files (evidence of our own trouble), and among the
-    /// drops those of the user with the most first, so that one user's
-    /// refused drops push out their own before anybody else's. Age counts
-    /// from the move into corrupt/ (ctime: a rename sets it, no user can
-    /// set it back). One log line per file removed. Returns how many went.
-    pub fn sweep_corrupt(
-        &self,
-        max_age: std::time::Duration,
-        max_bytes: u64,
-        max_files: usize,
-        now: SystemTime,
-    ) -> Result<usize> {
-        let entries = match fs::read_dir(&self.corrupt) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => {
-                return Err(Error::io(
-                    format_args!("reading {}", self.corrupt.display()),
-                    &e,
-                ));
-            }
-        };
-        struct Held {
-            path: PathBuf,
-            changed: i64,
-            bytes: u64,
-            drop: bool,
-            dir: bool,
-            owner: u32,
-        }
-        let horizon = now
-            .checked_sub(max_age)
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(i64::MIN, |d| d.as_secs() as i64);
-        let mut swept = 0;
-        let mut kept = Vec::new();
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let Ok(meta) = path.symlink_metadata() else {
-                continue;
-            };
-            let held = Held {
-                drop: path.extension().is_some_and(|x| x == "drop"),
-                changed: meta.ctime(),
-                bytes: meta.len(),
-                dir: meta.is_dir(),
-                owner: meta.uid(),
-                path,
-            };
-            if held.changed < horizon {
-                if remove_entry(&held.path, held.dir) {
-                    log::info!(
-                        "removed {}: in corrupt/ longer than corrupt_max_age",
-                        held.path.display()
-                    );
-                    swept += 1;
-                }
-            } else {
-                kept.push(held);
-            }
-        }
-        let mut bytes: u64 = kept.iter().map(|h| h.bytes).sum();
-        let mut files = kept.len();
-        // Drops first — the drops of whoever has most of them first —
-        // then oldest first.
-        let mut drops_of: std::collections::HashMap<u32, usize> = Default::default();
-        for held in kept.iter().filter(|h| h.drop) {
-            *drops_of.entry(held.owner).or_default() += 1;
-        }
-        kept.sort_by_key(|h| {
-            let theirs = if h.drop { drops_of[&h.owner] } else { 0 };
-            (!h.drop, std::cmp::Reverse(theirs), h.changed)
-        });
-        for held in kept {
-            if files <= max_files && (max_bytes == 0 || bytes <= max_bytes) {
-                break;
-            }
-            if remove_entry(&held.path, held.dir) {
-                log::warn!(
-                    "removed {}: corrupt/ is over corrupt_max_size or corrupt_max_files",
-                    held.path.display()
-                );
-                swept += 1;
-            }
-            files -= 1;
-            bytes -= held.bytes;
-        }
-        Ok(swept)
-    }
-
     /// The directory of per-destination locks and status files, owned by
     /// the runner (created with the rest of the layout).
     pub fn hosts_dir(&self) -> PathBuf {
-        hosts_dir_of(&self.root)
+        self.root.join(HOSTS)
     }
 
     /// Every committed message, sorted by ID, with its state if any. Names
@@ -1074,24 +864,6 @@ impl MessageData {
     }
 }
 
-/// Removes a file (or a directory tree that should not be there) from
-/// corrupt/; a failure is logged. True when it went.
-fn remove_entry(path: &Path, dir: bool) -> bool {
-    let removed = if dir {
-        fs::remove_dir_all(path)
-    } else {
-        fs::remove_file(path)
-    };
-    match removed {
-        Ok(()) => true,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-        Err(e) => {
-            log::error!("removing {}: {e}", path.display());
-            false
-        }
-    }
-}
-
 /// Encodes a state for `state/ID` with its free texts cut to their bound;
 /// refuses (kind Software, the old state staying in place) a state the
 /// reader would not take back.
@@ -1115,20 +887,6 @@ fn encode_state(id: &QueueId, state: &DeliveryState) -> Result<Vec<u8>> {
 /// Opens a spool file read-only without following symlinks (and without
 /// blocking on a FIFO), and checks it is a regular file. Returns it with
 /// its length.
-/// Whether a file was last modified more than `max_age` before `now`.
-fn older_than(meta: &fs::Metadata, max_age: std::time::Duration, now: SystemTime) -> bool {
-    meta.modified()
-        .ok()
-        .and_then(|m| now.duration_since(m).ok())
-        .is_some_and(|age| age > max_age)
-}
-
-/// The `hosts/` directory of the spool at `root`, for a caller that has
-/// no [`Spool`] open (a submission's rate counters).
-pub fn hosts_dir_of(root: &Path) -> PathBuf {
-    root.join("hosts")
-}
-
 fn open_regular(path: &Path) -> std::result::Result<(File, u64), Trouble> {
     open_regular_in(None, path)
 }

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::spool::envelope::Envelope;
+use super::envelope::Envelope;
 
 /// The state-file format version this code reads and writes.
 pub const STATE_VERSION: u32 = 1;
@@ -90,6 +90,25 @@ pub struct RecipientState {
     pub local_done: Vec<String>,
 }
 
+impl RecipientState {
+    /// A recipient nobody has tried yet: Queued, 0 attempts, nothing
+    /// recorded.
+    pub fn queued(address: String) -> RecipientState {
+        RecipientState {
+            address,
+            status: RecipientStatus::Queued,
+            attempts: 0,
+            last_error: None,
+            next_attempt: None,
+            last_attempt: None,
+            dsn_status: None,
+            relay: None,
+            notified: false,
+            local_done: Vec::new(),
+        }
+    }
+}
+
 /// Where delivery to one recipient stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -157,18 +176,7 @@ impl DeliveryState {
             recipients: envelope
                 .recipients
                 .iter()
-                .map(|address| RecipientState {
-                    address: address.clone(),
-                    status: RecipientStatus::Queued,
-                    attempts: 0,
-                    last_error: None,
-                    next_attempt: None,
-                    last_attempt: None,
-                    dsn_status: None,
-                    relay: None,
-                    notified: false,
-                    local_done: Vec::new(),
-                })
+                .map(|address| RecipientState::queued(address.clone()))
                 .collect(),
             possibly_delivered: false,
             final_dot_sent: None,
@@ -232,7 +240,7 @@ mod tests {
 
     #[test]
     fn only_final_outcomes_make_a_state_worth_keeping() {
-        let env = crate::spool::envelope::tests::sample();
+        let env = super::super::envelope::tests::sample();
         let mut state = DeliveryState::initial(&env);
         assert!(!state.holds_outcomes());
         state.recipients[0].status = RecipientStatus::Deferred;
@@ -249,25 +257,15 @@ mod tests {
     #[test]
     fn long_texts_are_cut_to_their_json_bound() {
         let mut state = DeliveryState {
-            version: STATE_VERSION,
             recipients: vec![RecipientState {
-                address: "a@example.org".into(),
                 status: RecipientStatus::Deferred,
                 attempts: 1,
                 last_error: Some("\r\n\"é".repeat(10_000)),
-                next_attempt: None,
-                last_attempt: None,
                 dsn_status: Some("4".repeat(1000)),
                 relay: Some("r".repeat(100_000)),
-                notified: false,
-                local_done: Vec::new(),
+                ..RecipientState::queued("a@example.org".into())
             }],
-            possibly_delivered: false,
-            final_dot_sent: None,
-            delay_warned: false,
-            pending_notices: Vec::new(),
-            held: false,
-            requeued: false,
+            ..DeliveryState::initial(&super::super::envelope::tests::sample())
         };
         state.bound_texts();
         let r = &state.recipients[0];

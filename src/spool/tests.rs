@@ -322,9 +322,10 @@ fn a_state_with_many_long_errors_reads_back() {
     assert_eq!(spool.list().unwrap()[0].state_error, None);
 }
 
-/// The largest state the spool may write — the recipient ceiling, the
-/// longest addresses, every text at its bound in its most expensive
-/// encoding — is under the read limit.
+/// The largest state the spool may write — the most recipients it is
+/// sized for ([`MAX_STATE_RECIPIENTS`]), the longest addresses, every
+/// text at its bound in its most expensive encoding — is under the read
+/// limit.
 #[test]
 fn the_largest_state_written_is_readable() {
     let (_dir, spool) = spool();
@@ -332,7 +333,7 @@ fn the_largest_state_written_is_readable() {
     let mut state = DeliveryState::initial(&env);
     let worst = "\u{1}\"".repeat(1000);
     let address = format!("\"{}\"@{}", "\\\"".repeat(30), "d".repeat(190));
-    state.recipients = (0..crate::config::MAX_RECIPIENTS_CEILING)
+    state.recipients = (0..MAX_STATE_RECIPIENTS)
         .map(|_| RecipientState {
             address: address.clone(),
             status: RecipientStatus::Deferred,

@@ -35,7 +35,7 @@
 use std::fs;
 use std::io;
 
-use super::{Claim, QueueId, Spool};
+use super::{Claim, Spool};
 
 /// The directory of window links.
 pub const WINDOW: &str = "window";
@@ -71,41 +71,6 @@ impl Spool {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => log::warn!("removing {}: {e}", path.display()),
         }
-    }
-
-    /// Removes what in `window/` is not the open window of a queued
-    /// message: links whose queue file is gone (a runner killed between
-    /// a removal and the window's), and any name that is not an ID. The
-    /// directory holds one entry per transaction in flight, so this is
-    /// cheap on every run. Returns how many went.
-    pub(super) fn sweep_windows(&self) -> usize {
-        let Ok(entries) = fs::read_dir(&self.window) else {
-            return 0;
-        };
-        let mut swept = 0;
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let queued = name
-                .to_str()
-                .and_then(QueueId::parse)
-                .is_some_and(|id| fs::symlink_metadata(self.queue.join(id.as_str())).is_ok());
-            if queued {
-                continue;
-            }
-            let path = entry.path();
-            let gone = match entry.file_type() {
-                Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
-                _ => fs::remove_file(&path),
-            };
-            if gone.is_ok() {
-                log::info!(
-                    "swept {}: not the window of a queued message",
-                    path.display()
-                );
-                swept += 1;
-            }
-        }
-        swept
     }
 }
 
