@@ -5,10 +5,15 @@
 //! its bytes pass through this room on their way to the spool's
 //! `Draft::commit`: the recipient limit, the address checks and
 //! qualification, masquerading, the brake, the `Received:` trace and the
-//! log line. See docs/architecture.md, "accept".
+//! log line, all in [`cleanup`]. The doors only gather their inputs:
+//! [`submit`] (sendmail's stdin), [`smtpd`] (`-bs`, through `submit`),
+//! [`pickup`] (root's pickup of the maildrop). See
+//! docs/architecture.md, "accept".
 
+pub mod cleanup;
 pub mod masquerade;
 pub mod message;
+pub mod pickup;
 pub mod qualify;
 pub mod ratelimit;
 pub mod smtpd;
