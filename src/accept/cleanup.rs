@@ -420,4 +420,85 @@ mod tests {
         assert_eq!(recipient_limit(2, &config), Ok(()));
         assert_eq!(recipient_limit(3, &config), Err(2));
     }
+
+    #[test]
+    fn the_log_keeps_the_sender_masquerading_replaced() {
+        let a = |s: &str| Address::parse(s).unwrap();
+        let (given, stored) = (a("root@web01.internal"), a("root@example.com"));
+        assert_eq!(
+            masqueraded_from(Some(&given), Some(&stored)),
+            " orig_from=<root@web01.internal>"
+        );
+        assert_eq!(masqueraded_from(Some(&given), Some(&given)), "");
+        assert_eq!(masqueraded_from(None, None), "", "<> is never rewritten");
+    }
+
+    /// The rules are the step's, not a door's: a caller and a drop meet
+    /// the same limit and the same address checks, and a refusal leaves
+    /// the queue as it was.
+    #[test]
+    fn every_door_meets_the_same_limit_and_address_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool")).unwrap();
+        let config = Config {
+            max_recipients: 1,
+            hostname: "h.example".into(),
+            spool: spool.root().to_path_buf(),
+            ..Config::default()
+        };
+        let handed = |recipients: &[&str], envid: Option<&str>| Handed {
+            uid: 0,
+            user: "root".into(),
+            recipients: recipients.iter().map(ToString::to_string).collect(),
+            body_type: None,
+            dsn_notify: None,
+            dsn_ret: None,
+            envid: envid.map(Into::into),
+            arrival: 0,
+        };
+        for door in [
+            Door::Caller {
+                into_maildrop: false,
+            },
+            Door::Pickup { spool: &spool },
+        ] {
+            let commit = |handed: Handed| {
+                let given = GivenSender {
+                    address: None,
+                    text: String::new(),
+                    named: true,
+                };
+                let draft = spool.begin(SystemTime::now()).unwrap();
+                let content = Content::AsWritten {
+                    data: &b"x\n"[..],
+                    size: 2,
+                };
+                Cleanup::new(&config, given).unwrap().commit(
+                    door,
+                    draft,
+                    handed,
+                    content,
+                    SystemTime::now(),
+                )
+            };
+            assert!(matches!(
+                commit(handed(&["a@b.example", "c@d.example"], None)),
+                Err(Refused::TooManyRecipients(2))
+            ));
+            assert!(matches!(
+                commit(handed(&[], None)),
+                Err(Refused::NoRecipients)
+            ));
+            assert!(matches!(
+                commit(handed(&["a b@c.example"], None)),
+                Err(Refused::Recipient(_))
+            ));
+            assert!(matches!(
+                commit(handed(&["a@b.example"], Some("two words"))),
+                Err(Refused::Envid(_))
+            ));
+        }
+        let queued = std::fs::read_dir(spool.root().join("queue")).unwrap();
+        assert_eq!(queued.count(), 0, "nothing refused is queued");
+    }
 }

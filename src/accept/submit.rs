@@ -11,8 +11,6 @@
 //! trace, the log line) are the cleanup step's, shared with `-bs` and
 //! root's pickup: this door only gathers what the caller gave.
 
-#[cfg(test)]
-use crate::accept::cleanup::masqueraded_from;
 use crate::accept::cleanup::{
     Cleanup, Content, Door, GivenSender, Handed, Refused, recipient_limit,
 };
@@ -286,18 +284,6 @@ mod tests {
         assert_eq!(e.kind().exit_code(), 65);
         assert!(e.message().contains("max_recipients is 2"));
         assert!(!e.message().contains('\n'), "one line");
-    }
-
-    #[test]
-    fn the_log_keeps_the_sender_masquerading_replaced() {
-        let a = |s: &str| Address::parse(s).unwrap();
-        let (given, stored) = (a("root@web01.internal"), a("root@example.com"));
-        assert_eq!(
-            masqueraded_from(Some(&given), Some(&stored)),
-            " orig_from=<root@web01.internal>"
-        );
-        assert_eq!(masqueraded_from(Some(&given), Some(&given)), "");
-        assert_eq!(masqueraded_from(None, None), "", "<> is never rewritten");
     }
 
     #[test]
