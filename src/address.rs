@@ -324,6 +324,117 @@ pub(crate) fn path_without_cfws(path: &str) -> String {
     without_fws(&text)
 }
 
+/// One piece of a header's address list, as [`scan_address_list`] reads
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ListPiece {
+    /// A significant byte at this offset: part of a word, of a quoted
+    /// string or of a domain literal (its quotes and brackets included),
+    /// inside an angle address or not.
+    Byte { at: usize, in_angle: bool },
+    /// White space, or the start of a comment: a break between words.
+    Gap { in_angle: bool },
+    /// The `<` at this offset opened an angle address.
+    OpenAngle { at: usize },
+    /// The `>` at this offset closed it.
+    CloseAngle { at: usize },
+    /// A `,` or `;` outside an angle address, or the end of a value that
+    /// leaves nothing open: the mailbox being read ends.
+    End,
+    /// A `:` outside an angle address: what came before it was a
+    /// group's name, not a mailbox.
+    GroupName,
+}
+
+/// Reads a raw header field value (folded, bytes) as an RFC 5322 address
+/// list, calling `each` for every piece in order: the one scanner for
+/// code that must find the mailboxes of a field *in place* to rewrite it
+/// byte for byte (qualification, masquerading), so that what counts as
+/// a separator, a quoted string, a comment or a domain literal is decided
+/// once, as [`parse_mailboxes`] decides it:
+///
+/// - a line break is nothing (the value is read unfolded, so `\<LF>"`
+///   escapes the quote after the break);
+/// - comments nest, and `\` escapes in comments and quoted strings;
+/// - `[` opens a domain literal up to the next `]`, inside an angle
+///   address too (RFC 5322 dtext includes `>`, `,` and `:`);
+/// - `,` `;` `:` separate only outside angle addresses, quotes, literals
+///   and comments; a second `<` inside an angle address is a byte.
+///
+/// A value that ends inside an angle address, a comment, a quoted string
+/// or a literal gets no final [`ListPiece::End`]: its last mailbox is not
+/// one the address parser reads.
+pub(crate) fn scan_address_list(value: &[u8], mut each: impl FnMut(ListPiece)) {
+    let mut in_angle = false;
+    let mut comment = 0usize;
+    let (mut quoted, mut literal, mut escaped) = (false, false, false);
+    for (at, &b) in value.iter().enumerate() {
+        if b == b'\n' {
+            continue;
+        }
+        let byte = ListPiece::Byte { at, in_angle };
+        if escaped {
+            escaped = false;
+            if comment == 0 {
+                each(byte);
+            }
+            continue;
+        }
+        if comment > 0 {
+            match b {
+                b'\\' => escaped = true,
+                b'(' => comment += 1,
+                b')' => comment -= 1,
+                _ => {}
+            }
+            continue;
+        }
+        if literal {
+            literal = b != b']';
+            each(byte);
+            continue;
+        }
+        if quoted {
+            match b {
+                b'\\' => escaped = true,
+                b'"' => quoted = false,
+                _ => {}
+            }
+            each(byte);
+            continue;
+        }
+        match b {
+            b'(' => {
+                comment = 1;
+                each(ListPiece::Gap { in_angle });
+            }
+            b'"' => {
+                quoted = true;
+                each(byte);
+            }
+            b'[' => {
+                literal = true;
+                each(byte);
+            }
+            b'<' if !in_angle => {
+                in_angle = true;
+                each(ListPiece::OpenAngle { at });
+            }
+            b'>' if in_angle => {
+                in_angle = false;
+                each(ListPiece::CloseAngle { at });
+            }
+            b',' | b';' if !in_angle => each(ListPiece::End),
+            b':' if !in_angle => each(ListPiece::GroupName),
+            b' ' | b'\t' | b'\r' => each(ListPiece::Gap { in_angle }),
+            _ => each(byte),
+        }
+    }
+    if !in_angle && comment == 0 && !quoted && !literal {
+        each(ListPiece::End);
+    }
+}
+
 /// Copies the rest of a quoted string (the opening quote already read)
 /// into `out`, quotes and backslashes included; `None` if unterminated.
 fn copy_quoted(chars: &mut std::str::Chars<'_>, out: &mut String) -> Option<()> {

@@ -1,5 +1,5 @@
 //! A drop file in `maildrop/` as root's queue run picks it up
-//! (Spool::pickup_maildrop: file checks, queue-file verification of the
+//! (accept::pickup::pickup_maildrop: file checks, queue-file verification of the
 //! framing, trailer and size, limits, address re-validation, the copy
 //! into `queue/` with its Received line), on any bytes written to
 //! `maildrop/ID` of a scratch spool.
@@ -64,9 +64,7 @@ fuzz_target!(|data: &[u8]| {
     let drop_path = s.root.join(MAILDROP).join(s.id.as_str());
     std::fs::write(&drop_path, data).unwrap();
     let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-    let queued = s
-        .spool
-        .pickup_maildrop(&s.config, now)
+    let queued = spoolmail::accept::pickup::pickup_maildrop(&s.spool, &s.config, now)
         .unwrap_or_else(|e| panic!("pickup failed: {}", e.message()));
     assert_eq!(
         std::fs::read_dir(s.root.join(MAILDROP)).unwrap().count(),

@@ -3,8 +3,8 @@
 //! address, because relays (Gmail, SES, a corporate smarthost) refuse
 //! `MAIL FROM:<www-data@web01.internal>`.
 //!
-//! Applied once, at submission (`submit`, which `-bs` uses too) and again
-//! to the envelope at the maildrop pickup — never in delivery. So what the
+//! Applied once, in the cleanup step every door calls (`sendmail`, `-bs`,
+//! and again to the envelope at the maildrop pickup) — never in delivery. So what the
 //! spool holds is what goes out, and mail that local delivery generates
 //! (forwards with their `owner-` senders, bounces from `<>`) is never
 //! rewritten: it does not pass through here. Postfix's cleanup does the
@@ -25,7 +25,8 @@
 //!   address parser cannot read, before or after: a field is never made
 //!   worse.
 //!
-//! Headers are hostile input (the binary is setgid): the scanner is one
+//! Headers are hostile input (the binary is setgid): the scanner
+//! (`address::scan_address_list`, shared with qualification) is one
 //! pass over a field the header reader has already bounded, with no
 //! recursion, plus one address-parser pass before and after; it cannot
 //! panic on any bytes.
@@ -37,7 +38,7 @@
 
 use std::ops::Range;
 
-use crate::address::{self, Address};
+use crate::address::{self, Address, ListPiece, scan_address_list};
 use crate::config::{Config, SenderOverride};
 use crate::error::{Error, Result};
 
@@ -306,77 +307,22 @@ impl Item {
 fn addr_specs(value: &[u8]) -> Vec<Range<usize>> {
     let mut out = Vec::new();
     let mut item = Item::default();
-    let mut in_angle = false;
-    let mut comment = 0usize;
-    let (mut quoted, mut literal, mut escaped) = (false, false, false);
-    let mut finish = |item: &mut Item| {
-        if let Some(range) = std::mem::take(item).finish() {
-            out.push(range);
+    scan_address_list(value, |piece| match piece {
+        ListPiece::Byte { at, in_angle } => item.byte(at, in_angle),
+        ListPiece::Gap { in_angle } => item.gap(in_angle),
+        ListPiece::OpenAngle { .. } => {
+            item.bad |= item.angle.is_some();
+            item.angle = Some(Token::default());
         }
-    };
-    for (i, &b) in value.iter().enumerate() {
-        if b == b'\n' {
-            continue;
+        ListPiece::CloseAngle { .. } => {}
+        ListPiece::End => {
+            if let Some(range) = std::mem::take(&mut item).finish() {
+                out.push(range);
+            }
         }
-        if escaped {
-            escaped = false;
-            if comment == 0 {
-                item.byte(i, in_angle);
-            }
-            continue;
-        }
-        if comment > 0 {
-            match b {
-                b'\\' => escaped = true,
-                b'(' => comment += 1,
-                b')' => comment -= 1,
-                _ => {}
-            }
-            continue;
-        }
-        if literal {
-            literal = b != b']';
-            item.byte(i, in_angle);
-            continue;
-        }
-        if quoted {
-            match b {
-                b'\\' => escaped = true,
-                b'"' => quoted = false,
-                _ => {}
-            }
-            item.byte(i, in_angle);
-            continue;
-        }
-        match b {
-            b'(' => {
-                comment = 1;
-                item.gap(in_angle);
-            }
-            b'"' => {
-                quoted = true;
-                item.byte(i, in_angle);
-            }
-            b'[' => {
-                literal = true;
-                item.byte(i, in_angle);
-            }
-            b'<' if !in_angle => {
-                item.bad |= item.angle.is_some();
-                item.angle = Some(Token::default());
-                in_angle = true;
-            }
-            b'>' if in_angle => in_angle = false,
-            b',' | b';' if !in_angle => finish(&mut item),
-            // A group's name ends here: it is not an address.
-            b':' if !in_angle => item = Item::default(),
-            b' ' | b'\t' | b'\r' => item.gap(in_angle),
-            _ => item.byte(i, in_angle),
-        }
-    }
-    if !in_angle && comment == 0 && !quoted && !literal {
-        finish(&mut item);
-    }
+        // A group's name ends here: it is not an address.
+        ListPiece::GroupName => item = Item::default(),
+    });
     out
 }
 

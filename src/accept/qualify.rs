@@ -6,8 +6,11 @@
 //! Only what is certainly a bare local name is touched — an angle address
 //! without `@` (`Bob <bob>`) or a lone local part (`root`); display
 //! names, comments, quoting, folding and group names stay byte for byte.
+//! The field is read by `address::scan_address_list`, the scanner
+//! masquerading uses too, so both agree with the address parser on what
+//! a mailbox is.
 
-use crate::address::Address;
+use crate::address::{Address, ListPiece, scan_address_list};
 
 /// Fields holding address lists (Bcc is never written at all).
 const ADDRESS_FIELDS: [&str; 9] = [
@@ -67,12 +70,6 @@ fn bare_names(value: &[u8]) -> Vec<usize> {
     let mut out = Vec::new();
     let mut item = Item::default();
     let mut angle: Option<(Vec<u8>, usize)> = None;
-    let mut comment = 0usize;
-    let mut quoted = false;
-    // Inside a domain literal "[...]": read as address.rs reads it, up to
-    // the next ']' (no escapes), so a ',' or ':' in it separates nothing.
-    let mut literal = false;
-    let mut escaped = false;
     let finish = |item: &mut Item, out: &mut Vec<usize>| {
         let item = std::mem::take(item);
         if let Some((inside, close)) = item.angle {
@@ -83,67 +80,18 @@ fn bare_names(value: &[u8]) -> Vec<usize> {
             out.push(item.end);
         }
     };
-    for (i, &b) in value.iter().enumerate() {
-        // The value is read unfolded (Header::recipients): a line break
-        // is nothing, even after a backslash — `\<LF>"` escapes the quote.
-        if b == b'\n' {
-            continue;
+    scan_address_list(value, |piece| match piece {
+        ListPiece::Byte { at, .. } => push(&mut item, &mut angle, value[at], at),
+        ListPiece::Gap { .. } => {}
+        ListPiece::OpenAngle { at } => angle = Some((Vec::new(), at + 1)),
+        ListPiece::CloseAngle { at } => {
+            item.angle = angle.take();
+            item.end = at + 1;
         }
-        if escaped {
-            escaped = false;
-            if comment == 0 {
-                push(&mut item, &mut angle, b, i);
-            }
-            continue;
-        }
-        if comment > 0 {
-            match b {
-                b'\\' => escaped = true,
-                b'(' => comment += 1,
-                b')' => comment -= 1,
-                _ => {}
-            }
-            continue;
-        }
-        if literal {
-            literal = b != b']';
-            push(&mut item, &mut angle, b, i);
-            continue;
-        }
-        if quoted {
-            match b {
-                b'\\' => escaped = true,
-                b'"' => quoted = false,
-                _ => {}
-            }
-            push(&mut item, &mut angle, b, i);
-            continue;
-        }
-        match b {
-            b'(' => comment = 1,
-            b'"' => {
-                quoted = true;
-                push(&mut item, &mut angle, b, i);
-            }
-            b'[' if angle.is_none() => {
-                literal = true;
-                push(&mut item, &mut angle, b, i);
-            }
-            b'<' if angle.is_none() => angle = Some((Vec::new(), i + 1)),
-            b'>' if angle.is_some() => {
-                item.angle = angle.take();
-                item.end = i + 1;
-            }
-            b',' | b';' if angle.is_none() => finish(&mut item, &mut out),
-            // A group's name ends here: it is not an address.
-            b':' if angle.is_none() => item = Item::default(),
-            b' ' | b'\t' | b'\r' | b'\n' => {}
-            _ => push(&mut item, &mut angle, b, i),
-        }
-    }
-    if angle.is_none() && comment == 0 && !quoted && !literal {
-        finish(&mut item, &mut out);
-    }
+        ListPiece::End => finish(&mut item, &mut out),
+        // A group's name ends here: it is not an address.
+        ListPiece::GroupName => item = Item::default(),
+    });
     out
 }
 
@@ -267,6 +215,22 @@ mod tests {
         let out = qualify_field(fuzzed, "h.example").unwrap();
         assert!(out.ends_with(b": roC@h.example"), "{out:?}");
         assert_eq!(out.len(), fuzzed.len() + "@h.example".len());
+    }
+
+    /// One scanner with masquerading (`address::scan_address_list`): a
+    /// '[' inside an angle address opens a domain literal too, as the
+    /// address parser reads it (RFC 5322 dtext holds '>' and ','). This
+    /// qualifier used to close the angle address at the '>' inside the
+    /// literal and qualify `y`, which the parser reads as part of an
+    /// unterminated angle address.
+    #[test]
+    fn a_domain_literal_inside_an_angle_address_is_one_piece() {
+        assert_eq!(q("To: <x[>], y\n"), "To: <x[>], y\n");
+        assert!(crate::address::parse_list("<x[>], y").is_err());
+        assert_eq!(
+            q("To: Bob <bob>, <c@[192.0.2.1]>, d\n"),
+            "To: Bob <bob@h.example>, <c@[192.0.2.1]>, d@h.example\n"
+        );
     }
 
     /// fuzz/regressions/qualify/quoted-at-is-bare: a quoted local part

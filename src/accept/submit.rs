@@ -7,16 +7,21 @@
 //! `tmp/`. Only `Draft::commit` makes it visible in `queue/`: before that
 //! line every error leaves the queue as it was and maps to a non-zero
 //! exit; after it the message is safe and the caller gets 0 (RFC 1047).
+//! The rules themselves (limits, addresses, masquerading, the brake, the
+//! trace, the log line) are the cleanup step's, shared with `-bs` and
+//! root's pickup: this door only gathers what the caller gave.
 
-use crate::accept::masquerade::Masquerade;
-use crate::accept::message::{self, Intake, IntakeOptions};
+use crate::accept::cleanup::{
+    Cleanup, Content, Door, GivenSender, Handed, Refused, recipient_limit,
+};
+use crate::accept::message::{Intake, IntakeOptions};
 use crate::address::{self, Address};
 use crate::cli::Invocation;
 use crate::config::Config;
 use crate::error::{Error, Kind, Result};
 use crate::privilege;
-use crate::spool::{Envelope, QueueId, Spool};
-use std::io::{Read, Write};
+use crate::spool::{QueueId, Spool};
+use std::io::Read;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The user who called sendmail, from the password database (never from
@@ -116,7 +121,8 @@ pub struct Submitted {
 }
 
 /// Accepts one message from `input` according to `inv` and commits it to
-/// the spool. Returns only after the commit point (S1).
+/// the spool through [`cleanup`](crate::accept::cleanup). Returns only
+/// after the commit point (S1).
 pub fn submit(
     inv: &Invocation,
     config: &Config,
@@ -131,14 +137,16 @@ pub fn submit(
         Some(given) => address::parse_sender(given)?.map(|a| a.qualified(&config.hostname)),
         None => Some(caller_address.clone()),
     };
-    // The envelope sender as it is stored and sent: masqueraded here, at
-    // submission, so that the spool holds what goes out and mail that
-    // local delivery makes later (forwards, bounces) is never rewritten.
-    let masquerade = Masquerade::new(config);
-    let envelope_sender = match &masquerade {
-        Some(m) => m.envelope_sender(sender.as_ref(), inv.sender.is_some())?,
-        None => sender.clone(),
-    };
+    // The sender is settled (masqueraded) before stdin is read: a bad
+    // one costs nothing.
+    let cleanup = Cleanup::new(
+        config,
+        GivenSender {
+            text: sender.as_ref().map(ToString::to_string).unwrap_or_default(),
+            address: sender.clone(),
+            named: inv.sender.is_some(),
+        },
+    )?;
 
     let mut recipients: Vec<Address> = Vec::new();
     for arg in &inv.recipients {
@@ -156,7 +164,7 @@ pub fn submit(
 
     // A draft that is dropped on any error path removes its tmp file: the
     // queue never sees half a message (S2).
-    let (mut draft, dropped) = begin(config, now)?;
+    let (draft, dropped) = begin(config, now)?;
     let mut intake = Intake::new(
         input,
         IntakeOptions {
@@ -165,7 +173,7 @@ pub fn submit(
             ..IntakeOptions::default()
         },
     );
-    let mut header = intake.read_header()?;
+    let header = intake.read_header()?;
     if inv.extract_recipients {
         // Postfix semantics: header recipients plus the command line.
         let mut from_header = header.recipients()?;
@@ -173,134 +181,60 @@ pub fn submit(
         recipients = from_header;
     }
     dedup(&mut recipients);
-    if recipients.is_empty() {
-        return Err(Error::usage("no recipient addresses found in the header"));
-    }
-    check_recipient_count(recipients.len(), config)?;
 
-    let envelope = Envelope {
-        id: draft.id().clone(),
-        arrival: now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-        sender: envelope_sender
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default(),
-        recipients: recipients.iter().map(ToString::to_string).collect(),
+    let handed = Handed {
         uid: caller.uid,
         user: caller.login.clone(),
+        recipients: recipients.iter().map(ToString::to_string).collect(),
         body_type: inv.body_type.clone(),
         dsn_notify: inv.dsn_notify.clone(),
         dsn_ret: inv.dsn_ret.clone(),
         envid: inv.envid.clone(),
-        chain: Vec::new(),
-        size: 0,
+        arrival: now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
     };
-    draft.write_envelope(&envelope)?;
-
-    let mut added: Vec<u8> = Vec::new();
-    if !header.contains("From") {
-        let name = inv
+    let content = Content::Fresh {
+        header,
+        intake,
+        full_name: inv
             .full_name
             .clone()
             .or_else(name_from_environment)
-            .or_else(|| caller.full_name.clone());
-        // Written from the sender as given; the header rule below then
-        // treats it as any other From: field.
-        let from = sender.as_ref().unwrap_or(&caller_address);
-        let field = message::from_field(name.as_deref(), from);
-        match masquerade.as_ref().and_then(|m| m.header_field(&field)) {
-            Some(masqueraded) => added.extend(masqueraded),
-            None => added.extend(field),
-        }
-    }
-    if !header.contains("Date") {
-        added.extend(message::date_field(now));
-    }
-    if !header.contains("Message-ID") {
-        added.extend(message::message_id_field(
-            draft.id().as_str(),
-            &config.hostname,
-        ));
-    }
-    let out = draft.data();
-    if !dropped {
-        // A drop gets its trace from root's pickup, with the uid of the
-        // file's owner: what a drop says about itself is not evidence.
-        let received =
-            message::received_field(&config.hostname, caller.uid, envelope.id.as_str(), now);
-        out.write_all(&received)
-            .map_err(|e| Error::io("writing the queue file", &e))?;
-    }
-    header.qualify(&config.hostname);
-    // After qualification, so that a bare `From: root` is `root@hostname`
-    // by now and masqueraded like any local address.
-    if let Some(m) = &masquerade {
-        header.masquerade(m);
-    }
-    header.write_to(out)?;
-    out.write_all(&added)
-        .and_then(|()| out.write_all(b"\n"))
-        .map_err(|e| Error::io("writing the queue file", &e))?;
-    intake.copy_body(out)?;
-
-    // Counted last, when nothing else can refuse it: a message refused
-    // here (75: the caller tries again later) leaves nothing queued. A
-    // drop is not counted here: its writer cannot open hosts/ (the
-    // counters fail closed), and root's pickup counts it, holding what
-    // passes the limit.
-    if !dropped {
-        crate::accept::ratelimit::admit(
-            config,
-            &crate::spool::SubmissionCounters::of_spool_at(&config.spool),
-            caller.uid,
-            &caller.login,
-            recipients.len(),
-            now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-        )?;
-    }
-    let committed = draft.commit()?;
-    // From here on the message is safe: it is fsynced and renamed into
-    // queue/, and the directory is fsynced. Nothing below may fail the call.
-    let (id, size) = (committed.id, committed.size);
-    crate::logging::received(
-        id.as_str(),
-        caller.uid,
-        &envelope.sender,
-        &masqueraded_from(sender.as_ref(), envelope_sender.as_ref()),
-        size,
-        recipients.len(),
-    );
+            .or_else(|| caller.full_name.clone()),
+        // Written from the sender as given; the header rule then treats
+        // it as any other From: field.
+        from: sender.unwrap_or(caller_address),
+    };
+    let door = Door::Caller {
+        into_maildrop: dropped,
+    };
+    let accepted = cleanup
+        .commit(door, draft, handed, content, now)
+        .map_err(|refused| match refused {
+            Refused::TooManyRecipients(count) => recipient_count_error(count, config),
+            Refused::NoRecipients => Error::usage("no recipient addresses found in the header"),
+            Refused::Recipient(e) | Refused::Envid(e) | Refused::Other(e) => e,
+        })?;
     Ok(Submitted {
-        id,
-        size,
-        recipients: recipients.len(),
+        id: accepted.id,
+        size: accepted.size,
+        recipients: accepted.recipients,
         dropped,
     })
-}
-
-/// ` orig_from=<…>` for the pickup log line when masquerading changed
-/// the envelope sender: the log keeps what the caller gave.
-pub fn masqueraded_from(given: Option<&Address>, stored: Option<&Address>) -> String {
-    match given {
-        Some(given) if Some(given) != stored => format!(
-            " orig_from=<{}>",
-            crate::logging::address(&given.to_string())
-        ),
-        _ => String::new(),
-    }
 }
 
 /// Refuses a message with more envelope recipients than `max_recipients`
 /// allows: kind Data (exit 65, EX_DATAERR), since the message itself is
 /// at fault and a caller retrying it unchanged would fail for ever.
 pub fn check_recipient_count(count: usize, config: &Config) -> Result<()> {
-    if count > config.max_recipients {
-        return Err(Error::data(format!(
-            "too many recipients: {count} (max_recipients is {}); split the list or use an alias",
-            config.max_recipients
-        )));
-    }
-    Ok(())
+    recipient_limit(count, config).map_err(|_| recipient_count_error(count, config))
+}
+
+/// What a caller is told of a message over the recipient limit.
+fn recipient_count_error(count: usize, config: &Config) -> Error {
+    Error::data(format!(
+        "too many recipients: {count} (max_recipients is {}); split the list or use an alias",
+        config.max_recipients
+    ))
 }
 
 /// A draft in the queue, or — for a caller the queue is closed to (the
@@ -350,18 +284,6 @@ mod tests {
         assert_eq!(e.kind().exit_code(), 65);
         assert!(e.message().contains("max_recipients is 2"));
         assert!(!e.message().contains('\n'), "one line");
-    }
-
-    #[test]
-    fn the_log_keeps_the_sender_masquerading_replaced() {
-        let a = |s: &str| Address::parse(s).unwrap();
-        let (given, stored) = (a("root@web01.internal"), a("root@example.com"));
-        assert_eq!(
-            masqueraded_from(Some(&given), Some(&stored)),
-            " orig_from=<root@web01.internal>"
-        );
-        assert_eq!(masqueraded_from(Some(&given), Some(&given)), "");
-        assert_eq!(masqueraded_from(None, None), "", "<> is never rewritten");
     }
 
     #[test]

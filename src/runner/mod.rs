@@ -361,7 +361,7 @@ pub fn run_queue(
         if nix::unistd::geteuid().is_root() {
             // Mail from callers the queue is closed to; only root may
             // take other users' files out of the sticky maildrop.
-            match spool.pickup_maildrop(config, SystemTime::now()) {
+            match crate::accept::pickup::pickup_maildrop(spool, config, SystemTime::now()) {
                 Ok(ids) if !ids.is_empty() => {
                     log::info!("{} message(s) picked up from the maildrop", ids.len())
                 }

@@ -16,36 +16,29 @@
 //! without `maildrop-tmp/` (laid out by hand) gets one at root's next
 //! pickup; until then writers fall back to a `.ID` in `maildrop/`.
 //!
-//! A queue run by root picks the files up: each is verified like any
-//! queue file (framing, trailer, size), held to `max_message_size` and
-//! `max_recipients`, its addresses are checked again, its uid is taken
-//! from the file's owner (never from what it says) and the message gets
-//! the trace a direct submission gets — `Received: by HOST (spoolmail,
-//! from userid UID)` with the owner's uid, on top of whatever the writer
-//! forged below it (sendmail adds none to a drop; the pickup is its
-//! trace, as Postfix's pickup is). It is committed into `queue/` under
-//! the same ID — so a pickup cut short by a crash and repeated finds the
-//! message already there and only removes the drop, never queues it
-//! twice. Whatever else lands in the maildrop is removed, so that the
-//! directory empties and the path unit that watches it comes to rest.
+//! A queue run by root empties the maildrop ([`Spool::empty_maildrop`]):
+//! each complete drop is handed to the pickup's policy (in
+//! `accept::pickup`, which this module knows nothing of), which opens
+//! and verifies it here like any queue file ([`Spool::open_drop`],
+//! [`Spool::read_drop`]) and commits it into `queue/` under the same ID
+//! ([`Spool::begin_pickup`]) — so a pickup cut short by a crash and
+//! repeated finds the message already there ([`Spool::is_queued`]) and
+//! only removes the drop, never queues it twice. What the policy refuses
+//! is removed or set aside in corrupt/ as it says ([`Refusal`]);
+//! whatever else lands in the maildrop is removed, so that the directory
+//! empties and the path unit that watches it comes to rest. This module
+//! stores: it imports nothing of the crate but `error` and the spool.
 
-use std::fs::{self, OpenOptions, TryLockError};
-use std::io::{self, Read, Write};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, BufReader};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::accept::message;
-use crate::address;
-use crate::config::Config;
 use crate::error::{Error, Result};
 
 use super::draft::{DirSync, Draft};
 use super::{Envelope, QueueId, Spool, Trouble, durable};
-
-/// How long before its file's ctime a drop's own arrival time may be:
-/// the writer stamps it before reading stdin, and renames the file after.
-const ARRIVAL_SLACK: u64 = 60;
 
 /// The maildrop directory's name under the spool root.
 pub const MAILDROP: &str = "maildrop";
@@ -109,16 +102,17 @@ impl Spool {
             .open(path);
     }
 
-    /// Moves every complete drop into the queue and clears the maildrop
-    /// of junk (root only: nobody else may remove other users' files from
-    /// the sticky maildrop). Returns the IDs queued.
+    /// Empties the maildrop (root only: nobody else may remove other
+    /// users' files from the sticky maildrop): every complete drop is
+    /// handed to `pick`, which decides whether it is queued; everything
+    /// else is cleared away. Returns the IDs `pick` queued.
     ///
     /// Per entry:
-    /// - `ID`, a plain file: verified and queued ([`Spool::pick_up`]);
-    ///   larger than `max_message_size` or with more than
-    ///   `max_recipients` recipients it is refused and removed (a user
-    ///   must not grow root's files without bound); failing verification,
-    ///   it goes to corrupt/ (bounded by [`Spool::sweep_corrupt`]).
+    /// - `ID`, a plain file: handed to `pick`. A drop it queued or
+    ///   refused ([`Refusal::Remove`]) is removed; one that fails
+    ///   verification ([`Refusal::Quarantine`]) goes to corrupt/ (bounded
+    ///   by [`Spool::sweep_corrupt`]); one met with trouble on our side
+    ///   stays for the next run.
     /// - `.` names: partial files belong in `maildrop-tmp/`; removed.
     /// - in `maildrop-tmp/`: partial drops, removed once their status has
     ///   not changed for `tmp_max_age` (ctime, which a user cannot set
@@ -128,9 +122,14 @@ impl Spool {
     ///   directories, links, FIFOs): junk, removed at once with a log
     ///   line, so the directory empties and the path unit rests.
     ///
-    /// Two root runs never pick up at once (a flock on the maildrop,
+    /// Two root runs never empty it at once (a flock on the maildrop,
     /// which only root may open): a second one finds it busy and skips.
-    pub fn pickup_maildrop(&self, config: &Config, now: SystemTime) -> Result<Vec<QueueId>> {
+    pub fn empty_maildrop(
+        &self,
+        tmp_max_age: Duration,
+        now: SystemTime,
+        mut pick: impl FnMut(&Path, &QueueId) -> std::result::Result<Option<QueueId>, Refusal>,
+    ) -> Result<Vec<QueueId>> {
         let dir = self.root.join(MAILDROP);
         let lock = match OpenOptions::new()
             .read(true)
@@ -191,7 +190,7 @@ impl Spool {
                 removed_any |= junk(&path, &meta, "not a plain file");
                 continue;
             }
-            match self.pick_up(&path, &id, config, now) {
+            match pick(&path, &id) {
                 Ok(Some(id)) => queued.push(id),
                 Ok(None) => {}
                 Err(Refusal::Remove(why)) => {
@@ -222,7 +221,7 @@ impl Spool {
         if removed_any {
             durable::fsync_dir(&dir)?;
         }
-        self.sweep_partial_drops(config.tmp_max_age, now);
+        self.sweep_partial_drops(tmp_max_age, now);
         Ok(queued)
     }
 
@@ -264,18 +263,10 @@ impl Spool {
         }
     }
 
-    /// Verifies one drop and commits it to the queue under its own ID,
-    /// with the trace a direct submission gets: a `Received:` line naming
-    /// the uid of the file's owner. Ok(None): it was queued by an earlier,
-    /// interrupted pickup.
-    fn pick_up(
-        &self,
-        path: &Path,
-        id: &QueueId,
-        config: &Config,
-        now: SystemTime,
-    ) -> std::result::Result<Option<QueueId>, Refusal> {
-        let max_size = config.max_message_size;
+    /// Opens the drop at `path` without following a link and without
+    /// blocking on a FIFO swapped in: it must be a plain file with one
+    /// link (a hard link to another user's file is not its writer's).
+    pub fn open_drop(&self, path: &Path) -> std::result::Result<DropFile, Refusal> {
         let file = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
@@ -290,154 +281,65 @@ impl Spool {
         if !meta.is_file() || meta.nlink() != 1 {
             return Err(Refusal::Remove("not a plain file with one link".into()));
         }
-        // The envelope of max_recipients recipients fits in the slack.
-        if max_size > 0 && meta.len() > max_size.saturating_add(1 << 20) {
-            return Err(Refusal::Remove(format!(
-                "{} bytes: larger than max_message_size",
-                meta.len()
-            )));
-        }
-        let (claimed, mut data) = self.verify_queue_file(id, file, meta.len(), 64 * 1024)?;
-        if max_size > 0 && claimed.size > max_size {
-            return Err(Refusal::Remove(format!(
-                "{} bytes of data: larger than max_message_size",
-                claimed.size
-            )));
-        }
-        if claimed.recipients.len() > config.max_recipients {
-            return Err(Refusal::Remove(format!(
-                "{} recipients: more than max_recipients ({})",
-                claimed.recipients.len(),
-                config.max_recipients
-            )));
-        }
-        if self.queue.join(id.as_str()).exists() {
-            return Ok(None);
-        }
-        // What the writer says about itself is not evidence: the file's
-        // owner is.
-        let uid = meta.uid();
-        let user = nix::unistd::User::from_uid(uid.into())
-            .ok()
-            .flatten()
-            .map_or_else(|| format!("uid{uid}"), |u| u.name);
-        let quarantine = Refusal::Quarantine;
-        let sender = match claimed.sender.is_empty() {
-            true => None,
-            false => address::parse_sender(&claimed.sender)
-                .map_err(|e| quarantine(format!("sender: {}", e.message())))?,
-        };
-        // The same envelope rule as a direct submission, whoever wrote
-        // the file (a caller with a -C config of its own writes drops
-        // too): the sender counts as one the caller named with -f. What
-        // our own sendmail masqueraded already stays as it is (the
-        // rewrite is idempotent). Headers are kept as written (S3, S4).
-        // A rewrite that cannot be made (too long for RFC 5321) keeps
-        // the sender: the writer was told 0 already, and a message is
-        // not thrown away for its sender's length.
-        let sender = match crate::accept::masquerade::Masquerade::new(config)
-            .map(|m| m.envelope_sender(sender.as_ref(), true))
-        {
-            Some(Ok(masqueraded)) => masqueraded.map(|a| a.to_string()).unwrap_or_default(),
-            Some(Err(e)) => {
-                log::warn!("{id}: sender kept as it is: {e}");
-                claimed.sender.clone()
-            }
-            None => claimed.sender.clone(),
-        };
-        if claimed.recipients.is_empty() {
-            return Err(quarantine("no recipients".into()));
-        }
-        for r in &claimed.recipients {
-            address::Address::parse(r)
-                .map_err(|e| quarantine(format!("recipient: {}", e.message())))?;
-        }
-        if sender != claimed.sender {
-            log::info!(
-                "{id}: sender <{}> masqueraded as <{sender}>",
-                claimed.sender
-            );
-        }
-        // An ENVID is checked as `-V` checks it: it goes out on the wire
-        // (RFC 3461) and into notices.
-        if let Some(envid) = &claimed.envid {
-            crate::cli::parse_envid(envid)
-                .map_err(|_| quarantine("envid: not 1 to 100 printable ASCII characters".into()))?;
-        }
-        // The writer's arrival time is not evidence either: a forged old
-        // one would expire at once and bounce. The file's ctime is the
-        // kernel's (its rename into the maildrop, or a later change by
-        // its owner, never earlier), so the arrival is kept only within
-        // a minute before it and never in the future.
-        let written = u64::try_from(meta.ctime()).unwrap_or(0);
-        let unix_now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let arrival = match claimed.arrival {
-            a if a.saturating_add(ARRIVAL_SLACK) < written || a > unix_now => written.min(unix_now),
-            a => a,
-        };
-        let envelope = Envelope {
-            uid,
-            user,
-            sender,
-            arrival,
-            // What expanded into a copy (the loop guard of forwarded
-            // mail) is ours to write, never a caller's: a forged chain
-            // could only stop expansions, but it is not evidence.
-            chain: Vec::new(),
-            size: 0,
-            ..claimed.clone()
-        };
-        let io = |e: Error| Refusal::Io(e);
-        // The brake on runaway senders (max_messages_per_hour…) for mail
-        // that bypassed it: its writer got 0 long ago and cannot be told
-        // to try later, so past the limit the message is queued on hold
-        // for the administrator (`mailq --release` or `--delete`). The
-        // held state is written before the message is visible in queue/,
-        // so no runner ever sees it unheld.
-        let hosts = self.submission_counters();
-        let nrcpt = envelope.recipients.len();
-        let over_limit =
-            crate::accept::ratelimit::admit(config, &hosts, uid, &envelope.user, nrcpt, unix_now)
-                .err();
-        if over_limit.is_some() {
-            let mut state = super::DeliveryState::initial(&envelope);
-            state.held = true;
-            self.write_state(id, &state).map_err(io)?;
-        }
-        let mut draft = self.begin_with_id(id).map_err(io)?;
-        draft.write_envelope(&envelope).map_err(io)?;
-        let out = draft.data();
-        let received = message::received_field(&config.hostname, uid, id.as_str(), now);
-        out.write_all(&received)
-            .and_then(|()| io::copy(&mut (&mut data).take(claimed.size), out))
-            .and_then(|_| out.flush())
-            .map_err(|e| io(Error::io("copying a drop into the queue", &e)))?;
-        match draft.commit() {
-            Ok(committed) => {
-                crate::logging::received(
-                    id.as_str(),
-                    uid,
-                    &envelope.sender,
-                    "",
-                    committed.size,
-                    envelope.recipients.len(),
-                );
-                if let Some(why) = over_limit {
-                    log::warn!(
-                        "{id}: held: {}; `mailq --release {id}` lets it go",
-                        why.message()
-                    );
-                }
-                Ok(Some(committed.id))
-            }
-            Err(_) if self.queue.join(id.as_str()).exists() => Ok(None),
-            Err(e) => Err(io(e)),
-        }
+        Ok(DropFile { file, meta })
+    }
+
+    /// Verifies an open drop as any queue file (framing, trailer, size)
+    /// and reads its envelope: what the writer claims, nothing of which
+    /// is evidence. The reader is left at the first byte of the data.
+    pub fn read_drop(
+        &self,
+        id: &QueueId,
+        drop: DropFile,
+    ) -> std::result::Result<(Envelope, BufReader<File>), Refusal> {
+        let len = drop.meta.len();
+        Ok(self.verify_queue_file(id, drop.file, len, 64 * 1024)?)
+    }
+
+    /// Whether `queue/ID` exists: a drop found there was queued by an
+    /// earlier pickup cut short before it removed the drop.
+    pub fn is_queued(&self, id: &QueueId) -> bool {
+        self.queue.join(id.as_str()).exists()
+    }
+
+    /// Starts the queue's draft of a drop under the drop's own ID, which
+    /// makes a repeated pickup harmless (its commit finds it queued).
+    pub fn begin_pickup(&self, id: &QueueId) -> Result<Draft> {
+        self.begin_with_id(id)
     }
 }
 
-/// Why a drop was not queued.
-enum Refusal {
+/// A drop file opened for pickup, with what the kernel says of it.
+pub struct DropFile {
+    file: File,
+    meta: fs::Metadata,
+}
+
+impl DropFile {
+    /// Its length in bytes.
+    pub fn len(&self) -> u64 {
+        self.meta.len()
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.meta.len() == 0
+    }
+
+    /// The uid of its owner: who wrote it, whatever it says.
+    pub fn owner(&self) -> u32 {
+        self.meta.uid()
+    }
+
+    /// Its ctime in unix seconds: the kernel's (its rename into the
+    /// maildrop, or a later change by its owner, never earlier).
+    pub fn changed(&self) -> u64 {
+        u64::try_from(self.meta.ctime()).unwrap_or(0)
+    }
+}
+
+/// Why a drop was not queued, and so what becomes of it.
+pub enum Refusal {
     /// Refused for what it is (too large, too many recipients, not a
     /// plain file): removed with a log line.
     Remove(String),

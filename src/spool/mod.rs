@@ -48,7 +48,7 @@ use draft::DirSync;
 pub use draft::{Committed, DataWriter, Draft};
 pub use envelope::Envelope;
 pub use id::QueueId;
-pub use maildrop::{MAILDROP, MAILDROP_MODE, MAILDROP_TMP, begin_drop};
+pub use maildrop::{DropFile, MAILDROP, MAILDROP_MODE, MAILDROP_TMP, Refusal, begin_drop};
 pub use schedule::{NOW_BUCKET, Repairs, SCHEDULE, bucket_for};
 pub use state::{DeliveryState, RecipientState, RecipientStatus, STATE_VERSION};
 pub use window::WINDOW;
