@@ -292,7 +292,7 @@ fn print_queue(inv: &Invocation, config: &Config) -> Result<()> {
     // Root sees the whole queue; anyone else only what they submitted.
     let only_uid = (!privilege::caller_is_root()).then(|| nix::unistd::getuid().as_raw());
     if inv.summary {
-        let now = runner::unix_now();
+        let now = spoolmail::clock::unix_now();
         spoolmail::queue::summary::print(&spool, inv.json, only_uid, &mut out, now)?;
         return Ok(());
     }

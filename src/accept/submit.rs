@@ -17,7 +17,7 @@ use crate::error::{Error, Kind, Result};
 use crate::privilege;
 use crate::spool::{Envelope, QueueId, Spool};
 use std::io::{Read, Write};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// The user who called sendmail, from the password database (never from
 /// the environment, which a setgid program cannot trust).
@@ -180,7 +180,7 @@ pub fn submit(
 
     let envelope = Envelope {
         id: draft.id().clone(),
-        arrival: now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        arrival: crate::clock::unix_seconds(now),
         sender: envelope_sender
             .as_ref()
             .map(ToString::to_string)
@@ -255,7 +255,7 @@ pub fn submit(
             caller.uid,
             &caller.login,
             recipients.len(),
-            now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            crate::clock::unix_seconds(now),
         )?;
     }
     let committed = draft.commit()?;

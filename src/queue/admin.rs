@@ -231,7 +231,7 @@ fn act(spool: &Spool, action: AdminAction, claim: Claim, who: &str) -> Result<&'
             if state.held { "held" } else { "released" }
         }
         AdminAction::Requeue => {
-            let now = crate::runner::unix_now();
+            let now = crate::clock::unix_now();
             for r in state.recipients.iter_mut().filter(|r| open(r.status)) {
                 r.next_attempt = Some(now);
             }

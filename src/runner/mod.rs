@@ -32,9 +32,10 @@ mod worklist;
 pub use backoff::retry_delay;
 pub use record::Tally;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use crate::cli::QueueFilter;
+use crate::clock::unix_now;
 use crate::config::Config;
 use crate::error::Result;
 use crate::spool::{Envelope, NOW_BUCKET, QueueId, Spool};
@@ -238,13 +239,6 @@ fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
 /// Seconds a held message's schedule entry is put off each time a run
 /// comes across it ([`crate::queue::admin`]: a release files it as due at once).
 const HELD_RECHECK: u64 = 86_400;
-
-/// Unix seconds now.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 /// Forks a detached runner for the message just committed and returns
 /// in the parent at once. The child leaves the caller's session and

@@ -370,7 +370,7 @@ impl Spool {
         // its owner, never earlier), so the arrival is kept only within
         // a minute before it and never in the future.
         let written = u64::try_from(meta.ctime()).unwrap_or(0);
-        let unix_now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let unix_now = crate::clock::unix_seconds(now);
         let arrival = match claimed.arrival {
             a if a.saturating_add(ARRIVAL_SLACK) < written || a > unix_now => written.min(unix_now),
             a => a,
