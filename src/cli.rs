@@ -10,6 +10,9 @@
 //! ignored.
 
 use crate::error::{Error, Result};
+/// What the command line may ask of queued mail: defined next to the
+/// rule of whose mail a caller may touch, which `runner/` and `queue/` apply.
+pub use crate::privilege::{AdminAction, QueueFilter};
 use getopts::{HasArg, Occur, Options};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -96,17 +99,6 @@ pub enum ErrorMode {
     Quiet,
     /// `-oee`: mail errors back and exit 0 (Berkeley's "BerkNet" mode).
     Exit,
-}
-
-/// A restriction of a queue run to some messages (`-qI`, `-qR`, `-qS`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum QueueFilter {
-    /// Queue IDs containing the text.
-    Id(String),
-    /// Recipients containing the text.
-    Recipient(String),
-    /// Senders containing the text.
-    Sender(String),
 }
 
 /// A `-q` request: run once, or every `interval`, restricted by `filters`.
@@ -406,21 +398,6 @@ pub const OPTIONS: &[OptionSpec] = &[
         effect: "print the version and what it was built with (TLS library, resolver) and exit 0; -bV is the same",
     },
 ];
-
-/// What `mailq --delete/--hold/--release` does to each message named.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AdminAction {
-    /// Remove it from the queue (no notice to anyone).
-    Delete,
-    /// Keep it from delivery and expiry until released.
-    Hold,
-    /// Make a held message due at once.
-    Release,
-    /// Attempt it now, retry times and the unreachable cache ignored.
-    Requeue,
-    /// Fail every recipient not yet final and send the sender a DSN.
-    Return,
-}
 
 /// The one-line usage message of the sendmail face.
 pub const USAGE: &str = "usage: sendmail [-t] [-i] [-f sender] [-F name] [-odb|-odq|-odi] [-C config] [-bm|-bp|-bi|-bs] [-q[interval]] [--] [recipient ...]";

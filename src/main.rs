@@ -6,6 +6,7 @@ use spoolmail::accept::submit;
 use spoolmail::cli::{self, DeliveryMode, Face, Invocation, Mode};
 use spoolmail::config::{self, Config};
 use spoolmail::error::{Error, Kind, Result};
+use spoolmail::privilege::Scope;
 use spoolmail::queue::mailq;
 use spoolmail::{local, logging, privilege, runner, spool};
 use std::io::Write;
@@ -113,7 +114,10 @@ fn run(face: Face, args: std::env::ArgsOs) -> Result<()> {
         Mode::Smtp => smtp_session(&inv, &config),
         Mode::QueueRun(run) => {
             let spool = spool::Spool::open(&config.spool)?;
-            let selection = runner::Selection::for_caller(&spool, run.filters.clone());
+            let selection = runner::Selection {
+                filters: run.filters.clone(),
+                scope: Scope::of_caller(spool.group()),
+            };
             runner::run_queue(&spool, &config, &selection, run.interval)
         }
         Mode::Help | Mode::Version => unreachable!("answered before the configuration is read"),
@@ -129,7 +133,7 @@ fn run(face: Face, args: std::env::ArgsOs) -> Result<()> {
 /// a detached runner at once.
 fn administer(inv: &Invocation, action: cli::AdminAction, config: &Config) -> Result<()> {
     let spool = spool::Spool::open(&config.spool)?;
-    let owner = runner::caller_scope(&spool);
+    let scope = Scope::of_caller(spool.group());
     let uid = nix::unistd::getuid().as_raw();
     let who = privilege::caller_name().unwrap_or_else(|| format!("uid {uid}"));
     let stdout = std::io::stdout();
@@ -142,7 +146,7 @@ fn administer(inv: &Invocation, action: cli::AdminAction, config: &Config) -> Re
     let report = spoolmail::queue::admin::administer(
         &spool,
         &request,
-        owner,
+        scope,
         &who,
         &mut std::io::stdin().lock(),
         &mut out,
@@ -314,18 +318,19 @@ fn print_queue(inv: &Invocation, config: &Config) -> Result<()> {
     let spool = spool::Spool::open(&config.spool)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    // Root sees the whole queue; anyone else only what they submitted.
-    let only_uid = (!privilege::caller_is_root()).then(|| nix::unistd::getuid().as_raw());
+    // Root and the spool's group see the whole queue; anyone else only
+    // their own mail.
+    let scope = Scope::of_caller(spool.group());
     if inv.summary {
-        let now = runner::unix_now();
-        spoolmail::queue::summary::print(&spool, inv.json, only_uid, &mut out, now)?;
+        let now = spoolmail::clock::unix_now();
+        spoolmail::queue::summary::print(&spool, inv.json, scope, &mut out, now)?;
         return Ok(());
     }
     let mut waits = spoolmail::runner::Waits::new(config, &spool);
     mailq::print(
         &spool,
         inv.json,
-        only_uid,
+        scope,
         Some(&mut waits),
         &mut out,
         SystemTime::now(),

@@ -1,4 +1,8 @@
-//! Process hygiene for a binary that may be installed setgid.
+//! The caller and what it may do: process hygiene for a binary that may
+//! be installed setgid, and the one rule of whose queued mail a caller
+//! may see and act on ([`Scope`]), with what a caller may ask of queued
+//! mail ([`QueueFilter`], [`AdminAction`]) — kept here, below `runner/`
+//! and `queue/`, which both apply them.
 //!
 //! WARNING — what a hostile caller controls when this binary runs setgid:
 //! every argument (PHP's fifth `mail()` parameter), the whole environment
@@ -114,4 +118,163 @@ pub fn drop_privilege() -> Result<()> {
 pub fn caller_is_root() -> bool {
     // SAFETY: cannot fail.
     unsafe { libc::getuid() == 0 }
+}
+
+/// Whose queued mail the caller may see and act on: the one rule behind
+/// `mailq` (text, `--json`, `--summary`), `-q` and the admin actions, as
+/// sendmail 8's `PrivacyOptions=restrictmailq,restrictqrun`. A caller
+/// whose *real* uid is 0, or whose real gid or supplementary groups
+/// include the spool's group (the group of its `queue/`, `mail` when
+/// installed), has every message; anyone else only the messages whose
+/// envelope carries their uid — they never see whom others write to, and
+/// their queue run neither claims, delivers, prints nor forces anybody
+/// else's mail. Never the effective gid: the binary is setgid to that
+/// group, so every caller has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Root or a member of the spool's group: every message.
+    Every,
+    /// Anyone else: the messages of this uid.
+    Own(u32),
+}
+
+impl Scope {
+    /// The calling process's scope over a spool whose group is
+    /// `spool_group` (None: unknown, so no one is a member). Decided once
+    /// by each face (`main`) and handed down.
+    pub fn of_caller(spool_group: Option<u32>) -> Scope {
+        let groups: Vec<u32> = nix::unistd::getgroups()
+            .map(|groups| groups.iter().map(|g| g.as_raw()).collect())
+            .unwrap_or_default();
+        Scope::decide(
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+            &groups,
+            spool_group,
+        )
+    }
+
+    /// The rule itself, on the real `uid`, real `gid` and supplementary
+    /// `groups` of a caller.
+    pub fn decide(uid: u32, gid: u32, groups: &[u32], spool_group: Option<u32>) -> Scope {
+        let member = spool_group.is_some_and(|spool| gid == spool || groups.contains(&spool));
+        match uid == 0 || member {
+            true => Scope::Every,
+            false => Scope::Own(uid),
+        }
+    }
+
+    /// Whether a message whose envelope carries `uid` is in the scope.
+    /// That uid is one only this binary writes: the submitter's, the
+    /// owner of the `.forward` or list that made a forwarded copy, the
+    /// original's sender for a notice, the file's owner for a maildrop
+    /// pickup.
+    pub fn includes(self, uid: u32) -> bool {
+        match self {
+            Scope::Every => true,
+            Scope::Own(own) => own == uid,
+        }
+    }
+
+    /// The one uid the scope is restricted to (None: every message).
+    pub fn only_uid(self) -> Option<u32> {
+        match self {
+            Scope::Every => None,
+            Scope::Own(uid) => Some(uid),
+        }
+    }
+}
+
+/// A restriction to some queued messages (`-qI`, `-qR`, `-qS`, and the
+/// admin actions' `--recipient`/`--sender`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueFilter {
+    /// Queue IDs containing the text.
+    Id(String),
+    /// Recipients containing the text.
+    Recipient(String),
+    /// Senders containing the text.
+    Sender(String),
+}
+
+impl QueueFilter {
+    /// Whether the message with queue ID `id`, envelope sender `sender`
+    /// and `recipients` is one this filter asks for (`-qI`: the ID
+    /// contains the text; `-qR`: a recipient does, `-qS`: the sender
+    /// does, case ignored).
+    pub fn matches(&self, id: &str, sender: &str, recipients: &[String]) -> bool {
+        match self {
+            QueueFilter::Id(text) => id.contains(text.as_str()),
+            QueueFilter::Recipient(text) => {
+                recipients.iter().any(|r| contains_ignore_case(r, text))
+            }
+            QueueFilter::Sender(text) => contains_ignore_case(sender, text),
+        }
+    }
+}
+
+fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
+    haystack
+        .to_ascii_lowercase()
+        .contains(&needle.to_ascii_lowercase())
+}
+
+/// What `mailq --delete/--hold/--release` does to each message named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAction {
+    /// Remove it from the queue (no notice to anyone).
+    Delete,
+    /// Keep it from delivery and expiry until released.
+    Hold,
+    /// Make a held message due at once.
+    Release,
+    /// Attempt it now, retry times and the unreachable cache ignored.
+    Requeue,
+    /// Fail every recipient not yet final and send the sender a DSN.
+    Return,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_and_the_spool_group_have_every_message() {
+        const MAIL: u32 = 8;
+        // Root, whatever its groups.
+        assert_eq!(Scope::decide(0, 0, &[], Some(MAIL)), Scope::Every);
+        assert_eq!(Scope::decide(0, 0, &[], None), Scope::Every);
+        // The spool's group as the real gid, or as a supplementary group.
+        assert_eq!(Scope::decide(1000, MAIL, &[], Some(MAIL)), Scope::Every);
+        assert_eq!(
+            Scope::decide(1000, 1000, &[27, MAIL], Some(MAIL)),
+            Scope::Every
+        );
+        // Anyone else, and anyone at all when the group is unknown.
+        assert_eq!(
+            Scope::decide(1000, 1000, &[27], Some(MAIL)),
+            Scope::Own(1000)
+        );
+        assert_eq!(Scope::decide(1000, MAIL, &[MAIL], None), Scope::Own(1000));
+    }
+
+    #[test]
+    fn a_scope_includes_its_own_uid_or_every_one() {
+        assert!(Scope::Every.includes(1234));
+        assert!(Scope::Own(1000).includes(1000));
+        assert!(!Scope::Own(1000).includes(0));
+        assert_eq!(Scope::Every.only_uid(), None);
+        assert_eq!(Scope::Own(7).only_uid(), Some(7));
+    }
+
+    #[test]
+    fn filters_match_by_id_recipient_and_sender() {
+        let rcpts = ["Bob@Example.COM".to_string()];
+        let matches = |f: QueueFilter| f.matches("1AbCdE", "alice@host", &rcpts);
+        assert!(matches(QueueFilter::Id("AbC".into())));
+        assert!(!matches(QueueFilter::Id("abc".into())));
+        assert!(matches(QueueFilter::Recipient("example.com".into())));
+        assert!(matches(QueueFilter::Sender("ALICE".into())));
+        assert!(!matches(QueueFilter::Sender("bob".into())));
+    }
 }

@@ -18,7 +18,7 @@
 //! what the drop says).
 
 use std::io::{self, Read, Write};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use crate::accept::masquerade::Masquerade;
 use crate::accept::message::{self, Header, Intake};
@@ -307,7 +307,7 @@ impl<'a> Cleanup<'a> {
         // The brake on runaway senders (max_messages_per_hour…), counted
         // last, when nothing else can refuse the message: one refused
         // here leaves nothing queued.
-        let unix_now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let unix_now = crate::clock::unix_seconds(now);
         let nrcpt = envelope.recipients.len();
         let admit = |counters: &crate::spool::SubmissionCounters| {
             crate::accept::ratelimit::admit(

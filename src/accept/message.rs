@@ -17,7 +17,7 @@
 
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use crate::address::{self, Address};
 use crate::error::{Error, Kind, Result};
@@ -713,74 +713,17 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-/// "Date: Mon, 23 Nov 2026 06:50:03 +0100\n" in local time
-/// (libc::localtime_r + tm_gmtoff), day/month names in English,
-/// formatted by hand (no locale). Falls back to UTC if the local time
-/// cannot be computed.
+/// "Date: Mon, 23 Nov 2026 06:50:03 +0100\n": the field, with the date
+/// [`crate::clock::rfc5322`] writes (local time, no locale, never a failure).
 pub fn date_field(now: SystemTime) -> Vec<u8> {
-    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = match now.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
-    };
-    let t = libc::time_t::try_from(secs).unwrap_or(0);
-    let tm = broken_down_time(t);
-    let day = usize::try_from(tm.tm_wday)
-        .ok()
-        .and_then(|i| DAYS.get(i))
-        .unwrap_or(&"Thu");
-    let month = usize::try_from(tm.tm_mon)
-        .ok()
-        .and_then(|i| MONTHS.get(i))
-        .unwrap_or(&"Jan");
-    // tm_gmtoff is a C long: i64 here, i32 on 32-bit targets.
-    #[allow(clippy::useless_conversion)]
-    let offset = i64::from(tm.tm_gmtoff);
-    let sign = if offset < 0 { '-' } else { '+' };
-    let offset = offset.unsigned_abs();
-    format!(
-        "Date: {day}, {} {month} {} {:02}:{:02}:{:02} {sign}{:02}{:02}\n",
-        tm.tm_mday,
-        i64::from(tm.tm_year) + 1900,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec,
-        offset / 3600,
-        offset % 3600 / 60,
-    )
-    .into_bytes()
-}
-
-/// Local time for `t`, or UTC, or the epoch in UTC: never a failure.
-fn broken_down_time(t: libc::time_t) -> libc::tm {
-    // SAFETY: `tm` is plain old data, so all-zero is a valid value;
-    // localtime_r and gmtime_r only write into the `tm` we pass and read
-    // `t`, both valid for the duration of the call (the _r variants are
-    // the thread-safe ones).
-    unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        if !libc::localtime_r(&t, &mut tm).is_null() {
-            return tm;
-        }
-        if !libc::gmtime_r(&t, &mut tm).is_null() {
-            return tm;
-        }
-        let epoch: libc::time_t = 0;
-        libc::gmtime_r(&epoch, &mut tm);
-        tm
-    }
+    format!("Date: {}\n", crate::clock::rfc5322(now)).into_bytes()
 }
 
 /// The trace field sendmail and Postfix put on a locally submitted
 /// message (RFC 5321 §4.4): "Received: by HOST (spoolmail, from userid
 /// UID)\n\tid ID; DATE\n". It also counts towards loop detection.
 pub fn received_field(hostname: &str, uid: u32, queue_id: &str, now: SystemTime) -> Vec<u8> {
-    let date = date_field(now);
-    let date = String::from_utf8_lossy(&date);
-    let date = date.trim_start_matches("Date: ").trim_end();
+    let date = crate::clock::rfc5322(now);
     let host: String = hostname
         .chars()
         .filter(|c| c.is_ascii_graphic() && !"()<>;".contains(*c))
@@ -1314,23 +1257,10 @@ mod tests {
     }
 
     #[test]
-    fn date_field_has_the_rfc_5322_shape() {
-        let when = UNIX_EPOCH + std::time::Duration::from_secs(1_795_413_003);
-        let text = String::from_utf8(date_field(when)).unwrap();
-        let parts: Vec<&str> = text.trim_end().split(' ').collect();
-        assert!(text.ends_with('\n'));
-        assert_eq!(parts.len(), 7, "{text}");
-        assert_eq!(parts[0], "Date:");
-        assert!(["Sun,", "Mon,", "Tue,", "Wed,", "Thu,", "Fri,", "Sat,"].contains(&parts[1]));
-        assert!(parts[2].parse::<u8>().is_ok_and(|d| (1..=31).contains(&d)));
-        assert_eq!(parts[3], "Nov");
-        assert_eq!(parts[4], "2026");
-        assert_eq!(parts[5].len(), 8);
-        assert!(parts[6].len() == 5 && (parts[6].starts_with('+') || parts[6].starts_with('-')));
-        // Never fails, even before the epoch.
-        assert!(
-            date_field(UNIX_EPOCH - std::time::Duration::from_secs(86_400)).starts_with(b"Date: ")
-        );
+    fn date_field_is_the_clock_date_as_a_field() {
+        let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_413_003);
+        let expected = format!("Date: {}\n", crate::clock::rfc5322(when));
+        assert_eq!(date_field(when), expected.into_bytes());
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! told 0 already), the data is kept as written (S3, S4), and past the
 //! brake the message is held rather than refused.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use crate::accept::cleanup::{Cleanup, Content, Door, GivenSender, Handed, Refused};
 use crate::address;
@@ -106,7 +106,7 @@ fn pick_up(
     // (its rename into the maildrop, or a later change by its owner,
     // never earlier), so the arrival is kept only within a minute before
     // it and never in the future.
-    let unix_now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let unix_now = crate::clock::unix_seconds(now);
     let arrival = match claimed.arrival {
         a if a.saturating_add(ARRIVAL_SLACK) < written || a > unix_now => written.min(unix_now),
         a => a,

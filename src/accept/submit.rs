@@ -22,7 +22,7 @@ use crate::error::{Error, Kind, Result};
 use crate::privilege;
 use crate::spool::{QueueId, Spool};
 use std::io::Read;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// The user who called sendmail, from the password database (never from
 /// the environment, which a setgid program cannot trust).
@@ -190,7 +190,7 @@ pub fn submit(
         dsn_notify: inv.dsn_notify.clone(),
         dsn_ret: inv.dsn_ret.clone(),
         envid: inv.envid.clone(),
-        arrival: now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        arrival: crate::clock::unix_seconds(now),
     };
     let content = Content::Fresh {
         header,

@@ -5,10 +5,14 @@
 //! uses is defined here with its default, so that all three faces and the
 //! runner read one [`Config`]. Anything unknown, repeated or malformed is
 //! an error naming the file and line (exit 78): a typo must not silently
-//! fall back to a default.
+//! fall back to a default. The value parsers every line shares live in
+//! [`values`]; [`relay`] and [`route`] parse their lines with those and
+//! import nothing of this file (no cycle). Below `accept/` and
+//! `runner/`, which read the settings: nothing here imports them.
 
 pub mod relay;
 pub mod route;
+pub mod values;
 
 use crate::address::Address;
 use crate::error::{Error, Result};
@@ -17,6 +21,11 @@ use route::Route;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+pub use values::{SmarthostTls, parse_duration};
+use values::{
+    absolute_path, clip, count, domain_pattern, home_template, hostname, list, optional,
+    parse_size, port, positive, sender_address, smarthost_tls, syslog_name, yes_no,
+};
 
 /// Where the configuration lives unless `-C` says otherwise.
 pub const DEFAULT_PATH: &str = "/etc/spoolmail/spoolmail.conf";
@@ -30,17 +39,6 @@ pub enum TlsPolicy {
     Opportunistic,
     /// STARTTLS required, certificate and name verified.
     Required,
-}
-
-/// TLS mode for the smarthost.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SmarthostTls {
-    /// STARTTLS, verified.
-    Starttls,
-    /// Implicit TLS (port 465), verified.
-    Tls,
-    /// Plain text.
-    None,
 }
 
 /// Where local mail is written.
@@ -170,7 +168,7 @@ pub struct Config {
     /// go first.
     pub corrupt_max_files: usize,
     /// `max_messages_per_hour`: messages one user may submit in a clock
-    /// hour (0: no limit); see [`crate::accept::ratelimit`].
+    /// hour (0: no limit); the brake of `accept/ratelimit.rs` applies it.
     pub max_messages_per_hour: u64,
     /// `max_recipients_per_hour`: envelope recipients one user may submit
     /// in a clock hour, all messages together (0: no limit).
@@ -184,7 +182,7 @@ pub struct Config {
     /// `syslog_socket`: the syslog socket (`None`: the system's).
     pub syslog_socket: Option<PathBuf>,
     /// `masquerade_domain`: local senders become `user@` this domain
-    /// (see [`crate::accept::masquerade`]).
+    /// (applied by `accept/masquerade.rs`).
     pub masquerade_domain: Option<String>,
     /// `sender_address`: local senders become this one address instead.
     pub sender_address: Option<Address>,
@@ -466,14 +464,6 @@ impl Lists {
     }
 }
 
-/// At most 60 characters of `s`, for error messages.
-pub(crate) fn clip(s: &str) -> &str {
-    match s.char_indices().nth(60) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
-}
-
 /// A `#` starts a comment at the start of a line or after white space, so
 /// that values such as a password file path may still contain `#`.
 fn strip_comment(line: &str) -> &str {
@@ -634,56 +624,6 @@ fn check(c: &Config) -> Setting {
     Ok(())
 }
 
-/// The items of a list value, separated by commas and/or blanks.
-fn list(value: &str) -> impl Iterator<Item = &str> {
-    value.split([',', ' ', '\t']).filter(|d| !d.is_empty())
-}
-
-/// `yes` or `no`.
-fn yes_no(value: &str) -> std::result::Result<bool, String> {
-    match value {
-        "yes" => Ok(true),
-        "no" => Ok(false),
-        _ => Err(format!("expected yes or no, got {:?}", clip(value))),
-    }
-}
-
-/// A host name, or `*.` and a host name (any name under it), lower case.
-fn domain_pattern(value: &str) -> std::result::Result<String, String> {
-    let (star, name) = match value.strip_prefix("*.") {
-        Some(rest) => ("*.", rest),
-        None => ("", value),
-    };
-    let name = hostname(name)
-        .map_err(|_| format!("expected a host name or *.domain, got {:?}", clip(value)))?;
-    Ok(format!("{star}{}", name.to_ascii_lowercase()))
-}
-
-/// One full address with a domain: the fixed sender (never `<>`, never a
-/// bare name, which would be masqueraded again).
-fn sender_address(value: &str) -> std::result::Result<Address, String> {
-    match Address::parse(value) {
-        Ok(a) if a.is_qualified() && !value.starts_with('<') => Ok(a),
-        _ => Err(format!(
-            "expected an address such as noreply@example.com, got {:?}",
-            clip(value)
-        )),
-    }
-}
-
-/// `starttls`, `tls` or `none`.
-pub(crate) fn smarthost_tls(value: &str) -> std::result::Result<SmarthostTls, String> {
-    match value {
-        "starttls" => Ok(SmarthostTls::Starttls),
-        "tls" => Ok(SmarthostTls::Tls),
-        "none" => Ok(SmarthostTls::None),
-        _ => Err(format!(
-            "expected starttls, tls or none, got {:?}",
-            clip(value)
-        )),
-    }
-}
-
 /// `from, sender, reply-to` (any case, any of [`MASQUERADE_HEADER_FIELDS`]),
 /// or `none`.
 fn masquerade_headers(value: &str) -> std::result::Result<Vec<&'static str>, String> {
@@ -709,172 +649,6 @@ fn masquerade_headers(value: &str) -> std::result::Result<Vec<&'static str>, Str
         return Err("expected none or a list of header names".to_string());
     }
     Ok(out)
-}
-
-/// A per-user path: absolute, or starting with `~/` (the user's home).
-fn home_template(value: &str) -> std::result::Result<String, String> {
-    if value.starts_with('/') || value.starts_with("~/") {
-        Ok(value.to_string())
-    } else {
-        Err(format!(
-            "expected an absolute path or one starting with ~/, got {:?}",
-            clip(value)
-        ))
-    }
-}
-
-fn optional<T>(
-    value: &str,
-    f: impl FnOnce(&str) -> std::result::Result<T, String>,
-) -> std::result::Result<Option<T>, String> {
-    if value.is_empty() {
-        Ok(None)
-    } else {
-        f(value).map(Some)
-    }
-}
-
-/// A syslog identity's first part: log tools split `NAME/SERVICE[PID]:`
-/// on `/`, `[` and `:`, so a name holds none of those, nor spaces.
-fn syslog_name(value: &str) -> std::result::Result<String, String> {
-    let ok = (1..=32).contains(&value.len())
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    match ok {
-        true => Ok(value.to_string()),
-        false => Err(format!(
-            "expected 1 to 32 letters, digits, '.', '_' or '-', got {:?}",
-            clip(value)
-        )),
-    }
-}
-
-pub(crate) fn absolute_path(value: &str) -> std::result::Result<PathBuf, String> {
-    if value.starts_with('/') {
-        Ok(PathBuf::from(value))
-    } else {
-        Err(format!("expected an absolute path, got {:?}", clip(value)))
-    }
-}
-
-pub(crate) fn hostname(value: &str) -> std::result::Result<String, String> {
-    let value = value.strip_suffix('.').unwrap_or(value);
-    let ok = !value.is_empty()
-        && value.len() <= 253
-        && value.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
-    if ok {
-        Ok(value.to_string())
-    } else {
-        Err(format!("expected a host name, got {:?}", clip(value)))
-    }
-}
-
-fn port(value: &str) -> std::result::Result<u16, String> {
-    match value.parse::<u16>() {
-        Ok(p) if p > 0 => Ok(p),
-        _ => Err(format!("expected a port number, got {:?}", clip(value))),
-    }
-}
-
-/// A count, 0 allowed (0: no limit).
-fn count(value: &str) -> std::result::Result<u64, String> {
-    value
-        .parse::<u64>()
-        .map_err(|_| format!("expected a number (0: no limit), got {:?}", clip(value)))
-}
-
-pub(crate) fn positive(value: &str) -> std::result::Result<u32, String> {
-    match value.parse::<u32>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("expected a positive number, got {:?}", clip(value))),
-    }
-}
-
-/// `host`, `host:port`, `[v6addr]:port`; the port defaults to 25.
-#[cfg(test)]
-fn host_port(value: &str) -> std::result::Result<(String, u16), String> {
-    host_and_port(value).map(|(h, p)| (h, p.unwrap_or(25)))
-}
-
-/// `host`, `host:port`, `[v6addr]`, `[v6addr]:port`: the host, and the
-/// port when one is written.
-pub(crate) fn host_and_port(value: &str) -> std::result::Result<(String, Option<u16>), String> {
-    if let Some(rest) = value.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or_else(|| format!("unclosed [ in {:?}", clip(value)))?;
-        host.parse::<std::net::Ipv6Addr>()
-            .map_err(|_| format!("bad IPv6 address {:?}", clip(host)))?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => Some(port(p)?),
-            None if after.is_empty() => None,
-            None => return Err(format!("expected [ipv6]:port, got {:?}", clip(value))),
-        };
-        return Ok((host.to_string(), port));
-    }
-    let (host, p) = match value.rsplit_once(':') {
-        Some((h, p)) => (h, Some(port(p)?)),
-        None => (value, None),
-    };
-    if host.parse::<std::net::Ipv4Addr>().is_ok() {
-        return Ok((host.to_string(), p));
-    }
-    Ok((hostname(host)?, p))
-}
-
-/// `30s`, `30m`, `3h`, `5d`, `1w`, or a bare number of seconds.
-pub fn parse_duration(value: &str) -> std::result::Result<Duration, String> {
-    let scale = |unit: &str| match unit {
-        "" | "s" => Some(1),
-        "m" => Some(60),
-        "h" => Some(3600),
-        "d" => Some(86400),
-        "w" => Some(7 * 86400),
-        _ => None,
-    };
-    scaled_number(value, scale)
-        .map(Duration::from_secs)
-        .ok_or_else(|| {
-            format!(
-                "expected a duration such as 30s, 30m, 3h, 5d, got {:?}",
-                clip(value)
-            )
-        })
-}
-
-/// A byte count with an optional `k`, `M` or `G` suffix (powers of 1024).
-fn parse_size(value: &str) -> std::result::Result<u64, String> {
-    let scale = |unit: &str| match unit {
-        "" => Some(1),
-        "k" | "K" => Some(1024),
-        "M" => Some(1024 * 1024),
-        "G" => Some(1024 * 1024 * 1024),
-        _ => None,
-    };
-    scaled_number(value, scale).ok_or_else(|| {
-        format!(
-            "expected a size such as 10485760, 10M or 512k, got {:?}",
-            clip(value)
-        )
-    })
-}
-
-/// Digits followed by a unit that `scale` knows, multiplied out without overflow.
-fn scaled_number(value: &str, scale: impl Fn(&str) -> Option<u64>) -> Option<u64> {
-    let (digits, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => value.split_at(i),
-        None => (value, ""),
-    };
-    digits.parse::<u64>().ok()?.checked_mul(scale(unit)?)
 }
 
 /// The system host name, or "localhost" when it cannot be had.
@@ -991,14 +765,7 @@ corrupt_max_files = 20
 
     #[test]
     fn smarthost_forms() {
-        assert_eq!(host_port("relay").unwrap(), ("relay".to_string(), 25));
-        assert_eq!(host_port("[::1]:2525").unwrap(), ("::1".to_string(), 2525));
-        assert_eq!(
-            host_port("127.0.0.1:26").unwrap(),
-            ("127.0.0.1".to_string(), 26)
-        );
-        assert!(host_port("relay:0").is_err());
-        // Issue 12, defect 3: implicit TLS without a port means 465, in
+        // The forms of one host:port value: see values.rs. Issue 12, defect 3: implicit TLS without a port means 465, in
         // either order; a given port is kept.
         for text in [
             "smarthost = relay.example\nsmarthost_tls = tls\n",
@@ -1019,7 +786,6 @@ corrupt_max_files = 20
         assert_eq!(c.smarthost_first(), Some(("::1".to_string(), 465)));
         let c = parse("smarthost = relay.example\n", "t").unwrap();
         assert_eq!(c.smarthost_first(), Some(("relay.example".to_string(), 25)));
-        assert!(host_port("[::1").is_err());
     }
 
     #[test]
@@ -1196,18 +962,6 @@ corrupt_max_files = 20
             err("retry_min = 2d\nretry_max=3d\nqueue_lifetime = 1d").contains("queue_lifetime")
         );
         assert!(err("auth_user = me").contains("auth_password_file"));
-    }
-
-    #[test]
-    fn durations_and_sizes() {
-        assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
-        assert_eq!(parse_duration("2w").unwrap(), Duration::from_secs(1209600));
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("5x").is_err());
-        assert!(parse_duration("99999999999999999999d").is_err());
-        assert_eq!(parse_size("0").unwrap(), 0);
-        assert_eq!(parse_size("512k").unwrap(), 524288);
-        assert_eq!(parse_size("1G").unwrap(), 1 << 30);
     }
 
     #[test]

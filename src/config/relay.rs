@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::SmarthostTls;
+use super::values::{self, SmarthostTls};
 
 /// How a list's entries share the mail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +108,7 @@ type Parsed<T> = std::result::Result<T, String>;
 pub fn parse_entries(value: &str) -> Parsed<Vec<Entry>> {
     let mut entries: Vec<Entry> = Vec::new();
     for written in value.split([',', ' ', '\t']).filter(|s| !s.is_empty()) {
-        let (host, port) = crate::config::host_and_port(written)?;
+        let (host, port) = values::host_and_port(written)?;
         if entries.iter().any(|e| e.written == written) {
             return Err(format!("{written:?} is listed twice"));
         }
@@ -131,7 +131,7 @@ pub fn parse_policy(value: &str) -> Parsed<Policy> {
         "spread" => Ok(Policy::Spread),
         _ => Err(format!(
             "expected failover or spread, got {:?}",
-            crate::config::clip(value)
+            values::clip(value)
         )),
     }
 }
@@ -142,30 +142,27 @@ pub fn parse_options(value: &str) -> Parsed<(String, Options)> {
     let entry = words
         .next()
         .ok_or_else(|| "expected host[:port] key=value…".to_string())?;
-    crate::config::host_and_port(entry)?;
+    values::host_and_port(entry)?;
     let mut options = Options::default();
     for word in words {
         let (key, v) = word
             .split_once('=')
-            .ok_or_else(|| format!("expected key=value, got {:?}", crate::config::clip(word)))?;
+            .ok_or_else(|| format!("expected key=value, got {:?}", values::clip(word)))?;
         let twice = match key {
-            "tls" => options
-                .tls
-                .replace(crate::config::smarthost_tls(v)?)
-                .is_some(),
+            "tls" => options.tls.replace(values::smarthost_tls(v)?).is_some(),
             "auth_user" if !v.is_empty() => options.auth_user.replace(v.to_string()).is_some(),
             "auth_password_file" => options
                 .auth_password_file
-                .replace(crate::config::absolute_path(v)?)
+                .replace(values::absolute_path(v)?)
                 .is_some(),
             "max_connections" => options
                 .max_connections
-                .replace(crate::config::positive(v)?)
+                .replace(values::positive(v)?)
                 .is_some(),
             _ => {
                 return Err(format!(
                     "unknown relay option {:?} (tls, auth_user, auth_password_file, max_connections)",
-                    crate::config::clip(key)
+                    values::clip(key)
                 ));
             }
         };

@@ -15,7 +15,8 @@
 //! the smarthost, else MX). Local domains and bare names never consult
 //! the table. Parsing and matching only; the runner acts on the answer.
 
-use crate::config::relay::{self, Entry, Policy};
+use super::relay::{self, Entry, Policy};
+use super::values;
 
 /// A domain pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +52,7 @@ impl Pattern {
             Some(rest) => (true, rest),
             None => (false, word),
         };
-        let name = crate::config::hostname(name)
+        let name = values::hostname(name)
             .map_err(|_| format!("expected *, DOMAIN or *.DOMAIN, got {:?}", clip(word)))?
             .to_ascii_lowercase();
         Ok(match sub {
@@ -108,7 +109,7 @@ impl<L> Route<L> {
 }
 
 fn clip(s: &str) -> &str {
-    crate::config::clip(s)
+    values::clip(s)
 }
 
 /// Parses the value of a `route =` line (from config line `line`).

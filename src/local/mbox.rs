@@ -15,7 +15,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, Kind, Result};
 
@@ -143,7 +143,7 @@ fn write_message(
         spec.sender
     };
     let mut written = 0u64;
-    let separator = format!("From {sender} {}\n", asctime(now));
+    let separator = format!("From {sender} {}\n", crate::clock::asctime_utc(now));
     out.write_all(separator.as_bytes())?;
     written += separator.len() as u64;
     out.write_all(spec.header)?;
@@ -171,37 +171,6 @@ fn write_message(
     drop(out);
     file.sync_data()?;
     Ok(written)
-}
-
-/// `Tue Nov 24 03:33:13 2026`, in UTC: the separator's date.
-fn asctime(now: SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = secs / 86400;
-    let rem = secs % 86400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{} {} {:2} {:02}:{:02}:{:02} {}",
-        DAYS[(days % 7) as usize],
-        MONTHS[(month - 1) as usize],
-        day,
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        year
-    )
 }
 
 /// An fcntl write lock on the whole file, polled until `timeout`: the
@@ -355,7 +324,7 @@ mod tests {
     const NOW: u64 = 1_795_491_193; // Tue Nov 24 2026 03:33:13 UTC
 
     fn at() -> SystemTime {
-        UNIX_EPOCH + Duration::from_secs(NOW)
+        std::time::UNIX_EPOCH + Duration::from_secs(NOW)
     }
 
     #[test]

@@ -756,8 +756,7 @@ pub fn forward(
             uid,
             &user,
             copy.addresses.len(),
-            now.duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            crate::clock::unix_seconds(now),
         )
         .err(),
         false => None,

@@ -5,11 +5,11 @@
 //! Each message is acted on under its claim (the runner's flock, D1): an
 //! action never touches a message a runner is delivering. It waits up to
 //! [`CLAIM_WAIT`] for the claim, then leaves the message as it is and
-//! says it was busy. Root and members of the spool's group act on every
-//! message; anyone else only on the messages that are theirs by the one
-//! rule `mailq` lists them by ([`crate::queue::mailq::belongs_to`]: the uid in
-//! the envelope — their submissions, the copies their `.forward` made,
-//! the notices about their mail).
+//! says it was busy. Who may act on which message is the caller's
+//! [`Scope`], the one rule `mailq` lists them by: root and members of the
+//! spool's group act on every message; anyone else only on the messages
+//! with their uid in the envelope (their submissions, the copies their
+//! `.forward` made, the notices about their mail).
 //!
 //! A hold is a flag in the message's state, written durably like any
 //! state: a queue run, forced or not, never attempts a held message and
@@ -24,16 +24,17 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cli::{AdminAction, QueueFilter};
 use crate::error::{Error, Kind, Result};
+use crate::privilege::{AdminAction, QueueFilter, Scope};
 use crate::spool::{Claim, DeliveryState, NOW_BUCKET, QueueId, RecipientStatus, Spool};
 
-/// Whether `id` is `caller`'s to act on: the rule its listing follows.
-/// The envelope is read without the claim: it never changes (S3).
-fn is_theirs(spool: &Spool, id: &QueueId, caller: u32) -> bool {
-    spool
-        .read_envelope(id)
-        .is_ok_and(|envelope| crate::queue::mailq::belongs_to(&envelope, caller))
+/// Whether `id` is in the caller's `scope`: the rule its listing
+/// follows. The envelope is read without the claim: it never changes (S3).
+fn in_scope(spool: &Spool, id: &QueueId, scope: Scope) -> bool {
+    scope == Scope::Every
+        || spool
+            .read_envelope(id)
+            .is_ok_and(|envelope| scope.includes(envelope.uid))
 }
 
 /// How long an action waits for a runner to let go of a message.
@@ -65,13 +66,13 @@ pub struct Request<'a> {
     pub filters: &'a [QueueFilter],
 }
 
-/// Does `request` on behalf of a caller whose scope is `owner` (None:
-/// every message) and who is called `who` in the log. Prints one line
+/// Does `request` on behalf of a caller whose scope is `scope` and who
+/// is called `who` in the log. Prints one line
 /// per message on `out`.
 pub fn administer(
     spool: &Spool,
     request: &Request,
-    owner: Option<u32>,
+    scope: Scope,
     who: &str,
     input: &mut dyn std::io::Read,
     out: &mut dyn std::io::Write,
@@ -95,11 +96,7 @@ pub fn administer(
             // Every message the caller may act on: an ordinary user's
             // ALL is their own mail (others' is not even listed to them).
             let queued = spool.queued_ids()?;
-            ids.extend(
-                queued
-                    .into_iter()
-                    .filter(|id| owner.is_none_or(|caller| is_theirs(spool, id, caller))),
-            );
+            ids.extend(queued.into_iter().filter(|id| in_scope(spool, id, scope)));
         } else {
             match QueueId::parse(target) {
                 Some(id) => ids.push(id),
@@ -116,7 +113,7 @@ pub fn administer(
             report.unknown.push(id.to_string());
             continue;
         }
-        if owner.is_some_and(|caller| !is_theirs(spool, &id, caller)) {
+        if !in_scope(spool, &id, scope) {
             // Another user's message: said as "no such message" would
             // hide nothing (IDs are not secret), so it is said plainly.
             writeln!(out, "{id}: not yours: left alone").map_err(written)?;
@@ -128,7 +125,10 @@ pub fn administer(
             // match on another's would tell whom they write to. Read
             // without the claim: the envelope never changes (S3).
             match spool.read_envelope(&id) {
-                Ok(envelope) if request.filters.iter().all(|f| f.matches(&envelope)) => {}
+                Ok(envelope)
+                    if request.filters.iter().all(|f| {
+                        f.matches(envelope.id.as_str(), &envelope.sender, &envelope.recipients)
+                    }) => {}
                 Ok(_) => continue,
                 Err(_) => {
                     report.unknown.push(id.to_string());
@@ -231,7 +231,7 @@ fn act(spool: &Spool, action: AdminAction, claim: Claim, who: &str) -> Result<&'
             if state.held { "held" } else { "released" }
         }
         AdminAction::Requeue => {
-            let now = crate::runner::unix_now();
+            let now = crate::clock::unix_now();
             for r in state.recipients.iter_mut().filter(|r| open(r.status)) {
                 r.next_attempt = Some(now);
             }

@@ -25,6 +25,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::privilege::Scope;
 use crate::spool::{RecipientStatus, Spool};
 
 /// Upper bounds of the age columns, in minutes (qshape's defaults); the
@@ -63,19 +64,14 @@ struct Submitter {
     recipients: u64,
 }
 
-/// Prints the summary of the messages `only_uid` may see (None: all) as
-/// of `now` (unix seconds).
-pub fn print(
-    spool: &Spool,
-    json: bool,
-    only_uid: Option<u32>,
-    out: &mut dyn Write,
-    now: u64,
-) -> Result<()> {
+/// Prints the summary of the messages in the caller's `scope` as of
+/// `now` (unix seconds): an ordinary user's counts are of their own mail,
+/// and the submitters listed only themselves.
+pub fn print(spool: &Spool, json: bool, scope: Scope, out: &mut dyn Write, now: u64) -> Result<()> {
     let mut total = Row::default();
     let mut domains: BTreeMap<String, Row> = BTreeMap::new();
     spool.list_each(|m| {
-        if only_uid.is_some_and(|uid| !crate::queue::mailq::belongs_to(&m.envelope, uid)) {
+        if !scope.includes(m.envelope.uid) {
             return Ok(());
         }
         let minutes = now.saturating_sub(m.envelope.arrival) / 60;
@@ -107,7 +103,7 @@ pub fn print(
         .submission_counters()
         .this_hour(now)
         .into_iter()
-        .filter(|&(uid, _, _)| only_uid.is_none_or(|only| only == uid))
+        .filter(|&(uid, _, _)| scope.includes(uid))
         .map(|(uid, messages, recipients)| Submitter {
             uid,
             user: nix::unistd::User::from_uid(uid.into())

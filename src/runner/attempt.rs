@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
+
+use crate::clock::unix_seconds;
 
 use crate::error::Result;
 use crate::local;
@@ -18,10 +20,6 @@ use super::hosts::{Destination, Routing};
 use super::outcome::{self, Outcome, Via};
 use super::record::{Tally, persist};
 use super::transport::Transport;
-
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
 
 /// Whether a recipient is due now (`forced`: whatever its retry time).
 fn due(r: &crate::spool::RecipientState, now: u64, forced: bool) -> bool {
@@ -55,7 +53,7 @@ pub fn attempt(
 ) -> Result<Tally> {
     let spool = ctx.spool;
     let id = claim.id().clone();
-    let now_s = unix(now);
+    let now_s = unix_seconds(now);
     let mut state = match spool.read_state(&id) {
         Ok(Some(state)) => state,
         Ok(None) => DeliveryState::initial(&envelope),
@@ -695,7 +693,7 @@ fn finish(
 ) -> Result<()> {
     let spool = ctx.spool;
     let id = &envelope.id;
-    let now_s = unix(now);
+    let now_s = unix_seconds(now);
     let mut changed = false;
 
     // Notices an earlier attempt recorded but may not have queued (it
@@ -772,7 +770,7 @@ fn finish(
         if changed {
             spool.write_state(id, &state)?;
         }
-        file_next(spool, id, &state, waiting, bucket, unix(now));
+        file_next(spool, id, &state, waiting, bucket, unix_seconds(now));
     }
     Ok(())
 }

@@ -94,7 +94,7 @@ pub fn prepare(
     let id = draft.id().clone();
     let envelope = Envelope {
         id: id.clone(),
-        arrival: now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        arrival: crate::clock::unix_seconds(now),
         sender: String::new(),
         recipients: vec![original.sender.clone()],
         // The notice belongs to whoever sent the original: it shows in
@@ -312,11 +312,7 @@ fn clean(value: &str) -> String {
 }
 
 fn date(unix: u64) -> String {
-    let field = message::date_field(UNIX_EPOCH + std::time::Duration::from_secs(unix));
-    String::from_utf8_lossy(&field)
-        .trim_start_matches("Date: ")
-        .trim_end()
-        .to_string()
+    crate::clock::rfc5322(UNIX_EPOCH + std::time::Duration::from_secs(unix))
 }
 
 #[cfg(test)]

@@ -32,11 +32,12 @@ mod worklist;
 pub use backoff::retry_delay;
 pub use record::Tally;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
-use crate::cli::QueueFilter;
+use crate::clock::unix_now;
 use crate::config::Config;
 use crate::error::Result;
+use crate::privilege::{QueueFilter, Scope};
 use crate::spool::{Envelope, NOW_BUCKET, QueueId, Spool};
 
 use transport::Transport;
@@ -79,15 +80,15 @@ impl<'a> Context<'a> {
 }
 
 /// Which messages a queue run takes.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Selection {
     /// `-qI`/`-qR`/`-qS` filters, all of which must match. A filtered run
     /// is a sysadmin asking for those messages now: it ignores retry
     /// times and the unreachable cache.
     pub filters: Vec<QueueFilter>,
-    /// Some(uid): only messages that uid submitted (an ordinary user's
-    /// run: see [`caller_scope`]); None: every message.
-    pub owner: Option<u32>,
+    /// Whose messages: an ordinary user's run takes only their own
+    /// ([`Scope`]).
+    pub scope: Scope,
 }
 
 /// Why a recipient that was not tried is waiting: every hop of its
@@ -143,33 +144,13 @@ impl<'a> Waits<'a> {
     }
 }
 
-/// Whose messages the calling user may act on, as sendmail's
-/// `restrictqrun`: root and members of the spool's group (the group of
-/// `queue/`, `mail` when installed) act on every message; anyone else
-/// only on their own — their queue run neither claims, delivers, prints
-/// nor forces anybody else's mail.
-pub fn caller_scope(spool: &Spool) -> Option<u32> {
-    let uid = nix::unistd::getuid();
-    if uid.is_root() {
-        return None;
-    }
-    let spool_gid = spool.group();
-    let member = spool_gid.is_some_and(|gid| {
-        nix::unistd::getgid().as_raw() == gid
-            || nix::unistd::getgroups().is_ok_and(|groups| groups.iter().any(|g| g.as_raw() == gid))
-    });
-    match member {
-        true => None,
-        false => Some(uid.as_raw()),
-    }
-}
-
 impl Selection {
-    /// The selection of a run by the calling user with `filters`.
+    /// The selection of a run by the calling user with `filters`: the
+    /// caller's [`Scope`] over `spool`.
     pub fn for_caller(spool: &Spool, filters: Vec<QueueFilter>) -> Selection {
         Selection {
             filters,
-            owner: caller_scope(spool),
+            scope: Scope::of_caller(spool.group()),
         }
     }
 
@@ -179,9 +160,9 @@ impl Selection {
 
     /// The runner slot pool of this run: (prefix, count).
     fn runner_pool(&self, config: &Config) -> (String, u32) {
-        match self.owner {
-            None => (RUNNER_SLOTS.to_string(), config.max_connections.max(1)),
-            Some(uid) => (
+        match self.scope {
+            Scope::Every => (RUNNER_SLOTS.to_string(), config.max_connections.max(1)),
+            Scope::Own(uid) => (
                 format!("{RUNNER_SLOTS}-u{uid}"),
                 slots::users_part(config.max_connections),
             ),
@@ -191,9 +172,9 @@ impl Selection {
     /// How much of the shared connection pools this run may take: an
     /// ordinary user's run, that user's quota of the users' half.
     fn share(&self) -> slots::Share {
-        match self.owner {
-            None => slots::Share::Whole,
-            Some(uid) => slots::Share::User(uid),
+        match self.scope {
+            Scope::Every => slots::Share::Whole,
+            Scope::Own(uid) => slots::Share::User(uid),
         }
     }
 
@@ -201,50 +182,25 @@ impl Selection {
     /// held on someone else's message, by a process its owner can stop,
     /// would stall their mail).
     fn may_touch(&self, spool: &Spool, id: &QueueId) -> bool {
-        self.owner
-            .is_none_or(|uid| spool.owner_uid(id) == Some(uid))
+        match self.scope {
+            Scope::Every => true,
+            Scope::Own(uid) => spool.owner_uid(id) == Some(uid),
+        }
     }
 
     fn matches(&self, envelope: &Envelope) -> bool {
-        if self.owner.is_some_and(|uid| envelope.uid != uid) {
+        if !self.scope.includes(envelope.uid) {
             return false;
         }
-        self.filters.iter().all(|f| f.matches(envelope))
+        self.filters
+            .iter()
+            .all(|f| f.matches(envelope.id.as_str(), &envelope.sender, &envelope.recipients))
     }
-}
-
-impl QueueFilter {
-    /// Whether `envelope` is one this filter asks for (`-qI`: the ID
-    /// contains the text; `-qR`: a recipient does, `-qS`: the sender
-    /// does, case ignored).
-    pub fn matches(&self, envelope: &Envelope) -> bool {
-        match self {
-            QueueFilter::Id(text) => envelope.id.as_str().contains(text.as_str()),
-            QueueFilter::Recipient(text) => envelope
-                .recipients
-                .iter()
-                .any(|r| contains_ignore_case(r, text)),
-            QueueFilter::Sender(text) => contains_ignore_case(&envelope.sender, text),
-        }
-    }
-}
-
-fn contains_ignore_case(haystack: &str, needle: &str) -> bool {
-    haystack
-        .to_ascii_lowercase()
-        .contains(&needle.to_ascii_lowercase())
 }
 
 /// Seconds a held message's schedule entry is put off each time a run
 /// comes across it ([`crate::queue::admin`]: a release files it as due at once).
 const HELD_RECHECK: u64 = 86_400;
-
-/// Unix seconds now.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 /// Forks a detached runner for the message just committed and returns
 /// in the parent at once. The child leaves the caller's session and
@@ -380,7 +336,7 @@ pub fn run_queue(
             }
         }
         let mut queued = None;
-        if selection.owner.is_none() {
+        if selection.scope == Scope::Every {
             // Messages the schedule lost (a crash between a commit and
             // its entry, a power cut): found by comparing directory
             // listings, no file opened. An ordinary user's run leaves
@@ -554,7 +510,7 @@ fn take(
     // everybody else's mail (issue 20). Charged to the envelope's uid:
     // notices and forwarded copies root wrote carry the uid they are
     // about.
-    if share.is_none() && selection.owner.is_none() && envelope.uid != 0 {
+    if share.is_none() && selection.scope == Scope::Every && envelope.uid != 0 {
         match slots::try_acquire(
             &ctx.spool.hosts_dir(),
             &worker_share_pool(envelope.uid),

@@ -97,7 +97,7 @@ impl WorkList {
             if work.listed && !work.progress {
                 return Ok(None);
             }
-            let items = listing(spool, work.everything, super::unix_now())?;
+            let items = listing(spool, work.everything, crate::clock::unix_now())?;
             let Work { pending, taken, .. } = &mut *work;
             pending.extend(items.into_iter().filter(|item| !taken.contains(&item.id)));
             work.listed = true;

@@ -77,16 +77,22 @@ pub struct Repairs {
     pub stale: usize,
 }
 
-/// Creates the empty entry file `dir/ID` (no fsync).
+/// Creates the empty entry file `dir/ID` (no fsync); one that exists
+/// already is the entry. Never opened when it exists: it may be another
+/// user's (0640), which a member of the spool's group acting on that
+/// user's message may not open for writing.
 pub(super) fn enter(dir: &std::path::Path, id: &QueueId) -> io::Result<()> {
-    OpenOptions::new()
+    let made = OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(false)
+        .create_new(true)
         .mode(0o640)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(dir.join(id.as_str()))
-        .map(drop)
+        .open(dir.join(id.as_str()));
+    match made {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 impl Spool {

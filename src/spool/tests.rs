@@ -572,12 +572,7 @@ fn sweep_corrupt_removes_the_drops_of_whoever_has_most_first() {
     // Age is read in whole seconds of ctime (which no call can set): the
     // victim's drop must be the oldest for the old rule to remove it.
     let older = fs::metadata(&victim).unwrap().ctime();
-    while SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        <= older
-    {
+    while crate::clock::unix_now() as i64 <= older {
         std::thread::sleep(Duration::from_millis(20));
     }
     for n in 1..=5 {

@@ -35,6 +35,7 @@ mod limits;
 mod local;
 mod queue;
 mod relaylog;
+mod scope;
 mod session;
 mod spool;
 mod tools;
