@@ -217,6 +217,8 @@ pub struct Session {
     /// A transaction was left open (refused MAIL, refused DATA, an error):
     /// the next one needs an RSET first.
     dirty: bool,
+    /// A TLS handshake failed: the link is in no state for QUIT.
+    handshake_failed: bool,
 }
 
 impl Session {
@@ -268,10 +270,37 @@ impl Session {
             extensions: Vec::new(),
             tls: false,
             dirty: false,
+            handshake_failed: false,
         };
         if settings.security == Security::Implicit {
             session.handshake(settings, true)?;
         }
+        match session.set_up(settings, try_tls) {
+            Ok(()) => Ok(session),
+            Err(e) => {
+                // RFC 5321 §4.1.1.10: the client ends with QUIT, not by
+                // closing — after a refused greeting (§3.1), EHLO,
+                // STARTTLS or AUTH, and when TLS is required but not
+                // offered, the server is waiting for a command. Not after
+                // a broken link, a timeout, garbage or a failed TLS
+                // handshake: the stream is in no state to carry one.
+                if e.kind != ErrorKind::Io
+                    && e.kind != ErrorKind::Timeout
+                    && e.kind != ErrorKind::Protocol
+                    && !session.handshake_failed
+                {
+                    session.send_quit();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// After the TCP connection (and an implicit TLS handshake): the
+    /// greeting, EHLO, STARTTLS and AUTH as `settings` say.
+    fn set_up(&mut self, settings: &ClientSettings, try_tls: bool) -> Result<(), SmtpError> {
+        let session = self;
+        let timeouts = settings.timeouts;
         let greeting = session.read_reply("reading the greeting", timeouts.command)?;
         if greeting.code != 220 {
             return Err(SmtpError::rejected("greeting", greeting));
@@ -297,7 +326,7 @@ impl Session {
         if let Some(credentials) = &settings.credentials {
             session.authenticate(credentials)?;
         }
-        Ok(session)
+        Ok(())
     }
 
     /// The address connected to.
@@ -441,6 +470,7 @@ impl Session {
         let deadline = Instant::now() + limit;
         timed.set_deadline(deadline);
         let tls = connector.connect(&self.server_name, timed).map_err(|e| {
+            self.handshake_failed = true;
             if Instant::now() >= deadline {
                 SmtpError::new(
                     ErrorKind::Timeout,
@@ -848,10 +878,14 @@ impl Session {
 
     /// QUIT and close; errors do not matter any more.
     pub fn quit(mut self) {
+        self.send_quit();
+    }
+
+    fn send_quit(&mut self) {
         self.timeouts.command = QUIT_TIMEOUT.min(self.timeouts.command);
         self.conn.set_write_limit(self.timeouts.command);
         let _ = self.command("QUIT", "QUIT");
-        if let Stream::Tls(mut tls) = self.conn.stream {
+        if let Stream::Tls(tls) = &mut self.conn.stream {
             let _ = tls.shutdown();
         }
     }
