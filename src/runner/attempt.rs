@@ -394,9 +394,13 @@ fn deliver_to(
     // SIZE= is what the server will count (RFC 1870: CRLF line endings,
     // no quoting dots), which differs from the stored size by a CR per
     // line: one pass over the message, only for servers that ask.
+    // The same pass finds 8-bit content, NULs and long lines (issue 24):
+    // BODY=8BITMIME, and conversion to 7-bit MIME where needed, follow
+    // from it (see crate::smtp::downgrade).
+    let content = crate::smtp::scan(&mut spool.claimed_data(claim)?)
+        .map_err(|e| crate::error::Error::io(format_args!("reading {id}"), &e))?;
     let size = match conn.session.offers("SIZE") {
-        true => crate::smtp::content_size(&mut spool.claimed_data(claim)?)
-            .map_err(|e| crate::error::Error::io(format_args!("reading {id}"), &e))?,
+        true => content.size,
         false => envelope.size,
     };
     let mut pending = indices;
@@ -425,6 +429,7 @@ fn deliver_to(
             dsn_ret: envelope.dsn_ret.as_deref(),
             envid: envelope.envid.as_deref(),
             dsn_notify: envelope.dsn_notify.as_deref(),
+            content: Some(&content),
         };
         let mut data = spool.claimed_data(claim)?;
         let result = {
@@ -597,6 +602,8 @@ fn deliver_to(
                     }
                     (ErrorKind::TooBig, _) => Outcome::failed("5.3.4", e.to_string()),
                     (ErrorKind::NoSmtputf8, _) => Outcome::failed("5.6.7", e.to_string()),
+                    // RFC 3463: conversion required but not supported.
+                    (ErrorKind::Unconvertible, _) => Outcome::failed("5.6.3", e.to_string()),
                     _ => Outcome::deferred("4.4.2", e.to_string()),
                 };
                 // A refusal of the message itself (its sender, its size,
@@ -604,7 +611,10 @@ fn deliver_to(
                 // for this transaction's — the rest were never tried.
                 let message_level = matches!(
                     e.kind,
-                    ErrorKind::Rejected | ErrorKind::TooBig | ErrorKind::NoSmtputf8
+                    ErrorKind::Rejected
+                        | ErrorKind::TooBig
+                        | ErrorKind::NoSmtputf8
+                        | ErrorKind::Unconvertible
                 );
                 if message_level {
                     pending.extend(rest);
@@ -614,7 +624,10 @@ fn deliver_to(
                 }
                 if !matches!(
                     e.kind,
-                    ErrorKind::Rejected | ErrorKind::TooBig | ErrorKind::NoSmtputf8
+                    ErrorKind::Rejected
+                        | ErrorKind::TooBig
+                        | ErrorKind::NoSmtputf8
+                        | ErrorKind::Unconvertible
                 ) {
                     transport.discard();
                 }

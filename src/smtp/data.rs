@@ -43,6 +43,36 @@ pub fn encode(src: &mut dyn Read, out: &mut dyn Write) -> io::Result<u64> {
     encode_counting(src, out).map(|e| e.written)
 }
 
+/// Copies `src` converted to 7-bit MIME ([`super::downgrade::convert`])
+/// to `out` in wire form, streaming the one into the other.
+pub fn encode_converted(
+    src: &mut dyn Read,
+    content: &super::downgrade::Content,
+    out: &mut dyn Write,
+) -> io::Result<u64> {
+    /// The converter's output fed to the encoder as it comes.
+    struct Feed<'a> {
+        encoder: Encoder,
+        out: &'a mut dyn Write,
+    }
+    impl Write for Feed<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.encoder.feed(buf, self.out)?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut feed = Feed {
+        encoder: Encoder::default(),
+        out,
+    };
+    super::downgrade::convert(src, content, &mut feed)?;
+    feed.encoder.finish(feed.out)?;
+    Ok(feed.encoder.written)
+}
+
 /// The size of `src` as SIZE= declares it (RFC 1870 §3): its wire form,
 /// CRLF line endings included, the doubled quoting dots not — what the
 /// server will count, not the stored (LF) size.
@@ -67,7 +97,7 @@ fn encode_counting(src: &mut dyn Read, out: &mut dyn Write) -> io::Result<Encode
 }
 
 /// The encoder's state between chunks.
-struct Encoder {
+pub(super) struct Encoder {
     /// Octets on the current output line so far.
     line_len: usize,
     /// Still in the header section (before the first empty line).
@@ -103,7 +133,12 @@ impl Encoder {
         out.write_all(bytes)
     }
 
-    fn feed(&mut self, mut input: &[u8], out: &mut dyn Write) -> io::Result<()> {
+    /// What SIZE= counts of what was fed so far (see [`content_size`]).
+    pub(super) fn declared(&self) -> u64 {
+        self.written - self.stuffed
+    }
+
+    pub(super) fn feed(&mut self, mut input: &[u8], out: &mut dyn Write) -> io::Result<()> {
         while let Some((&first, rest)) = input.split_first() {
             match first {
                 b'\n' => {
@@ -242,7 +277,7 @@ impl Encoder {
         Ok(())
     }
 
-    fn finish(&mut self, out: &mut dyn Write) -> io::Result<()> {
+    pub(super) fn finish(&mut self, out: &mut dyn Write) -> io::Result<()> {
         self.bare_cr(out)?;
         self.flush_held(out)?;
         if self.line_len > 0 {
