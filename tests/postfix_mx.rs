@@ -690,3 +690,68 @@ fn postfix_logs_quit_for_every_ending() {
         .collect();
     assert!(lost.is_empty(), "{}", lost.join("\n"));
 }
+
+#[test]
+fn postfix_gets_an_rfc_6533_notice_about_a_utf8_recipient() {
+    // Issue 24 item 2: Postfix refuses a UTF-8 recipient; the failure
+    // notice spoolmail sends back through it is a
+    // message/global-delivery-status naming the recipient as `utf-8;`,
+    // declared BODY=8BITMIME (its own content is 8-bit).
+    let Some(pf) = PostfixMx::start(&[
+        "relay_transport = capture:",
+        "debug_peer_list = 127.0.0.1",
+        "smtpd_recipient_restrictions = check_recipient_access inline:{ {\u{fc}nicode@x.test = REJECT no such user} }, permit_mynetworks, reject",
+    ]) else {
+        return;
+    };
+    let w = world_for(&pf);
+    let out = w.sendmail(
+        &["-odi", "-f", "s@x.test", "\u{fc}nicode@x.test"],
+        "Subject: hello\n\nbody\n".as_bytes(),
+    );
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    // The notice, queued by the failed attempt, goes in a queue run.
+    assert_success(&w.sendmail(&["-q"], b""));
+    let captured = pf.wait_captured(1);
+    let log = pf.maillog();
+    let refused = PostfixMx::lines(&log, "smtpd", "reject: RCPT");
+    eprintln!("{}", refused.join("\n"));
+    assert_eq!(refused.len(), 1, "{}", tail(&log, 40));
+    let mail = PostfixMx::mail_commands(&log);
+    eprintln!("{}", mail.join("\n"));
+    assert!(
+        mail.iter()
+            .any(|m| m.contains("MAIL FROM:<>") && m.contains(" BODY=8BITMIME")),
+        "the notice declared 8-bit: {mail:?}"
+    );
+    let types: Vec<String> = python_parts(&captured[0])
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    eprintln!("python reads: {types:?}");
+    const SCRIPT: &str = r#"
+import sys, email
+from email import policy
+m = email.message_from_binary_file(open(sys.argv[1], 'rb'), policy=policy.default)
+assert m.get_content_type() == 'multipart/report', m.get_content_type()
+assert m.get_param('report-type') == 'global-delivery-status', m.get_param('report-type')
+parts = [p for p in m.iter_parts()]
+status = parts[1]
+assert status.get_content_type() == 'message/global-delivery-status', status.get_content_type()
+text = status.as_bytes().decode('utf-8')
+sys.stdout.write(text)
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(&captured[0])
+        .output()
+        .expect("python3");
+    assert_success(&out);
+    let status = String::from_utf8(out.stdout).unwrap();
+    eprintln!("{status}");
+    assert!(
+        status.contains("Final-Recipient: utf-8; \u{fc}nicode@x.test"),
+        "{status}"
+    );
+}
