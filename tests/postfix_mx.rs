@@ -755,3 +755,69 @@ sys.stdout.write(text)
         "{status}"
     );
 }
+
+#[test]
+fn postfix_without_smtputf8_gets_the_ascii_recipients_of_a_mixed_list() {
+    // Issue 24 item 5: the UTF-8 recipient cannot go (5.6.7) to a server
+    // without SMTPUTF8; the ASCII ones in the same message can, in a
+    // transaction of their own.
+    let Some(pf) = PostfixMx::start(&["smtputf8_enable = no"]) else {
+        return;
+    };
+    let w = world_for(&pf);
+    let out = w.sendmail(
+        &[
+            "-odi",
+            "-f",
+            "s@example.org",
+            "\u{fc}nicode@x.test",
+            "a@x.test",
+            "b@x.test",
+        ],
+        MSG,
+    );
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    let delivered = pf.wait_delivered(2);
+    assert_each_once(
+        &delivered,
+        &["a@x.test".to_string(), "b@x.test".to_string()],
+    );
+    // The original is gone (all final), its notice about the UTF-8 one
+    // queued.
+    let ids = w.queue_ids();
+    assert_eq!(ids.len(), 1, "only the notice is left: {ids:?}");
+    let notice = String::from_utf8_lossy(&w.data(&ids[0])).into_owned();
+    assert!(notice.contains("Status: 5.6.7"), "{notice}");
+    assert!(notice.contains("utf-8; \u{fc}nicode@x.test"), "{notice}");
+    assert!(!notice.contains("rfc822; a@x.test"), "{notice}");
+}
+
+#[test]
+fn postfix_with_a_small_size_limit_gets_no_data_and_the_notice_names_no_remote_mta() {
+    // Issue 24 item 5: spoolmail's own refusal (the message exceeds the
+    // server's SIZE) is not the server's answer: the notice types it
+    // X-Spoolmail and names no Remote-MTA.
+    let Some(pf) = PostfixMx::start(&["message_size_limit = 2000"]) else {
+        return;
+    };
+    let w = world_for(&pf);
+    let mut big = b"Subject: big\n\n".to_vec();
+    big.extend("0123456789 abcdefghij\n".repeat(200).as_bytes());
+    let out = w.sendmail(&["-odi", "-f", "s@example.org", "a@x.test"], &big);
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    let ids = w.queue_ids();
+    assert_eq!(ids.len(), 1, "only the notice is left: {ids:?}");
+    let notice = String::from_utf8_lossy(&w.data(&ids[0])).into_owned();
+    assert!(notice.contains("Status: 5.3.4"), "{notice}");
+    assert!(
+        notice.contains("Diagnostic-Code: X-Spoolmail; message of"),
+        "{notice}"
+    );
+    assert!(!notice.contains("Remote-MTA:"), "{notice}");
+    let log = pf.maillog();
+    assert!(
+        PostfixMx::sessions(&log).is_empty(),
+        "no MAIL was sent:\n{}",
+        tail(&log, 20)
+    );
+}
