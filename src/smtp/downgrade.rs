@@ -93,7 +93,22 @@ pub fn scan(src: &mut dyn Read) -> io::Result<Content> {
             Err(e) => return Err(e),
         };
         size.feed(&buf[..n], &mut sink)?;
-        for &b in &buf[..n] {
+        let mut chunk = &buf[..n];
+        if !in_header && need == 0 && chunk.is_ascii() {
+            // The common case, in bulk: ASCII body text.
+            content.nul |= chunk.contains(&0);
+            // The first piece goes on the current line, each other
+            // starts a line; the last goes on in the next chunk.
+            let mut pieces = chunk.split(|&b| b == b'\n' || b == b'\r');
+            line_len += pieces.next().map_or(0, <[u8]>::len);
+            content.long_line |= line_len > MAX_LINE;
+            for piece in pieces {
+                line_len = piece.len();
+                content.long_line |= line_len > MAX_LINE;
+            }
+            chunk = &[];
+        }
+        for &b in chunk {
             content.nul |= b == 0;
             if in_header {
                 match b {
@@ -705,6 +720,43 @@ mod tests {
         assert_eq!(c.size, super::super::content_size(&mut &long[..]).unwrap());
         let c = scan(&mut &b"S: a\n\n\xff\n"[..]).unwrap();
         assert!(c.eight_bit_body && !c.utf8_body);
+    }
+
+    /// Hands out its data `step` octets at a time.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(buf.len()).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn the_scan_does_not_depend_on_how_the_data_comes() {
+        let mut inputs: Vec<Vec<u8>> = Vec::new();
+        for len in [997, 998, 999, 20_000] {
+            let mut m = b"Subject: x\n\nshort\n".to_vec();
+            m.extend(std::iter::repeat_n(b'y', len));
+            m.extend_from_slice(b"\r\nz\n");
+            inputs.push(m);
+        }
+        inputs.push("S: a\n\n\u{e9}t\u{e9}\n".repeat(3000).into_bytes());
+        inputs.push(b"S: a\n\n\xc3\nx\0\n".to_vec());
+        for input in &inputs {
+            let whole = scan(&mut &input[..]).unwrap();
+            for step in [1, 7, 4096] {
+                let mut t = Trickle { data: input, step };
+                assert_eq!(scan(&mut t).unwrap(), whole, "step {step}");
+            }
+        }
+        assert!(!scan(&mut &inputs[1][..]).unwrap().long_line);
+        assert!(scan(&mut &inputs[2][..]).unwrap().long_line);
     }
 
     #[test]

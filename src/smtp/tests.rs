@@ -739,3 +739,21 @@ fn eight_bit_header_fields_without_8bitmime_are_refused_before_mail() {
     let lines = seen.recv().unwrap();
     assert!(!lines.iter().any(|l| l.starts_with("MAIL")), "{lines:?}");
 }
+
+#[test]
+fn a_nul_is_encoded_even_where_8bitmime_is_offered() {
+    // Issue 24 item 5: NUL is not allowed in 8BITMIME data (RFC 6152 §2).
+    let message = b"Subject: t\n\na\0b \xc3\xa9\n";
+    let content = scan(&mut &message[..]).unwrap();
+    let rcpts = vec!["a@x.test".to_string()];
+    let mut env = envelope(&rcpts);
+    env.content = Some(&content);
+    let (addr, seen) = server("220 x\r\n", esmtp, Some("250 ok\r\n"));
+    let mut s = Session::connect(addr, "x", &settings()).unwrap();
+    s.send(&env, &mut &message[..], &mut || Ok(())).unwrap();
+    s.quit();
+    let data = seen.recv().unwrap().concat();
+    assert!(!data.contains('\0'), "{data:?}");
+    assert!(data.contains("a=00b =C3=A9\r\n"), "{data:?}");
+    assert!(data.contains("MIME-Version: 1.0\r\n"), "{data:?}");
+}
