@@ -821,3 +821,75 @@ fn postfix_with_a_small_size_limit_gets_no_data_and_the_notice_names_no_remote_m
         tail(&log, 20)
     );
 }
+
+/// A stand-in for Dovecot's auth service (the protocol Postfix's
+/// `smtpd_sasl_type = dovecot` speaks, over TCP): offers PLAIN and
+/// LOGIN and refuses every attempt. Returns its port.
+fn refusing_dovecot_auth() -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut writer = stream.try_clone().unwrap();
+                let _ = writer.write_all(
+                    b"VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nMECH\tLOGIN\tplaintext\n\
+                      SPID\t1\nCUID\t1\nCOOKIE\t0123456789abcdef0123456789abcdef\nDONE\n",
+                );
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let mut fields = line.split('\t');
+                    if fields.next() == Some("AUTH")
+                        && let Some(id) = fields.next()
+                    {
+                        let _ = writer.write_all(format!("FAIL\t{id}\tuser=u\n").as_bytes());
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn postfix_logs_quit_after_a_refused_auth() {
+    // Issue 24 item 3: after 535, QUIT (Postfix logged "lost connection
+    // after AUTH").
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_ca(certs.path());
+    let auth_port = refusing_dovecot_auth();
+    let Some(pf) = PostfixMx::start(&[
+        &format!("smtpd_tls_cert_file = {}", cert.display()),
+        &format!("smtpd_tls_key_file = {}", key.display()),
+        "smtpd_tls_security_level = may",
+        "smtpd_sasl_auth_enable = yes",
+        "smtpd_sasl_type = dovecot",
+        &format!("smtpd_sasl_path = inet:127.0.0.1:{auth_port}"),
+    ]) else {
+        return;
+    };
+    let password = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(password.path(), "wrong\n").unwrap();
+    let w = World::with_config(&format!(
+        "smarthost = localhost:{}\nsmarthost_tls = starttls\ntls_ca_file = {}\nauth_user = u\nauth_password_file = {}",
+        pf.port,
+        ca.display(),
+        password.path().display()
+    ));
+    let out = w.sendmail(&["-odi", "-f", "s@example.org", "a@x.test"], MSG);
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(w.queue_ids().len(), 1, "deferred");
+    let log = pf.maillog();
+    let ends: Vec<String> = PostfixMx::lines(&log, "smtpd", "disconnect from")
+        .into_iter()
+        .filter(|l| l.contains(" ehlo="))
+        .collect();
+    eprintln!("{}", ends.join("\n"));
+    assert_eq!(ends.len(), 1, "{}", tail(&log, 30));
+    assert!(
+        ends[0].contains(" auth=0/1") && ends[0].contains(" quit=1"),
+        "a refused AUTH, then QUIT: {}",
+        ends[0]
+    );
+}
