@@ -136,7 +136,7 @@ fn lf(bytes: &[u8]) -> Vec<u8> {
 fn converted(message: &[u8]) -> Vec<u8> {
     let content = scan(&mut &message[..]).expect("scan");
     let mut out = Vec::new();
-    convert(&mut &message[..], &content, &mut out).expect("convert");
+    convert(&mut &message[..], &content, false, &mut out).expect("convert");
     out
 }
 

@@ -48,6 +48,7 @@ pub fn encode(src: &mut dyn Read, out: &mut dyn Write) -> io::Result<u64> {
 pub fn encode_converted(
     src: &mut dyn Read,
     content: &super::downgrade::Content,
+    eight_bit_ok: bool,
     out: &mut dyn Write,
 ) -> io::Result<u64> {
     /// The converter's output fed to the encoder as it comes.
@@ -68,7 +69,7 @@ pub fn encode_converted(
         encoder: Encoder::default(),
         out,
     };
-    super::downgrade::convert(src, content, &mut feed)?;
+    super::downgrade::convert(src, content, eight_bit_ok, &mut feed)?;
     feed.encoder.finish(feed.out)?;
     Ok(feed.encoder.written)
 }

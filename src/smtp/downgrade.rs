@@ -19,10 +19,11 @@
 //! decoder reads it either way. A message without MIME gets a MIME
 //! header of its own (text/plain, charset utf-8 when the body is UTF-8,
 //! else unknown-8bit, RFC 1428). Preamble and epilogue, which no reader
-//! shows, get `?` for an 8-bit octet. Header fields cannot be converted
+//! shows, get `?` for an 8-bit octet (for a server without 8BITMIME). Header fields cannot be converted
 //! without changing them: 8-bit ones at the top are found by [`scan`]
 //! and the message is refused before MAIL (the session's plan); in a
-//! part's header an 8-bit octet becomes `?`.
+//! part's header an 8-bit octet becomes `?` (again only for a server
+//! without 8BITMIME).
 //!
 //! The output is in stored form (LF line endings); [`super::data`] then
 //! makes it wire form.
@@ -225,11 +226,21 @@ struct Converter<'o> {
     escape_left: u8,
     /// The top-level body is UTF-8 (for a MIME header of its own).
     utf8: bool,
+    /// 8-bit octets may stay where no decoder reads them.
+    eight_bit_ok: bool,
 }
 
 /// Writes `src` converted to 7-bit MIME to `out` (stored form); see the
-/// module comment. `content` is [`scan`]'s finding for it.
-pub fn convert(src: &mut dyn Read, content: &Content, out: &mut dyn Write) -> io::Result<()> {
+/// module comment. `content` is [`scan`]'s finding for it. With
+/// `eight_bit_ok` (the server offers 8BITMIME; the conversion is for a
+/// NUL or a long line) the octets no reader decodes — part header
+/// fields, preamble, epilogue — are left as they are.
+pub fn convert(
+    src: &mut dyn Read,
+    content: &Content,
+    eight_bit_ok: bool,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let mut reader = BufReader::with_capacity(PIECE, src);
     let mut c = Converter {
         out,
@@ -246,6 +257,7 @@ pub fn convert(src: &mut dyn Read, content: &Content, out: &mut dyn Write) -> io
         pending_space: None,
         escape_left: 0,
         utf8: content.utf8_body,
+        eight_bit_ok,
     };
     let mut piece: Vec<u8> = Vec::with_capacity(1024);
     let mut at_line_start = true;
@@ -369,7 +381,7 @@ impl Converter<'_> {
     /// Header octets out; in a part's header an 8-bit one becomes `?`.
     fn write_header_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
         let top = matches!(self.state, State::Header { top: true, .. });
-        if top || bytes.iter().all(|&b| b < 128 && b != 0) {
+        if top || self.eight_bit_ok || bytes.iter().all(|&b| b < 128 && b != 0) {
             return self.out.write_all(bytes);
         }
         let clean: Vec<u8> = bytes
@@ -541,9 +553,10 @@ impl Converter<'_> {
                 Ok(())
             }
             Body::Filler => {
+                let ok = self.eight_bit_ok;
                 let clean: Vec<u8> = piece
                     .iter()
-                    .map(|&b| if b > 127 || b == 0 { b'?' } else { b })
+                    .map(|&b| if (b > 127 && !ok) || b == 0 { b'?' } else { b })
                     .collect();
                 self.out.write_all(&clean)
             }
@@ -671,7 +684,7 @@ mod tests {
     fn converted(input: &[u8]) -> Vec<u8> {
         let content = scan(&mut &input[..]).unwrap();
         let mut out = Vec::new();
-        convert(&mut &input[..], &content, &mut out).unwrap();
+        convert(&mut &input[..], &content, false, &mut out).unwrap();
         out
     }
 

@@ -693,7 +693,10 @@ impl Session {
 
         self.conn.set_write_limit(self.timeouts.data_block);
         let encoded = match envelope.content {
-            Some(content) if convert => data::encode_converted(data, content, &mut self.conn),
+            Some(content) if convert => {
+                let eight_bit_ok = self.offers("8BITMIME");
+                data::encode_converted(data, content, eight_bit_ok, &mut self.conn)
+            }
             _ => data::encode(data, &mut self.conn),
         };
         encoded
