@@ -169,6 +169,32 @@ proptest! {
     }
 
     #[test]
+    fn any_bytes_convert_to_7bit_unless_the_top_header_is_8bit(
+        input in proptest::collection::vec(
+            prop_oneof![
+                Just(b"\n".to_vec()),
+                Just(b"\r".to_vec()),
+                Just(b"--b\n".to_vec()),
+                Just(b"Content-Type: multipart/mixed; boundary=b\n".to_vec()),
+                Just(b"Content-Type: message/rfc822\n".to_vec()),
+                Just(b"Content-Transfer-Encoding: base64\n".to_vec()),
+                Just(b"Content-Transfer-Encoding: quoted-printable\n".to_vec()),
+                proptest::collection::vec(any::<u8>(), 0..40),
+            ],
+            0..60,
+        )
+    ) {
+        let message = input.concat();
+        let content = scan(&mut &message[..]).expect("scan");
+        let mut out = Vec::new();
+        convert(&mut &message[..], &content, false, &mut out).expect("convert");
+        prop_assert!(!out.contains(&0), "a NUL went through");
+        if !content.eight_bit_header {
+            prop_assert!(out.is_ascii(), "8-bit went through");
+        }
+    }
+
+    #[test]
     fn a_mime_message_converts_and_decodes_back_part_for_part(tree in tree()) {
         let mut message = b"Subject: mime\nMIME-Version: 1.0\n".to_vec();
         render(&tree, 0, &mut message);

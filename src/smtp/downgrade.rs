@@ -85,6 +85,8 @@ pub fn scan(src: &mut dyn Read) -> io::Result<Content> {
     let mut line_len = 0usize;
     // Continuation octets a UTF-8 sequence still needs.
     let mut need = 0u8;
+    // The header's last octet was a CR: bare or not, the next one says.
+    let mut header_cr = false;
     let mut buf = vec![0u8; 8 * 1024];
     loop {
         let n = match src.read(&mut buf) {
@@ -112,6 +114,11 @@ pub fn scan(src: &mut dyn Read) -> io::Result<Content> {
         for &b in chunk {
             content.nul |= b == 0;
             if in_header {
+                // CRLF ends a line; a bare CR is a space on the wire
+                // (see data): the line is not empty then.
+                if std::mem::take(&mut header_cr) && b != b'\n' {
+                    line_len += 1;
+                }
                 match b {
                     b'\n' => {
                         if line_len == 0 {
@@ -120,7 +127,7 @@ pub fn scan(src: &mut dyn Read) -> io::Result<Content> {
                         line_len = 0;
                         name.clear();
                     }
-                    b'\r' => {}
+                    b'\r' => header_cr = true,
                     _ => {
                         content.eight_bit_header |= b > 127;
                         if line_len < 13 {
@@ -378,15 +385,19 @@ impl Converter<'_> {
         self.write_header_bytes(bytes)
     }
 
-    /// Header octets out; in a part's header an 8-bit one becomes `?`.
+    /// Header octets out; a NUL becomes `?`, and so does an 8-bit octet in
+    /// a part's header when the server takes no 8-bit.
     fn write_header_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
         let top = matches!(self.state, State::Header { top: true, .. });
-        if top || self.eight_bit_ok || bytes.iter().all(|&b| b < 128 && b != 0) {
+        let keep = top || self.eight_bit_ok;
+        let bad = |b: u8| b == 0 || (b > 127 && !keep);
+        if !bytes.iter().any(|&b| bad(b)) {
             return self.out.write_all(bytes);
         }
+        // A NUL never belongs in a header field.
         let clean: Vec<u8> = bytes
             .iter()
-            .map(|&b| if b > 127 || b == 0 { b'?' } else { b })
+            .map(|&b| if bad(b) { b'?' } else { b })
             .collect();
         self.out.write_all(&clean)
     }
@@ -733,6 +744,10 @@ mod tests {
         assert_eq!(c.size, super::super::content_size(&mut &long[..]).unwrap());
         let c = scan(&mut &b"S: a\n\n\xff\n"[..]).unwrap();
         assert!(c.eight_bit_body && !c.utf8_body);
+        // A bare CR is a space on the wire: that line does not end the
+        // header (found by the property test).
+        let c = scan(&mut &b"\r\r\n\x80"[..]).unwrap();
+        assert!(c.eight_bit_header && !c.eight_bit_body);
     }
 
     /// Hands out its data `step` octets at a time.
