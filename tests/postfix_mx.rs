@@ -893,3 +893,35 @@ fn postfix_logs_quit_after_a_refused_auth() {
         ends[0]
     );
 }
+
+#[test]
+fn postfix_without_8bitmime_gets_no_8bit_header_fields_and_the_sender_a_clear_notice() {
+    // Issue 24 item 1: 8-bit header fields (RFC 6532) cannot be made
+    // 7-bit without changing them: refused before MAIL (5.6.3), with a
+    // notice that says why.
+    let Some(pf) = PostfixMx::start(&["smtpd_discard_ehlo_keywords = 8bitmime"]) else {
+        return;
+    };
+    let w = world_for(&pf);
+    let out = w.sendmail(
+        &["-odi", "-f", "s@example.org", "a@x.test"],
+        "Subject: Gr\u{fc}\u{df}e\n\nbody\n".as_bytes(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert!(stderr.contains("8-bit header fields"), "{stderr}");
+    let ids = w.queue_ids();
+    assert_eq!(ids.len(), 1, "only the notice is left: {ids:?}");
+    let notice = String::from_utf8_lossy(&w.data(&ids[0])).into_owned();
+    assert!(notice.contains("Status: 5.6.3"), "{notice}");
+    assert!(
+        notice.contains("Diagnostic-Code: X-Spoolmail; the message has 8-bit header fields"),
+        "{notice}"
+    );
+    let log = pf.maillog();
+    assert!(
+        PostfixMx::sessions(&log).is_empty(),
+        "no MAIL was sent:\n{}",
+        tail(&log, 20)
+    );
+}
