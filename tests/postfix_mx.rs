@@ -429,3 +429,491 @@ fn postfix_starttls_with_a_certificate_from_a_test_ca() {
         PostfixMx::sessions(&log)
     );
 }
+
+impl PostfixMx {
+    /// The messages the capture transport kept (see postfix-mx.sh), once
+    /// `n` are there and every message Postfix queued is done with;
+    /// panics with the log after WAIT.
+    fn wait_captured(&self, n: usize) -> Vec<std::path::PathBuf> {
+        let dir = self.dir.path().join("captured");
+        let files = || -> Vec<std::path::PathBuf> {
+            let mut found: Vec<_> = std::fs::read_dir(&dir)
+                .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+                .unwrap_or_default();
+            found.sort();
+            found
+        };
+        let done = wait_for(WAIT, || {
+            let log = self.maillog();
+            let accepted = Self::lines(&log, "cleanup", ": message-id=").len();
+            files().len() >= n && Self::lines(&log, "qmgr", ": removed").len() == accepted
+        });
+        assert!(
+            done,
+            "waited {WAIT:?} for {n} captured messages; log tail:\n{}",
+            tail(&self.maillog(), 40)
+        );
+        files()
+    }
+
+    /// The MAIL commands smtpd logged (debug_peer_list).
+    fn mail_commands(log: &str) -> Vec<String> {
+        Self::lines(log, "smtpd", ": MAIL FROM:")
+            .into_iter()
+            .filter(|l| l.contains("]: MAIL FROM:"))
+            .collect()
+    }
+}
+
+/// What Python's `email` package reads out of the message in `path`:
+/// each non-multipart part's content type and decoded payload (a
+/// message/* part's payload as the message it holds, flattened).
+fn python_parts(path: &Path) -> Vec<(String, Vec<u8>)> {
+    const SCRIPT: &str = r#"
+import sys, json, email
+from email import policy
+m = email.message_from_binary_file(open(sys.argv[1], 'rb'), policy=policy.default)
+out = []
+for part in m.walk():
+    if part.is_multipart():
+        continue
+    payload = part.get_payload(decode=True)
+    if payload is None:
+        payload = part.as_bytes()
+    out.append([part.get_content_type(), payload.hex()])
+print(json.dumps(out))
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(path)
+        .output()
+        .expect("python3");
+    assert_success(&out);
+    let parts: Vec<(String, String)> = serde_json::from_slice(&out.stdout).expect("python's JSON");
+    parts
+        .into_iter()
+        .map(|(ctype, hex)| {
+            let bytes = (0..hex.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+                .collect();
+            (ctype, bytes)
+        })
+        .collect()
+}
+
+/// A body PHP's mail() or cron hands over: UTF-8, no MIME, and one line
+/// of "a" and 1,000 "é" (2,001 octets).
+fn eight_bit_body() -> Vec<u8> {
+    let mut body =
+        "Gr\u{fc}\u{df}e aus K\u{f6}ln, caf\u{e9} cr\u{e8}me = 100 \u{20ac} \n".to_string();
+    body.push('a');
+    body.push_str(&"\u{e9}".repeat(1000));
+    body.push_str("\n. a dot\nlast line\n");
+    body.into_bytes()
+}
+
+fn world_for(pf: &PostfixMx) -> World {
+    World::with_config(&format!(
+        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none",
+        pf.port
+    ))
+}
+
+#[test]
+fn postfix_offering_8bitmime_gets_body_8bitmime_and_whole_characters() {
+    // Issue 24 items 1 and 4: 8-bit content declared (RFC 6152 §3), and a
+    // line over 998 octets split between characters, not inside one.
+    let Some(pf) = PostfixMx::start(&["relay_transport = capture:", "debug_peer_list = 127.0.0.1"])
+    else {
+        return;
+    };
+    let w = world_for(&pf);
+    let body = eight_bit_body();
+    let mut message = b"Subject: 8-bit, no MIME\n\n".to_vec();
+    message.extend_from_slice(&body);
+    assert_success(&w.sendmail(&["-odi", "-f", "s@example.org", "r@x.test"], &message));
+    let captured = pf.wait_captured(1);
+    let log = pf.maillog();
+    let mail = PostfixMx::mail_commands(&log);
+    eprintln!("{}", mail.join("\n"));
+    assert!(
+        mail.len() == 1 && mail[0].contains(" BODY=8BITMIME"),
+        "BODY=8BITMIME declared: {mail:?}"
+    );
+    let raw = std::fs::read(&captured[0]).unwrap();
+    let text = std::str::from_utf8(&raw).expect("arrived as valid UTF-8");
+    assert!(text.lines().all(|l| l.len() <= 998), "no line over 998");
+    let parts = python_parts(&captured[0]);
+    assert_eq!(parts.len(), 1);
+    // Sent as it is, the one long line split: the rest byte for byte.
+    let joined = |b: &[u8]| -> Vec<u8> {
+        String::from_utf8(b.to_vec())
+            .unwrap()
+            .replace(&format!("\n{}", "\u{e9}"), "\u{e9}")
+            .into_bytes()
+    };
+    assert_eq!(joined(&parts[0].1), joined(&body));
+    let sessions = PostfixMx::sessions(&log);
+    assert!(
+        sessions.iter().all(|s| s.contains("quit=1")),
+        "{sessions:?}"
+    );
+}
+
+#[test]
+fn postfix_without_8bitmime_gets_7bit_mime_that_decodes_to_the_original() {
+    // Issue 24 item 1: to a server that does not offer 8BITMIME, 8-bit
+    // content goes converted (RFC 6152 §3), MIME structure kept, a
+    // message without MIME given a MIME header of its own; -B8BITMIME
+    // changes nothing about that.
+    let Some(pf) = PostfixMx::start(&[
+        "relay_transport = capture:",
+        "smtpd_discard_ehlo_keywords = 8bitmime",
+        "debug_peer_list = 127.0.0.1",
+    ]) else {
+        return;
+    };
+    let w = world_for(&pf);
+    let body = eight_bit_body();
+    let mut plain = b"Subject: 8-bit, no MIME\n\n".to_vec();
+    plain.extend_from_slice(&body);
+    assert_success(&w.sendmail(
+        &["-odi", "-B8BITMIME", "-f", "s@example.org", "plain@x.test"],
+        &plain,
+    ));
+    let html = "<p>Gr\u{fc}\u{df}e \u{2014} \u{e9}t\u{e9}</p>\n";
+    let multipart = format!(
+        "Subject: 8-bit MIME\nMIME-Version: 1.0\nContent-Type: multipart/alternative; boundary=\"=_b\"\n\n\
+         --=_b\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n{}\n\
+         --=_b\nContent-Type: text/html; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n{html}\n--=_b--\n",
+        String::from_utf8(body.clone()).unwrap()
+    );
+    assert_success(&w.sendmail(
+        &["-odi", "-f", "s@example.org", "mime@x.test"],
+        multipart.as_bytes(),
+    ));
+    let captured = pf.wait_captured(2);
+    let log = pf.maillog();
+    let mail = PostfixMx::mail_commands(&log);
+    eprintln!("{}", mail.join("\n"));
+    assert_eq!(mail.len(), 2);
+    assert!(
+        mail.iter().all(|m| !m.contains("BODY=")),
+        "nothing declared to a server without 8BITMIME: {mail:?}"
+    );
+    let mut decoded: Vec<Vec<(String, Vec<u8>)>> = Vec::new();
+    for path in &captured {
+        let raw = std::fs::read(path).unwrap();
+        assert!(raw.is_ascii(), "7-bit on arrival: {}", path.display());
+        assert!(raw.split(|&b| b == b'\n').all(|l| l.len() <= 998));
+        decoded.push(python_parts(path));
+    }
+    decoded.sort_by_key(|parts| parts.len());
+    eprintln!(
+        "decoded by python: {:?}",
+        decoded
+            .iter()
+            .map(|p| p
+                .iter()
+                .map(|(t, b)| (t.clone(), b.len()))
+                .collect::<Vec<_>>())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        decoded[0],
+        vec![("text/plain".to_string(), body.clone())],
+        "the message without MIME, byte for byte"
+    );
+    assert_eq!(
+        decoded[1],
+        vec![
+            ("text/plain".to_string(), body.clone()),
+            ("text/html".to_string(), html.as_bytes().to_vec()),
+        ],
+        "each part byte for byte"
+    );
+}
+
+#[test]
+fn postfix_logs_quit_for_every_ending() {
+    // Issue 24 item 3 (RFC 5321 §4.1.1.10): TLS required and not offered,
+    // credentials that may not go over plain text, and a delivery each
+    // end with QUIT, not with a lost connection.
+    let Some(pf) = PostfixMx::start(&[]) else {
+        return;
+    };
+    let tls_required = World::with_config(&format!(
+        "smarthost = 127.0.0.1:{}\nsmarthost_tls = starttls",
+        pf.port
+    ));
+    let out = tls_required.sendmail(&["-odi", "-f", "s@example.org", "a@x.test"], MSG);
+    assert_eq!(tls_required.queue_ids().len(), 1, "{out:?}");
+    let password = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(password.path(), "secret\n").unwrap();
+    let auth_in_plain = World::with_config(&format!(
+        "smarthost = 127.0.0.1:{}\nsmarthost_tls = none\nauth_user = u\nauth_password_file = {}",
+        pf.port,
+        password.path().display()
+    ));
+    let out = auth_in_plain.sendmail(&["-odi", "-f", "s@example.org", "b@x.test"], MSG);
+    assert_eq!(auth_in_plain.queue_ids().len(), 1, "{out:?}");
+    let delivered = world_for(&pf);
+    assert_success(&delivered.sendmail(&["-odi", "-f", "s@example.org", "c@x.test"], MSG));
+    pf.wait_delivered(1);
+    let log = pf.maillog();
+    // Every session that said EHLO (the script's readiness probe did not).
+    let ends: Vec<String> = PostfixMx::lines(&log, "smtpd", "disconnect from")
+        .into_iter()
+        .filter(|l| l.contains(" ehlo="))
+        .collect();
+    eprintln!("{}", ends.join("\n"));
+    assert_eq!(ends.len(), 3, "three sessions:\n{}", tail(&log, 40));
+    assert!(
+        ends.iter().all(|l| l.contains(" quit=1")),
+        "each ended with QUIT:\n{}",
+        ends.join("\n")
+    );
+    // The readiness probe's own "lost connection after CONNECT" aside.
+    let lost: Vec<String> = PostfixMx::lines(&log, "smtpd", "lost connection after")
+        .into_iter()
+        .filter(|l| !l.contains("after CONNECT"))
+        .collect();
+    assert!(lost.is_empty(), "{}", lost.join("\n"));
+}
+
+#[test]
+fn postfix_gets_an_rfc_6533_notice_about_a_utf8_recipient() {
+    // Issue 24 item 2: Postfix refuses a UTF-8 recipient; the failure
+    // notice spoolmail sends back through it is a
+    // message/global-delivery-status naming the recipient as `utf-8;`,
+    // declared BODY=8BITMIME (its own content is 8-bit).
+    let Some(pf) = PostfixMx::start(&[
+        "relay_transport = capture:",
+        "debug_peer_list = 127.0.0.1",
+        "smtpd_recipient_restrictions = check_recipient_access inline:{ {\u{fc}nicode@x.test = REJECT no such user} }, permit_mynetworks, reject",
+    ]) else {
+        return;
+    };
+    let w = world_for(&pf);
+    let out = w.sendmail(
+        &["-odi", "-f", "s@x.test", "\u{fc}nicode@x.test"],
+        "Subject: hello\n\nbody\n".as_bytes(),
+    );
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    // The notice, queued by the failed attempt, goes in a queue run.
+    assert_success(&w.sendmail(&["-q"], b""));
+    let captured = pf.wait_captured(1);
+    let log = pf.maillog();
+    let refused = PostfixMx::lines(&log, "smtpd", "reject: RCPT");
+    eprintln!("{}", refused.join("\n"));
+    assert_eq!(refused.len(), 1, "{}", tail(&log, 40));
+    let mail = PostfixMx::mail_commands(&log);
+    eprintln!("{}", mail.join("\n"));
+    assert!(
+        mail.iter()
+            .any(|m| m.contains("MAIL FROM:<>") && m.contains(" BODY=8BITMIME")),
+        "the notice declared 8-bit: {mail:?}"
+    );
+    let types: Vec<String> = python_parts(&captured[0])
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    eprintln!("python reads: {types:?}");
+    const SCRIPT: &str = r#"
+import sys, email
+from email import policy
+m = email.message_from_binary_file(open(sys.argv[1], 'rb'), policy=policy.default)
+assert m.get_content_type() == 'multipart/report', m.get_content_type()
+assert m.get_param('report-type') == 'global-delivery-status', m.get_param('report-type')
+parts = [p for p in m.iter_parts()]
+status = parts[1]
+assert status.get_content_type() == 'message/global-delivery-status', status.get_content_type()
+text = status.as_bytes().decode('utf-8')
+sys.stdout.write(text)
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(&captured[0])
+        .output()
+        .expect("python3");
+    assert_success(&out);
+    let status = String::from_utf8(out.stdout).unwrap();
+    eprintln!("{status}");
+    assert!(
+        status.contains("Final-Recipient: utf-8; \u{fc}nicode@x.test"),
+        "{status}"
+    );
+}
+
+#[test]
+fn postfix_without_smtputf8_gets_the_ascii_recipients_of_a_mixed_list() {
+    // Issue 24 item 5: the UTF-8 recipient cannot go (5.6.7) to a server
+    // without SMTPUTF8; the ASCII ones in the same message can, in a
+    // transaction of their own.
+    let Some(pf) = PostfixMx::start(&["smtputf8_enable = no"]) else {
+        return;
+    };
+    let w = world_for(&pf);
+    let out = w.sendmail(
+        &[
+            "-odi",
+            "-f",
+            "s@example.org",
+            "\u{fc}nicode@x.test",
+            "a@x.test",
+            "b@x.test",
+        ],
+        MSG,
+    );
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    let delivered = pf.wait_delivered(2);
+    assert_each_once(
+        &delivered,
+        &["a@x.test".to_string(), "b@x.test".to_string()],
+    );
+    // The original is gone (all final), its notice about the UTF-8 one
+    // queued.
+    let ids = w.queue_ids();
+    assert_eq!(ids.len(), 1, "only the notice is left: {ids:?}");
+    let notice = String::from_utf8_lossy(&w.data(&ids[0])).into_owned();
+    assert!(notice.contains("Status: 5.6.7"), "{notice}");
+    assert!(notice.contains("utf-8; \u{fc}nicode@x.test"), "{notice}");
+    assert!(!notice.contains("rfc822; a@x.test"), "{notice}");
+}
+
+#[test]
+fn postfix_with_a_small_size_limit_gets_no_data_and_the_notice_names_no_remote_mta() {
+    // Issue 24 item 5: spoolmail's own refusal (the message exceeds the
+    // server's SIZE) is not the server's answer: the notice types it
+    // X-Spoolmail and names no Remote-MTA.
+    let Some(pf) = PostfixMx::start(&["message_size_limit = 2000"]) else {
+        return;
+    };
+    let w = world_for(&pf);
+    let mut big = b"Subject: big\n\n".to_vec();
+    big.extend("0123456789 abcdefghij\n".repeat(200).as_bytes());
+    let out = w.sendmail(&["-odi", "-f", "s@example.org", "a@x.test"], &big);
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    let ids = w.queue_ids();
+    assert_eq!(ids.len(), 1, "only the notice is left: {ids:?}");
+    let notice = String::from_utf8_lossy(&w.data(&ids[0])).into_owned();
+    assert!(notice.contains("Status: 5.3.4"), "{notice}");
+    assert!(
+        notice.contains("Diagnostic-Code: X-Spoolmail; message of"),
+        "{notice}"
+    );
+    assert!(!notice.contains("Remote-MTA:"), "{notice}");
+    let log = pf.maillog();
+    assert!(
+        PostfixMx::sessions(&log).is_empty(),
+        "no MAIL was sent:\n{}",
+        tail(&log, 20)
+    );
+}
+
+/// A stand-in for Dovecot's auth service (the protocol Postfix's
+/// `smtpd_sasl_type = dovecot` speaks, over TCP): offers PLAIN and
+/// LOGIN and refuses every attempt. Returns its port.
+fn refusing_dovecot_auth() -> u16 {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut writer = stream.try_clone().unwrap();
+                let _ = writer.write_all(
+                    b"VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nMECH\tLOGIN\tplaintext\n\
+                      SPID\t1\nCUID\t1\nCOOKIE\t0123456789abcdef0123456789abcdef\nDONE\n",
+                );
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let mut fields = line.split('\t');
+                    if fields.next() == Some("AUTH")
+                        && let Some(id) = fields.next()
+                    {
+                        let _ = writer.write_all(format!("FAIL\t{id}\tuser=u\n").as_bytes());
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn postfix_logs_quit_after_a_refused_auth() {
+    // Issue 24 item 3: after 535, QUIT (Postfix logged "lost connection
+    // after AUTH").
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = test_ca(certs.path());
+    let auth_port = refusing_dovecot_auth();
+    let Some(pf) = PostfixMx::start(&[
+        &format!("smtpd_tls_cert_file = {}", cert.display()),
+        &format!("smtpd_tls_key_file = {}", key.display()),
+        "smtpd_tls_security_level = may",
+        "smtpd_sasl_auth_enable = yes",
+        "smtpd_sasl_type = dovecot",
+        &format!("smtpd_sasl_path = inet:127.0.0.1:{auth_port}"),
+    ]) else {
+        return;
+    };
+    let password = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(password.path(), "wrong\n").unwrap();
+    let w = World::with_config(&format!(
+        "smarthost = localhost:{}\nsmarthost_tls = starttls\ntls_ca_file = {}\nauth_user = u\nauth_password_file = {}",
+        pf.port,
+        ca.display(),
+        password.path().display()
+    ));
+    let out = w.sendmail(&["-odi", "-f", "s@example.org", "a@x.test"], MSG);
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(w.queue_ids().len(), 1, "deferred");
+    let log = pf.maillog();
+    let ends: Vec<String> = PostfixMx::lines(&log, "smtpd", "disconnect from")
+        .into_iter()
+        .filter(|l| l.contains(" ehlo="))
+        .collect();
+    eprintln!("{}", ends.join("\n"));
+    assert_eq!(ends.len(), 1, "{}", tail(&log, 30));
+    assert!(
+        ends[0].contains(" auth=0/1") && ends[0].contains(" quit=1"),
+        "a refused AUTH, then QUIT: {}",
+        ends[0]
+    );
+}
+
+#[test]
+fn postfix_without_8bitmime_gets_no_8bit_header_fields_and_the_sender_a_clear_notice() {
+    // Issue 24 item 1: 8-bit header fields (RFC 6532) cannot be made
+    // 7-bit without changing them: refused before MAIL (5.6.3), with a
+    // notice that says why.
+    let Some(pf) = PostfixMx::start(&["smtpd_discard_ehlo_keywords = 8bitmime"]) else {
+        return;
+    };
+    let w = world_for(&pf);
+    let out = w.sendmail(
+        &["-odi", "-f", "s@example.org", "a@x.test"],
+        "Subject: Gr\u{fc}\u{df}e\n\nbody\n".as_bytes(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert!(stderr.contains("8-bit header fields"), "{stderr}");
+    let ids = w.queue_ids();
+    assert_eq!(ids.len(), 1, "only the notice is left: {ids:?}");
+    let notice = String::from_utf8_lossy(&w.data(&ids[0])).into_owned();
+    assert!(notice.contains("Status: 5.6.3"), "{notice}");
+    assert!(
+        notice.contains("Diagnostic-Code: X-Spoolmail; the message has 8-bit header fields"),
+        "{notice}"
+    );
+    let log = pf.maillog();
+    assert!(
+        PostfixMx::sessions(&log).is_empty(),
+        "no MAIL was sent:\n{}",
+        tail(&log, 20)
+    );
+}

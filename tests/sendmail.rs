@@ -281,6 +281,18 @@ fn null_sender_is_accepted() {
     assert_eq!(w.envelope(&id).sender, "");
 }
 
+/// A message from the null sender without a From: field gets
+/// `From: MAILER-DAEMON@hostname`, as Postfix writes it — not the caller's
+/// name and address, which the null sender does not stand for.
+#[test]
+fn null_sender_gets_a_mailer_daemon_from_field() {
+    let w = World::new();
+    let id = w.send_ok(&["-F", "Cron Daemon", "-f", "<>", "a@example.com"], SIMPLE);
+    let (header, _) = split_message(&w.data(&id));
+    let from = header_value(&header, "From").expect("From added");
+    assert_eq!(from, format!("MAILER-DAEMON@{HOSTNAME}"));
+}
+
 #[test]
 fn invalid_addresses_exit_65_with_a_clear_error() {
     let w = World::new();

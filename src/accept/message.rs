@@ -136,6 +136,7 @@ impl<R: Read> Intake<R> {
         let header = Header {
             fields: parser.fields,
         };
+        check_tokens(&header)?;
         self.header_size = header.written_size();
         self.check_size(0)?;
         Ok(header)
@@ -515,6 +516,30 @@ pub struct Header {
     fields: Vec<Vec<u8>>,
 }
 
+/// Longest run of octets without white space a header field may hold:
+/// a line's worth (RFC 5322 §2.1.1). A longer word can only be sent by
+/// folding inside it, which changes it (issue 24).
+const MAX_HEADER_TOKEN: usize = 998;
+
+/// Refuses a header field with a word longer than [`MAX_HEADER_TOKEN`]:
+/// a clear error now rather than a changed field at the recipient.
+fn check_tokens(header: &Header) -> Result<()> {
+    for field in &header.fields {
+        let longest = field
+            .split(|b| b.is_ascii_whitespace())
+            .map(<[u8]>::len)
+            .max()
+            .unwrap_or(0);
+        if longest > MAX_HEADER_TOKEN {
+            return Err(Error::data(format!(
+                "header field {:?} has a word of {longest} octets without white space, longer than a line may be ({MAX_HEADER_TOKEN}, RFC 5322 §2.1.1): it could not be sent unchanged",
+                String::from_utf8_lossy(field_name(field))
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The name of a raw field: the bytes before its ':'.
 fn field_name(raw: &[u8]) -> &[u8] {
     let end = raw.iter().position(|&b| b == b':').unwrap_or(raw.len());
@@ -830,6 +855,26 @@ mod tests {
             ..IntakeOptions::default()
         };
         intake_from(input, options).unwrap()
+    }
+
+    #[test]
+    fn a_header_word_longer_than_a_line_is_refused() {
+        // Issue 24: a 1,500-octet token could only be folded inside
+        // itself, which changes it.
+        let mut input = b"Subject: ok\nX-Token: a ".to_vec();
+        input.extend(std::iter::repeat_n(b'h', 1500));
+        input.extend_from_slice(b"\n\nbody\n");
+        let e = intake_from(&input[..], IntakeOptions::default()).unwrap_err();
+        assert_eq!(e.kind(), Kind::Data);
+        assert!(e.to_string().contains("X-Token"), "{e}");
+        // Long fields of ordinary words, folded or not, are fine.
+        let long = "word ".repeat(400);
+        let input = format!("Subject: {long}\nX-Folded: a\n {long}\n\nbody\n");
+        let (head, _, _) = read(input.as_bytes());
+        assert!(head.len() > 4000);
+        // 998 octets is a line's worth: taken.
+        let input = format!("X-Token: {}\n\nb\n", "t".repeat(998));
+        read(input.as_bytes());
     }
 
     #[test]

@@ -192,17 +192,29 @@ pub fn submit(
         envid: inv.envid.clone(),
         arrival: crate::clock::unix_seconds(now),
     };
+    // An added From: is written from the sender as given (the header rule
+    // then treats it as any other From: field); for the null sender it is
+    // MAILER-DAEMON, as Postfix writes it, not the caller.
+    let (full_name, from) = match sender {
+        Some(sender) => (
+            inv.full_name
+                .clone()
+                .or_else(name_from_environment)
+                .or_else(|| caller.full_name.clone()),
+            sender,
+        ),
+        None => (
+            None,
+            Address::parse("MAILER-DAEMON")
+                .map_err(|e| Error::new(Kind::Software, e.message().to_string()))?
+                .qualified(&config.hostname),
+        ),
+    };
     let content = Content::Fresh {
         header,
         intake,
-        full_name: inv
-            .full_name
-            .clone()
-            .or_else(name_from_environment)
-            .or_else(|| caller.full_name.clone()),
-        // Written from the sender as given; the header rule then treats
-        // it as any other From: field.
-        from: sender.unwrap_or(caller_address),
+        full_name,
+        from,
     };
     let door = Door::Caller {
         into_maildrop: dropped,

@@ -392,9 +392,13 @@ fn deliver_to(
     // SIZE= is what the server will count (RFC 1870: CRLF line endings,
     // no quoting dots), which differs from the stored size by a CR per
     // line: one pass over the message, only for servers that ask.
+    // The same pass finds 8-bit content, NULs and long lines (issue 24):
+    // BODY=8BITMIME, and conversion to 7-bit MIME where needed, follow
+    // from it (see crate::smtp::downgrade).
+    let content = crate::smtp::scan(&mut spool.claimed_data(claim)?)
+        .map_err(|e| crate::error::Error::io(format_args!("reading {id}"), &e))?;
     let size = match conn.session.offers("SIZE") {
-        true => crate::smtp::content_size(&mut spool.claimed_data(claim)?)
-            .map_err(|e| crate::error::Error::io(format_args!("reading {id}"), &e))?,
+        true => content.size,
         false => envelope.size,
     };
     let mut pending = indices;
@@ -406,7 +410,8 @@ fn deliver_to(
         // At most `smtp_recipient_limit` per transaction (Postfix's client
         // sends 50): a server's own limit, and its error count, are never
         // reached by a long list; the rest follow on the same connection.
-        let rest = pending.split_off(pending.len().min(limit));
+        let cut = ascii_first(&mut pending, state, conn.session.offers("SMTPUTF8"));
+        let rest = pending.split_off(pending.len().min(limit).min(cut));
         let recipients: Vec<String> = pending
             .iter()
             .map(|&i| state.recipients[i].address.clone())
@@ -423,6 +428,7 @@ fn deliver_to(
             dsn_ret: envelope.dsn_ret.as_deref(),
             envid: envelope.envid.as_deref(),
             dsn_notify: envelope.dsn_notify.as_deref(),
+            content: Some(&content),
         };
         let mut data = spool.claimed_data(claim)?;
         let result = {
@@ -595,6 +601,8 @@ fn deliver_to(
                     }
                     (ErrorKind::TooBig, _) => Outcome::failed("5.3.4", e.to_string()),
                     (ErrorKind::NoSmtputf8, _) => Outcome::failed("5.6.7", e.to_string()),
+                    // RFC 3463: conversion required but not supported.
+                    (ErrorKind::Unconvertible, _) => Outcome::failed("5.6.3", e.to_string()),
                     _ => Outcome::deferred("4.4.2", e.to_string()),
                 };
                 // A refusal of the message itself (its sender, its size,
@@ -602,7 +610,10 @@ fn deliver_to(
                 // for this transaction's — the rest were never tried.
                 let message_level = matches!(
                     e.kind,
-                    ErrorKind::Rejected | ErrorKind::TooBig | ErrorKind::NoSmtputf8
+                    ErrorKind::Rejected
+                        | ErrorKind::TooBig
+                        | ErrorKind::NoSmtputf8
+                        | ErrorKind::Unconvertible
                 );
                 if message_level {
                     pending.extend(rest);
@@ -612,7 +623,10 @@ fn deliver_to(
                 }
                 if !matches!(
                     e.kind,
-                    ErrorKind::Rejected | ErrorKind::TooBig | ErrorKind::NoSmtputf8
+                    ErrorKind::Rejected
+                        | ErrorKind::TooBig
+                        | ErrorKind::NoSmtputf8
+                        | ErrorKind::Unconvertible
                 ) {
                     transport.discard();
                 }
@@ -621,6 +635,23 @@ fn deliver_to(
         }
     }
     Ok(None)
+}
+
+/// Where the next transaction ends for the SMTPUTF8 rule (issue 24):
+/// to a server without SMTPUTF8, the ASCII recipients (of an ASCII
+/// sender) go first and in transactions of their own — the UTF-8 ones,
+/// which that server cannot take (5.6.7), must not take them down too.
+/// Reorders `pending` (ASCII first) in that case; else `pending.len()`.
+fn ascii_first(pending: &mut [usize], state: &DeliveryState, smtputf8_offered: bool) -> usize {
+    if smtputf8_offered {
+        return pending.len();
+    }
+    let ascii = |i: &usize| state.recipients[*i].address.is_ascii();
+    pending.sort_by_key(|i| !ascii(i));
+    match pending.iter().take_while(|i| ascii(i)).count() {
+        0 => pending.len(),
+        n => n,
+    }
 }
 
 /// What a relay of a list answered 421 to: the recipients of the
@@ -838,10 +869,19 @@ fn notify(
 }
 
 fn report(r: &crate::spool::RecipientState, default_status: &str) -> RecipientReport {
+    // Whether a server answered: its reply (which starts with its 3-digit
+    // code) is the reason, and it was reached through a relay. An `error`
+    // route's configured reply, or our own refusal (a message over the
+    // server's SIZE), names no Remote-MTA and is not typed "smtp"
+    // (issue 24, as Postfix types its own "X-Postfix").
+    let server_spoke = r.relay.is_some()
+        && r.last_error
+            .as_ref()
+            .is_some_and(|e| e.len() >= 3 && e.as_bytes()[..3].iter().all(u8::is_ascii_digit));
     let diagnostic = r.last_error.as_ref().map(|e| {
         // A server reply starts with its 3-digit code: RFC 3464 calls
         // that type "smtp"; our own reasons are not server replies.
-        if e.len() >= 3 && e.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
+        if server_spoke {
             format!("smtp; {e}")
         } else {
             format!("X-Spoolmail; {e}")
@@ -856,6 +896,7 @@ fn report(r: &crate::spool::RecipientState, default_status: &str) -> RecipientRe
         remote_mta: r
             .relay
             .as_ref()
+            .filter(|_| server_spoke)
             .map(|relay| relay.split('[').next().unwrap_or(relay).to_string()),
         diagnostic,
         last_attempt: r.last_attempt,

@@ -2,6 +2,13 @@
 //! notices, sent from the null sender so that they can never bounce in
 //! turn, and committed to the spool through the normal draft/commit path
 //! (S1) before the original is removed.
+//!
+//! A notice about an internationalised address or message follows RFC
+//! 6533: `message/global-delivery-status` with the `utf-8` address type
+//! for a non-ASCII address, `message/global` or `message/global-headers`
+//! for an original with UTF-8 header fields. Its body type is its own,
+//! not the original's: found when it is sent (crate::smtp::scan), which
+//! also declares SMTPUTF8 and BODY=8BITMIME where its content needs them.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -102,7 +109,8 @@ pub fn prepare(
         // whoever's runner happened to make it.
         uid: original.uid,
         user: "MAILER-DAEMON".to_string(),
-        body_type: original.body_type.clone(),
+        // Its own content decides (see the module comment).
+        body_type: None,
         dsn_notify: None,
         dsn_ret: None,
         envid: None,
@@ -113,6 +121,14 @@ pub fn prepare(
         size: 0,
     };
     draft.write_envelope(&envelope)?;
+    // Whether the original has UTF-8 header fields: returned as
+    // message/global(-headers) then. A pass of its own over the original
+    // (notices are rare); unreadable, it counts as not.
+    let international = spool
+        .open_data(&original.id)
+        .ok()
+        .and_then(|mut data| crate::smtp::scan(&mut data).ok())
+        .is_some_and(|c| c.eight_bit_header);
     let full = original
         .dsn_ret
         .as_deref()
@@ -125,12 +141,22 @@ pub fn prepare(
         action,
         reports,
         &id,
-        full,
+        Returned {
+            full,
+            international,
+        },
         now,
     )
     .map_err(|e| Error::io("writing a delivery status notice", &e))?;
     draft.seal()?;
     Ok(Some(draft))
+}
+
+/// How the original goes back: whole or its header (RET), and whether
+/// its header fields are UTF-8 (RFC 6532).
+struct Returned {
+    full: bool,
+    international: bool,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -142,9 +168,28 @@ fn write_notice(
     action: Action,
     reports: &[RecipientReport],
     id: &QueueId,
-    full: bool,
+    returned: Returned,
     now: SystemTime,
 ) -> io::Result<()> {
+    let full = returned.full;
+    // RFC 6533 §6.2: the global report type once any field is UTF-8.
+    let global = reports.iter().any(|r| {
+        !r.recipient.is_ascii()
+            || !r.status.is_ascii()
+            || r.remote_mta.as_ref().is_some_and(|m| !m.is_ascii())
+            || r.diagnostic.as_ref().is_some_and(|d| !d.is_ascii())
+    }) || original.envid.as_ref().is_some_and(|e| !e.is_ascii());
+    // RFC 6522 §3: the report type is the second part's subtype.
+    let report_type = if global {
+        "global-delivery-status"
+    } else {
+        "delivery-status"
+    };
+    let status_type = if global {
+        "message/global-delivery-status"
+    } else {
+        "message/delivery-status"
+    };
     let host = clean(&config.hostname);
     let boundary = format!("{}/{}.{:08x}", id, host, rand::random::<u32>());
     let subject = match action {
@@ -170,7 +215,7 @@ fn write_notice(
         out,
         "Auto-Submitted: auto-replied\n\
          MIME-Version: 1.0\n\
-         Content-Type: multipart/report; report-type=delivery-status;\n\
+         Content-Type: multipart/report; report-type={report_type};\n\
          \tboundary=\"{boundary}\"\n\
          \n\
          This is a MIME-encapsulated message.\n\
@@ -211,7 +256,7 @@ fn write_notice(
         out,
         "\n--{boundary}\n\
          Content-Description: Delivery report\n\
-         Content-Type: message/delivery-status\n\
+         Content-Type: {status_type}\n\
          \n\
          Reporting-MTA: dns; {host}\n\
          X-Spoolmail-Queue-ID: {}\n",
@@ -224,8 +269,8 @@ fn write_notice(
     for r in reports {
         write!(
             out,
-            "\nFinal-Recipient: rfc822; {}\nAction: {}\nStatus: {}\n",
-            clean(&r.recipient),
+            "\nFinal-Recipient: {}\nAction: {}\nStatus: {}\n",
+            typed_address(&r.recipient),
             action.word(),
             status_code(&r.status, action)
         )?;
@@ -239,10 +284,12 @@ fn write_notice(
             writeln!(out, "Last-Attempt-Date: {}", date(t))?;
         }
     }
-    let (description, content_type) = if full {
-        ("Undelivered Message", "message/rfc822")
-    } else {
-        ("Undelivered Message Headers", "text/rfc822-headers")
+    let (description, content_type) = match (full, returned.international) {
+        (true, false) => ("Undelivered Message", "message/rfc822"),
+        // RFC 6532 §3.7, RFC 6533 §6.3.
+        (true, true) => ("Undelivered Message", "message/global"),
+        (false, false) => ("Undelivered Message Headers", "text/rfc822-headers"),
+        (false, true) => ("Undelivered Message Headers", "message/global-headers"),
     };
     write!(
         out,
@@ -309,6 +356,25 @@ fn clean(value: &str) -> String {
         .map(|c| if c.is_control() { ' ' } else { c })
         .take(MAX_VALUE)
         .collect()
+}
+
+/// An address with its RFC 3464 type: `rfc822` when it is ASCII, else
+/// RFC 6533's `utf-8` with `\`, `+`, `=` and controls written
+/// `\x{HH}` (utf-8-addr-unitext).
+fn typed_address(address: &str) -> String {
+    let address = clean(address);
+    if address.is_ascii() {
+        return format!("rfc822; {address}");
+    }
+    let mut out = String::from("utf-8; ");
+    for c in address.chars() {
+        match c {
+            '\\' | '+' | '=' => out.push_str(&format!("\\x{{{:X}}}", c as u32)),
+            c if c.is_control() => out.push_str(&format!("\\x{{{:X}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn date(unix: u64) -> String {
@@ -445,6 +511,62 @@ mod tests {
         let text = String::from_utf8_lossy(&bytes);
         assert!(text.contains("Auto-Submitted: auto-replied"));
         assert!(text.contains("From: Mail Delivery System <MAILER-DAEMON@mta.example.org>"));
+    }
+
+    #[test]
+    fn a_notice_about_a_utf8_address_or_message_is_global() {
+        // Issue 24 item 2, RFC 6533.
+        let (_dir, spool, config) = setup();
+        let body = "Subject: gr\u{fc}\u{df}e\nFrom: alice@example.org\n\nk\u{f6}rper\n";
+        for (ret, returned) in [
+            (None, "message/global-headers"),
+            (Some("full"), "message/global"),
+        ] {
+            let mut orig = original(&spool, body.as_bytes(), ret, None);
+            orig.body_type = Some("8BITMIME".into());
+            let mut r = report();
+            r.recipient = "\u{fc}nicode+tag@example.net".into();
+            let id = notice(
+                &spool,
+                &config,
+                &orig,
+                Action::Failed,
+                &[r],
+                SystemTime::now(),
+            );
+            let (env, bytes) = read_notice(&spool, &id);
+            assert_eq!(env.body_type, None, "its own content decides");
+            let parsed = mailparse::parse_mail(&bytes).unwrap();
+            assert_eq!(
+                parsed.ctype.params.get("report-type").map(String::as_str),
+                Some("global-delivery-status")
+            );
+            assert_eq!(
+                parsed.subparts[1].ctype.mimetype,
+                "message/global-delivery-status"
+            );
+            assert_eq!(parsed.subparts[2].ctype.mimetype, returned);
+            // mailparse reads a message/global* part as a message of its
+            // own: the raw text, then.
+            let text = String::from_utf8(bytes.clone()).unwrap();
+            assert!(
+                text.contains("\nFinal-Recipient: utf-8; \u{fc}nicode\\x{2B}tag@example.net\n"),
+                "{text}"
+            );
+        }
+        // ASCII throughout: as before.
+        let orig = original(&spool, BODY, None, None);
+        let id = notice(
+            &spool,
+            &config,
+            &orig,
+            Action::Failed,
+            &[report()],
+            SystemTime::now(),
+        );
+        let (_, bytes) = read_notice(&spool, &id);
+        let parsed = mailparse::parse_mail(&bytes).unwrap();
+        assert_eq!(parsed.subparts[1].ctype.mimetype, "message/delivery-status");
     }
 
     /// A loop's notice must not go round the loop again: it carries the

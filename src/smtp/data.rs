@@ -16,10 +16,15 @@
 //! - then a line starting with "." gets another "." (dot-stuffing), so no
 //!   line of the content is ever a lone "." on the wire, whatever the
 //!   receiver takes for a line ending;
-//! - no line exceeds 998 octets: a longer header line is folded (CRLF and
-//!   a space, which a header reader takes as white space), a longer body
-//!   line is broken with a plain CRLF — the content survives either way,
-//!   whereas a server may truncate or reject an overlong line;
+//! - no line exceeds 998 octets: a longer header line is folded before
+//!   white space in it (RFC 5322 §2.2.3: unfolding then gives back the
+//!   field as it was), a longer body line is broken with a plain CRLF
+//!   between two characters, never inside a UTF-8 sequence — whereas a
+//!   server may truncate or reject an overlong line. A header token
+//!   longer than a line (no white space within 998 octets), which
+//!   submission refuses, is broken with CRLF and a space as a last
+//!   resort. A MIME message with long lines goes through
+//!   [`super::downgrade`] instead, which encodes them;
 //! - a last line without a line ending is ended with CRLF.
 //!
 //! The terminating ".\r\n" is not written here: the session writes it
@@ -36,6 +41,37 @@ const CHUNK: usize = 8 * 1024;
 /// Copies `src` to `out` in wire form. Returns the bytes written.
 pub fn encode(src: &mut dyn Read, out: &mut dyn Write) -> io::Result<u64> {
     encode_counting(src, out).map(|e| e.written)
+}
+
+/// Copies `src` converted to 7-bit MIME ([`super::downgrade::convert`])
+/// to `out` in wire form, streaming the one into the other.
+pub fn encode_converted(
+    src: &mut dyn Read,
+    content: &super::downgrade::Content,
+    eight_bit_ok: bool,
+    out: &mut dyn Write,
+) -> io::Result<u64> {
+    /// The converter's output fed to the encoder as it comes.
+    struct Feed<'a> {
+        encoder: Encoder,
+        out: &'a mut dyn Write,
+    }
+    impl Write for Feed<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.encoder.feed(buf, self.out)?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut feed = Feed {
+        encoder: Encoder::default(),
+        out,
+    };
+    super::downgrade::convert(src, content, eight_bit_ok, &mut feed)?;
+    feed.encoder.finish(feed.out)?;
+    Ok(feed.encoder.written)
 }
 
 /// The size of `src` as SIZE= declares it (RFC 1870 §3): its wire form,
@@ -62,7 +98,7 @@ fn encode_counting(src: &mut dyn Read, out: &mut dyn Write) -> io::Result<Encode
 }
 
 /// The encoder's state between chunks.
-struct Encoder {
+pub(super) struct Encoder {
     /// Octets on the current output line so far.
     line_len: usize,
     /// Still in the header section (before the first empty line).
@@ -73,6 +109,10 @@ struct Encoder {
     written: u64,
     /// Of `written`, the dots added by dot-stuffing.
     stuffed: u64,
+    /// The header line being built, held until it ends or outgrows a
+    /// line: a fold goes before its last white space. Never more than
+    /// [`MAX_LINE`] plus one chunk.
+    held: Vec<u8>,
 }
 
 impl Default for Encoder {
@@ -83,6 +123,7 @@ impl Default for Encoder {
             pending_cr: false,
             written: 0,
             stuffed: 0,
+            held: Vec::new(),
         }
     }
 }
@@ -93,7 +134,12 @@ impl Encoder {
         out.write_all(bytes)
     }
 
-    fn feed(&mut self, mut input: &[u8], out: &mut dyn Write) -> io::Result<()> {
+    /// What SIZE= counts of what was fed so far (see [`content_size`]).
+    pub(super) fn declared(&self) -> u64 {
+        self.written - self.stuffed
+    }
+
+    pub(super) fn feed(&mut self, mut input: &[u8], out: &mut dyn Write) -> io::Result<()> {
         while let Some((&first, rest)) = input.split_first() {
             match first {
                 b'\n' => {
@@ -135,6 +181,9 @@ impl Encoder {
 
     /// Ends the current line with CRLF; an empty line ends the header.
     fn end_line(&mut self, out: &mut dyn Write) -> io::Result<()> {
+        if self.in_header {
+            self.flush_held(out)?;
+        }
         if self.line_len == 0 && self.in_header {
             self.in_header = false;
         }
@@ -144,7 +193,69 @@ impl Encoder {
     }
 
     /// Line content (no CR, no LF): stuffed, folded or broken as needed.
-    fn text(&mut self, mut text: &[u8], out: &mut dyn Write) -> io::Result<()> {
+    fn text(&mut self, text: &[u8], out: &mut dyn Write) -> io::Result<()> {
+        if !self.in_header {
+            return self.body_text(text, out);
+        }
+        self.held.extend_from_slice(text);
+        while self.line_len + self.held.len() > MAX_LINE {
+            self.fold(out)?;
+        }
+        Ok(())
+    }
+
+    /// Writes out as much of the held header line as fits, folding
+    /// before its last white space within the line (not the one a
+    /// continuation line starts with).
+    fn fold(&mut self, out: &mut dyn Write) -> io::Result<()> {
+        let room = MAX_LINE - self.line_len;
+        let at = self.held[..=room]
+            .iter()
+            .rposition(|&b| b == b' ' || b == b'\t')
+            .filter(|&i| i > 0 || self.line_len > 0);
+        let held = std::mem::take(&mut self.held);
+        match at {
+            Some(at) => {
+                self.write_piece(&held[..at], out)?;
+                self.put(out, b"\r\n")?;
+                self.line_len = 0;
+                self.held = held[at..].to_vec();
+            }
+            None => {
+                // One token longer than a line: no fold keeps it whole.
+                let at = char_boundary(&held, room);
+                self.write_piece(&held[..at], out)?;
+                self.put(out, b"\r\n ")?;
+                self.line_len = 1;
+                self.held = held[at..].to_vec();
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_held(&mut self, out: &mut dyn Write) -> io::Result<()> {
+        let held = std::mem::take(&mut self.held);
+        self.write_piece(&held, out)
+    }
+
+    /// Writes `piece`, which fits on the current line, stuffing a dot at
+    /// the start of a line.
+    fn write_piece(&mut self, piece: &[u8], out: &mut dyn Write) -> io::Result<()> {
+        if piece.is_empty() {
+            return Ok(());
+        }
+        if self.line_len == 0 && piece[0] == b'.' {
+            self.put(out, b".")?;
+            self.stuffed += 1;
+            self.line_len += 1;
+        }
+        self.put(out, piece)?;
+        self.line_len += piece.len();
+        Ok(())
+    }
+
+    /// Body line content: broken at 998 octets, between characters.
+    fn body_text(&mut self, mut text: &[u8], out: &mut dyn Write) -> io::Result<()> {
         while !text.is_empty() {
             if self.line_len == 0 && text[0] == b'.' {
                 self.put(out, b".")?;
@@ -152,34 +263,57 @@ impl Encoder {
                 self.line_len += 1;
             }
             let room = MAX_LINE - self.line_len;
-            if text.len() <= room {
+            let at = char_boundary(text, room);
+            if at == text.len() {
                 self.put(out, text)?;
                 self.line_len += text.len();
                 break;
             }
-            let (head, rest) = text.split_at(room);
+            let (head, rest) = text.split_at(at);
             self.put(out, head)?;
-            if self.in_header {
-                // Folding: the continuation starts with white space.
-                self.put(out, b"\r\n ")?;
-                self.line_len = 1;
-            } else {
-                self.put(out, b"\r\n")?;
-                self.line_len = 0;
-            }
+            self.put(out, b"\r\n")?;
+            self.line_len = 0;
             text = rest;
         }
         Ok(())
     }
 
-    fn finish(&mut self, out: &mut dyn Write) -> io::Result<()> {
+    pub(super) fn finish(&mut self, out: &mut dyn Write) -> io::Result<()> {
         self.bare_cr(out)?;
+        self.flush_held(out)?;
         if self.line_len > 0 {
             self.put(out, b"\r\n")?;
             self.line_len = 0;
         }
         Ok(())
     }
+}
+
+/// Where to end a line piece of `text` that must fit in `room` octets:
+/// `text.len()` when all of it fits and its last character is complete
+/// or fits whole, else the start of the first character that would not
+/// fit — a UTF-8 sequence is never cut (its lead byte says its length).
+/// Bytes that are not UTF-8 count as characters of one octet; at least
+/// one octet goes on an empty line whatever it is.
+fn char_boundary(text: &[u8], room: usize) -> usize {
+    let limit = text.len().min(room);
+    // The last character starting within the piece: must it wait for
+    // the next line? (One starting earlier was checked when it came.)
+    for back in 1..=limit.min(4) {
+        let i = limit - back;
+        let len = match text[i] {
+            0x80..=0xBF => continue,
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => 1,
+        };
+        if i + len <= room || (i == 0 && room == MAX_LINE) {
+            return limit;
+        }
+        return i;
+    }
+    limit
 }
 
 #[cfg(test)]
@@ -364,18 +498,75 @@ mod tests {
     }
 
     #[test]
-    fn long_header_lines_are_folded() {
+    fn an_overlong_header_token_is_broken_as_a_last_resort() {
         let mut input = b"X-Long: ".to_vec();
         input.extend(std::iter::repeat_n(b'h', 1500));
         input.extend_from_slice(b"\n\nbody\n");
         let out = wire(&input);
+        assert_eq!(wire_bytewise(&input), out);
         let text = String::from_utf8(out.clone()).unwrap();
         let header = text.split("\r\n\r\n").next().unwrap();
         let lines: Vec<&str> = header.split("\r\n").collect();
-        assert_eq!(lines.len(), 2);
-        assert!(lines[0].len() <= MAX_LINE);
-        assert!(lines[1].starts_with(' '), "a continuation line");
+        assert!(lines.len() >= 2);
+        assert!(lines.iter().all(|l| l.len() <= MAX_LINE));
+        assert!(
+            lines[1..].iter().all(|l| l.starts_with(' ')),
+            "continuation lines"
+        );
         assert!(text.ends_with("\r\n\r\nbody\r\n"));
+    }
+
+    #[test]
+    fn long_header_lines_are_folded_at_white_space_only() {
+        // Unfolding (RFC 5322 §2.2.3: removing each CRLF before white
+        // space) gives back the field exactly.
+        let mut input = b"Subject: ".to_vec();
+        for i in 0..400 {
+            input.extend_from_slice(
+                format!("w\u{e9}rd{i}{}", if i % 7 == 0 { "\t" } else { " " }).as_bytes(),
+            );
+        }
+        input.extend_from_slice(b"end\n\nbody\n");
+        for out in [wire(&input), wire_bytewise(&input)] {
+            let header_end = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+            let header = &out[..header_end];
+            for line in header.split(|&b| b == b'\n') {
+                assert!(line.len() <= MAX_LINE + 1, "line of {}", line.len());
+            }
+            let unfolded: Vec<u8> = String::from_utf8(header.to_vec())
+                .expect("folded between characters")
+                .replace("\r\n", "")
+                .into_bytes();
+            assert_eq!(unfolded, input[..input.len() - b"\n\nbody\n".len()]);
+        }
+    }
+
+    #[test]
+    fn long_body_lines_are_broken_between_characters() {
+        // Issue 24: "a" and 1,000 "é" arrived as invalid UTF-8.
+        let mut input = b"S: a\n\na".to_vec();
+        for _ in 0..1000 {
+            input.extend_from_slice("\u{e9}".as_bytes());
+        }
+        input.extend_from_slice("\u{1F600}x\u{800}\n".repeat(300).as_bytes());
+        for out in [wire(&input), wire_bytewise(&input)] {
+            let body = &out[b"S: a\r\n\r\n".len()..];
+            for line in body.split(|&b| b == b'\n') {
+                assert!(line.len() <= MAX_LINE + 1, "line of {}", line.len());
+                std::str::from_utf8(line).expect("each line is whole characters");
+            }
+            let joined: Vec<u8> = body
+                .iter()
+                .copied()
+                .filter(|&b| b != b'\r' && b != b'\n')
+                .collect();
+            let original: Vec<u8> = input[b"S: a\n\n".len()..]
+                .iter()
+                .copied()
+                .filter(|&b| b != b'\n')
+                .collect();
+            assert_eq!(joined, original, "nothing lost");
+        }
     }
 
     #[test]

@@ -11,6 +11,8 @@
 mod auth;
 mod data;
 pub use data::content_size;
+pub mod downgrade;
+pub use downgrade::{Content, scan};
 pub(crate) mod reply;
 mod stream;
 
@@ -97,6 +99,9 @@ pub enum ErrorKind {
     TooBig,
     /// An address needs SMTPUTF8 and the server does not offer it.
     NoSmtputf8,
+    /// The message has 8-bit header fields and the server offers no
+    /// 8BITMIME: they cannot be made 7-bit without changing them.
+    Unconvertible,
     /// Credentials are configured but cannot be used safely (no TLS) or
     /// at all (no common mechanism), or were refused.
     AuthUnavailable,
@@ -158,7 +163,7 @@ impl SmtpError {
     /// server's size limit, SMTPUTF8 needed but not offered.
     pub fn is_permanent(&self) -> bool {
         match self.kind {
-            ErrorKind::TooBig | ErrorKind::NoSmtputf8 => true,
+            ErrorKind::TooBig | ErrorKind::NoSmtputf8 | ErrorKind::Unconvertible => true,
             ErrorKind::Rejected => self.reply.as_ref().is_some_and(Reply::is_permanent),
             _ => false,
         }
@@ -182,7 +187,8 @@ pub struct TransactionEnvelope<'a> {
     /// The message's size as SIZE= declares it: its content in wire form
     /// ([`data::content_size`]), not the stored size.
     pub size: u64,
-    /// BODY=8BITMIME when offered.
+    /// BODY=8BITMIME when offered: declared so (-B8BITMIME). 8-bit
+    /// content found by the scan in `content` is declared too.
     pub eight_bit: bool,
     /// The SMTPUTF8 parameter (required).
     pub smtputf8: bool,
@@ -192,6 +198,10 @@ pub struct TransactionEnvelope<'a> {
     pub envid: Option<&'a str>,
     /// NOTIFY= on each RCPT when DSN is offered.
     pub dsn_notify: Option<&'a str>,
+    /// What [`scan`] found in the data (None: not scanned, sent as it
+    /// is): decides BODY=8BITMIME, SMTPUTF8 for 8-bit header fields
+    /// where offered, and conversion to 7-bit MIME ([`downgrade`]).
+    pub content: Option<&'a Content>,
 }
 
 /// The replies of one transaction.
@@ -217,6 +227,8 @@ pub struct Session {
     /// A transaction was left open (refused MAIL, refused DATA, an error):
     /// the next one needs an RSET first.
     dirty: bool,
+    /// A TLS handshake failed: the link is in no state for QUIT.
+    handshake_failed: bool,
 }
 
 impl Session {
@@ -268,10 +280,37 @@ impl Session {
             extensions: Vec::new(),
             tls: false,
             dirty: false,
+            handshake_failed: false,
         };
         if settings.security == Security::Implicit {
             session.handshake(settings, true)?;
         }
+        match session.set_up(settings, try_tls) {
+            Ok(()) => Ok(session),
+            Err(e) => {
+                // RFC 5321 §4.1.1.10: the client ends with QUIT, not by
+                // closing — after a refused greeting (§3.1), EHLO,
+                // STARTTLS or AUTH, and when TLS is required but not
+                // offered, the server is waiting for a command. Not after
+                // a broken link, a timeout, garbage or a failed TLS
+                // handshake: the stream is in no state to carry one.
+                if e.kind != ErrorKind::Io
+                    && e.kind != ErrorKind::Timeout
+                    && e.kind != ErrorKind::Protocol
+                    && !session.handshake_failed
+                {
+                    session.send_quit();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// After the TCP connection (and an implicit TLS handshake): the
+    /// greeting, EHLO, STARTTLS and AUTH as `settings` say.
+    fn set_up(&mut self, settings: &ClientSettings, try_tls: bool) -> Result<(), SmtpError> {
+        let session = self;
+        let timeouts = settings.timeouts;
         let greeting = session.read_reply("reading the greeting", timeouts.command)?;
         if greeting.code != 220 {
             return Err(SmtpError::rejected("greeting", greeting));
@@ -297,7 +336,7 @@ impl Session {
         if let Some(credentials) = &settings.credentials {
             session.authenticate(credentials)?;
         }
-        Ok(session)
+        Ok(())
     }
 
     /// The address connected to.
@@ -441,6 +480,7 @@ impl Session {
         let deadline = Instant::now() + limit;
         timed.set_deadline(deadline);
         let tls = connector.connect(&self.server_name, timed).map_err(|e| {
+            self.handshake_failed = true;
             if Instant::now() >= deadline {
                 SmtpError::new(
                     ErrorKind::Timeout,
@@ -568,6 +608,10 @@ impl Session {
                 ),
             ));
         }
+        let convert = match envelope.content {
+            Some(content) => self.must_convert(content)?,
+            None => false,
+        };
         self.dirty = true;
         let mail = self.mail_command(envelope);
         let rcpts: Vec<String> = envelope
@@ -648,7 +692,14 @@ impl Session {
         }
 
         self.conn.set_write_limit(self.timeouts.data_block);
-        data::encode(data, &mut self.conn)
+        let encoded = match envelope.content {
+            Some(content) if convert => {
+                let eight_bit_ok = self.offers("8BITMIME");
+                data::encode_converted(data, content, eight_bit_ok, &mut self.conn)
+            }
+            _ => data::encode(data, &mut self.conn),
+        };
+        encoded
             .and_then(|_| self.conn.flush())
             .map_err(|e| SmtpError::io("sending the message data", &e))?;
         if let Err(e) = before_final_dot() {
@@ -798,10 +849,17 @@ impl Session {
         if self.offers("SIZE") {
             mail.push_str(&format!(" SIZE={}", envelope.size));
         }
-        if envelope.eight_bit && self.offers("8BITMIME") {
+        let content = envelope.content;
+        if (envelope.eight_bit || content.is_some_and(Content::eight_bit))
+            && self.offers("8BITMIME")
+        {
+            // RFC 6152 §3: 8-bit data is declared where it may go.
             mail.push_str(" BODY=8BITMIME");
         }
-        if envelope.smtputf8 {
+        if envelope.smtputf8
+            || (content.is_some_and(|c| c.eight_bit_header) && self.offers("SMTPUTF8"))
+        {
+            // RFC 6531 §3.4: UTF-8 header fields (RFC 6532) too.
             mail.push_str(" SMTPUTF8");
         }
         if self.offers("DSN") {
@@ -818,6 +876,25 @@ impl Session {
             }
         }
         mail
+    }
+
+    /// Whether the data must go converted to 7-bit MIME: 8-bit content
+    /// to a server without 8BITMIME (RFC 6152 §3), a NUL (never allowed
+    /// in SMTP data without BINARYMIME), a line over 998 octets in a MIME
+    /// message (an encoding carries it whole where a split would change
+    /// it). 8-bit header fields without 8BITMIME cannot be converted: an
+    /// error before MAIL.
+    fn must_convert(&self, content: &Content) -> Result<bool, SmtpError> {
+        let eight_bit_ok = self.offers("8BITMIME");
+        if content.eight_bit_header && !eight_bit_ok {
+            return Err(SmtpError::new(
+                ErrorKind::Unconvertible,
+                "the message has 8-bit header fields and the server offers no 8BITMIME: they cannot be converted to 7-bit",
+            ));
+        }
+        Ok((content.eight_bit_body && !eight_bit_ok)
+            || content.nul
+            || (content.long_line && content.mime))
     }
 
     fn rcpt_command(&self, recipient: &str, envelope: &TransactionEnvelope) -> String {
@@ -848,10 +925,14 @@ impl Session {
 
     /// QUIT and close; errors do not matter any more.
     pub fn quit(mut self) {
+        self.send_quit();
+    }
+
+    fn send_quit(&mut self) {
         self.timeouts.command = QUIT_TIMEOUT.min(self.timeouts.command);
         self.conn.set_write_limit(self.timeouts.command);
         let _ = self.command("QUIT", "QUIT");
-        if let Stream::Tls(mut tls) = self.conn.stream {
+        if let Stream::Tls(tls) = &mut self.conn.stream {
             let _ = tls.shutdown();
         }
     }

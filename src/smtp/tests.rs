@@ -100,6 +100,7 @@ fn envelope<'a>(recipients: &'a [String]) -> TransactionEnvelope<'a> {
         dsn_ret: None,
         envid: None,
         dsn_notify: None,
+        content: None,
     }
 }
 
@@ -294,6 +295,11 @@ fn auth_is_refused_without_tls() {
     assert_eq!(e.kind, ErrorKind::AuthUnavailable);
     let lines = seen.recv().unwrap();
     assert!(!lines.iter().any(|l| l.starts_with("AUTH")), "{lines:?}");
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("QUIT\r\n"),
+        "{lines:?}"
+    );
 }
 
 #[test]
@@ -600,4 +606,154 @@ fn no_rcpt_is_pipelined_after_a_452() {
         rcpt_lines < PIPELINE_WINDOW,
         "{rcpt_lines} RCPTs sent: none after the 452 was read, only those already in flight"
     );
+}
+
+#[test]
+fn every_refused_setup_ends_with_quit() {
+    // Issue 24 item 3: RFC 5321 §4.1.1.10; Postfix logged "lost
+    // connection after AUTH" / "after EHLO".
+    fn no_starttls(line: &str) -> Option<String> {
+        esmtp(line)
+    }
+    fn refuse_ehlo(line: &str) -> Option<String> {
+        if line.starts_with("EHLO") || line.starts_with("HELO") {
+            Some("550 5.7.1 go away\r\n".into())
+        } else {
+            esmtp(line)
+        }
+    }
+    let without_tls = |security: Security| {
+        let mut st = settings();
+        st.security = security;
+        st
+    };
+    type Case = (
+        &'static str,
+        fn(&str) -> Option<String>,
+        ClientSettings,
+        ErrorKind,
+    );
+    let cases: [Case; 3] = [
+        (
+            "220 x\r\n",
+            no_starttls,
+            without_tls(Security::StarttlsVerified),
+            ErrorKind::Tls,
+        ),
+        (
+            "554 5.7.1 no service\r\n",
+            esmtp,
+            settings(),
+            ErrorKind::Rejected,
+        ),
+        ("220 x\r\n", refuse_ehlo, settings(), ErrorKind::Rejected),
+    ];
+    for (greeting, answer, st, kind) in cases {
+        let (addr, seen) = server(greeting, answer, None);
+        let e = Session::connect(addr, "x", &st).err().expect("refused");
+        assert_eq!(e.kind, kind, "{e}");
+        let lines = seen.recv().unwrap();
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some("QUIT\r\n"),
+            "{lines:?}"
+        );
+    }
+}
+
+#[test]
+fn a_refused_auth_is_followed_by_quit() {
+    // The 535 path of [`Session::authenticate`]; the TLS it needs is
+    // taken as done (the scripted server speaks plain text), and what
+    // `open` does after the error, QUIT, follows.
+    fn refuse_auth(line: &str) -> Option<String> {
+        if line.starts_with("AUTH") {
+            Some("535 5.7.8 authentication failed\r\n".into())
+        } else {
+            esmtp(line)
+        }
+    }
+    let (addr, seen) = server("220 x\r\n", refuse_auth, None);
+    let mut s = Session::connect(addr, "x", &settings()).unwrap();
+    s.tls = true;
+    s.extensions.push(("AUTH".into(), "PLAIN".into()));
+    let e = s
+        .authenticate(&Credentials {
+            user: "u".into(),
+            password: "p".into(),
+        })
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::AuthUnavailable);
+    assert_eq!(e.reply.as_ref().map(|r| r.code), Some(535));
+    s.send_quit();
+    let lines = seen.recv().unwrap();
+    assert_eq!(lines.last().map(String::as_str), Some("QUIT\r\n"));
+}
+
+fn no_8bitmime(line: &str) -> Option<String> {
+    if line.to_ascii_uppercase().starts_with("EHLO") {
+        Some("250-srv.test\r\n250-PIPELINING\r\n250 SIZE 100000\r\n".into())
+    } else {
+        esmtp(line)
+    }
+}
+
+#[test]
+fn eight_bit_content_is_declared_where_offered_and_converted_where_not() {
+    let message = "Subject: t\n\nh\u{e9}llo\n".as_bytes();
+    let content = scan(&mut &message[..]).unwrap();
+    let rcpts = vec!["a@x.test".to_string()];
+    let mut env = envelope(&rcpts);
+    env.eight_bit = false;
+    env.content = Some(&content);
+    for (answer, declared, converted) in [
+        (esmtp as fn(&str) -> Option<String>, true, false),
+        (no_8bitmime, false, true),
+    ] {
+        let (addr, seen) = server("220 x\r\n", answer, Some("250 ok\r\n"));
+        let mut s = Session::connect(addr, "x", &settings()).unwrap();
+        s.send(&env, &mut &message[..], &mut || Ok(())).unwrap();
+        s.quit();
+        let lines = seen.recv().unwrap();
+        let mail = lines.iter().find(|l| l.starts_with("MAIL")).unwrap();
+        assert_eq!(mail.contains(" BODY=8BITMIME"), declared, "{mail}");
+        let data: String = lines.concat();
+        assert_eq!(data.contains("h=C3=A9llo"), converted, "{data}");
+        assert!(!converted || data.is_ascii(), "{data}");
+    }
+}
+
+#[test]
+fn eight_bit_header_fields_without_8bitmime_are_refused_before_mail() {
+    let message = "Subject: \u{e9}t\u{e9}\n\nbody\n".as_bytes();
+    let content = scan(&mut &message[..]).unwrap();
+    let rcpts = vec!["a@x.test".to_string()];
+    let mut env = envelope(&rcpts);
+    env.content = Some(&content);
+    let (addr, seen) = server("220 x\r\n", no_8bitmime, Some("250 ok\r\n"));
+    let mut s = Session::connect(addr, "x", &settings()).unwrap();
+    let e = s.send(&env, &mut &message[..], &mut || Ok(())).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unconvertible);
+    assert!(e.is_permanent());
+    s.quit();
+    let lines = seen.recv().unwrap();
+    assert!(!lines.iter().any(|l| l.starts_with("MAIL")), "{lines:?}");
+}
+
+#[test]
+fn a_nul_is_encoded_even_where_8bitmime_is_offered() {
+    // Issue 24 item 5: NUL is not allowed in 8BITMIME data (RFC 6152 §2).
+    let message = b"Subject: t\n\na\0b \xc3\xa9\n";
+    let content = scan(&mut &message[..]).unwrap();
+    let rcpts = vec!["a@x.test".to_string()];
+    let mut env = envelope(&rcpts);
+    env.content = Some(&content);
+    let (addr, seen) = server("220 x\r\n", esmtp, Some("250 ok\r\n"));
+    let mut s = Session::connect(addr, "x", &settings()).unwrap();
+    s.send(&env, &mut &message[..], &mut || Ok(())).unwrap();
+    s.quit();
+    let data = seen.recv().unwrap().concat();
+    assert!(!data.contains('\0'), "{data:?}");
+    assert!(data.contains("a=00b =C3=A9\r\n"), "{data:?}");
+    assert!(data.contains("MIME-Version: 1.0\r\n"), "{data:?}");
 }

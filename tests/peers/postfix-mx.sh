@@ -7,6 +7,10 @@
 #   postfix-mx.sh DIR PORT [MAIN_CF_LINE...]   start; prints PORT when ready
 #   postfix-mx.sh --stop DIR                   stop that instance
 #
+# A `capture` transport keeps each message as Postfix received it, in
+# DIR/captured/QUEUEID: a test that needs the bytes adds
+# "relay_transport = capture:" (main.cf's last setting wins).
+#
 # Everything lives under DIR (config, queue, data, log): /etc/postfix and
 # port 25 are never touched, so it runs beside an installed MTA. Extra
 # arguments are appended to main.cf (e.g. "smtpd_recipient_limit = 30").
@@ -39,7 +43,9 @@ getent group postdrop >/dev/null || groupadd --system postdrop
 getent passwd postfix >/dev/null ||
     useradd --system -g postfix -d /nonexistent -s /usr/sbin/nologin postfix
 
-mkdir -p "$dir/etc" "$dir/queue" "$dir/data"
+mkdir -p "$dir/etc" "$dir/queue" "$dir/data" "$dir/captured"
+# The pipe transport runs its command as nobody.
+chown nobody "$dir/captured"
 # master takes its lock in data_directory as mail_owner.
 chown postfix:postfix "$dir/data"
 chmod 700 "$dir/data"
@@ -102,6 +108,8 @@ discard   unix  -       -       n       -       -       discard
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
+capture   unix  -       n       n       -       -       pipe
+  user=nobody argv=/usr/bin/tee $dir/captured/\${queue_id}
 EOF
 
 "$postfix" -c "$dir/etc" start >"$dir/start.log" 2>&1 || {
