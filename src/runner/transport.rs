@@ -22,7 +22,7 @@ use crate::runner::dns::{self, RouteError};
 use crate::smtp::{ClientSettings, Credentials, Security, Session, Timeouts};
 
 use super::SLOT_WAIT;
-use super::backoff::{JITTER_PERCENT, hop_retry};
+use super::backoff::{JITTER, hop_retry};
 use super::hosts::{self, Answer, Destination, Hop, HostStatus};
 use super::outcome::Outcome;
 use super::slots::{self, Share, Slot};
@@ -545,7 +545,7 @@ impl<'a> Transport<'a> {
     fn unreachable_from(&mut self, hop: &Hop, now: u64, last_error: String) -> Outcome {
         let old = hosts::read_status(&self.hosts_dir, hop);
         let failures = old.as_ref().map_or(0, |s| s.failures) + 1;
-        let until = hop_retry(now, failures, rand::random(), self.config, JITTER_PERCENT);
+        let until = hop_retry(now, failures, rand::random(), self.config, JITTER);
         let status = HostStatus {
             unreachable_until: until,
             failures,
