@@ -73,13 +73,18 @@ fn a_burst_arrives_once_at_the_healthy_relay_and_the_others_are_tried_once() {
     let record = relay_record(&w, down).expect("the down relay is recorded");
     assert_eq!(record["failures"], 1, "{record}");
     assert!(record["unreachable_until"].as_u64().unwrap() > unix_now() + 3000);
-    // The 421 one: one connection for the whole burst, and recorded.
-    assert_eq!(refusing.connections(), 1);
+    // The 421 one (issue 27: up, but full): its first 421 halves this
+    // host's connections to it (3 → 1), the second, with one, records
+    // it like an unreachable relay: two connections for the whole burst.
+    assert_eq!(refusing.connections(), 2);
     let record = relay_record(&w, refusing.port).expect("the 421 relay is recorded");
     assert!(
         record["last_error"].as_str().unwrap().contains("421"),
         "{record}"
     );
+    assert_eq!(record["limit"], 1, "{record}");
+    assert_eq!(record["failures"], 1, "{record}");
+    assert!(record["unreachable_until"].as_u64().unwrap() > unix_now() + 3000);
     // A later queue run tries neither again before their retry time.
     let id = w.send_ok(&["-f", "s@example.org", "late@x.test"], MSG);
     assert_success(&w.sendmail(&["-q"], b""));
@@ -87,7 +92,7 @@ fn a_burst_arrives_once_at_the_healthy_relay_and_the_others_are_tried_once() {
     // on its way out; then that runner's last look delivers it.
     assert!(wait_for(WAIT, || !w.queue_ids().contains(&id)), "delivered");
     assert_eq!(good.wait_messages(N + 1, WAIT).len(), N + 1);
-    assert_eq!(refusing.connections(), 1);
+    assert_eq!(refusing.connections(), 2);
     assert_eq!(relay_record(&w, down).unwrap()["failures"], 1);
 }
 
@@ -394,8 +399,10 @@ fn a_message_every_relay_answers_421_waits_for_its_own_retry() {
     let w = Setup::smarthosts(&[first.port, second.port])
         .line("retry_min = 1h")
         .world();
+    let start = unix_now();
     let id = w.send_ok(&["-f", "bad@example.org", "a@x.test"], MSG);
     assert_success(&w.sendmail(&["-q"], b""));
+    let end = unix_now();
     let q = w.mailq_json();
     let r = &q[0]["recipients"][0];
     assert_eq!(r["status"], "deferred", "{r}");
@@ -409,6 +416,9 @@ fn a_message_every_relay_answers_421_waits_for_its_own_retry() {
         r["next_attempt"].as_u64().unwrap() > unix_now() + 1000,
         "{r}"
     );
+    // retry_min, jittered up to one step later (issue 27).
+    let next = r["next_attempt"].as_u64().unwrap();
+    assert!((start + 3600..=end + 2 * 3600).contains(&next), "{r}");
     assert_eq!(relay_record(&w, first.port), None);
     assert_eq!(relay_record(&w, second.port), None);
     w.send_ok(&["-f", "good@example.org", "b@x.test"], MSG);

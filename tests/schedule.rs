@@ -168,7 +168,13 @@ fn an_entry_earlier_than_the_state_costs_one_look_and_moves_to_the_states_time()
     let [(later, _)] = entries(&w)[..] else {
         panic!("one entry: {:?}", entries(&w))
     };
+    // Its retry: retry_min plus the jitter (1–2 h), rounded up to its
+    // bucket (at most a 16th later).
     assert!(later >= now() + 3000, "filed an hour ahead: {later}");
+    assert!(
+        later <= now() + 2 * 3600 + 2 * 3600 / 16,
+        "within 2 hours: {later}"
+    );
     // The schedule says due, the state says in an hour.
     std::fs::rename(
         entry_path(&w.spool, later, &id),

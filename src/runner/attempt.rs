@@ -16,6 +16,7 @@ use crate::smtp::{ErrorKind, TransactionEnvelope};
 use crate::spool::{Claim, DeliveryState, Draft, Envelope, QueueId, RecipientStatus};
 
 use super::Context;
+use super::backoff::RetryFor;
 use super::hosts::{Destination, Routing};
 use super::outcome::{self, Outcome, Via};
 use super::record::{Tally, persist};
@@ -339,7 +340,14 @@ fn apply_via(
         Via::Smtp(relay) => relay,
         Via::Local | Via::Queue | Via::Route => None,
     };
-    outcome::record(r, outcome, relay, now, ctx.config);
+    // The retry time is drawn for this message, and cut to its expiry.
+    let retry = RetryFor {
+        id: id.as_str(),
+        expires: now
+            .saturating_sub(age.as_secs())
+            .saturating_add(ctx.config.queue_lifetime.as_secs()),
+    };
+    outcome::record(r, outcome, relay, now, ctx.config, retry);
     outcome::log(id.as_str(), &r.address, via, age, outcome);
 }
 

@@ -202,7 +202,7 @@ impl std::fmt::Display for Destination {
     }
 }
 
-/// What is remembered about an unreachable destination.
+/// What is remembered about an unreachable or overloaded destination.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostStatus {
     /// No connection before this time (unix seconds).
@@ -211,6 +211,50 @@ pub struct HostStatus {
     pub failures: u32,
     /// Why the last attempt failed.
     pub last_error: String,
+    /// At most this many connections to it at once, below its
+    /// configured maximum, since it answered 421 to a connection (see
+    /// [`concurrency_after`]); None: the configured maximum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// What a connection attempt to a hop came to, for its concurrency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// It greeted, and the session is ready.
+    Accepted,
+    /// It answered 421 before MAIL: up, but with no room for us now
+    /// ("too many connections").
+    Busy,
+    /// No session: refused, timed out, or failed greeting, TLS or AUTH
+    /// otherwise.
+    Down,
+}
+
+/// How many connections at once this machine may open to a hop after
+/// `answer`, when it allowed `current` (None: `configured`, its
+/// `max_connections`): half as many after a 421 (at least one), one
+/// more after each connection it accepts, back up to `configured`
+/// (None again) — the additive-increase, multiplicative-decrease rule
+/// of TCP's congestion control, so that a fleet's hosts share a busy
+/// relay's room instead of each coming back at full width after one
+/// success. A hop that is down keeps its limit (its record holds it
+/// back, D6).
+pub fn concurrency_after(answer: Answer, current: Option<u32>, configured: u32) -> Option<u32> {
+    let configured = configured.max(1);
+    let now = current.unwrap_or(configured).clamp(1, configured);
+    match answer {
+        Answer::Accepted => Some(now + 1).filter(|&n| n < configured),
+        Answer::Busy => Some((now / 2).max(1)),
+        Answer::Down => current.map(|_| now),
+    }
+}
+
+/// Whether a 421 to a connection at `current` concurrency (None:
+/// configured) holds the hop back like an unreachable one: when this
+/// machine is down to one connection and even that found no room.
+pub fn busy_holds_back(current: Option<u32>) -> bool {
+    current == Some(1)
 }
 
 fn status_name(dest: &Hop) -> String {
@@ -353,10 +397,58 @@ mod tests {
             unreachable_until: 1234,
             failures: 2,
             last_error: "connection refused".into(),
+            limit: Some(3),
         };
         mark_unreachable(dir.path(), &d, &s);
         assert_eq!(read_status(dir.path(), &d), Some(s));
         mark_reachable(dir.path(), &d);
         assert_eq!(read_status(dir.path(), &d), None);
+    }
+
+    #[test]
+    fn records_of_older_versions_read_as_unlimited() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = Hop::Smarthost;
+        std::fs::write(
+            dir.path().join(status_name(&d)),
+            br#"{"unreachable_until":5,"failures":1,"last_error":"x"}"#,
+        )
+        .unwrap();
+        assert_eq!(read_status(dir.path(), &d).unwrap().limit, None);
+    }
+
+    #[test]
+    fn concurrency_halves_on_421_and_climbs_back_one_by_one() {
+        use Answer::*;
+        let mut limit = None;
+        let mut seen = Vec::new();
+        for answer in [Busy, Busy, Busy, Busy, Down, Accepted, Accepted, Busy] {
+            limit = concurrency_after(answer, limit, 10);
+            seen.push(limit);
+        }
+        assert_eq!(
+            seen,
+            [
+                Some(5),
+                Some(2),
+                Some(1),
+                Some(1),
+                Some(1),
+                Some(2),
+                Some(3),
+                Some(1)
+            ]
+        );
+        // Back to the configured maximum: unlimited again.
+        let mut limit = Some(8);
+        limit = concurrency_after(Accepted, limit, 10);
+        assert_eq!(limit, Some(9));
+        assert_eq!(concurrency_after(Accepted, limit, 10), None);
+        assert_eq!(concurrency_after(Accepted, None, 10), None);
+        assert_eq!(concurrency_after(Down, None, 10), None);
+        // A configured maximum of one: a 421 cannot go lower.
+        assert_eq!(concurrency_after(Busy, None, 1), Some(1));
+        assert!(!busy_holds_back(None) && !busy_holds_back(Some(2)));
+        assert!(busy_holds_back(Some(1)));
     }
 }

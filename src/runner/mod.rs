@@ -16,14 +16,14 @@
 //! or its own runner found a slot free.
 
 mod attempt;
-mod backoff;
+pub mod backoff;
 pub mod bounce;
 pub mod dns;
-mod hosts;
+pub mod hosts;
 mod local;
 mod outcome;
 mod record;
-mod relays;
+pub mod relays;
 pub mod slots;
 mod stop;
 mod transport;

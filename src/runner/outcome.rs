@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::spool::{RecipientState, RecipientStatus};
 
-use super::backoff::retry_delay;
+use super::backoff::{RetryFor, next_attempt};
 
 /// How an attempt ended for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,13 +81,15 @@ impl Outcome {
 }
 
 /// Applies `outcome` to one recipient's state: one more attempt, and for
-/// a deferral the next attempt time from the backoff.
+/// a deferral the next attempt time from the backoff (jittered, drawn
+/// for `retry`'s message).
 pub fn record(
     recipient: &mut RecipientState,
     outcome: &Outcome,
     relay: Option<&str>,
     now: u64,
     config: &Config,
+    retry: RetryFor,
 ) {
     recipient.attempts = recipient.attempts.saturating_add(1);
     recipient.last_attempt = Some(now);
@@ -102,8 +104,8 @@ pub fn record(
         Outcome::Deferred { reason, .. } => {
             recipient.status = RecipientStatus::Deferred;
             recipient.last_error = Some(reason.clone());
-            let delay = retry_delay(recipient.attempts, config.retry_min, config.retry_max);
-            recipient.next_attempt = Some(now.saturating_add(delay.as_secs()));
+            let at = next_attempt(now, recipient.attempts, &recipient.address, retry, config);
+            recipient.next_attempt = Some(at);
         }
         Outcome::Failed { reason, .. } => {
             recipient.status = RecipientStatus::Failed;
@@ -204,30 +206,50 @@ mod tests {
     fn deferral_schedules_the_backoff() {
         let config = Config::default();
         let mut r = fresh();
+        let retry = RetryFor {
+            id: "0123456789ABCDEF",
+            expires: u64::MAX,
+        };
+        // From 20 % before the step to one step after it, never below
+        // retry_min (issue 27): the first retry 30–60 min after the
+        // failure, the second 48–120 min.
+        let jittered = |now, attempts| next_attempt(now, attempts, &r.address, retry, &config);
+        let (first, second) = (jittered(1000, 1), jittered(5000, 2));
+        assert!(
+            (1000 + 30 * 60..=1000 + 60 * 60).contains(&first),
+            "{first}"
+        );
+        assert!(
+            (5000 + 48 * 60..=5000 + 120 * 60).contains(&second),
+            "{second}"
+        );
         record(
             &mut r,
             &Outcome::deferred("4.4.1", "refused"),
             None,
             1000,
             &config,
+            retry,
         );
         assert_eq!(r.status, RecipientStatus::Deferred);
         assert_eq!(r.attempts, 1);
-        assert_eq!(r.next_attempt, Some(1000 + 30 * 60));
+        assert_eq!(r.next_attempt, Some(first));
         record(
             &mut r,
             &Outcome::deferred("4.4.1", "refused"),
             None,
             5000,
             &config,
+            retry,
         );
-        assert_eq!(r.next_attempt, Some(5000 + 60 * 60));
+        assert_eq!(r.next_attempt, Some(second));
         record(
             &mut r,
             &Outcome::from_reply(250, None, "250 ok".into()),
             Some("h[1.2.3.4]:25"),
             9000,
             &config,
+            retry,
         );
         assert_eq!(r.status, RecipientStatus::Delivered);
         assert_eq!(r.last_error, None);

@@ -22,8 +22,8 @@ use crate::runner::dns::{self, RouteError};
 use crate::smtp::{ClientSettings, Credentials, Security, Session, Timeouts};
 
 use super::SLOT_WAIT;
-use super::backoff::retry_delay;
-use super::hosts::{self, Destination, Hop, HostStatus};
+use super::backoff::{JITTER, hop_retry};
+use super::hosts::{self, Answer, Destination, Hop, HostStatus};
 use super::outcome::Outcome;
 use super::slots::{self, Share, Slot};
 
@@ -241,10 +241,15 @@ impl<'a> Transport<'a> {
                     "SMTP connection",
                 )?);
             }
-            let max = match relay {
+            let configured = match relay {
                 Some(relay) => relay.max_connections,
                 None => self.config.max_host_connections,
             };
+            // Fewer while the hop answers 421 to connections (its record's
+            // limit, hosts::concurrency_after): slots above it stay free.
+            let max = hosts::read_status(&self.hosts_dir, &hop)
+                .and_then(|s| s.limit)
+                .map_or(configured, |limit| limit.clamp(1, configured.max(1)));
             let slot = match self.slot(&hop.slot_prefix(), max, &format!("connection to {hop}")) {
                 Ok(slot) => slot,
                 Err(outcome) => {
@@ -277,7 +282,7 @@ impl<'a> Transport<'a> {
                 skip(&mut skipped, &hop, &s);
                 continue;
             }
-            match self.connect(&hop, &targets, &settings, now) {
+            match self.connect(&hop, &targets, &settings, now, configured) {
                 Ok((session, relay_name)) => {
                     drop(connect_lock);
                     let connection_slot = connection_slot.take().expect("taken above");
@@ -439,41 +444,113 @@ impl<'a> Transport<'a> {
     }
 
     /// Connects to the first of `targets` (at most [`MAX_ADDRESSES`])
-    /// that greets; all failing makes `hop` unreachable.
+    /// that greets; all failing makes `hop` unreachable, or, when one
+    /// answered 421, busy ([`Transport::busy`]). `configured`: the
+    /// hop's `max_connections`.
     fn connect(
         &mut self,
         hop: &Hop,
         targets: &[(String, SocketAddr)],
         settings: &ClientSettings,
         now: u64,
+        configured: u32,
     ) -> Result<(Session, String), Outcome> {
         let mut last_error = String::from("no address to connect to");
+        let mut busy = false;
         for (name, addr) in targets.iter().take(MAX_ADDRESSES) {
             self.failed_at = Some(relay_name(name, addr));
             match Session::connect(*addr, name, settings) {
                 Ok(session) => {
-                    hosts::mark_reachable(&self.hosts_dir, hop);
-                    self.known_down.remove(hop);
+                    self.accepted(hop, configured);
                     return Ok((session, relay_name(name, addr)));
                 }
                 Err(e) => {
+                    busy |= e.reply.as_ref().is_some_and(|r| r.code == 421);
                     log::warn!("{hop}: {}: {e}", relay_name(name, addr));
                     last_error = format!("{}: {e}", relay_name(name, addr));
                 }
             }
         }
-        Err(self.unreachable_from(hop, now, last_error))
+        match busy {
+            true => Err(self.busy(hop, now, last_error, configured)),
+            false => Err(self.unreachable_from(hop, now, last_error)),
+        }
     }
 
-    /// Records `hop` as unreachable from `now` for its backoff, and
-    /// returns the deferral it means.
-    fn unreachable_from(&mut self, hop: &Hop, now: u64, last_error: String) -> Outcome {
-        let failures = hosts::read_status(&self.hosts_dir, hop).map_or(0, |s| s.failures) + 1;
-        let delay = retry_delay(failures, self.config.retry_min, self.config.retry_max);
+    /// `hop` took a connection: it is reachable, and one more connection
+    /// to it is allowed than before if it was limited (D6; a lost update
+    /// between two workers costs a connection's worth of width, no mail).
+    fn accepted(&mut self, hop: &Hop, configured: u32) {
+        self.known_down.remove(hop);
+        let old = hosts::read_status(&self.hosts_dir, hop);
+        let current = old.as_ref().and_then(|s| s.limit);
+        match hosts::concurrency_after(Answer::Accepted, current, configured) {
+            Some(limit) => {
+                let status = HostStatus {
+                    unreachable_until: 0,
+                    failures: 0,
+                    last_error: old.map(|s| s.last_error).unwrap_or_default(),
+                    limit: Some(limit),
+                };
+                hosts::mark_unreachable(&self.hosts_dir, hop, &status);
+            }
+            None => {
+                if current.is_some() {
+                    log::info!("{hop}: takes connections again: back to {configured} at once");
+                }
+                hosts::mark_reachable(&self.hosts_dir, hop);
+            }
+        }
+    }
+
+    /// `hop` answered 421 to a connection (too many connections): it is
+    /// up but has no room now, and piling on would only make that worse
+    /// for every host sending to it (issue 27). This machine opens half
+    /// as many connections to it at once (logged when the limit is
+    /// first set); one that is down to one and is still refused holds it
+    /// back like an unreachable hop, for its jittered backoff. The
+    /// deferral is what the transaction's recipients get unless another
+    /// relay of the list takes them.
+    fn busy(&mut self, hop: &Hop, now: u64, last_error: String, configured: u32) -> Outcome {
+        let old = hosts::read_status(&self.hosts_dir, hop);
+        let current = old.as_ref().and_then(|s| s.limit);
+        if hosts::busy_holds_back(current) {
+            return self.unreachable_from(hop, now, last_error);
+        }
+        let limit = hosts::concurrency_after(Answer::Busy, current, configured);
+        match current {
+            None => log::warn!(
+                "{hop}: answers 421 to new connections: at most {} at once from this host until it takes them again",
+                limit.unwrap_or(1)
+            ),
+            Some(was) => log::debug!(
+                "{hop}: 421 again: {was} → {} connections",
+                limit.unwrap_or(1)
+            ),
+        }
         let status = HostStatus {
-            unreachable_until: now.saturating_add(delay.as_secs()),
+            unreachable_until: old.as_ref().map_or(0, |s| s.unreachable_until),
+            failures: old.as_ref().map_or(0, |s| s.failures),
+            last_error: last_error.clone(),
+            limit,
+        };
+        hosts::mark_unreachable(&self.hosts_dir, hop, &status);
+        Outcome::deferred("4.4.1", last_error)
+    }
+
+    /// Records `hop` as unreachable from `now` for its backoff (jittered,
+    /// drawn from the machine's random source: hosts that lost the hop
+    /// together come back to it apart), and returns the deferral it
+    /// means.
+    fn unreachable_from(&mut self, hop: &Hop, now: u64, last_error: String) -> Outcome {
+        let old = hosts::read_status(&self.hosts_dir, hop);
+        let failures = old.as_ref().map_or(0, |s| s.failures) + 1;
+        let until = hop_retry(now, failures, rand::random(), self.config, JITTER);
+        let status = HostStatus {
+            unreachable_until: until,
             failures,
             last_error: last_error.clone(),
+            limit: old.and_then(|s| s.limit),
         };
         hosts::mark_unreachable(&self.hosts_dir, hop, &status);
         self.known_down.insert(hop.clone(), status);
