@@ -147,7 +147,7 @@ fn a_foreign_f_is_kept_under_the_default_policy_and_rewritten_under_always() {
     assert_eq!(addresses(&got, "From"), ["bounce@shop.example"]);
 }
 
-/// What Debian's cron runs and writes (DESIGN.md §4): no -f, the
+/// What Debian's cron runs and writes (its sendmail command is hard-coded): no -f, the
 /// recipient on the command line, `From: USER (Cron Daemon)`.
 fn cron_message(user: &str) -> Vec<u8> {
     format!(

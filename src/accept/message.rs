@@ -4,11 +4,11 @@
 //! (From, Date, Message-ID).
 //!
 //! What this module owns:
-//! - The canonical form of a message (DESIGN S4): CRLF becomes LF, a lone
+//! - The canonical form of a message (S4, docs/architecture.md): CRLF becomes LF, a lone
 //!   CR and every other byte (8-bit, NUL) are kept exactly, a missing
 //!   final newline is added. What is written here is what the recipient
 //!   gets.
-//! - Constant memory (DESIGN S5): input is read in fixed 64 KiB blocks and
+//! - Constant memory (S5): input is read in fixed 64 KiB blocks and
 //!   fed through a byte-level state machine; only the header section is
 //!   held in memory, bounded by `max_header_size`. Nothing ever waits for
 //!   a newline, so a 100 MB message without one streams through.

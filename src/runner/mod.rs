@@ -1,5 +1,5 @@
 //! The delivery runner: everything between the commit point and the
-//! recipient's server (RFC 1123 §5.3.1.1, RFC 1047; DESIGN D1–D8).
+//! recipient's server (RFC 1123 §5.3.1.1, RFC 1047; the invariants D1–D8 of docs/architecture.md).
 //!
 //! Three ways in:
 //! - [`spawn_detached`]: after `sendmail` commits a message it forks a

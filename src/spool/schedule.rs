@@ -1,6 +1,6 @@
 //! The schedule: when each queued message next has work, kept where a
 //! directory listing sees it, so that finding what is due costs in
-//! proportion to what is due — not to the queue (DESIGN S7).
+//! proportion to what is due — not to the queue (S8, docs/architecture.md).
 //!
 //! `schedule/T/ID` is an empty file: message ID has work from unix time
 //! T on. `schedule/0/` holds what is due at once (a message just
