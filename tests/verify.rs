@@ -115,6 +115,16 @@ fn an_unknown_local_user_exits_67() {
 }
 
 #[test]
+fn an_alias_that_expands_to_nothing_is_not_deliverable() {
+    let w = World::new();
+    let missing = w.dir.path().join("no-such-list");
+    write_aliases(&w, &format!("empty: :include:{}\n", missing.display()));
+    let out = verify(&w, &["empty"]);
+    assert_exit(&out, 69);
+    assert_eq!(lines(&out), ["empty... expands to nothing deliverable"]);
+}
+
+#[test]
 fn a_malformed_address_exits_65_and_the_others_are_still_verified() {
     let w = World::new();
     let out = verify(&w, &["root", "a@@b.example"]);
@@ -135,6 +145,22 @@ fn a_remote_domain_goes_to_the_relay_list_in_failover_order() {
             "x@example.com... deliverable: mailer esmtp, relay 127.0.0.1:2525 \
           (failover: 127.0.0.1:2526, 127.0.0.1:2527)"
         ]
+    );
+}
+
+#[test]
+fn a_spread_relay_list_says_so() {
+    let w = Setup::smarthosts(&[2525, 2526])
+        .line("smarthost_policy = spread")
+        .world();
+    let out = verify(&w, &["x@example.com"]);
+    assert_success(&out);
+    let got = lines(&out);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(
+        got[0].starts_with("x@example.com... deliverable: mailer esmtp, relay 127.0.0.1:252")
+            && got[0].contains(" (spread with: 127.0.0.1:252"),
+        "{got:?}"
     );
 }
 

@@ -158,6 +158,13 @@ pub struct Expansion {
 }
 
 impl Expansion {
+    /// Whether the expansion names nothing to deliver to, here or
+    /// elsewhere (an alias of a missing `:include:`, say): the recipient
+    /// fails (5.1.1).
+    pub fn delivers_nothing(&self) -> bool {
+        self.remote.is_empty() && self.local.is_empty()
+    }
+
     /// Every address elsewhere, whoever's.
     pub fn remote_addresses(&self) -> impl Iterator<Item = &String> {
         self.remote.iter().flat_map(|f| f.addresses.iter())

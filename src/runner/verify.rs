@@ -198,7 +198,7 @@ impl Verifier<'_> {
                 format!("{address}... expansion limit reached ({why}): nothing would be delivered"),
             );
         }
-        if expansion.steps.is_empty() {
+        if expansion.delivers_nothing() {
             return self.line(
                 Verdict::Undeliverable,
                 format!("{address}... expands to nothing deliverable"),
