@@ -67,7 +67,10 @@ pub enum Mode {
     Help,
     /// `--version`, `-bV` (Exim's): the version and what it was built with.
     Version,
-    /// A mode spoolmail does not provide (`-bd`, `-bt`, `-bv`, …), with its flag.
+    /// `-bv ADDRESS…`: say where each address would go (aliases,
+    /// `.forward`, routes, MX) without queueing anything.
+    Verify,
+    /// A mode spoolmail does not provide (`-bd`, `-bt`, …), with its flag.
     Unsupported(String),
 }
 
@@ -205,7 +208,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         name: "b",
         arg: Arg::Yes,
-        effect: "mode: -bm deliver (default), -bp list the queue, -bi newaliases, -bs SMTP on stdin/stdout (below), -bV the version; -bd -bD -bt -bv -bh -bH -bP -bl: not supported (69)",
+        effect: "mode: -bm deliver (default), -bp list the queue, -bi newaliases, -bs SMTP on stdin/stdout (below), -bV the version, -bv verify the recipients (where each would go; nothing is queued); -bd -bD -bt -bh -bH -bP -bl: not supported (69)",
     },
     OptionSpec {
         name: "q",
@@ -689,9 +692,8 @@ fn parse_mode(value: &str) -> Result<Mode> {
         "i" => Mode::InitAliases,
         "s" => Mode::Smtp,
         "V" => Mode::Version,
-        "d" | "D" | "t" | "v" | "h" | "H" | "P" | "l" | "a" => {
-            Mode::Unsupported(format!("-b{value}"))
-        }
+        "v" => Mode::Verify,
+        "d" | "D" | "t" | "h" | "H" | "P" | "l" | "a" => Mode::Unsupported(format!("-b{value}")),
         _ => {
             return Err(Error::usage(format!(
                 "unknown mode -b{}; {USAGE}",

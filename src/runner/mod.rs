@@ -27,6 +27,7 @@ pub mod relays;
 pub mod slots;
 mod stop;
 mod transport;
+pub mod verify;
 mod worklist;
 
 pub use backoff::retry_delay;
