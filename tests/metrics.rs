@@ -361,3 +361,94 @@ fn an_ordinary_users_metrics_count_their_own_mail() {
     assert_eq!(all.get("spoolmail_corrupt_files", &[]), Some(2.0));
     assert_eq!(all.get("spoolmail_corrupt_size_bytes", &[]), Some(30.0));
 }
+
+/// The script of `packaging/spoolmail-metrics.service` (what its
+/// `sh -c` runs), with the installed `/usr/bin/mailq` replaced by the
+/// command line `mailq`.
+fn unit_script(mailq: &str) -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let unit = std::fs::read_to_string(format!("{root}/packaging/spoolmail-metrics.service"))
+        .expect("the unit");
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart=/bin/sh -c '"))
+        .and_then(|l| l.strip_suffix('\''))
+        .expect("ExecStart=/bin/sh -c '...'");
+    assert!(exec.contains("/usr/bin/mailq --metrics"), "{exec}");
+    exec.replace("/usr/bin/mailq", mailq)
+}
+
+/// The unit's own command writes the file whole or not at all: the
+/// metrics appear under the name node_exporter reads, no temporary
+/// file is left, and when `mailq` fails the last good file stays and
+/// the unit fails.
+#[test]
+fn the_units_command_replaces_the_textfile_whole() {
+    let w = World::new();
+    w.send_ok(&["a@example.com"], MSG);
+    let textfile = w.dir.path().join("textfile");
+    std::fs::create_dir(&textfile).unwrap();
+    let prom = textfile.join("spoolmail.prom");
+    let mailq = format!(
+        "{} -C {}",
+        w.bin.join("mailq").display(),
+        w.config.display()
+    );
+    let run = |mailq: &str| {
+        Command::new("/bin/sh")
+            .args(["-c", &unit_script(mailq)])
+            .env("METRICS_FILE", &prom)
+            .output()
+            .unwrap()
+    };
+    assert_success(&run(&mailq));
+    let m = Metrics::parse(&std::fs::read_to_string(&prom).unwrap());
+    assert_eq!(m.by_state("spoolmail_queue_messages", "queued"), 1.0);
+    let left: Vec<_> = std::fs::read_dir(&textfile).unwrap().flatten().collect();
+    assert_eq!(left.len(), 1, "only spoolmail.prom: {left:?}");
+    // A configuration mailq cannot read: it fails, prints nothing, and
+    // the file is the last good one.
+    let broken = w.dir.path().join("missing.conf");
+    let failing = format!("{} -C {}", w.bin.join("mailq").display(), broken.display());
+    let out = run(&failing);
+    assert_eq!(out.status.code(), Some(75), "{out:?}");
+    let again = Metrics::parse(&std::fs::read_to_string(&prom).unwrap());
+    assert_eq!(again.by_state("spoolmail_queue_messages", "queued"), 1.0);
+    assert_eq!(std::fs::read_dir(&textfile).unwrap().count(), 1);
+}
+
+/// systemd reads both units without a word (Debian's systemd), their
+/// manual pages found.
+#[test]
+fn the_metrics_units_verify() {
+    let Ok(version) = Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("skipped: no systemd-analyze (apt-get install systemd)");
+        return;
+    };
+    assert!(version.status.success());
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    for unit in ["spoolmail-metrics.service", "spoolmail-metrics.timer"] {
+        std::fs::copy(format!("{root}/packaging/{unit}"), dir.path().join(unit)).unwrap();
+    }
+    // The pages its Documentation= names, where man finds them.
+    for (page, section) in [("mailq.1", "1"), ("spoolmail.8", "8")] {
+        let to = dir.path().join(format!("man/man{section}"));
+        std::fs::create_dir_all(&to).unwrap();
+        std::fs::copy(format!("{root}/packaging/man/{page}"), to.join(page)).unwrap();
+    }
+    let out = Command::new("systemd-analyze")
+        .args([
+            "verify",
+            "./spoolmail-metrics.service",
+            "./spoolmail-metrics.timer",
+        ])
+        .env("MANPATH", dir.path().join("man"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}");
+    assert!(said.trim().is_empty(), "nothing to say: {said}");
+}
