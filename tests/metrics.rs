@@ -321,14 +321,17 @@ fn an_ordinary_users_metrics_count_their_own_mail() {
         return;
     };
     let (alice, mallory) = (&site.alice, &site.mallory);
-    for (who, rcpts) in [
-        (alice, &["one@a.test", "two@a.test"][..]),
-        (mallory, &["three@m.test"][..]),
-    ] {
-        let mut args = vec!["-odq"];
-        args.extend_from_slice(rcpts);
-        assert_success(&site.run(Some(who), "sendmail", &args, MSG));
-    }
+    let queued = site.run(
+        Some(alice),
+        "sendmail",
+        &["-odq", "one@a.test", "two@a.test"],
+        MSG,
+    );
+    assert_success(&queued);
+    // Deferred: the site's smarthost refuses every connection. Mallory's
+    // runner takes only his own message.
+    let deferred = site.run(Some(mallory), "sendmail", &["-odi", "three@m.test"], MSG);
+    assert_eq!(deferred.status.code(), Some(75), "{deferred:?}");
     let corrupt = site.spool.join("corrupt");
     for (name, owner, size) in [("A.drop", alice.uid, 10), ("M.drop", mallory.uid, 20)] {
         let path = corrupt.join(name);
@@ -344,6 +347,13 @@ fn an_ordinary_users_metrics_count_their_own_mail() {
     let own = read(Some(alice));
     assert_eq!(own.by_state("spoolmail_queue_messages", "queued"), 1.0);
     assert_eq!(own.by_state("spoolmail_queue_recipients", "queued"), 2.0);
+    assert_eq!(own.by_state("spoolmail_queue_messages", "deferred"), 0.0);
+    assert!(
+        own.samples("spoolmail_queue_deferred_recipients")
+            .is_empty(),
+        "not whom Mallory writes to: {}",
+        own.text
+    );
     let users: Vec<String> = own
         .samples("spoolmail_brake_submitted_messages")
         .into_iter()
@@ -353,10 +363,19 @@ fn an_ordinary_users_metrics_count_their_own_mail() {
     assert_eq!(own.get("spoolmail_corrupt_files", &[]), Some(1.0));
     assert_eq!(own.get("spoolmail_corrupt_size_bytes", &[]), Some(10.0));
     assert!(!own.text.contains("m.test"), "{}", own.text);
+    assert!(!own.text.contains(&mallory.name), "{}", own.text);
 
     let all = read(None);
-    assert_eq!(all.by_state("spoolmail_queue_messages", "queued"), 2.0);
-    assert_eq!(all.by_state("spoolmail_queue_recipients", "queued"), 3.0);
+    assert_eq!(all.by_state("spoolmail_queue_messages", "queued"), 1.0);
+    assert_eq!(all.by_state("spoolmail_queue_messages", "deferred"), 1.0);
+    assert_eq!(all.by_state("spoolmail_queue_recipients", "queued"), 2.0);
+    assert_eq!(
+        all.get(
+            "spoolmail_queue_deferred_recipients",
+            &[("domain", "m.test")]
+        ),
+        Some(1.0)
+    );
     assert_eq!(all.samples("spoolmail_brake_submitted_messages").len(), 2);
     assert_eq!(all.get("spoolmail_corrupt_files", &[]), Some(2.0));
     assert_eq!(all.get("spoolmail_corrupt_size_bytes", &[]), Some(30.0));
