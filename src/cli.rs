@@ -148,6 +148,8 @@ pub struct Invocation {
     pub json: bool,
     /// `--summary` (mailq): the queue's shape, as qshape prints it.
     pub summary: bool,
+    /// `--metrics` (mailq): the queue's numbers for Prometheus.
+    pub metrics: bool,
     /// Recipients on the command line, as given (each may hold a comma list).
     pub recipients: Vec<String>,
     /// `--recipient X`/`--sender X` with an administrative action: only
@@ -356,6 +358,11 @@ pub const OPTIONS: &[OptionSpec] = &[
         effect: "with -bp/mailq: recipients to deliver per domain by message age, as Postfix's qshape (with --json: one object)",
     },
     OptionSpec {
+        name: "metrics",
+        arg: Arg::No,
+        effect: "with -bp/mailq: the queue's numbers in the Prometheus text format: messages and recipients by state, oldest age, deferred per domain, the brake, corrupt/, the last queue run",
+    },
+    OptionSpec {
         name: "delete",
         arg: Arg::No,
         effect: "with -bp/mailq: remove the messages named (IDs, or ALL) from the queue (postsuper -d, exim -Mrm)",
@@ -427,6 +434,7 @@ const HELP_GROUPS: &[(&str, &[Face], &[&str])] = &[
         &[
             "json",
             "summary",
+            "metrics",
             "delete",
             "hold",
             "release",
@@ -569,6 +577,7 @@ pub fn parse(face: Face, args: &[String]) -> Result<Invocation> {
         verbose: matches.opt_present("v"),
         json: matches.opt_present("json"),
         summary: matches.opt_present("summary"),
+        metrics: matches.opt_present("metrics"),
         recipients: matches.free.clone(),
         admin_filters: Vec::new(),
         ignored: Vec::new(),
@@ -671,7 +680,22 @@ pub fn parse(face: Face, args: &[String]) -> Result<Invocation> {
     if matches.opt_present("help") {
         inv.mode = Mode::Help;
     }
+    check_metrics(&inv)?;
     Ok(inv)
+}
+
+/// `--metrics` lists the queue in a format of its own: with mailq or
+/// `-bp` only, and not with another format (`--json`, `--summary`).
+fn check_metrics(inv: &Invocation) -> Result<()> {
+    if !inv.metrics || matches!(inv.mode, Mode::Help | Mode::Version) {
+        return Ok(());
+    }
+    if !matches!(inv.mode, Mode::PrintQueue) || inv.json || inv.summary {
+        return Err(Error::usage(format!(
+            "--metrics goes alone with mailq or -bp; {USAGE}"
+        )));
+    }
+    Ok(())
 }
 
 fn last(matches: &getopts::Matches, name: &str) -> Option<String> {
@@ -1078,6 +1102,26 @@ mod tests {
     fn mailq_json() {
         let args = vec!["--json".to_string()];
         assert!(parse(Face::Mailq, &args).unwrap().json);
+    }
+
+    #[test]
+    fn metrics_go_alone_with_mailq_or_bp() {
+        let mailq = |args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            parse(Face::Mailq, &args)
+        };
+        assert!(mailq(&["--metrics"]).unwrap().metrics);
+        let bp = p(&["-bp", "--metrics"]).unwrap();
+        assert!(bp.metrics && bp.mode == Mode::PrintQueue);
+        for refused in [
+            mailq(&["--metrics", "--json"]),
+            mailq(&["--metrics", "--summary"]),
+            mailq(&["--metrics", "--hold", "ALL"]),
+            p(&["--metrics", "a@b"]),
+            p(&["-q", "--metrics"]),
+        ] {
+            assert_eq!(refused.unwrap_err().kind().exit_code(), 64);
+        }
     }
 }
 

@@ -357,6 +357,9 @@ fn print_queue(inv: &Invocation, config: &Config) -> Result<()> {
     // Root and the spool's group see the whole queue; anyone else only
     // their own mail.
     let scope = Scope::of_caller(spool.group());
+    if inv.metrics {
+        return print_metrics(&spool, config, scope, &mut out);
+    }
     if inv.summary {
         let now = spoolmail::clock::unix_now();
         spoolmail::queue::summary::print(&spool, inv.json, scope, &mut out, now)?;
@@ -373,4 +376,16 @@ fn print_queue(inv: &Invocation, config: &Config) -> Result<()> {
     )?;
     out.flush()
         .map_err(|e| Error::io("writing to standard output", &e))
+}
+
+/// `mailq --metrics`: the queue's numbers in the Prometheus text format,
+/// of the messages in the caller's `scope`.
+fn print_metrics(
+    spool: &spool::Spool,
+    config: &Config,
+    scope: Scope,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let now = spoolmail::clock::unix_now();
+    spoolmail::queue::metrics::print(spool, config, scope, out, now)
 }
