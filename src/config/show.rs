@@ -105,7 +105,7 @@ pub fn effective(config: &Config, written: &[Written], origin: &str, group: u32)
                     .iter()
                     .find(|w| w.key == "smarthost")
                     .map_or("", |w| w.value.as_str());
-                out.push_str(&format!("smarthost = {value}\n"));
+                out.push_str(&setting("smarthost", value));
                 if let Some(list) = &config.smarthost {
                     relay_notes(list, group, &mut out);
                 }
@@ -116,12 +116,20 @@ pub fn effective(config: &Config, written: &[Written], origin: &str, group: u32)
                     .as_deref()
                     .map(|p| format!("{}  # {}", p.display(), password_note(p, group)))
                     .unwrap_or_default();
-                out.push_str(&format!("{key} = {value}\n"));
+                out.push_str(&setting(key, &value));
             }
-            _ => out.push_str(&format!("{key} = {}\n", value(config, key))),
+            _ => out.push_str(&setting(key, &value(config, key))),
         }
     }
     out
+}
+
+/// One `key = value` line; `key =` for an empty value (no trailing blank).
+fn setting(key: &str, value: &str) -> String {
+    match value.is_empty() {
+        true => format!("{key} =\n"),
+        false => format!("{key} = {value}\n"),
+    }
 }
 
 /// Only the lines the file sets, in the order of [`KEYS`] (`relay` and

@@ -73,7 +73,9 @@ fn probe(config: &Config, relay: &Relay) -> Probe {
         Ok(addrs) => addrs.take(MAX_ADDRESSES).collect(),
         Err(e) => return failed(format!("does not resolve: {e}")),
     };
-    let mut last = String::from("no address");
+    // The most telling failure: one past the TCP connection (TLS, AUTH)
+    // over a refused connection to another of the relay's addresses.
+    let mut last: Option<(ErrorKind, String)> = None;
     for addr in addrs {
         match Session::connect(addr, &relay.host, &settings) {
             Ok(session) => {
@@ -95,11 +97,16 @@ fn probe(config: &Config, relay: &Relay) -> Probe {
                     ErrorKind::Rejected => "refused",
                     _ => "failed",
                 };
-                last = format!("{stage} at {}: {e}", addr.ip());
+                if last
+                    .as_ref()
+                    .is_none_or(|(kind, _)| *kind == ErrorKind::Connect)
+                {
+                    last = Some((e.kind, format!("{stage} at {}: {e}", addr.ip())));
+                }
             }
         }
     }
-    failed(last)
+    failed(last.map_or_else(|| "no address".to_string(), |(_, line)| line))
 }
 
 /// The line for a session that got as far as delivery would start.

@@ -42,6 +42,10 @@ impl Spool {
                 Ok(meta) => meta,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     problems.push(format!("{shown} is missing (mode {mode:04o} expected)"));
+                    // Without the root, the rest is missing too: one line says it.
+                    if sub.is_empty() {
+                        return problems;
+                    }
                     continue;
                 }
                 Err(e) => {
@@ -82,4 +86,56 @@ fn group_name(gid: u32) -> String {
         .ok()
         .flatten()
         .map_or_else(|| gid.to_string(), |g| g.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_spool_is_one_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("spool");
+        assert_eq!(
+            Spool::layout_problems(&root, 0),
+            [format!(
+                "{} is missing (mode 0751 expected)",
+                root.display()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_wrong_mode_and_a_missing_directory_are_named() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let gid = nix::unistd::getegid().as_raw();
+        for (sub, mode) in LAYOUT.iter().filter(|(sub, _)| *sub != "window") {
+            let path = root.join(sub);
+            std::fs::create_dir_all(&path).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode)).unwrap();
+        }
+        std::fs::set_permissions(root.join("queue"), std::fs::Permissions::from_mode(0o700))
+            .unwrap();
+        // The owner is root only when the test runs as root: its lines
+        // are not what this test is about.
+        let problems: Vec<String> = Spool::layout_problems(root, gid)
+            .into_iter()
+            .filter(|p| !p.contains("owned by"))
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                format!(
+                    "{} has mode 0700, expected 0770",
+                    root.join("queue").display()
+                ),
+                format!(
+                    "{} is missing (mode 0770 expected)",
+                    root.join("window").display()
+                ),
+            ]
+        );
+    }
 }
