@@ -80,7 +80,10 @@ pub enum Mode {
         /// `--network`: also connect to each relay and log in (no mail sent).
         network: bool,
     },
-    /// A mode spoolmail does not provide (`-bd`, `-bt`, `-bv`, …), with its flag.
+    /// `-bv ADDRESS…`: say where each address would go (aliases,
+    /// `.forward`, routes, MX) without queueing anything.
+    Verify,
+    /// A mode spoolmail does not provide (`-bd`, `-bt`, …), with its flag.
     Unsupported(String),
 }
 
@@ -158,6 +161,8 @@ pub struct Invocation {
     pub json: bool,
     /// `--summary` (mailq): the queue's shape, as qshape prints it.
     pub summary: bool,
+    /// `--metrics` (mailq): the queue's numbers for Prometheus.
+    pub metrics: bool,
     /// Recipients on the command line, as given (each may hold a comma list).
     pub recipients: Vec<String>,
     /// `--recipient X`/`--sender X` with an administrative action: only
@@ -218,7 +223,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         name: "b",
         arg: Arg::Yes,
-        effect: "mode: -bm deliver (default), -bp list the queue, -bi newaliases, -bs SMTP on stdin/stdout (below), -bV the version; -bd -bD -bt -bv -bh -bH -bP -bl: not supported (69)",
+        effect: "mode: -bm deliver (default), -bp list the queue, -bi newaliases, -bs SMTP on stdin/stdout (below), -bV the version, -bv verify the recipients (where each would go; nothing is queued); -bd -bD -bt -bh -bH -bP -bl: not supported (69)",
     },
     OptionSpec {
         name: "q",
@@ -366,6 +371,11 @@ pub const OPTIONS: &[OptionSpec] = &[
         effect: "with -bp/mailq: recipients to deliver per domain by message age, as Postfix's qshape (with --json: one object)",
     },
     OptionSpec {
+        name: "metrics",
+        arg: Arg::No,
+        effect: "with -bp/mailq: the queue's numbers in the Prometheus text format: messages and recipients by state, oldest age, deferred per domain, the brake, corrupt/, the last queue run",
+    },
+    OptionSpec {
         name: "delete",
         arg: Arg::No,
         effect: "with -bp/mailq: remove the messages named (IDs, or ALL) from the queue (postsuper -d, exim -Mrm)",
@@ -457,6 +467,7 @@ const HELP_GROUPS: &[(&str, &[Face], &[&str])] = &[
         &[
             "json",
             "summary",
+            "metrics",
             "delete",
             "hold",
             "release",
@@ -604,6 +615,7 @@ pub fn parse(face: Face, args: &[String]) -> Result<Invocation> {
         verbose: matches.opt_present("v"),
         json: matches.opt_present("json"),
         summary: matches.opt_present("summary"),
+        metrics: matches.opt_present("metrics"),
         recipients: matches.free.clone(),
         admin_filters: Vec::new(),
         ignored: Vec::new(),
@@ -707,6 +719,7 @@ pub fn parse(face: Face, args: &[String]) -> Result<Invocation> {
     if matches.opt_present("help") {
         inv.mode = Mode::Help;
     }
+    check_metrics(&inv)?;
     Ok(inv)
 }
 
@@ -752,6 +765,20 @@ fn config_mode(matches: &getopts::Matches, inv: &mut Invocation) -> Result<()> {
     Ok(())
 }
 
+/// `--metrics` lists the queue in a format of its own: with mailq or
+/// `-bp` only, and not with another format (`--json`, `--summary`).
+fn check_metrics(inv: &Invocation) -> Result<()> {
+    if !inv.metrics || matches!(inv.mode, Mode::Help | Mode::Version) {
+        return Ok(());
+    }
+    if !matches!(inv.mode, Mode::PrintQueue) || inv.json || inv.summary {
+        return Err(Error::usage(format!(
+            "--metrics goes alone with mailq or -bp; {USAGE}"
+        )));
+    }
+    Ok(())
+}
+
 fn last(matches: &getopts::Matches, name: &str) -> Option<String> {
     matches.opt_strs(name).pop()
 }
@@ -770,9 +797,8 @@ fn parse_mode(value: &str) -> Result<Mode> {
         "i" => Mode::InitAliases,
         "s" => Mode::Smtp,
         "V" => Mode::Version,
-        "d" | "D" | "t" | "v" | "h" | "H" | "P" | "l" | "a" => {
-            Mode::Unsupported(format!("-b{value}"))
-        }
+        "v" => Mode::Verify,
+        "d" | "D" | "t" | "h" | "H" | "P" | "l" | "a" => Mode::Unsupported(format!("-b{value}")),
         _ => {
             return Err(Error::usage(format!(
                 "unknown mode -b{}; {USAGE}",
@@ -1157,6 +1183,26 @@ mod tests {
     fn mailq_json() {
         let args = vec!["--json".to_string()];
         assert!(parse(Face::Mailq, &args).unwrap().json);
+    }
+
+    #[test]
+    fn metrics_go_alone_with_mailq_or_bp() {
+        let mailq = |args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            parse(Face::Mailq, &args)
+        };
+        assert!(mailq(&["--metrics"]).unwrap().metrics);
+        let bp = p(&["-bp", "--metrics"]).unwrap();
+        assert!(bp.metrics && bp.mode == Mode::PrintQueue);
+        for refused in [
+            mailq(&["--metrics", "--json"]),
+            mailq(&["--metrics", "--summary"]),
+            mailq(&["--metrics", "--hold", "ALL"]),
+            p(&["--metrics", "a@b"]),
+            p(&["-q", "--metrics"]),
+        ] {
+            assert_eq!(refused.unwrap_err().kind().exit_code(), 64);
+        }
     }
 }
 

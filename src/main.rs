@@ -112,6 +112,7 @@ fn run(face: Face, args: std::env::ArgsOs) -> Result<()> {
         Mode::Administer(action) => administer(&inv, *action, &config),
         Mode::InitAliases => new_aliases(face, &config),
         Mode::Smtp => smtp_session(&inv, &config),
+        Mode::Verify => verify(&inv, &config),
         Mode::QueueRun(run) => {
             let spool = spool::Spool::open(&config.spool)?;
             let selection = runner::Selection {
@@ -230,6 +231,41 @@ fn administer(inv: &Invocation, action: cli::AdminAction, config: &Config) -> Re
         runner::spawn_detached(&spool, config, first);
     }
     spoolmail::queue::admin::outcome(&report)
+}
+
+/// `sendmail -bv ADDRESS…`: where each address would go, one line per
+/// step on stdout; nothing is read from stdin and nothing is queued. The
+/// exit status is the worst address's (0, 75, 69, 67, 65).
+fn verify(inv: &Invocation, config: &Config) -> Result<()> {
+    if inv.recipients.is_empty() {
+        return Err(Error::usage("-bv needs the addresses to verify"));
+    }
+    // Who sees inside the expansion: the rule mailq uses (the spool's
+    // group from queue/; without a spool only root sees everything).
+    let group = spool::Spool::open(&config.spool)
+        .ok()
+        .and_then(|s| s.group());
+    let scope = Scope::of_caller(group);
+    let uid = nix::unistd::getuid().as_raw();
+    let name = local::User::by_uid(uid).map_or_else(|| format!("uid{uid}"), |u| u.name);
+    let sender = format!("{name}@{}", config.hostname);
+    let aliases = local::load(config)?;
+    let request = runner::verify::Request {
+        addresses: &inv.recipients,
+        sender: &sender,
+        scope,
+        verbose: inv.verbose,
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let report = runner::verify::verify(config, aliases.as_ref(), &request, &mut out)?;
+    out.flush()
+        .map_err(|e| Error::io("writing to standard output", &e))?;
+    let first = report.first_problem.as_deref().unwrap_or("");
+    match report.verdict.error(first) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// `sendmail -bs`: SMTP on stdin/stdout; each committed message goes to
@@ -390,6 +426,9 @@ fn print_queue(inv: &Invocation, config: &Config) -> Result<()> {
     // Root and the spool's group see the whole queue; anyone else only
     // their own mail.
     let scope = Scope::of_caller(spool.group());
+    if inv.metrics {
+        return print_metrics(&spool, config, scope, &mut out);
+    }
     if inv.summary {
         let now = spoolmail::clock::unix_now();
         spoolmail::queue::summary::print(&spool, inv.json, scope, &mut out, now)?;
@@ -406,4 +445,16 @@ fn print_queue(inv: &Invocation, config: &Config) -> Result<()> {
     )?;
     out.flush()
         .map_err(|e| Error::io("writing to standard output", &e))
+}
+
+/// `mailq --metrics`: the queue's numbers in the Prometheus text format,
+/// of the messages in the caller's `scope`.
+fn print_metrics(
+    spool: &spool::Spool,
+    config: &Config,
+    scope: Scope,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let now = spoolmail::clock::unix_now();
+    spoolmail::queue::metrics::print(spool, config, scope, out, now)
 }
