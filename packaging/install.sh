@@ -157,4 +157,14 @@ elif [ -z "$DESTDIR" ]; then
         "only users who can write $spool can queue mail" >&2
 fi
 
+# The offline check of the configuration (spoolmail --check-config):
+# what would otherwise show only as deferred mail. Its findings are
+# printed; they never fail the installation.
+if [ -z "$DESTDIR" ]; then
+    if ! "$sbindir/spoolmail" -C "$confdir/spoolmail.conf" --check-config; then
+        echo "install.sh: the configuration check found the problems above;" \
+            "fix them and run 'spoolmail --check-config' again" >&2
+    fi
+fi
+
 echo "install.sh: installed spoolmail in $sbindir"

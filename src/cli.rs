@@ -67,6 +67,19 @@ pub enum Mode {
     Help,
     /// `--version`, `-bV` (Exim's): the version and what it was built with.
     Version,
+    /// `--show-config` (Postfix's `postconf`): print the effective
+    /// configuration; with `--non-default` (`postconf -n`) only what the
+    /// file sets, each with its line.
+    ShowConfig {
+        /// `--non-default`.
+        non_default: bool,
+    },
+    /// `--check-config`: report what would fail only at delivery, one
+    /// line per problem (exit 78 if any).
+    CheckConfig {
+        /// `--network`: also connect to each relay and log in (no mail sent).
+        network: bool,
+    },
     /// `-bv ADDRESS…`: say where each address would go (aliases,
     /// `.forward`, routes, MX) without queueing anything.
     Verify,
@@ -398,6 +411,26 @@ pub const OPTIONS: &[OptionSpec] = &[
         effect: "with -bp/mailq: return the messages named to their senders now, with a DSN saying so (exim -Mg)",
     },
     OptionSpec {
+        name: "show-config",
+        arg: Arg::No,
+        effect: "print every configuration key with its effective value, as a valid configuration file (postconf); passwords never shown",
+    },
+    OptionSpec {
+        name: "non-default",
+        arg: Arg::No,
+        effect: "with --show-config: only the keys the file sets, each with its file:line (postconf -n)",
+    },
+    OptionSpec {
+        name: "check-config",
+        arg: Arg::No,
+        effect: "check what fails only at delivery (password files, tls_ca_file, relay names, compiled aliases, the spool's modes): one line per problem, exit 0 or 78",
+    },
+    OptionSpec {
+        name: "network",
+        arg: Arg::No,
+        effect: "with --check-config: also connect to each relay, EHLO, TLS and AUTH as configured, QUIT; no mail is sent",
+    },
+    OptionSpec {
         name: "help",
         arg: Arg::No,
         effect: "print what this face does and its options, grouped as in the manual page, and exit 0",
@@ -450,6 +483,11 @@ const HELP_GROUPS: &[(&str, &[Face], &[&str])] = &[
         &[
             "X", "D", "d", "h", "L", "A", "M", "p", "Q", "Q-bare", "n", "m", "U", "G", "c", "s",
         ],
+    ),
+    (
+        "The configuration (spoolmail --show-config, --check-config)",
+        &[Face::Sendmail],
+        &["show-config", "non-default", "check-config", "network"],
     ),
     (
         "This program",
@@ -672,6 +710,7 @@ pub fn parse(face: Face, args: &[String]) -> Result<Invocation> {
             inv.ignored.push(format!("-{name}"));
         }
     }
+    config_mode(&matches, &mut inv)?;
     // Asking what the program is wins over anything else on the line:
     // nothing is read, queued or listed.
     if matches.opt_present("version") {
@@ -682,6 +721,48 @@ pub fn parse(face: Face, args: &[String]) -> Result<Invocation> {
     }
     check_metrics(&inv)?;
     Ok(inv)
+}
+
+/// `--show-config [--non-default]` and `--check-config [--network]`:
+/// each goes alone (no recipients, no other mode); the second option of
+/// each pair only with its first.
+fn config_mode(matches: &getopts::Matches, inv: &mut Invocation) -> Result<()> {
+    let (show, check) = (
+        matches.opt_present("show-config"),
+        matches.opt_present("check-config"),
+    );
+    if matches.opt_present("non-default") && !show {
+        return Err(Error::usage(format!(
+            "--non-default goes with --show-config; {USAGE}"
+        )));
+    }
+    if matches.opt_present("network") && !check {
+        return Err(Error::usage(format!(
+            "--network goes with --check-config; {USAGE}"
+        )));
+    }
+    if !show && !check {
+        return Ok(());
+    }
+    let default_mode = match inv.face {
+        Face::Sendmail => Mode::Deliver,
+        Face::Mailq => Mode::PrintQueue,
+        Face::Newaliases => Mode::InitAliases,
+    };
+    if (show && check) || inv.mode != default_mode || !inv.recipients.is_empty() {
+        return Err(Error::usage(format!(
+            "--show-config and --check-config go alone (with -C and -v); {USAGE}"
+        )));
+    }
+    inv.mode = match show {
+        true => Mode::ShowConfig {
+            non_default: matches.opt_present("non-default"),
+        },
+        false => Mode::CheckConfig {
+            network: matches.opt_present("network"),
+        },
+    };
+    Ok(())
 }
 
 /// `--metrics` lists the queue in a format of its own: with mailq or
@@ -1203,6 +1284,50 @@ mod readme {
                 "docs/command-line.md's row for {} is out of date",
                 spec.name
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod config_mode_tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Mode> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        parse(Face::Sendmail, &args).map(|inv| inv.mode)
+    }
+
+    #[test]
+    fn show_and_check_config_are_modes_of_their_own() {
+        assert_eq!(
+            p(&["--show-config"]).unwrap(),
+            Mode::ShowConfig { non_default: false }
+        );
+        assert_eq!(
+            p(&["-C", "/x", "--show-config", "--non-default"]).unwrap(),
+            Mode::ShowConfig { non_default: true }
+        );
+        assert_eq!(
+            p(&["--check-config"]).unwrap(),
+            Mode::CheckConfig { network: false }
+        );
+        assert_eq!(
+            p(&["--check-config", "--network"]).unwrap(),
+            Mode::CheckConfig { network: true }
+        );
+    }
+
+    #[test]
+    fn config_options_refuse_what_does_not_go_with_them() {
+        for bad in [
+            &["--non-default"][..],
+            &["--network"],
+            &["--show-config", "--check-config"],
+            &["--show-config", "root"],
+            &["--check-config", "-bp"],
+            &["--show-config", "--network"],
+        ] {
+            assert_eq!(p(bad).unwrap_err().kind().exit_code(), 64, "{bad:?}");
         }
     }
 }

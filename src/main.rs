@@ -121,11 +121,80 @@ fn run(face: Face, args: std::env::ArgsOs) -> Result<()> {
             };
             runner::run_queue(&spool, &config, &selection, run.interval)
         }
+        Mode::ShowConfig { non_default } => show_config(&inv, *non_default),
+        Mode::CheckConfig { network } => check_config(&inv, &config, *network),
         Mode::Help | Mode::Version => unreachable!("answered before the configuration is read"),
         Mode::Unsupported(flag) => Err(Error::new(
             Kind::Unavailable,
             format!("{flag} is not supported by spoolmail"),
         )),
+    }
+}
+
+/// The configuration file `--show-config` and `--check-config` read and
+/// name in their lines.
+fn config_origin(inv: &Invocation) -> &Path {
+    inv.config_path
+        .as_deref()
+        .unwrap_or(Path::new(config::DEFAULT_PATH))
+}
+
+/// `spoolmail --show-config [--non-default]` (Postfix's `postconf` and
+/// `postconf -n`): printed as a configuration file that parses back to
+/// the same settings.
+fn show_config(inv: &Invocation, non_default: bool) -> Result<()> {
+    let path = config_origin(inv);
+    let (config, written) = config::load_written(path, inv.config_path.is_some())?;
+    let origin = path.display().to_string();
+    let group = config::check::runner_group();
+    print_out(&match non_default {
+        true => config::show::non_default(&written, &origin, group),
+        false => config::show::effective(&config, &written, &origin, group),
+    })
+}
+
+/// `spoolmail --check-config [--network]`: every problem found, one line
+/// each on stdout (`FILE:LINE: key: …` when the file set it); exit 78
+/// when there is one. The configuration's own checks, the spool's layout
+/// and, with `--network`, a session with each relay (no mail sent).
+fn check_config(inv: &Invocation, config: &Config, network: bool) -> Result<()> {
+    let path = config_origin(inv);
+    let (_, written) = config::load_written(path, inv.config_path.is_some())?;
+    let origin = path.display().to_string();
+    let group = config::check::runner_group();
+    let compiled = local::aliases::compiled_path(&config.aliases);
+    let mut lines: Vec<String> = config::check::offline(config, &written, &compiled, group)
+        .iter()
+        .map(|p| p.render(&origin))
+        .collect();
+    let spool_line = config::check::line_of(&written, "spool");
+    lines.extend(
+        spool::Spool::layout_problems(&config.spool, group)
+            .into_iter()
+            .map(|text| {
+                config::check::Problem {
+                    line: spool_line,
+                    key: "spool".to_string(),
+                    text,
+                }
+                .render(&origin)
+            }),
+    );
+    let mut problems = lines.len();
+    let mut out = lines.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    if network {
+        for probe in runner::probe::probe_relays(config) {
+            problems += usize::from(!probe.ok);
+            out.push_str(&format!("{probe}\n"));
+        }
+    }
+    print_out(&out)?;
+    match problems {
+        0 => Ok(()),
+        n => Err(Error::config(format!("{n} problem(s) in {origin}"))),
     }
 }
 

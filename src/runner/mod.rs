@@ -22,6 +22,7 @@ pub mod dns;
 pub mod hosts;
 mod local;
 mod outcome;
+pub mod probe;
 mod record;
 pub mod relays;
 pub mod slots;

@@ -36,6 +36,7 @@ mod draft;
 pub mod durable;
 pub(crate) mod envelope;
 mod id;
+pub mod layout;
 mod maildrop;
 mod monitor;
 mod removals;
