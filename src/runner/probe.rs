@@ -10,10 +10,10 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+use crate::config::Config;
 use crate::config::relay::{Relay, RelayList};
 use crate::config::route::Action;
-use crate::config::{Config, SmarthostTls};
-use crate::smtp::{ClientSettings, Credentials, ErrorKind, Security, Session, Timeouts};
+use crate::smtp::{ClientSettings, ErrorKind, Security, Session, Timeouts};
 
 /// A probe waits at most this long for any one step, whatever the
 /// configured timeouts (which allow a slow server minutes).
@@ -127,37 +127,17 @@ fn found(relay: &Relay, settings: &ClientSettings, session: &Session) -> String 
     parts.join(", ")
 }
 
-/// The runner's settings for `relay` (as `runner::transport` makes
-/// them), with each step's wait capped at [`STEP_LIMIT`]. Err: the
-/// password file cannot be read.
+/// The runner's settings for `relay` (`runner::transport`'s own), with
+/// each step's wait capped at [`STEP_LIMIT`]. Err: the password file
+/// cannot be read.
 fn settings(config: &Config, relay: &Relay) -> Result<ClientSettings, String> {
-    let credentials = match &relay.auth {
-        Some(auth) => {
-            let path = &auth.password_file;
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            Some(Credentials {
-                user: auth.user.clone(),
-                password: text.lines().next().unwrap_or("").to_string(),
-            })
-        }
-        None => None,
-    };
     let capped = |d: Duration| d.min(STEP_LIMIT);
-    Ok(ClientSettings {
-        helo_name: config.hostname.clone(),
-        security: match relay.tls {
-            SmarthostTls::Starttls => Security::StarttlsVerified,
-            SmarthostTls::Tls => Security::Implicit,
-            SmarthostTls::None => Security::Plain,
-        },
-        credentials,
-        ca_file: config.tls_ca_file.clone(),
-        timeouts: Timeouts {
-            connect: capped(config.connect_timeout),
-            command: capped(config.command_timeout),
-            data_block: capped(config.data_timeout),
-            final_dot: capped(config.final_dot_timeout),
-        },
-    })
+    let timeouts = Timeouts {
+        connect: capped(config.connect_timeout),
+        command: capped(config.command_timeout),
+        data_block: capped(config.data_timeout),
+        final_dot: capped(config.final_dot_timeout),
+    };
+    super::transport::relay_settings(config, relay, timeouts)
+        .map_err(|why| format!("password file unreadable: {why}"))
 }

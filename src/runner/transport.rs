@@ -636,32 +636,43 @@ impl<'a> Transport<'a> {
     }
 
     fn relay_settings(&self, relay: &Relay) -> Result<ClientSettings, Outcome> {
-        let credentials = match &relay.auth {
-            Some(auth) => {
-                let path = &auth.password_file;
-                let text = fs::read_to_string(path).map_err(|e| {
-                    Outcome::deferred("4.7.0", format!("reading {}: {e}", path.display()))
-                })?;
-                let password = text.lines().next().unwrap_or("").to_string();
-                Some(Credentials {
-                    user: auth.user.clone(),
-                    password,
-                })
-            }
-            None => None,
-        };
-        Ok(ClientSettings {
-            helo_name: self.config.hostname.clone(),
-            security: match relay.tls {
-                SmarthostTls::Starttls => Security::StarttlsVerified,
-                SmarthostTls::Tls => Security::Implicit,
-                SmarthostTls::None => Security::Plain,
-            },
-            credentials,
-            ca_file: self.config.tls_ca_file.clone(),
-            timeouts: self.timeouts(),
-        })
+        relay_settings(self.config, relay, self.timeouts())
+            .map_err(|why| Outcome::deferred("4.7.0", why))
     }
+}
+
+/// The client settings for `relay`: its TLS mode, its credentials (the
+/// first line of its password file) and `timeouts`. Err: the password
+/// file cannot be read. Shared with `--check-config --network`
+/// ([`super::probe`]), so that the check connects as delivery does.
+pub(super) fn relay_settings(
+    config: &Config,
+    relay: &Relay,
+    timeouts: Timeouts,
+) -> Result<ClientSettings, String> {
+    let credentials = match &relay.auth {
+        Some(auth) => {
+            let path = &auth.password_file;
+            let text =
+                fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+            Some(Credentials {
+                user: auth.user.clone(),
+                password: text.lines().next().unwrap_or("").to_string(),
+            })
+        }
+        None => None,
+    };
+    Ok(ClientSettings {
+        helo_name: config.hostname.clone(),
+        security: match relay.tls {
+            SmarthostTls::Starttls => Security::StarttlsVerified,
+            SmarthostTls::Tls => Security::Implicit,
+            SmarthostTls::None => Security::Plain,
+        },
+        credentials,
+        ca_file: config.tls_ca_file.clone(),
+        timeouts,
+    })
 }
 
 /// A cached connection idle longer than this is checked with RSET before
