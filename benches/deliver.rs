@@ -207,9 +207,17 @@ fn relay_list(postfix: &Path, work: &Path, n: usize, concurrency: usize) {
         relay_drain(postfix, work, n, concurrency, list, rounds, Some(&summary));
         strace_counts(&summary)
     };
-    let ((alone_calls, alone_connects), (list_calls, list_connects)) =
+    let ((alone_calls, alone_connects, alone_syncs), (list_calls, list_connects, _)) =
         (counts(false), counts(true));
     let per = |calls: u64| calls as f64 / n as f64;
+    // A delivered message costs the shared fsync of window/ before its
+    // final dot (the RFC 1047 flag, durable) and the shared fsync of
+    // queue/ after it (the removal): both group-committed, so the count
+    // per message falls as more workers dot at once.
+    println!(
+        "deliver: fsyncs per message (fsync + fdatasync, strace -f -c, healthy relay alone): {:.3} ({alone_syncs} for {n})",
+        per(alone_syncs)
+    );
     println!(
         "deliver: system calls per message (strace -f -c, one drain each): healthy relay alone {:.2}, 3-relay list {:.2} ({:.3}x); connect calls: {alone_connects} and {list_connects}",
         per(alone_calls),
@@ -234,9 +242,10 @@ fn traced_drain(config: &Path, summary: &Path) -> Duration {
     start.elapsed()
 }
 
-/// (all system calls, connect calls) of a `strace -c` summary, whose
-/// lines are "% time, seconds, usecs/call, calls, [errors], syscall".
-fn strace_counts(summary: &Path) -> (u64, u64) {
+/// (all system calls, connect calls, fsync and fdatasync calls) of a
+/// `strace -c` summary, whose lines are "% time, seconds, usecs/call,
+/// calls, [errors], syscall".
+fn strace_counts(summary: &Path) -> (u64, u64, u64) {
     let text = std::fs::read_to_string(summary).expect("strace summary");
     let calls = |name: &str| {
         text.lines()
@@ -244,7 +253,11 @@ fn strace_counts(summary: &Path) -> (u64, u64) {
             .filter_map(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
             .sum()
     };
-    (calls("total"), calls("connect"))
+    (
+        calls("total"),
+        calls("connect"),
+        calls("fsync") + calls("fdatasync"),
+    )
 }
 
 /// One drain of `n` queued messages: through a lone smarthost, or (with

@@ -62,15 +62,18 @@ fn auth_world(
 
 /// Polls until a runner has marked the final dot as sent without a
 /// reply yet — its `window/ID` link, or where it cannot make one the
-/// marker in the state file: it is inside the RFC 1047 window.
+/// marker in the state file (`state/ID` itself: not the `ID.tmp-PID` it
+/// is written as, which a kill before its rename leaves unread): it is
+/// inside the RFC 1047 window.
 fn wait_in_rfc1047_window(w: &World) -> bool {
     let (window_dir, state_dir) = (w.spool.join("window"), w.spool.join("state"));
     wait_for(WAIT, || {
         std::fs::read_dir(&window_dir).is_ok_and(|mut d| d.next().is_some())
             || std::fs::read_dir(&state_dir).is_ok_and(|d| {
                 d.flatten().any(|e| {
-                    std::fs::read_to_string(e.path())
-                        .is_ok_and(|s| s.contains("\"final_dot_sent\":1"))
+                    !e.file_name().to_string_lossy().contains(".tmp-")
+                        && std::fs::read_to_string(e.path())
+                            .is_ok_and(|s| s.contains("\"final_dot_sent\":1"))
                 })
             })
     })

@@ -443,26 +443,20 @@ fn deliver_to(
             // The RFC 1047 window opens here: marked before the dot goes
             // out, so that a runner killed before the outcome is recorded
             // leaves a trace — a link (see crate::spool's window module),
-            // closed once the outcome is durable.
+            // durable before the dot, closed once the outcome is durable.
             //
-            // Where no link can be made, the marker goes into the state
-            // file: without a fsync while the state holds nothing final
-            // (a power cut may then leave an empty state file, which reads
-            // as "state unknown": every recipient retried and flagged
-            // possibly delivered, just what the marker says); durably once
-            // it holds a final outcome (an earlier transaction's, a local
-            // target done, a notice), which the marker must not put at risk.
+            // Where no link can be made (or made durable), the marker goes
+            // into the state file, durably too: a marker a power cut can
+            // undo would let the retry go unflagged.
             let mut mark_window = || -> io::Result<()> {
                 match spool.open_window(claim) {
                     Ok(()) => return Ok(()),
                     Err(e) => log::debug!("{id}: no window link ({e}): marking the state file"),
                 }
                 state.final_dot_sent = Some(now);
-                let marked = match state.holds_outcomes() {
-                    true => spool.write_state(id, state),
-                    false => spool.mark_state(id, state),
-                };
-                marked.map_err(|e| io::Error::other(e.to_string()))
+                spool
+                    .write_state(id, state)
+                    .map_err(|e| io::Error::other(e.to_string()))
             };
             conn.session.send(&txn, &mut data, &mut mark_window)
         };

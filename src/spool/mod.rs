@@ -35,6 +35,7 @@ mod counters;
 mod draft;
 pub mod durable;
 pub(crate) mod envelope;
+mod group_commit;
 mod id;
 pub mod layout;
 mod maildrop;
@@ -106,6 +107,9 @@ pub struct Spool {
     window: PathBuf,
     /// Set for a queue run's workers: removals share their fsyncs.
     group_sync: Option<std::sync::Arc<removals::GroupSync>>,
+    /// The fsyncs of `window/`, shared by every clone: the workers of a
+    /// run about to send their final dots share them ([`window`]).
+    window_sync: std::sync::Arc<group_commit::GroupCommit>,
 }
 
 /// A committed message as listed: its envelope (with size), its state if
@@ -176,6 +180,7 @@ impl Spool {
             schedule: root.join(SCHEDULE),
             window: root.join(WINDOW),
             group_sync: None,
+            window_sync: std::sync::Arc::new(group_commit::GroupCommit::new(root.join(WINDOW))),
         };
         // window/ is the newest part of the layout: a spool from an
         // older version gains it (and schedule/0) here.

@@ -16,14 +16,26 @@
 //! just freed. A link is one directory entry, and closing it is one
 //! unlink of a name whose inode lives on.
 //!
-//! Durability, chosen: neither the link nor its removal is fsynced. A
-//! power cut can undo either. Undoing the link loses only the flag: a
-//! retry of a message the server may have had goes unflagged (an fsync
-//! here, on every message's path, would halve the delivery rate for the
-//! one case of a power cut inside a window of milliseconds). Undoing the
-//! removal leaves a spurious flag on a message whose outcome is durable.
-//! Neither loses a message or a recipient's recorded outcome: the marker
-//! is never written over the state.
+//! Durability: the link is on disk before the dot goes out, its removal
+//! need not be. A link that a power cut undoes would leave the queue file
+//! without its flag, and the retry would re-send a message the server
+//! may have had without saying so: the one duplicate the project does not
+//! allow. So [`Spool::open_window`] returns only once an fsync of
+//! `window/` that began after the link has completed. The workers of a
+//! run that are about to send their final dots share that fsync
+//! ([`GroupCommit`](super::group_commit::GroupCommit)): N dots at once
+//! cost one or two syncs, not N. Runners in other processes sync for
+//! their own links; on ext4 each directory fsync commits the journal
+//! transaction holding every link made before it, so simultaneous
+//! runners share the disk flush too. Undoing the link's *removal*, by
+//! contrast, only leaves a spurious flag on a message whose outcome is
+//! durable (the next claim sets `possibly_delivered`, `mailq` says
+//! "possibly delivered"; the removal of a delivered message unlinks its
+//! queue file durably first, and a link whose queue file is gone is
+//! swept by the queue runs' sweep): never a loss and never an unflagged
+//! duplicate, so closing stays one unsynced unlink. Neither loses a
+//! message or a recipient's recorded outcome: the marker is never written
+//! over the state.
 //!
 //! Who may make it: the owner of the queue file or root
 //! (`fs.protected_hardlinks`). A runner that cannot (a member of the
@@ -42,10 +54,13 @@ pub const WINDOW: &str = "window";
 
 impl Spool {
     /// Opens the window of the claimed message: links `queue/ID` as
-    /// `window/ID`. A link already there (an earlier transaction of the
-    /// same attempt whose outcome was not written: every recipient so
-    /// far was delivered) is the same window. An error means no marker
-    /// was made: the caller uses the state file's.
+    /// `window/ID` and returns once the link is durable (a shared fsync
+    /// of `window/`, see the module's comment). A link already there (an
+    /// earlier transaction of the same attempt whose outcome was not
+    /// written: every recipient so far was delivered) is the same window.
+    /// An error means no durable marker was made: the caller uses the
+    /// state file's (a link made but not synced is still closed with the
+    /// claim's window).
     pub fn open_window(&self, claim: &Claim) -> io::Result<()> {
         let name = claim.id().as_str();
         match fs::hard_link(self.queue.join(name), self.window.join(name)) {
@@ -53,13 +68,14 @@ impl Spool {
             _ => {}
         }
         claim.window_linked.set(true);
-        Ok(())
+        self.window_sync.commit()
     }
 
     /// Closes the claimed message's window, opened by this claim or left
-    /// open by a runner that died: its outcome is durable now. A link
-    /// already gone is not an error; any other failure leaves a spurious
-    /// flag at worst, so it is logged.
+    /// open by a runner that died: its outcome is durable now. Not
+    /// synced: a power cut that undoes it leaves a spurious flag, never a
+    /// missing one. A link already gone is not an error; any other
+    /// failure leaves a spurious flag at worst, so it is logged.
     pub fn close_window(&self, claim: &Claim) {
         if !claim.in_window() {
             return;

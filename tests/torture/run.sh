@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # spoolmail torture suite: random SIGKILLs of sendmail (enqueue) and of
 # queue runs (delivery), a crash at every system call (strace inject),
-# injected I/O errors on the commit path, and power cuts of an ext4 spool
-# on a loop device; counted at a real SMTP server (tests/peers/smtpd.py)
+# injected I/O errors on the commit path, power cuts of an ext4 spool on
+# a loop device, and power cuts inside the RFC 1047 window (0.5-3 s after
+# the final dot); counted at a real SMTP server (tests/peers/smtpd.py)
 # and in the spool. Prints its figures; exits 1 on any violation.
 #
 #   tests/torture/run.sh --short    CI size (a few minutes)

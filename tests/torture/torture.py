@@ -816,12 +816,16 @@ class Disk:
         self.inner_img = os.path.join(self.outer, "inner.img")
         self.inner_dev = None
 
-    def fresh_inner(self):
+    def fresh_inner(self, commit=None):
+        """commit: the journal's commit interval in seconds (ext4's
+        default 5 when None): how long a change nobody fsyncs may stay
+        in memory only."""
         with open(self.inner_img, "wb") as f:
             f.truncate(256 << 20)
         sh("mkfs.ext4", "-q", "-F", self.inner_img)
         self.inner_dev = sh("losetup", "-f", "--show", self.inner_img).stdout.strip()
-        sh("mount", "-o", "data=ordered", self.inner_dev, self.inner)
+        opts = "data=ordered" + (f",commit={commit}" if commit else "")
+        sh("mount", "-o", opts, self.inner_dev, self.inner)
 
     def freeze(self):
         sh("fsfreeze", "-f", self.outer)
@@ -884,16 +888,61 @@ def good_writer(env, stop, log, rng, mode, prefix):
         log.append((tok, t0, time.time(), rc, data))
 
 
-def power_cut(work, binary, disk, kind, k, rng, control_stats):
+# The RFC 1047 window cuts: a queue run sends its final dots to a server
+# that holds its reply for a minute, and the power fails WINDOW_OFFSETS
+# seconds after the last of those dots, while every runner waits in the
+# window and nothing else on the spool syncs. The spool is mounted with
+# commit=WINDOW_COMMIT: ext4 writes a change nobody fsynced within its
+# commit interval (5 s by default, counted from the transaction's first
+# change), so a cut 0.5-3 s after the dot usually lands inside it anyway;
+# the long interval makes it land inside every time, so that a window
+# link that is not synced before the dot is missing from every copy.
+WINDOW_OFFSETS = (0.5, 1.0, 3.0)
+WINDOW_COMMIT = 30
+WINDOW_MESSAGES = 6
+WINDOW_CONNECTIONS = 4
+
+
+def start_window(env, srv, log, k):
+    """Queues WINDOW_MESSAGES (each durable: -odq syncs), starts a queue
+    run and returns (the run, the time of the last dot of its first
+    WINDOW_CONNECTIONS transactions)."""
+    env.set_port(srv.port, max_connections=WINDOW_CONNECTIONS)
+    for i in range(WINDOW_MESSAGES):
+        tok = f"w{k}x{i}"
+        data = make_message(tok, 2048)
+        t0 = time.time()
+        rc = subprocess.run(env.submit_argv("-odq", OK_RCPTS), input=data,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
+        log.append((tok, t0, time.time(), rc, data))
+    runner = subprocess.Popen(env.argv("-q"), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while True:
+        dots = [e["time"] for e in srv.events() if e["event"] == "message"]
+        if len(dots) >= WINDOW_CONNECTIONS:
+            return runner, max(dots)
+        if time.time() > deadline:
+            raise SystemExit(f"window cut {k}: only {len(dots)} final dots in 60 s")
+        time.sleep(0.01)
+
+
+def power_cut(work, binary, disk, kind, k, rng, control_stats, offset=None):
+    """One cut; returns the unflagged duplicates it found."""
     check = f"power-cut-{kind}"
-    disk.fresh_inner()
+    disk.fresh_inner(commit=WINDOW_COMMIT if kind == "window" else None)
     spool = os.path.join(disk.inner, "spool")
     env = Env(work, f"cut{k}", binary, spool=spool)
     stop = threading.Event()
     log = []
     threads = []
     srv = None
-    if kind == "control":
+    runner = None
+    if kind == "window":
+        srv = Server(work, f"cut{k}", ["--dot-delay", "60"])
+        runner, t_dot = start_window(env, srv, log, k)
+        time.sleep(max(0.0, t_dot + offset - time.time()))
+    elif kind == "control":
         threads.append(threading.Thread(target=bad_writer,
                                         args=(os.path.join(disk.inner, "bad"), stop, log,
                                               random.Random(rng.random()))))
@@ -913,7 +962,8 @@ def power_cut(work, binary, disk, kind, k, rng, control_stats):
                                                   mode, f"p{k}w{w}")))
     for t in threads:
         t.start()
-    time.sleep(rng.uniform(0.4, 2.5))
+    if kind != "window":
+        time.sleep(rng.uniform(0.4, 2.5))
     t_cut = time.time()
     stop.set()
     disk.freeze()
@@ -924,6 +974,8 @@ def power_cut(work, binary, disk, kind, k, rng, control_stats):
     for t in threads:
         t.join()
     env.kill_all()
+    if runner:
+        runner.wait()
     disk.drop_inner()
     if srv:
         srv.stop()
@@ -946,7 +998,7 @@ def power_cut(work, binary, disk, kind, k, rng, control_stats):
             control_stats.append((len(acked), lost))
             say(f"  cut {k} (control, no fsync): acknowledged {len(acked)}, lost or "
                 f"damaged {lost}")
-            return
+            return 0
         cenv = Env(work, f"cutcopy{k}", binary,
                    spool=os.path.join(disk.cutmnt, "spool"))
         expected = {tok: data for tok, t0, t1, rc, data in log}
@@ -1023,12 +1075,15 @@ def power_cut(work, binary, disk, kind, k, rng, control_stats):
                         violation(check, f"cut {k}: {tok} to {r} delivered before the cut "
                                   "and again from the copy, not flagged possibly delivered")
         in_doubt = sum(1 for tok, t0, t1, rc, d in log if not (rc == 0 and t1 < t_cut))
-        say(f"  cut {k} ({kind}, after {t_cut - log[0][1] if log else 0:.2f}s): "
+        when = (f"+{t_cut - t_dot:.2f}s after the final dot, commit={WINDOW_COMMIT}"
+                if kind == "window" else f"after {t_cut - log[0][1] if log else 0:.2f}s")
+        say(f"  cut {k} ({kind}, {when}): "
             f"acknowledged {len(acked)}, in doubt {in_doubt}, queued in the copy "
             f"{sum(present.values())}, delivered before the cut {len(pre_ok)}, e2fsck exit "
             f"{fsck.returncode}, state files {len(states)} (empty {empty_states}); "
             f"from the copy delivered {len(post_copies)}; lost {lost}, duplicates {dups} "
-            f"(flagged {flagged})")
+            f"(flagged {flagged}, unflagged {dups - flagged})")
+        return dups - flagged
     finally:
         sh("umount", disk.cutmnt, check=False)
         os.unlink(img)
@@ -1061,6 +1116,33 @@ def check_power_cuts(work, binary, cuts, controls, seed):
     return cuts
 
 
+def check_window_cuts(work, binary, cuts, seed):
+    """Power cuts inside the RFC 1047 window (see WINDOW_OFFSETS): a
+    message the server took before the cut and still queued in the copy
+    must be flagged possibly delivered, or its retry is an unflagged
+    duplicate (a violation)."""
+    rng = random.Random(seed)
+    wdir = os.path.join(work, "window")
+    os.makedirs(wdir)
+    disk = Disk(wdir)
+    per_offset = {o: [] for o in WINDOW_OFFSETS}
+    start = time.time()
+    try:
+        for k in range(cuts):
+            offset = WINDOW_OFFSETS[k % len(WINDOW_OFFSETS)]
+            per_offset[offset].append(power_cut(wdir, binary, disk, "window", k, rng, [],
+                                                offset=offset))
+    finally:
+        disk.close()
+    total = sum(sum(v) for v in per_offset.values())
+    say(f"check 6 window cuts: {cuts} cuts {WINDOW_OFFSETS} s after the final dot "
+        f"(commit={WINDOW_COMMIT}, {WINDOW_CONNECTIONS} runners in the window, "
+        f"{len(OK_RCPTS)} recipients each), {time.time() - start:.0f}s; unflagged duplicates "
+        f"per cut: " + "; ".join(f"+{o}s {v}" for o, v in per_offset.items())
+        + f"; total {total}")
+    return cuts
+
+
 # -------------------------------------------------------------------- main
 
 def main():
@@ -1068,7 +1150,10 @@ def main():
     ap.add_argument("--binary", required=True)
     ap.add_argument("--short", action="store_true")
     ap.add_argument("--seed", type=int, default=int(time.time()))
-    ap.add_argument("--only", help="comma list of checks: enqueue,delivery,crash,faults,power")
+    ap.add_argument("--only",
+                    help="comma list of checks: enqueue,delivery,crash,faults,power,window")
+    ap.add_argument("--window-cuts", type=int,
+                    help="power cuts inside the RFC 1047 window (short 3, full 24)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     a = ap.parse_args()
     a.binary = os.path.abspath(a.binary)
@@ -1078,7 +1163,7 @@ def main():
         if not shutil.which(tool):
             raise SystemExit(f"tests/torture needs {tool}")
     short = a.short
-    only = set((a.only or "enqueue,delivery,crash,faults,power").split(","))
+    only = set((a.only or "enqueue,delivery,crash,faults,power,window").split(","))
     say(f"torture: {'short' if short else 'full'} mode, seed {a.seed}, binary {a.binary}")
     work = tempfile.mkdtemp(prefix="spoolmail-torture-", dir="/var/tmp")
     start = time.time()
@@ -1096,6 +1181,9 @@ def main():
             check_faults(work, a.binary, a.seed)
         if "power" in only:
             check_power_cuts(work, a.binary, 2 if short else 20, 1 if short else 4, a.seed)
+        if "window" in only:
+            cuts = a.window_cuts if a.window_cuts is not None else (3 if short else 24)
+            check_window_cuts(work, a.binary, cuts, a.seed)
     finally:
         if not a.keep:
             shutil.rmtree(work, ignore_errors=True)
