@@ -120,6 +120,15 @@ fn run(face: Face, args: std::env::ArgsOs) -> Result<()> {
             };
             runner::run_queue(&spool, &config, &selection, run.interval)
         }
+        Mode::DkimKeygen(keygen) => {
+            let (record, path) =
+                runner::dkim::generate(&config, &keygen.domain, &keygen.selector, keygen.ed25519)?;
+            say(format_args!(
+                "spoolmail: key written to {}; publish this record:",
+                path.display()
+            ));
+            print_out(&record)
+        }
         Mode::Help | Mode::Version => unreachable!("answered before the configuration is read"),
         Mode::Unsupported(flag) => Err(Error::new(
             Kind::Unavailable,

@@ -10,6 +10,7 @@
 //! import nothing of this file (no cycle). Below `accept/` and
 //! `runner/`, which read the settings: nothing here imports them.
 
+pub mod dkim;
 pub mod relay;
 pub mod route;
 pub mod values;
@@ -198,6 +199,11 @@ pub struct Config {
     pub masquerade_sender_override: SenderOverride,
     /// `route` lines, in file order: the first that matches decides.
     pub routes: Vec<Route<RelayList>>,
+    /// `dkim` lines: the signing domains, one line each.
+    pub dkim: Vec<dkim::Signing>,
+    /// `dkim_required`: a message whose signing domain's key cannot be
+    /// read waits (yes) or goes unsigned (no).
+    pub dkim_required: bool,
 }
 
 impl Config {
@@ -269,6 +275,8 @@ impl Default for Config {
             masquerade_headers: vec!["From", "Sender", "Reply-To"],
             masquerade_sender_override: SenderOverride::Local,
             routes: Vec::new(),
+            dkim: Vec::new(),
+            dkim_required: true,
         }
     }
 }
@@ -340,7 +348,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config> {
         if value.chars().any(char::is_control) {
             return Err(at(format!("{key}: control character in value")));
         }
-        // `route` and `relay` lines are a table: one per line, repeated.
+        // `route`, `relay` and `dkim` lines are a table: one per line, repeated.
         if !REPEATED.contains(&key) && seen.iter().any(|k| k == key) {
             return Err(at(format!("duplicate key \"{}\"", clip(key))));
         }
@@ -364,7 +372,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config> {
 }
 
 /// Keys that may be given on several lines.
-const REPEATED: &[&str] = &["route", "relay"];
+const REPEATED: &[&str] = &["route", "relay", "dkim"];
 
 /// The relay lists and the routing table as written, kept until the
 /// whole file is read: an entry's settings (`relay` lines, the
@@ -601,6 +609,14 @@ fn set(c: &mut Config, key: &str, value: &str) -> Setting {
                 }
             }
         }
+        "dkim" => {
+            let line = dkim::parse(value)?;
+            if c.dkim.iter().any(|d| d.domain == line.domain) {
+                return Err(format!("{} has a dkim line already", line.domain));
+            }
+            c.dkim.push(line)
+        }
+        "dkim_required" => c.dkim_required = yes_no(value)?,
         _ => return Err("unknown key".to_string()),
     }
     Ok(())
