@@ -20,5 +20,9 @@ if [ -n "$need" ]; then
 fi
 python3 -c 'import aiosmtpd, dnslib' 2>/dev/null ||
     python3 -m pip install -q aiosmtpd dnslib
+# DKIM's independent verifier (tests/dkim.rs): dkimpy, and PyNaCl for
+# its Ed25519 signatures.
+python3 -c 'import dkim, nacl' 2>/dev/null ||
+    python3 -m pip install -q dkimpy pynacl
 sh tests/peers/postfix.sh target/peers/postfix
 sh tests/peers/mailx.sh target/peers/mailx

@@ -882,6 +882,25 @@ corrupt_max_files = 20
     }
 
     #[test]
+    fn dkim_lines_are_a_table_one_per_domain() {
+        let c = parse(
+            "dkim = example.org selector=s key=/k1\ndkim = example.net selector=e key=/k2 algorithm=ed25519-sha256\ndkim_required = no\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.dkim.len(), 2);
+        assert!(!c.dkim_required);
+        assert!(Config::default().dkim_required, "required by default");
+        let e = parse(
+            "dkim = example.org selector=s key=/k1\ndkim = EXAMPLE.org selector=t key=/k2\n",
+            "t",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("t:2:"), "{e}");
+        assert!(parse("dkim = example.org key=/k\n", "t").is_err());
+    }
+
+    #[test]
     fn relay_lists_and_routes() {
         let c = parse(
             "smarthost = a.example:587, b.example\nsmarthost_policy = spread\n\

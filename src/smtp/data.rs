@@ -401,6 +401,21 @@ mod tests {
     }
 
     #[test]
+    fn the_sent_form_is_the_wire_form_without_stuffing() {
+        // Issue 26: what DKIM signs is what the receiver stores.
+        let mut input = b"Subject: x\n\n.\n..two\nmid\rcr\n".to_vec();
+        input.extend(std::iter::repeat_n(b'z', 1200));
+        let mut sent = Vec::new();
+        sent_form(&mut &input[..], None, &mut sent).unwrap();
+        let unstuffed: Vec<u8> = String::from_utf8(wire(&input))
+            .unwrap()
+            .replace("\r\n.", "\r\n")
+            .into_bytes();
+        assert_eq!(sent, unstuffed);
+        assert!(sent.starts_with(b"Subject: x\r\n\r\n.\r\n..two\r\nmid\r\ncr\r\n"));
+    }
+
+    #[test]
     fn lf_becomes_crlf_and_dots_are_stuffed() {
         let input = b"Subject: x\n\n.\n..two\nmid.dot\n.end";
         let expected = b"Subject: x\r\n\r\n..\r\n...two\r\nmid.dot\r\n..end\r\n";
