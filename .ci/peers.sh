@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the real peers the delivery tests and benchmark talk to, when
-# missing: aiosmtpd (SMTP server) and dnslib (DNS server) from PyPI,
+# missing: aiosmtpd (SMTP server), dnslib (DNS server) and
+# prometheus-client (the metrics' parser) from PyPI,
 # openssl (test certificates), and Postfix's smtp-sink/smtp-source
 # unpacked from Debian's package (the benchmark's sink and ceiling), and
 # pflogsumm (the log summariser the log test runs).
@@ -24,5 +25,8 @@ python3 -c 'import aiosmtpd, dnslib' 2>/dev/null ||
 # its Ed25519 signatures.
 python3 -c 'import dkim, nacl' 2>/dev/null ||
     python3 -m pip install -q dkimpy pynacl
+# Prometheus's own text-format parser, for tests/metrics.rs.
+python3 -c 'import prometheus_client' 2>/dev/null ||
+    python3 -m pip install -q prometheus-client
 sh tests/peers/postfix.sh target/peers/postfix
 sh tests/peers/mailx.sh target/peers/mailx

@@ -22,7 +22,8 @@ Installs spoolmail as the system's sendmail:
   $DESTDIR/etc/spoolmail/spoolmail.conf    only if absent
   $DESTDIR/var/spool/spoolmail/            0751; tmp queue state hosts corrupt schedule schedule/0 window 0770;
                                            maildrop maildrop-tmp 1733
-  $DESTDIR$SYSTEMDUNITDIR/spoolmail-queue.{service,timer}, spoolmail-maildrop.path
+  $DESTDIR$SYSTEMDUNITDIR/spoolmail-queue.{service,timer}, spoolmail-maildrop.path,
+                                           spoolmail-metrics.{service,timer} (not enabled)
   $DESTDIR$PREFIX/lib/tmpfiles.d/spoolmail.conf   the spool, and a daily sweep of tmp/
   $DESTDIR$PREFIX/share/man/man{1,5,8}/    mailq.1 spoolmail.conf.5 sendmail.8 newaliases.8 spoolmail.8
 
@@ -114,11 +115,13 @@ else
     chmod 0644 "$confdir/spoolmail.conf"
 fi
 
-# The units name /usr/sbin/sendmail; follow PREFIX.
+# The units name /usr/sbin/sendmail and /usr/bin/mailq; follow PREFIX.
 cp "$here/spoolmail.tmpfiles" "$tmpfilesdir/spoolmail.conf"
 chmod 0644 "$tmpfilesdir/spoolmail.conf"
-for unit in spoolmail-queue.service spoolmail-queue.timer spoolmail-maildrop.path; do
-    sed "s|/usr/sbin/|$PREFIX/sbin/|g" "$here/$unit" >"$unitdir/$unit"
+for unit in spoolmail-queue.service spoolmail-queue.timer spoolmail-maildrop.path \
+    spoolmail-metrics.service spoolmail-metrics.timer; do
+    sed -e "s|/usr/sbin/|$PREFIX/sbin/|g" -e "s|/usr/bin/mailq|$PREFIX/bin/mailq|g" \
+        "$here/$unit" >"$unitdir/$unit"
     chmod 0644 "$unitdir/$unit"
 done
 
@@ -152,6 +155,16 @@ if [ -z "$DESTDIR" ] && [ "$(id -u)" = 0 ] && have_mail_group; then
 elif [ -z "$DESTDIR" ]; then
     echo "install.sh: not root or no group 'mail': binary not setgid;" \
         "only users who can write $spool can queue mail" >&2
+fi
+
+# The offline check of the configuration (spoolmail --check-config):
+# what would otherwise show only as deferred mail. Its findings are
+# printed; they never fail the installation.
+if [ -z "$DESTDIR" ]; then
+    if ! "$sbindir/spoolmail" -C "$confdir/spoolmail.conf" --check-config; then
+        echo "install.sh: the configuration check found the problems above;" \
+            "fix them and run 'spoolmail --check-config' again" >&2
+    fi
 fi
 
 echo "install.sh: installed spoolmail in $sbindir"

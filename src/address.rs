@@ -143,122 +143,111 @@ pub(crate) fn parse_mailboxes(s: &str) -> Result<Vec<Address>> {
     if s.chars().any(|c| c.is_control() && c != '\t') {
         return Err(invalid(s, "contains a control character"));
     }
-    let mut found = Vec::new();
-    // The current mailbox's text outside comments and angle brackets: the
-    // addr-spec itself, or the display name when an angle-addr follows.
-    let mut item = String::new();
-    let mut angle: Option<String> = None;
-    let mut in_group = false;
-    let mut at = AtSeen::default();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            ',' => {
-                finish_mailbox(&mut item, &mut angle, &mut found)?;
-                at = AtSeen::default();
-            }
-            ';' => {
-                finish_mailbox(&mut item, &mut angle, &mut found)?;
-                at = AtSeen::default();
-                in_group = false;
-            }
-            '(' => {
-                skip_comment(&mut chars).ok_or_else(|| invalid(s, "unterminated comment"))?;
-                // A comment separates words as white space does.
-                item.push(' ');
-            }
-            _ if c.is_whitespace() => item.push(c),
-            // After "<addr>" only a separator, a comment or space may come.
-            _ if angle.is_some() => return Err(invalid(s, "text after '>'")),
-            '"' => copy_quoted(&mut chars, &mut item)
-                .ok_or_else(|| invalid(s, "unterminated quoted string"))?,
-            '[' => {
-                item.push('[');
-                copy_until(&mut chars, ']', &mut item)
-                    .ok_or_else(|| invalid(s, "'[' without ']'"))?;
-            }
-            '<' => {
-                let mut inner = String::new();
-                loop {
-                    match chars.next() {
-                        None => return Err(invalid(s, "'<' without '>'")),
-                        Some('>') => break,
-                        Some('"') => copy_quoted(&mut chars, &mut inner)
-                            .ok_or_else(|| invalid(s, "unterminated quoted string"))?,
-                        Some('(') => {
-                            skip_comment(&mut chars)
-                                .ok_or_else(|| invalid(s, "unterminated comment"))?;
-                            inner.push(' ');
-                        }
-                        Some('[') => {
-                            inner.push('[');
-                            copy_until(&mut chars, ']', &mut inner)
-                                .ok_or_else(|| invalid(s, "'[' without ']'"))?;
-                        }
-                        Some(other) => inner.push(other),
-                    }
-                }
-                angle = Some(inner);
-            }
-            // "name: a, b;" opens a group, unless the colon belongs to an
-            // address (a source route or an IPv6 literal has an '@' first).
-            ':' if !in_group && !at.in_item(&item) => {
-                item.clear();
-                at = AtSeen::default();
-                in_group = true;
-            }
-            _ => item.push(c),
+    let bytes = s.as_bytes();
+    let mut list = MailboxList::default();
+    // The first problem wins: the scanner reads to the end regardless.
+    let mut trouble: Option<Error> = None;
+    scan_address_list(bytes, |piece| {
+        if trouble.is_none() {
+            trouble = list
+                .take(piece, bytes)
+                .map_err(|why| match why {
+                    Why::Address(e) => e,
+                    Why::Text(what) => invalid(s, what),
+                })
+                .err();
         }
+    });
+    match trouble {
+        Some(e) => Err(e),
+        None => Ok(list.found),
     }
-    // An unterminated group still names its members: be lenient, as
-    // mail readers are.
-    finish_mailbox(&mut item, &mut angle, &mut found)?;
-    Ok(found)
 }
 
-/// Whether the mailbox being scanned holds an '@', looked for only in
-/// what was added since the last look: the item only grows until it is
-/// reset, so a long name followed by a long run of ':' (hostile headers
-/// are up to 256 KiB) costs one pass, not one pass per ':'.
+/// Why a list did not parse: one of its addresses, or its shape.
+enum Why {
+    Address(Error),
+    Text(&'static str),
+}
+
+/// The mailboxes of a list as [`parse_mailboxes`] builds them from the
+/// scanner's pieces.
 #[derive(Default)]
-struct AtSeen {
-    /// How much of the item has been looked at.
-    checked: usize,
-    /// An '@' was found there.
-    seen: bool,
+struct MailboxList {
+    found: Vec<Address>,
+    /// The current mailbox's text outside comments and angle brackets:
+    /// the addr-spec itself, or the display name when an angle-addr
+    /// follows.
+    item: Vec<u8>,
+    /// The text between `<` and `>`, once one was opened.
+    angle: Option<Vec<u8>>,
+    /// The angle address was closed: only a separator, a comment or
+    /// space may follow.
+    closed: bool,
+    /// The item holds an '@' (so a ':' belongs to the address: a source
+    /// route, or text the address rules will refuse), kept as bytes are
+    /// added rather than searched for: a long name followed by a long run
+    /// of ':' (hostile headers are up to 256 KiB) costs one pass.
+    at: bool,
+    in_group: bool,
 }
 
-impl AtSeen {
-    fn in_item(&mut self, item: &str) -> bool {
-        if !self.seen {
-            // `checked` is an earlier length of the item: a char boundary.
-            self.seen = item
-                .get(self.checked..)
-                .is_some_and(|new| new.contains('@'));
-            self.checked = item.len();
-        }
-        self.seen
-    }
-}
-
-/// Ends the mailbox being scanned: validates its address, if it has one.
-fn finish_mailbox(
-    item: &mut String,
-    angle: &mut Option<String>,
-    found: &mut Vec<Address>,
-) -> Result<()> {
-    let text = std::mem::take(item);
-    match angle.take() {
-        // The text before "<...>" was a display name; it is not needed.
-        Some(inner) => found.push(Address::parse(&without_fws(&inner))?),
-        None => {
-            let text = without_fws(&text);
-            if !text.is_empty() {
-                found.push(Address::parse(&text)?);
+impl MailboxList {
+    fn take(&mut self, piece: ListPiece, bytes: &[u8]) -> std::result::Result<(), Why> {
+        match piece {
+            ListPiece::Byte { in_angle: true, at } => self.angle_text().push(bytes[at]),
+            ListPiece::Gap { in_angle: true } => self.angle_text().push(b' '),
+            // A comment separates words as white space does.
+            ListPiece::Gap { in_angle: false } => self.item.push(b' '),
+            ListPiece::Byte { .. } | ListPiece::OpenAngle { .. } | ListPiece::GroupName
+                if self.closed =>
+            {
+                return Err(Why::Text("text after '>'"));
             }
+            ListPiece::Byte { at, .. } => {
+                self.at |= bytes[at] == b'@';
+                self.item.push(bytes[at]);
+            }
+            ListPiece::OpenAngle { .. } => self.angle = Some(Vec::new()),
+            ListPiece::CloseAngle { .. } => self.closed = true,
+            // "name: a, b;" opens a group, unless the colon belongs to an
+            // address (a source route has an '@' first).
+            ListPiece::GroupName if self.in_group || self.at => self.item.push(b':'),
+            ListPiece::GroupName => {
+                self.item.clear();
+                self.at = false;
+                self.in_group = true;
+            }
+            ListPiece::End => self.finish()?,
+            ListPiece::GroupEnd => self.in_group = false,
+            // An unterminated group still names its members (mail readers
+            // are lenient), but nothing else may be left open.
+            ListPiece::Unterminated(what) => return Err(Why::Text(what)),
         }
+        Ok(())
     }
-    Ok(())
+
+    fn angle_text(&mut self) -> &mut Vec<u8> {
+        self.angle.get_or_insert_with(Vec::new)
+    }
+
+    /// Ends the mailbox being read: validates its address, if it has one.
+    fn finish(&mut self) -> std::result::Result<(), Why> {
+        let text = String::from_utf8_lossy(&std::mem::take(&mut self.item)).into_owned();
+        let inner = self.angle.take();
+        let had_angle = inner.is_some();
+        (self.closed, self.at) = (false, false);
+        let address = match inner {
+            // The text before "<...>" was a display name; it is not needed.
+            Some(inner) => without_fws(&String::from_utf8_lossy(&inner)),
+            None => without_fws(&text),
+        };
+        if had_angle || !address.is_empty() {
+            self.found
+                .push(Address::parse(&address).map_err(Why::Address)?);
+        }
+        Ok(())
+    }
 }
 
 /// An addr-spec as a header writes it, its comments already replaced by
@@ -344,6 +333,12 @@ pub(crate) enum ListPiece {
     /// A `:` outside an angle address: what came before it was a
     /// group's name, not a mailbox.
     GroupName,
+    /// The `;` (just after its [`ListPiece::End`]) closed a group.
+    GroupEnd,
+    /// The value ended inside a comment, a quoted string, a domain
+    /// literal or an angle address (the innermost one named), in place of
+    /// a final [`ListPiece::End`].
+    Unterminated(&'static str),
 }
 
 /// Reads a raw header field value (folded, bytes) as an RFC 5322 address
@@ -362,8 +357,9 @@ pub(crate) enum ListPiece {
 ///   and comments; a second `<` inside an angle address is a byte.
 ///
 /// A value that ends inside an angle address, a comment, a quoted string
-/// or a literal gets no final [`ListPiece::End`]: its last mailbox is not
-/// one the address parser reads.
+/// or a literal gets no final [`ListPiece::End`] but
+/// [`ListPiece::Unterminated`]: its last mailbox is not one the address
+/// parser reads.
 pub(crate) fn scan_address_list(value: &[u8], mut each: impl FnMut(ListPiece)) {
     let mut in_angle = false;
     let mut comment = 0usize;
@@ -424,15 +420,27 @@ pub(crate) fn scan_address_list(value: &[u8], mut each: impl FnMut(ListPiece)) {
                 in_angle = false;
                 each(ListPiece::CloseAngle { at });
             }
-            b',' | b';' if !in_angle => each(ListPiece::End),
+            b',' if !in_angle => each(ListPiece::End),
+            b';' if !in_angle => {
+                each(ListPiece::End);
+                each(ListPiece::GroupEnd);
+            }
             b':' if !in_angle => each(ListPiece::GroupName),
             b' ' | b'\t' | b'\r' => each(ListPiece::Gap { in_angle }),
             _ => each(byte),
         }
     }
-    if !in_angle && comment == 0 && !quoted && !literal {
-        each(ListPiece::End);
-    }
+    each(if comment > 0 {
+        ListPiece::Unterminated("unterminated comment")
+    } else if quoted {
+        ListPiece::Unterminated("unterminated quoted string")
+    } else if literal {
+        ListPiece::Unterminated("'[' without ']'")
+    } else if in_angle {
+        ListPiece::Unterminated("'<' without '>'")
+    } else {
+        ListPiece::End
+    });
 }
 
 /// Copies the rest of a quoted string (the opening quote already read)

@@ -67,7 +67,23 @@ pub enum Mode {
     Help,
     /// `--version`, `-bV` (Exim's): the version and what it was built with.
     Version,
-    /// A mode spoolmail does not provide (`-bd`, `-bt`, `-bv`, …), with its flag.
+    /// `--show-config` (Postfix's `postconf`): print the effective
+    /// configuration; with `--non-default` (`postconf -n`) only what the
+    /// file sets, each with its line.
+    ShowConfig {
+        /// `--non-default`.
+        non_default: bool,
+    },
+    /// `--check-config`: report what would fail only at delivery, one
+    /// line per problem (exit 78 if any).
+    CheckConfig {
+        /// `--network`: also connect to each relay and log in (no mail sent).
+        network: bool,
+    },
+    /// `-bv ADDRESS…`: say where each address would go (aliases,
+    /// `.forward`, routes, MX) without queueing anything.
+    Verify,
+    /// A mode spoolmail does not provide (`-bd`, `-bt`, …), with its flag.
     Unsupported(String),
     /// `--dkim-keygen DOMAIN SELECTOR [--ed25519]`: write a DKIM key and
     /// print the DNS record to publish (issue 26).
@@ -159,6 +175,8 @@ pub struct Invocation {
     pub json: bool,
     /// `--summary` (mailq): the queue's shape, as qshape prints it.
     pub summary: bool,
+    /// `--metrics` (mailq): the queue's numbers for Prometheus.
+    pub metrics: bool,
     /// Recipients on the command line, as given (each may hold a comma list).
     pub recipients: Vec<String>,
     /// `--recipient X`/`--sender X` with an administrative action: only
@@ -219,7 +237,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         name: "b",
         arg: Arg::Yes,
-        effect: "mode: -bm deliver (default), -bp list the queue, -bi newaliases, -bs SMTP on stdin/stdout (below), -bV the version; -bd -bD -bt -bv -bh -bH -bP -bl: not supported (69)",
+        effect: "mode: -bm deliver (default), -bp list the queue, -bi newaliases, -bs SMTP on stdin/stdout (below), -bV the version, -bv verify the recipients (where each would go; nothing is queued); -bd -bD -bt -bh -bH -bP -bl: not supported (69)",
     },
     OptionSpec {
         name: "q",
@@ -367,6 +385,11 @@ pub const OPTIONS: &[OptionSpec] = &[
         effect: "with -bp/mailq: recipients to deliver per domain by message age, as Postfix's qshape (with --json: one object)",
     },
     OptionSpec {
+        name: "metrics",
+        arg: Arg::No,
+        effect: "with -bp/mailq: the queue's numbers in the Prometheus text format: messages and recipients by state, oldest age, deferred per domain, the brake, corrupt/, the last queue run",
+    },
+    OptionSpec {
         name: "delete",
         arg: Arg::No,
         effect: "with -bp/mailq: remove the messages named (IDs, or ALL) from the queue (postsuper -d, exim -Mrm)",
@@ -413,6 +436,26 @@ pub const OPTIONS: &[OptionSpec] = &[
         effect: "with --dkim-keygen: an Ed25519 key (RFC 8463) instead of RSA",
     },
     OptionSpec {
+        name: "show-config",
+        arg: Arg::No,
+        effect: "print every configuration key with its effective value, as a valid configuration file (postconf); passwords never shown",
+    },
+    OptionSpec {
+        name: "non-default",
+        arg: Arg::No,
+        effect: "with --show-config: only the keys the file sets, each with its file:line (postconf -n)",
+    },
+    OptionSpec {
+        name: "check-config",
+        arg: Arg::No,
+        effect: "check what fails only at delivery (password files, tls_ca_file, relay names, compiled aliases, the spool's modes): one line per problem, exit 0 or 78",
+    },
+    OptionSpec {
+        name: "network",
+        arg: Arg::No,
+        effect: "with --check-config: also connect to each relay, EHLO, TLS and AUTH as configured, QUIT; no mail is sent",
+    },
+    OptionSpec {
         name: "help",
         arg: Arg::No,
         effect: "print what this face does and its options, grouped as in the manual page, and exit 0",
@@ -449,6 +492,7 @@ const HELP_GROUPS: &[(&str, &[Face], &[&str])] = &[
         &[
             "json",
             "summary",
+            "metrics",
             "delete",
             "hold",
             "release",
@@ -466,6 +510,11 @@ const HELP_GROUPS: &[(&str, &[Face], &[&str])] = &[
         ],
     ),
     ("DKIM keys", &[Face::Sendmail], &["dkim-keygen", "ed25519"]),
+    (
+        "The configuration (spoolmail --show-config, --check-config)",
+        &[Face::Sendmail],
+        &["show-config", "non-default", "check-config", "network"],
+    ),
     (
         "This program",
         &[Face::Sendmail, Face::Mailq, Face::Newaliases],
@@ -592,6 +641,7 @@ pub fn parse(face: Face, args: &[String]) -> Result<Invocation> {
         verbose: matches.opt_present("v"),
         json: matches.opt_present("json"),
         summary: matches.opt_present("summary"),
+        metrics: matches.opt_present("metrics"),
         recipients: matches.free.clone(),
         admin_filters: Vec::new(),
         ignored: Vec::new(),
@@ -702,6 +752,7 @@ pub fn parse(face: Face, args: &[String]) -> Result<Invocation> {
     } else if matches.opt_present("ed25519") {
         return Err(Error::usage("--ed25519 goes with --dkim-keygen"));
     }
+    config_mode(&matches, &mut inv)?;
     // Asking what the program is wins over anything else on the line:
     // nothing is read, queued or listed.
     if matches.opt_present("version") {
@@ -710,7 +761,64 @@ pub fn parse(face: Face, args: &[String]) -> Result<Invocation> {
     if matches.opt_present("help") {
         inv.mode = Mode::Help;
     }
+    check_metrics(&inv)?;
     Ok(inv)
+}
+
+/// `--show-config [--non-default]` and `--check-config [--network]`:
+/// each goes alone (no recipients, no other mode); the second option of
+/// each pair only with its first.
+fn config_mode(matches: &getopts::Matches, inv: &mut Invocation) -> Result<()> {
+    let (show, check) = (
+        matches.opt_present("show-config"),
+        matches.opt_present("check-config"),
+    );
+    if matches.opt_present("non-default") && !show {
+        return Err(Error::usage(format!(
+            "--non-default goes with --show-config; {USAGE}"
+        )));
+    }
+    if matches.opt_present("network") && !check {
+        return Err(Error::usage(format!(
+            "--network goes with --check-config; {USAGE}"
+        )));
+    }
+    if !show && !check {
+        return Ok(());
+    }
+    let default_mode = match inv.face {
+        Face::Sendmail => Mode::Deliver,
+        Face::Mailq => Mode::PrintQueue,
+        Face::Newaliases => Mode::InitAliases,
+    };
+    if (show && check) || inv.mode != default_mode || !inv.recipients.is_empty() {
+        return Err(Error::usage(format!(
+            "--show-config and --check-config go alone (with -C and -v); {USAGE}"
+        )));
+    }
+    inv.mode = match show {
+        true => Mode::ShowConfig {
+            non_default: matches.opt_present("non-default"),
+        },
+        false => Mode::CheckConfig {
+            network: matches.opt_present("network"),
+        },
+    };
+    Ok(())
+}
+
+/// `--metrics` lists the queue in a format of its own: with mailq or
+/// `-bp` only, and not with another format (`--json`, `--summary`).
+fn check_metrics(inv: &Invocation) -> Result<()> {
+    if !inv.metrics || matches!(inv.mode, Mode::Help | Mode::Version) {
+        return Ok(());
+    }
+    if !matches!(inv.mode, Mode::PrintQueue) || inv.json || inv.summary {
+        return Err(Error::usage(format!(
+            "--metrics goes alone with mailq or -bp; {USAGE}"
+        )));
+    }
+    Ok(())
 }
 
 fn last(matches: &getopts::Matches, name: &str) -> Option<String> {
@@ -731,9 +839,8 @@ fn parse_mode(value: &str) -> Result<Mode> {
         "i" => Mode::InitAliases,
         "s" => Mode::Smtp,
         "V" => Mode::Version,
-        "d" | "D" | "t" | "v" | "h" | "H" | "P" | "l" | "a" => {
-            Mode::Unsupported(format!("-b{value}"))
-        }
+        "v" => Mode::Verify,
+        "d" | "D" | "t" | "h" | "H" | "P" | "l" | "a" => Mode::Unsupported(format!("-b{value}")),
         _ => {
             return Err(Error::usage(format!(
                 "unknown mode -b{}; {USAGE}",
@@ -1119,6 +1226,26 @@ mod tests {
         let args = vec!["--json".to_string()];
         assert!(parse(Face::Mailq, &args).unwrap().json);
     }
+
+    #[test]
+    fn metrics_go_alone_with_mailq_or_bp() {
+        let mailq = |args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            parse(Face::Mailq, &args)
+        };
+        assert!(mailq(&["--metrics"]).unwrap().metrics);
+        let bp = p(&["-bp", "--metrics"]).unwrap();
+        assert!(bp.metrics && bp.mode == Mode::PrintQueue);
+        for refused in [
+            mailq(&["--metrics", "--json"]),
+            mailq(&["--metrics", "--summary"]),
+            mailq(&["--metrics", "--hold", "ALL"]),
+            p(&["--metrics", "a@b"]),
+            p(&["-q", "--metrics"]),
+        ] {
+            assert_eq!(refused.unwrap_err().kind().exit_code(), 64);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1199,6 +1326,50 @@ mod readme {
                 "docs/command-line.md's row for {} is out of date",
                 spec.name
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod config_mode_tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Mode> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        parse(Face::Sendmail, &args).map(|inv| inv.mode)
+    }
+
+    #[test]
+    fn show_and_check_config_are_modes_of_their_own() {
+        assert_eq!(
+            p(&["--show-config"]).unwrap(),
+            Mode::ShowConfig { non_default: false }
+        );
+        assert_eq!(
+            p(&["-C", "/x", "--show-config", "--non-default"]).unwrap(),
+            Mode::ShowConfig { non_default: true }
+        );
+        assert_eq!(
+            p(&["--check-config"]).unwrap(),
+            Mode::CheckConfig { network: false }
+        );
+        assert_eq!(
+            p(&["--check-config", "--network"]).unwrap(),
+            Mode::CheckConfig { network: true }
+        );
+    }
+
+    #[test]
+    fn config_options_refuse_what_does_not_go_with_them() {
+        for bad in [
+            &["--non-default"][..],
+            &["--network"],
+            &["--show-config", "--check-config"],
+            &["--show-config", "root"],
+            &["--check-config", "-bp"],
+            &["--show-config", "--network"],
+        ] {
+            assert_eq!(p(bad).unwrap_err().kind().exit_code(), 64, "{bad:?}");
         }
     }
 }

@@ -112,6 +112,7 @@ fn run(face: Face, args: std::env::ArgsOs) -> Result<()> {
         Mode::Administer(action) => administer(&inv, *action, &config),
         Mode::InitAliases => new_aliases(face, &config),
         Mode::Smtp => smtp_session(&inv, &config),
+        Mode::Verify => verify(&inv, &config),
         Mode::QueueRun(run) => {
             let spool = spool::Spool::open(&config.spool)?;
             let selection = runner::Selection {
@@ -129,11 +130,90 @@ fn run(face: Face, args: std::env::ArgsOs) -> Result<()> {
             ));
             print_out(&record)
         }
+        Mode::ShowConfig { non_default } => show_config(&inv, *non_default),
+        Mode::CheckConfig { network } => check_config(&inv, &config, *network),
         Mode::Help | Mode::Version => unreachable!("answered before the configuration is read"),
         Mode::Unsupported(flag) => Err(Error::new(
             Kind::Unavailable,
             format!("{flag} is not supported by spoolmail"),
         )),
+    }
+}
+
+/// The configuration file `--show-config` and `--check-config` read and
+/// name in their lines.
+fn config_origin(inv: &Invocation) -> &Path {
+    inv.config_path
+        .as_deref()
+        .unwrap_or(Path::new(config::DEFAULT_PATH))
+}
+
+/// `spoolmail --show-config [--non-default]` (Postfix's `postconf` and
+/// `postconf -n`): printed as a configuration file that parses back to
+/// the same settings.
+fn show_config(inv: &Invocation, non_default: bool) -> Result<()> {
+    let path = config_origin(inv);
+    let (config, written) = config::load_written(path, inv.config_path.is_some())?;
+    let origin = path.display().to_string();
+    let group = config::check::runner_group();
+    print_out(&match non_default {
+        true => config::show::non_default(&written, &origin, group),
+        false => config::show::effective(&config, &written, &origin, group),
+    })
+}
+
+/// `spoolmail --check-config [--network]`: every problem found, one line
+/// each on stdout (`FILE:LINE: key: …` when the file set it); exit 78
+/// when there is one. The configuration's own checks, the spool's layout
+/// and, with `--network`, a session with each relay (no mail sent).
+fn check_config(inv: &Invocation, config: &Config, network: bool) -> Result<()> {
+    let path = config_origin(inv);
+    let (_, written) = config::load_written(path, inv.config_path.is_some())?;
+    let origin = path.display().to_string();
+    let group = config::check::runner_group();
+    let compiled = local::aliases::compiled_path(&config.aliases);
+    let mut lines: Vec<String> = config::check::offline(config, &written, &compiled, group)
+        .iter()
+        .map(|p| p.render(&origin))
+        .collect();
+    let spool_line = config::check::line_of(&written, "spool");
+    lines.extend(
+        spool::Spool::layout_problems(&config.spool, group)
+            .into_iter()
+            .map(|text| {
+                config::check::Problem {
+                    line: spool_line,
+                    key: "spool".to_string(),
+                    text,
+                }
+                .render(&origin)
+            }),
+    );
+    // DKIM keys (issue 26): each as the runner would read it.
+    let dkim_lines: Vec<&config::Written> = written.iter().filter(|w| w.key == "dkim").collect();
+    for (i, text) in runner::dkim::key_problems(config, group) {
+        let problem = config::check::Problem {
+            line: dkim_lines.get(i).map(|w| w.line),
+            key: "dkim".to_string(),
+            text,
+        };
+        lines.push(problem.render(&origin));
+    }
+    let mut problems = lines.len();
+    let mut out = lines.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    if network {
+        for probe in runner::probe::probe_relays(config) {
+            problems += usize::from(!probe.ok);
+            out.push_str(&format!("{probe}\n"));
+        }
+    }
+    print_out(&out)?;
+    match problems {
+        0 => Ok(()),
+        n => Err(Error::config(format!("{n} problem(s) in {origin}"))),
     }
 }
 
@@ -170,6 +250,41 @@ fn administer(inv: &Invocation, action: cli::AdminAction, config: &Config) -> Re
         runner::spawn_detached(&spool, config, first);
     }
     spoolmail::queue::admin::outcome(&report)
+}
+
+/// `sendmail -bv ADDRESS…`: where each address would go, one line per
+/// step on stdout; nothing is read from stdin and nothing is queued. The
+/// exit status is the worst address's (0, 75, 69, 67, 65).
+fn verify(inv: &Invocation, config: &Config) -> Result<()> {
+    if inv.recipients.is_empty() {
+        return Err(Error::usage("-bv needs the addresses to verify"));
+    }
+    // Who sees inside the expansion: the rule mailq uses (the spool's
+    // group from queue/; without a spool only root sees everything).
+    let group = spool::Spool::open(&config.spool)
+        .ok()
+        .and_then(|s| s.group());
+    let scope = Scope::of_caller(group);
+    let uid = nix::unistd::getuid().as_raw();
+    let name = local::User::by_uid(uid).map_or_else(|| format!("uid{uid}"), |u| u.name);
+    let sender = format!("{name}@{}", config.hostname);
+    let aliases = local::load(config)?;
+    let request = runner::verify::Request {
+        addresses: &inv.recipients,
+        sender: &sender,
+        scope,
+        verbose: inv.verbose,
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let report = runner::verify::verify(config, aliases.as_ref(), &request, &mut out)?;
+    out.flush()
+        .map_err(|e| Error::io("writing to standard output", &e))?;
+    let first = report.first_problem.as_deref().unwrap_or("");
+    match report.verdict.error(first) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// `sendmail -bs`: SMTP on stdin/stdout; each committed message goes to
@@ -330,6 +445,9 @@ fn print_queue(inv: &Invocation, config: &Config) -> Result<()> {
     // Root and the spool's group see the whole queue; anyone else only
     // their own mail.
     let scope = Scope::of_caller(spool.group());
+    if inv.metrics {
+        return print_metrics(&spool, config, scope, &mut out);
+    }
     if inv.summary {
         let now = spoolmail::clock::unix_now();
         spoolmail::queue::summary::print(&spool, inv.json, scope, &mut out, now)?;
@@ -346,4 +464,16 @@ fn print_queue(inv: &Invocation, config: &Config) -> Result<()> {
     )?;
     out.flush()
         .map_err(|e| Error::io("writing to standard output", &e))
+}
+
+/// `mailq --metrics`: the queue's numbers in the Prometheus text format,
+/// of the messages in the caller's `scope`.
+fn print_metrics(
+    spool: &spool::Spool,
+    config: &Config,
+    scope: Scope,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let now = spoolmail::clock::unix_now();
+    spoolmail::queue::metrics::print(spool, config, scope, out, now)
 }

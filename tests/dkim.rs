@@ -379,3 +379,25 @@ fn keygen_writes_a_private_key_and_never_over_one() {
     assert!(!out.status.success(), "a second key over the first");
     assert_eq!(std::fs::read(&path).unwrap(), before);
 }
+
+#[test]
+fn check_config_names_each_key_that_cannot_be_used() {
+    let keys = tempfile::tempdir().unwrap();
+    let good = keygen(keys.path(), "example.org", "s1", true);
+    let missing = keys.path().join("missing.key");
+    let w = World::with_config(&format!(
+        "{}\ndkim = example.net selector=s2 key={}\n",
+        good.line,
+        missing.display()
+    ));
+    let out = w.run("sendmail", &["--check-config"], b"");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_exit(&out, 78);
+    let dkim: Vec<&str> = said.lines().filter(|l| l.contains(": dkim: ")).collect();
+    // As root the key keygen wrote is root:mail 0640, as it should be;
+    // anyone else's is theirs, which the check names too.
+    if is_root() {
+        assert_eq!(dkim.len(), 1, "{said}");
+    }
+    assert!(dkim.iter().any(|l| l.contains("missing.key")), "{said}");
+}

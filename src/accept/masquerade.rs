@@ -322,6 +322,9 @@ fn addr_specs(value: &[u8]) -> Vec<Range<usize>> {
         }
         // A group's name ends here: it is not an address.
         ListPiece::GroupName => item = Item::default(),
+        // The End before it closed the mailbox; an unfinished one is
+        // not an address.
+        ListPiece::GroupEnd | ListPiece::Unterminated(_) => {}
     });
     out
 }

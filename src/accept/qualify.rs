@@ -91,6 +91,9 @@ fn bare_names(value: &[u8]) -> Vec<usize> {
         ListPiece::End => finish(&mut item, &mut out),
         // A group's name ends here: it is not an address.
         ListPiece::GroupName => item = Item::default(),
+        // The End before it closed the mailbox; an unfinished one is
+        // not an address.
+        ListPiece::GroupEnd | ListPiece::Unterminated(_) => {}
     });
     out
 }

@@ -10,9 +10,11 @@
 //! import nothing of this file (no cycle). Below `accept/` and
 //! `runner/`, which read the settings: nothing here imports them.
 
+pub mod check;
 pub mod dkim;
 pub mod relay;
 pub mod route;
+pub mod show;
 pub mod values;
 
 use crate::address::Address;
@@ -369,6 +371,51 @@ pub fn parse(text: &str, origin: &str) -> Result<Config> {
         .resolve(&mut config)
         .map_err(|(line, msg)| Error::config(format!("{origin}:{line}: {msg}")))?;
     Ok(config)
+}
+
+/// One `key = value` line as the file writes it: what `--show-config
+/// --non-default` prints and where `--check-config` points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// The key.
+    pub key: String,
+    /// The value, comment stripped and trimmed.
+    pub value: String,
+    /// Its line number (1-based).
+    pub line: usize,
+}
+
+/// The `key = value` lines of `text`, in file order, read as [`parse`]
+/// reads them; a line that is not one is left out ([`parse`] refuses it).
+pub fn written(text: &str) -> Vec<Written> {
+    text.lines()
+        .enumerate()
+        .filter_map(|(index, raw)| {
+            let (key, value) = strip_comment(raw).trim().split_once('=')?;
+            Some(Written {
+                key: key.trim().to_string(),
+                value: value.trim().to_string(),
+                line: index + 1,
+            })
+        })
+        .collect()
+}
+
+/// [`load`], and the file's lines as written (none when it is absent and
+/// not `required`): for `--show-config` and `--check-config`.
+pub fn load_written(path: &Path, required: bool) -> Result<(Config, Vec<Written>)> {
+    let config = load(path, required)?;
+    let lines = match std::fs::read_to_string(path) {
+        Ok(text) => written(&text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Vec::new(),
+        Err(e) => {
+            return Err(Error::config(format!(
+                "cannot read config file {}: {e}",
+                path.display()
+            )));
+        }
+    };
+    Ok((config, lines))
 }
 
 /// Keys that may be given on several lines.
@@ -1085,5 +1132,52 @@ mod readme {
             missing.is_empty(),
             "spoolmail.conf(5) has no item for {missing:?}"
         );
+    }
+
+    /// The `#key = default` lines of the shipped conffile: (key, value).
+    fn conffile_defaults() -> Vec<(&'static str, &'static str)> {
+        include_str!("../../packaging/spoolmail.conf")
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .filter(|l| l.starts_with(|c: char| c.is_ascii_lowercase()))
+            .filter_map(|l| l.split_once(" ="))
+            .map(|(key, value)| (key, value.trim()))
+            .collect()
+    }
+
+    /// packaging/spoolmail.conf names every key once, commented out, and
+    /// no key the code does not know.
+    #[test]
+    fn the_conffile_lists_every_key() {
+        let listed: Vec<&str> = conffile_defaults().into_iter().map(|(k, _)| k).collect();
+        let code = keys_in_code();
+        for key in &code {
+            let times = listed.iter().filter(|k| *k == key).count();
+            assert_eq!(
+                times, 1,
+                "packaging/spoolmail.conf lists {key} {times} times"
+            );
+        }
+        for key in &listed {
+            assert!(
+                code.contains(key),
+                "packaging/spoolmail.conf lists an unknown key {key}"
+            );
+        }
+    }
+
+    /// Uncommenting every `#key = default` line of the conffile gives a
+    /// configuration that parses to the defaults (the keys whose default
+    /// is empty — "unset" or "the system's" — stay commented).
+    #[test]
+    fn the_conffile_defaults_are_the_defaults() {
+        let text: String = conffile_defaults()
+            .into_iter()
+            .filter(|(_, value)| !value.is_empty())
+            .map(|(key, value)| format!("{key} = {value}\n"))
+            .collect();
+        assert!(text.lines().count() >= 40, "{text}");
+        let config = super::parse(&text, "spoolmail.conf").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config, super::Config::default());
     }
 }

@@ -21,6 +21,7 @@ pub mod maildir;
 pub mod mbox;
 pub mod pipe;
 pub mod store;
+pub mod trace;
 pub mod user;
 
 use std::collections::BTreeSet;
@@ -34,6 +35,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::spool::{Envelope, QueueId, Spool};
 use aliases::{Aliases, Target};
+use trace::What;
 
 pub use store::{HELPER_FLAG, helper_main};
 pub use user::User;
@@ -150,9 +152,19 @@ pub struct Expansion {
     /// Some(why): the expansion passed its bound ([`Budget`]) and was
     /// abandoned as a whole.
     pub over_limit: Option<String>,
+    /// What the walk did, in order (what `sendmail -bv` shows; delivery
+    /// acts on the fields above only).
+    pub steps: Vec<trace::Step>,
 }
 
 impl Expansion {
+    /// Whether the expansion names nothing to deliver to, here or
+    /// elsewhere (an alias of a missing `:include:`, say): the recipient
+    /// fails (5.1.1).
+    pub fn delivers_nothing(&self) -> bool {
+        self.remote.is_empty() && self.local.is_empty()
+    }
+
     /// Every address elsewhere, whoever's.
     pub fn remote_addresses(&self) -> impl Iterator<Item = &String> {
         self.remote.iter().flat_map(|f| f.addresses.iter())
@@ -251,6 +263,7 @@ pub fn expand_in(config: &Config, aliases: &Aliases, address: &str, chain: &[Str
         // Abandoned as a whole: nothing of a half walk is delivered.
         walker.out.remote.clear();
         walker.out.local.clear();
+        walker.out.steps.clear();
     }
     walker.out.chain.truncate(MAX_CHAIN);
     walker.out
@@ -273,10 +286,16 @@ struct Walker<'a> {
 }
 
 impl Walker<'_> {
-    fn push(&mut self, d: Delivery) {
+    /// A local delivery reached at `depth`, kept once.
+    fn push(&mut self, d: Delivery, depth: usize) {
         if !self.out.local.contains(&d) {
+            self.record(depth, What::Local(d.clone()));
             self.out.local.push(d);
         }
+    }
+
+    fn record(&mut self, depth: usize, what: What) {
+        self.out.steps.push(trace::Step { depth, what });
     }
 
     /// Whether the walk must stop: the bound was passed earlier, or is
@@ -335,10 +354,11 @@ impl Walker<'_> {
 
     /// An address elsewhere, named by a file of `owner`'s: the path that
     /// led to it joins the chain its copy carries.
-    fn remote(&mut self, address: &str, owner: &CopyOwner) {
+    fn remote(&mut self, address: &str, owner: &CopyOwner, depth: usize) {
         if self.out.remote_addresses().any(|a| a == address) {
             return;
         }
+        self.record(depth, What::Remote(address.to_string()));
         for entry in &self.path {
             if !self.out.chain.contains(entry) {
                 self.out.chain.push(entry.clone());
@@ -369,6 +389,14 @@ impl Walker<'_> {
                     self.out.owner = Some(name.to_string());
                 }
                 self.path.push(chain_entry("alias", name));
+                let written = trace::written_all(targets);
+                self.record(
+                    depth,
+                    What::Alias {
+                        name: name.to_string(),
+                        targets: written,
+                    },
+                );
                 for t in targets {
                     self.target(t, depth + 1, &RunAs::PipeUser, &ReadAs::Owner, owner);
                 }
@@ -381,8 +409,8 @@ impl Walker<'_> {
     fn user(&mut self, name: &str, depth: usize, follow_forward: bool, owner: &CopyOwner) {
         let user = match User::lookup(name) {
             Ok(Some(u)) => u,
-            Ok(None) => return self.push(Delivery::Unknown(name.to_string())),
-            Err(e) => return self.push(Delivery::Trouble(e)),
+            Ok(None) => return self.push(Delivery::Unknown(name.to_string()), depth),
+            Err(e) => return self.push(Delivery::Trouble(e), depth),
         };
         if follow_forward && depth < MAX_DEPTH && self.seen_forwards.insert(user.name.clone()) {
             match self.forward_targets(&user) {
@@ -398,6 +426,14 @@ impl Walker<'_> {
                         mine => mine.clone(),
                     };
                     self.path.push(chain_entry("user", &user.name));
+                    let written = trace::written_all(&targets);
+                    self.record(
+                        depth,
+                        What::Forward {
+                            user: user.clone(),
+                            targets: written,
+                        },
+                    );
                     let read_as = ReadAs::User(user);
                     for t in &targets {
                         self.target(t, depth + 1, &run_as, &read_as, &owner);
@@ -405,11 +441,14 @@ impl Walker<'_> {
                     self.path.pop();
                     return;
                 }
-                Forward::NeedsRoot(why) => return self.push(Delivery::NeedsRoot(why)),
+                Forward::NeedsRoot(why) => {
+                    self.record(depth, What::Unread { user, path: None });
+                    return self.push(Delivery::NeedsRoot(why), depth);
+                }
                 Forward::None => {}
             }
         }
-        self.push(Delivery::Mailbox(user));
+        self.push(Delivery::Mailbox(user), depth);
     }
 
     fn target(
@@ -428,16 +467,22 @@ impl Walker<'_> {
                 self.name(&local_part(a), depth, owner)
             }
             _ if self.spent() => {}
-            Target::Address(a) => self.remote(a, owner),
+            Target::Address(a) => self.remote(a, owner, depth),
             Target::Local(name) => self.user(&name.to_ascii_lowercase(), depth, false, owner),
-            Target::Pipe(command) => self.push(Delivery::Pipe {
-                command: command.clone(),
-                run_as: run_as.clone(),
-            }),
-            Target::File(path) => self.push(Delivery::File {
-                path: path.clone(),
-                run_as: run_as.clone(),
-            }),
+            Target::Pipe(command) => self.push(
+                Delivery::Pipe {
+                    command: command.clone(),
+                    run_as: run_as.clone(),
+                },
+                depth,
+            ),
+            Target::File(path) => self.push(
+                Delivery::File {
+                    path: path.clone(),
+                    run_as: run_as.clone(),
+                },
+                depth,
+            ),
             Target::Include(path) if depth < MAX_DEPTH => {
                 self.include(path, depth, run_as, read_as, owner)
             }
@@ -475,7 +520,8 @@ impl Walker<'_> {
                     Ok(meta) => meta.uid(),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => return,
                     Err(e) => {
-                        return self.push(Delivery::Trouble(format!("{}: {e}", path.display())));
+                        return self
+                            .push(Delivery::Trouble(format!("{}: {e}", path.display())), depth);
                     }
                 };
                 let reader = match file_owner {
@@ -483,10 +529,10 @@ impl Walker<'_> {
                     uid => User::by_uid(uid),
                 };
                 let Some(reader) = reader else {
-                    return self.push(Delivery::Trouble(format!(
-                        "{}: no account to read it as",
-                        path.display()
-                    )));
+                    return self.push(
+                        Delivery::Trouble(format!("{}: no account to read it as", path.display())),
+                        depth,
+                    );
                 };
                 let run_as = match file_owner {
                     0 => RunAs::PipeUser,
@@ -513,14 +559,30 @@ impl Walker<'_> {
                 if !self.charge_file(file, lines, false) {
                     return;
                 }
+                let written = trace::written_all(&targets);
+                self.record(
+                    depth,
+                    What::Include {
+                        path: path.to_path_buf(),
+                        reader: reader.clone(),
+                        targets: written,
+                    },
+                );
                 let read_as = ReadAs::User(reader);
                 for t in &targets {
                     self.target(t, depth + 1, &run_as, &read_as, &owner);
                 }
             }
             Ok(Listed::Seen | Listed::Missing) => {}
-            Err(ListTrouble::NeedsRoot(why)) => self.push(Delivery::NeedsRoot(why)),
-            Err(ListTrouble::Unsafe(why)) => self.push(Delivery::Trouble(why)),
+            Err(ListTrouble::NeedsRoot(why)) => {
+                let unread = What::Unread {
+                    user: reader,
+                    path: Some(path.to_path_buf()),
+                };
+                self.record(depth, unread);
+                self.push(Delivery::NeedsRoot(why), depth);
+            }
+            Err(ListTrouble::Unsafe(why)) => self.push(Delivery::Trouble(why), depth),
         }
     }
 

@@ -158,7 +158,7 @@ fn recipients(m: &QueuedMessage) -> Vec<Shown<'_>> {
 /// dot and the recorded outcome: the flag is only set by the next
 /// attempt); or a state that cannot be read (unknown: some recipients
 /// may have had their copy).
-fn possibly_delivered(m: &QueuedMessage) -> bool {
+pub(super) fn possibly_delivered(m: &QueuedMessage) -> bool {
     let marked = m.window_open || m.state.as_ref().is_some_and(|s| s.final_dot_sent.is_some());
     m.state_error.is_some()
         || m.state.as_ref().is_some_and(|s| s.possibly_delivered)
@@ -166,7 +166,7 @@ fn possibly_delivered(m: &QueuedMessage) -> bool {
 }
 
 /// Put on hold by an administrator.
-fn held(m: &QueuedMessage) -> bool {
+pub(super) fn held(m: &QueuedMessage) -> bool {
     m.state.as_ref().is_some_and(|s| s.held)
 }
 

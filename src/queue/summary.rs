@@ -153,7 +153,7 @@ pub fn print(spool: &Spool, json: bool, scope: Scope, out: &mut dyn Write, now: 
 
 /// The domain a recipient counts under: lower case, `(local)` for a bare
 /// name; control characters shown as `?` (a domain is hostile text).
-fn domain_of(address: &str) -> String {
+pub(super) fn domain_of(address: &str) -> String {
     match address.rsplit_once('@') {
         Some((_, domain)) if !domain.is_empty() => domain
             .chars()

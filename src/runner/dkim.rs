@@ -144,6 +144,38 @@ pub fn for_message(
     }
 }
 
+/// `--check-config`: what is wrong with each `dkim` line's key, as
+/// (the line's index in `config.dkim`, what is wrong): what
+/// [`for_message`] would refuse (missing, unreadable, readable by
+/// everyone, of the wrong type or size), and a key the runner of an
+/// ordinary user (group `group`) cannot read, whose mail would wait for
+/// root's queue run.
+pub fn key_problems(config: &Config, group: u32) -> Vec<(usize, String)> {
+    let mut problems = Vec::new();
+    for (i, signing) in config.dkim.iter().enumerate() {
+        let shown = signing.key.display();
+        if let Err(e) = read_key(signing) {
+            problems.push((i, format!("{shown}: {e}")));
+            continue;
+        }
+        if let Ok(meta) = std::fs::metadata(&signing.key)
+            && (meta.uid() != 0 || meta.gid() != group || meta.mode() & 0o040 == 0)
+        {
+            problems.push((
+                i,
+                format!(
+                    "{shown}: mode {:04o} uid {} gid {}: the runner of an ordinary user (gid {group}) cannot read it, so their mail from {} waits; make it 0640 root:mail",
+                    meta.mode() & 0o7777,
+                    meta.uid(),
+                    meta.gid(),
+                    signing.domain
+                ),
+            ));
+        }
+    }
+    problems
+}
+
 /// Reads and checks the key of `signing`: not readable by everyone, of
 /// the configured algorithm, RSA of 2048 bits or more.
 fn read_key(signing: &Signing) -> Result<PrivateKeyDer<'static>, String> {

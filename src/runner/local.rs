@@ -100,7 +100,7 @@ pub fn deliver(
             format!("{address}: expansion limit reached ({why}): nothing delivered"),
         )));
     }
-    if expansion.remote.is_empty() && expansion.local.is_empty() {
+    if expansion.delivers_nothing() {
         return Ok(result(Outcome::failed(
             "5.1.1",
             format!("{address} expands to nothing deliverable"),

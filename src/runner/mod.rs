@@ -23,11 +23,13 @@ pub mod dns;
 pub mod hosts;
 mod local;
 mod outcome;
+pub mod probe;
 mod record;
 pub mod relays;
 pub mod slots;
 mod stop;
 mod transport;
+pub mod verify;
 mod worklist;
 
 pub use backoff::retry_delay;
@@ -360,10 +362,25 @@ pub fn run_queue(
         // With the queue listing the repair made, if it made one.
         spool.sweep_state(config.tmp_max_age, SystemTime::now(), queued.as_deref());
         run_once(spool, config, selection, deadline)?;
+        record_complete_run(spool, selection);
         match interval {
             Some(interval) if stop::pause(interval) => {}
             _ => return Ok(()),
         }
+    }
+}
+
+/// Records the end of root's run for monitoring (`mailq --metrics`)
+/// when it was complete: the whole queue (no filter), not cut short by
+/// `queue_run_limit` or SIGTERM. A failure costs the record, not the run.
+fn record_complete_run(spool: &Spool, selection: &Selection) {
+    let whole = selection.scope == Scope::Every && selection.filters.is_empty();
+    if whole
+        && nix::unistd::geteuid().is_root()
+        && !stop::stopping()
+        && let Err(e) = spool.record_queue_run(unix_now())
+    {
+        log::warn!("recording the queue run's end: {e}");
     }
 }
 

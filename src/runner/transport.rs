@@ -669,7 +669,7 @@ impl<'a> Transport<'a> {
 const IDLE_CHECK: Duration = Duration::from_secs(2);
 
 /// DNS queries get at most this long, whatever the SMTP timeouts.
-const DNS_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn relay_name(name: &str, addr: &SocketAddr) -> String {
     format!("{name}[{}]:{}", addr.ip(), addr.port())
