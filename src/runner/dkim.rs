@@ -221,8 +221,12 @@ fn read_key(signing: &Signing) -> Result<PrivateKeyDer<'static>, String> {
 
 fn ed25519(key: &PrivateKeyDer<'_>) -> Result<Ed25519Key, String> {
     match key {
+        // OpenSSL writes Ed25519 keys as PKCS#8 v1 (no public key inside);
+        // ring's strict reader wants v2, its lenient one derives the
+        // public key from the seed.
         PrivateKeyDer::Pkcs8(der) => {
-            Ed25519Key::from_pkcs8_der(der.secret_pkcs8_der()).map_err(|e| e.to_string())
+            Ed25519Key::from_pkcs8_maybe_unchecked_der(der.secret_pkcs8_der())
+                .map_err(|e| e.to_string())
         }
         _ => Err("an Ed25519 key must be PKCS#8".to_string()),
     }
