@@ -21,6 +21,10 @@ if [ -n "$need" ]; then
 fi
 python3 -c 'import aiosmtpd, dnslib' 2>/dev/null ||
     python3 -m pip install -q aiosmtpd dnslib
+# DKIM's independent verifier (tests/dkim.rs): dkimpy, and PyNaCl for
+# its Ed25519 signatures.
+python3 -c 'import dkim, nacl' 2>/dev/null ||
+    python3 -m pip install -q dkimpy pynacl
 # Prometheus's own text-format parser, for tests/metrics.rs.
 python3 -c 'import prometheus_client' 2>/dev/null ||
     python3 -m pip install -q prometheus-client

@@ -85,6 +85,20 @@ pub enum Mode {
     Verify,
     /// A mode spoolmail does not provide (`-bd`, `-bt`, …), with its flag.
     Unsupported(String),
+    /// `--dkim-keygen DOMAIN SELECTOR [--ed25519]`: write a DKIM key and
+    /// print the DNS record to publish (issue 26).
+    DkimKeygen(DkimKeygen),
+}
+
+/// What `--dkim-keygen` makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DkimKeygen {
+    /// The signing domain.
+    pub domain: String,
+    /// The selector.
+    pub selector: String,
+    /// An Ed25519 key (`--ed25519`) rather than RSA 2048.
+    pub ed25519: bool,
 }
 
 /// When to deliver (`-od?`).
@@ -410,6 +424,17 @@ pub const OPTIONS: &[OptionSpec] = &[
         arg: Arg::No,
         effect: "with -bp/mailq: return the messages named to their senders now, with a DSN saying so (exim -Mg)",
     },
+    // DKIM keys (issue 26).
+    OptionSpec {
+        name: "dkim-keygen",
+        arg: Arg::No,
+        effect: "spoolmail --dkim-keygen DOMAIN SELECTOR: write a 2048-bit RSA key for the dkim line of DOMAIN (its key= path, else /etc/spoolmail/dkim/DOMAIN.SELECTOR.key; 0640 root:mail when run as root; never over an existing file) and print the DNS TXT record to publish",
+    },
+    OptionSpec {
+        name: "ed25519",
+        arg: Arg::No,
+        effect: "with --dkim-keygen: an Ed25519 key (RFC 8463) instead of RSA",
+    },
     OptionSpec {
         name: "show-config",
         arg: Arg::No,
@@ -484,6 +509,7 @@ const HELP_GROUPS: &[(&str, &[Face], &[&str])] = &[
             "X", "D", "d", "h", "L", "A", "M", "p", "Q", "Q-bare", "n", "m", "U", "G", "c", "s",
         ],
     ),
+    ("DKIM keys", &[Face::Sendmail], &["dkim-keygen", "ed25519"]),
     (
         "The configuration (spoolmail --show-config, --check-config)",
         &[Face::Sendmail],
@@ -709,6 +735,22 @@ pub fn parse(face: Face, args: &[String]) -> Result<Invocation> {
         if matches.opt_present(name) {
             inv.ignored.push(format!("-{name}"));
         }
+    }
+    // DKIM keys (issue 26): the free arguments are the domain and selector.
+    if matches.opt_present("dkim-keygen") {
+        let [domain, selector] = matches.free.as_slice() else {
+            return Err(Error::usage(
+                "usage: spoolmail --dkim-keygen DOMAIN SELECTOR [--ed25519]",
+            ));
+        };
+        inv.mode = Mode::DkimKeygen(DkimKeygen {
+            domain: domain.clone(),
+            selector: selector.clone(),
+            ed25519: matches.opt_present("ed25519"),
+        });
+        inv.recipients.clear();
+    } else if matches.opt_present("ed25519") {
+        return Err(Error::usage("--ed25519 goes with --dkim-keygen"));
     }
     config_mode(&matches, &mut inv)?;
     // Asking what the program is wins over anything else on the line:

@@ -121,6 +121,15 @@ fn run(face: Face, args: std::env::ArgsOs) -> Result<()> {
             };
             runner::run_queue(&spool, &config, &selection, run.interval)
         }
+        Mode::DkimKeygen(keygen) => {
+            let (record, path) =
+                runner::dkim::generate(&config, &keygen.domain, &keygen.selector, keygen.ed25519)?;
+            say(format_args!(
+                "spoolmail: key written to {}; publish this record:",
+                path.display()
+            ));
+            print_out(&record)
+        }
         Mode::ShowConfig { non_default } => show_config(&inv, *non_default),
         Mode::CheckConfig { network } => check_config(&inv, &config, *network),
         Mode::Help | Mode::Version => unreachable!("answered before the configuration is read"),
@@ -180,6 +189,16 @@ fn check_config(inv: &Invocation, config: &Config, network: bool) -> Result<()> 
                 .render(&origin)
             }),
     );
+    // DKIM keys (issue 26): each as the runner would read it.
+    let dkim_lines: Vec<&config::Written> = written.iter().filter(|w| w.key == "dkim").collect();
+    for (i, text) in runner::dkim::key_problems(config, group) {
+        let problem = config::check::Problem {
+            line: dkim_lines.get(i).map(|w| w.line),
+            key: "dkim".to_string(),
+            text,
+        };
+        lines.push(problem.render(&origin));
+    }
     let mut problems = lines.len();
     let mut out = lines.join("\n");
     if !out.is_empty() {

@@ -106,7 +106,8 @@ fn show_config_prints_every_key_in_table_order_and_parses_back() {
              relay = b.example tls=tls max_connections=3\n\
              route = *.corp.example -> relay 10.0.0.5\n\
              route = old.example -> error 550 5.1.2 gone\n\
-             retry_min = 90s\nmasquerade_domain = example.com",
+             retry_min = 90s\nmasquerade_domain = example.com\n\
+             dkim = example.com selector=s1 key=/nonexistent/example.com.s1.key",
             pass.display()
         ))
         .world();

@@ -11,6 +11,7 @@
 //! `runner/`, which read the settings: nothing here imports them.
 
 pub mod check;
+pub mod dkim;
 pub mod relay;
 pub mod route;
 pub mod show;
@@ -200,6 +201,11 @@ pub struct Config {
     pub masquerade_sender_override: SenderOverride,
     /// `route` lines, in file order: the first that matches decides.
     pub routes: Vec<Route<RelayList>>,
+    /// `dkim` lines: the signing domains, one line each.
+    pub dkim: Vec<dkim::Signing>,
+    /// `dkim_required`: a message whose signing domain's key cannot be
+    /// read waits (yes) or goes unsigned (no).
+    pub dkim_required: bool,
 }
 
 impl Config {
@@ -271,6 +277,8 @@ impl Default for Config {
             masquerade_headers: vec!["From", "Sender", "Reply-To"],
             masquerade_sender_override: SenderOverride::Local,
             routes: Vec::new(),
+            dkim: Vec::new(),
+            dkim_required: true,
         }
     }
 }
@@ -342,7 +350,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Config> {
         if value.chars().any(char::is_control) {
             return Err(at(format!("{key}: control character in value")));
         }
-        // `route` and `relay` lines are a table: one per line, repeated.
+        // `route`, `relay` and `dkim` lines are a table: one per line, repeated.
         if !REPEATED.contains(&key) && seen.iter().any(|k| k == key) {
             return Err(at(format!("duplicate key \"{}\"", clip(key))));
         }
@@ -411,7 +419,7 @@ pub fn load_written(path: &Path, required: bool) -> Result<(Config, Vec<Written>
 }
 
 /// Keys that may be given on several lines.
-const REPEATED: &[&str] = &["route", "relay"];
+const REPEATED: &[&str] = &["route", "relay", "dkim"];
 
 /// The relay lists and the routing table as written, kept until the
 /// whole file is read: an entry's settings (`relay` lines, the
@@ -648,6 +656,14 @@ fn set(c: &mut Config, key: &str, value: &str) -> Setting {
                 }
             }
         }
+        "dkim" => {
+            let line = dkim::parse(value)?;
+            if c.dkim.iter().any(|d| d.domain == line.domain) {
+                return Err(format!("{} has a dkim line already", line.domain));
+            }
+            c.dkim.push(line)
+        }
+        "dkim_required" => c.dkim_required = yes_no(value)?,
         _ => return Err("unknown key".to_string()),
     }
     Ok(())
@@ -910,6 +926,25 @@ corrupt_max_files = 20
             err("masquerade_domain = example.com\nsender_address = n@example.com")
                 .contains("exclude each other")
         );
+    }
+
+    #[test]
+    fn dkim_lines_are_a_table_one_per_domain() {
+        let c = parse(
+            "dkim = example.org selector=s key=/k1\ndkim = example.net selector=e key=/k2 algorithm=ed25519-sha256\ndkim_required = no\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.dkim.len(), 2);
+        assert!(!c.dkim_required);
+        assert!(Config::default().dkim_required, "required by default");
+        let e = parse(
+            "dkim = example.org selector=s key=/k1\ndkim = EXAMPLE.org selector=t key=/k2\n",
+            "t",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("t:2:"), "{e}");
+        assert!(parse("dkim = example.org key=/k\n", "t").is_err());
     }
 
     #[test]

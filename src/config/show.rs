@@ -77,6 +77,8 @@ pub const KEYS: &[&str] = &[
     "masquerade_envelope",
     "masquerade_headers",
     "masquerade_sender_override",
+    "dkim",
+    "dkim_required",
 ];
 
 /// The whole effective configuration. `origin` names the file read;
@@ -88,7 +90,7 @@ pub fn effective(config: &Config, written: &[Written], origin: &str, group: u32)
     );
     for key in KEYS {
         match *key {
-            "relay" | "route" => {
+            "relay" | "route" | "dkim" => {
                 let lines: Vec<&Written> = written.iter().filter(|w| w.key == *key).collect();
                 if lines.is_empty() {
                     out.push_str(&format!("# {key}: none\n"));
@@ -302,6 +304,11 @@ fn value(c: &Config, key: &str) -> String {
             SenderOverride::Always => "always",
         }
         .to_string(),
+        "dkim_required" => match c.dkim_required {
+            true => "yes",
+            false => "no",
+        }
+        .to_string(),
         _ => unreachable!("{key} is printed by effective()"),
     }
 }
@@ -352,6 +359,9 @@ masquerade_headers = none
 masquerade_envelope = no
 rate_limit_exempt = alice bob
 syslog_socket = /dev/log
+dkim = example.org selector=s1 key=/etc/spoolmail/dkim/example.org.s1.key
+dkim = example.net selector=e1 key=/nonexistent/e algorithm=ed25519-sha256 subdomains=yes
+dkim_required = no
 ";
 
     /// The configuration without the routes' line numbers, which say

@@ -150,6 +150,27 @@ pub fn attempt(
         if refused {
             persist(ctx, &id, &state)?;
         }
+        // DKIM (issue 26): the signing domain's key is read once per
+        // attempt; one that cannot be used makes the remote recipients
+        // wait (unless dkim_required = no), never go unsigned.
+        let signer = match groups.is_empty() {
+            true => None,
+            false => match super::dkim::for_message(
+                ctx.config,
+                id.as_str(),
+                &mut spool.claimed_data(&claim)?,
+            ) {
+                Ok(signer) => signer,
+                Err(e) => {
+                    let outcome = Outcome::deferred("4.3.5", e.to_string());
+                    for i in std::mem::take(&mut groups).into_values().flatten() {
+                        apply(ctx, &id, &mut state, i, &outcome, None, now_s, age);
+                    }
+                    persist(ctx, &id, &state)?;
+                    None
+                }
+            },
+        };
         // Remote recipients first: a local command may run for
         // pipe_timeout, and the others of the message must not wait for
         // it (nor for its user, who may stall it on purpose).
@@ -176,6 +197,7 @@ pub fn attempt(
                     &mut state,
                     &target,
                     indices.clone(),
+                    signer.as_ref(),
                 )?,
             };
             if let Some(until) = waits {
@@ -368,6 +390,7 @@ struct Target<'a> {
 /// transactions on the same connection. Ok(Some(until)): nothing was
 /// attempted and nothing recorded, the destination being in the
 /// unreachable cache until then.
+#[allow(clippy::too_many_arguments)]
 fn deliver_to(
     ctx: &Context,
     transport: &mut Transport,
@@ -376,6 +399,7 @@ fn deliver_to(
     state: &mut DeliveryState,
     target: &Target,
     indices: Vec<usize>,
+    signer: Option<&super::dkim::Signer>,
 ) -> Result<Option<u64>> {
     let (dest, forced, now) = (target.dest, target.forced, target.now);
     let spool = ctx.spool;
@@ -409,6 +433,16 @@ fn deliver_to(
         true => content.size,
         false => envelope.size,
     };
+    let open = || -> io::Result<Box<dyn io::Read + '_>> {
+        spool
+            .claimed_data(claim)
+            .map(|d| Box::new(d) as Box<dyn io::Read>)
+            .map_err(|e| io::Error::other(e.to_string()))
+    };
+    let message_signer = signer.map(|signer| super::dkim::MessageSigner {
+        signer,
+        open: &open,
+    });
     let mut pending = indices;
     let mut limit = ctx.config.smtp_recipient_limit.max(1);
     // One new connection after a server dropped us for asking too much.
@@ -437,8 +471,19 @@ fn deliver_to(
             envid: envelope.envid.as_deref(),
             dsn_notify: envelope.dsn_notify.as_deref(),
             content: Some(&content),
+            signer: message_signer
+                .as_ref()
+                .map(|s| s as &dyn crate::smtp::SentFormSigner),
         };
-        let mut data = spool.claimed_data(claim)?;
+        // A signer reads the data first, through duplicates of the same
+        // descriptor (one file offset): the data sent is opened after it.
+        let mut data: Box<dyn io::Read> = match message_signer {
+            Some(_) => Box::new(OpenedOnRead {
+                open: &open,
+                data: None,
+            }),
+            None => Box::new(spool.claimed_data(claim)?),
+        };
         let result = {
             // The RFC 1047 window opens here: marked before the dot goes
             // out, so that a runner killed before the outcome is recorded
@@ -637,6 +682,22 @@ fn deliver_to(
         }
     }
     Ok(None)
+}
+
+/// The message data, opened at its first read (see [`deliver_to`]).
+struct OpenedOnRead<'a> {
+    open: &'a dyn Fn() -> io::Result<Box<dyn io::Read + 'a>>,
+    data: Option<Box<dyn io::Read + 'a>>,
+}
+
+impl io::Read for OpenedOnRead<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let data = match &mut self.data {
+            Some(data) => data,
+            None => self.data.insert((self.open)()?),
+        };
+        data.read(buf)
+    }
 }
 
 /// Where the next transaction ends for the SMTPUTF8 rule (issue 24):

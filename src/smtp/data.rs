@@ -51,6 +51,37 @@ pub fn encode_converted(
     eight_bit_ok: bool,
     out: &mut dyn Write,
 ) -> io::Result<u64> {
+    convert_into(Encoder::default(), src, content, eight_bit_ok, out)
+}
+
+/// Copies `src` to `out` as it goes on the wire — converted when
+/// `converted` holds what [`super::downgrade::scan`] found, folded,
+/// broken and with CRLF line endings — but without dot-stuffing: the
+/// message as the receiver will store it, which is what a DKIM
+/// signature covers (issue 26). Same code as the send pass, so the two
+/// cannot differ.
+pub fn sent_form(
+    src: &mut dyn Read,
+    converted: Option<(&super::downgrade::Content, bool)>,
+    out: &mut dyn Write,
+) -> io::Result<u64> {
+    let encoder = Encoder {
+        stuff: false,
+        ..Encoder::default()
+    };
+    match converted {
+        Some((content, eight_bit_ok)) => convert_into(encoder, src, content, eight_bit_ok, out),
+        None => encode_with(encoder, src, out).map(|e| e.written),
+    }
+}
+
+fn convert_into(
+    encoder: Encoder,
+    src: &mut dyn Read,
+    content: &super::downgrade::Content,
+    eight_bit_ok: bool,
+    out: &mut dyn Write,
+) -> io::Result<u64> {
     /// The converter's output fed to the encoder as it comes.
     struct Feed<'a> {
         encoder: Encoder,
@@ -65,10 +96,7 @@ pub fn encode_converted(
             Ok(())
         }
     }
-    let mut feed = Feed {
-        encoder: Encoder::default(),
-        out,
-    };
+    let mut feed = Feed { encoder, out };
     super::downgrade::convert(src, content, eight_bit_ok, &mut feed)?;
     feed.encoder.finish(feed.out)?;
     Ok(feed.encoder.written)
@@ -82,7 +110,14 @@ pub fn content_size(src: &mut dyn Read) -> io::Result<u64> {
 }
 
 fn encode_counting(src: &mut dyn Read, out: &mut dyn Write) -> io::Result<Encoder> {
-    let mut encoder = Encoder::default();
+    encode_with(Encoder::default(), src, out)
+}
+
+fn encode_with(
+    mut encoder: Encoder,
+    src: &mut dyn Read,
+    out: &mut dyn Write,
+) -> io::Result<Encoder> {
     let mut buf = [0u8; CHUNK];
     loop {
         let n = match src.read(&mut buf) {
@@ -113,6 +148,8 @@ pub(super) struct Encoder {
     /// line: a fold goes before its last white space. Never more than
     /// [`MAX_LINE`] plus one chunk.
     held: Vec<u8>,
+    /// Dot-stuffing on (the wire) or off (the sent form DKIM signs).
+    stuff: bool,
 }
 
 impl Default for Encoder {
@@ -124,6 +161,7 @@ impl Default for Encoder {
             written: 0,
             stuffed: 0,
             held: Vec::new(),
+            stuff: true,
         }
     }
 }
@@ -244,7 +282,7 @@ impl Encoder {
         if piece.is_empty() {
             return Ok(());
         }
-        if self.line_len == 0 && piece[0] == b'.' {
+        if self.stuff && self.line_len == 0 && piece[0] == b'.' {
             self.put(out, b".")?;
             self.stuffed += 1;
             self.line_len += 1;
@@ -257,7 +295,7 @@ impl Encoder {
     /// Body line content: broken at 998 octets, between characters.
     fn body_text(&mut self, mut text: &[u8], out: &mut dyn Write) -> io::Result<()> {
         while !text.is_empty() {
-            if self.line_len == 0 && text[0] == b'.' {
+            if self.stuff && self.line_len == 0 && text[0] == b'.' {
                 self.put(out, b".")?;
                 self.stuffed += 1;
                 self.line_len += 1;
@@ -360,6 +398,21 @@ mod tests {
             wire(&long).len() as u64,
             "broken lines counted"
         );
+    }
+
+    #[test]
+    fn the_sent_form_is_the_wire_form_without_stuffing() {
+        // Issue 26: what DKIM signs is what the receiver stores.
+        let mut input = b"Subject: x\n\n.\n..two\nmid\rcr\n".to_vec();
+        input.extend(std::iter::repeat_n(b'z', 1200));
+        let mut sent = Vec::new();
+        sent_form(&mut &input[..], None, &mut sent).unwrap();
+        let unstuffed: Vec<u8> = String::from_utf8(wire(&input))
+            .unwrap()
+            .replace("\r\n.", "\r\n")
+            .into_bytes();
+        assert_eq!(sent, unstuffed);
+        assert!(sent.starts_with(b"Subject: x\r\n\r\n.\r\n..two\r\nmid\r\ncr\r\n"));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 mod auth;
 mod data;
-pub use data::content_size;
+pub use data::{content_size, sent_form};
 pub mod downgrade;
 pub use downgrade::{Content, scan};
 pub(crate) mod reply;
@@ -202,6 +202,23 @@ pub struct TransactionEnvelope<'a> {
     /// is): decides BODY=8BITMIME, SMTPUTF8 for 8-bit header fields
     /// where offered, and conversion to 7-bit MIME ([`downgrade`]).
     pub content: Option<&'a Content>,
+    /// Signs the message as it goes to this server (DKIM); None: sent
+    /// unsigned.
+    pub signer: Option<&'a dyn SentFormSigner>,
+}
+
+/// Signs a message in the form it is sent (DKIM, issue 26). The session
+/// knows that form — converted to 7-bit MIME or not, which depends on
+/// the server ([`sent_form`]); the signer owns the data, which it reads
+/// a first time for the signature, and the key.
+pub trait SentFormSigner {
+    /// The header field to put before the message ("DKIM-Signature:
+    /// …\r\n", folded, CRLF line endings). `sent_form` writes the
+    /// sent form of the stored message given to it into the sink given.
+    fn signature(
+        &self,
+        sent_form: &mut dyn FnMut(&mut dyn Read, &mut dyn Write) -> io::Result<u64>,
+    ) -> Result<Vec<u8>, String>;
 }
 
 /// The replies of one transaction.
@@ -612,8 +629,24 @@ impl Session {
             Some(content) => self.must_convert(content)?,
             None => false,
         };
+        // Signed before MAIL, in a pass of its own over the data: the
+        // SIZE= declared counts the signature too.
+        let signature = match envelope.signer {
+            Some(signer) => {
+                let converted = match (convert, envelope.content) {
+                    (true, Some(content)) => Some((content, self.offers("8BITMIME"))),
+                    _ => None,
+                };
+                let field = signer
+                    .signature(&mut |src, out| sent_form(src, converted, out))
+                    .map_err(|e| SmtpError::new(ErrorKind::Io, format!("DKIM signing: {e}")))?;
+                Some(field)
+            }
+            None => None,
+        };
+        let signature_len = signature.as_ref().map_or(0, |s| s.len() as u64);
         self.dirty = true;
-        let mail = self.mail_command(envelope);
+        let mail = self.mail_command(envelope, signature_len);
         let rcpts: Vec<String> = envelope
             .recipients
             .iter()
@@ -692,6 +725,11 @@ impl Session {
         }
 
         self.conn.set_write_limit(self.timeouts.data_block);
+        if let Some(field) = &signature {
+            self.conn
+                .write_all(field)
+                .map_err(|e| SmtpError::io("sending the message data", &e))?;
+        }
         let encoded = match envelope.content {
             Some(content) if convert => {
                 let eight_bit_ok = self.offers("8BITMIME");
@@ -844,10 +882,12 @@ impl Session {
         self.reset()
     }
 
-    fn mail_command(&self, envelope: &TransactionEnvelope) -> String {
+    /// MAIL FROM with its parameters; `added` octets (a signature) go
+    /// before the data.
+    fn mail_command(&self, envelope: &TransactionEnvelope, added: u64) -> String {
         let mut mail = format!("MAIL FROM:<{}>", envelope.sender);
         if self.offers("SIZE") {
-            mail.push_str(&format!(" SIZE={}", envelope.size));
+            mail.push_str(&format!(" SIZE={}", envelope.size + added));
         }
         let content = envelope.content;
         if (envelope.eight_bit || content.is_some_and(Content::eight_bit))

@@ -101,6 +101,7 @@ fn envelope<'a>(recipients: &'a [String]) -> TransactionEnvelope<'a> {
         envid: None,
         dsn_notify: None,
         content: None,
+        signer: None,
     }
 }
 

@@ -91,6 +91,15 @@ class Handler:
         return reply
 
 
+class No8BitMimeHandler(Handler):
+    """--no-8bitmime: EHLO does not offer 8BITMIME (a server spoolmail
+    must send 7-bit MIME to)."""
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        return [r for r in responses if "8BITMIME" not in r.upper()]
+
+
 class Server(SMTP):
     def connection_made(self, transport):
         global concurrent
@@ -152,7 +161,8 @@ def make_server():
         )
         if args.no_auth_plain:
             kwargs["auth_exclude_mechanism"] = ["PLAIN"]
-    return Server(Handler(), **kwargs)
+    handler = No8BitMimeHandler() if args.no_8bitmime else Handler()
+    return Server(handler, **kwargs)
 
 
 async def main():
@@ -196,6 +206,8 @@ if __name__ == "__main__":
     p.add_argument("--implicit-tls", nargs=2, metavar=("CERT", "KEY"))
     p.add_argument("--size", type=int, default=0)
     p.add_argument("--dot-delay", type=float, default=0.0)
+    p.add_argument("--no-8bitmime", action="store_true",
+                   help="EHLO does not offer 8BITMIME")
     args = p.parse_args()
     log_file = open(args.log, "a")
     try:
