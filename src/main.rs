@@ -178,16 +178,22 @@ fn check_config(inv: &Invocation, config: &Config, network: bool) -> Result<()> 
         .collect();
     let spool_line = config::check::line_of(&written, "spool");
     lines.extend(
-        spool::Spool::layout_problems(&config.spool, group)
-            .into_iter()
-            .map(|text| {
-                config::check::Problem {
-                    line: spool_line,
-                    key: "spool".to_string(),
-                    text,
-                }
-                .render(&origin)
-            }),
+        spool::Spool::layout_problems(&config.spool, group, &|uid, gid| {
+            format!(
+                "{}:{}",
+                privilege::user_name(uid),
+                privilege::group_name(gid)
+            )
+        })
+        .into_iter()
+        .map(|text| {
+            config::check::Problem {
+                line: spool_line,
+                key: "spool".to_string(),
+                text,
+            }
+            .render(&origin)
+        }),
     );
     // DKIM keys (issue 26): each as the runner would read it.
     let dkim_lines: Vec<&config::Written> = written.iter().filter(|w| w.key == "dkim").collect();

@@ -234,6 +234,22 @@ pub enum AdminAction {
     Return,
 }
 
+/// The name of user `uid` from the password database, or the number.
+pub fn user_name(uid: u32) -> String {
+    nix::unistd::User::from_uid(uid.into())
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name)
+}
+
+/// The name of group `gid` from the group database, or the number.
+pub fn group_name(gid: u32) -> String {
+    nix::unistd::Group::from_gid(gid.into())
+        .ok()
+        .flatten()
+        .map_or_else(|| gid.to_string(), |g| g.name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -130,8 +130,12 @@ pub fn password_file(path: &Path, group: u32) -> Result<(), String> {
         return Err(format!("{shown} is not a regular file"));
     }
     let (mode, uid, gid) = (meta.mode() & 0o7777, meta.uid(), meta.gid());
-    let owners = format!("mode {mode:04o} {}:{}", user_name(uid), group_name(gid));
-    let wanted = format!("make it 0640 root:{}", group_name(group));
+    let owners = format!(
+        "mode {mode:04o} {}:{}",
+        crate::privilege::user_name(uid),
+        crate::privilege::group_name(gid)
+    );
+    let wanted = format!("make it 0640 root:{}", crate::privilege::group_name(group));
     if mode & 0o007 != 0 {
         return Err(format!(
             "{shown}: {owners}: every user can read the password; {wanted}"
@@ -140,14 +144,14 @@ pub fn password_file(path: &Path, group: u32) -> Result<(), String> {
     if uid != 0 {
         return Err(format!(
             "{shown}: {owners}: owned by {}, who can read and change the password; {wanted}",
-            user_name(uid)
+            crate::privilege::user_name(uid)
         ));
     }
     if gid != group || mode & 0o040 == 0 {
         return Err(format!(
             "{shown}: {owners}: the runner of an ordinary user (group {}) cannot read it, \
              so their mail waits with every relay recorded unreachable; {wanted}",
-            group_name(group)
+            crate::privilege::group_name(group)
         ));
     }
     // Only root can look inside (anyone else was shown enough above).
@@ -259,20 +263,6 @@ fn aliases_compiled(source: &Path, compiled: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn user_name(uid: u32) -> String {
-    nix::unistd::User::from_uid(uid.into())
-        .ok()
-        .flatten()
-        .map_or_else(|| uid.to_string(), |u| u.name)
-}
-
-fn group_name(gid: u32) -> String {
-    nix::unistd::Group::from_gid(gid.into())
-        .ok()
-        .flatten()
-        .map_or_else(|| gid.to_string(), |g| g.name)
 }
 
 #[cfg(test)]

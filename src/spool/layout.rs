@@ -29,8 +29,13 @@ pub const LAYOUT: &[(&str, u32)] = &[
 impl Spool {
     /// What differs from [`LAYOUT`] under `root`, owner root and group
     /// `group`: one line per directory (missing, not a directory, its
-    /// mode, its owner). Reads only; creates and repairs nothing.
-    pub fn layout_problems(root: &Path, group: u32) -> Vec<String> {
+    /// mode, its owner, written `owners(uid, gid)`: the spool does not
+    /// know user names). Reads only; creates and repairs nothing.
+    pub fn layout_problems(
+        root: &Path,
+        group: u32,
+        owners: &dyn Fn(u32, u32) -> String,
+    ) -> Vec<String> {
         let mut problems = Vec::new();
         for (sub, mode) in LAYOUT {
             let path = match *sub {
@@ -63,29 +68,14 @@ impl Spool {
             }
             if (meta.uid(), meta.gid()) != (0, group) {
                 problems.push(format!(
-                    "{shown} is owned by {}:{}, expected root:{}",
-                    user_name(meta.uid()),
-                    group_name(meta.gid()),
-                    group_name(group)
+                    "{shown} is owned by {}, expected {}",
+                    owners(meta.uid(), meta.gid()),
+                    owners(0, group)
                 ));
             }
         }
         problems
     }
-}
-
-fn user_name(uid: u32) -> String {
-    nix::unistd::User::from_uid(uid.into())
-        .ok()
-        .flatten()
-        .map_or_else(|| uid.to_string(), |u| u.name)
-}
-
-fn group_name(gid: u32) -> String {
-    nix::unistd::Group::from_gid(gid.into())
-        .ok()
-        .flatten()
-        .map_or_else(|| gid.to_string(), |g| g.name)
 }
 
 #[cfg(test)]
@@ -97,7 +87,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("spool");
         assert_eq!(
-            Spool::layout_problems(&root, 0),
+            Spool::layout_problems(&root, 0, &|u, g| format!("{u}:{g}")),
             [format!(
                 "{} is missing (mode 0751 expected)",
                 root.display()
@@ -120,7 +110,7 @@ mod tests {
             .unwrap();
         // The owner is root only when the test runs as root: its lines
         // are not what this test is about.
-        let problems: Vec<String> = Spool::layout_problems(root, gid)
+        let problems: Vec<String> = Spool::layout_problems(root, gid, &|u, g| format!("{u}:{g}"))
             .into_iter()
             .filter(|p| !p.contains("owned by"))
             .collect();
