@@ -825,3 +825,104 @@ fn the_declared_size_is_what_the_server_receives() {
         String::from_utf8_lossy(&got[0].data)
     );
 }
+
+/// The content note a queue file carries (an extended attribute), if any.
+fn content_note(path: &std::path::Path) -> Option<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    let mut buf = [0u8; 256];
+    // SAFETY: NUL-terminated strings, a buffer valid for its length.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            c"user.spoolmail.content".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    (n > 0).then(|| buf[..n as usize].to_vec())
+}
+
+/// Replaces the content note of a queue file.
+fn set_content_note(path: &std::path::Path, note: &str) {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: NUL-terminated strings, a value valid for its length.
+    let rc = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            c"user.spoolmail.content".as_ptr(),
+            note.as_ptr().cast(),
+            note.len(),
+            0,
+        )
+    };
+    assert_eq!(rc, 0, "setxattr: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn what_submission_found_in_the_content_decides_body_8bitmime() {
+    // Issue 24 item 1: 8-bit content is found at submission, as Postfix's
+    // cleanup finds it, and kept with the queue file; the delivery takes
+    // BODY=8BITMIME (and SIZE=) from that note, not from a second read —
+    // unless the note is not about the file's octets.
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(dir.path(), &[]);
+    let w = world_for(&server, "");
+    let queue = w.spool.join("queue");
+    let eight = w.send_ok(
+        &["-f", "eight@example.org", "r@x.test"],
+        "Subject: x\n\nh\u{e9}llo\n".as_bytes(),
+    );
+    let Some(note) = content_note(&queue.join(&eight)) else {
+        eprintln!("skipped: the spool's file system keeps no user attributes");
+        return;
+    };
+    let note = String::from_utf8(note).unwrap();
+    eprintln!("note: {note}");
+    assert!(
+        note.starts_with("content1 ") && note.contains(" body8=1 "),
+        "{note}"
+    );
+    // Two ASCII messages, each given a note that says 8-bit: the one
+    // whose octet count matches is believed (BODY=8BITMIME declared for
+    // ASCII is harmless, and shows which was read); the other is read.
+    let believed = w.send_ok(
+        &["-f", "believed@example.org", "r@x.test"],
+        b"Subject: y\n\nplain\n",
+    );
+    let stale = w.send_ok(
+        &["-f", "stale@example.org", "r@x.test"],
+        b"Subject: y\n\nplain\n",
+    );
+    let own = String::from_utf8(content_note(&queue.join(&believed)).unwrap()).unwrap();
+    assert!(own.contains(" body8=0 "), "{own}");
+    set_content_note(
+        &queue.join(&believed),
+        &own.replace(" body8=0 ", " body8=1 "),
+    );
+    let octets = w.envelope(&stale).size;
+    set_content_note(
+        &queue.join(&stale),
+        &own.replace(" body8=0 ", " body8=1 ").replace(
+            &format!("octets={octets} "),
+            &format!("octets={} ", octets + 1),
+        ),
+    );
+    assert_success(&w.sendmail(&["-q"], b""));
+    server.wait_messages(3, Duration::from_secs(30));
+    let declared = |sender: &str| {
+        let mails = server.mail_commands();
+        let (_, params) = mails
+            .iter()
+            .find(|(s, _)| s == sender)
+            .unwrap_or_else(|| panic!("no MAIL from {sender}: {mails:?}"));
+        params.iter().any(|p| p == "BODY=8BITMIME")
+    };
+    assert!(declared("eight@example.org"));
+    assert!(declared("believed@example.org"), "the note was read");
+    assert!(
+        !declared("stale@example.org"),
+        "a note about other octets is not"
+    );
+}

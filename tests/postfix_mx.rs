@@ -922,6 +922,22 @@ fn postfix_without_8bitmime_gets_no_8bit_header_fields_and_the_sender_a_clear_no
         notice.contains("Diagnostic-Code: X-Spoolmail; the message has 8-bit header fields"),
         "{notice}"
     );
+    // The same for a UTF-8 file name in an attachment's header: a
+    // header field too, inside the MIME structure.
+    let parts = w.sendmail(
+        &["-odi", "-f", "s@example.org", "b@x.test"],
+        "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n--b\n\
+         Content-Type: text/plain\n\nhello \u{e9}\n--b\n\
+         Content-Type: text/plain\nContent-Disposition: attachment; filename=\"r\u{e9}sum\u{e9}.txt\"\n\n\
+         body\n--b--\n"
+            .as_bytes(),
+    );
+    let stderr = String::from_utf8_lossy(&parts.stderr);
+    assert!(
+        stderr.contains("8-bit header fields in a MIME part"),
+        "{stderr}"
+    );
+    assert_eq!(w.queue_ids().len(), 2, "the two notices");
     let log = pf.maillog();
     assert!(
         PostfixMx::sessions(&log).is_empty(),

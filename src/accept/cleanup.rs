@@ -162,6 +162,26 @@ pub fn masqueraded_from(given: Option<&Address>, stored: Option<&Address>) -> St
     }
 }
 
+/// The queue file's data writer, with every octet written to it also
+/// fed to the content scanner: what is scanned is exactly what is
+/// stored.
+struct Scanned<'w, W: Write> {
+    out: &'w mut W,
+    scanner: crate::smtp::Scanner,
+}
+
+impl<W: Write> Write for Scanned<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.scanner.feed(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
 /// One message on its way through: the sender is settled when it is
 /// made (a door may refuse early on it, before reading its caller's
 /// bytes); [`Cleanup::commit`] does the rest.
@@ -264,7 +284,14 @@ impl<'a> Cleanup<'a> {
             size: 0,
         };
         draft.write_envelope(&envelope)?;
-        let out = draft.data();
+        // What the data holds (8-bit, NUL, long lines, MIME, the size on
+        // the wire) is found as it is written, and kept with the queue
+        // file, as Postfix's cleanup records the body type (issue 24).
+        let mut scanned = Scanned {
+            out: draft.data(),
+            scanner: crate::smtp::Scanner::default(),
+        };
+        let out = &mut scanned;
         if !matches!(
             door,
             Door::Caller {
@@ -302,6 +329,12 @@ impl<'a> Cleanup<'a> {
                     .and_then(|_| out.flush())
                     .map_err(|e| Error::io("copying a drop into the queue", &e))?;
             }
+        }
+        let found = scanned.scanner.finish();
+        if !draft.note_content(found.note().as_bytes()) {
+            log::debug!(
+                "{id}: no content note (the spool's file system keeps no user attributes): a delivery reads the message for it"
+            );
         }
 
         // The brake on runaway senders (max_messages_per_hour…), counted

@@ -423,12 +423,28 @@ fn deliver_to(
     let mut relay = conn.relay.clone();
     // SIZE= is what the server will count (RFC 1870: CRLF line endings,
     // no quoting dots), which differs from the stored size by a CR per
-    // line: one pass over the message, only for servers that ask.
-    // The same pass finds 8-bit content, NULs and long lines (issue 24):
-    // BODY=8BITMIME, and conversion to 7-bit MIME where needed, follow
-    // from it (see crate::smtp::downgrade).
-    let content = crate::smtp::scan(&mut spool.claimed_data(claim)?)
-        .map_err(|e| crate::error::Error::io(format_args!("reading {id}"), &e))?;
+    // line; the same finding has 8-bit content, NULs and long lines
+    // (issue 24): BODY=8BITMIME, and conversion to 7-bit MIME where
+    // needed, follow from it (see crate::smtp::downgrade). It is what
+    // the acceptance step found and kept with the file, when the note is
+    // about these very octets; else one pass over the message (a file
+    // without a note: a notice, a copy, an older version's).
+    let reading = |e: io::Error| crate::error::Error::io(format_args!("reading {id}"), &e);
+    let noted = claim
+        .content_note()
+        .and_then(|note| crate::smtp::Content::from_note(&note))
+        .filter(|c| c.octets == envelope.size);
+    let mut content = match noted {
+        Some(content) => content,
+        None => crate::smtp::scan(&mut spool.claimed_data(claim)?).map_err(reading)?,
+    };
+    if !conn.session.offers("8BITMIME") {
+        // Only then does an 8-bit part header matter: a second pass, for
+        // 8-bit MIME messages only.
+        content.eight_bit_part_header =
+            crate::smtp::eight_bit_in_part_headers(&mut spool.claimed_data(claim)?, &content)
+                .map_err(reading)?;
+    }
     let size = match conn.session.offers("SIZE") {
         true => content.size,
         false => envelope.size,

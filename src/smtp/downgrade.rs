@@ -19,11 +19,12 @@
 //! decoder reads it either way. A message without MIME gets a MIME
 //! header of its own (text/plain, charset utf-8 when the body is UTF-8,
 //! else unknown-8bit, RFC 1428). Preamble and epilogue, which no reader
-//! shows, get `?` for an 8-bit octet (for a server without 8BITMIME). Header fields cannot be converted
-//! without changing them: 8-bit ones at the top are found by [`scan`]
-//! and the message is refused before MAIL (the session's plan); in a
-//! part's header an 8-bit octet becomes `?` (again only for a server
-//! without 8BITMIME).
+//! shows, get `?` for an 8-bit octet (for a server without 8BITMIME).
+//! Header fields cannot be converted without changing them: 8-bit ones
+//! at the top are found by [`scan`], those of a part or an embedded
+//! message by [`eight_bit_in_part_headers`], and such a message is
+//! refused before MAIL for a server without 8BITMIME (the session's
+//! plan; a notice with 5.6.3).
 //!
 //! The output is in stored form (LF line endings); [`super::data`] then
 //! makes it wire form.
@@ -50,6 +51,9 @@ pub struct Content {
     /// The size as SIZE= declares it when sent as it is
     /// ([`super::content_size`]).
     pub size: u64,
+    /// The octets read: the stored size (a note whose count is not the
+    /// queue file's is not about its data).
+    pub octets: u64,
     /// An octet over 127 in the top-level header section.
     pub eight_bit_header: bool,
     /// An octet over 127 in the body.
@@ -62,6 +66,10 @@ pub struct Content {
     pub mime: bool,
     /// The body is valid UTF-8.
     pub utf8_body: bool,
+    /// An octet over 127 in a header section inside the MIME structure:
+    /// not found by [`scan`] (which does not follow boundaries) but by
+    /// [`eight_bit_in_part_headers`], a second pass its caller makes.
+    pub eight_bit_part_header: bool,
 }
 
 impl Content {
@@ -69,112 +77,210 @@ impl Content {
     pub fn eight_bit(&self) -> bool {
         self.eight_bit_header || self.eight_bit_body
     }
+
+    /// What [`scan`] found, as one short line of text kept with the queue
+    /// file. [`Content::eight_bit_part_header`] is not in it: a delivery
+    /// to a server without 8BITMIME reads the MIME structure for that.
+    pub fn note(&self) -> String {
+        let flag = |b: bool| if b { 1 } else { 0 };
+        format!(
+            "{NOTE_VERSION} octets={} size={} header8={} body8={} nul={} long={} mime={} utf8={}",
+            self.octets,
+            self.size,
+            flag(self.eight_bit_header),
+            flag(self.eight_bit_body),
+            flag(self.nul),
+            flag(self.long_line),
+            flag(self.mime),
+            flag(self.utf8_body),
+        )
+    }
+
+    /// Reads a [`Content::note`] back: None for anything but exactly
+    /// that form (a note from another version, or damaged), and the
+    /// message is scanned instead.
+    pub fn from_note(note: &[u8]) -> Option<Content> {
+        let text = std::str::from_utf8(note).ok()?;
+        let mut fields = text.split(' ');
+        if fields.next()? != NOTE_VERSION {
+            return None;
+        }
+        let keys = [
+            "octets", "size", "header8", "body8", "nul", "long", "mime", "utf8",
+        ];
+        let mut values = [0u64; 8];
+        for (key, slot) in keys.iter().zip(values.iter_mut()) {
+            let (k, v) = fields.next()?.split_once('=')?;
+            if k != *key || v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            *slot = v.parse().ok()?;
+        }
+        if fields.next().is_some() || values[2..].iter().any(|&f| f > 1) {
+            return None;
+        }
+        let [octets, size, header8, body8, nul, long, mime, utf8] = values;
+        Some(Content {
+            octets,
+            size,
+            eight_bit_header: header8 == 1,
+            eight_bit_body: body8 == 1,
+            nul: nul == 1,
+            long_line: long == 1,
+            mime: mime == 1,
+            utf8_body: utf8 == 1,
+            eight_bit_part_header: false,
+        })
+    }
 }
+
+/// The first word of a [`Content::note`]: its form.
+const NOTE_VERSION: &str = "content1";
 
 /// Reads `src` once and says what it holds.
 pub fn scan(src: &mut dyn Read) -> io::Result<Content> {
-    let mut content = Content {
-        utf8_body: true,
-        ..Content::default()
-    };
-    let mut size = Encoder::default();
-    let mut sink = io::sink();
-    let mut in_header = true;
-    // The start of the current header line (lower-cased), for its name.
-    let mut name: Vec<u8> = Vec::with_capacity(16);
-    let mut line_len = 0usize;
-    // Continuation octets a UTF-8 sequence still needs.
-    let mut need = 0u8;
-    // The header's last octet was a CR: bare or not, the next one says.
-    let mut header_cr = false;
+    let mut scanner = Scanner::default();
     let mut buf = vec![0u8; 8 * 1024];
     loop {
-        let n = match src.read(&mut buf) {
+        match src.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => n,
+            Ok(n) => scanner.feed(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
-        };
-        size.feed(&buf[..n], &mut sink)?;
-        let mut chunk = &buf[..n];
-        if !in_header && need == 0 && chunk.is_ascii() {
+        }
+    }
+    Ok(scanner.finish())
+}
+
+/// [`scan`] as the bytes go by, in pieces of any size: at submission the
+/// acceptance step feeds it what it writes into the queue file, and the
+/// finding is kept with the file ([`Content::note`]), as Postfix's
+/// cleanup records the body type, so a delivery need not read the
+/// message once more to learn it.
+pub struct Scanner {
+    content: Content,
+    size: Encoder,
+    /// The octets fed.
+    octets: u64,
+    in_header: bool,
+    /// The start of the current header line (lower-cased), for its name.
+    name: Vec<u8>,
+    line_len: usize,
+    /// Continuation octets a UTF-8 sequence still needs.
+    need: u8,
+    /// The header's last octet was a CR: bare or not, the next one says.
+    header_cr: bool,
+}
+
+impl Default for Scanner {
+    fn default() -> Scanner {
+        Scanner {
+            content: Content {
+                utf8_body: true,
+                ..Content::default()
+            },
+            size: Encoder::default(),
+            octets: 0,
+            in_header: true,
+            name: Vec::with_capacity(16),
+            line_len: 0,
+            need: 0,
+            header_cr: false,
+        }
+    }
+}
+
+impl Scanner {
+    /// The next octets of the message.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        // Counting only: the encoder's output goes nowhere.
+        let _ = self.size.feed(chunk, &mut io::sink());
+        self.octets += chunk.len() as u64;
+        let content = &mut self.content;
+        let mut chunk = chunk;
+        if !self.in_header && self.need == 0 && chunk.is_ascii() {
             // The common case, in bulk: ASCII body text.
             content.nul |= chunk.contains(&0);
             // The first piece goes on the current line, each other
             // starts a line; the last goes on in the next chunk.
             let mut pieces = chunk.split(|&b| b == b'\n' || b == b'\r');
-            line_len += pieces.next().map_or(0, <[u8]>::len);
-            content.long_line |= line_len > MAX_LINE;
+            self.line_len += pieces.next().map_or(0, <[u8]>::len);
+            content.long_line |= self.line_len > MAX_LINE;
             for piece in pieces {
-                line_len = piece.len();
-                content.long_line |= line_len > MAX_LINE;
+                self.line_len = piece.len();
+                content.long_line |= self.line_len > MAX_LINE;
             }
             chunk = &[];
         }
         for &b in chunk {
             content.nul |= b == 0;
-            if in_header {
+            if self.in_header {
                 // CRLF ends a line; a bare CR is a space on the wire
                 // (see data): the line is not empty then.
-                if std::mem::take(&mut header_cr) && b != b'\n' {
-                    line_len += 1;
+                if std::mem::take(&mut self.header_cr) && b != b'\n' {
+                    self.line_len += 1;
                 }
                 match b {
                     b'\n' => {
-                        if line_len == 0 {
-                            in_header = false;
+                        if self.line_len == 0 {
+                            self.in_header = false;
                         }
-                        line_len = 0;
-                        name.clear();
+                        self.line_len = 0;
+                        self.name.clear();
                     }
-                    b'\r' => header_cr = true,
+                    b'\r' => self.header_cr = true,
                     _ => {
                         content.eight_bit_header |= b > 127;
-                        if line_len < 13 {
-                            name.push(b.to_ascii_lowercase());
-                            if name == b"mime-version:" || name == b"content-type:" {
+                        if self.line_len < 13 {
+                            self.name.push(b.to_ascii_lowercase());
+                            if self.name == b"mime-version:" || self.name == b"content-type:" {
                                 content.mime = true;
                             }
                         }
-                        line_len += 1;
+                        self.line_len += 1;
                     }
                 }
                 continue;
             }
             match b {
-                b'\n' | b'\r' => line_len = 0,
+                b'\n' | b'\r' => self.line_len = 0,
                 _ => {
-                    line_len += 1;
-                    content.long_line |= line_len > MAX_LINE;
+                    self.line_len += 1;
+                    content.long_line |= self.line_len > MAX_LINE;
                 }
             }
             if b > 127 {
                 content.eight_bit_body = true;
             }
             // A small UTF-8 check: lead octets and their continuations.
-            if need > 0 {
+            if self.need > 0 {
                 if b & 0xC0 == 0x80 {
-                    need -= 1;
+                    self.need -= 1;
                     continue;
                 }
                 content.utf8_body = false;
-                need = 0;
+                self.need = 0;
             }
             match b {
                 0x00..=0x7F => {}
-                0xC2..=0xDF => need = 1,
-                0xE0..=0xEF => need = 2,
-                0xF0..=0xF4 => need = 3,
+                0xC2..=0xDF => self.need = 1,
+                0xE0..=0xEF => self.need = 2,
+                0xF0..=0xF4 => self.need = 3,
                 _ => content.utf8_body = false,
             }
         }
     }
-    if need > 0 {
-        content.utf8_body = false;
+
+    /// What the octets fed hold, and how many they were.
+    pub fn finish(mut self) -> Content {
+        if self.need > 0 {
+            self.content.utf8_body = false;
+        }
+        let _ = self.size.finish(&mut io::sink());
+        self.content.size = self.size.declared();
+        self.content.octets = self.octets;
+        self.content
     }
-    size.finish(&mut sink)?;
-    content.size = size.declared();
-    Ok(content)
 }
 
 /// How a part's body is written.
@@ -235,6 +341,8 @@ struct Converter<'o> {
     utf8: bool,
     /// 8-bit octets may stay where no decoder reads them.
     eight_bit_ok: bool,
+    /// An 8-bit octet was seen in a part's header section.
+    part_header_octets: bool,
 }
 
 /// Writes `src` converted to 7-bit MIME to `out` (stored form); see the
@@ -248,6 +356,31 @@ pub fn convert(
     eight_bit_ok: bool,
     out: &mut dyn Write,
 ) -> io::Result<()> {
+    convert_reporting(src, content, eight_bit_ok, out).map(drop)
+}
+
+/// Whether a header section inside the MIME structure (a part's, an
+/// embedded message's) holds an 8-bit octet: like the top-level header,
+/// such a field cannot be made 7-bit without changing it (RFC 2047 words
+/// would be a different field), so a message with one is refused for a
+/// server without 8BITMIME, not sent with `?` in a file name (issue 24).
+/// A second pass, with the converter's own MIME reading; [`scan`] does
+/// not follow boundaries. Only a MIME message with an 8-bit body can
+/// have one.
+pub fn eight_bit_in_part_headers(src: &mut dyn Read, content: &Content) -> io::Result<bool> {
+    if !(content.mime && content.eight_bit_body) {
+        return Ok(false);
+    }
+    convert_reporting(src, content, false, &mut io::sink())
+}
+
+/// [`convert`], saying whether a part's header held an 8-bit octet.
+fn convert_reporting(
+    src: &mut dyn Read,
+    content: &Content,
+    eight_bit_ok: bool,
+    out: &mut dyn Write,
+) -> io::Result<bool> {
     let mut reader = BufReader::with_capacity(PIECE, src);
     let mut c = Converter {
         out,
@@ -265,6 +398,7 @@ pub fn convert(
         escape_left: 0,
         utf8: content.utf8_body,
         eight_bit_ok,
+        part_header_octets: false,
     };
     let mut piece: Vec<u8> = Vec::with_capacity(1024);
     let mut at_line_start = true;
@@ -289,7 +423,8 @@ pub fn convert(
     if !at_line_start {
         c.piece(b"", false, true)?;
     }
-    c.end()
+    c.end()?;
+    Ok(c.part_header_octets)
 }
 
 impl Converter<'_> {
@@ -389,6 +524,7 @@ impl Converter<'_> {
     /// a part's header when the server takes no 8-bit.
     fn write_header_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
         let top = matches!(self.state, State::Header { top: true, .. });
+        self.part_header_octets |= !top && bytes.iter().any(|&b| b > 127);
         let keep = top || self.eight_bit_ok;
         let bad = |b: u8| b == 0 || (b > 127 && !keep);
         if !bytes.iter().any(|&b| bad(b)) {
@@ -732,6 +868,31 @@ mod tests {
     }
 
     #[test]
+    fn an_8bit_octet_in_a_part_header_is_found_and_nowhere_else() {
+        let with = |part_header: &str, preamble: &str| {
+            format!(
+                "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b1\n\n{preamble}\n\
+                 --b1\nContent-Type: text/plain\n{part_header}\n\nbody \u{e9}\n--b1--\n"
+            )
+        };
+        let found = |m: String| {
+            let content = scan(&mut m.as_bytes()).unwrap();
+            eight_bit_in_part_headers(&mut m.as_bytes(), &content).unwrap()
+        };
+        // An attachment's file name in UTF-8 (RFC 2231 not used).
+        assert!(found(with(
+            "Content-Disposition: attachment; filename=\"r\u{e9}sum\u{e9}.txt\"",
+            "pre"
+        )));
+        // In the preamble, and in a body, it is not a header's.
+        assert!(!found(with("Content-Disposition: inline", "pr\u{e9}")));
+        // Nor in the top-level header: that is scan's finding.
+        let top = "Subject: \u{e9}\nMIME-Version: 1.0\nContent-Type: text/plain\n\n\u{e9}\n";
+        assert!(!found(top.to_string()));
+        assert!(scan(&mut top.as_bytes()).unwrap().eight_bit_header);
+    }
+
+    #[test]
     fn the_scan_finds_what_needs_converting() {
         let c = scan(&mut &b"Subject: \xc3\xa9\n\nplain\n"[..]).unwrap();
         assert!(c.eight_bit_header && !c.eight_bit_body && !c.mime);
@@ -785,6 +946,41 @@ mod tests {
         }
         assert!(!scan(&mut &inputs[1][..]).unwrap().long_line);
         assert!(scan(&mut &inputs[2][..]).unwrap().long_line);
+    }
+
+    #[test]
+    fn the_note_kept_at_submission_reads_back_as_the_scan_found_it() {
+        for input in [
+            "Subject: \u{e9}\nMIME-Version: 1.0\n\nx\0\n"
+                .as_bytes()
+                .to_vec(),
+            b"Subject: x\n\n\xe9\n".to_vec(),
+            b"Subject: x\n\nplain\r\n.\n".to_vec(),
+        ] {
+            // As the acceptance step feeds it: in the pieces it writes.
+            let mut scanner = Scanner::default();
+            for piece in input.chunks(3) {
+                scanner.feed(piece);
+            }
+            let fed = scanner.finish();
+            let whole = scan(&mut &input[..]).unwrap();
+            assert_eq!(fed, whole);
+            assert_eq!(whole.octets, input.len() as u64);
+            assert_eq!(Content::from_note(whole.note().as_bytes()), Some(whole));
+        }
+        let note = scan(&mut &b"S: x\n\n\xe9\n"[..]).unwrap().note();
+        assert!(note.contains(" body8=1 "), "{note}");
+        // Anything but exactly that form is no note: the message is read.
+        for bad in [
+            note.replace("content1", "content2"),
+            note.replace("body8=1", "body8=2"),
+            note.replace("size=", "size=x"),
+            format!("{note} extra=1"),
+            note.replace(" utf8=0", ""),
+            String::new(),
+        ] {
+            assert_eq!(Content::from_note(bad.as_bytes()), None, "{bad}");
+        }
     }
 
     #[test]

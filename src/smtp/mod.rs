@@ -12,7 +12,7 @@ mod auth;
 mod data;
 pub use data::{content_size, sent_form};
 pub mod downgrade;
-pub use downgrade::{Content, scan};
+pub use downgrade::{Content, Scanner, eight_bit_in_part_headers, scan};
 pub(crate) mod reply;
 mod stream;
 
@@ -930,6 +930,12 @@ impl Session {
             return Err(SmtpError::new(
                 ErrorKind::Unconvertible,
                 "the message has 8-bit header fields and the server offers no 8BITMIME: they cannot be converted to 7-bit",
+            ));
+        }
+        if content.eight_bit_part_header && !eight_bit_ok {
+            return Err(SmtpError::new(
+                ErrorKind::Unconvertible,
+                "the message has 8-bit header fields in a MIME part and the server offers no 8BITMIME: they cannot be converted to 7-bit",
             ));
         }
         Ok((content.eight_bit_body && !eight_bit_ok)

@@ -742,6 +742,28 @@ fn eight_bit_header_fields_without_8bitmime_are_refused_before_mail() {
 }
 
 #[test]
+fn eight_bit_part_header_fields_without_8bitmime_are_refused_before_mail() {
+    let message = "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b\n\n\
+        --b\nContent-Type: text/plain; name=\"\u{e9}t\u{e9}.txt\"\n\nbody\n--b--\n"
+        .as_bytes();
+    let mut content = scan(&mut &message[..]).unwrap();
+    content.eight_bit_part_header =
+        crate::smtp::eight_bit_in_part_headers(&mut &message[..], &content).unwrap();
+    assert!(content.eight_bit_part_header && !content.eight_bit_header);
+    let rcpts = vec!["a@x.test".to_string()];
+    let mut env = envelope(&rcpts);
+    env.content = Some(&content);
+    let (addr, seen) = server("220 x\r\n", no_8bitmime, Some("250 ok\r\n"));
+    let mut s = Session::connect(addr, "x", &settings()).unwrap();
+    let e = s.send(&env, &mut &message[..], &mut || Ok(())).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Unconvertible);
+    assert!(e.to_string().contains("in a MIME part"), "{e}");
+    s.quit();
+    let lines = seen.recv().unwrap();
+    assert!(!lines.iter().any(|l| l.starts_with("MAIL")), "{lines:?}");
+}
+
+#[test]
 fn a_nul_is_encoded_even_where_8bitmime_is_offered() {
     // Issue 24 item 5: NUL is not allowed in 8BITMIME data (RFC 6152 §2).
     let message = b"Subject: t\n\na\0b \xc3\xa9\n";

@@ -146,6 +146,14 @@ impl Draft {
         &mut self.writer
     }
 
+    /// Keeps `note`, a short record of what the data holds, with the
+    /// message (see [`super::note`]): before the commit, so that it is
+    /// there when the file appears in queue/. A cache, not a part of the
+    /// message: false, and nothing else, when it cannot be kept.
+    pub fn note_content(&self, note: &[u8]) -> bool {
+        super::note::write(self.writer.out.get_ref(), note)
+    }
+
     /// THE COMMIT POINT (S1): writes the trailer, flushes, fsyncs the file,
     /// renames tmp/ID to queue/ID without replacing, fsyncs queue/. Only
     /// after Ok is the message safe. On any error the tmp file is removed

@@ -40,6 +40,7 @@ mod id;
 pub mod layout;
 mod maildrop;
 mod monitor;
+mod note;
 mod removals;
 mod schedule;
 mod state;
@@ -856,6 +857,13 @@ impl Claim {
     /// The claimed message.
     pub fn id(&self) -> &QueueId {
         &self.id
+    }
+
+    /// The note the acceptance step kept with the message
+    /// ([`Draft::note_content`]), if it has one; the spool does not read
+    /// it.
+    pub fn content_note(&self) -> Option<Vec<u8>> {
+        note::read(&self._file)
     }
 }
 
