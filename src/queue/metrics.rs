@@ -127,22 +127,8 @@ impl Tally {
                 *self.deferred.entry(domain_of(address)).or_default() += 1;
             }
         };
-        match &m.state {
-            Some(state) => state
-                .recipients
-                .iter()
-                .filter(|r| {
-                    matches!(
-                        r.status,
-                        RecipientStatus::Queued | RecipientStatus::Deferred
-                    )
-                })
-                .for_each(|r| count(&r.address, r.status)),
-            None => m
-                .envelope
-                .recipients
-                .iter()
-                .for_each(|address| count(address, RecipientStatus::Queued)),
+        for (address, status) in m.open_recipients() {
+            count(address, status);
         }
         let state = whole.unwrap_or(match deferred {
             true => State::Deferred,

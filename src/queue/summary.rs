@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::privilege::Scope;
-use crate::spool::{RecipientStatus, Spool};
+use crate::spool::Spool;
 
 /// Upper bounds of the age columns, in minutes (qshape's defaults); the
 /// last column holds everything older.
@@ -79,21 +79,7 @@ pub fn print(spool: &Spool, json: bool, scope: Scope, out: &mut dyn Write, now: 
             .iter()
             .position(|&bound| minutes < bound)
             .unwrap_or(BUCKETS.len() - 1);
-        let open: Vec<&str> = match &m.state {
-            Some(state) => state
-                .recipients
-                .iter()
-                .filter(|r| {
-                    matches!(
-                        r.status,
-                        RecipientStatus::Queued | RecipientStatus::Deferred
-                    )
-                })
-                .map(|r| r.address.as_str())
-                .collect(),
-            None => m.envelope.recipients.iter().map(String::as_str).collect(),
-        };
-        for address in open {
+        for (address, _) in m.open_recipients() {
             total.add(column);
             domains.entry(domain_of(address)).or_default().add(column);
         }

@@ -133,6 +133,33 @@ pub struct QueuedMessage {
     pub window_open: bool,
 }
 
+impl QueuedMessage {
+    /// The recipients still to do (queued or deferred), each with its
+    /// status: from the state, or all of the envelope's as queued while
+    /// there is no state.
+    pub fn open_recipients(&self) -> Vec<(&str, RecipientStatus)> {
+        match &self.state {
+            Some(state) => state
+                .recipients
+                .iter()
+                .filter(|r| {
+                    matches!(
+                        r.status,
+                        RecipientStatus::Queued | RecipientStatus::Deferred
+                    )
+                })
+                .map(|r| (r.address.as_str(), r.status))
+                .collect(),
+            None => self
+                .envelope
+                .recipients
+                .iter()
+                .map(|a| (a.as_str(), RecipientStatus::Queued))
+                .collect(),
+        }
+    }
+}
+
 /// A reader over exactly the message data of a queue file.
 pub struct MessageData {
     inner: io::Take<BufReader<File>>,
