@@ -40,8 +40,12 @@ const BATCH: usize = 10;
 const MESSAGE_SIZE: usize = 2048;
 /// Unmeasured runs per side before measuring (page cache, binary loading).
 const WARMUP: usize = 2;
-/// Target: spoolmail median (and mean) at most this many times the floor.
-const TARGET_RATIO: f64 = 1.5;
+/// Target: spoolmail median (and mean) at most this many times the floor
+/// (issue 25).
+const TARGET_RATIO: f64 = 1.4;
+/// Target: page faults (minor and major) of one spoolmail enqueue
+/// process, median (issue 25).
+const TARGET_FAULTS: i64 = 120;
 /// Target: peak RSS of any spoolmail enqueue process, in KiB.
 const TARGET_RSS_KIB: i64 = 4096;
 
@@ -256,6 +260,8 @@ struct Side {
 struct Sample {
     wall: Duration,
     maxrss_kib: i64,
+    /// Page faults, minor and major (from the child's rusage).
+    faults: i64,
 }
 
 impl Side {
@@ -307,6 +313,7 @@ impl Side {
         Sample {
             wall,
             maxrss_kib: rusage.ru_maxrss,
+            faults: rusage.ru_minflt + rusage.ru_majflt,
         }
     }
 }
@@ -331,6 +338,7 @@ struct Stats {
     p95: Duration,
     rss_max: i64,
     rss_median: i64,
+    faults_median: i64,
 }
 
 impl Stats {
@@ -341,12 +349,15 @@ impl Stats {
         let mut rss: Vec<i64> = samples.iter().map(|s| s.maxrss_kib).collect();
         rss.sort();
         let total: Duration = walls.iter().sum();
+        let mut faults: Vec<i64> = samples.iter().map(|s| s.faults).collect();
+        faults.sort();
         Stats {
             mean: total / u32::try_from(walls.len()).expect("sample count fits u32"),
             median: walls[walls.len() / 2],
             p95: walls[percentile_index(walls.len(), 95)],
             rss_max: *rss.last().expect("samples"),
             rss_median: rss[rss.len() / 2],
+            faults_median: faults[faults.len() / 2],
         }
     }
 }
@@ -363,12 +374,13 @@ fn report(n: usize, base: &Path, floor: &Stats, spoolmail: &Stats) {
     }
     fn row(label: &str, s: &Stats) {
         println!(
-            "{label:<38}{:>11}{:>11}{:>11}   {} / {} KiB",
+            "{label:<38}{:>11}{:>11}{:>11}   {} / {} KiB   {}",
             ms(s.mean),
             ms(s.median),
             ms(s.p95),
             s.rss_max,
-            s.rss_median
+            s.rss_median,
+            s.faults_median
         );
     }
     fn verdict(ok: bool) -> &'static str {
@@ -383,7 +395,7 @@ fn report(n: usize, base: &Path, floor: &Stats, spoolmail: &Stats) {
         base.display()
     );
     println!(
-        "{:<38}{:>11}{:>11}{:>11}   peak RSS max/median",
+        "{:<38}{:>11}{:>11}{:>11}   peak RSS max/median   page faults (median)",
         "", "mean", "median", "p95"
     );
     row("floor (write+fsync+rename+fsync dir)", floor);
@@ -392,6 +404,16 @@ fn report(n: usize, base: &Path, floor: &Stats, spoolmail: &Stats) {
     println!(
         "{ratio:<50}target <= {TARGET_RATIO}x: {}",
         verdict(ratio_median <= TARGET_RATIO && ratio_mean <= TARGET_RATIO)
+    );
+    let faults = format!(
+        "page faults spoolmail: {} (floor {}, {:.2}x)",
+        spoolmail.faults_median,
+        floor.faults_median,
+        spoolmail.faults_median as f64 / floor.faults_median.max(1) as f64
+    );
+    println!(
+        "{faults:<50}target <= {TARGET_FAULTS}: {}",
+        verdict(spoolmail.faults_median <= TARGET_FAULTS)
     );
     let rss = format!("peak RSS spoolmail: {} KiB", spoolmail.rss_max);
     println!(

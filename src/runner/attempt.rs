@@ -505,12 +505,21 @@ fn deliver_to(
             // out, so that a runner killed before the outcome is recorded
             // leaves a trace — a link (see crate::spool's window module),
             // durable before the dot, closed once the outcome is durable.
+            // The link is made now, as the transaction begins, and its
+            // sync is waited for only before the dot: the commands and
+            // the data go out meanwhile.
             //
             // Where no link can be made (or made durable), the marker goes
             // into the state file, durably too: a marker a power cut can
             // undo would let the retry go unflagged.
+            let mut link = Some(spool.link_window(claim));
             let mut mark_window = || -> io::Result<()> {
-                match spool.open_window(claim) {
+                let made = match link.take() {
+                    Some(Ok(ticket)) => spool.window_made_durable(ticket),
+                    Some(Err(e)) => Err(e),
+                    None => spool.open_window(claim),
+                };
+                match made {
                     Ok(()) => return Ok(()),
                     Err(e) => log::debug!("{id}: no window link ({e}): marking the state file"),
                 }

@@ -32,6 +32,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
+/// A change made and not yet known to be durable: issued by
+/// [`GroupCommit::issue`], redeemed by [`GroupCommit::wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a change is durable only once waited for"]
+pub struct Ticket(u64);
+
 /// The shared syncs of one directory.
 pub struct GroupCommit {
     dir: PathBuf,
@@ -78,8 +84,26 @@ impl GroupCommit {
     /// Returns once the change the caller has just made in the directory
     /// is durable: a sync that began after this call has completed (the
     /// caller's own, or one it shared). Err: that sync failed.
+    #[cfg(test)]
     pub fn commit(&self) -> io::Result<()> {
-        self.commit_by(&|file: &mut Option<File>| {
+        self.wait(self.issue())
+    }
+
+    /// Takes a ticket for the change the caller has just made in the
+    /// directory, without waiting: [`GroupCommit::wait`] with it later
+    /// returns once the change is durable. Between the two the caller
+    /// does other work, and a sync another caller starts meanwhile may
+    /// cover the change by then (the window link is made before MAIL and
+    /// waited for before the final dot).
+    pub fn issue(&self) -> Ticket {
+        let mut progress = self.lock();
+        progress.issued += 1;
+        Ticket(progress.issued)
+    }
+
+    /// Returns once the change `ticket` was issued for is durable.
+    pub fn wait(&self, ticket: Ticket) -> io::Result<()> {
+        self.wait_by(ticket, &|file: &mut Option<File>| {
             if file.is_none() {
                 *file = Some(open_dir(&self.dir)?);
             }
@@ -95,10 +119,18 @@ impl GroupCommit {
 
     /// [`GroupCommit::commit`] with `sync` as the sync (the tests' way
     /// of holding one open).
+    #[cfg(test)]
     fn commit_by(&self, sync: &dyn Fn(&mut Option<File>) -> io::Result<()>) -> io::Result<()> {
+        self.wait_by(self.issue(), sync)
+    }
+
+    /// [`GroupCommit::wait`] with `sync` as the sync.
+    fn wait_by(
+        &self,
+        Ticket(ticket): Ticket,
+        sync: &dyn Fn(&mut Option<File>) -> io::Result<()>,
+    ) -> io::Result<()> {
         let mut progress = self.lock();
-        progress.issued += 1;
-        let ticket = progress.issued;
         loop {
             if progress.durable >= ticket {
                 return Ok(());
@@ -216,6 +248,22 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "timed out");
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+    }
+
+    #[test]
+    fn a_ticket_covered_by_a_sync_made_meanwhile_waits_for_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let sync = GroupCommit::new(dir.path().to_path_buf());
+        let early = sync.issue();
+        // Another caller's sync, begun after the early change.
+        sync.commit().unwrap();
+        assert_eq!(sync.syncs(), 1);
+        sync.wait(early).unwrap();
+        assert_eq!(sync.syncs(), 1, "already durable: no sync of its own");
+        // A ticket nobody's sync covered gets one.
+        let late = sync.issue();
+        sync.wait(late).unwrap();
+        assert_eq!(sync.syncs(), 2);
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub use maildrop::{DropFile, MAILDROP, MAILDROP_MODE, MAILDROP_TMP, Refusal, beg
 pub use monitor::CorruptUsage;
 pub use schedule::{NOW_BUCKET, Repairs, SCHEDULE, bucket_for};
 pub use state::{DeliveryState, RecipientState, RecipientStatus, STATE_VERSION};
-pub use window::WINDOW;
+pub use window::{WINDOW, WindowTicket};
 
 use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
 use std::io::{self, BufReader, Read, Seek};

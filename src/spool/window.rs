@@ -1,6 +1,7 @@
 //! The RFC 1047 window marker: `window/ID`, a hard link to `queue/ID`,
-//! present from just before a runner sends the final dot until the
-//! outcome of that transaction is durable.
+//! present from the start of a transaction (made before MAIL, durable
+//! before the final dot) until the outcome of that transaction is
+//! durable.
 //!
 //! A runner killed inside the window leaves the link behind; the queue
 //! file then has two links, which is what every reader looks at: the
@@ -20,8 +21,9 @@
 //! need not be. A link that a power cut undoes would leave the queue file
 //! without its flag, and the retry would re-send a message the server
 //! may have had without saying so: the one duplicate the project does not
-//! allow. So [`Spool::open_window`] returns only once an fsync of
-//! `window/` that began after the link has completed. The workers of a
+//! allow. So [`Spool::window_made_durable`] (and [`Spool::open_window`])
+//! return only once an fsync of `window/` that began after the link has
+//! completed. The workers of a
 //! run that are about to send their final dots share that fsync
 //! ([`GroupCommit`](super::group_commit::GroupCommit)): N dots at once
 //! cost one or two syncs, not N. Runners in other processes sync for
@@ -52,6 +54,12 @@ use super::{Claim, Spool};
 /// The directory of window links.
 pub const WINDOW: &str = "window";
 
+/// A window link made and not yet known to be durable
+/// ([`Spool::link_window`]).
+#[derive(Debug)]
+#[must_use = "the link is a flag only once durable"]
+pub struct WindowTicket(super::group_commit::Ticket);
+
 impl Spool {
     /// Opens the window of the claimed message: links `queue/ID` as
     /// `window/ID` and returns once the link is durable (a shared fsync
@@ -62,13 +70,34 @@ impl Spool {
     /// state file's (a link made but not synced is still closed with the
     /// claim's window).
     pub fn open_window(&self, claim: &Claim) -> io::Result<()> {
+        self.window_made_durable(self.link_window(claim)?)
+    }
+
+    /// The first half of [`Spool::open_window`]: links `queue/ID` as
+    /// `window/ID` and returns at once, with the ticket that
+    /// [`Spool::window_made_durable`] redeems before the final dot. Made
+    /// when the transaction begins (before MAIL), the link's sync runs
+    /// while the commands and the data go out, and is often done — by
+    /// another worker's sync that began after it — when the dot is due.
+    /// A link whose transaction fails before the dot is closed with its
+    /// outcome like any other; one a crash leaves there flags a message
+    /// that was not sent, which costs a spurious "possibly delivered",
+    /// never a duplicate unflagged.
+    pub fn link_window(&self, claim: &Claim) -> io::Result<WindowTicket> {
         let name = claim.id().as_str();
         match fs::hard_link(self.queue.join(name), self.window.join(name)) {
             Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
             _ => {}
         }
         claim.window_linked.set(true);
-        self.window_sync.commit()
+        Ok(WindowTicket(self.window_sync.issue()))
+    }
+
+    /// Returns once the link `ticket` stands for is durable (a sync of
+    /// `window/` that began after the link has completed). Err: no
+    /// durable marker was made; the caller uses the state file's.
+    pub fn window_made_durable(&self, ticket: WindowTicket) -> io::Result<()> {
+        self.window_sync.wait(ticket.0)
     }
 
     /// Closes the claimed message's window, opened by this claim or left
