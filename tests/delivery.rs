@@ -678,13 +678,14 @@ fn notices_after_a_kill(inject: &str, queued_after_kill: usize) -> Option<usize>
 
 /// Issue 11, defect 2: a runner killed after it queued a failure notice
 /// and before the original left the queue must not make the next run
-/// send a second notice. The kill lands on the second unlink of the run
+/// send a second notice. The kill lands on the third unlink of the run
 /// (the first clears the smarthost's unreachable record after the
-/// connection; the second is the original's removal, which follows the
-/// notice's commit).
+/// connection; the second closes the RFC 1047 window the transaction
+/// opened before MAIL, once the refusal is recorded; the third is the
+/// original's removal, which follows the notice's commit).
 #[test]
 fn a_runner_killed_after_queueing_a_notice_never_sends_a_second() {
-    if let Some(n) = notices_after_a_kill("inject=unlink:signal=KILL:when=2", 2) {
+    if let Some(n) = notices_after_a_kill("inject=unlink:signal=KILL:when=3", 2) {
         assert_eq!(n, 1, "exactly one failure notice");
     }
 }

@@ -153,7 +153,7 @@ pub fn attempt(
         // DKIM (issue 26): the signing domain's key is read once per
         // attempt; one that cannot be used makes the remote recipients
         // wait (unless dkim_required = no), never go unsigned.
-        let signer = match groups.is_empty() {
+        let signer = match groups.is_empty() || ctx.config.dkim.is_empty() {
             true => None,
             false => match super::dkim::for_message(
                 ctx.config,

@@ -62,35 +62,51 @@ impl Timed {
     }
 }
 
-/// A socket timeout expires as EAGAIN; TLS would take that for a
-/// non-blocking socket and ask to be called again.
-fn timed_out(e: io::Error) -> io::Error {
-    if e.kind() == io::ErrorKind::WouldBlock {
-        io::Error::new(io::ErrorKind::TimedOut, "timed out")
-    } else {
-        e
+/// The socket timeout to set before a call that must end within `left`,
+/// or None to keep `current`: one no longer than `left` is kept (the call
+/// cannot outlast the deadline; if it expires first, the caller waits
+/// again), so a session whose deadlines move forward by the same limit
+/// sets each timeout about once, not before every read and write.
+fn timeout_to_set(current: Option<Duration>, left: Duration) -> Option<Duration> {
+    match current {
+        Some(t) if t <= left => None,
+        _ => Some(left),
     }
 }
 
 impl Read for Timed {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = Some(self.left()?);
-        if self.read_timeout != left {
-            self.tcp.set_read_timeout(left)?;
-            self.read_timeout = left;
+        loop {
+            let left = self.left()?;
+            if let Some(t) = timeout_to_set(self.read_timeout, left) {
+                self.tcp.set_read_timeout(Some(t))?;
+                self.read_timeout = Some(t);
+            }
+            match self.tcp.read(buf) {
+                // A timeout shorter than the deadline: wait the rest
+                // (`left` fails once the deadline has passed). EAGAIN
+                // never escapes: TLS would take it for a non-blocking
+                // socket and ask to be called again.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
         }
-        self.tcp.read(buf).map_err(timed_out)
     }
 }
 
 impl Write for Timed {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let left = Some(self.left()?);
-        if self.write_timeout != left {
-            self.tcp.set_write_timeout(left)?;
-            self.write_timeout = left;
+        loop {
+            let left = self.left()?;
+            if let Some(t) = timeout_to_set(self.write_timeout, left) {
+                self.tcp.set_write_timeout(Some(t))?;
+                self.write_timeout = Some(t);
+            }
+            match self.tcp.write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                other => return other,
+            }
         }
-        self.tcp.write(buf).map_err(timed_out)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -282,5 +298,21 @@ impl Write for Conn {
 
     fn flush(&mut self) -> io::Result<()> {
         Conn::flush(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_socket_timeout_is_set_only_when_it_could_outlast_the_deadline() {
+        let s = Duration::from_secs;
+        assert_eq!(timeout_to_set(None, s(300)), Some(s(300)));
+        // The next command's deadline is later: the timeout set stands.
+        assert_eq!(timeout_to_set(Some(s(300)), s(300)), None);
+        assert_eq!(timeout_to_set(Some(s(180)), s(600)), None);
+        // A nearer deadline: a shorter timeout, or the call outlasts it.
+        assert_eq!(timeout_to_set(Some(s(300)), s(180)), Some(s(180)));
     }
 }

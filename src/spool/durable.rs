@@ -21,13 +21,18 @@ pub const FILE_MODE: u32 = 0o640;
 /// durable. Without it a rename can be lost on power failure even though
 /// the file data itself was fsynced.
 pub fn fsync_dir(path: &Path) -> Result<()> {
-    let dir = OpenOptions::new()
+    let dir =
+        open_dir(path).map_err(|e| Error::io(format_args!("opening {}", path.display()), &e))?;
+    dir.sync_all()
+        .map_err(|e| Error::io(format_args!("fsync {}", path.display()), &e))
+}
+
+/// Opens the directory `path` for an fsync of its entries.
+pub fn open_dir(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
         .open(path)
-        .map_err(|e| Error::io(format_args!("opening {}", path.display()), &e))?;
-    dir.sync_all()
-        .map_err(|e| Error::io(format_args!("fsync {}", path.display()), &e))
 }
 
 /// Flushes the whole file system holding `file` (syncfs): what makes a

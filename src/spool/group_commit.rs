@@ -26,9 +26,8 @@
 //! is retried: after a failed fsync Linux may report the next one clean
 //! with the data still lost); the callers decide what to do instead.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
@@ -105,7 +104,7 @@ impl GroupCommit {
     pub fn wait(&self, ticket: Ticket) -> io::Result<()> {
         self.wait_by(ticket, &|file: &mut Option<File>| {
             if file.is_none() {
-                *file = Some(open_dir(&self.dir)?);
+                *file = Some(super::durable::open_dir(&self.dir)?);
             }
             file.as_ref().map_or(Ok(()), File::sync_all)
         })
@@ -173,13 +172,6 @@ impl GroupCommit {
             self.synced.notify_all();
         }
     }
-}
-
-fn open_dir(dir: &std::path::Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(dir)
 }
 
 #[cfg(test)]

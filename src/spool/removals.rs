@@ -95,6 +95,10 @@ impl Drop for GroupSync {
 }
 
 fn sync_loop(shared: &Shared, queue_dir: &std::path::Path) {
+    // `queue/`, opened at the first sync and kept for the run (an open
+    // and a close per sync saved); after a failed sync it is opened
+    // afresh.
+    let mut dir: Option<std::fs::File> = None;
     loop {
         let (target, states) = {
             let mut pending = shared.lock();
@@ -110,8 +114,16 @@ fn sync_loop(shared: &Shared, queue_dir: &std::path::Path) {
             (pending.requested, std::mem::take(&mut pending.states))
         };
         // Every unlink counted in `target` happened before this fsync.
-        if let Err(e) = durable::fsync_dir(queue_dir) {
-            log::error!("{e}: the removal of delivered messages may not survive a power cut");
+        let synced = match dir.take() {
+            Some(file) => file.sync_all().map(|()| file),
+            None => durable::open_dir(queue_dir).and_then(|f| f.sync_all().map(|()| f)),
+        };
+        match synced {
+            Ok(file) => dir = Some(file),
+            Err(e) => log::error!(
+                "fsync {}: {e}: the removal of delivered messages may not survive a power cut",
+                queue_dir.display()
+            ),
         }
         for state in states {
             match std::fs::remove_file(&state) {
