@@ -453,7 +453,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec {
         name: "network",
         arg: Arg::No,
-        effect: "with --check-config: also connect to each relay, EHLO, TLS and AUTH as configured, QUIT; no mail is sent",
+        effect: "with --check-config: also connect to each relay, EHLO, TLS and AUTH as configured, QUIT (no mail is sent), and compare each DKIM key with the record published in DNS",
     },
     OptionSpec {
         name: "help",

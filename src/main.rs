@@ -215,6 +215,15 @@ fn check_config(inv: &Invocation, config: &Config, network: bool) -> Result<()> 
             problems += usize::from(!probe.ok);
             out.push_str(&format!("{probe}\n"));
         }
+        // Each DKIM key against the record receivers verify with.
+        if !config.dkim.is_empty() {
+            let resolver =
+                runner::dns::Resolver::new(config.resolver, std::time::Duration::from_secs(10))?;
+            for (_, ok, text) in runner::dkim::published_checks(config, &resolver) {
+                problems += usize::from(!ok);
+                out.push_str(&format!("{text}\n"));
+            }
+        }
     }
     print_out(&out)?;
     match problems {

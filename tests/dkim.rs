@@ -401,3 +401,68 @@ fn check_config_names_each_key_that_cannot_be_used() {
     }
     assert!(dkim.iter().any(|l| l.contains("missing.key")), "{said}");
 }
+
+/// The TXT record `--dkim-keygen` printed (zone-file form), as the test
+/// DNS server takes it: `NAME TXT "…" "…"`.
+fn zone_line(record: &Path, name: &str) -> String {
+    let text = std::fs::read_to_string(record).unwrap();
+    let strings: Vec<&str> = text.split('"').skip(1).step_by(2).collect();
+    assert!(!strings.is_empty(), "{text}");
+    format!("{name} TXT \"{}\"", strings.join("\" \""))
+}
+
+#[test]
+fn check_config_network_compares_each_key_with_its_published_record() {
+    // Issue 26: what a receiver verifies against is the published
+    // record; a key rotated on one side only, or never published, fails
+    // every signature this host makes. --network says so before mail
+    // does.
+    let keys = tempfile::tempdir().unwrap();
+    let rsa = keygen(keys.path(), "example.org", "s1", false);
+    let ed = keygen(keys.path(), "example.net", "s2", true);
+    let rotated = keygen(keys.path(), "example.com", "s3", true);
+    let unpublished = keygen(keys.path(), "example.edu", "s4", true);
+    let dns = common::dns::DnsServer::start(
+        &[
+            &zone_line(&rsa.record, "s1._domainkey.example.org"),
+            &zone_line(&ed.record, "s2._domainkey.example.net"),
+            // example.com publishes example.net's key: not the one it signs with.
+            &zone_line(&ed.record, "s3._domainkey.example.com"),
+        ],
+        &[],
+    );
+    let w = World::with_config(&format!(
+        "resolver = {}\n{}\n{}\n{}\n{}\n",
+        dns.addr, rsa.line, ed.line, rotated.line, unpublished.line
+    ));
+    let out = w.run("sendmail", &["--check-config", "--network"], b"");
+    let said = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{said}");
+    assert_exit(&out, 78);
+    let line = |name: &str| {
+        said.lines()
+            .find(|l| l.starts_with(&format!("dkim {name}: ")))
+            .unwrap_or_else(|| panic!("no line for {name}: {said}"))
+            .to_string()
+    };
+    assert!(
+        line("s1._domainkey.example.org").contains(": published, the key of"),
+        "{said}"
+    );
+    assert!(
+        line("s1._domainkey.example.org").ends_with("(rsa)"),
+        "{said}"
+    );
+    assert!(
+        line("s2._domainkey.example.net").ends_with("(ed25519)"),
+        "{said}"
+    );
+    assert!(
+        line("s3._domainkey.example.com").contains("is not the key of"),
+        "{said}"
+    );
+    assert!(
+        line("s4._domainkey.example.edu").contains("no DKIM key record published"),
+        "{said}"
+    );
+}

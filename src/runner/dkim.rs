@@ -176,9 +176,111 @@ pub fn key_problems(config: &Config, group: u32) -> Vec<(usize, String)> {
     problems
 }
 
+/// `--check-config --network`: for each `dkim` line (by index), whether
+/// the key published at `SELECTOR._domainkey.DOMAIN` is the key the line
+/// signs with, and what was found — a receiver verifies against the
+/// published record, so a mismatch (a key rotated on one side only, a
+/// record never published, a typo in the selector) fails every
+/// signature this host makes.
+pub fn published_checks(
+    config: &Config,
+    resolver: &super::dns::Resolver,
+) -> Vec<(usize, bool, String)> {
+    let mut found = Vec::new();
+    for (i, signing) in config.dkim.iter().enumerate() {
+        let name = format!("{}._domainkey.{}", signing.selector, signing.domain);
+        let (ok, what) = match public_key(signing) {
+            Err(e) => (false, format!("the key {}: {e}", signing.key.display())),
+            Ok(ours) => match resolver.txt(&name) {
+                Err(e) => (false, format!("no answer: {e}")),
+                Ok(records) => compare_published(signing, &ours, &records),
+            },
+        };
+        found.push((i, ok, format!("dkim {name}: {what}")));
+    }
+    found
+}
+
+/// Our public key as a DKIM record's `p=` carries it: the
+/// SubjectPublicKeyInfo DER of an RSA key, the raw 32 octets of an
+/// Ed25519 key (RFC 8463 §4).
+fn public_key(signing: &Signing) -> Result<Vec<u8>, String> {
+    let pkey = load_key(signing)?.0;
+    match signing.algorithm {
+        Algorithm::RsaSha256 => pkey.public_key_to_der(),
+        Algorithm::Ed25519Sha256 => pkey.raw_public_key(),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// Whether one of the TXT `records` is a DKIM key record (RFC 6376
+/// §3.6.1) for `signing`'s algorithm with the key `ours`.
+fn compare_published(signing: &Signing, ours: &[u8], records: &[Vec<u8>]) -> (bool, String) {
+    use base64::Engine;
+    let k_wanted = match signing.algorithm {
+        Algorithm::RsaSha256 => "rsa",
+        Algorithm::Ed25519Sha256 => "ed25519",
+    };
+    let keys: Vec<(String, String)> = records
+        .iter()
+        .filter_map(|r| {
+            let text = String::from_utf8_lossy(r);
+            let tags: Vec<(String, String)> = text
+                .split(';')
+                .filter_map(|t| t.split_once('='))
+                .map(|(k, v)| (k.trim().to_string(), v.split_whitespace().collect()))
+                .collect();
+            let tag = |name: &str| tags.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            if tag("v").is_some_and(|v| v != "DKIM1") {
+                return None;
+            }
+            Some((tag("k").unwrap_or_else(|| "rsa".into()), tag("p")?))
+        })
+        .collect();
+    if keys.is_empty() {
+        return (false, "no DKIM key record published: receivers cannot verify a signature; publish what --dkim-keygen printed".into());
+    }
+    let engine = base64::engine::general_purpose::STANDARD;
+    for (k, p) in &keys {
+        if p.is_empty() {
+            return (false, "the published record is revoked (empty p=)".into());
+        }
+        if k == k_wanted && engine.decode(p).is_ok_and(|d| d == ours) {
+            return (
+                true,
+                format!("published, the key of {} ({k})", signing.key.display()),
+            );
+        }
+    }
+    (
+        false,
+        format!(
+            "the published key is not the key of {} ({k_wanted}): every signature would fail verification",
+            signing.key.display()
+        ),
+    )
+}
+
 /// Reads and checks the key of `signing`: not readable by everyone, of
 /// the configured algorithm, RSA of 2048 bits or more.
 fn read_key(signing: &Signing) -> Result<PrivateKeyDer<'static>, String> {
+    let (_, pem) = load_key(signing)?;
+    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| e.to_string())?;
+    // Checked by the signing library too, now rather than per message.
+    match signing.algorithm {
+        Algorithm::RsaSha256 => RsaKey::<Sha256>::from_key_der(key.clone_key())
+            .map(drop)
+            .map_err(|e| e.to_string())?,
+        Algorithm::Ed25519Sha256 => ed25519(&key).map(drop)?,
+    }
+    Ok(key)
+}
+
+/// The key file of `signing`, checked (not readable by everyone, of the
+/// configured algorithm, RSA of 2048 bits or more): parsed, and its PEM.
+fn load_key(
+    signing: &Signing,
+) -> Result<(openssl::pkey::PKey<openssl::pkey::Private>, Vec<u8>), String> {
     let path: &Path = &signing.key;
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let meta = file.metadata().map_err(|e| e.to_string())?;
@@ -208,15 +310,7 @@ fn read_key(signing: &Signing) -> Result<PrivateKeyDer<'static>, String> {
         (Algorithm::Ed25519Sha256, openssl::pkey::Id::ED25519) => {}
         (a, _) => return Err(format!("not a key for {}", a.name())),
     }
-    let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| e.to_string())?;
-    // Checked by the signing library too, now rather than per message.
-    match signing.algorithm {
-        Algorithm::RsaSha256 => RsaKey::<Sha256>::from_key_der(key.clone_key())
-            .map(drop)
-            .map_err(|e| e.to_string())?,
-        Algorithm::Ed25519Sha256 => ed25519(&key).map(drop)?,
-    }
-    Ok(key)
+    Ok((pkey, pem))
 }
 
 fn ed25519(key: &PrivateKeyDer<'_>) -> Result<Ed25519Key, String> {
@@ -536,6 +630,35 @@ mod tests {
             b"Received: x\r\nfrom: a@b\r\nSubject: s\r\n folded\r\nX-Mailer: m\r\nTo: t@u\r\n\r\n",
         );
         assert_eq!(fields, ["From", "Subject", "To", "From"]);
+    }
+
+    #[test]
+    fn a_published_record_matches_only_with_the_same_key_and_algorithm() {
+        let signing = Signing {
+            domain: "example.org".into(),
+            selector: "s1".into(),
+            key: "/k".into(),
+            algorithm: Algorithm::Ed25519Sha256,
+            subdomains: false,
+        };
+        let ours = [7u8; 32];
+        let p = "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc="; // 32 x 7
+        let check = |records: &[&str]| {
+            let records: Vec<Vec<u8>> = records.iter().map(|r| r.as_bytes().to_vec()).collect();
+            compare_published(&signing, &ours, &records)
+        };
+        assert!(check(&[&format!("v=DKIM1; k=ed25519; p={p}")]).0);
+        // Split over strings and folded: the value is read without spaces.
+        assert!(check(&[&format!("v=DKIM1; k=ed25519; p={} {}", &p[..10], &p[10..])]).0);
+        // Another algorithm's record, another key, a revoked one, none.
+        assert!(
+            !check(&[&format!("v=DKIM1; p={p}")]).0,
+            "k= defaults to rsa"
+        );
+        assert!(!check(&["v=DKIM1; k=ed25519; p=AAAA"]).0);
+        assert!(check(&["v=DKIM1; k=ed25519; p="]).1.contains("revoked"));
+        assert!(check(&["v=spf1 -all"]).1.contains("no DKIM key record"));
+        assert!(check(&[]).1.contains("no DKIM key record"));
     }
 
     #[test]

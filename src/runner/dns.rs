@@ -250,6 +250,25 @@ impl Resolver {
         self.runtime.block_on(self.lookup_addresses(host))
     }
 
+    /// The TXT records at `name`, each its strings joined (RFC 6376
+    /// §3.6.2.2). Ok(empty) when the name has none or does not exist;
+    /// Err only when the answer could not be had.
+    pub fn txt(&self, name: &str) -> std::result::Result<Vec<Vec<u8>>, RouteError> {
+        let fqdn = format!("{}.", name.trim_end_matches('.'));
+        match self.runtime.block_on(self.inner.txt_lookup(fqdn.as_str())) {
+            Ok(lookup) => Ok(lookup
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::TXT(txt) => Some(txt.txt_data.concat()),
+                    _ => None,
+                })
+                .collect()),
+            Err(e) if e.is_no_records_found() => Ok(Vec::new()),
+            Err(e) => Err(temporary(name, "TXT", &e)),
+        }
+    }
+
     /// [`Resolver::addresses`], A and AAAA asked at once.
     async fn lookup_addresses(&self, host: &str) -> std::result::Result<Vec<IpAddr>, RouteError> {
         if let Ok(ip) = host.parse::<IpAddr>() {
