@@ -2,7 +2,8 @@
 # Installs the real peers the delivery tests and benchmark talk to, when
 # missing: aiosmtpd (SMTP server), dnslib (DNS server) and
 # prometheus-client (the metrics' parser) from PyPI,
-# openssl (test certificates), and Postfix's smtp-sink/smtp-source
+# openssl (test certificates), OpenDKIM's opendkim-testmsg, and
+# Postfix's smtp-sink/smtp-source
 # unpacked from Debian's package (the benchmark's sink and ceiling), and
 # pflogsumm (the log summariser the log test runs).
 set -eu
@@ -14,6 +15,11 @@ dpkg -s libssl-dev >/dev/null 2>&1 || need="$need libssl-dev"
 command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
 # Debian's pflogsumm reads the mail log tests/logs.rs writes.
 [ -x /usr/sbin/pflogsumm ] || need="$need pflogsumm"
+# DKIM's second independent verifier, OpenDKIM's library
+# (opendkim-testmsg), run by tests/peers/opendkim-verify.sh in network
+# namespaces of its own (ip, unshare).
+command -v opendkim-testmsg >/dev/null 2>&1 || need="$need opendkim-tools"
+command -v ip >/dev/null 2>&1 || need="$need iproute2"
 if [ -n "$need" ]; then
     apt-get update -qq
     # shellcheck disable=SC2086

@@ -466,3 +466,54 @@ fn check_config_network_compares_each_key_with_its_published_record() {
         "{said}"
     );
 }
+
+/// What OpenDKIM's library says of `message`, the key looked up in DNS
+/// at `name` from `record` (tests/peers/opendkim-verify.sh: its own
+/// network namespace, a DNS server on 127.0.0.1:53 there). Needs root
+/// and opendkim-testmsg.
+fn opendkim_verify(message: &[u8], record: &Path, name: &str) -> (bool, String) {
+    let file = record.with_extension(format!("opendkim{}", message.len()));
+    std::fs::write(&file, message).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/opendkim-verify.sh");
+    let out = Command::new("sh")
+        .arg(script)
+        .arg(&file)
+        .arg(zone_line(record, name))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn opendkim_verifies_both_algorithms_and_fails_a_changed_message() {
+    // Issue 26: a second independent verifier, OpenDKIM (libopendkim,
+    // what Postfix sites run as a milter), for RSA and Ed25519.
+    if !root_or_skip("OpenDKIM's check runs in namespaces of its own") {
+        return;
+    }
+    if Command::new("opendkim-testmsg").arg("-h").output().is_err() {
+        eprintln!("skipped: no opendkim-testmsg (apt-get install opendkim-tools)");
+        return;
+    }
+    let server = SmtpServer::start(std::env::temp_dir().as_path(), &[]);
+    for (algorithm, ed25519) in ALGORITHMS {
+        let keys = tempfile::tempdir().unwrap();
+        let key = keygen(keys.path(), "example.org", "s1", ed25519);
+        let w = world(&server, &key.line);
+        let r = deliver(&w, &server, &["bob@far.test"], PLAIN.as_bytes());
+        let (ok, said) = opendkim_verify(&r.data, &key.record, "s1._domainkey.example.org");
+        println!("{algorithm}, opendkim-testmsg: {said}");
+        assert!(ok, "{algorithm}: {said}");
+        // The verifier can fail: the same message with its body changed.
+        let changed = String::from_utf8_lossy(&r.data).replace("Hello,", "Hullo,");
+        let (ok, said) =
+            opendkim_verify(changed.as_bytes(), &key.record, "s1._domainkey.example.org");
+        println!("{algorithm}, changed: {said}");
+        assert!(!ok, "{algorithm}: a changed body must fail: {said}");
+    }
+}

@@ -74,15 +74,20 @@ def main():
     p.add_argument("--servfail", action="append", default=[])
     p.add_argument("--drop", action="append", default=[])
     p.add_argument("--log")
+    p.add_argument("--port", type=int,
+                   help="serve on this port (53 in a test's own network namespace)")
     args = p.parse_args()
     log = open(args.log, "a") if args.log else None
     resolver = Resolver(args.record, args.servfail, args.drop, log)
     # One port for UDP and TCP: take a free UDP port, then try TCP on it.
     for _ in range(50):
-        probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-        probe.close()
+        if args.port:
+            port = args.port
+        else:
+            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+            probe.close()
         try:
             udp = DNSServer(resolver, port=port, address="127.0.0.1", logger=QuietLogger())
             tcp = DNSServer(resolver, port=port, address="127.0.0.1", tcp=True,
