@@ -59,7 +59,7 @@ pub use state::{DeliveryState, RecipientState, RecipientStatus, STATE_VERSION};
 pub use window::{WINDOW, WindowTicket};
 
 use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
-use std::io::{self, BufReader, Read, Seek};
+use std::io::{self, BufReader, Read};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -171,6 +171,9 @@ pub struct MessageData {
 pub struct Claim {
     id: QueueId,
     _file: File,
+    /// The queue file's length, from the fstat made after the lock (a
+    /// committed queue file never changes).
+    len: u64,
     /// Where the data starts and how long it is (set by
     /// [`Spool::claim_message`]).
     data_at: u64,
@@ -513,13 +516,13 @@ impl Spool {
     /// Reads the envelope block of an open queue file (from its current
     /// offset, the start) and checks the framing; the reader is left at
     /// the first byte of the data.
-    fn verify_queue_file(
+    fn verify_queue_file<F: Read + std::borrow::Borrow<File>>(
         &self,
         id: &QueueId,
-        file: File,
+        file: F,
         len: u64,
         buffer: usize,
-    ) -> std::result::Result<(Envelope, BufReader<File>), Trouble> {
+    ) -> std::result::Result<(Envelope, BufReader<F>), Trouble> {
         let io_err = |e: io::Error| {
             let path = self.queue.join(id.as_str());
             Trouble::Io(Error::io(format_args!("reading {}", path.display()), &e))
@@ -551,6 +554,7 @@ impl Spool {
             }
             _ => reader
                 .get_ref()
+                .borrow()
                 .read_exact_at(&mut trailer, trailer_at)
                 .map_err(io_err)?,
         }
@@ -786,6 +790,7 @@ impl Spool {
             Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => Ok(Some(Claim {
                 id: id.clone(),
                 _file: file,
+                len: ours.len(),
                 data_at: 0,
                 size: 0,
                 window_since: (ours.nlink() > 1).then(|| ours.ctime().max(0) as u64),
@@ -802,13 +807,15 @@ impl Spool {
             return Ok(None);
         };
         let path = self.queue.join(id.as_str());
-        let io_err = |e: io::Error| Error::io(format_args!("{}", path.display()), &e);
-        let file = claim._file.try_clone().map_err(io_err)?;
-        let len = file.metadata().map_err(io_err)?.len();
-        match self.verify_queue_file(id, file, len, ENVELOPE_BUFFER) {
-            Ok((envelope, mut reader)) => {
-                let offset = reader.stream_position().map_err(io_err)?;
-                claim.data_at = offset;
+        // Read through the claim's own descriptor (no duplicate, no second
+        // fstat): the data starts where the envelope block ends, which is
+        // the file's length less the data and the trailer.
+        let verified = self
+            .verify_queue_file(id, &claim._file, claim.len, ENVELOPE_BUFFER)
+            .map(|(envelope, _)| envelope);
+        match verified {
+            Ok(envelope) => {
+                claim.data_at = claim.len - envelope.size - envelope::TRAILER_LEN as u64;
                 claim.size = envelope.size;
                 Ok(Some((claim, envelope)))
             }
