@@ -445,26 +445,15 @@ fn check_config_network_compares_each_key_with_its_published_record() {
             .unwrap_or_else(|| panic!("no line for {name}: {said}"))
             .to_string()
     };
-    assert!(
-        line("s1._domainkey.example.org").contains(": published, the key of"),
-        "{said}"
-    );
-    assert!(
-        line("s1._domainkey.example.org").ends_with("(rsa)"),
-        "{said}"
-    );
-    assert!(
-        line("s2._domainkey.example.net").ends_with("(ed25519)"),
-        "{said}"
-    );
-    assert!(
-        line("s3._domainkey.example.com").contains("is not the key of"),
-        "{said}"
-    );
-    assert!(
-        line("s4._domainkey.example.edu").contains("no DKIM key record published"),
-        "{said}"
-    );
+    for (name, says) in [
+        ("s1._domainkey.example.org", ": published, the key of"),
+        ("s1._domainkey.example.org", "(rsa)"),
+        ("s2._domainkey.example.net", "(ed25519)"),
+        ("s3._domainkey.example.com", "is not the key of"),
+        ("s4._domainkey.example.edu", "no DKIM key record published"),
+    ] {
+        assert!(line(name).contains(says), "{name}: {says}: {said}");
+    }
 }
 
 /// What OpenDKIM's library says of `message`, the key looked up in DNS
