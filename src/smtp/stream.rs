@@ -66,10 +66,12 @@ impl Timed {
 /// or None to keep `current`: one no longer than `left` is kept (the call
 /// cannot outlast the deadline; if it expires first, the caller waits
 /// again), so a session whose deadlines move forward by the same limit
-/// sets each timeout about once, not before every read and write.
+/// sets each timeout about once, not before every read and write — unless
+/// it is under a second while more is left (the tail of an earlier
+/// deadline), which would wake a wait for a slow reply too often.
 fn timeout_to_set(current: Option<Duration>, left: Duration) -> Option<Duration> {
     match current {
-        Some(t) if t <= left => None,
+        Some(t) if t <= left && t >= left.min(Duration::from_secs(1)) => None,
         _ => Some(left),
     }
 }
@@ -314,5 +316,10 @@ mod tests {
         assert_eq!(timeout_to_set(Some(s(180)), s(600)), None);
         // A nearer deadline: a shorter timeout, or the call outlasts it.
         assert_eq!(timeout_to_set(Some(s(300)), s(180)), Some(s(180)));
+        // The tail of an old deadline is not kept for a long new one.
+        let ms = Duration::from_millis;
+        assert_eq!(timeout_to_set(Some(ms(3)), s(300)), Some(s(300)));
+        assert_eq!(timeout_to_set(Some(ms(300)), ms(500)), Some(ms(500)));
+        assert_eq!(timeout_to_set(Some(ms(300)), ms(200)), Some(ms(200)));
     }
 }
