@@ -22,6 +22,7 @@ pub mod dkim;
 pub mod dns;
 pub mod hosts;
 mod local;
+pub mod mta_sts;
 mod outcome;
 pub mod probe;
 mod record;
