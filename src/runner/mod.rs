@@ -219,6 +219,7 @@ pub fn spawn_detached(spool: &Spool, config: &Config, first: &QueueId) {
         Ok(nix::unistd::ForkResult::Parent { .. }) => {}
         Ok(nix::unistd::ForkResult::Child) => {
             detach();
+            return_large_blocks();
             let ctx = Context::new(spool, config);
             let selection = Selection::for_caller(spool, Vec::new());
             // The message just committed first (filed under 0 by its
@@ -313,6 +314,7 @@ pub fn run_queue(
     interval: Option<Duration>,
 ) -> Result<()> {
     stop::take_sigterm();
+    return_large_blocks();
     loop {
         let deadline = stop::Deadline::starting_now(config.queue_run_limit);
         if let Err(e) = spool.sweep_drafts_and_windows(config.tmp_max_age, SystemTime::now()) {
@@ -362,12 +364,28 @@ pub fn run_queue(
         }
         // With the queue listing the repair made, if it made one.
         spool.sweep_state(config.tmp_max_age, SystemTime::now(), queued.as_deref());
+        drop(queued);
         run_once(spool, config, selection, deadline)?;
         record_complete_run(spool, selection);
         match interval {
             Some(interval) if stop::pause(interval) => {}
             _ => return Ok(()),
         }
+    }
+}
+
+/// Makes every large allocation of a runner its own mapping, given back
+/// to the system when freed. glibc otherwise raises its mapping
+/// threshold to the largest block freed so far, after which the queue's
+/// listings (megabytes at a hundred thousand messages) and the work
+/// list's pages land in the heaps of the workers' arenas and stay
+/// resident to the run's end, one copy per worker that ever listed:
+/// measured at 100k, 22–29 MB peak against 12 MB with this.
+fn return_large_blocks() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only tunes the allocator, before the workers start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 
@@ -578,17 +596,31 @@ fn worker_share_pool(uid: u32) -> String {
 /// counting it would spin.
 fn anything_left(ctx: &Context, selection: &Selection, list: &WorkList) -> Result<bool> {
     let now = unix_now();
-    for item in worklist::listing(ctx.spool, list.everything(), now)? {
-        let id = &item.id;
-        if list.taken(id) || !selection.may_touch(ctx.spool, id) {
-            continue;
+    let mut after = None;
+    loop {
+        let page = worklist::listing(
+            ctx.spool,
+            list.everything(),
+            now,
+            after.as_ref(),
+            worklist::PAGE,
+            |id| list.taken(id),
+        )?;
+        for item in page.items {
+            let id = &item.id;
+            if !selection.may_touch(ctx.spool, id) {
+                continue;
+            }
+            let state = ctx.spool.read_state(id).ok().flatten();
+            if (selection.forced() || attempt::has_work(state.as_ref(), now))
+                && ctx.spool.claim(id).ok().flatten().is_some()
+            {
+                return Ok(true);
+            }
         }
-        let state = ctx.spool.read_state(id).ok().flatten();
-        if (selection.forced() || attempt::has_work(state.as_ref(), now))
-            && ctx.spool.claim(id).ok().flatten().is_some()
-        {
-            return Ok(true);
+        if page.resume.is_none() {
+            return Ok(false);
         }
+        after = page.resume;
     }
-    Ok(false)
 }

@@ -3,7 +3,7 @@
 //! IDs already taken in this run, so that no message is attempted twice
 //! in it.
 //!
-//! What is due comes from the schedule ([`Spool::due_entries`]): a
+//! What is due comes from the schedule ([`Spool::due_page`]): a
 //! listing of the due buckets, whatever the size of the queue. A forced
 //! run (`-qI`/`-qR`/`-qS`: due or not) and a spool without a schedule
 //! list `queue/` instead.
@@ -57,6 +57,12 @@ struct Work {
     listed: bool,
     /// List every queued message, due or not.
     everything: bool,
+    /// Where the pass over the due list has got to: the last key of a
+    /// page cut short, from which the next listing goes on. None: the
+    /// next listing starts a new pass.
+    resume: Option<(u64, QueueId)>,
+    /// How many messages one listing hands out at most ([`PAGE`]).
+    page: usize,
 }
 
 impl WorkList {
@@ -72,8 +78,17 @@ impl WorkList {
                 progress: false,
                 listed: false,
                 everything,
+                resume: None,
+                page: PAGE,
             }),
         }
+    }
+
+    /// The same list handing out at most `page` messages a listing.
+    #[cfg(test)]
+    fn paged(self, page: usize) -> WorkList {
+        self.lock().page = page;
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, Work> {
@@ -94,15 +109,33 @@ impl WorkList {
             if let Some(item) = work.postponed.pop_front() {
                 return Ok(Some(item));
             }
-            if work.listed && !work.progress {
+            let new_pass = work.resume.is_none();
+            if new_pass && work.listed && !work.progress {
                 return Ok(None);
             }
-            let items = listing(spool, work.everything, crate::clock::unix_now())?;
-            let Work { pending, taken, .. } = &mut *work;
-            pending.extend(items.into_iter().filter(|item| !taken.contains(&item.id)));
+            let Work {
+                pending,
+                taken,
+                everything,
+                resume,
+                page,
+                ..
+            } = &mut *work;
+            let page = listing(
+                spool,
+                *everything,
+                crate::clock::unix_now(),
+                resume.as_ref(),
+                *page,
+                |id| taken.contains(id),
+            )?;
+            *resume = page.resume;
+            *pending = VecDeque::from(page.items);
             work.listed = true;
-            work.progress = false;
-            if work.pending.is_empty() {
+            if new_pass {
+                work.progress = false;
+            }
+            if work.pending.is_empty() && work.resume.is_none() {
                 return Ok(None);
             }
         }
@@ -149,28 +182,65 @@ impl WorkList {
     }
 }
 
-/// What is due at `now` — or, with `everything` or without a schedule,
-/// every queued message.
-pub fn listing(spool: &Spool, everything: bool, now: u64) -> Result<Vec<Item>> {
-    if !everything && let Some(due) = spool.due_entries(now)? {
-        return Ok(due
+/// How many messages one listing hands out at most. The listing still
+/// reads every due name (a page is the smallest keys past the last
+/// page's end), so a queue of N costs N/PAGE listings; the memory is the
+/// page's, whatever N.
+pub const PAGE: usize = 16_384;
+
+/// One page of a run's work.
+pub struct Listing {
+    /// The messages, in order.
+    pub items: Vec<Item>,
+    /// The key of the last, when the page was cut short: the next
+    /// listing goes on from it.
+    pub resume: Option<(u64, QueueId)>,
+}
+
+/// The next page of what is due at `now` — or, with `everything` or
+/// without a schedule, of every queued message — past `after`, without
+/// the messages `skip` rules out (those taken in this run).
+pub fn listing(
+    spool: &Spool,
+    everything: bool,
+    now: u64,
+    after: Option<&(u64, QueueId)>,
+    limit: usize,
+    skip: impl Fn(&QueueId) -> bool,
+) -> Result<Listing> {
+    if !everything && let Some(due) = spool.due_page(now, after, limit, &skip)? {
+        let resume = due.more.then(|| due.keys.last().cloned()).flatten();
+        return Ok(Listing {
+            items: due
+                .keys
+                .into_iter()
+                .map(|(bucket, id)| Item {
+                    id,
+                    bucket: Some(bucket),
+                    waits_for: None,
+                })
+                .collect(),
+            resume,
+        });
+    }
+    // The whole queue, in ID order: the bucket of its keys is always 0.
+    let queued = spool.queued_page(after.map(|(_, id)| id), limit, &skip)?;
+    let resume = queued
+        .more
+        .then(|| queued.keys.last().map(|id| (0, id.clone())))
+        .flatten();
+    Ok(Listing {
+        items: queued
+            .keys
             .into_iter()
-            .map(|(bucket, id)| Item {
+            .map(|id| Item {
                 id,
-                bucket: Some(bucket),
+                bucket: None,
                 waits_for: None,
             })
-            .collect());
-    }
-    Ok(spool
-        .queued_ids()?
-        .into_iter()
-        .map(|id| Item {
-            id,
-            bucket: None,
-            waits_for: None,
-        })
-        .collect())
+            .collect(),
+        resume,
+    })
 }
 
 #[cfg(test)]
@@ -234,5 +304,31 @@ mod tests {
         assert_eq!(list.next(&spool).unwrap(), None, "no spinning on it");
         list.rewind();
         assert_eq!(list.next(&spool).unwrap(), Some(due(&a)));
+    }
+
+    #[test]
+    fn a_queue_larger_than_a_page_is_handed_out_whole_once_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let mut ids: Vec<QueueId> = (0..7).map(|_| queue(&spool)).collect();
+        ids.sort();
+        for everything in [false, true] {
+            let list = WorkList::new(None, everything).paged(3);
+            let mut handed = Vec::new();
+            while let Some(item) = list.next(&spool).unwrap() {
+                handed.push(item.id);
+            }
+            assert_eq!(handed, ids, "everything={everything}");
+        }
+        // A page of messages all busy elsewhere does not hide the next.
+        let list = WorkList::new(None, false).paged(3);
+        for _ in 0..3 {
+            let item = list.next(&spool).unwrap().unwrap();
+            list.busy(&item.id);
+        }
+        assert_eq!(
+            list.next(&spool).unwrap().map(|i| i.id),
+            Some(ids[3].clone())
+        );
     }
 }

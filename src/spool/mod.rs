@@ -41,6 +41,7 @@ pub mod layout;
 mod maildrop;
 mod monitor;
 mod note;
+mod page;
 mod removals;
 mod schedule;
 mod state;
@@ -54,6 +55,8 @@ pub use envelope::Envelope;
 pub use id::QueueId;
 pub use maildrop::{DropFile, MAILDROP, MAILDROP_MODE, MAILDROP_TMP, Refusal, begin_drop};
 pub use monitor::CorruptUsage;
+pub use page::Page;
+use page::Smallest;
 pub use schedule::{NOW_BUCKET, Repairs, SCHEDULE, bucket_for};
 pub use state::{DeliveryState, RecipientState, RecipientStatus, STATE_VERSION};
 pub use window::{WINDOW, WindowTicket};
@@ -222,7 +225,7 @@ impl Spool {
                 if let Err(e) = spool.create_dirs() {
                     // An installed spool whose package has not made them
                     // yet (only root may): runs then list the queue as
-                    // before ([`Spool::due_entries`]) and mark the RFC
+                    // before ([`Spool::due_page`]) and mark the RFC
                     // 1047 window in the state file.
                     if !spool.queue.is_dir() {
                         return Err(e);
@@ -337,12 +340,39 @@ impl Spool {
     /// The IDs of every committed message, sorted (oldest first). Names
     /// that are not valid IDs are skipped with a warning. One readdir, no
     /// file opened; queue runs pick their work from the schedule instead
-    /// ([`Spool::due_entries`]) and list `queue/` only when forced, to
+    /// ([`Spool::due_page`]) and list `queue/` only when forced, to
     /// repair the schedule, or for `mailq`.
     pub fn queued_ids(&self) -> Result<Vec<QueueId>> {
+        let mut ids = Vec::new();
+        self.each_queued(|id| ids.push(id))?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// A page of [`Spool::queued_ids`]: up to `limit` IDs past `after`,
+    /// in order, those `skip` rules out left aside — for a forced run,
+    /// whose work is the whole queue, without holding the whole queue.
+    pub fn queued_page(
+        &self,
+        after: Option<&QueueId>,
+        limit: usize,
+        skip: impl Fn(&QueueId) -> bool,
+    ) -> Result<Page<QueueId>> {
+        let mut page = Smallest::new(limit);
+        self.each_queued(|id| {
+            if after.is_none_or(|after| id > *after) && !skip(&id) {
+                page.push(id);
+            }
+        })?;
+        Ok(page.into_page())
+    }
+
+    /// Calls `found` with the ID of each file in `queue/`, in directory
+    /// order; other names are logged and skipped.
+    fn each_queued(&self, mut found: impl FnMut(QueueId)) -> Result<()> {
         let entries = match fs::read_dir(&self.queue) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             Err(e) => {
                 return Err(Error::io(
                     format_args!("reading {}", self.queue.display()),
@@ -350,13 +380,12 @@ impl Spool {
                 ));
             }
         };
-        let mut ids = Vec::new();
         for entry in entries {
             let entry = entry
                 .map_err(|e| Error::io(format_args!("reading {}", self.queue.display()), &e))?;
             let name = entry.file_name();
             match name.to_str().and_then(QueueId::parse) {
-                Some(id) => ids.push(id),
+                Some(id) => found(id),
                 None => log::warn!(
                     "{}: skipping {:?}: not a queue ID",
                     self.queue.display(),
@@ -364,8 +393,7 @@ impl Spool {
                 ),
             }
         }
-        ids.sort();
-        Ok(ids)
+        Ok(())
     }
 
     /// The directory of per-destination locks and status files, owned by

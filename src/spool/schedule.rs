@@ -33,6 +33,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 
+use super::page::{Page, Smallest};
 use super::{DIR_MODE, QueueId, Spool};
 use crate::error::{Error, Result};
 
@@ -237,37 +238,66 @@ impl Spool {
         Ok(buckets)
     }
 
-    /// The IDs filed under bucket `at` (names that are not IDs skipped).
-    fn bucket_ids(&self, at: u64) -> Vec<QueueId> {
+    /// Appends the entries filed under bucket `at` to `out`, sorted by
+    /// ID (names that are not IDs skipped). Straight into the caller's
+    /// list, with no list of the bucket's own: at a hundred thousand
+    /// entries each copy is megabytes of a queue run's peak memory.
+    fn push_bucket(&self, at: u64, out: &mut Vec<(u64, QueueId)>) {
         let Ok(entries) = fs::read_dir(self.bucket_dir(at)) else {
-            return Vec::new();
+            return;
         };
-        let mut ids: Vec<QueueId> = entries
-            .flatten()
-            .filter_map(|e| e.file_name().to_str().and_then(QueueId::parse))
-            .collect();
-        ids.sort();
-        ids
+        let start = out.len();
+        out.extend(
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(QueueId::parse))
+                .map(|id| (at, id)),
+        );
+        out[start..].sort_unstable_by(|a, b| a.1.cmp(&b.1));
     }
 
-    /// Every entry due at `now`, oldest bucket first: one listing of
-    /// `schedule/`, then one of each due bucket. No file is opened.
-    /// None when there is no schedule (a spool laid out before it
-    /// existed): the caller must look at the whole queue.
-    pub fn due_entries(&self, now: u64) -> Result<Option<Vec<(u64, QueueId)>>> {
+    /// The next page of what is due at `now`: up to `limit` entries in
+    /// (bucket, ID) order — oldest bucket first — past `after`, with
+    /// those `skip` rules out left aside. One listing of `schedule/`,
+    /// then of each due bucket; no file is opened, and memory is the
+    /// page's whatever the buckets hold. None when there is no schedule
+    /// (a spool laid out before it existed): the caller must look at
+    /// the whole queue.
+    pub fn due_page(
+        &self,
+        now: u64,
+        after: Option<&(u64, QueueId)>,
+        limit: usize,
+        skip: impl Fn(&QueueId) -> bool,
+    ) -> Result<Option<Page<(u64, QueueId)>>> {
         let buckets = self.buckets()?;
         if buckets.first().is_none_or(|b| b.at != NOW_BUCKET) {
             return Ok(None);
         }
-        let mut due = Vec::new();
+        let mut page = Smallest::new(limit);
         for bucket in buckets.into_iter().take_while(|b| b.at <= now) {
-            due.extend(
-                self.bucket_ids(bucket.at)
-                    .into_iter()
-                    .map(|id| (bucket.at, id)),
-            );
+            if after.is_some_and(|(at, _)| bucket.at < *at) {
+                continue;
+            }
+            if page.full() {
+                // Every entry of a later bucket sorts after the page.
+                page.more_beyond();
+                break;
+            }
+            let Ok(entries) = fs::read_dir(self.bucket_dir(bucket.at)) else {
+                continue;
+            };
+            for id in entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(QueueId::parse))
+            {
+                let key = (bucket.at, id);
+                if after.is_none_or(|after| key > *after) && !skip(&key.1) {
+                    page.push(key);
+                }
+            }
         }
-        Ok(Some(due))
+        Ok(Some(page.into_page()))
     }
 
     /// Repairs the schedule from the queue (see the module comment):
@@ -285,16 +315,15 @@ impl Spool {
         // (the queue file goes before its entry).
         let mut listed: Vec<(u64, QueueId)> = Vec::new();
         for bucket in self.buckets()? {
-            let ids = self.bucket_ids(bucket.at);
+            let start = listed.len();
+            self.push_bucket(bucket.at, &mut listed);
             if as_root && !bucket.root_owned && bucket.at != NOW_BUCKET {
-                for id in ids {
-                    self.reschedule(&id, Some(bucket.at), NOW_BUCKET)?;
+                for (at, id) in &mut listed[start..] {
+                    self.reschedule(id, Some(bucket.at), NOW_BUCKET)?;
                     repairs.untrusted += 1;
-                    listed.push((NOW_BUCKET, id));
+                    *at = NOW_BUCKET;
                 }
-                continue;
             }
-            listed.extend(ids.into_iter().map(|id| (bucket.at, id)));
         }
         // Both sorted by ID, then compared in one walk (no hashing of a
         // hundred thousand names).
