@@ -18,6 +18,7 @@
 mod attempt;
 pub mod backoff;
 pub mod bounce;
+pub mod dane;
 pub mod dkim;
 pub mod dns;
 pub mod hosts;

@@ -631,6 +631,7 @@ impl<'a> Transport<'a> {
             },
             credentials: None,
             ca_file: self.config.tls_ca_file.clone(),
+            tlsa: Vec::new(),
             timeouts: self.timeouts(),
         }
     }
@@ -671,6 +672,7 @@ pub(super) fn relay_settings(
         },
         credentials,
         ca_file: config.tls_ca_file.clone(),
+        tlsa: Vec::new(),
         timeouts,
     })
 }
