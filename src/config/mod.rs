@@ -96,6 +96,10 @@ pub struct Config {
     pub tls_ca_file: Option<PathBuf>,
     /// `resolver`: DNS server to ask (None: /etc/resolv.conf).
     pub resolver: Option<SocketAddr>,
+    /// `dnssec_trust_anchor`: DNSKEY records (zone-file form) that DANE's
+    /// DNSSEC validation trusts instead of the root's built-in keys — for
+    /// tests and private roots (None: the IANA root keys).
+    pub dnssec_trust_anchor: Option<PathBuf>,
     /// `smtp_port`: port for MX delivery.
     pub smtp_port: u16,
     /// `retry_min`: first retry delay and lower bound of every retry.
@@ -235,6 +239,7 @@ impl Default for Config {
             tls: TlsPolicy::Opportunistic,
             tls_ca_file: None,
             resolver: None,
+            dnssec_trust_anchor: None,
             smtp_port: 25,
             retry_min: Duration::from_secs(30 * 60),
             retry_max: Duration::from_secs(3 * 3600),
@@ -561,6 +566,7 @@ fn set(c: &mut Config, key: &str, value: &str) -> Setting {
             }
         }
         "tls_ca_file" => c.tls_ca_file = optional(value, absolute_path)?,
+        "dnssec_trust_anchor" => c.dnssec_trust_anchor = optional(value, absolute_path)?,
         "resolver" => {
             c.resolver = optional(value, |v| {
                 v.parse::<SocketAddr>()

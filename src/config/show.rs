@@ -36,6 +36,7 @@ pub const KEYS: &[&str] = &[
     "tls_ca_file",
     "tls",
     "resolver",
+    "dnssec_trust_anchor",
     "smtp_port",
     "retry_min",
     "retry_max",
@@ -242,6 +243,7 @@ fn value(c: &Config, key: &str) -> String {
         }
         .to_string(),
         "resolver" => c.resolver.map(|r| r.to_string()).unwrap_or_default(),
+        "dnssec_trust_anchor" => path(&c.dnssec_trust_anchor),
         "smtp_port" => c.smtp_port.to_string(),
         "retry_min" => duration(c.retry_min),
         "retry_max" => duration(c.retry_max),
