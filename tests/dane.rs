@@ -4,10 +4,18 @@
 
 mod common;
 
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use common::signed_dns::SignedDns;
+use common::smtpd::SmtpServer;
+use openssl::sha::sha256;
+use openssl::x509::X509;
 use spoolmail::runner::dane::{HostPolicy, Validator};
+use spoolmail::smtp::dane::Tlsa;
+use spoolmail::smtp::{ClientSettings, ErrorKind, Security, Session, SmtpError, Timeouts};
 
 const TLSA_X: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
@@ -51,4 +59,250 @@ fn validator_sees_secure_insecure_and_bogus() {
     assert!(matches!(bogus, HostPolicy::Defer(_)), "{bogus:?}");
     assert!(matches!(none, HostPolicy::NoDane(_)), "{none:?}");
     assert!(matches!(unsigned, HostPolicy::NoDane(_)), "{unsigned:?}");
+}
+
+/// The MX host name every test's certificates and records use.
+const MX: &str = "mx.example.test";
+
+/// Runs openssl in `dir` with `args`; panics on failure.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA (`ca.pem`) and, for each of `names`, a key (`NAME.key`) and
+/// a chain file (`NAME.chain`: the certificate the CA issued for NAME,
+/// then the CA's) for aiosmtpd's STARTTLS.
+fn issue(dir: &Path, names: &[&str]) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req", "-x509", "-days", "2", "-keyout", "ca.key", "-out", "ca.pem",
+    ];
+    ca.extend(ec);
+    ca.extend([
+        "-subj",
+        "/CN=spoolmail DANE test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(dir, &ca);
+    for name in names {
+        let (key, csr, crt) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+        );
+        let subject = format!("/CN={name}");
+        let mut req = vec!["req", "-keyout", &key, "-out", &csr, "-subj", &subject];
+        req.extend(ec);
+        openssl(dir, &req);
+        let ext = dir.join(format!("{name}.ext"));
+        std::fs::write(&ext, format!("subjectAltName=DNS:{name}\n")).unwrap();
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &crt,
+                "-extfile",
+                ext.to_str().unwrap(),
+            ],
+        );
+        let chain = [
+            std::fs::read(dir.join(&crt)).unwrap(),
+            std::fs::read(dir.join("ca.pem")).unwrap(),
+        ]
+        .concat();
+        std::fs::write(dir.join(format!("{name}.chain")), chain).unwrap();
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn cert(dir: &Path, file: &str) -> X509 {
+    X509::from_pem(&std::fs::read(dir.join(file)).unwrap()).unwrap()
+}
+
+/// TLSA 3 1 1 data: SHA-256 of the certificate's public key (SPKI).
+fn spki_sha256(dir: &Path, file: &str) -> Vec<u8> {
+    sha256(
+        &cert(dir, file)
+            .public_key()
+            .unwrap()
+            .public_key_to_der()
+            .unwrap(),
+    )
+    .to_vec()
+}
+
+/// TLSA 2 0 1 data: SHA-256 of the whole certificate.
+fn cert_sha256(dir: &Path, file: &str) -> Vec<u8> {
+    sha256(&cert(dir, file).to_der().unwrap()).to_vec()
+}
+
+/// An aiosmtpd offering STARTTLS with `name`'s chain.
+fn server(dir: &Path, name: &str) -> SmtpServer {
+    let chain = dir.join(format!("{name}.chain"));
+    let key = dir.join(format!("{name}.key"));
+    SmtpServer::start(
+        dir,
+        &["--starttls", chain.to_str().unwrap(), key.to_str().unwrap()],
+    )
+}
+
+fn dane_settings(tlsa: Vec<Tlsa>) -> ClientSettings {
+    let t = Duration::from_secs(10);
+    ClientSettings {
+        helo_name: "client.test".into(),
+        security: Security::Dane,
+        credentials: None,
+        ca_file: None,
+        tlsa,
+        timeouts: Timeouts {
+            connect: t,
+            command: t,
+            data_block: t,
+            final_dot: t,
+        },
+    }
+}
+
+fn tlsa(usage: u8, selector: u8, matching: u8, data: Vec<u8>) -> Tlsa {
+    Tlsa {
+        usage,
+        selector,
+        matching,
+        data,
+    }
+}
+
+/// A DANE session to `server` as the MX host [`MX`] with `records`.
+fn session(server: &SmtpServer, records: Vec<Tlsa>) -> Result<Session, SmtpError> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], server.port));
+    Session::connect(addr, MX, &dane_settings(records))
+}
+
+#[test]
+fn dane_ee_matching_the_leaf_key_authenticates() {
+    let dir = tempfile::tempdir().unwrap();
+    issue(dir.path(), &[MX]);
+    let s = server(dir.path(), MX);
+    let data = spki_sha256(dir.path(), &format!("{MX}.crt"));
+    let session = session(&s, vec![tlsa(3, 1, 1, data)]).expect("DANE-EE 3 1 1 matches");
+    assert!(session.tls_active());
+    session.quit();
+}
+
+#[test]
+fn dane_ee_ignores_the_name_in_the_certificate() {
+    // RFC 7672 §3.1.1: DANE-EE binds the key, not a name.
+    let dir = tempfile::tempdir().unwrap();
+    issue(dir.path(), &["other.test"]);
+    let s = server(dir.path(), "other.test");
+    let data = spki_sha256(dir.path(), "other.test.crt");
+    let session = session(&s, vec![tlsa(3, 1, 1, data)]).expect("DANE-EE ignores names");
+    assert!(session.tls_active());
+    session.quit();
+}
+
+#[test]
+fn a_certificate_matching_no_record_is_a_tlsa_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    issue(dir.path(), &[MX]);
+    let s = server(dir.path(), MX);
+    let e = session(&s, vec![tlsa(3, 1, 1, vec![0xab; 32])])
+        .err()
+        .expect("no match");
+    assert_eq!(e.kind, ErrorKind::Tls);
+    assert!(e.message.contains("TLSA mismatch"), "{}", e.message);
+    assert!(
+        s.mail_commands().is_empty(),
+        "nothing sent after the failed handshake"
+    );
+}
+
+#[test]
+fn dane_ta_of_the_issuing_ca_authenticates_a_leaf_naming_the_mx_host() {
+    let dir = tempfile::tempdir().unwrap();
+    issue(dir.path(), &[MX]);
+    let s = server(dir.path(), MX);
+    let data = cert_sha256(dir.path(), "ca.pem");
+    let session = session(&s, vec![tlsa(2, 0, 1, data)]).expect("DANE-TA 2 0 1 matches");
+    assert!(session.tls_active());
+    session.quit();
+}
+
+#[test]
+fn dane_ta_refuses_a_leaf_that_does_not_name_the_mx_host() {
+    // RFC 7672 §3.2.2: with DANE-TA the name is checked.
+    let dir = tempfile::tempdir().unwrap();
+    issue(dir.path(), &["other.test"]);
+    let s = server(dir.path(), "other.test");
+    let data = cert_sha256(dir.path(), "ca.pem");
+    let e = session(&s, vec![tlsa(2, 0, 1, data)])
+        .err()
+        .expect("wrong name");
+    assert_eq!(e.kind, ErrorKind::Tls);
+    assert!(e.message.contains("TLSA mismatch"), "{}", e.message);
+}
+
+#[test]
+fn published_records_without_starttls_are_refused_not_sent_in_plain_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SmtpServer::start(dir.path(), &[]);
+    let e = session(&s, vec![tlsa(3, 1, 1, vec![0xab; 32])])
+        .err()
+        .expect("no STARTTLS");
+    assert_eq!(e.kind, ErrorKind::Tls);
+    assert_eq!(
+        e.message,
+        "STARTTLS not offered but DANE TLSA records published"
+    );
+    assert!(s.mail_commands().is_empty());
+}
+
+#[test]
+fn only_unusable_records_still_make_tls_mandatory() {
+    // RFC 7672 §2.2: a PKIX-EE record is unusable; TLS is still required,
+    // unauthenticated.
+    let dir = tempfile::tempdir().unwrap();
+    issue(dir.path(), &[MX]);
+    let s = server(dir.path(), MX);
+    let session = session(&s, vec![tlsa(1, 1, 1, vec![0xab; 32])]).expect("encrypted");
+    assert!(session.tls_active());
+    session.quit();
+    let plain = SmtpServer::start(dir.path(), &[]);
+    assert!(session_err(&plain, vec![tlsa(1, 1, 1, vec![0xab; 32])]));
+}
+
+fn session_err(server: &SmtpServer, records: Vec<Tlsa>) -> bool {
+    session(server, records).is_err()
 }
