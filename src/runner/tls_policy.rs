@@ -1,0 +1,144 @@
+//! Which TLS each delivery hop gets, and what the `tls=` field says
+//! about it (issue 26): the `tls` key for MX delivery — `none`,
+//! `opportunistic`, `required`, or a policy the destination publishes
+//! (`mta-sts`, `dane`, `dane-then-mta-sts`), each falling back to
+//! opportunistic TLS where the destination publishes none — and a
+//! relay's own TLS mode. A relay, smarthost or route is not MX delivery:
+//! published policies never apply there (RFC 8461 §4, RFC 7672 §1.3).
+//!
+//! This module decides; the SMTP session carries it out.
+
+use crate::config::{Config, SmarthostTls, TlsPolicy};
+use crate::smtp::Security;
+use crate::spool::TlsApplied;
+
+use super::dns;
+
+/// How one connection uses TLS, and what that is called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Protection {
+    /// What the SMTP session does.
+    pub security: Security,
+    /// The `tls=` value once TLS is up (a session left in plain text,
+    /// as opportunistic TLS allows, is `tls=none` whatever this says).
+    pub label: TlsApplied,
+    /// A policy in its testing mode (MTA-STS `mode: testing`, RFC 8461
+    /// §5): `security` is what it would enforce, but a TLS failure is
+    /// only reported, naming this policy, and the host is then used as
+    /// with opportunistic TLS.
+    pub report_only: Option<String>,
+}
+
+impl Protection {
+    /// The fixed protection of `security`, labelled `label`.
+    pub fn fixed(security: Security, label: TlsApplied) -> Protection {
+        Protection {
+            security,
+            label,
+            report_only: None,
+        }
+    }
+
+    /// Opportunistic TLS: what every published-policy setting falls back
+    /// to where the destination publishes nothing.
+    pub fn opportunistic() -> Protection {
+        Protection::fixed(Security::Opportunistic, TlsApplied::Opportunistic)
+    }
+
+    /// The `tls=` value of a session set up under this protection.
+    pub fn applied(&self, tls_active: bool) -> TlsApplied {
+        match tls_active {
+            true => self.label,
+            false => TlsApplied::None,
+        }
+    }
+}
+
+/// The protection of a relay's connection: its own TLS mode (verified
+/// STARTTLS, implicit TLS, or none).
+pub fn for_relay(tls: SmarthostTls) -> Protection {
+    match tls {
+        SmarthostTls::Starttls => {
+            Protection::fixed(Security::StarttlsVerified, TlsApplied::Verified)
+        }
+        SmarthostTls::Tls => Protection::fixed(Security::Implicit, TlsApplied::Verified),
+        SmarthostTls::None => Protection::fixed(Security::Plain, TlsApplied::None),
+    }
+}
+
+/// The protection of MX delivery when the destination publishes no
+/// policy (or none is asked for): `tls = none`, `opportunistic`,
+/// `required`, and the published-policy values' fallback.
+pub fn mx_default(config: &Config) -> Protection {
+    match config.tls {
+        TlsPolicy::None => Protection::fixed(Security::Plain, TlsApplied::None),
+        TlsPolicy::Required => Protection::fixed(Security::StarttlsVerified, TlsApplied::Verified),
+        TlsPolicy::Opportunistic
+        | TlsPolicy::MtaSts
+        | TlsPolicy::Dane
+        | TlsPolicy::DaneThenMtaSts => Protection::opportunistic(),
+    }
+}
+
+/// DANE: wired by the dane branch. The protection the DNSSEC-validated
+/// TLSA records of `host`'s SMTP service (`_PORT._tcp.HOST`, RFC 7672
+/// §2.2) call for, when `tls` asks for DANE; None when DANE is not
+/// asked for or the host publishes no usable TLSA records (the next
+/// policy applies: MTA-STS under `dane-then-mta-sts`, else
+/// opportunistic). Until the dane branch lands it finds none.
+pub fn dane_for_host(
+    config: &Config,
+    _resolver: &dns::Resolver,
+    _host: &str,
+    _port: u16,
+) -> Option<Protection> {
+    if !config.tls.uses_dane() {
+        return None;
+    }
+    // DANE: wired by the dane branch — the TLSA lookup goes here.
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(tls: TlsPolicy) -> Config {
+        Config {
+            tls,
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn published_policies_fall_back_to_opportunistic() {
+        for tls in [
+            TlsPolicy::Opportunistic,
+            TlsPolicy::MtaSts,
+            TlsPolicy::Dane,
+            TlsPolicy::DaneThenMtaSts,
+        ] {
+            assert_eq!(mx_default(&config(tls)), Protection::opportunistic());
+        }
+        let required = mx_default(&config(TlsPolicy::Required));
+        assert_eq!(required.security, Security::StarttlsVerified);
+        assert_eq!(required.label, TlsApplied::Verified);
+        assert_eq!(
+            mx_default(&config(TlsPolicy::None)).security,
+            Security::Plain
+        );
+    }
+
+    #[test]
+    fn a_session_left_in_plain_text_is_tls_none() {
+        let p = Protection::opportunistic();
+        assert_eq!(p.applied(true), TlsApplied::Opportunistic);
+        assert_eq!(p.applied(false), TlsApplied::None);
+    }
+
+    #[test]
+    fn relays_keep_their_own_mode() {
+        assert_eq!(for_relay(SmarthostTls::Tls).label, TlsApplied::Verified);
+        assert_eq!(for_relay(SmarthostTls::None).security, Security::Plain);
+    }
+}
