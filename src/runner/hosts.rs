@@ -105,7 +105,7 @@ fn bounded(key: String) -> String {
 /// The name DNS is asked for when mail goes to `domain` (the resolver
 /// maps it the same way, IDNA to A-labels): lowercase ASCII, without a
 /// final dot. None if it is no valid domain name.
-fn a_label(domain: &str) -> Option<String> {
+pub(super) fn a_label(domain: &str) -> Option<String> {
     let name = hickory_resolver::proto::rr::Name::from_utf8(domain).ok()?;
     Some(name.to_ascii().trim_end_matches('.').to_ascii_lowercase())
 }

@@ -29,6 +29,7 @@ mod record;
 pub mod relays;
 pub mod slots;
 mod stop;
+mod sts_policy;
 mod tls_policy;
 mod transport;
 pub mod verify;
