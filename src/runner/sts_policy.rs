@@ -178,17 +178,15 @@ fn route_error(e: &dns::RouteError) -> &str {
 fn read_cache(dir: &Path, domain: &str, now: u64) -> Option<Known> {
     let file = std::fs::File::open(dir.join(cache_name(domain))).ok()?;
     let mut bytes = Vec::new();
-    file.take(MAX_CACHE_FILE + 1)
-        .read_to_end(&mut bytes)
-        .ok()?;
+    file.take(MAX_CACHE_FILE + 1).read_to_end(&mut bytes).ok()?;
     if bytes.len() as u64 > MAX_CACHE_FILE {
         return None;
     }
     let cached: Cached = serde_json::from_slice(&bytes).ok()?;
     // The id as the TXT record would have it (1 to 32 letters and
     // digits), so that a damaged file cannot name another.
-    let id_ok = (1..=32).contains(&cached.id.len())
-        && cached.id.bytes().all(|b| b.is_ascii_alphanumeric());
+    let id_ok =
+        (1..=32).contains(&cached.id.len()) && cached.id.bytes().all(|b| b.is_ascii_alphanumeric());
     if !id_ok {
         return None;
     }
@@ -301,14 +299,20 @@ mod tests {
         assert_eq!(known.domain, "example.org");
         assert_eq!(known.policy.mode, Mode::Enforce);
         assert!(read_cache(dir.path(), name, 1060).is_none(), "expired");
-        assert!(read_cache(dir.path(), name, 999).is_none(), "from the future");
+        assert!(
+            read_cache(dir.path(), name, 999).is_none(),
+            "from the future"
+        );
     }
 
     #[test]
     fn a_damaged_cache_is_no_policy() {
         let dir = tempfile::tempdir().unwrap();
         let name = write(dir.path(), "abc1", 1000, "version: STSv1\nmode: enforce\n");
-        assert!(read_cache(dir.path(), name, 1001).is_none(), "no mx, no max_age");
+        assert!(
+            read_cache(dir.path(), name, 1001).is_none(),
+            "no mx, no max_age"
+        );
         let name = write(dir.path(), "../x", 1000, &policy_text("enforce", 60));
         assert!(read_cache(dir.path(), name, 1001).is_none(), "bad id");
         let file = dir.path().join(cache_name(name));

@@ -13,6 +13,8 @@ use crate::smtp::Security;
 use crate::spool::TlsApplied;
 
 use super::dns;
+use super::mta_sts::Mode;
+use super::sts_policy::Known;
 
 /// How one connection uses TLS, and what that is called.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,11 +24,14 @@ pub struct Protection {
     /// The `tls=` value once TLS is up (a session left in plain text,
     /// as opportunistic TLS allows, is `tls=none` whatever this says).
     pub label: TlsApplied,
-    /// A policy in its testing mode (MTA-STS `mode: testing`, RFC 8461
-    /// §5): `security` is what it would enforce, but a TLS failure is
-    /// only reported, naming this policy, and the host is then used as
+    /// The published policy it comes from, as log lines and deferrals
+    /// name it ("MTA-STS policy of example.org (id 2024a)").
+    pub policy: Option<String>,
+    /// The policy is in its testing mode (MTA-STS `mode: testing`, RFC
+    /// 8461 §5): `security` is what it would enforce, but a TLS failure
+    /// is only reported, naming the policy, and the host is then used
     /// with opportunistic TLS.
-    pub report_only: Option<String>,
+    pub report_only: bool,
 }
 
 impl Protection {
@@ -35,7 +40,8 @@ impl Protection {
         Protection {
             security,
             label,
-            report_only: None,
+            policy: None,
+            report_only: false,
         }
     }
 
@@ -77,6 +83,41 @@ pub fn mx_default(config: &Config) -> Protection {
         | TlsPolicy::MtaSts
         | TlsPolicy::Dane
         | TlsPolicy::DaneThenMtaSts => Protection::opportunistic(),
+    }
+}
+
+/// The protection `known`, a domain's MTA-STS policy, gives its MX host
+/// `host` (RFC 8461 §4, §5); None: the host is not to be used (not in
+/// an enforced policy's `mx` list). In `enforce` mode, STARTTLS with the
+/// certificate verified for the MX name (`tls=mta-sts`); in `testing`
+/// mode the same is tried, its failures only reported (see
+/// [`Protection::report_only`]), and a host not in the list is used
+/// with opportunistic TLS after a line saying enforcement would refuse
+/// it.
+pub fn for_mta_sts(known: &Known, host: &str) -> Option<Protection> {
+    let listed = known.policy.allows(host);
+    match known.policy.mode {
+        Mode::Enforce if listed => Some(Protection {
+            security: Security::StarttlsVerified,
+            label: TlsApplied::MtaSts,
+            policy: Some(known.describe()),
+            report_only: false,
+        }),
+        Mode::Enforce => None,
+        Mode::Testing if listed => Some(Protection {
+            security: Security::StarttlsVerified,
+            label: TlsApplied::Verified,
+            policy: Some(format!("{} in testing mode", known.describe())),
+            report_only: true,
+        }),
+        Mode::Testing => {
+            log::warn!(
+                "{host}: not an MX host of the {} in testing mode: enforcing it would refuse this host; delivering with opportunistic TLS",
+                known.describe()
+            );
+            Some(Protection::opportunistic())
+        }
+        Mode::None => Some(Protection::opportunistic()),
     }
 }
 
@@ -134,6 +175,34 @@ mod tests {
         let p = Protection::opportunistic();
         assert_eq!(p.applied(true), TlsApplied::Opportunistic);
         assert_eq!(p.applied(false), TlsApplied::None);
+    }
+
+    fn known(mode: &str) -> Known {
+        let text = format!("version: STSv1\nmode: {mode}\nmx: *.mx.example\nmax_age: 86400\n");
+        Known {
+            domain: "example.org".into(),
+            id: "20240101".into(),
+            policy: super::super::mta_sts::parse_policy(text.as_bytes()).unwrap(),
+        }
+    }
+
+    #[test]
+    fn enforce_verifies_listed_hosts_and_refuses_the_others() {
+        let p = for_mta_sts(&known("enforce"), "a.mx.example").unwrap();
+        assert_eq!(p.security, Security::StarttlsVerified);
+        assert_eq!(p.label, TlsApplied::MtaSts);
+        assert!(!p.report_only);
+        assert!(p.policy.unwrap().contains("example.org (id 20240101)"));
+        assert_eq!(for_mta_sts(&known("enforce"), "mx.other.example"), None);
+    }
+
+    #[test]
+    fn testing_reports_and_delivers() {
+        let p = for_mta_sts(&known("testing"), "a.mx.example").unwrap();
+        assert_eq!(p.security, Security::StarttlsVerified);
+        assert!(p.report_only);
+        let other = for_mta_sts(&known("testing"), "mx.other.example").unwrap();
+        assert_eq!(other, Protection::opportunistic());
     }
 
     #[test]

@@ -27,6 +27,7 @@ use super::backoff::{JITTER, hop_retry};
 use super::hosts::{self, Answer, Destination, Hop, HostStatus};
 use super::outcome::Outcome;
 use super::slots::{self, Share, Slot};
+use super::sts_policy;
 use super::tls_policy::{self, Protection};
 
 /// At most this many addresses are tried per hop and attempt (Postfix
@@ -435,7 +436,15 @@ impl<'a> Transport<'a> {
         };
         let found = match (relay, hop) {
             (Some(relay), _) => Self::relay_targets(relay),
-            (None, Hop::Domain(domain)) => self.mx_targets(domain, now),
+            (None, Hop::Domain(domain)) => match self.mx_targets(domain, now) {
+                Ok(targets) => Ok(targets),
+                Err(MxRefusal::Dns(outcome)) => Err(outcome),
+                // Not the hop's reachability: no record, no connection.
+                Err(MxRefusal::Policy(outcome)) => {
+                    self.failed_tls = Some(TlsApplied::MtaSts);
+                    return Err(outcome);
+                }
+            },
             (None, _) => Err(Outcome::deferred(
                 "4.3.5",
                 format!("{hop}: no relay settings"),
@@ -607,23 +616,54 @@ impl<'a> Transport<'a> {
     /// The addresses of `domain`'s MX hosts, each with the protection
     /// the TLS policy gives it: a host's DANE records first (when asked
     /// for), else the domain's published policy, else the default.
-    fn mx_targets(&mut self, domain: &str, _now: u64) -> Result<Vec<Target>, Outcome> {
+    fn mx_targets(&mut self, domain: &str, now: u64) -> Result<Vec<Target>, MxRefusal> {
         let resolver = self.resolver.as_ref().expect("ensure_resolver first");
-        let hosts = resolver.mx_hosts(domain).map_err(|e| match e {
-            RouteError::Permanent { status, message } => Outcome::failed(status, message),
-            RouteError::Temporary { message } => Outcome::deferred("4.4.3", message),
+        let hosts = resolver.mx_hosts(domain).map_err(|e| {
+            MxRefusal::Dns(match e {
+                RouteError::Permanent { status, message } => Outcome::failed(status, message),
+                RouteError::Temporary { message } => Outcome::deferred("4.4.3", message),
+            })
         })?;
         let port = self.config.smtp_port;
-        let domain_protection = tls_policy::mx_default(self.config);
+        let sts = match self.config.tls.uses_mta_sts() {
+            true => sts_policy::in_force(self.config, resolver, &self.hosts_dir, domain, now),
+            false => None,
+        };
+        let fallback = tls_policy::mx_default(self.config);
         let mut targets = Vec::new();
+        let mut refused = Vec::new();
         for h in hosts {
-            let protection = tls_policy::dane_for_host(self.config, resolver, &h.name, port)
-                .unwrap_or_else(|| domain_protection.clone());
+            // DANE takes precedence over MTA-STS (RFC 8461 §2).
+            let protection = match tls_policy::dane_for_host(self.config, resolver, &h.name, port) {
+                Some(protection) => protection,
+                None => match &sts {
+                    Some(known) => match tls_policy::for_mta_sts(known, &h.name) {
+                        Some(protection) => protection,
+                        None => {
+                            // Never connected to (RFC 8461 §4.2).
+                            refused.push(h.name);
+                            continue;
+                        }
+                    },
+                    None => fallback.clone(),
+                },
+            };
             targets.extend(h.addresses.into_iter().map(|ip| Target {
                 name: h.name.clone(),
                 addr: SocketAddr::new(ip, port),
                 protection: protection.clone(),
             }));
+        }
+        if let (true, Some(known)) = (targets.is_empty(), &sts) {
+            return Err(MxRefusal::Policy(Outcome::deferred(
+                "4.7.0",
+                format!(
+                    "{domain}: no MX host is allowed by the {} in enforce mode: {} not in its mx list ({})",
+                    known.describe(),
+                    refused.join(", "),
+                    listed(&known.policy.mx)
+                ),
+            )));
         }
         Ok(targets)
     }
@@ -707,6 +747,30 @@ const IDLE_CHECK: Duration = Duration::from_secs(2);
 /// DNS queries get at most this long, whatever the SMTP timeouts.
 pub(super) const DNS_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Why a domain's MX hosts give nothing to connect to.
+enum MxRefusal {
+    /// DNS: no answer (temporary) or no mail host (permanent).
+    Dns(Outcome),
+    /// Its MTA-STS policy, enforced, allows none of them.
+    Policy(Outcome),
+}
+
+/// A policy's `mx` patterns for a deferral: the first few (a policy may
+/// list thousands; the reason is stored per recipient).
+fn listed(patterns: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = patterns
+        .iter()
+        .take(SHOWN)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if patterns.len() > SHOWN {
+        text.push_str(", …");
+    }
+    text
+}
+
 /// One address to try for a hop, with the TLS it gets there.
 struct Target {
     /// The host name (TLS verification checks it).
@@ -740,10 +804,10 @@ fn connect_protected(
             let tls = protection.applied(session.tls_active());
             Ok((session, tls))
         }
-        Err(e) if e.kind == ErrorKind::Tls && protection.report_only.is_some() => {
-            let policy = protection.report_only.as_deref().unwrap_or_default();
+        Err(e) if e.kind == ErrorKind::Tls && protection.report_only => {
+            let policy = protection.policy.as_deref().unwrap_or("policy");
             log::warn!(
-                "{}: {policy} in testing mode: enforcing it would refuse this host: {e}; delivering with opportunistic TLS",
+                "{}: {policy}: enforcing it would refuse this host: {e}; delivering with opportunistic TLS",
                 relay_name(&target.name, &target.addr)
             );
             let session = Session::connect(
@@ -753,6 +817,13 @@ fn connect_protected(
             )?;
             let tls = Protection::opportunistic().applied(session.tls_active());
             Ok((session, tls))
+        }
+        Err(mut e) if e.kind == ErrorKind::Tls => {
+            // The deferral says which policy wanted the TLS that failed.
+            if let Some(policy) = &protection.policy {
+                e.message = format!("{} (required by the {policy})", e.message);
+            }
+            Err(e)
         }
         Err(e) => Err(e),
     }
