@@ -136,7 +136,12 @@ struct PolicyServer {
 
 impl PolicyServer {
     fn start(ca: &Ca, dir: &Path, policy: &Path) -> PolicyServer {
-        let (cert, key) = ca.issue("mta-sts.sts.test");
+        PolicyServer::start_as(ca, dir, policy, "mta-sts.sts.test")
+    }
+
+    /// [`PolicyServer::start`] with a certificate for `name`.
+    fn start_as(ca: &Ca, dir: &Path, policy: &Path, name: &str) -> PolicyServer {
+        let (cert, key) = ca.issue(name);
         let log = dir.join("https.log");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/https.py");
         let mut cmd = Command::new("python3");
@@ -202,6 +207,11 @@ struct Case {
 
 impl Case {
     fn new(dns: &DnsServer, mx_cert_name: &str) -> Case {
+        Case::with(dns, mx_cert_name, "")
+    }
+
+    /// [`Case::new`] with `extra` configuration lines.
+    fn with(dns: &DnsServer, mx_cert_name: &str, extra: &str) -> Case {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         let ca = Ca::new(&dir);
@@ -212,11 +222,12 @@ impl Case {
         );
         let syslog = SyslogReceiver::start(&dir);
         let world = World::with_config(&format!(
-            "resolver = {}\nsmtp_port = {}\ntls = mta-sts\ntls_ca_file = {}\nretry_min = 1h\n{}",
+            "resolver = {}\nsmtp_port = {}\ntls = mta-sts\ntls_ca_file = {}\nretry_min = 1h\n{}{}",
             dns.addr,
             mx.port,
             ca.root().display(),
-            syslog.config_line()
+            syslog.config_line(),
+            extra.replace("MX_PORT", &mx.port.to_string()),
         ));
         Case {
             _dir: tmp,
@@ -477,5 +488,52 @@ fn the_cache_is_used_then_refetched_after_max_age_or_a_new_id() {
         let failed = case.log_lines("MTA-STS policy id three not fetched");
         assert_eq!(failed.len(), 1, "{failed:?}");
         println!("{}", failed[0]);
+    });
+}
+
+#[test]
+fn a_policy_server_whose_certificate_is_not_for_its_name_gives_no_policy() {
+    if !root_or_skip("the MTA-STS tests serve HTTPS on port 443 in a network namespace") {
+        return;
+    }
+    in_own_network(|| {
+        let dns = dns(Some("20260101"));
+        let case = Case::new(&dns, "mx.sts.test");
+        let file = case.dir.join("policy");
+        // Were this policy believed, the MX would be refused.
+        std::fs::write(&file, policy("enforce", "mx1.elsewhere.test", 86400)).unwrap();
+        let _https = PolicyServer::start_as(&case.ca, &case.dir, &file, "www.sts.test");
+        assert_eq!(case.send(), 0, "delivered as without a policy");
+        let lines = case.outcomes(1);
+        println!("{}", lines[0]);
+        assert!(lines[0].ends_with(", tls=opportunistic"), "{lines:?}");
+        let failed = case.log_lines("MTA-STS policy id 20260101 not fetched");
+        assert_eq!(failed.len(), 1, "{failed:?}");
+        println!("{}", failed[0]);
+    });
+}
+
+#[test]
+fn a_smarthost_is_not_mx_delivery_and_gets_no_policy() {
+    if !root_or_skip("the MTA-STS tests serve HTTPS on port 443 in a network namespace") {
+        return;
+    }
+    in_own_network(|| {
+        let dns = dns(Some("20260101"));
+        // The smarthost is the same server, reached as a relay (its
+        // own TLS mode: none here).
+        let case = Case::with(
+            &dns,
+            "mx.sts.test",
+            "smarthost = 127.0.0.1:MX_PORT\nsmarthost_tls = none\n",
+        );
+        let file = case.dir.join("policy");
+        std::fs::write(&file, policy("enforce", "mx1.elsewhere.test", 86400)).unwrap();
+        let https = PolicyServer::start(&case.ca, &case.dir, &file);
+        assert_eq!(case.send(), 0);
+        assert_eq!(https.fetches(), 0, "no policy looked for");
+        let lines = case.outcomes(1);
+        println!("{}", lines[0]);
+        assert!(lines[0].ends_with(", tls=none"), "{lines:?}");
     });
 }

@@ -21,7 +21,7 @@
 //! long for a file name keeps its start and adds the SHA-256 of the
 //! whole. The other writers of `hosts/` use other first words
 //! (`smtp.slot-N`, `runner…`, `command-u…`, `rate-u…`,
-//! `state-swept.stamp`). Records under the names older versions wrote
+//! `state-swept.stamp`, the MTA-STS cache's `sts-KEY.policy`). Records under the names older versions wrote
 //! (`dest-b_cher.example.status`) are no longer read: each is a lost
 //! cache entry, costing at most one connection attempt.
 

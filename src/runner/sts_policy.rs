@@ -248,7 +248,8 @@ fn fetch(config: &Config, resolver: &dns::Resolver, domain: &str) -> Result<Vec<
     let response = match agent.get(&url).call() {
         Ok(response) => response,
         Err(ureq::Error::Status(code, _)) => return Err(format!("{url}: HTTP {code}")),
-        Err(e) => return Err(format!("{url}: {e}")),
+        // ureq's error names the URL itself.
+        Err(e) => return Err(e.to_string()),
     };
     if response.status() != 200 {
         // A 3xx (redirects are not followed) or another 2xx.
