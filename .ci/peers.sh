@@ -2,8 +2,10 @@
 # Installs the real peers the delivery tests and benchmark talk to, when
 # missing: aiosmtpd (SMTP server), dnslib (DNS server) and
 # prometheus-client (the metrics' parser) from PyPI,
-# openssl (test certificates), OpenDKIM's opendkim-testmsg, NSD and
-# ldnsutils (DANE's signed zone), and
+# openssl (test certificates and the MTA-STS tests' CA; their HTTPS
+# policy server is Python's own http.server and ssl), iproute2 (the
+# network namespaces of the DKIM and MTA-STS tests), OpenDKIM's
+# opendkim-testmsg, NSD and ldnsutils (DANE's signed zone), and
 # Postfix's smtp-sink/smtp-source
 # unpacked from Debian's package (the benchmark's sink and ceiling), and
 # pflogsumm (the log summariser the log test runs).

@@ -9,8 +9,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::World;
 use common::signed_dns::SignedDns;
 use common::smtpd::SmtpServer;
+use common::syslog::SyslogReceiver;
 use openssl::sha::sha256;
 use openssl::x509::X509;
 use spoolmail::runner::dane::{HostPolicy, Validator};
@@ -44,13 +46,13 @@ fn validator_sees_secure_insecure_and_bogus() {
         return;
     };
     let v = Validator::new(Some(dns.addr), Duration::from_secs(5), Some(&dns.anchor)).unwrap();
-    let secure = v.policy("example.test", "mx.example.test");
+    let secure = v.policy("example.test", "mx.example.test", 25);
     println!("secure: {secure:?}");
-    let bogus = v.policy("bogus.test", "mx.bogus.test");
+    let bogus = v.policy("bogus.test", "mx.bogus.test", 25);
     println!("bogus: {bogus:?}");
-    let none = v.policy("none.test", "mx.none.test");
+    let none = v.policy("none.test", "mx.none.test", 25);
     println!("none: {none:?}");
-    let unsigned = v.policy("unsigned.test", "mx.unsigned.test");
+    let unsigned = v.policy("unsigned.test", "mx.unsigned.test", 25);
     println!("unsigned: {unsigned:?}");
     assert!(
         matches!(secure, HostPolicy::Dane(ref r) if r.len() == 1),
@@ -305,4 +307,224 @@ fn only_unusable_records_still_make_tls_mandatory() {
 
 fn session_err(server: &SmtpServer, records: Vec<Tlsa>) -> bool {
     session(server, records).is_err()
+}
+
+// End to end: the built binary with `tls = dane`, the signed zone in NSD
+// (trusted through `dnssec_trust_anchor`) and an aiosmtpd with STARTTLS.
+
+const MSG: &[u8] = b"Subject: dane\n\nbody\n";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// One end-to-end case: the MX host's server, its signed zone, the log
+/// and spoolmail's world.
+struct Case {
+    dir: tempfile::TempDir,
+    mx: SmtpServer,
+    _dns: SignedDns,
+    syslog: SyslogReceiver,
+    world: World,
+}
+
+impl Case {
+    /// An MX [`MX`] for example.test (and mx.unsigned.test for
+    /// unsigned.test) serving `cert_name`'s chain over STARTTLS (or no
+    /// STARTTLS when None), its TLSA records from `tlsa` — each a
+    /// function of the directory holding the certificates, giving "U S M
+    /// HEX" — in the signed zone; `tamper` the TLSA name to break. None
+    /// when NSD or ldnsutils is missing.
+    fn start(
+        cert_name: Option<&str>,
+        tlsa: &[&dyn Fn(&Path) -> String],
+        tamper: bool,
+    ) -> Option<Case> {
+        let dir = tempfile::tempdir().unwrap();
+        issue(dir.path(), &[MX, "other.test"]);
+        let mx = match cert_name {
+            Some(name) => server(dir.path(), name),
+            None => SmtpServer::start(dir.path(), &[]),
+        };
+        let owner = format!("_{}._tcp.{MX}.", mx.port);
+        let mut signed = vec![
+            "example.test. 60 IN MX 10 mx.example.test.".to_string(),
+            "mx.example.test. 60 IN A 127.0.0.1".to_string(),
+        ];
+        signed.extend(
+            tlsa.iter()
+                .map(|t| format!("{owner} 60 IN TLSA {}", t(dir.path()))),
+        );
+        // In the unsigned zone, records that would not match: an
+        // insecure zone's TLSA records are not DANE's to use.
+        let unsigned = [
+            "unsigned.test. 60 IN MX 10 mx.unsigned.test.".to_string(),
+            "mx.unsigned.test. 60 IN A 127.0.0.1".to_string(),
+            format!(
+                "_{}._tcp.mx.unsigned.test. 60 IN TLSA 3 1 1 {}",
+                mx.port,
+                "ab".repeat(32)
+            ),
+        ];
+        let signed: Vec<&str> = signed.iter().map(String::as_str).collect();
+        let unsigned: Vec<&str> = unsigned.iter().map(String::as_str).collect();
+        let tampered = [owner.as_str()];
+        let dns = SignedDns::start(
+            dir.path(),
+            &signed,
+            &unsigned,
+            if tamper { &tampered } else { &[] },
+        )?;
+        let syslog = SyslogReceiver::start(dir.path());
+        let world = World::with_config(&format!(
+            "resolver = {}\nsmtp_port = {}\ntls = dane\ndnssec_trust_anchor = {}\nretry_min = 1h\n{}",
+            dns.addr,
+            mx.port,
+            dns.anchor.display(),
+            syslog.config_line(),
+        ));
+        Some(Case {
+            dir,
+            mx,
+            _dns: dns,
+            syslog,
+            world,
+        })
+    }
+
+    /// Sends one message to `rcpt`, delivering at once: the exit code.
+    fn send(&self, rcpt: &str) -> i32 {
+        let out = self
+            .world
+            .run("sendmail", &["-odi", "-f", "s@example.org", rcpt], MSG);
+        out.status.code().unwrap_or(-1)
+    }
+
+    /// The first log line about `rcpt`'s outcome.
+    fn outcome(&self, rcpt: &str) -> String {
+        let to = format!("to=<{rcpt}>");
+        let lines = self
+            .syslog
+            .wait_lines(WAIT, |lines| lines.iter().any(|l| l.contains(&to)));
+        let line = lines
+            .into_iter()
+            .find(|l| l.contains(&to))
+            .expect("an outcome line");
+        println!("{line}");
+        line
+    }
+}
+
+fn ee_record(dir: &Path) -> String {
+    format!("3 1 1 {}", hex(&spki_sha256(dir, &format!("{MX}.crt"))))
+}
+
+fn ta_record(dir: &Path) -> String {
+    format!("2 0 1 {}", hex(&cert_sha256(dir, "ca.pem")))
+}
+
+fn wrong_record(_: &Path) -> String {
+    format!("3 1 1 {}", "ab".repeat(32))
+}
+
+#[test]
+fn tlsa_3_1_1_matching_the_certificate_delivers_with_tls_dane() {
+    let Some(case) = Case::start(Some(MX), &[&ee_record], false) else {
+        return;
+    };
+    assert_eq!(case.send("bob@example.test"), 0);
+    let got = case.mx.messages();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].tls, "delivered over TLS");
+    let line = case.outcome("bob@example.test");
+    assert!(line.contains("status=sent"), "{line}");
+    assert!(line.ends_with(", tls=dane"), "{line}");
+}
+
+#[test]
+fn tlsa_not_matching_defers_and_sends_nothing() {
+    let Some(case) = Case::start(Some(MX), &[&wrong_record], false) else {
+        return;
+    };
+    assert_eq!(case.send("bob@example.test"), 75, "deferred");
+    assert!(case.mx.mail_commands().is_empty(), "no MAIL, no DATA");
+    assert!(case.mx.messages().is_empty());
+    let line = case.outcome("bob@example.test");
+    assert!(line.contains("status=deferred"), "{line}");
+    assert!(line.contains("TLSA mismatch"), "{line}");
+    assert!(line.ends_with(", tls=dane"), "{line}");
+    assert_eq!(case.world.queue_ids().len(), 1, "still queued");
+    let q = case.world.mailq_json();
+    assert_eq!(q[0]["recipients"][0]["tls"], "dane", "{q:?}");
+}
+
+#[test]
+fn dane_ta_of_the_issuing_ca_delivers() {
+    let Some(case) = Case::start(Some(MX), &[&ta_record], false) else {
+        return;
+    };
+    assert_eq!(case.send("bob@example.test"), 0);
+    assert_eq!(case.mx.messages().len(), 1);
+    let line = case.outcome("bob@example.test");
+    assert!(
+        line.contains("status=sent") && line.ends_with(", tls=dane"),
+        "{line}"
+    );
+}
+
+#[test]
+fn dane_ta_with_a_leaf_not_naming_the_mx_host_defers() {
+    let Some(case) = Case::start(Some("other.test"), &[&ta_record], false) else {
+        return;
+    };
+    assert_eq!(case.send("bob@example.test"), 75, "deferred");
+    assert!(case.mx.mail_commands().is_empty(), "no MAIL, no DATA");
+    let line = case.outcome("bob@example.test");
+    assert!(
+        line.contains("status=deferred") && line.contains("TLSA mismatch"),
+        "{line}"
+    );
+}
+
+#[test]
+fn tlsa_published_but_no_starttls_defers() {
+    let Some(case) = Case::start(None, &[&ee_record], false) else {
+        return;
+    };
+    assert_eq!(case.send("bob@example.test"), 75, "deferred");
+    assert!(
+        case.mx.mail_commands().is_empty(),
+        "never sent in plain text"
+    );
+    let line = case.outcome("bob@example.test");
+    assert!(
+        line.contains("STARTTLS not offered but DANE TLSA records published"),
+        "{line}"
+    );
+}
+
+#[test]
+fn an_unsigned_zone_is_delivered_opportunistically() {
+    // Its TLSA record would not match: unsigned, it is not DANE's.
+    let Some(case) = Case::start(Some(MX), &[], false) else {
+        return;
+    };
+    assert_eq!(case.send("bob@unsigned.test"), 0);
+    assert_eq!(case.mx.messages().len(), 1);
+    let line = case.outcome("bob@unsigned.test");
+    assert!(line.contains("status=sent"), "{line}");
+    assert!(line.ends_with(", tls=opportunistic"), "{line}");
+}
+
+#[test]
+fn a_bogus_tlsa_signature_defers_without_connecting() {
+    let Some(case) = Case::start(Some(MX), &[&ee_record], true) else {
+        return;
+    };
+    assert_eq!(case.send("bob@example.test"), 75, "deferred");
+    assert_eq!(case.mx.connections(), 0, "the MX was never connected to");
+    let line = case.outcome("bob@example.test");
+    assert!(
+        line.contains("status=deferred") && line.contains("DNSSEC-bogus"),
+        "{line}"
+    );
+    assert!(line.ends_with(", tls=dane"), "{line}");
+    assert!(case.dir.path().exists());
 }

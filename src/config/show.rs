@@ -18,7 +18,7 @@ use super::check;
 use super::relay::{Policy, RelayList};
 use super::route::Action;
 use super::values::SmarthostTls;
-use super::{Config, MailboxFormat, SenderOverride, TlsPolicy, Written};
+use super::{Config, MailboxFormat, SenderOverride, Written};
 
 /// Every key, in the order of docs/configuration.md's table (a test
 /// checks the two agree).
@@ -236,12 +236,7 @@ fn value(c: &Config, key: &str) -> String {
         .to_string(),
         "auth_user" => c.auth_user.clone().unwrap_or_default(),
         "tls_ca_file" => path(&c.tls_ca_file),
-        "tls" => match c.tls {
-            TlsPolicy::None => "none",
-            TlsPolicy::Opportunistic => "opportunistic",
-            TlsPolicy::Required => "required",
-        }
-        .to_string(),
+        "tls" => c.tls.as_str().to_string(),
         "resolver" => c.resolver.map(|r| r.to_string()).unwrap_or_default(),
         "dnssec_trust_anchor" => path(&c.dnssec_trust_anchor),
         "smtp_port" => c.smtp_port.to_string(),

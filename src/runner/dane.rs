@@ -4,7 +4,8 @@
 //!
 //! RFC 7672 §2.2: DANE applies to a host only when the MX RRset that
 //! named it and the host's own address records are DNSSEC-secure, and
-//! then its TLSA RRset at `_25._tcp.HOST` decides:
+//! then its TLSA RRset at `_25._tcp.HOST` (the port delivery uses,
+//! `smtp_port`) decides:
 //! - secure records: TLS authenticated by them ([`HostPolicy::Dane`]);
 //! - an insecure zone anywhere on the way, or no TLSA records: no DANE,
 //!   the usual opportunistic TLS ([`HostPolicy::NoDane`]);
@@ -91,12 +92,12 @@ impl Validator {
         Ok(Validator { runtime, inner })
     }
 
-    /// What DANE says of `host`, an MX host of `domain` (RFC 7672 §2.2),
-    /// within [`DEADLINE`].
-    pub fn policy(&self, domain: &str, host: &str) -> HostPolicy {
-        let decided = self
-            .runtime
-            .block_on(async { tokio::time::timeout(DEADLINE, self.decide(domain, host)).await });
+    /// What DANE says of `host`, an MX host of `domain` whose SMTP
+    /// service is on `port` (RFC 7672 §2.2), within [`DEADLINE`].
+    pub fn policy(&self, domain: &str, host: &str, port: u16) -> HostPolicy {
+        let decided = self.runtime.block_on(async {
+            tokio::time::timeout(DEADLINE, self.decide(domain, host, port)).await
+        });
         decided.unwrap_or_else(|_| {
             HostPolicy::Defer(format!(
                 "{host}: DANE lookups took longer than {DEADLINE:?}"
@@ -104,7 +105,7 @@ impl Validator {
         })
     }
 
-    async fn decide(&self, domain: &str, host: &str) -> HostPolicy {
+    async fn decide(&self, domain: &str, host: &str, port: u16) -> HostPolicy {
         let mx = self.inner.mx_lookup(fqdn(domain)).await;
         match security(&mx) {
             Security::Secure => {}
@@ -140,14 +141,12 @@ impl Validator {
         }
         // A name with only A records answers AAAA with no data: the
         // records it has must all be secure, and there must be some.
-        if addresses.iter().any(|s| *s == Security::Insecure)
-            || !addresses.contains(&Security::Secure)
-        {
+        if addresses.contains(&Security::Insecure) || !addresses.contains(&Security::Secure) {
             return HostPolicy::NoDane(format!("{host}: address records not DNSSEC-signed"));
         }
         let tlsa = self
             .inner
-            .tlsa_lookup(format!("_25._tcp.{}", fqdn(host)))
+            .tlsa_lookup(format!("_{port}._tcp.{}", fqdn(host)))
             .await;
         let records: Vec<Tlsa> = match &tlsa {
             Ok(lookup) => lookup

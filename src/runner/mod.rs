@@ -30,6 +30,8 @@ mod record;
 pub mod relays;
 pub mod slots;
 mod stop;
+mod sts_policy;
+mod tls_policy;
 mod transport;
 pub mod verify;
 mod worklist;

@@ -73,6 +73,7 @@ pub struct Credentials {
 }
 
 /// Everything a session needs besides the address.
+#[derive(Clone)]
 pub struct ClientSettings {
     /// Our name in EHLO/HELO.
     pub helo_name: String,

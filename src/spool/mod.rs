@@ -55,7 +55,7 @@ pub use id::QueueId;
 pub use maildrop::{DropFile, MAILDROP, MAILDROP_MODE, MAILDROP_TMP, Refusal, begin_drop};
 pub use monitor::CorruptUsage;
 pub use schedule::{NOW_BUCKET, Repairs, SCHEDULE, bucket_for};
-pub use state::{DeliveryState, RecipientState, RecipientStatus, STATE_VERSION};
+pub use state::{DeliveryState, RecipientState, RecipientStatus, STATE_VERSION, TlsApplied};
 pub use window::{WINDOW, WindowTicket};
 
 use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
