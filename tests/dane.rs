@@ -528,3 +528,29 @@ fn a_bogus_tlsa_signature_defers_without_connecting() {
     assert!(line.ends_with(", tls=dane"), "{line}");
     assert!(case.dir.path().exists());
 }
+
+#[test]
+fn a_resolver_that_strips_dnssec_records_defers_rather_than_downgrades() {
+    // dns.py knows nothing of DNSSEC: no RRSIG, no DNSKEY. Under a trust
+    // anchor that says the root is signed, that is an attack's look.
+    let dir = tempfile::tempdir().unwrap();
+    let Some(signed) = SignedDns::start(dir.path(), &[], &[], &[]) else {
+        return;
+    };
+    let plain = common::dns::DnsServer::start(
+        &[
+            "example.test MX 10 mx.example.test",
+            "mx.example.test A 127.0.0.1",
+        ],
+        &[],
+    );
+    let v = Validator::new(
+        Some(plain.addr),
+        Duration::from_secs(2),
+        Some(&signed.anchor),
+    )
+    .unwrap();
+    let policy = v.policy("example.test", "mx.example.test", 25);
+    println!("{policy:?}");
+    assert!(matches!(policy, HostPolicy::Defer(_)), "{policy:?}");
+}

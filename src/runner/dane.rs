@@ -199,12 +199,19 @@ fn security(answer: &std::result::Result<Lookup, NetError>) -> Security {
     match answer {
         Ok(lookup) => {
             let proofs: Vec<Proof> = lookup.answers().iter().map(|r| r.proof).collect();
-            if proofs.contains(&Proof::Bogus) {
+            if proofs.is_empty() {
+                Security::NoData
+            } else if proofs.contains(&Proof::Bogus) {
                 Security::Bogus
-            } else if !proofs.is_empty() && proofs.iter().all(|p| *p == Proof::Secure) {
+            } else if proofs.iter().all(|p| *p == Proof::Secure) {
                 Security::Secure
-            } else {
+            } else if proofs.iter().all(|p| *p == Proof::Insecure) {
                 Security::Insecure
+            } else {
+                // Indeterminate: the proof could not be had either way.
+                // Taking it for insecure would let whoever withholds the
+                // DNSSEC records choose plain text.
+                Security::Failed("DNSSEC status indeterminate".to_string())
             }
         }
         Err(NetError::Dns(DnsError::DnssecBogus)) => Security::Bogus,
