@@ -19,6 +19,11 @@ use spoolmail::runner::dane::{HostPolicy, Validator};
 use spoolmail::smtp::dane::Tlsa;
 use spoolmail::smtp::{ClientSettings, ErrorKind, Security, Session, SmtpError, Timeouts};
 
+/// The deadline of a validator's decision in these tests.
+fn deadline() -> std::time::Instant {
+    std::time::Instant::now() + Duration::from_secs(20)
+}
+
 const TLSA_X: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 #[test]
@@ -46,13 +51,13 @@ fn validator_sees_secure_insecure_and_bogus() {
         return;
     };
     let v = Validator::new(Some(dns.addr), Duration::from_secs(5), Some(&dns.anchor)).unwrap();
-    let secure = v.policy("example.test", "mx.example.test", 25);
+    let secure = v.policy("example.test", "mx.example.test", 25, deadline());
     println!("secure: {secure:?}");
-    let bogus = v.policy("bogus.test", "mx.bogus.test", 25);
+    let bogus = v.policy("bogus.test", "mx.bogus.test", 25, deadline());
     println!("bogus: {bogus:?}");
-    let none = v.policy("none.test", "mx.none.test", 25);
+    let none = v.policy("none.test", "mx.none.test", 25, deadline());
     println!("none: {none:?}");
-    let unsigned = v.policy("unsigned.test", "mx.unsigned.test", 25);
+    let unsigned = v.policy("unsigned.test", "mx.unsigned.test", 25, deadline());
     println!("unsigned: {unsigned:?}");
     assert!(
         matches!(secure, HostPolicy::Dane(ref r) if r.len() == 1),
@@ -550,7 +555,7 @@ fn a_resolver_that_strips_dnssec_records_defers_rather_than_downgrades() {
         Some(&signed.anchor),
     )
     .unwrap();
-    let policy = v.policy("example.test", "mx.example.test", 25);
+    let policy = v.policy("example.test", "mx.example.test", 25, deadline());
     println!("{policy:?}");
     assert!(matches!(policy, HostPolicy::Defer(_)), "{policy:?}");
 }

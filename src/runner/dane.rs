@@ -13,13 +13,14 @@
 //!   be signed: the attempt is deferred ([`HostPolicy::Defer`]) — an
 //!   attacker who can break DNS must not get plain text by doing so.
 //!
-//! The zone is its owner's and may be hostile: the whole decision is
-//! bounded by [`DEADLINE`] and at most [`MAX_TLSA`] records are kept.
+//! The zone is its owner's and may be hostile: one destination's
+//! decisions are bounded by [`DEADLINE`] together, and at most
+//! [`MAX_TLSA`] records are kept per host.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::lookup::Lookup;
@@ -32,8 +33,9 @@ use crate::smtp::dane::Tlsa;
 
 use super::dns;
 
-/// One host's whole DANE decision (MX, addresses, TLSA) gets at most
-/// this long.
+/// The DANE decisions of one destination's MX hosts (MX, addresses,
+/// TLSA of each) get at most this long together: ten hostile hosts must
+/// not cost ten times as much.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// At most this many TLSA records of one host are kept: a real RRset has
@@ -93,14 +95,16 @@ impl Validator {
     }
 
     /// What DANE says of `host`, an MX host of `domain` whose SMTP
-    /// service is on `port` (RFC 7672 §2.2), within [`DEADLINE`].
-    pub fn policy(&self, domain: &str, host: &str, port: u16) -> HostPolicy {
-        let decided = self.runtime.block_on(async {
-            tokio::time::timeout(DEADLINE, self.decide(domain, host, port)).await
-        });
+    /// service is on `port` (RFC 7672 §2.2), decided by `deadline`: one
+    /// not decided by then defers.
+    pub fn policy(&self, domain: &str, host: &str, port: u16, deadline: Instant) -> HostPolicy {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let decided = self
+            .runtime
+            .block_on(async { tokio::time::timeout(left, self.decide(domain, host, port)).await });
         decided.unwrap_or_else(|_| {
             HostPolicy::Defer(format!(
-                "{host}: DANE lookups took longer than {DEADLINE:?}"
+                "{host}: DANE lookups not done within {DEADLINE:?} for {domain}"
             ))
         })
     }
@@ -228,4 +232,36 @@ fn security(answer: &std::result::Result<Lookup, NetError>) -> Security {
 /// `name` fully qualified.
 fn fqdn(name: &str) -> String {
     format!("{}.", name.trim_end_matches('.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_decision_past_its_deadline_defers() {
+        // Nothing answers on port 9: every query would wait an hour.
+        let v = Validator::new(
+            Some("127.0.0.1:9".parse().unwrap()),
+            Duration::from_secs(3600),
+            None,
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_millis(200);
+        match v.policy("example.test", "mx.example.test", 25, deadline) {
+            HostPolicy::Defer(why) => assert!(why.contains("not done within"), "{why}"),
+            other => panic!("expected a deferral, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_anchor_that_is_not_dnskey_records_is_a_config_error() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), ". IN DS 20326 8 2 E06D44B8\n").unwrap();
+        let server = Some("127.0.0.1:9".parse().unwrap());
+        let e = Validator::new(server, Duration::from_secs(1), Some(file.path()))
+            .err()
+            .expect("refused");
+        assert_eq!(e.kind(), Kind::Config);
+    }
 }

@@ -8,6 +8,8 @@
 //!
 //! This module decides; the SMTP session carries it out.
 
+use std::time::Instant;
+
 use crate::config::{Config, SmarthostTls, TlsPolicy};
 use crate::smtp::Security;
 use crate::smtp::dane::Tlsa;
@@ -143,18 +145,19 @@ pub enum DaneDecision {
 }
 
 /// What DANE makes of `host`, an MX host of `domain` whose SMTP service
-/// is on `port`, from `validator`'s DNSSEC-validated answers (None: the
-/// `tls` key does not ask for DANE).
+/// is on `port`, from `validator`'s DNSSEC-validated answers had by
+/// `deadline` (None: the `tls` key does not ask for DANE).
 pub fn dane_for_host(
     validator: Option<&dane::Validator>,
     domain: &str,
     host: &str,
     port: u16,
+    deadline: Instant,
 ) -> DaneDecision {
     let Some(validator) = validator else {
         return DaneDecision::NotApplicable;
     };
-    match validator.policy(domain, host, port) {
+    match validator.policy(domain, host, port, deadline) {
         HostPolicy::Dane(records) => DaneDecision::Protect(Protection {
             security: Security::Dane,
             label: TlsApplied::Dane,
@@ -233,6 +236,14 @@ mod tests {
         assert!(p.report_only);
         let other = for_mta_sts(&known("testing"), "mx.other.example").unwrap();
         assert_eq!(other, Protection::opportunistic());
+    }
+
+    #[test]
+    fn dane_not_asked_for_is_not_applicable() {
+        assert_eq!(
+            dane_for_host(None, "example.org", "mx.example.org", 25, Instant::now()),
+            DaneDecision::NotApplicable
+        );
     }
 
     #[test]

@@ -649,32 +649,34 @@ impl<'a> Transport<'a> {
         };
         let fallback = tls_policy::mx_default(self.config);
         let validator = self.validator.as_ref();
+        let dane_deadline = Instant::now() + dane::DEADLINE;
         let mut targets = Vec::new();
         let mut refused = Vec::new();
         let mut dane_refused = Vec::new();
         for h in hosts {
             // DANE takes precedence over MTA-STS (RFC 8461 §2).
-            let protection = match tls_policy::dane_for_host(validator, domain, &h.name, port) {
-                DaneDecision::Protect(protection) => protection,
-                DaneDecision::Refuse(why) => {
-                    // RFC 7672 §2.2: not this host, and never in plain
-                    // text; another MX host may still take the mail.
-                    log::warn!("{}: not used: {why}", h.name);
-                    dane_refused.push(why);
-                    continue;
-                }
-                DaneDecision::NotApplicable => match &sts {
-                    Some(known) => match tls_policy::for_mta_sts(known, &h.name) {
-                        Some(protection) => protection,
-                        None => {
-                            // Never connected to (RFC 8461 §4.2).
-                            refused.push(h.name);
-                            continue;
-                        }
+            let protection =
+                match tls_policy::dane_for_host(validator, domain, &h.name, port, dane_deadline) {
+                    DaneDecision::Protect(protection) => protection,
+                    DaneDecision::Refuse(why) => {
+                        // RFC 7672 §2.2: not this host, and never in plain
+                        // text; another MX host may still take the mail.
+                        log::warn!("{}: not used: {why}", h.name);
+                        dane_refused.push(why);
+                        continue;
+                    }
+                    DaneDecision::NotApplicable => match &sts {
+                        Some(known) => match tls_policy::for_mta_sts(known, &h.name) {
+                            Some(protection) => protection,
+                            None => {
+                                // Never connected to (RFC 8461 §4.2).
+                                refused.push(h.name);
+                                continue;
+                            }
+                        },
+                        None => fallback.clone(),
                     },
-                    None => fallback.clone(),
-                },
-            };
+                };
             targets.extend(h.addresses.into_iter().map(|ip| Target {
                 name: h.name.clone(),
                 addr: SocketAddr::new(ip, port),
