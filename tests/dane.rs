@@ -240,6 +240,58 @@ fn dane_ee_ignores_the_name_in_the_certificate() {
     session.quit();
 }
 
+/// A self-signed certificate for `name` that expired yesterday, and its
+/// key, as `NAME.chain` and `NAME.key` in `dir` (openssl(1) cannot date
+/// one in the past).
+fn expired(dir: &Path, name: &str) {
+    use openssl::asn1::Asn1Time;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::x509::{X509Builder, X509NameBuilder};
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+    let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+    let mut subject = X509NameBuilder::new().unwrap();
+    subject.append_entry_by_text("CN", name).unwrap();
+    let subject = subject.build();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_subject_name(&subject).unwrap();
+    b.set_issuer_name(&subject).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::from_unix(now - 3 * 86400).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::from_unix(now - 86400).unwrap())
+        .unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    let cert = b.build();
+    std::fs::write(dir.join(format!("{name}.chain")), cert.to_pem().unwrap()).unwrap();
+    std::fs::write(dir.join(format!("{name}.crt")), cert.to_pem().unwrap()).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.key")),
+        key.private_key_to_pem_pkcs8().unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn dane_ee_ignores_the_dates_of_the_certificate() {
+    // RFC 7672 §3.1.1: an expired certificate whose digest is published
+    // is as good as the record; here the whole certificate (3 0 1).
+    let dir = tempfile::tempdir().unwrap();
+    expired(dir.path(), MX);
+    let s = server(dir.path(), MX);
+    let data = cert_sha256(dir.path(), &format!("{MX}.crt"));
+    let session = session(&s, vec![tlsa(3, 0, 1, data)]).expect("DANE-EE ignores dates");
+    assert!(session.tls_active());
+    session.quit();
+}
+
 #[test]
 fn a_certificate_matching_no_record_is_a_tlsa_mismatch() {
     let dir = tempfile::tempdir().unwrap();
