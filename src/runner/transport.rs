@@ -8,7 +8,14 @@
 //! A hop's name is resolved before any slot is taken: a domain's zone is
 //! its owner's, and a hostile one that never answers (bounded by
 //! [`dns::Limits`]) must not hold a connection slot anyone else needs
-//! meanwhile. Only the message's claim is held while resolving.
+//! meanwhile. Only the message's claim is held while resolving — and
+//! while the domain's MTA-STS policy is fetched, which its owner's
+//! server may stall as long as [`super::sts_policy::FETCH_TIMEOUT`].
+//!
+//! Each address gets the TLS its hop's policy calls for
+//! ([`super::tls_policy`]): a relay's own mode, or for MX delivery the
+//! `tls` key's, with DANE and MTA-STS where the destination publishes
+//! them; the connection carries the `tls=` that applied.
 
 use std::collections::HashMap;
 use std::fs;
