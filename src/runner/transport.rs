@@ -10,7 +10,9 @@
 //! [`dns::Limits`]) must not hold a connection slot anyone else needs
 //! meanwhile. Only the message's claim is held while resolving — and
 //! while the domain's MTA-STS policy is fetched, which its owner's
-//! server may stall as long as [`super::sts_policy::FETCH_TIMEOUT`].
+//! server may stall as long as [`super::sts_policy::FETCH_TIMEOUT`], and
+//! while DANE's DNSSEC-validated lookups run (all of one destination's
+//! within [`super::dane::DEADLINE`]).
 //!
 //! Each address gets the TLS its hop's policy calls for
 //! ([`super::tls_policy`]): a relay's own mode, or for MX delivery the
