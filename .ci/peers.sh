@@ -2,7 +2,10 @@
 # Installs the real peers the delivery tests and benchmark talk to, when
 # missing: aiosmtpd (SMTP server), dnslib (DNS server) and
 # prometheus-client (the metrics' parser) from PyPI,
-# openssl (test certificates), OpenDKIM's opendkim-testmsg, and
+# openssl (test certificates and the MTA-STS tests' CA; their HTTPS
+# policy server is Python's own http.server and ssl), iproute2 (the
+# network namespaces of the DKIM and MTA-STS tests), OpenDKIM's
+# opendkim-testmsg, NSD and ldnsutils (DANE's signed zone), and
 # Postfix's smtp-sink/smtp-source
 # unpacked from Debian's package (the benchmark's sink and ceiling), and
 # pflogsumm (the log summariser the log test runs).
@@ -20,6 +23,11 @@ command -v pkg-config >/dev/null 2>&1 || need="$need pkg-config"
 # namespaces of its own (ip, unshare).
 command -v opendkim-testmsg >/dev/null 2>&1 || need="$need opendkim-tools"
 command -v ip >/dev/null 2>&1 || need="$need iproute2"
+# DANE's DNSSEC-signed test zone (tests/peers/signed_dns.py): signed by
+# ldnsutils, served by NSD (its Debian service is never started: the
+# test runs its own on a loopback port).
+command -v ldns-signzone >/dev/null 2>&1 || need="$need ldnsutils"
+[ -x /usr/sbin/nsd ] || need="$need nsd"
 if [ -n "$need" ]; then
     apt-get update -qq
     # shellcheck disable=SC2086

@@ -184,8 +184,12 @@ pub fn service_of<'a>(target: &'a str, face: &'a str) -> &'a str {
         return named;
     }
     // Module paths as `log` gives them, most specific first.
-    const MODULES: [(&str, &str); 12] = [
+    const MODULES: [(&str, &str); 14] = [
         ("spoolmail::runner::transport", service::SMTP),
+        // The TLS policy of MX delivery (MTA-STS fetches, testing-mode
+        // reports) is the SMTP client's, as Postfix's smtp(8) logs it.
+        ("spoolmail::runner::sts_policy", service::SMTP),
+        ("spoolmail::runner::tls_policy", service::SMTP),
         ("spoolmail::runner::local", service::LOCAL),
         ("spoolmail::spool::draft", service::CLEANUP),
         ("spoolmail::spool::maildrop", service::PICKUP),
@@ -429,6 +433,7 @@ mod tests {
         assert_eq!(service_of("smtp", "sendmail"), "smtp");
         assert_eq!(service_of(service::BOUNCE, "sendmail"), "bounce");
         assert_eq!(service_of("spoolmail::runner::transport", "x"), "smtp");
+        assert_eq!(service_of("spoolmail::runner::sts_policy", "x"), "smtp");
         assert_eq!(service_of("spoolmail::runner::attempt", "x"), "qmgr");
         assert_eq!(service_of("spoolmail::runner", "x"), "qmgr");
         assert_eq!(service_of("spoolmail::local::mbox", "x"), "local");

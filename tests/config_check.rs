@@ -269,6 +269,37 @@ fn a_ca_file_that_is_not_pem_is_reported() {
 }
 
 #[test]
+fn a_trust_anchor_that_is_not_dnskey_records_is_reported() {
+    if !root_or_skip("the spool's owners need root") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let anchor = dir.path().join("anchor");
+    std::fs::write(&anchor, ". IN DS 20326 8 2 E06D44B80B8F1D39\n").unwrap();
+    let (w, _) = clean_world(
+        dir.path(),
+        &format!("dnssec_trust_anchor = {}", anchor.display()),
+    );
+    let line = the_one_problem(&w);
+    assert!(
+        line.starts_with(&format!(
+            "{}:{}: dnssec_trust_anchor: {}: not DNSKEY records",
+            w.config.display(),
+            line_of(&w, "dnssec_trust_anchor"),
+            anchor.display()
+        )),
+        "{line}"
+    );
+    // A DNSKEY record in its place is no problem.
+    std::fs::write(
+        &anchor,
+        ". IN DNSKEY 257 3 13 AfWT1Wy0nLEztyc9EpO1WtrWTbyrqv0Vr9GNXd69Fqu3lyiAWD9GW9zgC5TCAeZEuQJplkkNr4bmcu0WkDnl8w==\n",
+    )
+    .unwrap();
+    assert_success(&run(&w, &["--check-config"]));
+}
+
+#[test]
 fn a_relay_name_that_does_not_resolve_is_reported() {
     if !root_or_skip("the spool's owners need root") {
         return;

@@ -140,6 +140,8 @@ fn pflogsumm_counts_what_was_received_delivered_deferred_and_bounced() {
         } else {
             assert_eq!(ident(l), "spoolmail/smtp", "{l}");
             assert!(l.contains(&relay) && l.contains(", dsn=2."), "{l}");
+            // Which TLS policy applied, after the status (issue 26).
+            assert!(l.contains("), tls="), "{l}");
         }
     }
     let bounce_line = with("status=bounced");

@@ -3,7 +3,8 @@
 //! deferred. Each password file exists and is readable by root and the
 //! mail group and by nobody else (a 0600 root-only file makes every
 //! ordinary user's runner defer its mail); `tls_ca_file` holds PEM
-//! certificates; every relay name resolves (the system resolver, as the
+//! certificates; `dnssec_trust_anchor` holds DNSKEY records; every
+//! relay name resolves (the system resolver, as the
 //! runner's transport uses, within a deadline); the compiled aliases are
 //! not older than the aliases file. One [`Problem`] each, with the line
 //! of the file that named it. What the spool's layout should be is the
@@ -81,6 +82,15 @@ pub fn offline(
         problems.push(Problem {
             line: line_of(written, "tls_ca_file"),
             key: "tls_ca_file".to_string(),
+            text,
+        });
+    }
+    if let Some(path) = &config.dnssec_trust_anchor
+        && let Err(text) = trust_anchor(path)
+    {
+        problems.push(Problem {
+            line: line_of(written, "dnssec_trust_anchor"),
+            key: "dnssec_trust_anchor".to_string(),
             text,
         });
     }
@@ -172,6 +182,18 @@ fn ca_file(path: &Path) -> Result<(), String> {
         Ok(certs) if !certs.is_empty() => Ok(()),
         Ok(_) => Err(format!("{shown}: no PEM certificate in it")),
         Err(e) => Err(format!("{shown}: not PEM certificates: {e}")),
+    }
+}
+
+/// Whether `path` holds DNSKEY records DANE's validation can trust (as
+/// `runner::dane` reads it: one that does not defers every DANE
+/// delivery).
+fn trust_anchor(path: &Path) -> Result<(), String> {
+    use hickory_resolver::proto::dnssec::TrustAnchors;
+    let shown = path.display();
+    match TrustAnchors::from_file(path) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("{shown}: not DNSKEY records: {e}")),
     }
 }
 

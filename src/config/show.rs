@@ -18,7 +18,7 @@ use super::check;
 use super::relay::{Policy, RelayList};
 use super::route::Action;
 use super::values::SmarthostTls;
-use super::{Config, MailboxFormat, SenderOverride, TlsPolicy, Written};
+use super::{Config, MailboxFormat, SenderOverride, Written};
 
 /// Every key, in the order of docs/configuration.md's table (a test
 /// checks the two agree).
@@ -36,6 +36,7 @@ pub const KEYS: &[&str] = &[
     "tls_ca_file",
     "tls",
     "resolver",
+    "dnssec_trust_anchor",
     "smtp_port",
     "retry_min",
     "retry_max",
@@ -235,13 +236,9 @@ fn value(c: &Config, key: &str) -> String {
         .to_string(),
         "auth_user" => c.auth_user.clone().unwrap_or_default(),
         "tls_ca_file" => path(&c.tls_ca_file),
-        "tls" => match c.tls {
-            TlsPolicy::None => "none",
-            TlsPolicy::Opportunistic => "opportunistic",
-            TlsPolicy::Required => "required",
-        }
-        .to_string(),
+        "tls" => c.tls.as_str().to_string(),
         "resolver" => c.resolver.map(|r| r.to_string()).unwrap_or_default(),
+        "dnssec_trust_anchor" => path(&c.dnssec_trust_anchor),
         "smtp_port" => c.smtp_port.to_string(),
         "retry_min" => duration(c.retry_min),
         "retry_max" => duration(c.retry_max),

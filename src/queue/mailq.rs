@@ -40,7 +40,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::privilege::Scope;
-use crate::spool::{QueuedMessage, RecipientStatus, Spool};
+use crate::spool::{QueuedMessage, RecipientStatus, Spool, TlsApplied};
 
 /// The column header of the text listing.
 const HEADER: &str = "-----Queue ID----- --Size-- ----Arrival Time---- --Sender/Recipient--";
@@ -120,6 +120,8 @@ struct Shown<'a> {
     next_attempt: Option<u64>,
     /// The relay (`host[ip]:port`) it last went to or failed at.
     relay: Option<&'a str>,
+    /// The TLS policy that applied to its last SMTP attempt.
+    tls: Option<TlsApplied>,
 }
 
 fn recipients(m: &QueuedMessage) -> Vec<Shown<'_>> {
@@ -134,6 +136,7 @@ fn recipients(m: &QueuedMessage) -> Vec<Shown<'_>> {
                 last_error: r.last_error.as_deref(),
                 next_attempt: r.next_attempt,
                 relay: r.relay.as_deref(),
+                tls: r.tls,
             })
             .collect(),
         None => m
@@ -147,6 +150,7 @@ fn recipients(m: &QueuedMessage) -> Vec<Shown<'_>> {
                 last_error: None,
                 next_attempt: None,
                 relay: None,
+                tls: None,
             })
             .collect(),
     }
@@ -203,16 +207,16 @@ fn entry(
         let _ = writeln!(s, "{INDENT}(on hold: not delivered until released)");
     }
     for r in recipients(m) {
-        let _ = match r.relay {
-            Some(relay) => writeln!(
-                s,
-                "{INDENT}<{}> {} relay={}",
-                clean(r.address),
-                r.status.as_str(),
-                clean(relay)
-            ),
-            None => writeln!(s, "{INDENT}<{}> {}", clean(r.address), r.status.as_str()),
-        };
+        let mut line = format!("{INDENT}<{}> {}", clean(r.address), r.status.as_str());
+        if let Some(relay) = r.relay {
+            let _ = write!(line, " relay={}", clean(relay));
+        }
+        // Which TLS policy the last attempt had, for a recipient still
+        // waiting: what an administrator asks of a deferral (issue 26).
+        if let (RecipientStatus::Deferred, Some(tls)) = (r.status, r.tls) {
+            let _ = write!(line, " tls={}", tls.as_str());
+        }
+        let _ = writeln!(s, "{line}");
         if let Some(e) = r.last_error {
             let _ = writeln!(s, "{INDENT}  ({})", clean(e));
         } else if let Some(wait) = queued_waiting(&env.sender, &r, waiting) {
@@ -245,6 +249,10 @@ struct JsonRecipient<'a> {
     /// absent when none was reached.
     #[serde(skip_serializing_if = "Option::is_none")]
     relay: Option<&'a str>,
+    /// The TLS policy of its last SMTP attempt (`mta-sts`, `dane`,
+    /// `verified`, `opportunistic`, `none`); absent when none was made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls: Option<TlsApplied>,
     /// Not tried: its destination is in the unreachable cache.
     #[serde(skip_serializing_if = "Option::is_none")]
     waiting: Option<String>,
@@ -283,6 +291,7 @@ fn json_line(
                 last_error: r.last_error,
                 next_attempt: r.next_attempt,
                 relay: r.relay,
+                tls: r.tls,
                 waiting: queued_waiting(&m.envelope.sender, &r, waiting),
             })
             .collect(),
@@ -384,6 +393,8 @@ mod tests {
                 state.recipients[0].attempts = 2;
                 state.recipients[0].last_error = Some("451 4.7.1 try later\r\n".into());
                 state.recipients[0].next_attempt = Some(1_700_003_600);
+                state.recipients[0].relay = Some("mx.example.com[192.0.2.1]:25".into());
+                state.recipients[0].tls = Some(TlsApplied::MtaSts);
                 state.possibly_delivered = true;
                 spool.write_state(&env.id, &state).unwrap();
             }
@@ -474,7 +485,7 @@ mod tests {
              {INDENT}<bob@example.net> queued\n\
              {:<18} {:>8} {when:<20} <>\n\
              {INDENT}(possibly delivered: reply to final dot lost; retry may duplicate)\n\
-             {INDENT}<carol@example.com> deferred\n\
+             {INDENT}<carol@example.com> deferred relay=mx.example.com[192.0.2.1]:25 tls=mta-sts\n\
              {INDENT}  (451 4.7.1 try later??)\n\
              {INDENT}<dave?[2J@example.com> queued\n\
              \t\tTotal requests: 2\n\
@@ -520,7 +531,8 @@ mod tests {
                 "id": ids[1], "arrival_time": 1_700_000_000u64, "size": 1, "sender": "",
                 "recipients": [
                     {"address": "carol@example.com", "status": "deferred", "attempts": 2,
-                     "last_error": "451 4.7.1 try later\r\n", "next_attempt": 1_700_003_600u64},
+                     "last_error": "451 4.7.1 try later\r\n", "next_attempt": 1_700_003_600u64,
+                     "relay": "mx.example.com[192.0.2.1]:25", "tls": "mta-sts"},
                     {"address": "dave\u{1b}[2J@example.com", "status": "queued", "attempts": 0,
                      "last_error": null, "next_attempt": null},
                 ],
@@ -561,6 +573,8 @@ mod tests {
             if rest.starts_with("(possibly delivered") {
                 current.possibly_delivered = true;
             } else if let Some(r) = rest.strip_prefix('<') {
+                // The fields after the status (relay=, tls=) are not compared.
+                let r = r.split(" relay=").next().unwrap();
                 let (address, status) = r.rsplit_once("> ").unwrap();
                 current
                     .recipients

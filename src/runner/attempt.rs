@@ -13,12 +13,12 @@ use crate::error::Result;
 use crate::local;
 use crate::runner::bounce::{self, Action, RecipientReport};
 use crate::smtp::{ErrorKind, TransactionEnvelope};
-use crate::spool::{Claim, DeliveryState, Draft, Envelope, QueueId, RecipientStatus};
+use crate::spool::{Claim, DeliveryState, Draft, Envelope, QueueId, RecipientStatus, TlsApplied};
 
 use super::Context;
 use super::backoff::RetryFor;
 use super::hosts::{Destination, Routing};
-use super::outcome::{self, Outcome, Via};
+use super::outcome::{self, Outcome, Reached, Via};
 use super::record::{Tally, persist};
 use super::transport::Transport;
 
@@ -164,7 +164,8 @@ pub fn attempt(
                 Err(e) => {
                     let outcome = Outcome::deferred("4.3.5", e.to_string());
                     for i in std::mem::take(&mut groups).into_values().flatten() {
-                        apply(ctx, &id, &mut state, i, &outcome, None, now_s, age);
+                        let nowhere = Reached::default();
+                        apply(ctx, &id, &mut state, i, &outcome, nowhere, now_s, age);
                     }
                     persist(ctx, &id, &state)?;
                     None
@@ -329,8 +330,8 @@ fn needs_finishing(state: &DeliveryState) -> bool {
         })
 }
 
-/// Records and logs one recipient's outcome over SMTP (through `relay`
-/// once connected).
+/// Records and logs one recipient's outcome over SMTP (through the relay
+/// and TLS policy `at` says).
 #[allow(clippy::too_many_arguments)]
 fn apply(
     ctx: &Context,
@@ -338,11 +339,11 @@ fn apply(
     state: &mut DeliveryState,
     index: usize,
     outcome: &Outcome,
-    relay: Option<&str>,
+    at: Reached,
     now: u64,
     age: Duration,
 ) {
-    apply_via(ctx, id, state, index, outcome, Via::Smtp(relay), now, age);
+    apply_via(ctx, id, state, index, outcome, Via::Smtp(at), now, age);
 }
 
 /// Records and logs one recipient's outcome, taken `via`.
@@ -358,9 +359,9 @@ fn apply_via(
     age: Duration,
 ) {
     let r = &mut state.recipients[index];
-    let relay = match via {
-        Via::Smtp(relay) => relay,
-        Via::Local | Via::Queue | Via::Route => None,
+    let at = match via {
+        Via::Smtp(at) => at,
+        Via::Local | Via::Queue | Via::Route => Reached::default(),
     };
     // The retry time is drawn for this message, and cut to its expiry.
     let retry = RetryFor {
@@ -369,7 +370,7 @@ fn apply_via(
             .saturating_sub(age.as_secs())
             .saturating_add(ctx.config.queue_lifetime.as_secs()),
     };
-    outcome::record(r, outcome, relay, now, ctx.config, retry);
+    outcome::record(r, outcome, at, now, ctx.config, retry);
     outcome::log(id.as_str(), &r.address, via, age, outcome);
 }
 
@@ -413,14 +414,14 @@ fn deliver_to(
         if let Some(until) = transport.refused_until() {
             return Ok(Some(until));
         }
-        let failed_at = transport.failed_at().map(str::to_string);
+        let failed = Tried::failed(transport);
         for i in indices {
-            apply(ctx, id, state, i, &outcome, failed_at.as_deref(), now, age);
+            apply(ctx, id, state, i, &outcome, failed.reached(), now, age);
         }
         return record(ctx, claim, state).map(|()| None);
     }
     let conn = transport.open_connection();
-    let mut relay = conn.relay.clone();
+    let mut relay = Tried::of(conn);
     // SIZE= is what the server will count (RFC 1870: CRLF line endings,
     // no quoting dots), which differs from the stored size by a CR per
     // line; the same finding has 8-bit content, NULs and long lines
@@ -584,7 +585,7 @@ fn deliver_to(
                     } else {
                         Outcome::from_reply(rcpt.code, rcpt.enhanced_status(), rcpt.one_line())
                     };
-                    apply(ctx, id, state, i, &outcome, Some(&relay), now, age);
+                    apply(ctx, id, state, i, &outcome, relay.reached(), now, age);
                 }
                 record(ctx, claim, state)?;
                 if !next.is_empty() {
@@ -609,7 +610,7 @@ fn deliver_to(
                 // Only this transaction's recipients: the rest were never
                 // tried, and stay due as they were.
                 for &i in &pending {
-                    apply(ctx, id, state, i, &outcome, Some(&relay), now, age);
+                    apply(ctx, id, state, i, &outcome, relay.reached(), now, age);
                 }
                 transport.discard();
                 return record(ctx, claim, state).map(|()| None);
@@ -634,13 +635,13 @@ fn deliver_to(
                     .connection(dest, id.as_str(), now, !forced)
                     .map(drop)
                 {
-                    let failed_at = transport.failed_at().map(str::to_string);
+                    let failed = Tried::failed(transport);
                     for &i in &pending {
-                        apply(ctx, id, state, i, &outcome, failed_at.as_deref(), now, age);
+                        apply(ctx, id, state, i, &outcome, failed.reached(), now, age);
                     }
                     return record(ctx, claim, state).map(|()| None);
                 }
-                relay = transport.open_connection().relay.clone();
+                relay = Tried::of(transport.open_connection());
             }
             Err(e)
                 if e.kind == ErrorKind::Rejected
@@ -691,7 +692,7 @@ fn deliver_to(
                     pending.extend(rest);
                 }
                 for &i in &pending {
-                    apply(ctx, id, state, i, &outcome, Some(&relay), now, age);
+                    apply(ctx, id, state, i, &outcome, relay.reached(), now, age);
                 }
                 if !matches!(
                     e.kind,
@@ -746,8 +747,49 @@ fn ascii_first(pending: &mut [usize], state: &DeliveryState, smtputf8_offered: b
 /// transaction, that relay, and the outcome its reply means.
 struct Failed<'a> {
     pending: &'a [usize],
-    relay: &'a str,
+    relay: &'a Tried,
     outcome: &'a Outcome,
+}
+
+/// Where a transaction went (or its connection failed): the relay and
+/// the TLS policy that applied, owned so that the transport can be used
+/// meanwhile.
+#[derive(Clone, Debug)]
+struct Tried {
+    relay: Option<String>,
+    tls: Option<TlsApplied>,
+}
+
+impl std::fmt::Display for Tried {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.relay.as_deref().unwrap_or("none"))
+    }
+}
+
+impl Tried {
+    /// The hop of an open connection.
+    fn of(conn: &super::transport::Connection) -> Tried {
+        Tried {
+            relay: Some(conn.relay.clone()),
+            tls: Some(conn.tls),
+        }
+    }
+
+    /// Where the last failed [`Transport::connection`] got to.
+    fn failed(transport: &Transport) -> Tried {
+        Tried {
+            relay: transport.failed_at().map(str::to_string),
+            tls: transport.failed_tls(),
+        }
+    }
+
+    /// As recorded and logged.
+    fn reached(&self) -> Reached<'_> {
+        Reached {
+            relay: self.relay.as_deref(),
+            tls: self.tls,
+        }
+    }
 }
 
 /// After a relay of a list answered 421 ([`Transport::fail_over`]): a
@@ -764,22 +806,27 @@ fn next_relay(
     state: &mut DeliveryState,
     target: &Target,
     failed: &Failed,
-) -> Result<Option<String>> {
+) -> Result<Option<Tried>> {
     let id = claim.id();
     // The relay answered (421): whatever window the transaction opened
     // (RFC 1047) is closed with nothing delivered.
     ctx.spool.close_window(claim);
     match transport.connection(target.dest, id.as_str(), target.now, !target.forced) {
-        Ok(conn) => Ok(Some(conn.relay.clone())),
+        Ok(conn) => Ok(Some(Tried::of(conn))),
         Err(outcome) => {
             let (outcome, at) = match transport.refused_until() {
-                Some(_) => (failed.outcome, failed.relay),
-                None => (&outcome, transport.failed_at().unwrap_or(failed.relay)),
+                Some(_) => (failed.outcome, failed.relay.clone()),
+                None => {
+                    let tried = Tried::failed(transport);
+                    match tried.relay {
+                        Some(_) => (&outcome, tried),
+                        None => (&outcome, failed.relay.clone()),
+                    }
+                }
             };
-            let at = at.to_string();
             let age = Duration::from_secs(target.now.saturating_sub(target.arrival));
             for &i in failed.pending {
-                apply(ctx, id, state, i, outcome, Some(&at), target.now, age);
+                apply(ctx, id, state, i, outcome, at.reached(), target.now, age);
             }
             record(ctx, claim, state).map(|()| None)
         }

@@ -21,11 +21,11 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
 
-use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RData;
+use hickory_resolver::{ResolverBuilder, TokioResolver};
 use rand::seq::SliceRandom;
 
 use crate::error::{Error, Kind, Result};
@@ -117,26 +117,7 @@ impl Resolver {
             .enable_all()
             .build()
             .map_err(|e| Error::io("starting the DNS runtime", &e))?;
-        let provider = TokioRuntimeProvider::default();
-        let mut builder = match server {
-            Some(addr) => {
-                let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
-                for connection in &mut ns.connections {
-                    connection.port = addr.port();
-                }
-                TokioResolver::builder_with_config(
-                    ResolverConfig::from_name_servers(vec![ns]),
-                    provider,
-                )
-            }
-            None => TokioResolver::builder(provider).map_err(|e| {
-                Error::new(Kind::TempFail, format!("reading /etc/resolv.conf: {e}"))
-            })?,
-        };
-        let opts: &mut ResolverOpts = builder.options_mut();
-        opts.timeout = timeout;
-        opts.attempts = 2;
-        opts.ndots = 0;
+        let builder = builder(server, timeout)?;
         let inner = {
             let _guard = runtime.enter();
             builder
@@ -306,6 +287,36 @@ impl Resolver {
     }
 }
 
+/// A resolver builder asking `server` (UDP and TCP on its port) or, when
+/// None, the servers of /etc/resolv.conf, each query within `timeout`
+/// and tried twice; names always fully qualified. Shared with the
+/// validating resolver of `dane`.
+pub(super) fn builder(
+    server: Option<SocketAddr>,
+    timeout: Duration,
+) -> Result<ResolverBuilder<TokioRuntimeProvider>> {
+    let provider = TokioRuntimeProvider::default();
+    let mut builder = match server {
+        Some(addr) => {
+            let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+            for connection in &mut ns.connections {
+                connection.port = addr.port();
+            }
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_name_servers(vec![ns]),
+                provider,
+            )
+        }
+        None => TokioResolver::builder(provider)
+            .map_err(|e| Error::new(Kind::TempFail, format!("reading /etc/resolv.conf: {e}")))?,
+    };
+    let opts: &mut ResolverOpts = builder.options_mut();
+    opts.timeout = timeout;
+    opts.attempts = 2;
+    opts.ndots = 0;
+    Ok(builder)
+}
+
 /// What one domain's resolution found so far.
 #[derive(Default)]
 struct Found {
@@ -349,7 +360,7 @@ fn plan(domain: &str, mut exchanges: Vec<(u16, String)>, cap: usize) -> Vec<(u16
 
 /// Runs two futures at once and waits for both (tokio's `join!` needs
 /// its macros feature).
-async fn both<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+pub(super) async fn both<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
     let (mut a, mut b) = (pin!(a), pin!(b));
     let (mut ra, mut rb) = (None, None);
     std::future::poll_fn(|cx| {

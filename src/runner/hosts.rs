@@ -21,7 +21,7 @@
 //! long for a file name keeps its start and adds the SHA-256 of the
 //! whole. The other writers of `hosts/` use other first words
 //! (`smtp.slot-N`, `runner…`, `command-u…`, `rate-u…`,
-//! `state-swept.stamp`). Records under the names older versions wrote
+//! `state-swept.stamp`, the MTA-STS cache's `sts-KEY.policy`). Records under the names older versions wrote
 //! (`dest-b_cher.example.status`) are no longer read: each is a lost
 //! cache entry, costing at most one connection attempt.
 
@@ -105,7 +105,7 @@ fn bounded(key: String) -> String {
 /// The name DNS is asked for when mail goes to `domain` (the resolver
 /// maps it the same way, IDNA to A-labels): lowercase ASCII, without a
 /// final dot. None if it is no valid domain name.
-fn a_label(domain: &str) -> Option<String> {
+pub(super) fn a_label(domain: &str) -> Option<String> {
     let name = hickory_resolver::proto::rr::Name::from_utf8(domain).ok()?;
     Some(name.to_ascii().trim_end_matches('.').to_ascii_lowercase())
 }

@@ -18,6 +18,7 @@
 mod attempt;
 pub mod backoff;
 pub mod bounce;
+pub mod dane;
 pub mod dkim;
 pub mod dns;
 pub mod hosts;
@@ -29,6 +30,8 @@ mod record;
 pub mod relays;
 pub mod slots;
 mod stop;
+mod sts_policy;
+mod tls_policy;
 mod transport;
 pub mod verify;
 mod worklist;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::spool::{RecipientState, RecipientStatus};
+use crate::spool::{RecipientState, RecipientStatus, TlsApplied};
 
 use super::backoff::{RetryFor, next_attempt};
 
@@ -86,7 +86,7 @@ impl Outcome {
 pub fn record(
     recipient: &mut RecipientState,
     outcome: &Outcome,
-    relay: Option<&str>,
+    at: Reached,
     now: u64,
     config: &Config,
     retry: RetryFor,
@@ -94,7 +94,8 @@ pub fn record(
     recipient.attempts = recipient.attempts.saturating_add(1);
     recipient.last_attempt = Some(now);
     recipient.dsn_status = Some(outcome.dsn().to_string());
-    recipient.relay = relay.map(str::to_string);
+    recipient.relay = at.relay.map(str::to_string);
+    recipient.tls = at.tls;
     match outcome {
         Outcome::Delivered { .. } => {
             recipient.status = RecipientStatus::Delivered;
@@ -115,13 +116,23 @@ pub fn record(
     }
 }
 
+/// Where an SMTP attempt got to: the relay (`host[ip]:port`) once one
+/// was tried, and which TLS policy applied once one was decided.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Reached<'a> {
+    /// The relay connected to, or last failed at.
+    pub relay: Option<&'a str>,
+    /// The TLS policy that applied (`tls=` in the log line).
+    pub tls: Option<TlsApplied>,
+}
+
 /// What took a recipient's outcome: the service its log line goes out
 /// under and the relay it names (Postfix's `relay=local` for local
 /// delivery, `none` where nothing was connected to).
 #[derive(Clone, Copy, Debug)]
 pub enum Via<'a> {
-    /// The SMTP client, with the relay once connected.
-    Smtp(Option<&'a str>),
+    /// The SMTP client, with where it got to.
+    Smtp(Reached<'a>),
     /// Local delivery.
     Local,
     /// The queue runner itself (a message that expired).
@@ -152,16 +163,20 @@ impl Via<'_> {
 
 /// The syslog line of one recipient outcome, in the shape sysadmins grep
 /// for and pflogsumm reads: `ID: to=<…>, relay=host[ip]:port, delay=…,
-/// dsn=…, status=sent|deferred|bounced (…)`. The recipient, the relay
-/// (a name from DNS) and the reply come from outside: escaped, so that
-/// none can end its field or fake another (issue 20).
+/// dsn=…, status=sent|deferred|bounced (…)`, and for an SMTP attempt
+/// whose TLS policy was decided `, tls=…` after it (at the end, where
+/// pflogsumm's pattern, which reads up to the status word, does not
+/// look; the reply text cannot fake it, its `=` being escaped). The
+/// recipient, the relay (a name from DNS) and the reply come from
+/// outside: escaped, so that none can end its field or fake another
+/// (issue 20).
 pub fn log_line(id: &str, recipient: &str, via: Via, delay: Duration, outcome: &Outcome) -> String {
     use crate::logging::{address, text};
-    let relay = match via {
-        Via::Smtp(Some(relay)) => relay,
-        _ => via.relay(),
+    let (relay, tls) = match via {
+        Via::Smtp(at) => (at.relay.unwrap_or(via.relay()), at.tls),
+        _ => (via.relay(), None),
     };
-    format!(
+    let mut line = format!(
         "{id}: to=<{}>, relay={}, delay={}, dsn={}, status={} ({})",
         address(recipient),
         address(relay),
@@ -169,7 +184,12 @@ pub fn log_line(id: &str, recipient: &str, via: Via, delay: Duration, outcome: &
         text(outcome.dsn()),
         outcome.status_word(),
         text(outcome.text())
-    )
+    );
+    if let Some(tls) = tls {
+        line.push_str(", tls=");
+        line.push_str(tls.as_str());
+    }
+    line
 }
 
 /// Logs one outcome at the level it deserves, under the service that
@@ -226,7 +246,7 @@ mod tests {
         record(
             &mut r,
             &Outcome::deferred("4.4.1", "refused"),
-            None,
+            Reached::default(),
             1000,
             &config,
             retry,
@@ -237,7 +257,7 @@ mod tests {
         record(
             &mut r,
             &Outcome::deferred("4.4.1", "refused"),
-            None,
+            Reached::default(),
             5000,
             &config,
             retry,
@@ -246,7 +266,10 @@ mod tests {
         record(
             &mut r,
             &Outcome::from_reply(250, None, "250 ok".into()),
-            Some("h[1.2.3.4]:25"),
+            Reached {
+                relay: Some("h[1.2.3.4]:25"),
+                tls: Some(TlsApplied::MtaSts),
+            },
             9000,
             &config,
             retry,
@@ -254,6 +277,7 @@ mod tests {
         assert_eq!(r.status, RecipientStatus::Delivered);
         assert_eq!(r.last_error, None);
         assert_eq!(r.relay.as_deref(), Some("h[1.2.3.4]:25"));
+        assert_eq!(r.tls, Some(TlsApplied::MtaSts));
     }
 
     #[test]
@@ -262,13 +286,30 @@ mod tests {
         let line = log_line(
             "ID1",
             "a@x.example",
-            Via::Smtp(Some("mx.x.example[192.0.2.1]:25")),
+            Via::Smtp(Reached {
+                relay: Some("mx.x.example[192.0.2.1]:25"),
+                tls: None,
+            }),
             Duration::from_secs(3),
             &o,
         );
         assert_eq!(
             line,
             "ID1: to=<a@x.example>, relay=mx.x.example[192.0.2.1]:25, delay=3, dsn=2.0.0, status=sent (250 2.0.0 queued)"
+        );
+        let line = log_line(
+            "ID1",
+            "a@x.example",
+            Via::Smtp(Reached {
+                relay: Some("mx.x.example[192.0.2.1]:25"),
+                tls: Some(TlsApplied::Opportunistic),
+            }),
+            Duration::from_secs(3),
+            &o,
+        );
+        assert!(
+            line.ends_with("status=sent (250 2.0.0 queued), tls=opportunistic"),
+            "{line}"
         );
         let failed = Outcome::failed("5.1.1", "no such user");
         let line = log_line("ID2", "u@h", Via::Local, Duration::from_secs(0), &failed);
@@ -281,7 +322,10 @@ mod tests {
         let line = log_line(
             "ID3",
             "\"x>, status=sent (\"@h",
-            Via::Smtp(Some("mx,status=sent[192.0.2.1]:25")),
+            Via::Smtp(Reached {
+                relay: Some("mx,status=sent[192.0.2.1]:25"),
+                tls: None,
+            }),
             Duration::from_secs(0),
             &deferred,
         );

@@ -117,6 +117,7 @@ fn found(relay: &Relay, settings: &ClientSettings, session: &Session) -> String 
             format!("STARTTLS, certificate verified for {}", relay.host)
         }
         Security::Implicit => format!("TLS, certificate verified for {}", relay.host),
+        Security::Dane => format!("STARTTLS, certificate matched by TLSA for {}", relay.host),
         Security::Plain | Security::Opportunistic => "no TLS (tls=none)".to_string(),
     });
     parts.push(match &settings.credentials {

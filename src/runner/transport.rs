@@ -8,7 +8,16 @@
 //! A hop's name is resolved before any slot is taken: a domain's zone is
 //! its owner's, and a hostile one that never answers (bounded by
 //! [`dns::Limits`]) must not hold a connection slot anyone else needs
-//! meanwhile. Only the message's claim is held while resolving.
+//! meanwhile. Only the message's claim is held while resolving — and
+//! while the domain's MTA-STS policy is fetched, which its owner's
+//! server may stall as long as [`super::sts_policy::FETCH_TIMEOUT`], and
+//! while DANE's DNSSEC-validated lookups run (all of one destination's
+//! within [`super::dane::DEADLINE`]).
+//!
+//! Each address gets the TLS its hop's policy calls for
+//! ([`super::tls_policy`]): a relay's own mode, or for MX delivery the
+//! `tls` key's, with DANE and MTA-STS where the destination publishes
+//! them; the connection carries the `tls=` that applied.
 
 use std::collections::HashMap;
 use std::fs;
@@ -16,16 +25,20 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use crate::config::Config;
 use crate::config::relay::Relay;
-use crate::config::{Config, SmarthostTls, TlsPolicy};
 use crate::runner::dns::{self, RouteError};
-use crate::smtp::{ClientSettings, Credentials, Security, Session, Timeouts};
+use crate::smtp::{ClientSettings, Credentials, ErrorKind, Security, Session, Timeouts};
+use crate::spool::TlsApplied;
 
 use super::SLOT_WAIT;
 use super::backoff::{JITTER, hop_retry};
+use super::dane;
 use super::hosts::{self, Answer, Destination, Hop, HostStatus};
 use super::outcome::Outcome;
 use super::slots::{self, Share, Slot};
+use super::sts_policy;
+use super::tls_policy::{self, DaneDecision, Protection};
 
 /// At most this many addresses are tried per hop and attempt (Postfix
 /// tries 10 too): a domain with fifty dead MX addresses must not hold a
@@ -48,6 +61,8 @@ pub struct Connection {
     pub session: Session,
     /// `host[ip]:port`, for logs and the state.
     pub relay: String,
+    /// Which TLS policy applied to it (`tls=`).
+    pub tls: TlsApplied,
     /// When the last transaction ended.
     pub last_used: Instant,
     _slot: Slot,
@@ -59,6 +74,9 @@ pub struct Transport<'a> {
     config: &'a Config,
     hosts_dir: PathBuf,
     resolver: Option<dns::Resolver>,
+    /// The DNSSEC-validating resolver, made on first use when `tls` asks
+    /// for DANE.
+    validator: Option<dane::Validator>,
     cached: Option<Connection>,
     /// How much of the shared pools this worker's run may take.
     share: Share,
@@ -68,6 +86,9 @@ pub struct Transport<'a> {
     /// The relay (`host[ip]:port`) the last failed
     /// [`Transport::connection`] last tried, if it tried one.
     failed_at: Option<String>,
+    /// The TLS policy that applied where the last failed
+    /// [`Transport::connection`] stopped, if one was decided.
+    failed_tls: Option<TlsApplied>,
     /// Hops that answered 421 during this message's attempt: not tried
     /// again for it, even by a forced attempt (which ignores the cache).
     closed: Vec<Hop>,
@@ -101,10 +122,12 @@ impl<'a> Transport<'a> {
             config,
             hosts_dir,
             resolver: None,
+            validator: None,
             cached: None,
             share,
             refused_until: None,
             failed_at: None,
+            failed_tls: None,
             closed: Vec::new(),
             known_down: HashMap::new(),
         }
@@ -175,6 +198,7 @@ impl<'a> Transport<'a> {
     ) -> Result<&mut Connection, Outcome> {
         self.refused_until = None;
         self.failed_at = None;
+        self.failed_tls = None;
         let hops = super::relays::hops(self.config, dest, id);
         if hops.is_empty() {
             return Err(Outcome::deferred(
@@ -283,7 +307,7 @@ impl<'a> Transport<'a> {
                 continue;
             }
             match self.connect(&hop, &targets, &settings, now, configured) {
-                Ok((session, relay_name)) => {
+                Ok((session, relay_name, tls)) => {
                     drop(connect_lock);
                     let connection_slot = connection_slot.take().expect("taken above");
                     return Ok(self.cached.insert(Connection {
@@ -291,6 +315,7 @@ impl<'a> Transport<'a> {
                         hop,
                         session,
                         relay: relay_name,
+                        tls,
                         last_used: Instant::now(),
                         _slot: slot,
                         _connection_slot: connection_slot,
@@ -371,6 +396,12 @@ impl<'a> Transport<'a> {
         self.failed_at.as_deref()
     }
 
+    /// The TLS policy that applied where the last failed
+    /// [`Transport::connection`] stopped (None: none was decided).
+    pub fn failed_tls(&self) -> Option<TlsApplied> {
+        self.failed_tls
+    }
+
     /// A slot of `prefix` within this worker's share, waited for up to
     /// [`SLOT_WAIT`]; a deferral when none came free.
     fn slot(&self, prefix: &str, count: u32, what: &str) -> Result<Slot, Outcome> {
@@ -405,7 +436,7 @@ impl<'a> Transport<'a> {
         hop: &Hop,
         relay: Option<&Relay>,
         now: u64,
-    ) -> Result<(Vec<(String, SocketAddr)>, ClientSettings), Outcome> {
+    ) -> Result<(Vec<Target>, ClientSettings), Outcome> {
         // Our own trouble first (the relay's password file cannot be
         // read: a runner without the spool group, a root-only 0600
         // file): the message waits, and the relay is not recorded down
@@ -419,7 +450,19 @@ impl<'a> Transport<'a> {
         };
         let found = match (relay, hop) {
             (Some(relay), _) => Self::relay_targets(relay),
-            (None, Hop::Domain(domain)) => self.mx_targets(domain),
+            (None, Hop::Domain(domain)) => match self.mx_targets(domain, now) {
+                Ok(targets) => Ok(targets),
+                Err(MxRefusal::Dns(outcome)) => Err(outcome),
+                // Not the hop's reachability: no record, no connection.
+                Err(MxRefusal::Policy(outcome)) => {
+                    self.failed_tls = Some(TlsApplied::MtaSts);
+                    return Err(outcome);
+                }
+                Err(MxRefusal::Dane(outcome)) => {
+                    self.failed_tls = Some(TlsApplied::Dane);
+                    return Err(outcome);
+                }
+            },
             (None, _) => Err(Outcome::deferred(
                 "4.3.5",
                 format!("{hop}: no relay settings"),
@@ -450,19 +493,21 @@ impl<'a> Transport<'a> {
     fn connect(
         &mut self,
         hop: &Hop,
-        targets: &[(String, SocketAddr)],
+        targets: &[Target],
         settings: &ClientSettings,
         now: u64,
         configured: u32,
-    ) -> Result<(Session, String), Outcome> {
+    ) -> Result<(Session, String, TlsApplied), Outcome> {
         let mut last_error = String::from("no address to connect to");
         let mut busy = false;
-        for (name, addr) in targets.iter().take(MAX_ADDRESSES) {
+        for target in targets.iter().take(MAX_ADDRESSES) {
+            let (name, addr) = (&target.name, &target.addr);
             self.failed_at = Some(relay_name(name, addr));
-            match Session::connect(*addr, name, settings) {
-                Ok(session) => {
+            self.failed_tls = Some(target.protection.label);
+            match connect_protected(target, settings) {
+                Ok((session, tls)) => {
                     self.accepted(hop, configured);
-                    return Ok((session, relay_name(name, addr)));
+                    return Ok((session, relay_name(name, addr), tls));
                 }
                 Err(e) => {
                     busy |= e.reply.as_ref().is_some_and(|r| r.code == 421);
@@ -583,33 +628,104 @@ impl<'a> Transport<'a> {
             .map_err(|e| Outcome::deferred("4.4.3", e.to_string()))?;
             self.resolver = Some(resolver);
         }
+        if self.validator.is_none() && self.config.tls.uses_dane() {
+            let validator = dane::Validator::new(
+                self.config.resolver,
+                self.config.command_timeout.min(DNS_TIMEOUT),
+                self.config.dnssec_trust_anchor.as_deref(),
+            )
+            .map_err(|e| Outcome::deferred("4.4.3", e.to_string()))?;
+            self.validator = Some(validator);
+        }
         Ok(())
     }
 
-    fn mx_targets(&mut self, domain: &str) -> Result<Vec<(String, SocketAddr)>, Outcome> {
+    /// The addresses of `domain`'s MX hosts, each with the protection
+    /// the TLS policy gives it: a host's DANE records first (when asked
+    /// for), else the domain's published policy, else the default.
+    fn mx_targets(&mut self, domain: &str, now: u64) -> Result<Vec<Target>, MxRefusal> {
         let resolver = self.resolver.as_ref().expect("ensure_resolver first");
-        let hosts = resolver.mx_hosts(domain).map_err(|e| match e {
-            RouteError::Permanent { status, message } => Outcome::failed(status, message),
-            RouteError::Temporary { message } => Outcome::deferred("4.4.3", message),
-        })?;
-        Ok(hosts
-            .into_iter()
-            .flat_map(|h| {
-                let port = self.config.smtp_port;
-                h.addresses
-                    .into_iter()
-                    .map(move |ip| (h.name.clone(), SocketAddr::new(ip, port)))
+        let hosts = resolver.mx_hosts(domain).map_err(|e| {
+            MxRefusal::Dns(match e {
+                RouteError::Permanent { status, message } => Outcome::failed(status, message),
+                RouteError::Temporary { message } => Outcome::deferred("4.4.3", message),
             })
-            .collect())
+        })?;
+        let port = self.config.smtp_port;
+        let sts = match self.config.tls.uses_mta_sts() {
+            true => sts_policy::in_force(self.config, resolver, &self.hosts_dir, domain, now),
+            false => None,
+        };
+        let fallback = tls_policy::mx_default(self.config);
+        let validator = self.validator.as_ref();
+        let dane_deadline = Instant::now() + dane::DEADLINE;
+        let mut targets = Vec::new();
+        let mut refused = Vec::new();
+        let mut dane_refused = Vec::new();
+        for h in hosts {
+            // DANE takes precedence over MTA-STS (RFC 8461 §2).
+            let protection =
+                match tls_policy::dane_for_host(validator, domain, &h.name, port, dane_deadline) {
+                    DaneDecision::Protect(protection) => protection,
+                    DaneDecision::Refuse(why) => {
+                        // RFC 7672 §2.2: not this host, and never in plain
+                        // text; another MX host may still take the mail.
+                        log::warn!("{}: not used: {why}", h.name);
+                        dane_refused.push(why);
+                        continue;
+                    }
+                    DaneDecision::NotApplicable => match &sts {
+                        Some(known) => match tls_policy::for_mta_sts(known, &h.name) {
+                            Some(protection) => protection,
+                            None => {
+                                // Never connected to (RFC 8461 §4.2).
+                                refused.push(h.name);
+                                continue;
+                            }
+                        },
+                        None => fallback.clone(),
+                    },
+                };
+            targets.extend(h.addresses.into_iter().map(|ip| Target {
+                name: h.name.clone(),
+                addr: SocketAddr::new(ip, port),
+                protection: protection.clone(),
+            }));
+        }
+        if targets.is_empty() && !dane_refused.is_empty() {
+            return Err(MxRefusal::Dane(Outcome::deferred(
+                "4.7.5",
+                format!("{domain}: DANE: {}", dane_refused.join("; ")),
+            )));
+        }
+        if let (true, Some(known)) = (targets.is_empty(), &sts) {
+            return Err(MxRefusal::Policy(Outcome::deferred(
+                "4.7.0",
+                format!(
+                    "{domain}: no MX host is allowed by the {} in enforce mode: {} not in its mx list ({})",
+                    known.describe(),
+                    refused.join(", "),
+                    listed(&known.policy.mx)
+                ),
+            )));
+        }
+        Ok(targets)
     }
 
-    fn relay_targets(relay: &Relay) -> Result<Vec<(String, SocketAddr)>, Outcome> {
+    fn relay_targets(relay: &Relay) -> Result<Vec<Target>, Outcome> {
         // The system resolver, not hickory: /etc/hosts names a relay as
         // often as DNS does.
         let addrs = (relay.host.as_str(), relay.port)
             .to_socket_addrs()
             .map_err(|e| Outcome::deferred("4.4.3", format!("relay {}: {e}", relay.host)))?;
-        Ok(addrs.map(|a| (relay.host.clone(), a)).collect())
+        let protection = tls_policy::for_relay(relay.tls);
+        Ok(addrs
+            .map(|a| Target {
+                name: relay.host.clone(),
+                addr: a,
+                protection: protection.clone(),
+            })
+            .collect())
     }
 
     fn timeouts(&self) -> Timeouts {
@@ -624,13 +740,11 @@ impl<'a> Transport<'a> {
     fn mx_settings(&self) -> ClientSettings {
         ClientSettings {
             helo_name: self.config.hostname.clone(),
-            security: match self.config.tls {
-                TlsPolicy::None => Security::Plain,
-                TlsPolicy::Opportunistic => Security::Opportunistic,
-                TlsPolicy::Required => Security::StarttlsVerified,
-            },
+            // Each target's own protection replaces it (connect_protected).
+            security: tls_policy::mx_default(self.config).security,
             credentials: None,
             ca_file: self.config.tls_ca_file.clone(),
+            tlsa: Vec::new(),
             timeouts: self.timeouts(),
         }
     }
@@ -664,13 +778,10 @@ pub(super) fn relay_settings(
     };
     Ok(ClientSettings {
         helo_name: config.hostname.clone(),
-        security: match relay.tls {
-            SmarthostTls::Starttls => Security::StarttlsVerified,
-            SmarthostTls::Tls => Security::Implicit,
-            SmarthostTls::None => Security::Plain,
-        },
+        security: tls_policy::for_relay(relay.tls).security,
         credentials,
         ca_file: config.tls_ca_file.clone(),
+        tlsa: Vec::new(),
         timeouts,
     })
 }
@@ -681,6 +792,91 @@ const IDLE_CHECK: Duration = Duration::from_secs(2);
 
 /// DNS queries get at most this long, whatever the SMTP timeouts.
 pub(super) const DNS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a domain's MX hosts give nothing to connect to.
+enum MxRefusal {
+    /// DNS: no answer (temporary) or no mail host (permanent).
+    Dns(Outcome),
+    /// Its MTA-STS policy, enforced, allows none of them.
+    Policy(Outcome),
+    /// DANE refuses every one of them (bogus or failed DNSSEC answers).
+    Dane(Outcome),
+}
+
+/// A policy's `mx` patterns for a deferral: the first few (a policy may
+/// list thousands; the reason is stored per recipient).
+fn listed(patterns: &[String]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = patterns
+        .iter()
+        .take(SHOWN)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if patterns.len() > SHOWN {
+        text.push_str(", …");
+    }
+    text
+}
+
+/// One address to try for a hop, with the TLS it gets there.
+struct Target {
+    /// The host name (TLS verification checks it).
+    name: String,
+    /// Its address and port.
+    addr: SocketAddr,
+    /// How the connection uses TLS.
+    protection: Protection,
+}
+
+/// A session to `target` under its protection, and the `tls=` that
+/// applied. A policy in testing mode that the host fails (a certificate
+/// not valid for it, no STARTTLS) is reported in one line, naming the
+/// policy and what its enforcement would have refused, and the host is
+/// used with opportunistic TLS as though there were no policy.
+fn connect_protected(
+    target: &Target,
+    settings: &ClientSettings,
+) -> Result<(Session, TlsApplied), crate::smtp::SmtpError> {
+    let protection = &target.protection;
+    let settings_for = |security| ClientSettings {
+        security,
+        tlsa: protection.tlsa.clone(),
+        ..settings.clone()
+    };
+    match Session::connect(
+        target.addr,
+        &target.name,
+        &settings_for(protection.security),
+    ) {
+        Ok(session) => {
+            let tls = protection.applied(session.tls_active());
+            Ok((session, tls))
+        }
+        Err(e) if e.kind == ErrorKind::Tls && protection.report_only => {
+            let policy = protection.policy.as_deref().unwrap_or("policy");
+            log::warn!(
+                "{}: {policy}: enforcing it would refuse this host: {e}; delivering with opportunistic TLS",
+                relay_name(&target.name, &target.addr)
+            );
+            let session = Session::connect(
+                target.addr,
+                &target.name,
+                &settings_for(Security::Opportunistic),
+            )?;
+            let tls = Protection::opportunistic().applied(session.tls_active());
+            Ok((session, tls))
+        }
+        Err(mut e) if e.kind == ErrorKind::Tls => {
+            // The deferral says which policy wanted the TLS that failed.
+            if let Some(policy) = &protection.policy {
+                e.message = format!("{} (required by the {policy})", e.message);
+            }
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
 
 fn relay_name(name: &str, addr: &SocketAddr) -> String {
     format!("{name}[{}]:{}", addr.ip(), addr.port())

@@ -9,6 +9,7 @@
 //! per block. See `stream`.
 
 mod auth;
+pub mod dane;
 mod data;
 pub use data::{content_size, sent_form};
 pub mod downgrade;
@@ -55,6 +56,11 @@ pub enum Security {
     StarttlsVerified,
     /// TLS from the first byte (port 465), verified.
     Implicit,
+    /// DANE (RFC 7672): STARTTLS mandatory, the certificate checked
+    /// against [`ClientSettings::tlsa`] (encrypted without
+    /// authentication when that holds no usable record); never plain
+    /// text, never a PKIX check.
+    Dane,
 }
 
 /// SMTP AUTH credentials.
@@ -67,6 +73,7 @@ pub struct Credentials {
 }
 
 /// Everything a session needs besides the address.
+#[derive(Clone)]
 pub struct ClientSettings {
     /// Our name in EHLO/HELO.
     pub helo_name: String,
@@ -76,6 +83,9 @@ pub struct ClientSettings {
     pub credentials: Option<Credentials>,
     /// An extra trusted root (PEM) for verified TLS.
     pub ca_file: Option<PathBuf>,
+    /// The MX host's DNSSEC-secure TLSA records, for [`Security::Dane`]
+    /// (unusable ones are set aside: [`dane::usable`]).
+    pub tlsa: Vec<dane::Tlsa>,
     /// Timeouts.
     pub timeouts: Timeouts,
 }
@@ -349,6 +359,17 @@ impl Session {
                 }
                 session.starttls(settings, true)?;
             }
+            Security::Dane => {
+                if !session.offers("STARTTLS") {
+                    // RFC 7672 §2.2: published TLSA records make TLS
+                    // mandatory; a missing STARTTLS may be stripped.
+                    return Err(SmtpError::new(
+                        ErrorKind::Tls,
+                        "STARTTLS not offered but DANE TLSA records published",
+                    ));
+                }
+                session.starttls(settings, true)?;
+            }
         }
         if let Some(credentials) = &settings.credentials {
             session.authenticate(credentials)?;
@@ -483,7 +504,6 @@ impl Session {
     }
 
     fn handshake(&mut self, settings: &ClientSettings, verify: bool) -> Result<(), SmtpError> {
-        let connector = Session::connector(settings, verify)?;
         let limit = self.timeouts.command;
         let placeholder = Stream::Plain(Timed::new(
             self.tcp_clone()
@@ -496,6 +516,10 @@ impl Session {
         // The whole handshake, not each read of it, within the limit.
         let deadline = Instant::now() + limit;
         timed.set_deadline(deadline);
+        if settings.security == Security::Dane {
+            return self.dane_handshake(settings, timed, deadline);
+        }
+        let connector = Session::connector(settings, verify)?;
         let tls = connector.connect(&self.server_name, timed).map_err(|e| {
             self.handshake_failed = true;
             if Instant::now() >= deadline {
@@ -513,6 +537,42 @@ impl Session {
         self.conn.stream = Stream::Tls(Box::new(tls));
         self.tls = true;
         Ok(())
+    }
+
+    /// The STARTTLS handshake of [`Security::Dane`], by `deadline`: a
+    /// certificate that matches no usable TLSA record is refused (RFC
+    /// 7672 §2.2: defer, never plain text).
+    fn dane_handshake(
+        &mut self,
+        settings: &ClientSettings,
+        timed: Timed,
+        deadline: Instant,
+    ) -> Result<(), SmtpError> {
+        let records = dane::usable(&settings.tlsa);
+        match dane::handshake(timed, &self.server_name, &records) {
+            Ok(tls) => {
+                self.conn.stream = Stream::Dane(Box::new(tls));
+                self.tls = true;
+                Ok(())
+            }
+            Err(failure) => {
+                self.handshake_failed = true;
+                Err(match failure {
+                    dane::Failure::Mismatch(why) => SmtpError::new(
+                        ErrorKind::Tls,
+                        format!("TLSA mismatch with {}: {why}", self.server_name),
+                    ),
+                    dane::Failure::Handshake(_) if Instant::now() >= deadline => SmtpError::new(
+                        ErrorKind::Timeout,
+                        format!("timeout in the TLS handshake with {}", self.server_name),
+                    ),
+                    dane::Failure::Handshake(why) => SmtpError::new(
+                        ErrorKind::Tls,
+                        format!("TLS handshake with {}: {why}", self.server_name),
+                    ),
+                })
+            }
+        }
     }
 
     fn tcp_clone(&self) -> io::Result<TcpStream> {
@@ -978,8 +1038,14 @@ impl Session {
         self.timeouts.command = QUIT_TIMEOUT.min(self.timeouts.command);
         self.conn.set_write_limit(self.timeouts.command);
         let _ = self.command("QUIT", "QUIT");
-        if let Stream::Tls(tls) = &mut self.conn.stream {
-            let _ = tls.shutdown();
+        match &mut self.conn.stream {
+            Stream::Tls(tls) => {
+                let _ = tls.shutdown();
+            }
+            Stream::Dane(tls) => {
+                let _ = tls.shutdown();
+            }
+            Stream::Plain(_) => {}
         }
     }
 }

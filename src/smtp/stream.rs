@@ -116,10 +116,12 @@ impl Write for Timed {
     }
 }
 
-/// Plain or TLS.
+/// Plain or TLS: native-tls, or OpenSSL itself where DANE needs what
+/// native-tls does not expose (`dane`).
 pub enum Stream {
     Plain(Timed),
     Tls(Box<native_tls::TlsStream<Timed>>),
+    Dane(Box<openssl::ssl::SslStream<Timed>>),
 }
 
 impl Stream {
@@ -128,6 +130,7 @@ impl Stream {
         match self {
             Stream::Plain(s) => s.tcp(),
             Stream::Tls(s) => s.get_ref().tcp(),
+            Stream::Dane(s) => s.get_ref().tcp(),
         }
     }
 
@@ -135,6 +138,7 @@ impl Stream {
         match self {
             Stream::Plain(s) => s,
             Stream::Tls(s) => s.get_mut(),
+            Stream::Dane(s) => s.get_mut(),
         }
     }
 }
@@ -144,6 +148,7 @@ impl Read for Stream {
         match self {
             Stream::Plain(s) => s.read(buf),
             Stream::Tls(s) => s.read(buf),
+            Stream::Dane(s) => s.read(buf),
         }
     }
 }
@@ -153,6 +158,7 @@ impl Write for Stream {
         match self {
             Stream::Plain(s) => s.write(buf),
             Stream::Tls(s) => s.write(buf),
+            Stream::Dane(s) => s.write(buf),
         }
     }
 
@@ -160,6 +166,7 @@ impl Write for Stream {
         match self {
             Stream::Plain(s) => s.flush(),
             Stream::Tls(s) => s.flush(),
+            Stream::Dane(s) => s.flush(),
         }
     }
 }

@@ -66,6 +66,7 @@ fn settings() -> ClientSettings {
         security: Security::Plain,
         credentials: None,
         ca_file: None,
+        tlsa: Vec::new(),
         timeouts: Timeouts {
             connect: Duration::from_secs(5),
             command: Duration::from_secs(5),

@@ -58,7 +58,7 @@ pub use monitor::CorruptUsage;
 pub use page::Page;
 use page::Smallest;
 pub use schedule::{NOW_BUCKET, Repairs, SCHEDULE, bucket_for};
-pub use state::{DeliveryState, RecipientState, RecipientStatus, STATE_VERSION};
+pub use state::{DeliveryState, RecipientState, RecipientStatus, STATE_VERSION, TlsApplied};
 pub use window::{WINDOW, WindowTicket};
 
 use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};

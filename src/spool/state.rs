@@ -80,6 +80,11 @@ pub struct RecipientState {
     /// The server that gave the last outcome ("mx.example.com[192.0.2.1]:25").
     #[serde(default)]
     pub relay: Option<String>,
+    /// Which TLS policy applied to the last SMTP attempt (issue 26):
+    /// absent for local delivery, and in state files written before
+    /// the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsApplied>,
     /// A failure notice (DSN) for this recipient has been committed: a
     /// later pass must not send a second one.
     #[serde(default)]
@@ -103,6 +108,7 @@ impl RecipientState {
             last_attempt: None,
             dsn_status: None,
             relay: None,
+            tls: None,
             notified: false,
             local_done: Vec::new(),
         }
@@ -121,6 +127,37 @@ pub enum RecipientStatus {
     Delivered,
     /// Failed permanently; will be (or has been) bounced.
     Failed,
+}
+
+/// Which TLS policy applied to one SMTP delivery attempt: the `tls=`
+/// of the log line, `mailq` and the state file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsApplied {
+    /// Plain text: no TLS was configured, offered or negotiated.
+    None,
+    /// TLS negotiated, the peer not authenticated.
+    Opportunistic,
+    /// TLS with the certificate verified for the host name (PKIX):
+    /// `tls = required`, or a relay's verified TLS.
+    Verified,
+    /// The destination's MTA-STS policy in `enforce` mode (RFC 8461).
+    MtaSts,
+    /// The MX host's DANE TLSA records (RFC 7672).
+    Dane,
+}
+
+impl TlsApplied {
+    /// The name in the log line, `mailq` and the state file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsApplied::None => "none",
+            TlsApplied::Opportunistic => "opportunistic",
+            TlsApplied::Verified => "verified",
+            TlsApplied::MtaSts => "mta-sts",
+            TlsApplied::Dane => "dane",
+        }
+    }
 }
 
 impl RecipientStatus {
@@ -278,6 +315,27 @@ mod tests {
         let mut short = Some("451 4.7.1 try later\r\n".to_string());
         cut_json(&mut short, MAX_ERROR_JSON);
         assert_eq!(short.as_deref(), Some("451 4.7.1 try later\r\n"));
+    }
+
+    #[test]
+    fn tls_is_optional_and_named_as_logged() {
+        // A state file written before the field existed still reads.
+        let old = r#"{"address":"a@x","status":"deferred","attempts":1,"last_error":"x",
+            "next_attempt":5,"last_attempt":1,"dsn_status":"4.0.0","relay":"r","notified":false}"#;
+        let r: RecipientState = serde_json::from_str(old).unwrap();
+        assert_eq!(r.tls, None);
+        // And one without it writes nothing for it.
+        assert!(!serde_json::to_string(&r).unwrap().contains("tls"));
+        for t in [
+            TlsApplied::None,
+            TlsApplied::Opportunistic,
+            TlsApplied::Verified,
+            TlsApplied::MtaSts,
+            TlsApplied::Dane,
+        ] {
+            let json = serde_json::to_string(&t).unwrap();
+            assert_eq!(json, format!("\"{}\"", t.as_str()));
+        }
     }
 
     #[test]

@@ -314,6 +314,7 @@ fn a_state_with_many_long_errors_reads_back() {
             last_attempt: Some(1_700_000_000),
             dsn_status: Some("4.2.0".into()),
             relay: Some("mx.example.com[192.0.2.1]:25".into()),
+            tls: Some(crate::spool::TlsApplied::Opportunistic),
             notified: false,
             local_done: Vec::new(),
         })
@@ -346,6 +347,7 @@ fn the_largest_state_written_is_readable() {
             last_attempt: Some(u64::MAX),
             dsn_status: Some(worst.clone()),
             relay: Some(worst.clone()),
+            tls: Some(crate::spool::TlsApplied::Opportunistic),
             notified: true,
             local_done: vec![format!("mailbox:{}", "u".repeat(32))],
         })

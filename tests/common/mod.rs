@@ -7,6 +7,7 @@
 pub mod dns;
 pub mod hang_up;
 pub mod setup;
+pub mod signed_dns;
 pub mod smtpd;
 pub mod stage;
 pub mod syslog;

@@ -1,0 +1,613 @@
+//! DANE for MX delivery (RFC 7672), end to end: a DNSSEC-signed test
+//! zone served by a real NSD (tests/peers/signed_dns.py), TLSA records
+//! matching or not the STARTTLS certificate of a real aiosmtpd.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::World;
+use common::signed_dns::SignedDns;
+use common::smtpd::SmtpServer;
+use common::syslog::SyslogReceiver;
+use openssl::sha::sha256;
+use openssl::x509::X509;
+use spoolmail::runner::dane::{HostPolicy, Validator};
+use spoolmail::smtp::dane::Tlsa;
+use spoolmail::smtp::{ClientSettings, ErrorKind, Security, Session, SmtpError, Timeouts};
+
+/// The deadline of a validator's decision in these tests.
+fn deadline() -> std::time::Instant {
+    std::time::Instant::now() + Duration::from_secs(20)
+}
+
+const TLSA_X: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+#[test]
+fn validator_sees_secure_insecure_and_bogus() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(dns) = SignedDns::start(
+        dir.path(),
+        &[
+            "example.test. 60 IN MX 10 mx.example.test.",
+            "mx.example.test. 60 IN A 127.0.0.1",
+            &format!("_25._tcp.mx.example.test. 60 IN TLSA 3 1 1 {TLSA_X}"),
+            "bogus.test. 60 IN MX 10 mx.bogus.test.",
+            "mx.bogus.test. 60 IN A 127.0.0.1",
+            &format!("_25._tcp.mx.bogus.test. 60 IN TLSA 3 1 1 {TLSA_X}"),
+            "none.test. 60 IN MX 10 mx.none.test.",
+            "mx.none.test. 60 IN A 127.0.0.1",
+        ],
+        &[
+            "unsigned.test. 60 IN MX 10 mx.unsigned.test.",
+            "mx.unsigned.test. 60 IN A 127.0.0.1",
+            &format!("_25._tcp.mx.unsigned.test. 60 IN TLSA 3 1 1 {TLSA_X}"),
+        ],
+        &["_25._tcp.mx.bogus.test."],
+    ) else {
+        return;
+    };
+    let v = Validator::new(Some(dns.addr), Duration::from_secs(5), Some(&dns.anchor)).unwrap();
+    let secure = v.policy("example.test", "mx.example.test", 25, deadline());
+    println!("secure: {secure:?}");
+    let bogus = v.policy("bogus.test", "mx.bogus.test", 25, deadline());
+    println!("bogus: {bogus:?}");
+    let none = v.policy("none.test", "mx.none.test", 25, deadline());
+    println!("none: {none:?}");
+    let unsigned = v.policy("unsigned.test", "mx.unsigned.test", 25, deadline());
+    println!("unsigned: {unsigned:?}");
+    assert!(
+        matches!(secure, HostPolicy::Dane(ref r) if r.len() == 1),
+        "{secure:?}"
+    );
+    assert!(matches!(bogus, HostPolicy::Defer(_)), "{bogus:?}");
+    assert!(matches!(none, HostPolicy::NoDane(_)), "{none:?}");
+    assert!(matches!(unsigned, HostPolicy::NoDane(_)), "{unsigned:?}");
+}
+
+/// The MX host name every test's certificates and records use.
+const MX: &str = "mx.example.test";
+
+/// Runs openssl in `dir` with `args`; panics on failure.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA (`ca.pem`) and, for each of `names`, a key (`NAME.key`) and
+/// a chain file (`NAME.chain`: the certificate the CA issued for NAME,
+/// then the CA's) for aiosmtpd's STARTTLS.
+fn issue(dir: &Path, names: &[&str]) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req", "-x509", "-days", "2", "-keyout", "ca.key", "-out", "ca.pem",
+    ];
+    ca.extend(ec);
+    ca.extend([
+        "-subj",
+        "/CN=spoolmail DANE test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(dir, &ca);
+    for name in names {
+        let (key, csr, crt) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+        );
+        let subject = format!("/CN={name}");
+        let mut req = vec!["req", "-keyout", &key, "-out", &csr, "-subj", &subject];
+        req.extend(ec);
+        openssl(dir, &req);
+        let ext = dir.join(format!("{name}.ext"));
+        std::fs::write(&ext, format!("subjectAltName=DNS:{name}\n")).unwrap();
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                &crt,
+                "-extfile",
+                ext.to_str().unwrap(),
+            ],
+        );
+        let chain = [
+            std::fs::read(dir.join(&crt)).unwrap(),
+            std::fs::read(dir.join("ca.pem")).unwrap(),
+        ]
+        .concat();
+        std::fs::write(dir.join(format!("{name}.chain")), chain).unwrap();
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn cert(dir: &Path, file: &str) -> X509 {
+    X509::from_pem(&std::fs::read(dir.join(file)).unwrap()).unwrap()
+}
+
+/// TLSA 3 1 1 data: SHA-256 of the certificate's public key (SPKI).
+fn spki_sha256(dir: &Path, file: &str) -> Vec<u8> {
+    sha256(
+        &cert(dir, file)
+            .public_key()
+            .unwrap()
+            .public_key_to_der()
+            .unwrap(),
+    )
+    .to_vec()
+}
+
+/// TLSA 2 0 1 data: SHA-256 of the whole certificate.
+fn cert_sha256(dir: &Path, file: &str) -> Vec<u8> {
+    sha256(&cert(dir, file).to_der().unwrap()).to_vec()
+}
+
+/// An aiosmtpd offering STARTTLS with `name`'s chain.
+fn server(dir: &Path, name: &str) -> SmtpServer {
+    let chain = dir.join(format!("{name}.chain"));
+    let key = dir.join(format!("{name}.key"));
+    SmtpServer::start(
+        dir,
+        &["--starttls", chain.to_str().unwrap(), key.to_str().unwrap()],
+    )
+}
+
+fn dane_settings(tlsa: Vec<Tlsa>) -> ClientSettings {
+    let t = Duration::from_secs(10);
+    ClientSettings {
+        helo_name: "client.test".into(),
+        security: Security::Dane,
+        credentials: None,
+        ca_file: None,
+        tlsa,
+        timeouts: Timeouts {
+            connect: t,
+            command: t,
+            data_block: t,
+            final_dot: t,
+        },
+    }
+}
+
+fn tlsa(usage: u8, selector: u8, matching: u8, data: Vec<u8>) -> Tlsa {
+    Tlsa {
+        usage,
+        selector,
+        matching,
+        data,
+    }
+}
+
+/// A DANE session to `server` as the MX host [`MX`] with `records`.
+fn session(server: &SmtpServer, records: Vec<Tlsa>) -> Result<Session, SmtpError> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], server.port));
+    Session::connect(addr, MX, &dane_settings(records))
+}
+
+#[test]
+fn dane_ee_matching_the_leaf_key_authenticates() {
+    let dir = tempfile::tempdir().unwrap();
+    issue(dir.path(), &[MX]);
+    let s = server(dir.path(), MX);
+    let data = spki_sha256(dir.path(), &format!("{MX}.crt"));
+    let session = session(&s, vec![tlsa(3, 1, 1, data)]).expect("DANE-EE 3 1 1 matches");
+    assert!(session.tls_active());
+    session.quit();
+}
+
+#[test]
+fn dane_ee_ignores_the_name_in_the_certificate() {
+    // RFC 7672 §3.1.1: DANE-EE binds the key, not a name.
+    let dir = tempfile::tempdir().unwrap();
+    issue(dir.path(), &["other.test"]);
+    let s = server(dir.path(), "other.test");
+    let data = spki_sha256(dir.path(), "other.test.crt");
+    let session = session(&s, vec![tlsa(3, 1, 1, data)]).expect("DANE-EE ignores names");
+    assert!(session.tls_active());
+    session.quit();
+}
+
+/// A self-signed certificate for `name` that expired yesterday, and its
+/// key, as `NAME.chain` and `NAME.key` in `dir` (openssl(1) cannot date
+/// one in the past).
+fn expired(dir: &Path, name: &str) {
+    use openssl::asn1::Asn1Time;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::x509::{X509Builder, X509NameBuilder};
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+    let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+    let mut subject = X509NameBuilder::new().unwrap();
+    subject.append_entry_by_text("CN", name).unwrap();
+    let subject = subject.build();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut b = X509Builder::new().unwrap();
+    b.set_version(2).unwrap();
+    b.set_subject_name(&subject).unwrap();
+    b.set_issuer_name(&subject).unwrap();
+    b.set_pubkey(&key).unwrap();
+    b.set_not_before(&Asn1Time::from_unix(now - 3 * 86400).unwrap())
+        .unwrap();
+    b.set_not_after(&Asn1Time::from_unix(now - 86400).unwrap())
+        .unwrap();
+    b.sign(&key, MessageDigest::sha256()).unwrap();
+    let cert = b.build();
+    std::fs::write(dir.join(format!("{name}.chain")), cert.to_pem().unwrap()).unwrap();
+    std::fs::write(dir.join(format!("{name}.crt")), cert.to_pem().unwrap()).unwrap();
+    std::fs::write(
+        dir.join(format!("{name}.key")),
+        key.private_key_to_pem_pkcs8().unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn dane_ee_ignores_the_dates_of_the_certificate() {
+    // RFC 7672 §3.1.1: an expired certificate whose digest is published
+    // is as good as the record; here the whole certificate (3 0 1).
+    let dir = tempfile::tempdir().unwrap();
+    expired(dir.path(), MX);
+    let s = server(dir.path(), MX);
+    let data = cert_sha256(dir.path(), &format!("{MX}.crt"));
+    let session = session(&s, vec![tlsa(3, 0, 1, data)]).expect("DANE-EE ignores dates");
+    assert!(session.tls_active());
+    session.quit();
+}
+
+#[test]
+fn a_certificate_matching_no_record_is_a_tlsa_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    issue(dir.path(), &[MX]);
+    let s = server(dir.path(), MX);
+    let e = session(&s, vec![tlsa(3, 1, 1, vec![0xab; 32])])
+        .err()
+        .expect("no match");
+    assert_eq!(e.kind, ErrorKind::Tls);
+    assert!(e.message.contains("TLSA mismatch"), "{}", e.message);
+    assert!(
+        s.mail_commands().is_empty(),
+        "nothing sent after the failed handshake"
+    );
+}
+
+#[test]
+fn dane_ta_of_the_issuing_ca_authenticates_a_leaf_naming_the_mx_host() {
+    let dir = tempfile::tempdir().unwrap();
+    issue(dir.path(), &[MX]);
+    let s = server(dir.path(), MX);
+    let data = cert_sha256(dir.path(), "ca.pem");
+    let session = session(&s, vec![tlsa(2, 0, 1, data)]).expect("DANE-TA 2 0 1 matches");
+    assert!(session.tls_active());
+    session.quit();
+}
+
+#[test]
+fn dane_ta_refuses_a_leaf_that_does_not_name_the_mx_host() {
+    // RFC 7672 §3.2.2: with DANE-TA the name is checked.
+    let dir = tempfile::tempdir().unwrap();
+    issue(dir.path(), &["other.test"]);
+    let s = server(dir.path(), "other.test");
+    let data = cert_sha256(dir.path(), "ca.pem");
+    let e = session(&s, vec![tlsa(2, 0, 1, data)])
+        .err()
+        .expect("wrong name");
+    assert_eq!(e.kind, ErrorKind::Tls);
+    assert!(e.message.contains("TLSA mismatch"), "{}", e.message);
+}
+
+#[test]
+fn published_records_without_starttls_are_refused_not_sent_in_plain_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SmtpServer::start(dir.path(), &[]);
+    let e = session(&s, vec![tlsa(3, 1, 1, vec![0xab; 32])])
+        .err()
+        .expect("no STARTTLS");
+    assert_eq!(e.kind, ErrorKind::Tls);
+    assert_eq!(
+        e.message,
+        "STARTTLS not offered but DANE TLSA records published"
+    );
+    assert!(s.mail_commands().is_empty());
+}
+
+#[test]
+fn only_unusable_records_still_make_tls_mandatory() {
+    // RFC 7672 §2.2: a PKIX-EE record is unusable; TLS is still required,
+    // unauthenticated.
+    let dir = tempfile::tempdir().unwrap();
+    issue(dir.path(), &[MX]);
+    let s = server(dir.path(), MX);
+    let session = session(&s, vec![tlsa(1, 1, 1, vec![0xab; 32])]).expect("encrypted");
+    assert!(session.tls_active());
+    session.quit();
+    let plain = SmtpServer::start(dir.path(), &[]);
+    assert!(session_err(&plain, vec![tlsa(1, 1, 1, vec![0xab; 32])]));
+}
+
+fn session_err(server: &SmtpServer, records: Vec<Tlsa>) -> bool {
+    session(server, records).is_err()
+}
+
+// End to end: the built binary with `tls = dane`, the signed zone in NSD
+// (trusted through `dnssec_trust_anchor`) and an aiosmtpd with STARTTLS.
+
+const MSG: &[u8] = b"Subject: dane\n\nbody\n";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// One end-to-end case: the MX host's server, its signed zone, the log
+/// and spoolmail's world.
+struct Case {
+    dir: tempfile::TempDir,
+    mx: SmtpServer,
+    _dns: SignedDns,
+    syslog: SyslogReceiver,
+    world: World,
+}
+
+impl Case {
+    /// An MX [`MX`] for example.test (and mx.unsigned.test for
+    /// unsigned.test) serving `cert_name`'s chain over STARTTLS (or no
+    /// STARTTLS when None), its TLSA records from `tlsa` — each a
+    /// function of the directory holding the certificates, giving "U S M
+    /// HEX" — in the signed zone; `tamper` the TLSA name to break. None
+    /// when NSD or ldnsutils is missing.
+    fn start(
+        cert_name: Option<&str>,
+        tlsa: &[&dyn Fn(&Path) -> String],
+        tamper: bool,
+    ) -> Option<Case> {
+        let dir = tempfile::tempdir().unwrap();
+        issue(dir.path(), &[MX, "other.test"]);
+        let mx = match cert_name {
+            Some(name) => server(dir.path(), name),
+            None => SmtpServer::start(dir.path(), &[]),
+        };
+        let owner = format!("_{}._tcp.{MX}.", mx.port);
+        let mut signed = vec![
+            "example.test. 60 IN MX 10 mx.example.test.".to_string(),
+            "mx.example.test. 60 IN A 127.0.0.1".to_string(),
+        ];
+        signed.extend(
+            tlsa.iter()
+                .map(|t| format!("{owner} 60 IN TLSA {}", t(dir.path()))),
+        );
+        // In the unsigned zone, records that would not match: an
+        // insecure zone's TLSA records are not DANE's to use.
+        let unsigned = [
+            "unsigned.test. 60 IN MX 10 mx.unsigned.test.".to_string(),
+            "mx.unsigned.test. 60 IN A 127.0.0.1".to_string(),
+            format!(
+                "_{}._tcp.mx.unsigned.test. 60 IN TLSA 3 1 1 {}",
+                mx.port,
+                "ab".repeat(32)
+            ),
+        ];
+        let signed: Vec<&str> = signed.iter().map(String::as_str).collect();
+        let unsigned: Vec<&str> = unsigned.iter().map(String::as_str).collect();
+        let tampered = [owner.as_str()];
+        let dns = SignedDns::start(
+            dir.path(),
+            &signed,
+            &unsigned,
+            if tamper { &tampered } else { &[] },
+        )?;
+        let syslog = SyslogReceiver::start(dir.path());
+        let world = World::with_config(&format!(
+            "resolver = {}\nsmtp_port = {}\ntls = dane\ndnssec_trust_anchor = {}\nretry_min = 1h\n{}",
+            dns.addr,
+            mx.port,
+            dns.anchor.display(),
+            syslog.config_line(),
+        ));
+        Some(Case {
+            dir,
+            mx,
+            _dns: dns,
+            syslog,
+            world,
+        })
+    }
+
+    /// Sends one message to `rcpt`, delivering at once: the exit code.
+    fn send(&self, rcpt: &str) -> i32 {
+        let out = self
+            .world
+            .run("sendmail", &["-odi", "-f", "s@example.org", rcpt], MSG);
+        out.status.code().unwrap_or(-1)
+    }
+
+    /// The first log line about `rcpt`'s outcome.
+    fn outcome(&self, rcpt: &str) -> String {
+        let to = format!("to=<{rcpt}>");
+        let lines = self
+            .syslog
+            .wait_lines(WAIT, |lines| lines.iter().any(|l| l.contains(&to)));
+        let line = lines
+            .into_iter()
+            .find(|l| l.contains(&to))
+            .expect("an outcome line");
+        println!("{line}");
+        line
+    }
+}
+
+fn ee_record(dir: &Path) -> String {
+    format!("3 1 1 {}", hex(&spki_sha256(dir, &format!("{MX}.crt"))))
+}
+
+fn ta_record(dir: &Path) -> String {
+    format!("2 0 1 {}", hex(&cert_sha256(dir, "ca.pem")))
+}
+
+fn wrong_record(_: &Path) -> String {
+    format!("3 1 1 {}", "ab".repeat(32))
+}
+
+#[test]
+fn tlsa_3_1_1_matching_the_certificate_delivers_with_tls_dane() {
+    let Some(case) = Case::start(Some(MX), &[&ee_record], false) else {
+        return;
+    };
+    assert_eq!(case.send("bob@example.test"), 0);
+    let got = case.mx.messages();
+    assert_eq!(got.len(), 1);
+    assert!(got[0].tls, "delivered over TLS");
+    let line = case.outcome("bob@example.test");
+    assert!(line.contains("status=sent"), "{line}");
+    assert!(line.ends_with(", tls=dane"), "{line}");
+}
+
+#[test]
+fn tlsa_not_matching_defers_and_sends_nothing() {
+    let Some(case) = Case::start(Some(MX), &[&wrong_record], false) else {
+        return;
+    };
+    assert_eq!(case.send("bob@example.test"), 75, "deferred");
+    assert!(case.mx.mail_commands().is_empty(), "no MAIL, no DATA");
+    assert!(case.mx.messages().is_empty());
+    let line = case.outcome("bob@example.test");
+    assert!(line.contains("status=deferred"), "{line}");
+    assert!(line.contains("TLSA mismatch"), "{line}");
+    assert!(line.ends_with(", tls=dane"), "{line}");
+    assert_eq!(case.world.queue_ids().len(), 1, "still queued");
+    let q = case.world.mailq_json();
+    assert_eq!(q[0]["recipients"][0]["tls"], "dane", "{q:?}");
+}
+
+#[test]
+fn dane_ta_of_the_issuing_ca_delivers() {
+    let Some(case) = Case::start(Some(MX), &[&ta_record], false) else {
+        return;
+    };
+    assert_eq!(case.send("bob@example.test"), 0);
+    assert_eq!(case.mx.messages().len(), 1);
+    let line = case.outcome("bob@example.test");
+    assert!(
+        line.contains("status=sent") && line.ends_with(", tls=dane"),
+        "{line}"
+    );
+}
+
+#[test]
+fn dane_ta_with_a_leaf_not_naming_the_mx_host_defers() {
+    let Some(case) = Case::start(Some("other.test"), &[&ta_record], false) else {
+        return;
+    };
+    assert_eq!(case.send("bob@example.test"), 75, "deferred");
+    assert!(case.mx.mail_commands().is_empty(), "no MAIL, no DATA");
+    let line = case.outcome("bob@example.test");
+    assert!(
+        line.contains("status=deferred") && line.contains("TLSA mismatch"),
+        "{line}"
+    );
+}
+
+#[test]
+fn tlsa_published_but_no_starttls_defers() {
+    let Some(case) = Case::start(None, &[&ee_record], false) else {
+        return;
+    };
+    assert_eq!(case.send("bob@example.test"), 75, "deferred");
+    assert!(
+        case.mx.mail_commands().is_empty(),
+        "never sent in plain text"
+    );
+    let line = case.outcome("bob@example.test");
+    assert!(
+        line.contains("STARTTLS not offered but DANE TLSA records published"),
+        "{line}"
+    );
+}
+
+#[test]
+fn an_unsigned_zone_is_delivered_opportunistically() {
+    // Its TLSA record would not match: unsigned, it is not DANE's.
+    let Some(case) = Case::start(Some(MX), &[], false) else {
+        return;
+    };
+    assert_eq!(case.send("bob@unsigned.test"), 0);
+    assert_eq!(case.mx.messages().len(), 1);
+    let line = case.outcome("bob@unsigned.test");
+    assert!(line.contains("status=sent"), "{line}");
+    assert!(line.ends_with(", tls=opportunistic"), "{line}");
+}
+
+#[test]
+fn a_bogus_tlsa_signature_defers_without_connecting() {
+    let Some(case) = Case::start(Some(MX), &[&ee_record], true) else {
+        return;
+    };
+    assert_eq!(case.send("bob@example.test"), 75, "deferred");
+    assert_eq!(case.mx.connections(), 0, "the MX was never connected to");
+    let line = case.outcome("bob@example.test");
+    assert!(
+        line.contains("status=deferred") && line.contains("DNSSEC-bogus"),
+        "{line}"
+    );
+    assert!(line.ends_with(", tls=dane"), "{line}");
+    assert!(case.dir.path().exists());
+}
+
+#[test]
+fn a_resolver_that_strips_dnssec_records_defers_rather_than_downgrades() {
+    // dns.py knows nothing of DNSSEC: no RRSIG, no DNSKEY. Under a trust
+    // anchor that says the root is signed, that is an attack's look.
+    let dir = tempfile::tempdir().unwrap();
+    let Some(signed) = SignedDns::start(dir.path(), &[], &[], &[]) else {
+        return;
+    };
+    let plain = common::dns::DnsServer::start(
+        &[
+            "example.test MX 10 mx.example.test",
+            "mx.example.test A 127.0.0.1",
+        ],
+        &[],
+    );
+    let v = Validator::new(
+        Some(plain.addr),
+        Duration::from_secs(2),
+        Some(&signed.anchor),
+    )
+    .unwrap();
+    let policy = v.policy("example.test", "mx.example.test", 25, deadline());
+    println!("{policy:?}");
+    assert!(matches!(policy, HostPolicy::Defer(_)), "{policy:?}");
+}
