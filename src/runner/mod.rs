@@ -107,6 +107,9 @@ pub struct Waits<'a> {
     hosts_dir: std::path::PathBuf,
     /// Each hop looked up (all against the same `now`).
     seen: std::collections::HashMap<hosts::Hop, Option<hosts::HostStatus>>,
+    /// Each destination's answer, as said: a backlog behind one
+    /// unreachable smarthost asks the same question for every line.
+    said: std::collections::HashMap<hosts::Destination, Option<String>>,
 }
 
 impl<'a> Waits<'a> {
@@ -116,6 +119,7 @@ impl<'a> Waits<'a> {
             config,
             hosts_dir: spool.hosts_dir(),
             seen: std::collections::HashMap::new(),
+            said: std::collections::HashMap::new(),
         }
     }
 
@@ -127,9 +131,19 @@ impl<'a> Waits<'a> {
         let hosts::Routing::Remote(dest) = hosts::route_of(self.config, sender, address) else {
             return None;
         };
+        if let Some(said) = self.said.get(&dest) {
+            return said.clone();
+        }
+        let said = self.look_up(&dest, now);
+        self.said.insert(dest, said.clone());
+        said
+    }
+
+    /// [`Waits::of`] for the destination `dest`, from the hops' records.
+    fn look_up(&mut self, dest: &hosts::Destination, now: u64) -> Option<String> {
         let mut first: Option<(hosts::Hop, hosts::HostStatus)> = None;
         // The order does not matter here: all of them or none.
-        for (hop, _) in relays::hops(self.config, &dest, "") {
+        for (hop, _) in relays::hops(self.config, dest, "") {
             let status = self
                 .seen
                 .entry(hop.clone())

@@ -396,6 +396,18 @@ impl Spool {
         Ok(())
     }
 
+    /// The IDs that have a state file, sorted (temporary files of a state
+    /// being replaced skipped); None when state/ cannot be listed.
+    fn state_ids(&self) -> Option<Vec<QueueId>> {
+        let mut ids: Vec<QueueId> = fs::read_dir(&self.state)
+            .ok()?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(QueueId::parse))
+            .collect();
+        ids.sort_unstable();
+        Some(ids)
+    }
+
     /// The directory of per-destination locks and status files, owned by
     /// the runner (created with the rest of the layout).
     pub fn hosts_dir(&self) -> PathBuf {
@@ -427,6 +439,7 @@ impl Spool {
         let dirs = ListDirs {
             queue: open_dir(&self.queue).ok(),
             state: open_dir(&self.state).ok(),
+            with_state: self.state_ids(),
         };
         for id in self.queued_ids()? {
             if let Some(message) = self.list_one(&dirs, &id)? {
@@ -453,7 +466,11 @@ impl Spool {
             }
             Err(Trouble::Io(e)) => return Err(e),
         };
-        let (state, state_error) = match self.load_state_in(dirs.state.as_ref(), id) {
+        let state = match &dirs.with_state {
+            Some(ids) if ids.binary_search(id).is_err() => Ok(None),
+            _ => self.load_state_in(dirs.state.as_ref(), id),
+        };
+        let (state, state_error) = match state {
             Ok(state) => (state, None),
             Err(Trouble::Gone) => (None, None),
             Err(Trouble::Corrupt(why)) => {
@@ -973,6 +990,11 @@ fn open_regular(path: &Path) -> std::result::Result<(File, u64), Trouble> {
 struct ListDirs {
     queue: Option<File>,
     state: Option<File>,
+    /// The IDs with a state file when the listing began, sorted (None:
+    /// state/ could not be listed, so each is looked for). A message that
+    /// was never tried — the whole of a backlog behind an unreachable
+    /// smarthost — then costs no failed open of its state file.
+    with_state: Option<Vec<QueueId>>,
 }
 
 /// Opens a directory to open files in (O_PATH: no read access needed).
