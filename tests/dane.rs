@@ -6,10 +6,10 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::World;
+use common::certs::issue;
 use common::signed_dns::SignedDns;
 use common::smtpd::SmtpServer;
 use common::syslog::SyslogReceiver;
@@ -60,7 +60,9 @@ fn validator_sees_secure_insecure_and_bogus() {
     let unsigned = v.policy("unsigned.test", "mx.unsigned.test", 25, deadline());
     println!("unsigned: {unsigned:?}");
     assert!(
-        matches!(secure, HostPolicy::Dane(ref r) if r.len() == 1),
+        matches!(secure, HostPolicy::Dane(ref d)
+            if d.records.len() == 1 && d.base == "mx.example.test"
+                && d.addresses == ["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]),
         "{secure:?}"
     );
     assert!(matches!(bogus, HostPolicy::Defer(_)), "{bogus:?}");
@@ -70,85 +72,6 @@ fn validator_sees_secure_insecure_and_bogus() {
 
 /// The MX host name every test's certificates and records use.
 const MX: &str = "mx.example.test";
-
-/// Runs openssl in `dir` with `args`; panics on failure.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A test CA (`ca.pem`) and, for each of `names`, a key (`NAME.key`) and
-/// a chain file (`NAME.chain`: the certificate the CA issued for NAME,
-/// then the CA's) for aiosmtpd's STARTTLS.
-fn issue(dir: &Path, names: &[&str]) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec![
-        "req", "-x509", "-days", "2", "-keyout", "ca.key", "-out", "ca.pem",
-    ];
-    ca.extend(ec);
-    ca.extend([
-        "-subj",
-        "/CN=spoolmail DANE test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    openssl(dir, &ca);
-    for name in names {
-        let (key, csr, crt) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.crt"),
-        );
-        let subject = format!("/CN={name}");
-        let mut req = vec!["req", "-keyout", &key, "-out", &csr, "-subj", &subject];
-        req.extend(ec);
-        openssl(dir, &req);
-        let ext = dir.join(format!("{name}.ext"));
-        std::fs::write(&ext, format!("subjectAltName=DNS:{name}\n")).unwrap();
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-out",
-                &crt,
-                "-extfile",
-                ext.to_str().unwrap(),
-            ],
-        );
-        let chain = [
-            std::fs::read(dir.join(&crt)).unwrap(),
-            std::fs::read(dir.join("ca.pem")).unwrap(),
-        ]
-        .concat();
-        std::fs::write(dir.join(format!("{name}.chain")), chain).unwrap();
-    }
-}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -193,6 +116,7 @@ fn dane_settings(tlsa: Vec<Tlsa>) -> ClientSettings {
         credentials: None,
         ca_file: None,
         tlsa,
+        dane_names: Vec::new(),
         timeouts: Timeouts {
             connect: t,
             command: t,
@@ -378,8 +302,21 @@ struct Case {
     dir: tempfile::TempDir,
     mx: SmtpServer,
     _dns: SignedDns,
+    /// The resolver in front of the signed zone, when the case has one.
+    front: Option<common::dns::DnsServer>,
     syslog: SyslogReceiver,
     world: World,
+}
+
+/// What stands between spoolmail and the signed zone's NSD: nothing, or
+/// a forwarding resolver (tests/peers/dns.py --forward) answering
+/// SERVFAIL for `servfail` (where "{port}" stands for the MX's port)
+/// and `forged` records to queries without the
+/// DO bit.
+#[derive(Default)]
+struct Front<'a> {
+    servfail: Vec<String>,
+    forged: Vec<&'a str>,
 }
 
 impl Case {
@@ -394,6 +331,30 @@ impl Case {
         tlsa: &[&dyn Fn(&Path) -> String],
         tamper: bool,
     ) -> Option<Case> {
+        let records = |dir: &Path, port: u16| {
+            let owner = format!("_{port}._tcp.{MX}.");
+            let mut signed = vec![
+                "example.test. 60 IN MX 10 mx.example.test.".to_string(),
+                "mx.example.test. 60 IN A 127.0.0.1".to_string(),
+            ];
+            signed.extend(
+                tlsa.iter()
+                    .map(|t| format!("{owner} 60 IN TLSA {}", t(dir))),
+            );
+            signed
+        };
+        Case::with(cert_name, &records, tamper, None)
+    }
+
+    /// [`Case::start`] with the signed zone's records made by `records`
+    /// (of the certificates' directory and the MX's port), and `front`
+    /// between spoolmail and NSD when Some.
+    fn with(
+        cert_name: Option<&str>,
+        records: &dyn Fn(&Path, u16) -> Vec<String>,
+        tamper: bool,
+        front: Option<Front>,
+    ) -> Option<Case> {
         let dir = tempfile::tempdir().unwrap();
         issue(dir.path(), &[MX, "other.test"]);
         let mx = match cert_name {
@@ -401,14 +362,7 @@ impl Case {
             None => SmtpServer::start(dir.path(), &[]),
         };
         let owner = format!("_{}._tcp.{MX}.", mx.port);
-        let mut signed = vec![
-            "example.test. 60 IN MX 10 mx.example.test.".to_string(),
-            "mx.example.test. 60 IN A 127.0.0.1".to_string(),
-        ];
-        signed.extend(
-            tlsa.iter()
-                .map(|t| format!("{owner} 60 IN TLSA {}", t(dir.path()))),
-        );
+        let signed = records(dir.path(), mx.port);
         // In the unsigned zone, records that would not match: an
         // insecure zone's TLSA records are not DANE's to use.
         let unsigned = [
@@ -429,10 +383,21 @@ impl Case {
             &unsigned,
             if tamper { &tampered } else { &[] },
         )?;
+        let front = front.map(|f| {
+            // "{port}" in a name stands for the MX's port.
+            let servfail: Vec<String> = f
+                .servfail
+                .iter()
+                .map(|n| n.replace("{port}", &mx.port.to_string()))
+                .collect();
+            let servfail: Vec<&str> = servfail.iter().map(String::as_str).collect();
+            common::dns::DnsServer::start_front(dns.addr, &servfail, &f.forged)
+        });
+        let resolver = front.as_ref().map_or(dns.addr, |f| f.addr);
         let syslog = SyslogReceiver::start(dir.path());
         let world = World::with_config(&format!(
             "resolver = {}\nsmtp_port = {}\ntls = dane\ndnssec_trust_anchor = {}\nretry_min = 1h\n{}",
-            dns.addr,
+            resolver,
             mx.port,
             dns.anchor.display(),
             syslog.config_line(),
@@ -441,6 +406,7 @@ impl Case {
             dir,
             mx,
             _dns: dns,
+            front,
             syslog,
             world,
         })
@@ -610,4 +576,185 @@ fn a_resolver_that_strips_dnssec_records_defers_rather_than_downgrades() {
     let policy = v.policy("example.test", "mx.example.test", 25, deadline());
     println!("{policy:?}");
     assert!(matches!(policy, HostPolicy::Defer(_)), "{policy:?}");
+}
+
+#[test]
+fn a_cnamed_mx_host_uses_the_tlsa_records_of_its_expanded_name() {
+    // RFC 7672 §2.2.2: mx.example.test is a CNAME for real.example.test
+    // in the signed zone; the TLSA records at the expanded name come
+    // first (the wrong one at the MX name is not looked at), and the
+    // leaf naming the MX name is accepted by DANE-TA (§3.2.2).
+    let records = |dir: &Path, port: u16| {
+        vec![
+            "example.test. 60 IN MX 10 mx.example.test.".to_string(),
+            "mx.example.test. 60 IN CNAME real.example.test.".to_string(),
+            "real.example.test. 60 IN A 127.0.0.1".to_string(),
+            // hickory 0.26 finds the NSEC proof of "no AAAA" behind a
+            // CNAME bogus, which defers (never downgrades): the target
+            // has both families here.
+            "real.example.test. 60 IN AAAA ::1".to_string(),
+            format!(
+                "_{port}._tcp.real.example.test. 60 IN TLSA {}",
+                ta_record(dir)
+            ),
+            format!("_{port}._tcp.{MX}. 60 IN TLSA {}", wrong_record(dir)),
+        ]
+    };
+    let Some(case) = Case::with(Some(MX), &records, false, None) else {
+        return;
+    };
+    assert_eq!(case.send("bob@example.test"), 0);
+    assert_eq!(case.mx.messages().len(), 1);
+    let line = case.outcome("bob@example.test");
+    assert!(
+        line.contains("status=sent") && line.ends_with(", tls=dane"),
+        "{line}"
+    );
+}
+
+#[test]
+fn a_cnamed_mx_host_without_records_at_its_expansion_uses_its_own() {
+    // §2.2.2: nothing at the expanded name, so the MX name's records
+    // (here not matching: the deferral proves they were used).
+    let records = |dir: &Path, port: u16| {
+        vec![
+            "example.test. 60 IN MX 10 mx.example.test.".to_string(),
+            "mx.example.test. 60 IN CNAME real.example.test.".to_string(),
+            "real.example.test. 60 IN A 127.0.0.1".to_string(),
+            // hickory 0.26 finds the NSEC proof of "no AAAA" behind a
+            // CNAME bogus, which defers (never downgrades): the target
+            // has both families here.
+            "real.example.test. 60 IN AAAA ::1".to_string(),
+            format!("_{port}._tcp.{MX}. 60 IN TLSA {}", wrong_record(dir)),
+        ]
+    };
+    let Some(case) = Case::with(Some(MX), &records, false, None) else {
+        return;
+    };
+    assert_eq!(case.send("bob@example.test"), 75, "deferred");
+    assert!(case.mx.mail_commands().is_empty(), "no MAIL");
+    let line = case.outcome("bob@example.test");
+    assert!(
+        line.contains("status=deferred") && line.ends_with(", tls=dane"),
+        "{line}"
+    );
+    // 127.0.0.1 refused the certificate (the deferral names the last
+    // address tried, ::1, where nothing listens).
+    let mismatch = case
+        .syslog
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("TLSA mismatch with mx.example.test"));
+    assert!(mismatch.is_some(), "{:?}", case.syslog.lines());
+}
+
+#[test]
+fn dane_connects_to_the_validated_address_not_a_forged_one() {
+    // RFC 7672 §2.2.1: the ordinary lookup (no DO bit) is answered with
+    // a forged A record, 127.0.0.2; the DNSSEC-validated one says
+    // 127.0.0.1. The connection must go to the validated address.
+    let forged = "mx.example.test 60 IN A 127.0.0.2";
+    let front = Front {
+        servfail: Vec::new(),
+        forged: vec![forged],
+    };
+    let records = |dir: &Path, port: u16| {
+        vec![
+            "example.test. 60 IN MX 10 mx.example.test.".to_string(),
+            "mx.example.test. 60 IN A 127.0.0.1".to_string(),
+            format!("_{port}._tcp.{MX}. 60 IN TLSA {}", ee_record(dir)),
+        ]
+    };
+    let Some(case) = Case::with(Some(MX), &records, false, Some(front)) else {
+        return;
+    };
+    // Nothing listens at the forged address: a connection there is
+    // refused, and the message would be deferred.
+    assert_eq!(case.send("bob@example.test"), 0);
+    assert_eq!(
+        case.mx.messages().len(),
+        1,
+        "delivered to the validated address"
+    );
+    let line = case.outcome("bob@example.test");
+    assert!(line.contains("status=sent"), "{line}");
+    assert!(line.contains("[127.0.0.1]"), "{line}");
+    assert!(line.ends_with(", tls=dane"), "{line}");
+    // The forgery was really served: the ordinary lookup asked without
+    // the DO bit, the validator with it.
+    let queries = case.front.as_ref().unwrap().queries();
+    println!("{queries:?}");
+    assert!(
+        queries.contains(&("mx.example.test".into(), "A".into())),
+        "{queries:?}"
+    );
+    assert!(
+        queries.contains(&("mx.example.test".into(), "A DO".into())),
+        "{queries:?}"
+    );
+}
+
+#[test]
+fn a_tlsa_lookup_failing_in_a_signed_zone_defers_without_connecting() {
+    // The resolver answers SERVFAIL for the TLSA name, as a recursive
+    // resolver does when the servers of a signed zone fail: DANE must
+    // not take that for "no records" and fall back to opportunistic TLS
+    // (or plain text).
+    let front = Front {
+        servfail: vec![format!("_{{port}}._tcp.{MX}")],
+        forged: Vec::new(),
+    };
+    let records = |dir: &Path, port: u16| {
+        vec![
+            "example.test. 60 IN MX 10 mx.example.test.".to_string(),
+            "mx.example.test. 60 IN A 127.0.0.1".to_string(),
+            format!("_{port}._tcp.{MX}. 60 IN TLSA {}", ee_record(dir)),
+        ]
+    };
+    let Some(case) = Case::with(Some(MX), &records, false, Some(front)) else {
+        return;
+    };
+    assert_eq!(case.send("bob@example.test"), 75, "deferred");
+    assert_eq!(case.mx.connections(), 0, "the MX was never connected to");
+    assert!(case.mx.mail_commands().is_empty(), "no MAIL");
+    let line = case.outcome("bob@example.test");
+    assert!(line.contains("status=deferred"), "{line}");
+    assert!(
+        line.contains("TLSA lookup failed in a signed zone"),
+        "{line}"
+    );
+    assert!(line.ends_with(", tls=dane"), "{line}");
+    assert_eq!(case.world.queue_ids().len(), 1, "still queued");
+}
+
+#[test]
+fn an_mx_host_the_validated_mx_rrset_does_not_name_is_not_used() {
+    // The ordinary lookup (no DO bit) gets a forged MX naming a host in
+    // the signed zone without TLSA records: were its own answers all
+    // that were checked, DANE would not apply to it and the mail would
+    // go with opportunistic TLS. The DNSSEC-secure MX RRset does not
+    // name it: deferred, never connected to.
+    let front = Front {
+        servfail: Vec::new(),
+        forged: vec!["example.test 60 IN MX 10 decoy.example.test"],
+    };
+    let records = |dir: &Path, port: u16| {
+        vec![
+            "example.test. 60 IN MX 10 mx.example.test.".to_string(),
+            "mx.example.test. 60 IN A 127.0.0.1".to_string(),
+            "decoy.example.test. 60 IN A 127.0.0.1".to_string(),
+            format!("_{port}._tcp.{MX}. 60 IN TLSA {}", ee_record(dir)),
+        ]
+    };
+    let Some(case) = Case::with(Some(MX), &records, false, Some(front)) else {
+        return;
+    };
+    assert_eq!(case.send("bob@example.test"), 75, "deferred");
+    assert_eq!(case.mx.connections(), 0, "never connected to");
+    let line = case.outcome("bob@example.test");
+    assert!(
+        line.contains("decoy.example.test: not in the DNSSEC-validated MX RRset of example.test"),
+        "{line}"
+    );
+    assert!(line.ends_with(", tls=dane"), "{line}");
 }

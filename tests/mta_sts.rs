@@ -537,3 +537,82 @@ fn a_smarthost_is_not_mx_delivery_and_gets_no_policy() {
         assert!(lines[0].ends_with(", tls=none"), "{lines:?}");
     });
 }
+
+#[test]
+fn roots_queue_run_removes_expired_cached_policies() {
+    if !root_or_skip("hosts/ is swept by root's queue run") {
+        return;
+    }
+    let world = World::with_config("tls = mta-sts\n");
+    let hosts = world.spool.join("hosts");
+    std::fs::create_dir_all(&hosts).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let cache = |domain: &str, fetched: u64| {
+        let path = hosts.join(format!("sts-mx+{domain}.policy"));
+        let record = serde_json::json!({
+            "id": "a1",
+            "fetched": fetched,
+            "policy": policy("enforce", &format!("mx.{domain}"), 600),
+        });
+        std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+        path
+    };
+    let expired = cache("old.test", now - 601);
+    let fresh = cache("new.test", now - 10);
+    let out = world.run("sendmail", &["-q"], b"");
+    assert!(out.status.success(), "{out:?}");
+    assert!(!expired.exists(), "fetched + max_age past: removed");
+    assert!(fresh.exists(), "unexpired: kept");
+}
+
+#[test]
+fn a_queue_run_looks_up_a_domains_txt_record_once() {
+    if !root_or_skip("the MTA-STS tests serve HTTPS on port 443 in a network namespace") {
+        return;
+    }
+    in_own_network(|| {
+        // The policy refuses the MX: no connection is made, so each
+        // message has the MX hosts and the policy decided afresh. The
+        // worker's resolver keeps the TXT answer for its TTL (hickory's
+        // cache): one query for the run, not one per message.
+        let dns = DnsServer::start_hostile(
+            &[
+                "sts.test MX 10 mx.sts.test",
+                "mx.sts.test A 127.0.0.1",
+                "mta-sts.sts.test A 127.0.0.1",
+                "_mta-sts.sts.test TXT \"v=STSv1; id=20260101\"",
+            ],
+            &[],
+            &[],
+        );
+        let case = Case::with(&dns, "mx.sts.test", "max_connections = 1\n");
+        let file = case.dir.join("policy");
+        std::fs::write(&file, policy("enforce", "mx1.elsewhere.test", 86400)).unwrap();
+        let _https = PolicyServer::start(&case.ca, &case.dir, &file);
+        for _ in 0..3 {
+            let out = case.world.run(
+                "sendmail",
+                &["-odq", "-f", "s@example.org", "bob@sts.test"],
+                MSG,
+            );
+            assert!(out.status.success(), "{out:?}");
+        }
+        let out = case.world.run("sendmail", &["-q"], b"");
+        assert!(out.status.success(), "{out:?}");
+        let lines = case.outcomes(3);
+        assert!(
+            lines.iter().all(|l| l.contains("status=deferred")),
+            "{lines:?}"
+        );
+        let txt: Vec<_> = dns
+            .queries()
+            .into_iter()
+            .filter(|(name, kind)| name == "_mta-sts.sts.test" && kind == "TXT")
+            .collect();
+        println!("TXT lookups for 3 messages: {}", txt.len());
+        assert_eq!(txt.len(), 1, "{txt:?}");
+    });
+}

@@ -3,10 +3,16 @@
 //! at `dnssec_trust_anchor`.
 //!
 //! RFC 7672 §2.2: DANE applies to a host only when the MX RRset that
-//! named it and the host's own address records are DNSSEC-secure, and
+//! named it (which must name it: the host list comes from the ordinary
+//! lookup) and the host's own address records are DNSSEC-secure, and
 //! then its TLSA RRset at `_25._tcp.HOST` (the port delivery uses,
 //! `smtp_port`) decides:
-//! - secure records: TLS authenticated by them ([`HostPolicy::Dane`]);
+//! - secure records: TLS authenticated by them ([`HostPolicy::Dane`]),
+//!   at the host's DNSSEC-validated addresses — never the ordinary
+//!   lookup's, which a forged answer could steer (§2.2.1); a host that
+//!   is a CNAME has its records looked up at the fully expanded name
+//!   first, then at its own (§2.2.2), and the name they were found
+//!   under is the TLSA base domain;
 //! - an insecure zone anywhere on the way, or no TLSA records: no DANE,
 //!   the usual opportunistic TLS ([`HostPolicy::NoDane`]);
 //! - a bogus answer, or a lookup that fails where the zone is known to
@@ -17,7 +23,7 @@
 //! decisions are bounded by [`DEADLINE`] together, and at most
 //! [`MAX_TLSA`] records are kept per host.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,13 +52,27 @@ pub const MAX_TLSA: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostPolicy {
     /// DANE applies: STARTTLS mandatory, the certificate checked against
-    /// these records (secure, usable or not: RFC 7672 §2.2).
-    Dane(Vec<Tlsa>),
+    /// the records (secure, usable or not: RFC 7672 §2.2).
+    Dane(DaneHost),
     /// DANE does not apply (why): deliver as without it.
     NoDane(String),
     /// The DNSSEC answers are bogus or could not be had for a signed
     /// zone: defer the attempt (why).
     Defer(String),
+}
+
+/// An MX host that DANE protects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaneHost {
+    /// Its DNSSEC-secure TLSA records.
+    pub records: Vec<Tlsa>,
+    /// The TLSA base domain: the name the records were found under —
+    /// the host's CNAME expansion, or the MX name itself (RFC 7672
+    /// §2.2.2) — lowercased, without the trailing dot.
+    pub base: String,
+    /// Its DNSSEC-validated addresses: the only ones to connect to
+    /// (§2.2.1).
+    pub addresses: Vec<IpAddr>,
 }
 
 /// A DNSSEC-validating resolver for DANE decisions.
@@ -112,6 +132,14 @@ impl Validator {
     async fn decide(&self, domain: &str, host: &str, port: u16) -> HostPolicy {
         let mx = self.inner.mx_lookup(fqdn(domain)).await;
         match security(&mx) {
+            // The host came from the ordinary, non-validating lookup: it
+            // must be one the DNSSEC-secure RRset names, or that lookup
+            // was answered by someone else (RFC 7672 §2.2.1).
+            Security::Secure if !names_exchange(&mx, host) => {
+                return HostPolicy::Defer(format!(
+                    "{host}: not in the DNSSEC-validated MX RRset of {domain}"
+                ));
+            }
             Security::Secure => {}
             // RFC 5321 §5.1: a domain without MX is its own host; DANE
             // then rests on that host's addresses and TLSA records.
@@ -144,13 +172,60 @@ impl Validator {
             }
         }
         // A name with only A records answers AAAA with no data: the
-        // records it has must all be secure, and there must be some.
+        // records it has must all be secure, and there must be some. A
+        // CNAME on the way is among the records whose proofs count: the
+        // whole chain is secure or DANE does not apply (§2.2.2).
         if addresses.contains(&Security::Insecure) || !addresses.contains(&Security::Secure) {
             return HostPolicy::NoDane(format!("{host}: address records not DNSSEC-signed"));
         }
+        // The connection goes to these addresses, not to the ordinary
+        // lookup's: a forged address record must not steer it.
+        let validated: Vec<IpAddr> = [&a, &aaaa]
+            .into_iter()
+            .filter_map(|answer| answer.as_ref().ok())
+            .flat_map(|lookup| lookup.answers().iter())
+            .filter_map(|r| match &r.data {
+                RData::A(a) => Some(IpAddr::V4(a.0)),
+                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                _ => None,
+            })
+            .take(dns::MAX_ADDRESSES)
+            .collect();
+        if validated.is_empty() {
+            // Proved to have none, yet the ordinary lookup gave some.
+            return HostPolicy::Defer(format!("{host}: no DNSSEC-validated address"));
+        }
+        // RFC 7672 §2.2.2: a CNAME'd host's TLSA records are looked up
+        // at the fully expanded name first, then at the MX name.
+        let expanded = [&a, &aaaa]
+            .into_iter()
+            .filter_map(|answer| answer.as_ref().ok())
+            .map(|lookup| expand(host, lookup))
+            .find(|name| !name.eq_ignore_ascii_case(host));
+        let mut bases: Vec<&str> = expanded.iter().map(String::as_str).collect();
+        bases.push(host);
+        for base in bases {
+            match self.tlsa(base, port).await {
+                Ok(records) if records.is_empty() => continue,
+                Ok(records) => {
+                    return HostPolicy::Dane(DaneHost {
+                        records,
+                        base: base.to_string(),
+                        addresses: validated,
+                    });
+                }
+                Err(defer) => return defer,
+            }
+        }
+        HostPolicy::NoDane(format!("{host}: no DNSSEC-signed TLSA records"))
+    }
+
+    /// The DNSSEC-secure TLSA records at `_PORT._tcp.BASE` (empty: none,
+    /// or not secure), or the deferral a bogus or failed answer means.
+    async fn tlsa(&self, base: &str, port: u16) -> std::result::Result<Vec<Tlsa>, HostPolicy> {
         let tlsa = self
             .inner
-            .tlsa_lookup(format!("_{port}._tcp.{}", fqdn(host)))
+            .tlsa_lookup(format!("_{port}._tcp.{}", fqdn(base)))
             .await;
         let records: Vec<Tlsa> = match &tlsa {
             Ok(lookup) => lookup
@@ -170,16 +245,62 @@ impl Validator {
             Err(_) => Vec::new(),
         };
         match security(&tlsa) {
-            Security::Secure if !records.is_empty() => HostPolicy::Dane(records),
-            Security::Secure | Security::Insecure | Security::NoData => {
-                HostPolicy::NoDane(format!("{host}: no DNSSEC-signed TLSA records"))
-            }
-            Security::Bogus => HostPolicy::Defer(format!("{host}: TLSA answer DNSSEC-bogus")),
-            Security::Failed(e) => {
-                HostPolicy::Defer(format!("{host}: TLSA lookup failed in a signed zone: {e}"))
-            }
+            Security::Secure => Ok(records),
+            Security::Insecure | Security::NoData => Ok(Vec::new()),
+            Security::Bogus => Err(HostPolicy::Defer(format!(
+                "{base}: TLSA answer DNSSEC-bogus"
+            ))),
+            Security::Failed(e) => Err(HostPolicy::Defer(format!(
+                "{base}: TLSA lookup failed in a signed zone: {e}"
+            ))),
         }
     }
+}
+
+/// Whether the MX answer `mx` names `host` among its exchanges.
+fn names_exchange(mx: &std::result::Result<Lookup, NetError>, host: &str) -> bool {
+    let Ok(lookup) = mx else {
+        return false;
+    };
+    let host = host.trim_end_matches('.');
+    lookup.answers().iter().any(|r| match &r.data {
+        RData::MX(mx) => mx
+            .exchange
+            .to_ascii()
+            .trim_end_matches('.')
+            .eq_ignore_ascii_case(host),
+        _ => false,
+    })
+}
+
+/// `host` with the CNAME records of `lookup` followed to their end (at
+/// most as many steps as there are records: a loop ends there).
+fn expand(host: &str, lookup: &Lookup) -> String {
+    let mut name = host.trim_end_matches('.').to_ascii_lowercase();
+    for _ in 0..lookup.answers().len() {
+        let next = lookup.answers().iter().find_map(|r| match &r.data {
+            RData::CNAME(target)
+                if r.name
+                    .to_ascii()
+                    .trim_end_matches('.')
+                    .eq_ignore_ascii_case(&name) =>
+            {
+                Some(
+                    target
+                        .0
+                        .to_ascii()
+                        .trim_end_matches('.')
+                        .to_ascii_lowercase(),
+                )
+            }
+            _ => None,
+        });
+        match next {
+            Some(target) => name = target,
+            None => break,
+        }
+    }
+    name
 }
 
 /// What a validated answer proves.

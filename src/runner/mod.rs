@@ -348,6 +348,9 @@ pub fn run_queue(
                 Err(e) => log::warn!("maildrop: {e}"),
             }
             spool.submission_counters().sweep(unix_now());
+            // Whatever `tls` says now: caches of an earlier setting
+            // expire too.
+            sts_policy::sweep(&spool.hosts_dir(), unix_now());
             // After the pickup, which may have set refused drops aside.
             if let Err(e) = spool.sweep_corrupt(
                 config.corrupt_max_age,

@@ -18,7 +18,9 @@
 //! is used until `fetched + max_age`; the domain announcing another id
 //! refetches it sooner; a fetch that fails leaves an unexpired cached
 //! policy in force (§5.1). A lost or unreadable cache file costs one
-//! fetch.
+//! fetch. Root's queue run removes expired and damaged cache files
+//! ([`sweep`], at most every [`SWEEP_INTERVAL`]): a domain mailed once
+//! must not leave its file in `hosts/` for ever.
 
 use std::io::Read;
 use std::net::SocketAddr;
@@ -62,6 +64,12 @@ impl Known {
     }
 }
 
+/// How often root's queue run looks for expired cached policies.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// In `hosts/`: when the cached policies were last swept (unix seconds).
+const SWEEP_STAMP: &str = "sts-swept.stamp";
+
 /// One cache file.
 #[derive(Debug, Serialize, Deserialize)]
 struct Cached {
@@ -89,6 +97,9 @@ pub fn in_force(
     let domain = host_name(domain)?;
     let name = cache_name(&domain);
     let cached = read_cache(hosts_dir, &domain, now);
+    // Asked for each new connection to the domain, not each message
+    // (a connection serves many), and the worker's resolver keeps the
+    // answer for its TTL: a queue run's messages cost one query.
     let announced = match resolver.txt(&format!("_mta-sts.{domain}")) {
         Ok(records) => mta_sts::announced_id(&records),
         Err(e) => {
@@ -161,6 +172,61 @@ fn host_name(domain: &str) -> Option<String> {
     clean.then_some(ascii)
 }
 
+/// Removes the cached policies in `hosts_dir` that expired by `now`
+/// (fetch time + `max_age` past) or that no read would take (damaged,
+/// oversized, not a policy), at most every [`SWEEP_INTERVAL`]. Returns
+/// how many went. A cache a runner rewrote between this read and the
+/// removal goes too: that costs one fetch, never a wrong policy.
+pub fn sweep(hosts_dir: &Path, now: u64) -> usize {
+    // The stamp holds the time of the last sweep (its own clock: the
+    // caller's `now`, as the caches' fetch times are).
+    let stamp = hosts_dir.join(SWEEP_STAMP);
+    let last = std::fs::read(&stamp)
+        .ok()
+        .filter(|b| b.len() <= 20)
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|t| t.trim().parse::<u64>().ok());
+    if last.is_some_and(|t| t <= now && now - t < SWEEP_INTERVAL.as_secs()) {
+        return 0;
+    }
+    if let Err(e) =
+        durable::replace_file_unsynced(hosts_dir, SWEEP_STAMP, now.to_string().as_bytes())
+    {
+        log::debug!("{}: {e}", stamp.display());
+    }
+    sweep_expired(hosts_dir, now)
+}
+
+/// [`sweep`] without its stamp.
+fn sweep_expired(hosts_dir: &Path, now: u64) -> usize {
+    let Ok(entries) = std::fs::read_dir(hosts_dir) else {
+        return 0;
+    };
+    let mut swept = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if !(name.starts_with("sts-") && name.ends_with(".policy")) {
+            continue;
+        }
+        let path = entry.path();
+        let expired = match read_cached(&path) {
+            Some((cached, policy)) => cached.fetched.saturating_add(policy.max_age) <= now,
+            // Of no use to any read: see read_cache.
+            None => true,
+        };
+        if expired && std::fs::remove_file(&path).is_ok() {
+            swept += 1;
+        }
+    }
+    if swept > 0 {
+        log::info!("{swept} expired MTA-STS cached policies removed");
+    }
+    swept
+}
+
 fn cache_name(domain: &str) -> String {
     format!("sts-{}.policy", Hop::Domain(domain.to_string()).key())
 }
@@ -176,7 +242,27 @@ fn route_error(e: &dns::RouteError) -> &str {
 /// The cached policy of `domain` (A-label form) if it is readable,
 /// well-formed and unexpired at `now`.
 fn read_cache(dir: &Path, domain: &str, now: u64) -> Option<Known> {
-    let file = std::fs::File::open(dir.join(cache_name(domain))).ok()?;
+    let (cached, policy) = read_cached(&dir.join(cache_name(domain)))?;
+    if cached.fetched.saturating_add(policy.max_age) <= now || cached.fetched > now {
+        return None;
+    }
+    Some(Known {
+        domain: domain.to_string(),
+        id: cached.id,
+        policy,
+    })
+}
+
+/// The cache file at `path` and its policy, if it is one: a regular
+/// file (not followed if a link) of at most [`MAX_CACHE_FILE`] octets,
+/// its id as a TXT record would have it, its policy well-formed.
+fn read_cached(path: &Path) -> Option<(Cached, Policy)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .ok()?;
     let mut bytes = Vec::new();
     file.take(MAX_CACHE_FILE + 1).read_to_end(&mut bytes).ok()?;
     if bytes.len() as u64 > MAX_CACHE_FILE {
@@ -191,14 +277,7 @@ fn read_cache(dir: &Path, domain: &str, now: u64) -> Option<Known> {
         return None;
     }
     let policy = mta_sts::parse_policy(cached.policy.as_bytes()).ok()?;
-    if cached.fetched.saturating_add(policy.max_age) <= now || cached.fetched > now {
-        return None;
-    }
-    Some(Known {
-        domain: domain.to_string(),
-        id: cached.id,
-        policy,
-    })
+    Some((cached, policy))
 }
 
 fn write_cache(dir: &Path, name: &str, record: &Cached, domain: &str) {
@@ -322,6 +401,38 @@ mod tests {
         let huge = vec![b' '; MAX_CACHE_FILE as usize + 1];
         std::fs::write(&file, huge).unwrap();
         assert!(read_cache(dir.path(), name, 1001).is_none());
+    }
+
+    #[test]
+    fn the_sweep_removes_expired_and_damaged_caches_and_keeps_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let cache = |domain: &str, fetched: u64, max_age: u64| {
+            let record = Cached {
+                id: "abc1".into(),
+                fetched,
+                policy: policy_text("enforce", max_age),
+            };
+            write_cache(d, &cache_name(domain), &record, domain);
+            d.join(cache_name(domain))
+        };
+        let expired = cache("expired.example", 1000, 60);
+        let just_expired = cache("edge.example", 1000, 100);
+        let fresh = cache("fresh.example", 1000, 86400);
+        let damaged = d.join(cache_name("damaged.example"));
+        std::fs::write(&damaged, b"{not json").unwrap();
+        let other = d.join("example.org.status");
+        std::fs::write(&other, b"not a cache").unwrap();
+        assert_eq!(sweep(d, 1100), 3);
+        assert!(!expired.exists() && !just_expired.exists() && !damaged.exists());
+        assert!(fresh.exists(), "unexpired: kept");
+        assert!(other.exists(), "not a cached policy: not touched");
+        // Within the interval the next run looks at nothing.
+        let expired = cache("expired.example", 1000, 60);
+        assert_eq!(sweep(d, 1200), 0);
+        assert!(expired.exists());
+        assert_eq!(sweep_expired(d, 1200), 1);
+        assert!(!expired.exists());
     }
 
     #[test]

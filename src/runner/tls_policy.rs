@@ -8,6 +8,7 @@
 //!
 //! This module decides; the SMTP session carries it out.
 
+use std::net::IpAddr;
 use std::time::Instant;
 
 use crate::config::{Config, SmarthostTls, TlsPolicy};
@@ -38,6 +39,11 @@ pub struct Protection {
     /// The TLSA records that authenticate the host, for
     /// [`Security::Dane`] (empty otherwise).
     pub tlsa: Vec<Tlsa>,
+    /// For [`Security::Dane`]: the TLSA base domain, the name the
+    /// session presents (SNI) and DANE-TA checks, then the MX host's own
+    /// name when the base is its CNAME expansion (RFC 7672 §2.2.2,
+    /// §3.2.2). Empty otherwise: the host's name serves.
+    pub dane_names: Vec<String>,
 }
 
 impl Protection {
@@ -49,6 +55,7 @@ impl Protection {
             policy: None,
             report_only: false,
             tlsa: Vec::new(),
+            dane_names: Vec::new(),
         }
     }
 
@@ -110,6 +117,7 @@ pub fn for_mta_sts(known: &Known, host: &str) -> Option<Protection> {
             policy: Some(known.describe()),
             report_only: false,
             tlsa: Vec::new(),
+            dane_names: Vec::new(),
         }),
         Mode::Enforce => None,
         Mode::Testing if listed => Some(Protection {
@@ -118,6 +126,7 @@ pub fn for_mta_sts(known: &Known, host: &str) -> Option<Protection> {
             policy: Some(format!("{} in testing mode", known.describe())),
             report_only: true,
             tlsa: Vec::new(),
+            dane_names: Vec::new(),
         }),
         Mode::Testing => {
             log::warn!(
@@ -133,8 +142,10 @@ pub fn for_mta_sts(known: &Known, host: &str) -> Option<Protection> {
 /// What DANE makes of one MX host (RFC 7672 §2.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DaneDecision {
-    /// Its DNSSEC-secure TLSA records authenticate it (`tls=dane`).
-    Protect(Protection),
+    /// Its DNSSEC-secure TLSA records authenticate it (`tls=dane`), at
+    /// its DNSSEC-validated addresses (RFC 7672 §2.2.1: the ordinary
+    /// lookup's may be forged).
+    Protect(Protection, Vec<IpAddr>),
     /// DANE does not apply (not asked for, an unsigned zone, no TLSA
     /// records): the next policy applies — MTA-STS under
     /// `dane-then-mta-sts`, else opportunistic.
@@ -158,13 +169,21 @@ pub fn dane_for_host(
         return DaneDecision::NotApplicable;
     };
     match validator.policy(domain, host, port, deadline) {
-        HostPolicy::Dane(records) => DaneDecision::Protect(Protection {
-            security: Security::Dane,
-            label: TlsApplied::Dane,
-            policy: Some(format!("DANE TLSA records of _{port}._tcp.{host}")),
-            report_only: false,
-            tlsa: records,
-        }),
+        HostPolicy::Dane(dane) => {
+            let mut dane_names = vec![dane.base.clone()];
+            if !dane.base.eq_ignore_ascii_case(host.trim_end_matches('.')) {
+                dane_names.push(host.to_string());
+            }
+            let protection = Protection {
+                security: Security::Dane,
+                label: TlsApplied::Dane,
+                policy: Some(format!("DANE TLSA records of _{port}._tcp.{}", dane.base)),
+                report_only: false,
+                tlsa: dane.records,
+                dane_names,
+            };
+            DaneDecision::Protect(protection, dane.addresses)
+        }
         HostPolicy::NoDane(why) => {
             log::debug!("{host}: no DANE: {why}");
             DaneDecision::NotApplicable

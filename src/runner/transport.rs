@@ -664,9 +664,16 @@ impl<'a> Transport<'a> {
         let mut dane_refused = Vec::new();
         for h in hosts {
             // DANE takes precedence over MTA-STS (RFC 8461 §2).
+            let mut addresses = h.addresses;
             let protection =
                 match tls_policy::dane_for_host(validator, domain, &h.name, port, dane_deadline) {
-                    DaneDecision::Protect(protection) => protection,
+                    DaneDecision::Protect(protection, validated) => {
+                        // RFC 7672 §2.2.1: the DNSSEC-validated addresses,
+                        // not the ordinary lookup's (which a forger may
+                        // have answered).
+                        addresses = validated;
+                        protection
+                    }
                     DaneDecision::Refuse(why) => {
                         // RFC 7672 §2.2: not this host, and never in plain
                         // text; another MX host may still take the mail.
@@ -686,7 +693,7 @@ impl<'a> Transport<'a> {
                         None => fallback.clone(),
                     },
                 };
-            targets.extend(h.addresses.into_iter().map(|ip| Target {
+            targets.extend(addresses.into_iter().map(|ip| Target {
                 name: h.name.clone(),
                 addr: SocketAddr::new(ip, port),
                 protection: protection.clone(),
@@ -745,6 +752,7 @@ impl<'a> Transport<'a> {
             credentials: None,
             ca_file: self.config.tls_ca_file.clone(),
             tlsa: Vec::new(),
+            dane_names: Vec::new(),
             timeouts: self.timeouts(),
         }
     }
@@ -782,6 +790,7 @@ pub(super) fn relay_settings(
         credentials,
         ca_file: config.tls_ca_file.clone(),
         tlsa: Vec::new(),
+        dane_names: Vec::new(),
         timeouts,
     })
 }
@@ -842,13 +851,12 @@ fn connect_protected(
     let settings_for = |security| ClientSettings {
         security,
         tlsa: protection.tlsa.clone(),
+        dane_names: protection.dane_names.iter().skip(1).cloned().collect(),
         ..settings.clone()
     };
-    match Session::connect(
-        target.addr,
-        &target.name,
-        &settings_for(protection.security),
-    ) {
+    // Under DANE, the TLSA base domain is the name presented and checked.
+    let server_name = protection.dane_names.first().unwrap_or(&target.name);
+    match Session::connect(target.addr, server_name, &settings_for(protection.security)) {
         Ok(session) => {
             let tls = protection.applied(session.tls_active());
             Ok((session, tls))

@@ -83,6 +83,7 @@ unsafe extern "C" {
         data: *const c_uchar,
         dlen: usize,
     ) -> c_int;
+    fn SSL_add1_host(ssl: *mut c_void, hostname: *const c_char) -> c_int;
 }
 
 /// ssl.h: a DANE-EE match needs no name check (RFC 7672 §3.1.1).
@@ -102,12 +103,16 @@ pub(super) enum Failure {
 }
 
 /// A TLS handshake over `timed` with `server_name` (SNI, and the name
-/// DANE-TA checks), authenticated by `records` — all of which must be
-/// usable — or, when there are none, encrypted without authentication
-/// (RFC 7672 §2.2: a secure RRset of unusable records).
+/// DANE-TA checks: the TLSA base domain), authenticated by `records` —
+/// all of which must be usable — or, when there are none, encrypted
+/// without authentication (RFC 7672 §2.2: a secure RRset of unusable
+/// records). DANE-TA also accepts a leaf naming one of `also_names`
+/// (the MX host's own name when the base domain is its CNAME
+/// expansion, RFC 7672 §3.2.2).
 pub(super) fn handshake(
     timed: Timed,
     server_name: &str,
+    also_names: &[String],
     records: &[Tlsa],
 ) -> Result<SslStream<Timed>, Failure> {
     let setup = |what: &str, e: &dyn std::fmt::Display| Failure::Handshake(format!("{what}: {e}"));
@@ -141,6 +146,13 @@ pub(super) fn handshake(
                 return Err(setup("DANE setup", &openssl::error::ErrorStack::get()));
             }
             SSL_dane_set_flags(ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+            for name in also_names {
+                let name = CString::new(name.as_str())
+                    .map_err(|_| Failure::Handshake(format!("{name:?}: not a host name")))?;
+                if SSL_add1_host(ssl, name.as_ptr()) <= 0 {
+                    return Err(setup("DANE setup", &openssl::error::ErrorStack::get()));
+                }
+            }
             for r in records {
                 // 0: unusable to OpenSSL, negative: malformed. Records
                 // were filtered already, so either is a refusal.

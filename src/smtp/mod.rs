@@ -86,6 +86,10 @@ pub struct ClientSettings {
     /// The MX host's DNSSEC-secure TLSA records, for [`Security::Dane`]
     /// (unusable ones are set aside: [`dane::usable`]).
     pub tlsa: Vec<dane::Tlsa>,
+    /// Names besides the server name that a DANE-TA leaf may carry: the
+    /// MX host's own name when the TLSA records were found at its CNAME
+    /// expansion (RFC 7672 §3.2.2). Empty otherwise.
+    pub dane_names: Vec<String>,
     /// Timeouts.
     pub timeouts: Timeouts,
 }
@@ -549,7 +553,7 @@ impl Session {
         deadline: Instant,
     ) -> Result<(), SmtpError> {
         let records = dane::usable(&settings.tlsa);
-        match dane::handshake(timed, &self.server_name, &records) {
+        match dane::handshake(timed, &self.server_name, &settings.dane_names, &records) {
             Ok(tls) => {
                 self.conn.stream = Stream::Dane(Box::new(tls));
                 self.tls = true;

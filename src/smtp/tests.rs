@@ -67,6 +67,7 @@ fn settings() -> ClientSettings {
         credentials: None,
         ca_file: None,
         tlsa: Vec::new(),
+        dane_names: Vec::new(),
         timeouts: Timeouts {
             connect: Duration::from_secs(5),
             command: Duration::from_secs(5),

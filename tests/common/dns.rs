@@ -29,6 +29,23 @@ impl DnsServer {
         server
     }
 
+    /// A resolver in front of the server at `upstream` (a signed zone's
+    /// NSD): names in `servfail` answer SERVFAIL, the records of
+    /// `forged` answer only queries without the DO bit, every other
+    /// query is forwarded. Queries are logged (a DO query's type ends in
+    /// " DO").
+    pub fn start_front(upstream: SocketAddr, servfail: &[&str], forged: &[&str]) -> DnsServer {
+        let log = tempfile::NamedTempFile::new().expect("a query log");
+        let mut extra = vec!["--forward".to_string(), upstream.to_string()];
+        for f in forged {
+            extra.push("--forge".into());
+            extra.push(f.to_string());
+        }
+        let mut server = DnsServer::launch_with(&[], servfail, &[], Some(log.path()), &extra);
+        server.log = Some(log);
+        server
+    }
+
     /// The queries received so far, as ("name", "TYPE"); empty unless
     /// started with [`DnsServer::start_hostile`].
     pub fn queries(&self) -> Vec<(String, String)> {
@@ -44,6 +61,16 @@ impl DnsServer {
     }
 
     fn launch(records: &[&str], servfail: &[&str], drop: &[&str], log: Option<&Path>) -> DnsServer {
+        DnsServer::launch_with(records, servfail, drop, log, &[])
+    }
+
+    fn launch_with(
+        records: &[&str],
+        servfail: &[&str],
+        drop: &[&str],
+        log: Option<&Path>,
+        extra: &[String],
+    ) -> DnsServer {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/dns.py");
         let mut cmd = Command::new("python3");
         cmd.arg(&script);
@@ -59,6 +86,7 @@ impl DnsServer {
         if let Some(log) = log {
             cmd.arg("--log").arg(log);
         }
+        cmd.args(extra);
         let (child, port) = super::start_peer(&mut cmd, "tests/peers/dns.py (pip install dnslib)");
         DnsServer {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
