@@ -34,9 +34,12 @@
 use crate::clock::local_time;
 use std::fmt::Write as _;
 use std::io::Write;
+use std::rc::Rc;
 use std::time::SystemTime;
 
 use serde::Serialize;
+use serde_json::value::RawValue;
+use std::collections::HashMap;
 
 use crate::error::{Error, Result};
 use crate::privilege::Scope;
@@ -65,20 +68,22 @@ pub fn print(
     let mut waiting =
         |sender: &str, address: &str| waits.as_mut().and_then(|w| w.of(sender, address, now));
     let written = |e: std::io::Error| Error::io("writing the queue listing", &e);
-    let mut out = std::io::BufWriter::new(out);
+    // Large writes: a listing of 100,000 messages is tens of megabytes.
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     let mut shown = 0usize;
     let mut bytes = 0u64;
     // One buffer for every entry, and the arrival times of one minute
     // formatted once: a listing of 100,000 messages allocates little.
     let mut text = String::new();
     let mut times = MinuteClock::default();
+    let mut encoded = EncodedWaits::default();
     spool.list_each(|m| {
         if !scope.includes(m.envelope.uid) {
             return Ok(());
         }
         text.clear();
         match json {
-            true => json_line(&mut text, &m, &mut waiting)?,
+            true => json_line(&mut text, &mut encoded, &m, &mut waiting)?,
             false => {
                 if shown == 0 {
                     text.push_str(HEADER);
@@ -180,7 +185,7 @@ fn entry(
     s: &mut String,
     m: &QueuedMessage,
     arrival: &str,
-    waiting: &mut dyn FnMut(&str, &str) -> Option<String>,
+    waiting: &mut dyn FnMut(&str, &str) -> Option<Rc<str>>,
 ) {
     let env = &m.envelope;
     let mark = match (m.claimed, held(m)) {
@@ -188,10 +193,27 @@ fn entry(
         (false, true) => "!",
         (false, false) => "",
     };
-    let id = format!("{}{mark}", env.id);
-    let sender = clean(&env.sender);
+    // Pushed piece by piece, not formatted with padding: at a hundred
+    // thousand messages the formatting machinery showed in the profile.
+    let start = s.len();
+    s.push_str(env.id.as_str());
+    s.push_str(mark);
+    pad_to(s, start + 18);
+    s.push(' ');
+    let size_at = s.len();
     // Writing to a String cannot fail.
-    let _ = writeln!(s, "{id:<18} {:>8} {arrival:<20} <{sender}>", env.size);
+    let _ = write!(s, "{}", env.size);
+    let width = s.len() - size_at;
+    if width < 8 {
+        s.insert_str(size_at, &"        "[width..]);
+    }
+    s.push(' ');
+    let arrival_at = s.len();
+    s.push_str(arrival);
+    pad_to(s, arrival_at + 20);
+    s.push_str(" <");
+    s.push_str(&clean(&env.sender));
+    s.push_str(">\n");
     if m.state_error.is_some() {
         let _ = writeln!(
             s,
@@ -207,21 +229,40 @@ fn entry(
         let _ = writeln!(s, "{INDENT}(on hold: not delivered until released)");
     }
     for r in recipients(m) {
-        let mut line = format!("{INDENT}<{}> {}", clean(r.address), r.status.as_str());
+        s.push_str(INDENT);
+        s.push('<');
+        s.push_str(&clean(r.address));
+        s.push_str("> ");
+        s.push_str(r.status.as_str());
         if let Some(relay) = r.relay {
-            let _ = write!(line, " relay={}", clean(relay));
+            s.push_str(" relay=");
+            s.push_str(&clean(relay));
         }
         // Which TLS policy the last attempt had, for a recipient still
         // waiting: what an administrator asks of a deferral (issue 26).
         if let (RecipientStatus::Deferred, Some(tls)) = (r.status, r.tls) {
-            let _ = write!(line, " tls={}", tls.as_str());
+            s.push_str(" tls=");
+            s.push_str(tls.as_str());
         }
-        let _ = writeln!(s, "{line}");
+        s.push('\n');
         if let Some(e) = r.last_error {
-            let _ = writeln!(s, "{INDENT}  ({})", clean(e));
+            s.push_str(INDENT);
+            s.push_str("  (");
+            s.push_str(&clean(e));
+            s.push_str(")\n");
         } else if let Some(wait) = queued_waiting(&env.sender, &r, waiting) {
-            let _ = writeln!(s, "{INDENT}  (waiting: {})", clean(&wait));
+            s.push_str(INDENT);
+            s.push_str("  (waiting: ");
+            s.push_str(&clean(&wait));
+            s.push_str(")\n");
         }
+    }
+}
+
+/// Pads `s` with spaces to `len` bytes (a column of ASCII text).
+fn pad_to(s: &mut String, len: usize) {
+    while s.len() < len {
+        s.push(' ');
     }
 }
 
@@ -255,15 +296,15 @@ struct JsonRecipient<'a> {
     tls: Option<TlsApplied>,
     /// Not tried: its destination is in the unreachable cache.
     #[serde(skip_serializing_if = "Option::is_none")]
-    waiting: Option<String>,
+    waiting: Option<&'a RawValue>,
 }
 
 /// Why a recipient nobody tried yet waits, if it does.
 fn queued_waiting(
     sender: &str,
     r: &Shown,
-    waiting: &mut dyn FnMut(&str, &str) -> Option<String>,
-) -> Option<String> {
+    waiting: &mut dyn FnMut(&str, &str) -> Option<Rc<str>>,
+) -> Option<Rc<str>> {
     match (r.status, r.last_error) {
         (RecipientStatus::Queued, None) => waiting(sender, r.address),
         _ => None,
@@ -274,17 +315,27 @@ fn queued_waiting(
 /// (serde_json escapes control characters, so values are shown raw).
 fn json_line(
     out: &mut String,
+    encoded: &mut EncodedWaits,
     m: &QueuedMessage,
-    waiting: &mut dyn FnMut(&str, &str) -> Option<String>,
+    waiting: &mut dyn FnMut(&str, &str) -> Option<Rc<str>>,
 ) -> Result<()> {
+    let shown = recipients(m);
+    let waits: Vec<Option<Rc<str>>> = shown
+        .iter()
+        .map(|r| queued_waiting(&m.envelope.sender, r, waiting))
+        .collect();
+    for wait in waits.iter().flatten() {
+        encoded.add(wait);
+    }
     let line = JsonMessage {
         id: m.envelope.id.as_str(),
         arrival_time: m.envelope.arrival,
         size: m.envelope.size,
         sender: &m.envelope.sender,
-        recipients: recipients(m)
+        recipients: shown
             .into_iter()
-            .map(|r| JsonRecipient {
+            .zip(&waits)
+            .map(|(r, wait)| JsonRecipient {
                 address: r.address,
                 status: r.status,
                 attempts: r.attempts,
@@ -292,7 +343,7 @@ fn json_line(
                 next_attempt: r.next_attempt,
                 relay: r.relay,
                 tls: r.tls,
-                waiting: queued_waiting(&m.envelope.sender, &r, waiting),
+                waiting: wait.as_ref().map(|w| encoded.get(w)),
             })
             .collect(),
         possibly_delivered: possibly_delivered(m),
@@ -306,6 +357,33 @@ fn json_line(
     // serde_json writes UTF-8 only (a `str` in, escapes out).
     *out = String::from_utf8(bytes).unwrap_or_default();
     encoded
+}
+
+/// The JSON form of each waiting reason, made once: a backlog behind one
+/// unreachable destination repeats the same reason on every line, and
+/// escaping it anew each time showed in the profile. Keyed by the
+/// reason's allocation, which [`crate::runner::Waits`] shares between
+/// all the recipients of one destination (the `Rc` kept here keeps the
+/// key from being reused).
+#[derive(Default)]
+struct EncodedWaits {
+    made: HashMap<*const u8, (Rc<str>, Box<RawValue>)>,
+}
+
+impl EncodedWaits {
+    fn add(&mut self, wait: &Rc<str>) {
+        self.made.entry(wait.as_ptr()).or_insert_with(|| {
+            let json = serde_json::to_string(&**wait).unwrap_or_default();
+            let raw = RawValue::from_string(json)
+                .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("JSON null"));
+            (wait.clone(), raw)
+        });
+    }
+
+    /// The JSON of a reason [`EncodedWaits::add`] was given.
+    fn get(&self, wait: &Rc<str>) -> &RawValue {
+        &self.made[&wait.as_ptr()].1
+    }
 }
 
 /// [`local_time`] of the last minute asked for, kept: a queue's arrival
@@ -505,6 +583,14 @@ mod tests {
         let text = run(&spool, false);
         assert!(text.contains(&format!("\n{}* ", ids[1])), "{text}");
         assert!(text.contains(&format!("\n{} ", ids[0])), "{text}");
+        // The first file listed held: the listing learns how to see
+        // claims from the next one, and still stars the first.
+        drop(_claim);
+        let first = crate::spool::QueueId::parse(&ids[0]).unwrap();
+        let _claim = spool.claim(&first).unwrap().unwrap();
+        let text = run(&spool, false);
+        assert!(text.contains(&format!("\n{}* ", ids[0])), "{text}");
+        assert!(text.contains(&format!("\n{} ", ids[1])), "{text}");
     }
 
     #[test]

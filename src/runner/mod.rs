@@ -109,7 +109,7 @@ pub struct Waits<'a> {
     seen: std::collections::HashMap<hosts::Hop, Option<hosts::HostStatus>>,
     /// Each destination's answer, as said: a backlog behind one
     /// unreachable smarthost asks the same question for every line.
-    said: std::collections::HashMap<hosts::Destination, Option<String>>,
+    said: std::collections::HashMap<hosts::Destination, Option<std::rc::Rc<str>>>,
 }
 
 impl<'a> Waits<'a> {
@@ -127,14 +127,14 @@ impl<'a> Waits<'a> {
     /// destination of mail from `sender` to `address` is not to be
     /// tried before a time after `now` (the hop named is the first to
     /// be retried).
-    pub fn of(&mut self, sender: &str, address: &str, now: u64) -> Option<String> {
+    pub fn of(&mut self, sender: &str, address: &str, now: u64) -> Option<std::rc::Rc<str>> {
         let hosts::Routing::Remote(dest) = hosts::route_of(self.config, sender, address) else {
             return None;
         };
         if let Some(said) = self.said.get(&dest) {
             return said.clone();
         }
-        let said = self.look_up(&dest, now);
+        let said = self.look_up(&dest, now).map(std::rc::Rc::from);
         self.said.insert(dest, said.clone());
         said
     }

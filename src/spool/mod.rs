@@ -36,6 +36,7 @@ mod draft;
 pub mod durable;
 pub(crate) mod envelope;
 mod group_commit;
+mod held;
 mod id;
 pub mod layout;
 mod maildrop;
@@ -436,13 +437,14 @@ impl Spool {
     pub fn list_each(&self, mut each: impl FnMut(QueuedMessage) -> Result<()>) -> Result<()> {
         // Each file is opened relative to its directory (openat), not by
         // walking the whole path again for each of 100,000 files.
-        let dirs = ListDirs {
+        let mut dirs = ListDirs {
             queue: open_dir(&self.queue).ok(),
             state: open_dir(&self.state).ok(),
             with_state: self.state_ids(),
+            held: held::Held::new(),
         };
         for id in self.queued_ids()? {
-            if let Some(message) = self.list_one(&dirs, &id)? {
+            if let Some(message) = self.list_one(&mut dirs, &id)? {
                 each(message)?;
             }
         }
@@ -450,12 +452,14 @@ impl Spool {
     }
 
     /// One message as listed (None: gone, or set aside as corrupt).
-    fn list_one(&self, dirs: &ListDirs, id: &QueueId) -> Result<Option<QueuedMessage>> {
+    fn list_one(&self, dirs: &mut ListDirs, id: &QueueId) -> Result<Option<QueuedMessage>> {
         let path = self.queue.join(id.as_str());
         let mut window_open = false;
+        let mut claimed = false;
         let found = open_regular_with_metadata(dirs.queue.as_ref(), &path);
         let reader = match found.and_then(|(file, meta)| {
             window_open = meta.nlink() > 1;
+            claimed = dirs.held.claimed(&file, &meta);
             self.verify_queue_file(id, file, meta.len(), ENVELOPE_BUFFER)
         }) {
             Ok(r) => r,
@@ -485,13 +489,7 @@ impl Spool {
                 (None, Some(e.message().to_string()))
             }
         };
-        let (envelope, file) = reader;
-        // A shared lock conflicts only with a runner's exclusive claim;
-        // it is dropped with the file at the end of this call.
-        let claimed = matches!(
-            file.get_ref().try_lock_shared(),
-            Err(TryLockError::WouldBlock)
-        );
+        let (envelope, _file) = reader;
         Ok(Some(QueuedMessage {
             envelope,
             state,
@@ -995,6 +993,8 @@ struct ListDirs {
     /// was never tried — the whole of a backlog behind an unreachable
     /// smarthost — then costs no failed open of its state file.
     with_state: Option<Vec<QueueId>>,
+    /// Which queue files runners hold.
+    held: held::Held,
 }
 
 /// Opens a directory to open files in (O_PATH: no read access needed).
