@@ -129,7 +129,8 @@ pub struct QueuedMessage {
     /// Why the state file could not be read: the state is unknown (the
     /// message stays in the queue; it is not set aside for this).
     pub state_error: Option<String>,
-    /// A runner holds the flock now (probed with a non-blocking shared lock).
+    /// A runner holds the flock now (read from `/proc/locks`, or probed
+    /// with a non-blocking shared lock: see `held.rs`).
     pub claimed: bool,
     /// The queue file has a second link: a runner opened the RFC 1047
     /// window ([`window`]) and has not closed it — it is in it now
@@ -804,8 +805,10 @@ impl Spool {
     /// Takes the non-blocking exclusive flock on queue/ID for a whole
     /// transaction (D1). Ok(None) when another process holds it, or when
     /// the message was removed before we got the lock. A `mailq` probing
-    /// the message at that instant also yields None (its shared lock
-    /// lasts microseconds); the runner simply tries again on its next pass.
+    /// the message at that instant (the first file of its listing, or
+    /// each where `/proc/locks` cannot be trusted) also yields None (its
+    /// shared lock lasts microseconds); the runner simply tries again on
+    /// its next pass.
     pub fn claim(&self, id: &QueueId) -> Result<Option<Claim>> {
         let path = self.queue.join(id.as_str());
         let (file, _) = match open_regular(&path) {
