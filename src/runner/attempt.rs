@@ -14,7 +14,8 @@ use crate::local;
 use crate::runner::bounce::{self, Action, RecipientReport};
 use crate::smtp::{ErrorKind, TransactionEnvelope};
 use crate::spool::{
-    Claim, DeliveryState, Draft, Envelope, QueueId, RecipientStatus, Spool, TlsApplied, WindowTicket,
+    Claim, DeliveryState, Draft, Envelope, QueueId, RecipientStatus, Spool, TlsApplied,
+    WindowTicket,
 };
 
 use super::Context;

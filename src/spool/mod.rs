@@ -894,7 +894,9 @@ impl Spool {
             at: claim.data_at,
         };
         Ok(MessageData {
-            inner: DataReader::Claimed(BufReader::with_capacity(DATA_BUFFER, file).take(claim.size)),
+            inner: DataReader::Claimed(
+                BufReader::with_capacity(DATA_BUFFER, file).take(claim.size),
+            ),
         })
     }
 
