@@ -19,7 +19,9 @@
 //! Then the relay-list line: the same queue drained through a lone
 //! healthy relay and through a 3-relay `failover` list whose first relay
 //! is down (nothing listens on its port), in alternating rounds
-//! (`BENCH_RELAY_ROUNDS`, default 3), best of each, and their ratio.
+//! (`BENCH_RELAY_ROUNDS`, default 4; 0 skips them), best of each, and
+//! their ratio; then one drain of each under strace for the system calls
+//! and fsyncs per message.
 
 mod common;
 
@@ -28,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bench_base_dir, drain_queue_rss, env_number, fill_queue};
+use common::{bench_base_dir, drain_queue_rss, drain_queue_usage, env_number, fill_queue, seconds};
 
 const DEFAULT_N: usize = 10_000;
 const TEST_MODE_N: usize = 200;
@@ -96,7 +98,8 @@ fn main() {
         ),
     )
     .expect("config");
-    let (drain, maxrss_kib) = drain_queue_rss(&config, &spool_dir);
+    let (drain, usage) = drain_queue_usage(&config, &spool_dir);
+    let maxrss_kib = usage.ru_maxrss;
     let received = sink.stop();
     assert_eq!(received, n, "smtp-sink must have received every message");
 
@@ -123,6 +126,13 @@ fn main() {
         ours,
         drain.as_secs_f64(),
         maxrss_kib
+    );
+    // Where the drain's CPU went: the kernel's share is the spool's file
+    // system work (links, unlinks, directory syncs) and the sockets.
+    println!(
+        "deliver: spoolmail CPU per message: system {:.0} us, user {:.0} us",
+        seconds(usage.ru_stime) * 1e6 / n as f64,
+        seconds(usage.ru_utime) * 1e6 / n as f64
     );
     for (label, ceiling, target) in [
         ("smtp-source", fresh, TARGET_RATIO),
@@ -155,7 +165,21 @@ const RELAY_ROUNDS: usize = 4;
 /// `smarthost = DOWN, SINK1, SINK2` (failover, the first down), in
 /// rounds, and prints both and their ratio.
 fn relay_list(postfix: &Path, work: &Path, n: usize, concurrency: usize) {
-    let rounds = env_number("BENCH_RELAY_ROUNDS").unwrap_or(RELAY_ROUNDS);
+    // 0 skips the rounds (the comparison) but not the counts below.
+    let rounds = match std::env::var("BENCH_RELAY_ROUNDS") {
+        Ok(v) => v
+            .parse::<usize>()
+            .unwrap_or_else(|_| panic!("BENCH_RELAY_ROUNDS={v:?} is not a number")),
+        Err(_) => RELAY_ROUNDS,
+    };
+    if rounds > 0 {
+        relay_rounds(postfix, work, n, concurrency, rounds);
+    }
+    relay_counts(postfix, work, n, concurrency, rounds);
+}
+
+/// The relay-list comparison: `rounds` drains of each, best of each.
+fn relay_rounds(postfix: &Path, work: &Path, n: usize, concurrency: usize, rounds: usize) {
     let (mut alone, mut list) = (Duration::MAX, Duration::MAX);
     for round in 0..rounds {
         // Which goes first alternates: a drain leaves tens of thousands
@@ -206,6 +230,11 @@ fn relay_list(postfix: &Path, work: &Path, n: usize, concurrency: usize) {
             "MISS"
         }
     );
+}
+
+/// The cost without the noise: system calls, connections and fsyncs per
+/// message, from one more drain of each under strace.
+fn relay_counts(postfix: &Path, work: &Path, n: usize, concurrency: usize, rounds: usize) {
     // The cost without the noise: one more drain of each under strace,
     // counting system calls and connections. A per-message cost of the
     // list (a look at the down relay per message) would show here.

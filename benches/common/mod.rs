@@ -62,6 +62,18 @@ pub fn fill_queue(dir: &Path, n: usize, recipient: &str, message: &[u8]) {
 /// `spool` (the listing is shown when it did not). Returns the time and
 /// the run's peak RSS in KiB.
 pub fn drain_queue_rss(config: &Path, spool: &Path) -> (Duration, i64) {
+    let (took, rusage) = drain_queue_usage(config, spool);
+    (took, rusage.ru_maxrss)
+}
+
+/// CPU seconds of a `timeval`.
+pub fn seconds(t: libc::timeval) -> f64 {
+    t.tv_sec as f64 + t.tv_usec as f64 / 1e6
+}
+
+/// [`drain_queue_rss`] with the run's whole rusage (its system and user
+/// time too).
+pub fn drain_queue_usage(config: &Path, spool: &Path) -> (Duration, libc::rusage) {
     let sendmail = || {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_spoolmail"));
         cmd.arg("-C").arg(config);
@@ -89,7 +101,7 @@ pub fn drain_queue_rss(config: &Path, spool: &Path) -> (Duration, i64) {
             String::from_utf8_lossy(&sendmail().arg("-bp").output().expect("mailq").stdout)
         );
     }
-    (took, rusage.ru_maxrss)
+    (took, rusage)
 }
 
 /// [`drain_queue_rss`], the time only.

@@ -13,7 +13,10 @@ use crate::error::Result;
 use crate::local;
 use crate::runner::bounce::{self, Action, RecipientReport};
 use crate::smtp::{ErrorKind, TransactionEnvelope};
-use crate::spool::{Claim, DeliveryState, Draft, Envelope, QueueId, RecipientStatus, TlsApplied};
+use crate::spool::{
+    Claim, DeliveryState, Draft, Envelope, QueueId, RecipientStatus, Spool, TlsApplied,
+    WindowTicket,
+};
 
 use super::Context;
 use super::backoff::RetryFor;
@@ -492,8 +495,8 @@ fn deliver_to(
                 .as_ref()
                 .map(|s| s as &dyn crate::smtp::SentFormSigner),
         };
-        // A signer reads the data first, through duplicates of the same
-        // descriptor (one file offset): the data sent is opened after it.
+        // A signer reads the data first, through a reader of its own on
+        // the claim's descriptor: the data sent is opened after it.
         let mut data: Box<dyn io::Read> = match message_signer {
             Some(_) => Box::new(OpenedOnRead {
                 open: &open,
@@ -513,9 +516,8 @@ fn deliver_to(
             // Where no link can be made (or made durable), the marker goes
             // into the state file, durably too: a marker a power cut can
             // undo would let the retry go unflagged.
-            let mut link = Some(spool.link_window(claim));
-            let mut mark_window = || -> io::Result<()> {
-                let made = match link.take() {
+            let mark_window = |link: Option<io::Result<WindowTicket>>| -> io::Result<()> {
+                let made = match link {
                     Some(Ok(ticket)) => spool.window_made_durable(ticket),
                     Some(Err(e)) => Err(e),
                     None => spool.open_window(claim),
@@ -529,7 +531,12 @@ fn deliver_to(
                     .write_state(id, state)
                     .map_err(|e| io::Error::other(e.to_string()))
             };
-            conn.session.send(&txn, &mut data, &mut mark_window)
+            let mut gate = WindowGate {
+                spool,
+                link: Some(spool.link_window(claim)),
+                mark: mark_window,
+            };
+            conn.session.send(&txn, &mut data, &mut gate)
         };
         conn.last_used = std::time::Instant::now();
         state.final_dot_sent = None;
@@ -1035,5 +1042,31 @@ fn report(r: &crate::spool::RecipientState, default_status: &str) -> RecipientRe
             .map(|relay| relay.split('[').next().unwrap_or(relay).to_string()),
         diagnostic,
         last_attempt: r.last_attempt,
+    }
+}
+
+/// The final dot's gate in an SMTP transaction: open once the message's
+/// RFC 1047 window link (made as the transaction began) is durable, or,
+/// where it cannot be, once `mark` has put the marker in the state file.
+struct WindowGate<'s, M> {
+    spool: &'s Spool,
+    /// The link made before MAIL; taken by the wait.
+    link: Option<io::Result<WindowTicket>>,
+    /// Waits for the link to be durable or marks the state file.
+    mark: M,
+}
+
+impl<M> crate::smtp::FinalDotGate for WindowGate<'_, M>
+where
+    M: FnMut(Option<io::Result<WindowTicket>>) -> io::Result<()>,
+{
+    /// Open when another worker's shared sync of `window/` has covered
+    /// the link already: the dot can go with the data's last block.
+    fn open_now(&mut self) -> bool {
+        matches!(&self.link, Some(Ok(ticket)) if self.spool.window_is_durable(ticket))
+    }
+
+    fn wait(&mut self) -> io::Result<()> {
+        (self.mark)(self.link.take())
     }
 }

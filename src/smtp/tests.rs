@@ -777,3 +777,122 @@ fn a_nul_is_encoded_even_where_8bitmime_is_offered() {
     assert!(data.contains("a=00b =C3=A9\r\n"), "{data:?}");
     assert!(data.contains("MIME-Version: 1.0\r\n"), "{data:?}");
 }
+
+/// A pipelining server that reports each line it reads as it reads it
+/// (the tests below look at what it has when the final dot's gate is
+/// waited for), answers as [`esmtp`] and the final dot with 250.
+fn line_reporting_server() -> (SocketAddr, mpsc::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut writer = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        writer.write_all(b"220 srv.test ESMTP\r\n").unwrap();
+        let mut in_data = false;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            let _ = tx.send(line.clone());
+            let line = line.trim_end_matches(['\r', '\n']);
+            let reply = match in_data {
+                true if line == "." => "250 ok\r\n".to_string(),
+                true => continue,
+                false => esmtp(line).unwrap(),
+            };
+            in_data = reply.starts_with("354");
+            writer.write_all(reply.as_bytes()).unwrap();
+            if line == "QUIT" {
+                break;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+/// The final dot's gate, counting its calls; `lines` are the server's.
+struct CountingGate<'a> {
+    open: bool,
+    waits: usize,
+    lines: &'a mpsc::Receiver<String>,
+    /// Whether the server had the data's last line when `wait` was called.
+    data_seen_at_wait: Option<bool>,
+}
+
+impl FinalDotGate for CountingGate<'_> {
+    fn open_now(&mut self) -> bool {
+        self.open
+    }
+
+    fn wait(&mut self) -> io::Result<()> {
+        self.waits += 1;
+        let last = "end\r\n";
+        let seen = match self.open {
+            // Nothing to wait for: what the server has by now.
+            true => self.lines.try_iter().any(|l| l == last),
+            // A closed gate stands for a wait (the window's sync): the
+            // data must be on its way meanwhile. Bounded: a client that
+            // held it back would never let the server see it.
+            false => loop {
+                match self.lines.recv_timeout(Duration::from_secs(10)) {
+                    Ok(l) if l == last => break true,
+                    Ok(_) => continue,
+                    Err(_) => break false,
+                }
+            },
+        };
+        self.data_seen_at_wait = Some(seen);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_closed_final_dot_gate_is_waited_for_with_the_data_sent() {
+    let (addr, lines) = line_reporting_server();
+    let mut s = Session::connect(addr, "srv.test", &settings()).unwrap();
+    let rcpts = vec!["a@x.test".to_string()];
+    let mut gate = CountingGate {
+        open: false,
+        waits: 0,
+        lines: &lines,
+        data_seen_at_wait: None,
+    };
+    let result = s
+        .send(&envelope(&rcpts), &mut &b"S: x\n\nend\n"[..], &mut gate)
+        .unwrap();
+    assert_eq!(result.data.unwrap().code, 250);
+    assert_eq!(gate.waits, 1);
+    assert_eq!(
+        gate.data_seen_at_wait,
+        Some(true),
+        "data flushed before the wait"
+    );
+}
+
+#[test]
+fn an_open_final_dot_gate_sends_the_data_with_the_dot() {
+    let (addr, lines) = line_reporting_server();
+    let mut s = Session::connect(addr, "srv.test", &settings()).unwrap();
+    let rcpts = vec!["a@x.test".to_string()];
+    let mut gate = CountingGate {
+        open: true,
+        waits: 0,
+        lines: &lines,
+        data_seen_at_wait: None,
+    };
+    let result = s
+        .send(&envelope(&rcpts), &mut &b"S: x\n\nend\n"[..], &mut gate)
+        .unwrap();
+    assert_eq!(result.data.unwrap().code, 250);
+    // Still asked once (the gate's own check), and the data held back
+    // for one write with the dot: the server cannot have it yet.
+    assert_eq!(gate.waits, 1);
+    assert_eq!(gate.data_seen_at_wait, Some(false), "data held for the dot");
+    s.quit();
+    let rest: Vec<String> = lines.iter().collect();
+    let dot = rest.iter().position(|l| l == ".\r\n").expect("the dot");
+    assert_eq!(rest[dot - 1], "end\r\n", "the data, then the dot: {rest:?}");
+}

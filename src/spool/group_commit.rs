@@ -100,6 +100,13 @@ impl GroupCommit {
         Ticket(progress.issued)
     }
 
+    /// Whether the change `ticket` was issued for is durable already (a
+    /// sync that began after it has completed): [`GroupCommit::wait`]
+    /// would return at once.
+    pub fn is_durable(&self, Ticket(ticket): Ticket) -> bool {
+        self.lock().durable >= ticket
+    }
+
     /// Returns once the change `ticket` was issued for is durable.
     pub fn wait(&self, ticket: Ticket) -> io::Result<()> {
         self.wait_by(ticket, &|file: &mut Option<File>| {

@@ -66,6 +66,7 @@ use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::error::{Error, Kind, Result};
@@ -167,7 +168,30 @@ impl QueuedMessage {
 
 /// A reader over exactly the message data of a queue file.
 pub struct MessageData {
-    inner: io::Take<BufReader<File>>,
+    inner: DataReader,
+}
+
+/// A queue file opened for the data alone, or a claimed one's
+/// descriptor shared with its claim.
+enum DataReader {
+    Opened(io::Take<BufReader<File>>),
+    Claimed(io::Take<BufReader<ClaimedFile>>),
+}
+
+/// The claim's own descriptor read at an offset of our own (pread): no
+/// duplicate descriptor, no seek, no close per message, and no offset
+/// shared with another reader of the claim.
+struct ClaimedFile {
+    file: Arc<File>,
+    at: u64,
+}
+
+impl Read for ClaimedFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
 }
 
 /// An exclusive flock on `queue/ID`, held until dropped or passed to
@@ -175,8 +199,10 @@ pub struct MessageData {
 #[derive(Debug)]
 pub struct Claim {
     id: QueueId,
-    _file: File,
-    /// The queue file's length, from the fstat made after the lock (a
+    /// The locked queue file; shared with the claim's data reader
+    /// ([`Spool::claimed_data`]).
+    _file: Arc<File>,
+    /// The queue file's length, from the lstat made after the lock (a
     /// committed queue file never changes).
     len: u64,
     /// Where the data starts and how long it is (set by
@@ -512,7 +538,7 @@ impl Spool {
     pub fn open_data(&self, id: &QueueId) -> Result<MessageData> {
         let (envelope, reader) = self.checked(id, DATA_BUFFER)?;
         Ok(MessageData {
-            inner: reader.take(envelope.size),
+            inner: DataReader::Opened(reader.take(envelope.size)),
         })
     }
 
@@ -811,7 +837,7 @@ impl Spool {
     /// its next pass.
     pub fn claim(&self, id: &QueueId) -> Result<Option<Claim>> {
         let path = self.queue.join(id.as_str());
-        let (file, _) = match open_regular(&path) {
+        let (file, opened) = match open_regular_with_metadata(None, &path) {
             Ok(found) => found,
             Err(Trouble::Gone) => return Ok(None),
             Err(Trouble::Corrupt(why)) => {
@@ -828,19 +854,21 @@ impl Spool {
             }
         }
         // The previous holder may have removed the message between our
-        // open and our lock: then we hold a lock on a dead inode.
-        let ours = file
-            .metadata()
-            .map_err(|e| Error::io(format_args!("{}", path.display()), &e))?;
+        // open and our lock: then we hold a lock on a dead inode. The
+        // name's lstat, made after the lock, tells: the same inode as the
+        // one opened (whose device and number the open's fstat gave; they
+        // cannot change) is still queued, and being that inode, its link
+        // count and ctime are the ones a second fstat would give now — no
+        // second fstat.
         match fs::symlink_metadata(&path) {
-            Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => Ok(Some(Claim {
+            Ok(now) if now.ino() == opened.ino() && now.dev() == opened.dev() => Ok(Some(Claim {
                 id: id.clone(),
-                _file: file,
-                len: ours.len(),
+                _file: Arc::new(file),
+                len: now.len(),
                 data_at: 0,
                 size: 0,
-                window_since: (ours.nlink() > 1).then(|| ours.ctime().max(0) as u64),
-                window_linked: std::cell::Cell::new(ours.nlink() > 1),
+                window_since: (now.nlink() > 1).then(|| now.ctime().max(0) as u64),
+                window_linked: std::cell::Cell::new(now.nlink() > 1),
             })),
             _ => Ok(None),
         }
@@ -857,7 +885,7 @@ impl Spool {
         // fstat): the data starts where the envelope block ends, which is
         // the file's length less the data and the trailer.
         let verified = self
-            .verify_queue_file(id, &claim._file, claim.len, ENVELOPE_BUFFER)
+            .verify_queue_file(id, &*claim._file, claim.len, ENVELOPE_BUFFER)
             .map(|(envelope, _)| envelope);
         match verified {
             Ok(envelope) => {
@@ -876,16 +904,17 @@ impl Spool {
     }
 
     /// The message data of a message claimed with
-    /// [`Spool::claim_message`], read through a duplicate of the claim's
-    /// descriptor (no path lookup, no second verification).
+    /// [`Spool::claim_message`], read through the claim's own descriptor
+    /// at offsets of its own (no path lookup, no second verification).
     pub fn claimed_data(&self, claim: &Claim) -> Result<MessageData> {
-        use std::io::{Seek, SeekFrom};
-        let path = self.queue.join(claim.id.as_str());
-        let io_err = |e: io::Error| Error::io(format_args!("{}", path.display()), &e);
-        let mut file = claim._file.try_clone().map_err(io_err)?;
-        file.seek(SeekFrom::Start(claim.data_at)).map_err(io_err)?;
+        let file = ClaimedFile {
+            file: claim._file.clone(),
+            at: claim.data_at,
+        };
         Ok(MessageData {
-            inner: BufReader::with_capacity(DATA_BUFFER, file).take(claim.size),
+            inner: DataReader::Claimed(
+                BufReader::with_capacity(DATA_BUFFER, file).take(claim.size),
+            ),
         })
     }
 
@@ -949,14 +978,20 @@ impl Claim {
 
 impl Read for MessageData {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf)
+        match &mut self.inner {
+            DataReader::Opened(r) => r.read(buf),
+            DataReader::Claimed(r) => r.read(buf),
+        }
     }
 }
 
 impl MessageData {
     /// Bytes of data not yet read.
     pub fn remaining(&self) -> u64 {
-        self.inner.limit()
+        match &self.inner {
+            DataReader::Opened(r) => r.limit(),
+            DataReader::Claimed(r) => r.limit(),
+        }
     }
 }
 

@@ -30,6 +30,10 @@ struct Pending {
     states: Vec<PathBuf>,
     /// No more requests: the thread ends when it has caught up.
     stop: bool,
+    /// The thread is waiting for requests: a new one must wake it. While
+    /// it syncs it looks at the counters again before it waits, so a
+    /// removal then needs no wake-up (a system call per message saved).
+    idle: bool,
 }
 
 struct Shared {
@@ -80,7 +84,9 @@ impl GroupSync {
         pending.requested += 1;
         pending.states.push(state_file);
         pending.states.extend(window);
-        self.shared.changed.notify_all();
+        if pending.idle {
+            self.shared.changed.notify_all();
+        }
     }
 }
 
@@ -103,11 +109,13 @@ fn sync_loop(shared: &Shared, queue_dir: &std::path::Path) {
         let (target, states) = {
             let mut pending = shared.lock();
             while pending.requested == pending.synced && !pending.stop {
+                pending.idle = true;
                 pending = shared
                     .changed
                     .wait(pending)
                     .unwrap_or_else(|p| p.into_inner());
             }
+            pending.idle = false;
             if pending.requested == pending.synced {
                 return;
             }

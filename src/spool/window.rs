@@ -93,6 +93,13 @@ impl Spool {
         Ok(WindowTicket(self.window_sync.issue()))
     }
 
+    /// Whether the link `ticket` stands for is durable already (then
+    /// [`Spool::window_made_durable`] returns at once): the caller may
+    /// send the final dot with the data's last block.
+    pub fn window_is_durable(&self, ticket: &WindowTicket) -> bool {
+        self.window_sync.is_durable(ticket.0)
+    }
+
     /// Returns once the link `ticket` stands for is durable (a sync of
     /// `window/` that began after the link has completed). Err: no
     /// durable marker was made; the caller uses the state file's.
