@@ -378,7 +378,7 @@ fn load_config(inv: &Invocation) -> Result<Config> {
 
 fn deliver(inv: &Invocation, config: &Config) -> Result<()> {
     let caller = submit::Caller::current()?;
-    let submitted = {
+    let mut submitted = {
         let stdin = std::io::stdin().lock();
         submit::submit(inv, config, &caller, stdin, SystemTime::now())?
     };
@@ -407,15 +407,16 @@ fn deliver(inv: &Invocation, config: &Config) -> Result<()> {
         DeliveryMode::Interactive | DeliveryMode::Foreground => {
             // The message is committed: whatever happens below, it is
             // safe in the queue, and the exit status reports the attempt.
-            let tally = match runner::deliver_now(&spool, config, &submitted.id) {
-                Ok(tally) => tally,
-                Err(e) => {
-                    return Err(Error::new(
-                        Kind::TempFail,
-                        format!("{}: queued, delivery failed: {e}", submitted.id),
-                    ));
-                }
-            };
+            let tally =
+                match runner::deliver_now(&spool, config, &submitted.id, submitted.held.take()) {
+                    Ok(tally) => tally,
+                    Err(e) => {
+                        return Err(Error::new(
+                            Kind::TempFail,
+                            format!("{}: queued, delivery failed: {e}", submitted.id),
+                        ));
+                    }
+                };
             if let Some(first) = tally.notices.first() {
                 // Bounces and delay notices go out now, not at the next
                 // queue run; the caller does not wait for them.

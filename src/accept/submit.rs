@@ -16,11 +16,11 @@ use crate::accept::cleanup::{
 };
 use crate::accept::message::{Intake, IntakeOptions};
 use crate::address::{self, Address};
-use crate::cli::Invocation;
+use crate::cli::{DeliveryMode, Invocation};
 use crate::config::Config;
 use crate::error::{Error, Kind, Result};
 use crate::privilege;
-use crate::spool::{QueueId, Spool};
+use crate::spool::{HeldClaim, QueueId, Spool};
 use std::io::Read;
 use std::time::SystemTime;
 
@@ -118,6 +118,9 @@ pub struct Submitted {
     /// Committed to the maildrop, not the queue: only a queue run by root
     /// can deliver it.
     pub dropped: bool,
+    /// The message's claim, for a caller that delivers it at once
+    /// (`-odi`/`-odf`).
+    pub held: Option<HeldClaim>,
 }
 
 /// Accepts one message from `input` according to `inv` and commits it to
@@ -165,6 +168,15 @@ pub fn submit(
     // A draft that is dropped on any error path removes its tmp file: the
     // queue never sees half a message (S2).
     let (draft, dropped) = begin(config, now)?;
+    // A caller that waits for the delivery holds the message's claim
+    // from its commit on: a queue runner listing the queue in between
+    // would otherwise take it, and the caller be told only "deferred".
+    let held = match inv.delivery {
+        DeliveryMode::Interactive | DeliveryMode::Foreground if !dropped => {
+            Some(draft.hold_claim()?)
+        }
+        _ => None,
+    };
     let mut intake = Intake::new(
         input,
         IntakeOptions {
@@ -231,6 +243,7 @@ pub fn submit(
         size: accepted.size,
         recipients: accepted.recipients,
         dropped,
+        held,
     })
 }
 

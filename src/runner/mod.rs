@@ -45,7 +45,7 @@ use crate::clock::unix_now;
 use crate::config::Config;
 use crate::error::Result;
 use crate::privilege::{QueueFilter, Scope};
-use crate::spool::{Envelope, NOW_BUCKET, QueueId, Spool};
+use crate::spool::{Envelope, HeldClaim, NOW_BUCKET, QueueId, Spool};
 
 use transport::Transport;
 use worklist::{Item, WorkList};
@@ -278,8 +278,16 @@ fn detach() {
 }
 
 /// `-odi`/`-odf`: delivers the message `id` in this process, waiting for
-/// a global slot if all are busy, and reports what became of it.
-pub fn deliver_now(spool: &Spool, config: &Config, id: &QueueId) -> Result<Tally> {
+/// a global slot if all are busy, and reports what became of it. `held`:
+/// the claim the submission took before its commit
+/// ([`crate::spool::Draft::hold_claim`]); without it the message is
+/// claimed here, and may already be in another runner's hands.
+pub fn deliver_now(
+    spool: &Spool,
+    config: &Config,
+    id: &QueueId,
+    held: Option<HeldClaim>,
+) -> Result<Tally> {
     let ctx = Context::new(spool, config);
     let selection = Selection::for_caller(spool, Vec::new());
     let (pool, count) = selection.runner_pool(config);
@@ -297,7 +305,11 @@ pub fn deliver_now(spool: &Spool, config: &Config, id: &QueueId) -> Result<Tally
             ..Tally::default()
         });
     };
-    let Some((claim, envelope)) = spool.claim_message(id)? else {
+    let claimed = match held {
+        Some(held) => spool.claim_held(held)?,
+        None => spool.claim_message(id)?,
+    };
+    let Some((claim, envelope)) = claimed else {
         // A queue runner took it first; it is in good hands.
         return Ok(Tally {
             deferred: 1,
@@ -611,9 +623,11 @@ fn worker_share_pool(uid: u32) -> String {
 
 /// True when some message not taken in this run has work now and is
 /// unclaimed — among the due entries of the schedule (every queued
-/// message for a forced run). The claim is probed by taking and dropping
-/// it: a message another runner holds is that runner's business, and
-/// counting it would spin.
+/// message for a forced run). The claim is probed with a shared lock
+/// ([`Spool::claimable`]): a message another runner holds is that
+/// runner's business, and counting it would spin; and two runners
+/// probing the same message at once must not each see the other's probe
+/// as a claim and both stop.
 fn anything_left(ctx: &Context, selection: &Selection, list: &WorkList) -> Result<bool> {
     let now = unix_now();
     let mut after = None;
@@ -633,7 +647,7 @@ fn anything_left(ctx: &Context, selection: &Selection, list: &WorkList) -> Resul
             }
             let state = ctx.spool.read_state(id).ok().flatten();
             if (selection.forced() || attempt::has_work(state.as_ref(), now))
-                && ctx.spool.claim(id).ok().flatten().is_some()
+                && ctx.spool.claimable(id)
             {
                 return Ok(true);
             }

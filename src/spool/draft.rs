@@ -7,7 +7,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::PathBuf;
 
 use super::durable;
@@ -54,6 +54,20 @@ pub struct DataWriter {
     out: BufWriter<File>,
     size: u64,
     failed: Option<String>,
+}
+
+/// The exclusive flock on a draft's file, taken before its commit and
+/// kept across it (the lock belongs to the inode, whatever its name): a
+/// caller that delivers its own message at once (`-odi`) holds it from
+/// the moment the message appears in `queue/`, so no queue runner
+/// listing the queue meanwhile takes it from under the caller. Turned
+/// into a [`Claim`](super::Claim) by
+/// [`Spool::claim_held`](super::Spool::claim_held).
+#[derive(Debug)]
+pub struct HeldClaim {
+    pub(super) id: QueueId,
+    /// A read-only descriptor of the draft's inode, locked.
+    pub(super) file: File,
 }
 
 /// A message safely in `queue/`.
@@ -139,6 +153,39 @@ impl Draft {
             .map_err(|e| Error::io(format_args!("writing {}", self.tmp_path.display()), &e))?;
         self.envelope_written = true;
         Ok(())
+    }
+
+    /// Takes the claim of the message to be, before its commit
+    /// ([`HeldClaim`]). The file is opened again read-only (the draft
+    /// writes through a write-only descriptor, and a claim reads) and must
+    /// be the draft's own inode.
+    pub fn hold_claim(&self) -> Result<HeldClaim> {
+        let what = |verb: &str| format!("{verb} {}", self.tmp_path.display());
+        let file = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&self.tmp_path)
+            .map_err(|e| Error::io(what("opening"), &e))?;
+        let ours = self
+            .writer
+            .out
+            .get_ref()
+            .metadata()
+            .and_then(|w| file.metadata().map(|r| (w, r)))
+            .map(|(w, r)| w.ino() == r.ino() && w.dev() == r.dev())
+            .map_err(|e| Error::io(what("reading the metadata of"), &e))?;
+        if !ours {
+            return Err(Error::temp(format!(
+                "{}: replaced under us",
+                what("opening")
+            )));
+        }
+        file.try_lock()
+            .map_err(|e| Error::temp(format!("{}: {e}", what("locking"))))?;
+        Ok(HeldClaim {
+            id: self.id.clone(),
+            file,
+        })
     }
 
     /// The writer for the message data.

@@ -51,7 +51,7 @@ mod window;
 
 pub use counters::{Counted, Counter, CounterError, SubmissionCounters};
 use draft::DirSync;
-pub use draft::{Committed, DataWriter, Draft};
+pub use draft::{Committed, DataWriter, Draft, HeldClaim};
 pub use envelope::Envelope;
 pub use id::QueueId;
 pub use maildrop::{DropFile, MAILDROP, MAILDROP_MODE, MAILDROP_TMP, Refusal, begin_drop};
@@ -861,31 +861,66 @@ impl Spool {
         // count and ctime are the ones a second fstat would give now — no
         // second fstat.
         match fs::symlink_metadata(&path) {
-            Ok(now) if now.ino() == opened.ino() && now.dev() == opened.dev() => Ok(Some(Claim {
-                id: id.clone(),
-                _file: Arc::new(file),
-                len: now.len(),
-                data_at: 0,
-                size: 0,
-                window_since: (now.nlink() > 1).then(|| now.ctime().max(0) as u64),
-                window_linked: std::cell::Cell::new(now.nlink() > 1),
-            })),
+            Ok(now) if now.ino() == opened.ino() && now.dev() == opened.dev() => {
+                Ok(Some(Claim::new(id, file, &now)))
+            }
             _ => Ok(None),
+        }
+    }
+
+    /// The claim a submission took before its commit
+    /// ([`Draft::hold_claim`]), with the verified envelope, as
+    /// [`Spool::claim_message`] gives them. None when the message is not
+    /// queued under its ID (its commit failed).
+    pub fn claim_held(&self, held: HeldClaim) -> Result<Option<(Claim, Envelope)>> {
+        let path = self.queue.join(held.id.as_str());
+        let opened = held.file.metadata().map_err(|e| {
+            Error::io(
+                format_args!("reading the metadata of {}", path.display()),
+                &e,
+            )
+        })?;
+        match fs::symlink_metadata(&path) {
+            Ok(now) if now.ino() == opened.ino() && now.dev() == opened.dev() => {
+                self.verified(Claim::new(&held.id, held.file, &now))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether `id` is queued and no runner holds it: a shared lock,
+    /// tried and dropped. Unlike taking the claim and dropping it, two
+    /// such probes never refuse each other, so two runners each asking
+    /// this of the same message before they stop cannot both be told
+    /// "held" and both leave it (a runner's claim still refuses the
+    /// probe, and the probe the claim, for microseconds: the claimant
+    /// asks this again before it stops).
+    pub fn claimable(&self, id: &QueueId) -> bool {
+        match open_regular_with_metadata(None, &self.queue.join(id.as_str())) {
+            Ok((file, _)) => file.try_lock_shared().is_ok(),
+            Err(_) => false,
         }
     }
 
     /// [`Spool::claim`] and the verified envelope, read through the
     /// claim's own descriptor: a runner opens each queue file once.
     pub fn claim_message(&self, id: &QueueId) -> Result<Option<(Claim, Envelope)>> {
-        let Some(mut claim) = self.claim(id)? else {
-            return Ok(None);
-        };
+        match self.claim(id)? {
+            Some(claim) => self.verified(claim),
+            None => Ok(None),
+        }
+    }
+
+    /// The envelope of a claimed message, verified and read through the
+    /// claim's own descriptor.
+    fn verified(&self, mut claim: Claim) -> Result<Option<(Claim, Envelope)>> {
+        let id = claim.id.clone();
         let path = self.queue.join(id.as_str());
         // Read through the claim's own descriptor (no duplicate, no second
         // fstat): the data starts where the envelope block ends, which is
         // the file's length less the data and the trailer.
         let verified = self
-            .verify_queue_file(id, &*claim._file, claim.len, ENVELOPE_BUFFER)
+            .verify_queue_file(&id, &*claim._file, claim.len, ENVELOPE_BUFFER)
             .map(|(envelope, _)| envelope);
         match verified {
             Ok(envelope) => {
@@ -896,7 +931,7 @@ impl Spool {
             Err(Trouble::Gone) => Ok(None),
             Err(Trouble::Corrupt(why)) => {
                 drop(claim);
-                self.quarantine(id, &why);
+                self.quarantine(&id, &why);
                 Err(Error::data(format!("{}: corrupt: {why}", path.display())))
             }
             Err(Trouble::Io(e)) => Err(e),
@@ -963,6 +998,20 @@ impl Spool {
 }
 
 impl Claim {
+    /// The claim of `id` through `file`, locked, whose queue name `now`
+    /// is the lstat of, made after the lock.
+    fn new(id: &QueueId, file: File, now: &fs::Metadata) -> Claim {
+        Claim {
+            id: id.clone(),
+            _file: Arc::new(file),
+            len: now.len(),
+            data_at: 0,
+            size: 0,
+            window_since: (now.nlink() > 1).then(|| now.ctime().max(0) as u64),
+            window_linked: std::cell::Cell::new(now.nlink() > 1),
+        }
+    }
+
     /// The claimed message.
     pub fn id(&self) -> &QueueId {
         &self.id

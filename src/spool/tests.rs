@@ -392,6 +392,63 @@ fn claim_is_exclusive() {
 }
 
 #[test]
+fn claimable_is_refused_by_a_claim_only() {
+    let (_dir, spool) = spool();
+    let env = enqueue(&spool, b"x");
+    let other = Spool::open(spool.root()).unwrap();
+    assert!(spool.claimable(&env.id));
+    // Another probe's shared lock does not refuse a probe.
+    let probe = File::open(spool.root().join("queue").join(env.id.as_str())).unwrap();
+    probe.lock_shared().unwrap();
+    assert!(other.claimable(&env.id));
+    drop(probe);
+    let claim = spool.claim(&env.id).unwrap().expect("claimed");
+    assert!(!other.claimable(&env.id));
+    spool.remove(claim).unwrap();
+    assert!(!other.claimable(&env.id), "gone");
+}
+
+#[test]
+fn a_claim_held_before_the_commit_is_the_claim_after_it() {
+    let (_dir, spool) = spool();
+    let mut draft = spool.begin(SystemTime::now()).unwrap();
+    let env = envelope(draft.id());
+    let held = draft.hold_claim().unwrap();
+    draft.write_envelope(&env).unwrap();
+    draft.data().write_all(b"held from the start").unwrap();
+    draft.commit().unwrap();
+    // Queued, and nobody else can claim it: not a runner listing the
+    // queue between the commit and the caller's own delivery.
+    let other = Spool::open(spool.root()).unwrap();
+    assert!(other.claim(&env.id).unwrap().is_none());
+    assert!(other.list().unwrap()[0].claimed);
+    let (claim, read) = spool.claim_held(held).unwrap().expect("the held claim");
+    assert_eq!(read.recipients, env.recipients);
+    let mut data = Vec::new();
+    spool
+        .claimed_data(&claim)
+        .unwrap()
+        .read_to_end(&mut data)
+        .unwrap();
+    assert_eq!(data, b"held from the start");
+    assert!(other.claim(&env.id).unwrap().is_none());
+    drop(claim);
+    assert!(other.claim(&env.id).unwrap().is_some());
+}
+
+#[test]
+fn a_claim_held_on_a_draft_never_committed_claims_nothing() {
+    let (_dir, spool) = spool();
+    let mut draft = spool.begin(SystemTime::now()).unwrap();
+    let env = envelope(draft.id());
+    let held = draft.hold_claim().unwrap();
+    draft.write_envelope(&env).unwrap();
+    drop(draft);
+    assert!(spool.claim_held(held).unwrap().is_none());
+    assert!(spool.queued_ids().unwrap().is_empty());
+}
+
+#[test]
 fn remove_deletes_queue_and_state_files() {
     let (_dir, spool) = spool();
     let env = enqueue(&spool, b"x");
