@@ -676,6 +676,54 @@ fn notices_after_a_kill(inject: &str, queued_after_kill: usize) -> Option<usize>
     )
 }
 
+/// `-odi` reports its own attempt even when a queue run lists the queue
+/// between the message's commit and that attempt (the CI failure of
+/// 2026-12-07: a background runner took the message and the caller was
+/// told only "deferred"). strace holds the `-odi` process for a second
+/// at the exit of its one fsync — that of `queue/`, after the rename, so
+/// the message is visible — while a forced run (`-qR`) looks for it.
+#[test]
+fn a_queue_run_between_an_odi_commit_and_its_attempt_leaves_the_message_to_it() {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: needs strace for fault injection");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(dir.path(), &[]);
+    let w = world_for(&server, "");
+    let mut odi = std::process::Command::new("strace")
+        .args(["-f", "-o", "/dev/null", "-e"])
+        .arg("inject=fsync:delay_exit=1000000:when=1")
+        .arg(w.bin.join("sendmail"))
+        .arg("-C")
+        .arg(&w.config)
+        .args(["-odi", "-f", "s@example.org", "a@x.test"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = odi.stdin.take().unwrap();
+        stdin.write_all(MSG).unwrap();
+    }
+    assert!(wait_for(WAIT, || w.queue_ids().len() == 1), "committed");
+    assert_success(&w.sendmail(&["-qRa@x.test"], b""));
+    assert!(
+        server.messages().is_empty(),
+        "the queue run left the message to its caller"
+    );
+    let out = odi.wait_with_output().unwrap();
+    assert_success(&out);
+    assert_eq!(server.messages().len(), 1, "delivered once, by -odi");
+    assert!(w.queue_ids().is_empty());
+}
+
 /// Issue 11, defect 2: a runner killed after it queued a failure notice
 /// and before the original left the queue must not make the next run
 /// send a second notice. The kill lands on the third unlink of the run
