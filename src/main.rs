@@ -455,6 +455,12 @@ fn foreground_status(inv: &Invocation, id: &spool::QueueId, tally: &runner::Tall
 }
 
 fn print_queue(inv: &Invocation, config: &Config) -> Result<()> {
+    // `mailq | head` ends the listing as it ends any other program's:
+    // silently, by SIGPIPE (which the Rust runtime ignores, turning
+    // the end of the reader into an error message). A listing has
+    // nothing to finish or undo.
+    // SAFETY: restores the default disposition; no handler is installed.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let spool = spool::Spool::open(&config.spool)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -18,6 +18,40 @@ fn empty_queue_says_so() {
 }
 
 #[test]
+fn a_reader_that_stops_early_ends_the_listing_silently() {
+    // `mailq | head -1`: the reader goes away; mailq ends by SIGPIPE as
+    // any program printing a listing does, with nothing on stderr.
+    use std::os::unix::process::ExitStatusExt;
+    let w = World::new();
+    let id = w.send_ok(
+        &["-f", "s@example.com", "a@example.com"],
+        b"Subject: x\n\ny\n",
+    );
+    for args in [&[][..], &["--json"][..]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = w
+            .command("mailq")
+            .args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "{args:?}: {out:?}"
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(w.queue_ids(), [id]);
+}
+
+#[test]
 fn bp_is_the_same_as_mailq() {
     let w = World::new();
     w.send_ok(
