@@ -77,6 +77,17 @@ fn a_held_message_is_never_delivered_until_released() {
     assert_eq!(q[1]["held"], false, "{q:?}");
     // A plain run and a forced one deliver the other message only.
     assert_success(&w.sendmail(&["-q"], b""));
+    // The plain run filed it a day later: not looked at by every run.
+    let buckets: Vec<String> = std::fs::read_dir(w.spool.join("schedule"))
+        .unwrap()
+        .flatten()
+        .filter(|b| b.path().join(held).exists())
+        .map(|b| b.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        buckets.len() == 1 && buckets[0] != "0",
+        "held, filed under {buckets:?}"
+    );
     assert_success(&w.sendmail(&[&format!("-qI{held}")], b""));
     assert_eq!(server.messages().len(), 1);
     assert_eq!(w.queue_ids(), vec![held.clone()]);

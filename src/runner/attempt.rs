@@ -79,6 +79,14 @@ pub fn attempt(
         // Held by an administrator: not even a forced run delivers it,
         // and it does not age out while held.
         log::info!("{id}: held: not delivered until released");
+        // Looked at again a day later, as a run that reads the state
+        // before claiming files it (a release files it as due at once).
+        let later = crate::spool::bucket_for(now_s + super::HELD_RECHECK, now_s);
+        if bucket.is_some()
+            && let Err(e) = spool.reschedule(&id, bucket, later)
+        {
+            log::warn!("{id}: {e}");
+        }
         return Ok(Tally::default());
     }
     // Asked for now by an administrator: this attempt is a forced one.

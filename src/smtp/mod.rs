@@ -803,11 +803,12 @@ impl Session {
             }
             _ => data::encode(data, &mut self.conn),
         };
-        // A gate that would make us wait: the data goes out meanwhile.
-        // One already open: the tail of the data waits in the buffer for
-        // the dot, one write (and one segment for the server to read)
-        // less per message.
-        let dot_at_once = before_final_dot.open_now();
+        // The tail of the data waits in the buffer for the dot — one
+        // write, and one segment for the server to read, less per
+        // message — when the gate is open already, or when the tail is
+        // small: a few kilobytes gain nothing from going out while the
+        // gate is waited for, as a large tail on a slow link does.
+        let dot_at_once = self.conn.buffered() <= SMALL_TAIL || before_final_dot.open_now();
         encoded
             .and_then(|_| match dot_at_once {
                 true => Ok(()),
@@ -1083,6 +1084,11 @@ impl<F: FnMut() -> io::Result<()>> FinalDotGate for F {
         self()
     }
 }
+
+/// A tail of message data this small is held back for the final dot
+/// rather than sent while the dot's gate is waited for: well under the
+/// ten segments a new TCP connection may send at once (RFC 6928).
+const SMALL_TAIL: usize = 8 * 1024;
 
 /// At most this many pipelined commands are unanswered at a time...
 const PIPELINE_WINDOW: usize = 100;

@@ -177,8 +177,12 @@ pub struct Conn {
     /// How long each block written may take (RFC 5321 §4.5.3.2 bounds
     /// each data block, not the whole data).
     write_limit: Duration,
-    rbuf: Vec<u8>,
+    /// Zeroed once per connection: refilling it must not clear 16 KiB
+    /// for every reply (two or more a message).
+    rbuf: Box<[u8]>,
+    /// `rbuf[rpos..rlen]` is read from the server, not yet consumed.
     rpos: usize,
+    rlen: usize,
     wbuf: Vec<u8>,
 }
 
@@ -195,8 +199,9 @@ impl Conn {
         Conn {
             stream,
             write_limit,
-            rbuf: Vec::with_capacity(READ_BUFFER),
+            rbuf: vec![0; READ_BUFFER].into_boxed_slice(),
             rpos: 0,
+            rlen: 0,
             wbuf: Vec::with_capacity(WRITE_BUFFER),
         }
     }
@@ -222,7 +227,7 @@ impl Conn {
     /// True when the server sent bytes we have not read: after STARTTLS's
     /// 220 that is an injection attempt (CVE-2011-0411), not a reply.
     pub fn has_unread(&self) -> bool {
-        self.rpos < self.rbuf.len()
+        self.rpos < self.rlen
     }
 
     /// One line, CRLF (or LF) stripped. A line longer than MAX_LINE is an
@@ -230,8 +235,7 @@ impl Conn {
     pub fn read_line(&mut self) -> io::Result<Vec<u8>> {
         let mut line = Vec::new();
         loop {
-            if self.rpos == self.rbuf.len() {
-                self.rbuf.resize(READ_BUFFER, 0);
+            if self.rpos == self.rlen {
                 let n = loop {
                     match self.stream.read(&mut self.rbuf) {
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -241,13 +245,11 @@ impl Conn {
                 let n = match n {
                     Ok(n) => n,
                     Err(e) => {
-                        self.rbuf.clear();
-                        self.rpos = 0;
+                        (self.rpos, self.rlen) = (0, 0);
                         return Err(e);
                     }
                 };
-                self.rbuf.truncate(n);
-                self.rpos = 0;
+                (self.rpos, self.rlen) = (0, n);
                 if n == 0 {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -255,7 +257,7 @@ impl Conn {
                     ));
                 }
             }
-            let avail = &self.rbuf[self.rpos..];
+            let avail = &self.rbuf[self.rpos..self.rlen];
             match avail.iter().position(|&b| b == b'\n') {
                 Some(i) => {
                     line.extend_from_slice(&avail[..i]);
@@ -267,7 +269,7 @@ impl Conn {
                 }
                 None => {
                     line.extend_from_slice(avail);
-                    self.rpos = self.rbuf.len();
+                    self.rpos = self.rlen;
                 }
             }
             if line.len() > MAX_LINE {
@@ -277,6 +279,11 @@ impl Conn {
                 ));
             }
         }
+    }
+
+    /// Bytes written and not yet flushed.
+    pub fn buffered(&self) -> usize {
+        self.wbuf.len()
     }
 
     /// Flushes the write buffer to the stream.

@@ -820,6 +820,8 @@ struct CountingGate<'a> {
     lines: &'a mpsc::Receiver<String>,
     /// Whether the server had the data's last line when `wait` was called.
     data_seen_at_wait: Option<bool>,
+    /// How long a closed gate waits for the server to see that line.
+    patience: Duration,
 }
 
 impl FinalDotGate for CountingGate<'_> {
@@ -837,7 +839,7 @@ impl FinalDotGate for CountingGate<'_> {
             // data must be on its way meanwhile. Bounded: a client that
             // held it back would never let the server see it.
             false => loop {
-                match self.lines.recv_timeout(Duration::from_secs(10)) {
+                match self.lines.recv_timeout(self.patience) {
                     Ok(l) if l == last => break true,
                     Ok(_) => continue,
                     Err(_) => break false,
@@ -850,7 +852,7 @@ impl FinalDotGate for CountingGate<'_> {
 }
 
 #[test]
-fn a_closed_final_dot_gate_is_waited_for_with_the_data_sent() {
+fn a_closed_final_dot_gate_is_waited_for_with_a_large_tail_sent() {
     let (addr, lines) = line_reporting_server();
     let mut s = Session::connect(addr, "srv.test", &settings()).unwrap();
     let rcpts = vec!["a@x.test".to_string()];
@@ -859,9 +861,18 @@ fn a_closed_final_dot_gate_is_waited_for_with_the_data_sent() {
         waits: 0,
         lines: &lines,
         data_seen_at_wait: None,
+        patience: Duration::from_secs(10),
     };
+    // More than SMALL_TAIL of data: it goes out while the gate is
+    // waited for.
+    let mut message = b"S: x\n\n".to_vec();
+    for _ in 0..(SMALL_TAIL / 50 + 1) {
+        message.extend_from_slice(&[b'x'; 60]);
+        message.push(b'\n');
+    }
+    message.extend_from_slice(b"end\n");
     let result = s
-        .send(&envelope(&rcpts), &mut &b"S: x\n\nend\n"[..], &mut gate)
+        .send(&envelope(&rcpts), &mut &message[..], &mut gate)
         .unwrap();
     assert_eq!(result.data.unwrap().code, 250);
     assert_eq!(gate.waits, 1);
@@ -870,6 +881,29 @@ fn a_closed_final_dot_gate_is_waited_for_with_the_data_sent() {
         Some(true),
         "data flushed before the wait"
     );
+}
+
+#[test]
+fn a_small_tail_waits_for_a_closed_gate_and_goes_with_the_dot() {
+    let (addr, lines) = line_reporting_server();
+    let mut s = Session::connect(addr, "srv.test", &settings()).unwrap();
+    let rcpts = vec!["a@x.test".to_string()];
+    // Showing that the server has *not* seen the line takes a bounded
+    // look: a client that sent it would have it there in microseconds.
+    let mut gate = CountingGate {
+        open: false,
+        waits: 0,
+        lines: &lines,
+        data_seen_at_wait: None,
+        patience: Duration::from_millis(500),
+    };
+    let result = s
+        .send(&envelope(&rcpts), &mut &b"S: x\n\nend\n"[..], &mut gate)
+        .unwrap();
+    assert_eq!(result.data.unwrap().code, 250);
+    assert_eq!(gate.waits, 1);
+    assert_eq!(gate.data_seen_at_wait, Some(false), "data held for the dot");
+    s.quit();
 }
 
 #[test]
@@ -882,6 +916,7 @@ fn an_open_final_dot_gate_sends_the_data_with_the_dot() {
         waits: 0,
         lines: &lines,
         data_seen_at_wait: None,
+        patience: Duration::from_secs(10),
     };
     let result = s
         .send(&envelope(&rcpts), &mut &b"S: x\n\nend\n"[..], &mut gate)

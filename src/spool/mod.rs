@@ -946,10 +946,15 @@ impl Spool {
             file: claim._file.clone(),
             at: claim.data_at,
         };
+        // No larger than the data: the buffer is zeroed before its first
+        // fill (a `read` into it must see initialized memory), and a
+        // delivery reads the data once or twice, so 64 KiB cleared each
+        // time for a 3 KB message was most of a runner's memset.
+        let capacity = usize::try_from(claim.size)
+            .unwrap_or(DATA_BUFFER)
+            .clamp(1, DATA_BUFFER);
         Ok(MessageData {
-            inner: DataReader::Claimed(
-                BufReader::with_capacity(DATA_BUFFER, file).take(claim.size),
-            ),
+            inner: DataReader::Claimed(BufReader::with_capacity(capacity, file).take(claim.size)),
         })
     }
 
