@@ -8,7 +8,7 @@
 //!   CR and every other byte (8-bit, NUL) are kept exactly, a missing
 //!   final newline is added. What is written here is what the recipient
 //!   gets.
-//! - Constant memory (S5): input is read in fixed 64 KiB blocks and
+//! - Constant memory (S5): input is read in fixed 16 KiB blocks and
 //!   fed through a byte-level state machine; only the header section is
 //!   held in memory, bounded by `max_header_size`. Nothing ever waits for
 //!   a newline, so a 100 MB message without one streams through.
@@ -23,7 +23,7 @@ use crate::address::{self, Address};
 use crate::error::{Error, Kind, Result};
 
 /// Size of one read from the input.
-const READ_SIZE: usize = 64 * 1024;
+const READ_SIZE: usize = 16 * 1024;
 /// RFC 5322 lines are at most 998 octets, so a longer run of field-name
 /// characters without a ':' cannot be a field: it is body text, and
 /// deciding so early keeps it out of the header buffer.
