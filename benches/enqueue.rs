@@ -24,7 +24,16 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{self, Command, Stdio};
 
+// Only what does not link the spoolmail library: the floor is this
+// binary re-executed, and a floor carrying the library's relocated tables
+// (190 page faults at start, against 62 without) is no floor. What the
+// library's parts cost on the submission path is measured by
+// `cargo bench --bench submission` instead.
+#[path = "common/wait.rs"]
 mod common;
+#[path = "common/message.rs"]
+mod message;
+use message::{MESSAGE_SIZE, message};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Environment variable that turns this binary into the floor program; its
@@ -36,8 +45,6 @@ const DEFAULT_N: usize = 300;
 const TEST_MODE_N: usize = 10;
 /// Consecutive runs of one side before switching to the other.
 const BATCH: usize = 10;
-/// Size of every message, headers included.
-const MESSAGE_SIZE: usize = 2048;
 /// Unmeasured runs per side before measuring (page cache, binary loading).
 const WARMUP: usize = 2;
 /// Target: spoolmail median (and mean) at most this many times the floor
@@ -144,88 +151,6 @@ fn main() {
     let floor_stats = Stats::of(&floor_samples);
     let spoolmail_stats = Stats::of(&spoolmail_samples);
     report(n, &base, &floor_stats, &spoolmail_stats);
-    rate_limit_cost(&spool, n, spoolmail_stats.median);
-    dkim_signing_cost(work.path(), n, spoolmail_stats.median);
-}
-
-/// What DKIM signing (issue 26) costs, and where: a submission never
-/// signs (the runner does, where the bytes are final), so a `dkim` line
-/// adds nothing to the enqueue above; this is the runner's cost per 2 KB
-/// message, both passes (header, then the whole message through the
-/// canonicaliser and the hash) and the signature, for each algorithm.
-fn dkim_signing_cost(work: &Path, n: usize, enqueue: Duration) {
-    use spoolmail::runner::dkim::{MessageSigner, for_message, generate};
-    use spoolmail::smtp::SentFormSigner;
-    for (name, ed25519) in [("Ed25519-SHA256", true), ("RSA-SHA256 2048", false)] {
-        let key = work.join(format!("bench.{name}.key").replace(' ', "-"));
-        let algorithm = if ed25519 {
-            "ed25519-sha256"
-        } else {
-            "rsa-sha256"
-        };
-        let line = format!(
-            "bench.example selector=s1 key={} algorithm={algorithm}",
-            key.display()
-        );
-        let config = spoolmail::config::Config {
-            dkim: vec![spoolmail::config::dkim::parse(&line).expect("dkim line")],
-            ..spoolmail::config::Config::default()
-        };
-        generate(&config, "bench.example", "s1", ed25519).expect("--dkim-keygen");
-        let msg = message(0);
-        let signer = for_message(&config, "bench", &mut &msg[..])
-            .expect("key")
-            .expect("a dkim line covers the From: domain");
-        let open = || -> std::io::Result<Box<dyn Read>> {
-            Ok(Box::new(std::io::Cursor::new(msg.clone())))
-        };
-        let signing = MessageSigner {
-            signer: &signer,
-            open: &open,
-        };
-        let rounds = n.max(10);
-        let start = Instant::now();
-        for _ in 0..rounds {
-            signing
-                .signature(&mut |src, out| spoolmail::smtp::sent_form(src, None, out))
-                .expect("signed");
-        }
-        let each = start.elapsed() / rounds as u32;
-        println!(
-            "DKIM {name}: {:.3} ms per {MESSAGE_SIZE}-byte message, in the runner (never on the caller's path; the median enqueue is {:.3} ms); Ed25519 target < 0.5 ms",
-            each.as_secs_f64() * 1e3,
-            enqueue.as_secs_f64() * 1e3
-        );
-    }
-}
-
-/// What the per-user hourly limits add to one submission when they are
-/// on (`max_messages_per_hour`, `max_recipients_per_hour`): the check and
-/// count made just before the commit, for an ordinary user (root is
-/// never counted, and this benchmark's `sendmail` runs as its caller),
-/// measured here on the same disk and set beside the median enqueue.
-fn rate_limit_cost(spool: &Path, n: usize, enqueue: Duration) {
-    let counters = spoolmail::spool::SubmissionCounters::of_spool_at(spool);
-    let config = spoolmail::config::Config {
-        max_messages_per_hour: u64::MAX,
-        max_recipients_per_hour: u64::MAX,
-        ..spoolmail::config::Config::default()
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let start = std::time::Instant::now();
-    for _ in 0..n {
-        spoolmail::accept::ratelimit::admit(&config, &counters, 60_000, "bench", 1, now)
-            .expect("admitted");
-    }
-    let each = start.elapsed() / n as u32;
-    println!(
-        "rate limit check and count (both limits on): {:.1} us per submission, {:.2}% of the median enqueue ({:.3} ms); target < 5%",
-        each.as_secs_f64() * 1e6,
-        100.0 * each.as_secs_f64() / enqueue.as_secs_f64(),
-        enqueue.as_secs_f64() * 1000.0
-    );
 }
 
 /// The floor program: stdin to `dir/queue/NAME` durably, then exit 0.
@@ -269,35 +194,6 @@ fn bench_base_dir() -> PathBuf {
         Some(d) => PathBuf::from(d),
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"),
     }
-}
-
-/// A ~2 KB message with realistic headers; `i` makes the Message-ID unique.
-fn message(i: usize) -> Vec<u8> {
-    let headers = format!(
-        "From: Bench Sender <sender@bench.example>\n\
-         To: Recipient <recipient@example.com>\n\
-         Subject: Quarterly report, part {i}\n\
-         Date: Mon, 02 Jun 2025 09:30:00 +0000\n\
-         Message-ID: <bench.{i}.{pid}@bench.example>\n\
-         MIME-Version: 1.0\n\
-         Content-Type: text/plain; charset=utf-8\n\
-         Content-Transfer-Encoding: 8bit\n\
-         \n\
-         Hello,\n\n",
-        pid = process::id(),
-    );
-    let line = "The numbers for this quarter are in the attached summary below; \
-                nothing unusual.\n";
-    let mut m = headers.into_bytes();
-    while m.len() + line.len() < MESSAGE_SIZE - 32 {
-        m.extend_from_slice(line.as_bytes());
-    }
-    m.extend_from_slice(b"\nRegards,\n-- \nBench\n");
-    while m.len() < MESSAGE_SIZE - 1 {
-        m.push(b'.');
-    }
-    m.push(b'\n');
-    m
 }
 
 /// One side of the comparison: how to start one enqueue process.

@@ -4,12 +4,14 @@
 #![allow(dead_code)]
 
 use std::io::Write;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use spoolmail::spool::{Envelope, Spool};
+
+mod wait;
+pub use wait::wait4;
 
 /// A positive integer from the environment, if set.
 pub fn env_number(name: &str) -> Option<usize> {
@@ -107,23 +109,4 @@ pub fn drain_queue_usage(config: &Path, spool: &Path) -> (Duration, libc::rusage
 /// [`drain_queue_rss`], the time only.
 pub fn drain_queue(config: &Path, spool: &Path) -> Duration {
     drain_queue_rss(config, spool).0
-}
-
-/// Reaps `pid` with wait4(2), retrying on EINTR; the rusage is the child's.
-pub fn wait4(pid: u32) -> (ExitStatus, libc::rusage) {
-    let pid = libc::pid_t::try_from(pid).expect("pid fits pid_t");
-    let mut status: libc::c_int = 0;
-    // SAFETY: rusage is plain old data; all-zero is a valid value.
-    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: pid is our own unreaped child; both pointers are valid.
-        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut rusage) };
-        if r == pid {
-            return (ExitStatus::from_raw(status), rusage);
-        }
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            panic!("wait4({pid}): {err}");
-        }
-    }
 }
