@@ -851,18 +851,38 @@ impl FinalDotGate for CountingGate<'_> {
     }
 }
 
-#[test]
-fn a_closed_final_dot_gate_is_waited_for_with_a_large_tail_sent() {
+/// Sends `message` in one transaction through a [`CountingGate`] that is
+/// `open` or closed (waiting up to `patience` for the data's last line),
+/// after the session's QUIT: whether the server had that line when the
+/// gate was asked, and the server's lines not yet taken.
+fn send_through_gate(
+    open: bool,
+    patience: Duration,
+    message: &[u8],
+) -> (Option<bool>, mpsc::Receiver<String>) {
     let (addr, lines) = line_reporting_server();
     let mut s = Session::connect(addr, "srv.test", &settings()).unwrap();
     let rcpts = vec!["a@x.test".to_string()];
     let mut gate = CountingGate {
-        open: false,
+        open,
         waits: 0,
         lines: &lines,
         data_seen_at_wait: None,
-        patience: Duration::from_secs(10),
+        patience,
     };
+    let result = s
+        .send(&envelope(&rcpts), &mut &message[..], &mut gate)
+        .unwrap();
+    assert_eq!(result.data.unwrap().code, 250);
+    // Asked once, open or not (an open gate's own check).
+    assert_eq!(gate.waits, 1);
+    let seen = gate.data_seen_at_wait;
+    s.quit();
+    (seen, lines)
+}
+
+#[test]
+fn a_closed_final_dot_gate_is_waited_for_with_a_large_tail_sent() {
     // More than SMALL_TAIL of data: it goes out while the gate is
     // waited for.
     let mut message = b"S: x\n\n".to_vec();
@@ -871,62 +891,24 @@ fn a_closed_final_dot_gate_is_waited_for_with_a_large_tail_sent() {
         message.push(b'\n');
     }
     message.extend_from_slice(b"end\n");
-    let result = s
-        .send(&envelope(&rcpts), &mut &message[..], &mut gate)
-        .unwrap();
-    assert_eq!(result.data.unwrap().code, 250);
-    assert_eq!(gate.waits, 1);
-    assert_eq!(
-        gate.data_seen_at_wait,
-        Some(true),
-        "data flushed before the wait"
-    );
+    let (seen, _) = send_through_gate(false, Duration::from_secs(10), &message);
+    assert_eq!(seen, Some(true), "data flushed before the wait");
 }
 
 #[test]
 fn a_small_tail_waits_for_a_closed_gate_and_goes_with_the_dot() {
-    let (addr, lines) = line_reporting_server();
-    let mut s = Session::connect(addr, "srv.test", &settings()).unwrap();
-    let rcpts = vec!["a@x.test".to_string()];
     // Showing that the server has *not* seen the line takes a bounded
     // look: a client that sent it would have it there in microseconds.
-    let mut gate = CountingGate {
-        open: false,
-        waits: 0,
-        lines: &lines,
-        data_seen_at_wait: None,
-        patience: Duration::from_millis(500),
-    };
-    let result = s
-        .send(&envelope(&rcpts), &mut &b"S: x\n\nend\n"[..], &mut gate)
-        .unwrap();
-    assert_eq!(result.data.unwrap().code, 250);
-    assert_eq!(gate.waits, 1);
-    assert_eq!(gate.data_seen_at_wait, Some(false), "data held for the dot");
-    s.quit();
+    let (seen, _) = send_through_gate(false, Duration::from_millis(500), b"S: x\n\nend\n");
+    assert_eq!(seen, Some(false), "data held for the dot");
 }
 
 #[test]
 fn an_open_final_dot_gate_sends_the_data_with_the_dot() {
-    let (addr, lines) = line_reporting_server();
-    let mut s = Session::connect(addr, "srv.test", &settings()).unwrap();
-    let rcpts = vec!["a@x.test".to_string()];
-    let mut gate = CountingGate {
-        open: true,
-        waits: 0,
-        lines: &lines,
-        data_seen_at_wait: None,
-        patience: Duration::from_secs(10),
-    };
-    let result = s
-        .send(&envelope(&rcpts), &mut &b"S: x\n\nend\n"[..], &mut gate)
-        .unwrap();
-    assert_eq!(result.data.unwrap().code, 250);
-    // Still asked once (the gate's own check), and the data held back
-    // for one write with the dot: the server cannot have it yet.
-    assert_eq!(gate.waits, 1);
-    assert_eq!(gate.data_seen_at_wait, Some(false), "data held for the dot");
-    s.quit();
+    let (seen, lines) = send_through_gate(true, Duration::from_secs(10), b"S: x\n\nend\n");
+    // The data held back for one write with the dot: the server cannot
+    // have it yet.
+    assert_eq!(seen, Some(false), "data held for the dot");
     let rest: Vec<String> = lines.iter().collect();
     let dot = rest.iter().position(|l| l == ".\r\n").expect("the dot");
     assert_eq!(rest[dot - 1], "end\r\n", "the data, then the dot: {rest:?}");
