@@ -16,10 +16,11 @@ use std::path::Path;
 use std::process::Command;
 
 use common::certs::issue;
+use common::netns::in_own_network;
 use common::signed_dns::SignedDns;
 use common::smtpd::SmtpServer;
 use common::syslog::SyslogReceiver;
-use common::{World, root_or_skip, start_peer};
+use common::{World, start_peer};
 use openssl::sha::sha256;
 use openssl::x509::X509;
 
@@ -40,24 +41,10 @@ fn spki_sha256_hex(dir: &Path, name: &str) -> String {
 
 #[test]
 fn dane_where_tlsa_records_are_signed_and_mta_sts_where_a_policy_is_published() {
-    if !root_or_skip("dane-then-mta-sts serves HTTPS on port 443 in a network namespace") {
-        return;
-    }
-    let result = std::thread::spawn(|| {
-        // SAFETY: unshare(2) changes only the calling thread's namespace.
-        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
-        let up = Command::new("ip")
-            .args(["link", "set", "lo", "up"])
-            .status()
-            .expect("ip (iproute2)");
-        assert!(up.success(), "ip link set lo up");
-        both_policies();
-    })
-    .join();
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
+    in_own_network(
+        "dane-then-mta-sts serves HTTPS on port 443 in a network namespace",
+        both_policies,
+    );
 }
 
 fn both_policies() {

@@ -19,32 +19,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use common::dns::DnsServer;
+use common::netns::in_own_network;
 use common::smtpd::SmtpServer;
 use common::syslog::SyslogReceiver;
 use common::*;
 
+/// Why the tests that serve a policy skip without root.
+const SKIP: &str = "the MTA-STS tests serve HTTPS on port 443 in a network namespace";
+
 const MSG: &[u8] = b"Subject: sts\n\nbody\n";
 const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// Runs `body` on a thread of its own in a new network namespace with
-/// loopback up: everything it starts (peers, spoolmail) lives there.
-fn in_own_network(body: impl FnOnce() + Send + 'static) {
-    let result = std::thread::spawn(move || {
-        // SAFETY: unshare(2) changes only the calling thread's namespace.
-        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
-        let up = Command::new("ip")
-            .args(["link", "set", "lo", "up"])
-            .status()
-            .expect("ip (iproute2)");
-        assert!(up.success(), "ip link set lo up");
-        body();
-    })
-    .join();
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
-}
 
 /// Runs openssl with `args`, asserting success.
 fn openssl(args: &[&str]) {
@@ -239,6 +223,16 @@ impl Case {
         }
     }
 
+    /// Serves `policy(mode, mx, max_age)` from a file of its own over
+    /// HTTPS as mta-sts.sts.test: the file (which the test may rewrite)
+    /// and the server.
+    fn serve_policy(&self, mode: &str, mx: &str, max_age: u64) -> (PathBuf, PolicyServer) {
+        let file = self.dir.join("policy");
+        std::fs::write(&file, policy(mode, mx, max_age)).unwrap();
+        let server = PolicyServer::start(&self.ca, &self.dir, &file);
+        (file, server)
+    }
+
     /// Sends one message to bob@sts.test, delivering at once (-odi):
     /// the exit code.
     fn send(&self) -> i32 {
@@ -277,15 +271,10 @@ impl Case {
 
 #[test]
 fn enforce_delivers_to_a_listed_mx_over_verified_tls() {
-    if !root_or_skip("the MTA-STS tests serve HTTPS on port 443 in a network namespace") {
-        return;
-    }
-    in_own_network(|| {
+    in_own_network(SKIP, || {
         let dns = dns(Some("20260101"));
         let case = Case::new(&dns, "mx.sts.test");
-        let file = case.dir.join("policy");
-        std::fs::write(&file, policy("enforce", "mx.sts.test", 86400)).unwrap();
-        let https = PolicyServer::start(&case.ca, &case.dir, &file);
+        let (_, https) = case.serve_policy("enforce", "mx.sts.test", 86400);
         assert_eq!(case.send(), 0);
         let got = case.mx.messages();
         assert_eq!(got.len(), 1);
@@ -303,15 +292,10 @@ fn enforce_delivers_to_a_listed_mx_over_verified_tls() {
 
 #[test]
 fn enforce_refuses_an_mx_not_in_the_policy_without_connecting() {
-    if !root_or_skip("the MTA-STS tests serve HTTPS on port 443 in a network namespace") {
-        return;
-    }
-    in_own_network(|| {
+    in_own_network(SKIP, || {
         let dns = dns(Some("20260101"));
         let case = Case::new(&dns, "mx.sts.test");
-        let file = case.dir.join("policy");
-        std::fs::write(&file, policy("enforce", "mx1.elsewhere.test", 86400)).unwrap();
-        let _https = PolicyServer::start(&case.ca, &case.dir, &file);
+        let (_, _https) = case.serve_policy("enforce", "mx1.elsewhere.test", 86400);
         assert_eq!(case.send(), 75, "deferred");
         assert_eq!(case.mx.connections(), 0, "the MX was never connected to");
         let lines = case.outcomes(1);
@@ -344,16 +328,11 @@ fn enforce_refuses_an_mx_not_in_the_policy_without_connecting() {
 
 #[test]
 fn enforce_defers_when_the_mx_certificate_is_not_for_its_name() {
-    if !root_or_skip("the MTA-STS tests serve HTTPS on port 443 in a network namespace") {
-        return;
-    }
-    in_own_network(|| {
+    in_own_network(SKIP, || {
         let dns = dns(Some("20260101"));
         // Signed by the trusted CA, but for another name.
         let case = Case::new(&dns, "wrong.sts.test");
-        let file = case.dir.join("policy");
-        std::fs::write(&file, policy("enforce", "mx.sts.test", 86400)).unwrap();
-        let _https = PolicyServer::start(&case.ca, &case.dir, &file);
+        let (_, _https) = case.serve_policy("enforce", "mx.sts.test", 86400);
         assert_eq!(case.send(), 75, "deferred");
         assert!(case.mx.messages().is_empty(), "nothing delivered");
         let lines = case.outcomes(1);
@@ -371,15 +350,10 @@ fn enforce_defers_when_the_mx_certificate_is_not_for_its_name() {
 
 #[test]
 fn testing_mode_delivers_despite_the_bad_certificate_and_says_so_once() {
-    if !root_or_skip("the MTA-STS tests serve HTTPS on port 443 in a network namespace") {
-        return;
-    }
-    in_own_network(|| {
+    in_own_network(SKIP, || {
         let dns = dns(Some("20260101"));
         let case = Case::new(&dns, "wrong.sts.test");
-        let file = case.dir.join("policy");
-        std::fs::write(&file, policy("testing", "mx.sts.test", 86400)).unwrap();
-        let _https = PolicyServer::start(&case.ca, &case.dir, &file);
+        let (_, _https) = case.serve_policy("testing", "mx.sts.test", 86400);
         assert_eq!(case.send(), 0);
         let got = case.mx.messages();
         assert_eq!(got.len(), 1);
@@ -400,10 +374,7 @@ fn testing_mode_delivers_despite_the_bad_certificate_and_says_so_once() {
 
 #[test]
 fn no_policy_published_means_opportunistic_tls() {
-    if !root_or_skip("the MTA-STS tests serve HTTPS on port 443 in a network namespace") {
-        return;
-    }
-    in_own_network(|| {
+    in_own_network(SKIP, || {
         let dns = dns(None);
         // A certificate no policy vouches for: opportunistic TLS takes it.
         let case = Case::new(&dns, "wrong.sts.test");
@@ -420,15 +391,10 @@ fn no_policy_published_means_opportunistic_tls() {
 
 #[test]
 fn the_cache_is_used_then_refetched_after_max_age_or_a_new_id() {
-    if !root_or_skip("the MTA-STS tests serve HTTPS on port 443 in a network namespace") {
-        return;
-    }
-    in_own_network(|| {
+    in_own_network(SKIP, || {
         let first_dns = dns(Some("one"));
         let case = Case::new(&first_dns, "mx.sts.test");
-        let file = case.dir.join("policy");
-        std::fs::write(&file, policy("enforce", "mx.sts.test", 600)).unwrap();
-        let https = PolicyServer::start(&case.ca, &case.dir, &file);
+        let (file, https) = case.serve_policy("enforce", "mx.sts.test", 600);
 
         // Fetched once, then taken from the cache while the id holds.
         assert_eq!(case.send(), 0);
@@ -493,10 +459,7 @@ fn the_cache_is_used_then_refetched_after_max_age_or_a_new_id() {
 
 #[test]
 fn a_policy_server_whose_certificate_is_not_for_its_name_gives_no_policy() {
-    if !root_or_skip("the MTA-STS tests serve HTTPS on port 443 in a network namespace") {
-        return;
-    }
-    in_own_network(|| {
+    in_own_network(SKIP, || {
         let dns = dns(Some("20260101"));
         let case = Case::new(&dns, "mx.sts.test");
         let file = case.dir.join("policy");
@@ -515,10 +478,7 @@ fn a_policy_server_whose_certificate_is_not_for_its_name_gives_no_policy() {
 
 #[test]
 fn a_smarthost_is_not_mx_delivery_and_gets_no_policy() {
-    if !root_or_skip("the MTA-STS tests serve HTTPS on port 443 in a network namespace") {
-        return;
-    }
-    in_own_network(|| {
+    in_own_network(SKIP, || {
         let dns = dns(Some("20260101"));
         // The smarthost is the same server, reached as a relay (its
         // own TLS mode: none here).
@@ -527,9 +487,7 @@ fn a_smarthost_is_not_mx_delivery_and_gets_no_policy() {
             "mx.sts.test",
             "smarthost = 127.0.0.1:MX_PORT\nsmarthost_tls = none\n",
         );
-        let file = case.dir.join("policy");
-        std::fs::write(&file, policy("enforce", "mx1.elsewhere.test", 86400)).unwrap();
-        let https = PolicyServer::start(&case.ca, &case.dir, &file);
+        let (_, https) = case.serve_policy("enforce", "mx1.elsewhere.test", 86400);
         assert_eq!(case.send(), 0);
         assert_eq!(https.fetches(), 0, "no policy looked for");
         let lines = case.outcomes(1);
@@ -570,10 +528,7 @@ fn roots_queue_run_removes_expired_cached_policies() {
 
 #[test]
 fn a_queue_run_looks_up_a_domains_txt_record_once() {
-    if !root_or_skip("the MTA-STS tests serve HTTPS on port 443 in a network namespace") {
-        return;
-    }
-    in_own_network(|| {
+    in_own_network(SKIP, || {
         // The policy refuses the MX: no connection is made, so each
         // message has the MX hosts and the policy decided afresh. The
         // worker's resolver keeps the TXT answer for its TTL (hickory's
@@ -589,9 +544,7 @@ fn a_queue_run_looks_up_a_domains_txt_record_once() {
             &[],
         );
         let case = Case::with(&dns, "mx.sts.test", "max_connections = 1\n");
-        let file = case.dir.join("policy");
-        std::fs::write(&file, policy("enforce", "mx1.elsewhere.test", 86400)).unwrap();
-        let _https = PolicyServer::start(&case.ca, &case.dir, &file);
+        let (_, _https) = case.serve_policy("enforce", "mx1.elsewhere.test", 86400);
         for _ in 0..3 {
             let out = case.world.run(
                 "sendmail",

@@ -7,6 +7,7 @@
 pub mod certs;
 pub mod dns;
 pub mod hang_up;
+pub mod netns;
 pub mod setup;
 pub mod signed_dns;
 pub mod smtpd;
