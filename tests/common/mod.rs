@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod dkim;
 pub mod dns;
 pub mod hang_up;
 pub mod netns;

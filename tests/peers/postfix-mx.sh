@@ -9,7 +9,9 @@
 #
 # A `capture` transport keeps each message as Postfix received it, in
 # DIR/captured/QUEUEID: a test that needs the bytes adds
-# "relay_transport = capture:" (main.cf's last setting wins).
+# "relay_transport = capture:" (main.cf's last setting wins). The `smtp`
+# transport makes it a relay instead ("relay_transport =
+# smtp:[127.0.0.1]:PORT"): a smarthost passing the mail on.
 #
 # Everything lives under DIR (config, queue, data, log): /etc/postfix and
 # port 25 are never touched, so it runs beside an installed MTA. Extra
@@ -105,6 +107,7 @@ proxywrite unix -       -       n       -       1       proxymap
 error     unix  -       -       n       -       -       error
 retry     unix  -       -       n       -       -       error
 discard   unix  -       -       n       -       -       discard
+smtp      unix  -       -       n       -       -       smtp
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
