@@ -259,6 +259,34 @@ impl Case {
             .collect()
     }
 
+    /// The one cached policy file in the spool's hosts/.
+    fn cached_policy_file(&self) -> PathBuf {
+        let cache: Vec<PathBuf> = std::fs::read_dir(self.world.spool.join("hosts"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("sts-"))
+            .collect();
+        assert_eq!(cache.len(), 1, "{cache:?}");
+        cache[0].clone()
+    }
+
+    /// The one cached policy, as stored.
+    fn cached_policy(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.cached_policy_file()).unwrap()).unwrap()
+    }
+
+    /// Moves the cached policy's fetch time `secs` back (its age, not a
+    /// sleep).
+    fn age_cached_policy(&self, secs: u64) {
+        let mut cached = self.cached_policy();
+        cached["fetched"] = (cached["fetched"].as_u64().unwrap() - secs).into();
+        std::fs::write(
+            self.cached_policy_file(),
+            serde_json::to_vec(&cached).unwrap(),
+        )
+        .unwrap();
+    }
+
     /// Every log line containing `what`.
     fn log_lines(&self, what: &str) -> Vec<String> {
         self.syslog
@@ -400,22 +428,12 @@ fn the_cache_is_used_then_refetched_after_max_age_or_a_new_id() {
         assert_eq!(case.send(), 0);
         assert_eq!(case.send(), 0);
         assert_eq!(https.fetches(), 1, "the second delivery used the cache");
-        let cache: Vec<PathBuf> = std::fs::read_dir(case.world.spool.join("hosts"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("sts-"))
-            .collect();
-        assert_eq!(cache.len(), 1, "{cache:?}");
-        let cached: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&cache[0]).unwrap()).unwrap();
-        assert_eq!(cached["id"], "one");
+        assert_eq!(case.cached_policy()["id"], "one");
 
         // max_age passed (the fetch time moved back, not a sleep): the
         // policy is fetched again, and the new one, which no longer
         // lists the MX, applies.
-        let mut aged = cached.clone();
-        aged["fetched"] = (cached["fetched"].as_u64().unwrap() - 601).into();
-        std::fs::write(&cache[0], serde_json::to_vec(&aged).unwrap()).unwrap();
+        case.age_cached_policy(601);
         std::fs::write(&file, policy("enforce", "mx2.sts.test", 600)).unwrap();
         assert_eq!(case.send(), 75, "the refetched policy refuses the MX");
         assert_eq!(https.fetches(), 2, "refetched after max_age");
@@ -454,6 +472,36 @@ fn the_cache_is_used_then_refetched_after_max_age_or_a_new_id() {
         let failed = case.log_lines("MTA-STS policy id three not fetched");
         assert_eq!(failed.len(), 1, "{failed:?}");
         println!("{}", failed[0]);
+    });
+}
+
+#[test]
+fn an_expired_cached_policy_that_cannot_be_refetched_is_no_policy() {
+    // RFC 8461 §5.1: no valid policy fetched and no unexpired one cached
+    // means delivering as though the domain published none. The cached
+    // policy would refuse the MX; once past its max_age, with the policy
+    // server gone, it must not.
+    in_own_network(SKIP, || {
+        let dns = dns(Some("one"));
+        let case = Case::new(&dns, "mx.sts.test");
+        let (file, https) = case.serve_policy("enforce", "mx2.sts.test", 600);
+        assert_eq!(case.send(), 75, "the fresh policy refuses the MX");
+        assert_eq!(case.mx.connections(), 0);
+        assert_eq!(case.cached_policy()["id"], "one");
+
+        case.age_cached_policy(601);
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(case.send(), 0, "the expired policy no longer applies");
+        assert_eq!(https.fetches(), 2, "a refetch was tried");
+        assert_eq!(case.mx.messages().len(), 1);
+        let lines = case.outcomes(2);
+        println!("{}", lines[1]);
+        assert!(
+            lines[1].contains("status=sent") && lines[1].ends_with(", tls=opportunistic"),
+            "{lines:?}"
+        );
+        let failed = case.log_lines("MTA-STS policy id one not fetched");
+        assert_eq!(failed.len(), 1, "{failed:?}");
     });
 }
 
