@@ -298,6 +298,39 @@ def main():
 
     check("rate_limit_counts_maildrop_pickup", rate_limit_counts_maildrop_pickup)
 
+    def metrics_unit():
+        # The hardened metrics unit (root with CAP_DAC_OVERRIDE only, the
+        # spool read-only to it) counts what a user queued (0640, the
+        # user's) and writes node_exporter's file 0644. The queue timer is
+        # stopped meanwhile, so no run delivers the message first.
+        textfile = "/var/lib/prometheus/node-exporter"
+        os.makedirs(textfile, exist_ok=True)
+        sh("systemctl", "stop", "spoolmail-queue.timer")
+        try:
+            submit("-odq", "metrics@remote.test", user="alice", marker=f"metrics-{stamp}")
+            sh("mailq", "--hold", "ALL", "--recipient", "metrics@remote.test")
+            sh("systemctl", "start", "spoolmail-metrics.service")
+            prom = f"{textfile}/spoolmail.prom"
+            text = read(prom)
+            print("      " + " | ".join(l for l in text.splitlines()
+                                        if l.startswith("spoolmail_queue_messages")), flush=True)
+            need('spoolmail_queue_messages{state="held"} 1' in text.splitlines(),
+                 f"the held message of alice's not counted: {text[:600]}")
+            need(os.stat(prom).st_mode & 0o777 == 0o644, oct(os.stat(prom).st_mode))
+            need(not glob.glob(f"{textfile}/*.tmp"), "a temporary file left")
+            sh("systemctl", "enable", "--now", "spoolmail-metrics.timer")
+            state = sh("systemctl", "is-active", "spoolmail-metrics.timer",
+                       check=False).stdout.decode().strip()
+            need(state == "active", f"spoolmail-metrics.timer: {state}")
+            r = sh("systemd-analyze", "security", "spoolmail-metrics.service", check=False)
+            said = (r.stdout + r.stderr).decode().strip().splitlines() or ["(nothing)"]
+            print(f"      live spoolmail-metrics.service: {said[-1][:150]}", flush=True)
+        finally:
+            sh("mailq", "--delete", "ALL", "--recipient", "metrics@remote.test", check=False)
+            sh("systemctl", "start", "spoolmail-queue.timer")
+
+    check("metrics_unit_counts_users_mail_and_writes_the_textfile", metrics_unit)
+
     def pipe_timeout_kills():
         # The run kills a command of erin's that outlives pipe_timeout:
         # a signal to another uid's process group (CAP_KILL).
