@@ -44,10 +44,7 @@ pub fn keygen(dir: &Path, domain: &str, selector: &str, ed25519: bool) -> Key {
     Key { record, line }
 }
 
-/// What each independent verifier says of `message`, the public key
-/// taken from `record` (the zone-file line `--dkim-keygen` printed):
-/// dkimpy always; OpenDKIM's library too when running as root (its
-/// check needs namespaces of its own: tests/peers/opendkim-verify.sh).
+/// What the independent verifiers said of one message.
 pub struct Verdicts {
     /// (verifier, passed) for each verifier that ran.
     pub each: Vec<(&'static str, bool)>,
@@ -67,6 +64,10 @@ impl Verdicts {
     }
 }
 
+/// What each independent verifier says of `message`, the public key
+/// taken from `record` (the zone-file line `--dkim-keygen` printed):
+/// dkimpy always; OpenDKIM's library too when running as root (its
+/// check needs namespaces of its own: tests/peers/opendkim-verify.sh).
 pub fn verify(message: &[u8], record: &Path) -> Verdicts {
     let (ok, report) = dkimpy_verify(message, record);
     let mut verdicts = Verdicts {
