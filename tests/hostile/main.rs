@@ -17,7 +17,8 @@
 //! locked mailbox: whose slots and workers they hold), `limits` (too few
 //! descriptors against the brake and the maildrop sweep), `relaylog`
 //! (a relay's 421, look-alike domains, forged log fields), `combined`
-//! (the slow attacks at once), `verify` (what `sendmail -bv` shows of
+//! (the slow attacks at once), `dkim` (the signing key, which the
+//! setgid runner reads), `verify` (what `sendmail -bv` shows of
 //! others' files). `site` is the fixture (accounts, a
 //! setgid install), `tools` the attackers' means (a lock held, a silent
 //! zone or server).
@@ -29,6 +30,7 @@ mod site;
 
 mod client;
 mod combined;
+mod dkim;
 mod environment;
 mod expansion;
 mod fairness;
