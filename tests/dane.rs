@@ -653,6 +653,32 @@ fn a_cnamed_mx_host_uses_the_tlsa_records_of_its_expanded_name() {
 }
 
 #[test]
+fn a_cnamed_mx_host_leading_into_an_unsigned_zone_is_delivered_opportunistically() {
+    // RFC 7672 §2.2.2: a signed MX host that is a CNAME into a zone
+    // proved unsigned: its address records are not all secure, so DANE
+    // does not apply — opportunistic TLS, not a deferral (a mail that
+    // could never leave). The record at the MX name would not match:
+    // were it used, the delivery would defer.
+    let records = |dir: &Path, port: u16| {
+        vec![
+            "example.test. 60 IN MX 10 mx.example.test.".to_string(),
+            "mx.example.test. 60 IN CNAME mx.unsigned.test.".to_string(),
+            format!("_{port}._tcp.{MX}. 60 IN TLSA {}", wrong_record(dir)),
+        ]
+    };
+    let Some(case) = Case::with(Some(MX), &records, false, None) else {
+        return;
+    };
+    assert_eq!(case.send("bob@example.test"), 0);
+    assert_eq!(case.mx.messages().len(), 1);
+    let line = case.outcome("bob@example.test");
+    assert!(
+        line.contains("status=sent") && line.ends_with(", tls=opportunistic"),
+        "{line}"
+    );
+}
+
+#[test]
 fn a_cnamed_mx_host_without_records_at_its_expansion_uses_its_own() {
     // §2.2.2: nothing at the expanded name, so the MX name's records
     // (here not matching: the deferral proves they were used).

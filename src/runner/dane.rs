@@ -355,13 +355,17 @@ fn security(answer: &std::result::Result<Lookup, NetError>) -> Security {
                 Security::Bogus
             } else if proofs.iter().all(|p| *p == Proof::Secure) {
                 Security::Secure
-            } else if proofs.iter().all(|p| *p == Proof::Insecure) {
-                Security::Insecure
-            } else {
-                // Indeterminate: the proof could not be had either way.
-                // Taking it for insecure would let whoever withholds the
-                // DNSSEC records choose plain text.
+            } else if proofs.contains(&Proof::Indeterminate) {
+                // The proof could not be had either way. Taking it for
+                // insecure would let whoever withholds the DNSSEC records
+                // choose plain text.
                 Security::Failed("DNSSEC status indeterminate".to_string())
+            } else {
+                // Insecure records, and perhaps secure ones: a CNAME chain
+                // that crosses from a signed zone into one proved unsigned
+                // (an insecure delegation cannot be forged). Not all
+                // secure, so DANE does not apply (RFC 7672 §2.2.2).
+                Security::Insecure
             }
         }
         Err(NetError::Dns(DnsError::DnssecBogus)) => Security::Bogus,
