@@ -6,7 +6,7 @@
 //! against the DNS record keygen printed — for RSA and Ed25519, a plain
 //! message (through a smarthost, and straight to the MX found in DNS),
 //! 8-bit mail converted for a server without 8BITMIME, long lines, `-t`
-//! with Bcc, a masqueraded From; and the failures: a record of another
+//! with Bcc, a masqueraded From, a notice the runner writes; and the failures: a record of another
 //! key, a changed message, a key that cannot be read. (A real Postfix
 //! as the smarthost passing signed mail on: tests/postfix_mx.rs.)
 
@@ -221,6 +221,35 @@ fn a_masqueraded_from_is_signed_for_the_masquerade_domain() {
         println!("{algorithm}, masqueraded From:\n{}", verdicts.report);
         assert!(verdicts.pass(), "{}", verdicts.report);
     }
+}
+
+#[test]
+fn a_delivery_status_notification_is_signed_for_the_hosts_domain() {
+    // The notices the runner writes come From: MAILER-DAEMON@ the
+    // hostname: with a line for that domain they are signed like any
+    // other mail, so a receiver that wants DKIM takes the bounce too.
+    let dir = tempfile::tempdir().unwrap();
+    let server = SmtpServer::start(
+        dir.path(),
+        &["--rcpt-reply", "gone@far.test=550 5.1.1 no such user"],
+    );
+    let keys = tempfile::tempdir().unwrap();
+    let key = keygen(keys.path(), HOSTNAME, "s1", true);
+    let w = world(&server, &key.line);
+    let out = w.run(
+        "sendmail",
+        &["-odi", "-f", "alice@elsewhere.test", "gone@far.test"],
+        b"From: alice@elsewhere.test\nTo: gone@far.test\nSubject: lost\n\nbody\n",
+    );
+    assert_exit(&out, 69);
+    let notice = server.wait_messages(1, WAIT).pop().unwrap();
+    assert_eq!(notice.mail_from, "", "a notice has the null sender");
+    assert_eq!(notice.rcpt_tos, ["alice@elsewhere.test"]);
+    let sig = signature(&notice);
+    assert_eq!(tag(&sig, "d"), Some(HOSTNAME));
+    let verdicts = verify(&notice.data, &key.record);
+    println!("a notice:\n{}", verdicts.report);
+    assert!(verdicts.pass(), "{}", verdicts.report);
 }
 
 #[test]
