@@ -6,9 +6,10 @@
 //! against the DNS record keygen printed — for RSA and Ed25519, a plain
 //! message (through a smarthost, and straight to the MX found in DNS),
 //! 8-bit mail converted for a server without 8BITMIME, long lines, `-t`
-//! with Bcc, a masqueraded From, a notice the runner writes; and the failures: a record of another
-//! key, a changed message, a key that cannot be read. (A real Postfix
-//! as the smarthost passing signed mail on: tests/postfix_mx.rs.)
+//! with Bcc, a masqueraded From, a notice the runner writes; and the
+//! failures: a record of another key, a changed message, a key that
+//! cannot be read. (A real Postfix as the smarthost passing signed mail
+//! on: tests/postfix_mx.rs.)
 
 mod common;
 
