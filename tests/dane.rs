@@ -420,6 +420,18 @@ impl Case {
         out.status.code().unwrap_or(-1)
     }
 
+    /// Sends one message to `rcpt` and checks it was delivered, once,
+    /// with `tls=TLS` on its log line.
+    fn assert_delivered(&self, rcpt: &str, tls: &str) {
+        assert_eq!(self.send(rcpt), 0);
+        assert_eq!(self.mx.messages().len(), 1);
+        let line = self.outcome(rcpt);
+        assert!(
+            line.contains("status=sent") && line.ends_with(&format!(", tls={tls}")),
+            "{line}"
+        );
+    }
+
     /// The first log line about `rcpt`'s outcome.
     fn outcome(&self, rcpt: &str) -> String {
         let to = format!("to=<{rcpt}>");
@@ -483,13 +495,7 @@ fn dane_ta_of_the_issuing_ca_delivers() {
     let Some(case) = Case::start(Some(MX), &[&ta_record], false) else {
         return;
     };
-    assert_eq!(case.send("bob@example.test"), 0);
-    assert_eq!(case.mx.messages().len(), 1);
-    let line = case.outcome("bob@example.test");
-    assert!(
-        line.contains("status=sent") && line.ends_with(", tls=dane"),
-        "{line}"
-    );
+    case.assert_delivered("bob@example.test", "dane");
 }
 
 #[test]
@@ -529,11 +535,7 @@ fn an_unsigned_zone_is_delivered_opportunistically() {
     let Some(case) = Case::start(Some(MX), &[], false) else {
         return;
     };
-    assert_eq!(case.send("bob@unsigned.test"), 0);
-    assert_eq!(case.mx.messages().len(), 1);
-    let line = case.outcome("bob@unsigned.test");
-    assert!(line.contains("status=sent"), "{line}");
-    assert!(line.ends_with(", tls=opportunistic"), "{line}");
+    case.assert_delivered("bob@unsigned.test", "opportunistic");
 }
 
 #[test]
@@ -643,13 +645,7 @@ fn a_cnamed_mx_host_uses_the_tlsa_records_of_its_expanded_name() {
     let Some(case) = Case::with(Some(MX), &records, false, None) else {
         return;
     };
-    assert_eq!(case.send("bob@example.test"), 0);
-    assert_eq!(case.mx.messages().len(), 1);
-    let line = case.outcome("bob@example.test");
-    assert!(
-        line.contains("status=sent") && line.ends_with(", tls=dane"),
-        "{line}"
-    );
+    case.assert_delivered("bob@example.test", "dane");
 }
 
 #[test]
@@ -669,13 +665,7 @@ fn a_cnamed_mx_host_leading_into_an_unsigned_zone_is_delivered_opportunistically
     let Some(case) = Case::with(Some(MX), &records, false, None) else {
         return;
     };
-    assert_eq!(case.send("bob@example.test"), 0);
-    assert_eq!(case.mx.messages().len(), 1);
-    let line = case.outcome("bob@example.test");
-    assert!(
-        line.contains("status=sent") && line.ends_with(", tls=opportunistic"),
-        "{line}"
-    );
+    case.assert_delivered("bob@example.test", "opportunistic");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! (tests/peers/dkimcheck.py) and, as root, OpenDKIM's library
 //! (tests/peers/opendkim-verify.sh, in namespaces of its own).
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -97,24 +98,42 @@ pub fn verify(message: &[u8], record: &Path) -> Verdicts {
 /// What dkimpy says of `message` with the public key of `record`.
 pub fn dkimpy_verify(message: &[u8], record: &Path) -> (bool, String) {
     let file = record.with_extension(format!("msg{}", message.len()));
-    std::fs::write(&file, message).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/dkimcheck.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(&file)
-        .arg(record)
+    let (status, text) = run_check(
+        "python3",
+        "tests/peers/dkimcheck.py",
+        &file,
+        message,
+        record.as_os_str(),
+    );
+    assert!(
+        text.contains("dkim: pass") || text.contains("dkim: fail"),
+        "the verifier ran (pip install dkimpy): {text}"
+    );
+    (status.success(), text)
+}
+
+/// Writes `message` to `file` and runs `interpreter SCRIPT FILE ARG`
+/// (SCRIPT under the crate's root): its status and everything it said.
+fn run_check(
+    interpreter: &str,
+    script: &str,
+    file: &Path,
+    message: &[u8],
+    arg: &OsStr,
+) -> (std::process::ExitStatus, String) {
+    std::fs::write(file, message).unwrap();
+    let out = Command::new(interpreter)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(script))
+        .arg(file)
+        .arg(arg)
         .output()
-        .expect("python3 tests/peers/dkimcheck.py (pip install dkimpy)");
+        .unwrap_or_else(|e| panic!("{interpreter} {script}: {e}"));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        text.contains("dkim: pass") || text.contains("dkim: fail"),
-        "the verifier ran: {text}"
-    );
-    (out.status.success(), text)
+    (out.status, text)
 }
 
 /// The DNS name a record file `--dkim-keygen` printed is for
@@ -141,25 +160,20 @@ pub fn zone_line(record: &Path, name: &str) -> String {
 /// and opendkim-testmsg.
 pub fn opendkim_verify(message: &[u8], record: &Path, name: &str) -> (bool, String) {
     let file = record.with_extension(format!("opendkim{}", message.len()));
-    std::fs::write(&file, message).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/opendkim-verify.sh");
-    let out = Command::new("sh")
-        .arg(script)
-        .arg(&file)
-        .arg(zone_line(record, name))
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let zone = zone_line(record, name);
+    let (status, text) = run_check(
+        "sh",
+        "tests/peers/opendkim-verify.sh",
+        &file,
+        message,
+        OsStr::new(&zone),
     );
     // 127: no opendkim-testmsg; 2: the script's DNS server did not
     // start. Neither is a verdict, and a "fail" expected must not pass
     // on it.
     assert!(
-        !matches!(out.status.code(), Some(127) | Some(2)),
+        !matches!(status.code(), Some(127) | Some(2)),
         "OpenDKIM's check did not run (apt-get install opendkim-tools iproute2): {text}"
     );
-    (out.status.success(), text)
+    (status.success(), text)
 }

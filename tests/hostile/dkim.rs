@@ -8,7 +8,6 @@
 //! same key he may read, included the same way, does show up — so the
 //! search finds a leak when there is one.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use crate::common;
@@ -62,6 +61,27 @@ fn what_mallory_sees(site: &Site) -> String {
     seen
 }
 
+/// Mallory's `.forward` becomes `:include:PATH`; he mails himself, his
+/// own runner delivers, then root's queue run: what all of it showed.
+fn include_in_forward(site: &Site, path: &str) -> String {
+    let mallory = site.mallory.name.clone();
+    site.write_as(
+        &site.mallory,
+        &site.mallory.home.join(".forward"),
+        &format!(":include:{path}\n"),
+        0o644,
+    );
+    let mut seen = said(&site.run(
+        Some(&site.mallory),
+        "sendmail",
+        &["-odi", &mallory],
+        b"Subject: key?\n\nbody\n",
+    ));
+    seen.push_str(&said(&site.as_root("sendmail", &["-q"], b"")));
+    seen.push_str(&what_mallory_sees(site));
+    seen
+}
+
 #[test]
 fn the_dkim_key_reaches_no_ordinary_user_by_any_face_of_the_setgid_binary() {
     let key_in_ns = "/etc/spoolmail/dkim/example.org.s1.key";
@@ -73,7 +93,6 @@ fn the_dkim_key_reaches_no_ordinary_user_by_any_face_of_the_setgid_binary() {
     common::assert_success(&out);
     let key = site.etc.join("dkim/example.org.s1.key");
     let pieces = key_pieces(&key);
-    let mallory = site.mallory.name.clone();
 
     // Read it, or have the binary read it as its configuration.
     let mut seen = said(&site.sh(
@@ -104,22 +123,7 @@ fn the_dkim_key_reaches_no_ordinary_user_by_any_face_of_the_setgid_binary() {
 
     // His .forward includes the key: mail to himself, delivered by his
     // own runner, then by root's queue run.
-    site.write_as(
-        &site.mallory,
-        &site.mallory.home.join(".forward"),
-        &format!(":include:{key_in_ns}\n"),
-        0o644,
-    );
-    let out = site.run(
-        Some(&site.mallory),
-        "sendmail",
-        &["-odi", &mallory],
-        b"Subject: key?\n\nbody\n",
-    );
-    let mut seen = said(&out);
-    let out = site.as_root("sendmail", &["-q"], b"");
-    seen.push_str(&said(&out));
-    seen.push_str(&what_mallory_sees(&site));
+    let seen = include_in_forward(&site, key_in_ns);
     assert!(
         leaked(&pieces, &seen).is_none(),
         "a piece of the key: {seen}"
@@ -128,29 +132,9 @@ fn the_dkim_key_reaches_no_ordinary_user_by_any_face_of_the_setgid_binary() {
     // The control: a copy he may read, included the same way, is
     // expanded into addresses that his mailbox, listing or -bv show.
     let copy = site.mallory.home.join("copy.key");
-    std::fs::copy(&key, &copy).unwrap();
-    nix::unistd::chown(
-        &copy,
-        Some(nix::unistd::Uid::from_raw(site.mallory.uid)),
-        Some(nix::unistd::Gid::from_raw(site.mallory.gid)),
-    )
-    .unwrap();
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)).unwrap();
-    site.write_as(
-        &site.mallory,
-        &site.mallory.home.join(".forward"),
-        &format!(":include:{}\n", copy.display()),
-        0o644,
-    );
-    let out = site.run(
-        Some(&site.mallory),
-        "sendmail",
-        &["-odi", &mallory],
-        b"Subject: copy\n\nbody\n",
-    );
-    let mut seen = said(&out);
-    seen.push_str(&said(&site.as_root("sendmail", &["-q"], b"")));
-    seen.push_str(&what_mallory_sees(&site));
+    let text = std::fs::read_to_string(&key).unwrap();
+    site.write_as(&site.mallory, &copy, &text, 0o600);
+    let seen = include_in_forward(&site, &copy.display().to_string());
     assert!(
         leaked(&pieces, &seen).is_some(),
         "the search finds a key he could read: {seen}"
